@@ -1,0 +1,75 @@
+"""The Logger base class, as in Lightning: loggers receive plain floats on rank 0 only."""
+import functools
+from abc import ABC, abstractmethod
+from typing import Any, Dict, Optional, Union
+
+
+def rank_zero_experiment(fn):
+    """Decorator for a logger's `experiment` property: other ranks get a do-nothing object."""
+
+    @functools.wraps(fn)
+    def experiment(self):
+        from volt.utilities.rank_zero import rank_zero_only
+
+        if rank_zero_only.rank > 0:
+            return _DummyExperiment()
+        return fn(self)
+
+    return experiment
+
+
+class _DummyExperiment:
+    def nop(self, *args, **kwargs):
+        return None
+
+    def __getattr__(self, _):
+        return self.nop
+
+    def __getitem__(self, idx):
+        return self
+
+
+class Logger(ABC):
+    """Base class for experiment loggers."""
+
+    @property
+    @abstractmethod
+    def name(self) -> Optional[str]: ...
+
+    @property
+    @abstractmethod
+    def version(self) -> Optional[Union[int, str]]: ...
+
+    @property
+    def root_dir(self) -> Optional[str]:
+        return None
+
+    @property
+    def log_dir(self) -> Optional[str]:
+        return None
+
+    @property
+    def save_dir(self) -> Optional[str]:
+        return None
+
+    @property
+    def group_separator(self) -> str:
+        return "/"
+
+    @abstractmethod
+    def log_metrics(self, metrics: Dict[str, float], step: Optional[int] = None) -> None: ...
+
+    @abstractmethod
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None: ...
+
+    def log_graph(self, model, input_array=None) -> None:
+        pass
+
+    def save(self) -> None:
+        pass
+
+    def finalize(self, status: str) -> None:
+        self.save()
+
+    def after_save_checkpoint(self, checkpoint_callback) -> None:
+        pass
