@@ -220,3 +220,139 @@ def test_verbose_messages_name_the_rank_in_multi_process_runs(caplog):
     with caplog.at_level(logging.INFO, logger="volt"):
         _checks(quiet, [3], world_size=2, global_rank=1)
     assert caplog.text == ""
+
+
+# ------------------------------------------------------------------------------- end to end, with a real Trainer
+# Each scenario: EarlyStopping arguments, the `val_loss` of each validation run, Trainer arguments, and what a fit
+# of at most 10 epochs (4 training batches, 2 validation batches) ends with: (validation runs, trainer.current_epoch,
+# trainer.global_step, stopped_epoch, wait_count, stopping reason). The expectations are PyTorch Lightning 2.6.6's;
+# the `lightning`-marked test checks that they still are.
+
+_STEADY = [3.0] * 30
+E2E_SCENARIOS = {
+    "patience": ({"patience": 2}, [5, 4, 4, 4.5] + _STEADY, {}, (4, 4, 16, 3, 2, "PATIENCE_EXHAUSTED")),
+    "patience_counts_checks_not_epochs": (
+        {"patience": 2}, [5, 4, 4, 4.5] + _STEADY, {"val_check_interval": 2}, (4, 2, 8, 1, 2, "PATIENCE_EXHAUSTED"),
+    ),
+    "validation_every_2_epochs": (
+        {"patience": 1}, [5, 4, 4] + _STEADY, {"check_val_every_n_epoch": 2}, (3, 6, 24, 5, 1, "PATIENCE_EXHAUSTED"),
+    ),
+    "stopping_threshold": ({"stopping_threshold": 1.0}, [5, 4, 0.5] + _STEADY, {},
+                           (3, 3, 12, 2, 0, "STOPPING_THRESHOLD")),
+    "divergence_threshold": ({"divergence_threshold": 10.0}, [5, 4, 11] + _STEADY, {},
+                             (3, 3, 12, 2, 0, "DIVERGENCE_THRESHOLD")),
+    "check_finite": ({}, [5, 4, math.nan] + _STEADY, {}, (3, 3, 12, 2, 0, "NON_FINITE_METRIC")),
+    "never_stops": ({"patience": 3}, [10 - i for i in range(10)], {}, (10, 10, 40, 0, 0, "NOT_STOPPED")),
+}
+
+
+def _make_module(pl, val_losses):
+    class Module(pl.LightningModule):
+        """Logs `val_loss` from a fixed list, one value per validation run (the sanity check excluded)."""
+
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(4, 1)
+            self.validations = 0
+
+        def training_step(self, batch, batch_idx):
+            loss = self.layer(batch[0]).pow(2).mean()
+            self.log("train_loss", loss)
+            return loss
+
+        def validation_step(self, batch, batch_idx):
+            self.log("val_loss", torch.tensor(float(val_losses[self.validations])))
+
+        def on_validation_epoch_end(self):
+            if not self.trainer.sanity_checking:
+                self.validations += 1
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    return Module()
+
+
+def _fit(pl, root, callbacks, val_losses, ckpt_path=None, **trainer_kwargs):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    gen = torch.Generator().manual_seed(0)
+    train = DataLoader(TensorDataset(torch.randn(16, 4, generator=gen)), batch_size=4)
+    val = DataLoader(TensorDataset(torch.randn(8, 4, generator=gen)), batch_size=4)
+    trainer_kwargs = {"max_epochs": 10, "logger": False, "enable_checkpointing": False, "enable_progress_bar": False,
+                      "enable_model_summary": False, "default_root_dir": str(root), **trainer_kwargs}
+    trainer = pl.Trainer(callbacks=callbacks, **trainer_kwargs)
+    module = _make_module(pl, val_losses)
+    trainer.fit(module, train, val, ckpt_path=ckpt_path)
+    return trainer, module
+
+
+def _run_scenario(pl, root, name):
+    kwargs, val_losses, trainer_kwargs, _ = E2E_SCENARIOS[name]
+    es = pl.callbacks.EarlyStopping("val_loss", **kwargs)
+    trainer, module = _fit(pl, root, [es], val_losses, **trainer_kwargs)
+    return (module.validations, trainer.current_epoch, trainer.global_step, es.stopped_epoch, es.wait_count,
+            es.stopping_reason.name)
+
+
+@pytest.fixture
+def quiet_lightning():
+    import warnings
+
+    pytest.importorskip("pytorch_lightning")
+    logging_level = logging.getLogger("pytorch_lightning").level
+    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pytorch_lightning
+
+        yield pytorch_lightning
+    logging.getLogger("pytorch_lightning").setLevel(logging_level)
+
+
+@pytest.mark.parametrize("name", sorted(E2E_SCENARIOS))
+def test_fit_stops_where_expected(tmp_path, name):
+    import volt
+
+    assert _run_scenario(volt, tmp_path, name) == E2E_SCENARIOS[name][3]
+
+
+@pytest.mark.lightning
+@pytest.mark.parametrize("name", sorted(E2E_SCENARIOS))
+def test_lightning_stops_at_the_same_place(tmp_path, name, quiet_lightning):
+    assert _run_scenario(quiet_lightning, tmp_path, name) == E2E_SCENARIOS[name][3]
+
+
+def test_fit_with_a_missing_metric_names_the_available_ones(tmp_path):
+    import volt
+
+    es = volt.callbacks.EarlyStopping("val_acc")
+    with pytest.raises(RuntimeError, match="`val_acc` which is not available.*`train_loss`, `val_loss`"):
+        _fit(volt, tmp_path, [es], _STEADY)
+
+
+def _resume(pl, root):
+    """4 epochs (wait_count reaches 2), then resume from last.ckpt: the wait goes on from 2, not from 0."""
+    def callbacks():
+        return [pl.callbacks.EarlyStopping("val_loss", patience=4),
+                pl.callbacks.ModelCheckpoint(dirpath=root / "ckpts", save_last=True)]
+
+    _fit(pl, root, callbacks(), [5, 4, 4, 4], max_epochs=4, enable_checkpointing=True)
+    saved = torch.load(root / "ckpts" / "last.ckpt", weights_only=True)["callbacks"]
+    saved = saved["EarlyStopping{'monitor': 'val_loss', 'mode': 'min'}"]
+    resumed = callbacks()
+    trainer, module = _fit(pl, root, resumed, [4] * 10, ckpt_path=str(root / "ckpts" / "last.ckpt"),
+                           enable_checkpointing=True)
+    return saved["wait_count"], float(saved["best_score"]), module.validations, trainer.current_epoch, \
+        resumed[0].stopped_epoch
+
+
+def test_early_stopping_state_survives_resume(tmp_path):
+    import volt
+
+    assert _resume(volt, tmp_path) == (2, 4.0, 2, 6, 5)
+
+
+@pytest.mark.lightning
+def test_lightning_resumes_the_same_way(tmp_path, quiet_lightning):
+    assert _resume(quiet_lightning, tmp_path) == (2, 4.0, 2, 6, 5)

@@ -1,5 +1,6 @@
 """ModelCheckpoint: naming, validation of arguments, top-k bookkeeping, state, and (end to end) the files a real
 `fit` leaves behind, compared with PyTorch Lightning 2.6.6 where it is installed."""
+import logging
 import math
 import os
 from datetime import timedelta
@@ -412,6 +413,22 @@ def test_save_last_link_with_top_k_zero_writes_a_real_file(tmp_path):
     assert torch.load(tmp_path / "last.ckpt", weights_only=True)["global_step"] == 4
 
 
+def test_save_on_exception(tmp_path):
+    cb = ModelCheckpoint(dirpath=tmp_path, save_on_exception=True, save_last=True)
+    trainer = _fit(tmp_path, cb, [{}])
+    cb.on_exception(trainer, None, RuntimeError("boom"))  # nothing new since the epoch-end save
+    trainer.global_step = 6
+    cb.on_exception(trainer, None, RuntimeError("boom"))
+    assert _files(tmp_path) == ["epoch=0-step=4.ckpt", "epoch=1-step=6.ckpt", "last.ckpt"]
+    assert torch.load(tmp_path / "last.ckpt", weights_only=True)["global_step"] == 6
+
+    off = ModelCheckpoint(dirpath=tmp_path / "off")
+    trainer = _fit(tmp_path, off, [])
+    trainer.global_step = 2
+    off.on_exception(trainer, None, RuntimeError("boom"))
+    assert not (tmp_path / "off").exists()
+
+
 # ------------------------------------------------------------------------------------------ missing monitor key
 
 
@@ -505,3 +522,187 @@ def test_loggers_hear_about_each_save(tmp_path):
     cb = ModelCheckpoint(dirpath=tmp_path)
     _fit(tmp_path, cb, [{}, {}], loggers=[logger])
     assert saved == [str(tmp_path / "epoch=0-step=4.ckpt"), str(tmp_path / "epoch=1-step=8.ckpt")]
+
+
+# ------------------------------------------------------------------------------- end to end, with a real Trainer
+# Each scenario lists the files a 3-epoch fit (4 training batches of 4 samples, 2 validation batches) leaves in
+# `dirpath` ("name -> target" for links) and the name of `best_model_path`. The expectations are what PyTorch
+# Lightning 2.6.6 produces; the `lightning`-marked test checks that they still are.
+
+EVERY_2_STEPS = ["epoch=0-step=2.ckpt", "epoch=0-step=4.ckpt", "epoch=1-step=6.ckpt", "epoch=1-step=8.ckpt",
+                 "epoch=2-step=10.ckpt", "epoch=2-step=12.ckpt"]
+E2E_SCENARIOS = {
+    "default": ({}, {}, None, ["epoch=2-step=12.ckpt"], "epoch=2-step=12.ckpt"),
+    "top_k_0_with_last": ({"save_top_k": 0, "save_last": True}, {}, None, ["last.ckpt"], ""),
+    "last_link": ({"save_last": "link"}, {}, None, ["epoch=2-step=12.ckpt", "last.ckpt -> epoch=2-step=12.ckpt"],
+                  "epoch=2-step=12.ckpt"),
+    "monitor_top_2_with_last": (
+        {"monitor": "val_loss", "save_top_k": 2, "save_last": True}, {}, [3, 1, 2],
+        ["epoch=1-step=8.ckpt", "epoch=2-step=12.ckpt", "last.ckpt"], "epoch=1-step=8.ckpt",
+    ),
+    "monitor_top_1_link": (
+        {"monitor": "val_loss", "save_last": "link"}, {}, [3, 1, 2],
+        ["epoch=1-step=8.ckpt", "last.ckpt -> epoch=1-step=8.ckpt"], "epoch=1-step=8.ckpt",
+    ),
+    "nan_is_worst": (
+        {"monitor": "val_loss", "save_top_k": 2, "filename": "{epoch}-{val_loss:.2f}"}, {}, [math.nan, 1, 2],
+        ["epoch=1-val_loss=1.00.ckpt", "epoch=2-val_loss=2.00.ckpt"], "epoch=1-val_loss=1.00.ckpt",
+    ),
+    "max_mode": ({"monitor": "val_loss", "mode": "max", "filename": "{epoch}"}, {}, [1, 3, 2], ["epoch=1.ckpt"],
+                 "epoch=1.ckpt"),
+    "fixed_name_no_monitor": ({"filename": "model", "save_top_k": -1}, {}, None, ["model.ckpt"], "model.ckpt"),
+    "version_counter": (
+        {"filename": "model", "save_top_k": -1, "monitor": "val_loss"}, {}, [3, 2, 1],
+        ["model-v1.ckpt", "model-v2.ckpt", "model.ckpt"], "model-v2.ckpt",
+    ),
+    "every_2_steps": (
+        {"every_n_train_steps": 2, "save_top_k": -1}, {}, None,
+        EVERY_2_STEPS, "epoch=2-step=12.ckpt",
+    ),
+    "every_3_steps_monitor_val": (
+        {"every_n_train_steps": 3, "save_top_k": -1, "monitor": "val_loss"}, {}, [3, 1, 2],
+        ["epoch=1-step=6.ckpt", "epoch=2-step=12.ckpt", "epoch=2-step=9.ckpt"], "epoch=2-step=9.ckpt",
+    ),
+    "val_twice_per_epoch": (
+        {"save_top_k": -1}, {"val_check_interval": 2}, None,
+        EVERY_2_STEPS, "epoch=2-step=12.ckpt",
+    ),
+    "val_every_2_epochs": ({"save_top_k": -1}, {"check_val_every_n_epoch": 2}, None, ["epoch=1-step=8.ckpt"],
+                           "epoch=1-step=8.ckpt"),
+    "every_2_epochs": ({"save_top_k": -1, "every_n_epochs": 2}, {}, None, ["epoch=1-step=8.ckpt"],
+                       "epoch=1-step=8.ckpt"),
+    "slash_and_missing_keys": (
+        {"filename": "{epoch:02d}-{val/loss:.1f}-{missing}", "save_top_k": -1}, {}, None,
+        [f"epoch=0{e}-val/loss=0.0-missing=0.ckpt" for e in range(3)], "loss=0.0-missing=0.ckpt",
+    ),
+    "no_metric_names": (
+        {"filename": "{epoch:02d}-{val_loss:.1f}", "auto_insert_metric_name": False, "save_top_k": -1}, {},
+        [3, 1, 2], ["00-3.0.ckpt", "01-1.0.ckpt", "02-2.0.ckpt"], "02-2.0.ckpt",
+    ),
+    "sanity_check_saves_nothing": ({"save_top_k": -1, "save_last": True}, {"num_sanity_val_steps": 2}, None,
+                                   ["epoch=0-step=4.ckpt", "epoch=1-step=8.ckpt", "epoch=2-step=12.ckpt",
+                                    "last.ckpt"], "epoch=2-step=12.ckpt"),
+}
+
+
+def _make_module(pl, val_losses):
+    class Module(pl.LightningModule):
+        """Logs `val_loss` from a fixed list, one value per validation run (the sanity check excluded)."""
+
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(4, 1)
+            self.validations = 0
+
+        def training_step(self, batch, batch_idx):
+            loss = self.layer(batch[0]).pow(2).mean()
+            self.log("train_loss", loss)
+            return loss
+
+        def validation_step(self, batch, batch_idx):
+            loss = self.layer(batch[0]).pow(2).mean()
+            if val_losses is not None:
+                loss = torch.tensor(float(val_losses[self.validations]))
+            self.log("val_loss", loss)
+
+        def on_validation_epoch_end(self):
+            if not self.trainer.sanity_checking:
+                self.validations += 1
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    return Module()
+
+
+def _loaders(n_train=16, n_val=8):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    gen = torch.Generator().manual_seed(0)
+    train = DataLoader(TensorDataset(torch.randn(n_train, 4, generator=gen)), batch_size=4)
+    val = DataLoader(TensorDataset(torch.randn(n_val, 4, generator=gen)), batch_size=4)
+    return train, val
+
+
+def _trainer(pl, root, callbacks, **kwargs):
+    kwargs = {"max_epochs": 3, "logger": False, "enable_progress_bar": False, "enable_model_summary": False,
+              "num_sanity_val_steps": 0, "default_root_dir": str(root), **kwargs}
+    return pl.Trainer(callbacks=callbacks, **kwargs)
+
+
+def _listing(folder):
+    found = []
+    for parent, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(parent, name)
+            entry = os.path.relpath(path, folder)
+            found.append(f"{entry} -> {os.readlink(path)}" if os.path.islink(path) else entry)
+    return sorted(found)
+
+
+def _run_scenario(pl, root, name):
+    ckpt_kwargs, trainer_kwargs, val_losses, _, _ = E2E_SCENARIOS[name]
+    cb = pl.callbacks.ModelCheckpoint(dirpath=root / "ckpts", **ckpt_kwargs)
+    _trainer(pl, root, [cb], **trainer_kwargs).fit(_make_module(pl, val_losses), *_loaders())
+    return _listing(root / "ckpts"), os.path.basename(cb.best_model_path)
+
+
+@pytest.fixture
+def quiet_lightning():
+    import warnings
+
+    pytest.importorskip("pytorch_lightning")
+    logging_level = logging.getLogger("pytorch_lightning").level
+    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pytorch_lightning
+
+        yield pytorch_lightning
+    logging.getLogger("pytorch_lightning").setLevel(logging_level)
+
+
+@pytest.mark.parametrize("name", sorted(E2E_SCENARIOS))
+def test_fit_leaves_the_expected_files(tmp_path, name):
+    import volt
+
+    files, best = _run_scenario(volt, tmp_path, name)
+    assert (files, best) == (sorted(E2E_SCENARIOS[name][3]), E2E_SCENARIOS[name][4])
+
+
+@pytest.mark.lightning
+@pytest.mark.parametrize("name", sorted(E2E_SCENARIOS))
+def test_lightning_leaves_the_same_files(tmp_path, name, quiet_lightning):
+    files, best = _run_scenario(quiet_lightning, tmp_path, name)
+    assert (files, best) == (sorted(E2E_SCENARIOS[name][3]), E2E_SCENARIOS[name][4])
+
+
+def _resume(pl, root):
+    """2 epochs keeping the best 2 and last.ckpt, then resume from last.ckpt for 2 more: the rankings carry over,
+    last.ckpt is replaced in place (no `last-v1`), and the file resumed from is not deleted."""
+    def callbacks():
+        return [pl.callbacks.ModelCheckpoint(dirpath=root / "ckpts", monitor="val_loss", save_top_k=2,
+                                             save_last=True, filename="{epoch}-{val_loss:.1f}")]
+
+    _trainer(pl, root, callbacks(), max_epochs=2).fit(_make_module(pl, [3, 1]), *_loaders())
+    resumed = callbacks()
+    _trainer(pl, root, resumed, max_epochs=4).fit(_make_module(pl, [2, 0.5]), *_loaders(),
+                                                  ckpt_path=str(root / "ckpts" / "last.ckpt"))
+    cb = resumed[0]
+    return _listing(root / "ckpts"), os.path.basename(cb.best_model_path), float(cb.best_model_score), \
+        sorted(os.path.basename(p) for p in cb.best_k_models)
+
+
+RESUMED = (["epoch=1-val_loss=1.0.ckpt", "epoch=3-val_loss=0.5.ckpt", "last.ckpt"], "epoch=3-val_loss=0.5.ckpt", 0.5,
+           ["epoch=1-val_loss=1.0.ckpt", "epoch=3-val_loss=0.5.ckpt"])
+
+
+def test_resume_continues_the_rankings(tmp_path):
+    import volt
+
+    assert _resume(volt, tmp_path) == RESUMED
+
+
+@pytest.mark.lightning
+def test_lightning_resumes_the_same_way(tmp_path, quiet_lightning):
+    assert _resume(quiet_lightning, tmp_path) == RESUMED
