@@ -1,0 +1,503 @@
+"""Checkpoint files: atomic, durable saves and safe loads.
+
+A volt checkpoint is plain data (tensors, numbers, strings, bytes, None, and lists/tuples/sets/dicts of them), so
+it loads with `torch.load(weights_only=True)` and loading one never runs code. Three rules keep it that way:
+
+- `save_checkpoint` refuses anything else, naming the key that holds it, before writing a byte.
+- Hyperparameters, which users fill with paths, enums, namespaces and dataclasses, go through `encode_hparams`
+  first: those become small tagged dicts (`{"__volt__": "path", ...}`) that `decode_hparams` turns back.
+- `load_checkpoint` loads with `weights_only=True` by default and turns torch's failures into one clear
+  `CheckpointError`: the file is damaged, or it references code (and nothing ran).
+
+Writes go to a temporary file in the target's folder, are flushed and fsynced, then renamed over the target
+(`os.replace` is atomic on POSIX and Windows) and the folder is fsynced, so a crash at any moment leaves either the
+old file or the new one, never half of one. Temporary names start with "." and never end in ".ckpt", so a crash
+can leave one behind but nothing mistakes it for a checkpoint. Paths with a protocol ("s3://", "memory://") go
+through fsspec, imported only when such a path is used.
+"""
+import dataclasses
+import os
+import pathlib
+import secrets
+import sys
+import zipfile
+from argparse import Namespace
+from collections import Counter, OrderedDict
+from contextlib import nullcontext
+from enum import Enum
+from typing import Any, Callable, Dict, Optional, Union
+
+import torch
+
+from volt.utilities.rank_zero import rank_zero_warn
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+_TAG = "__volt__"
+_LEAF_TYPES = (type(None), bool, int, float, complex, str, bytes, bytearray, torch.Size, torch.dtype, torch.device)
+_TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)
+_CONTAINER_TYPES = (list, tuple, set, dict, OrderedDict, Counter)
+_PLAIN_KEY_TYPES = (str, int, float, bool, type(None))
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file cannot be loaded: it is damaged, or it references code that a safe load refuses."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# paths
+
+
+def is_remote(path: PathLike) -> bool:
+    """True for paths with a protocol other than `file://` (e.g. "s3://bucket/x.ckpt"); these go through fsspec."""
+    path = os.fspath(path)
+    return "://" in path and not path.startswith("file://")
+
+
+def _local(path: PathLike) -> str:
+    path = os.fspath(path)
+    return path[len("file://"):] if path.startswith("file://") else path
+
+
+def _filesystem(path: PathLike):
+    """(fsspec filesystem, path within it) for a remote path."""
+    import fsspec
+
+    return fsspec.core.url_to_fs(os.fspath(path))
+
+
+def _temp_name(basename: str) -> str:
+    """Hidden, unique and never ending in ".ckpt": a leftover from a crash is not taken for a checkpoint."""
+    return f".{basename}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def checkpoint_exists(path: PathLike) -> bool:
+    """Whether a file (or a link to one) exists at `path`, local or remote."""
+    if is_remote(path):
+        fs, remote_path = _filesystem(path)
+        return fs.isfile(remote_path)
+    return os.path.isfile(_local(path))
+
+
+def remove_checkpoint(path: PathLike) -> None:
+    """Delete the file at `path` (a link itself, not its target); a missing file is not an error."""
+    if is_remote(path):
+        fs, remote_path = _filesystem(path)
+        if fs.exists(remote_path):
+            fs.rm(remote_path)
+        return
+    try:
+        os.remove(_local(path))
+    except FileNotFoundError:
+        pass
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# atomic writes
+
+
+def _fsync_dir(folder: str) -> None:
+    """Make a rename in `folder` durable. Windows cannot open folders (and NTFS journals renames itself)."""
+    if os.name == "nt":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:  # some network and FUSE filesystems do not support fsync on a folder
+        pass
+    finally:
+        os.close(fd)
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def _write_atomic(path: PathLike, write: Callable[[Any], None]) -> None:
+    """Call `write(file)` on a temporary file next to `path`, then move it onto `path` in one step."""
+    if is_remote(path):
+        fs, remote_path = _filesystem(path)
+        folder, _, basename = remote_path.rpartition("/")
+        if folder:
+            fs.makedirs(folder, exist_ok=True)
+        temp = f"{folder}/{_temp_name(basename)}" if folder else _temp_name(basename)
+        try:
+            with fs.open(temp, "wb") as f:
+                write(f)
+            fs.mv(temp, remote_path)  # object stores have no rename; a whole-object copy is the best there is
+        except BaseException:
+            try:
+                if fs.exists(temp):
+                    fs.rm(temp)
+            except Exception:  # keep the original error; the leftover is a hidden temporary name
+                pass
+            raise
+        return
+    path = _local(path)
+    folder, basename = os.path.split(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    temp = os.path.join(folder, _temp_name(basename))
+    try:
+        with open(temp, "xb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        _remove_quietly(temp)
+        raise
+    _fsync_dir(folder)
+
+
+def save_checkpoint(checkpoint: Dict[str, Any], path: PathLike) -> None:
+    """Write `checkpoint` to `path` atomically and durably, creating missing folders.
+
+    On any failure (including a crash or a kill) the file already at `path` is left as it was. Raises TypeError,
+    before writing anything, if the checkpoint holds a value that a safe load could not read back.
+    """
+    if not isinstance(checkpoint, dict):
+        raise TypeError(f"save_checkpoint expects a dict, got {type(checkpoint).__name__}.")
+    _check_plain(checkpoint, "checkpoint", set())
+    _write_atomic(path, lambda f: torch.save(checkpoint, f))
+
+
+def atomic_symlink(target: PathLike, link_path: PathLike) -> None:
+    """Point `link_path` at `target` (for `last.ckpt` with `save_last="link"`), replacing what was there atomically.
+
+    The link is relative, so the folder can be moved. Where links cannot be made (remote storage, Windows without
+    the privilege, some filesystems) `link_path` becomes an atomic copy of `target` instead.
+    """
+    if is_remote(target) or is_remote(link_path):
+        _copy_atomic(target, link_path)
+        return
+    target, link_path = os.path.abspath(_local(target)), os.path.abspath(_local(link_path))
+    if target == link_path:
+        return
+    folder, basename = os.path.split(link_path)
+    os.makedirs(folder, exist_ok=True)
+    temp = os.path.join(folder, _temp_name(basename))
+    try:
+        os.symlink(os.path.relpath(target, folder), temp)
+    except (OSError, NotImplementedError):
+        _copy_atomic(target, link_path)
+        return
+    try:
+        os.replace(temp, link_path)
+    except BaseException:
+        _remove_quietly(temp)
+        raise
+    _fsync_dir(folder)
+
+
+def _copy_atomic(source: PathLike, destination: PathLike) -> None:
+    import shutil
+
+    with _open(source) as src:
+        _write_atomic(destination, lambda dst: shutil.copyfileobj(src, dst, 16 * 1024 * 1024))
+
+
+def _open(path: PathLike):
+    """Open a local or remote file for binary reading."""
+    if is_remote(path):
+        fs, remote_path = _filesystem(path)
+        return fs.open(remote_path, "rb")
+    return open(_local(path), "rb")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# what a checkpoint may hold
+
+
+def _check_plain(obj: Any, where: str, seen: set) -> None:
+    """Raise TypeError naming `where` unless `obj` is data that `torch.load(weights_only=True)` reads back."""
+    kind = type(obj)
+    if kind in _LEAF_TYPES or kind in _TENSOR_TYPES:
+        return
+    if kind not in _CONTAINER_TYPES:
+        raise TypeError(
+            f"{where}: value of type {kind.__module__}.{kind.__qualname__} cannot be stored safely; a volt checkpoint "
+            "holds only tensors, numbers, strings, bytes, None and lists, tuples, sets and dicts of them, so that it "
+            "loads with torch.load(weights_only=True). Convert it to plain data (e.g. `.state_dict()`, `str(path)`, "
+            "`.item()`, `.tolist()`) or leave it out of the checkpoint."
+        )
+    if id(obj) in seen:  # shared or recursive containers are checked once
+        return
+    seen.add(id(obj))
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            _check_plain(key, f"{where} (the key {key!r})", seen)
+            _check_plain(value, f"{where}[{key!r}]", seen)
+    elif kind is set:
+        for item in obj:
+            _check_plain(item, f"{where} (an element of the set)", seen)
+    else:
+        for index, item in enumerate(obj):
+            _check_plain(item, f"{where}[{index}]", seen)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# hyperparameters
+
+
+def encode_hparams(hparams: Any, where: str = "hparams") -> Any:
+    """Turn hyperparameters into plain checkpoint data that `decode_hparams` turns back.
+
+    Paths, sets, enum members, `argparse.Namespace`, dataclass and namedtuple instances become tagged dicts
+    (`{"__volt__": "path", "cls": "PosixPath", "value": "/a/b"}`); numpy values become Python numbers or lists;
+    other mappings become dicts. Anything else (a module, a function, an arbitrary object) is stored as its repr
+    with a warning naming the key: a checkpoint save must not crash a training run over a hyperparameter.
+    """
+    if isinstance(hparams, Enum):
+        return {_TAG: "enum", "cls": _class_name(type(hparams)), "name": hparams.name}
+    kind = type(hparams)
+    if kind in _LEAF_TYPES or kind in _TENSOR_TYPES:
+        return hparams
+    for base in (int, float, complex, str, bytes):  # subclasses, e.g. numpy.float64
+        if isinstance(hparams, base):
+            return base(hparams)
+    if isinstance(hparams, pathlib.PurePath):
+        return {_TAG: "path", "cls": kind.__name__, "value": str(hparams)}
+    if isinstance(hparams, Namespace):
+        return {_TAG: "namespace", "items": encode_hparams(vars(hparams), where)}
+    if dataclasses.is_dataclass(hparams) and not isinstance(hparams, type):
+        fields = {f.name: encode_hparams(getattr(hparams, f.name), f"{where}.{f.name}")
+                  for f in dataclasses.fields(hparams) if f.init}
+        return {_TAG: "dataclass", "cls": _class_name(kind), "fields": fields}
+    if isinstance(hparams, dict):
+        if _TAG not in hparams and all(type(key) in _PLAIN_KEY_TYPES for key in hparams):
+            items = ((key, encode_hparams(value, f"{where}[{key!r}]")) for key, value in hparams.items())
+            return OrderedDict(items) if kind is OrderedDict else dict(items)
+        # keys that are not plain (or a user key that looks like our tag) keep their order as pairs
+        return {_TAG: "dict", "items": [[encode_hparams(key, f"{where} (a key)"),
+                                         encode_hparams(value, f"{where}[{key!r}]")]
+                                        for key, value in hparams.items()]}
+    if isinstance(hparams, (set, frozenset)):
+        items = [encode_hparams(item, f"{where} (an element)") for item in hparams]
+        return {_TAG: "frozenset" if isinstance(hparams, frozenset) else "set", "items": items}
+    if isinstance(hparams, tuple) and hasattr(hparams, "_fields"):
+        items = [encode_hparams(item, f"{where}.{name}") for name, item in zip(hparams._fields, hparams)]
+        return {_TAG: "namedtuple", "cls": _class_name(kind), "items": items}
+    if isinstance(hparams, (list, tuple)):
+        items = [encode_hparams(item, f"{where}[{index}]") for index, item in enumerate(hparams)]
+        return tuple(items) if isinstance(hparams, tuple) else items
+    if kind.__module__.partition(".")[0] == "numpy" and hasattr(hparams, "tolist"):
+        return hparams.tolist()
+    try:
+        text = repr(hparams)
+    except Exception:
+        text = f"<{kind.__qualname__} object>"
+    rank_zero_warn(
+        f"{where}: a value of type {kind.__qualname__} cannot be stored safely in a checkpoint, so its repr "
+        f"{text[:80]!r} is saved instead. Pass the value again when loading (e.g. "
+        "`Model.load_from_checkpoint(path, name=value)`) or leave it out with `save_hyperparameters(ignore=[...])`."
+    )
+    return text
+
+
+def decode_hparams(data: Any, where: str = "hparams") -> Any:
+    """Rebuild what `encode_hparams` stored.
+
+    Enum, dataclass and namedtuple classes are looked up only among modules already imported (the code that uses
+    them has imported them): a checkpoint never makes volt import a module. A class that cannot be found gives a
+    warning and the closest plain value (the member's name, the fields as a dict, a tuple).
+    """
+    kind = type(data)
+    if kind in (list, tuple):
+        return kind(decode_hparams(item, f"{where}[{index}]") for index, item in enumerate(data))
+    if not isinstance(data, dict):
+        return data
+    if _TAG not in data:
+        items = ((key, decode_hparams(value, f"{where}[{key!r}]")) for key, value in data.items())
+        return OrderedDict(items) if kind is OrderedDict else dict(items)
+    tag = data[_TAG]
+    if tag == "path":
+        pure = {"PurePath": pathlib.PurePath, "PurePosixPath": pathlib.PurePosixPath,
+                "PureWindowsPath": pathlib.PureWindowsPath}
+        return pure.get(data["cls"], pathlib.Path)(data["value"])
+    if tag == "namespace":
+        return Namespace(**decode_hparams(data["items"], where))
+    if tag in ("set", "frozenset"):
+        items = (decode_hparams(item, f"{where} (an element)") for item in data["items"])
+        return set(items) if tag == "set" else frozenset(items)
+    if tag == "dict":
+        return {decode_hparams(key, f"{where} (a key)"): decode_hparams(value, where) for key, value in data["items"]}
+    if tag == "enum":
+        cls = _find_class(data["cls"], lambda c: issubclass(c, Enum))
+        if cls is not None and data["name"] in cls.__members__:
+            return cls[data["name"]]
+        _warn_missing(where, data["cls"], f"the member name {data['name']!r} is returned instead")
+        return data["name"]
+    if tag == "dataclass":
+        fields = {name: decode_hparams(value, f"{where}.{name}") for name, value in data["fields"].items()}
+        cls = _find_class(data["cls"], dataclasses.is_dataclass)
+        if cls is not None:
+            return cls(**fields)
+        _warn_missing(where, data["cls"], "its fields are returned as a dict instead")
+        return fields
+    if tag == "namedtuple":
+        items = [decode_hparams(item, where) for item in data["items"]]
+        cls = _find_class(data["cls"], lambda c: issubclass(c, tuple) and hasattr(c, "_fields"))
+        if cls is not None:
+            return cls(*items)
+        _warn_missing(where, data["cls"], "a plain tuple is returned instead")
+        return tuple(items)
+    raise ValueError(f"{where}: unknown hyperparameter tag {tag!r}; the checkpoint was written by a newer volt.")
+
+
+def _class_name(cls: type) -> str:
+    """"module:qualname", unambiguous even for nested classes."""
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def _find_class(name: str, accept: Callable[[type], bool]) -> Optional[type]:
+    """The class called `name` in an already imported module, if it is one `accept` allows."""
+    module_name, _, qualname = name.partition(":")
+    obj = sys.modules.get(module_name)
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+    return obj if isinstance(obj, type) and accept(obj) else None
+
+
+def _warn_missing(where: str, cls_name: str, fallback: str) -> None:
+    module_name = cls_name.partition(":")[0]
+    rank_zero_warn(
+        f"{where}: class {cls_name} is not available (import {module_name} before loading to get it back); "
+        f"{fallback}."
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# safe loading
+
+
+def _compatible_globals() -> list:
+    """Harmless classes that Lightning checkpoints carry, allowed on top of torch's weights_only defaults.
+
+    Lightning pickles hyperparameters as they are, so its files hold paths, `argparse.Namespace` (older tutorials)
+    and Lightning's `AttributeDict`. Unpickling these only builds a value from strings and dicts; no call can reach
+    code chosen by the file. A path of the other operating system becomes its pure path (a `WindowsPath` cannot be
+    created on Linux), and `AttributeDict` becomes a plain dict so that Lightning need not be imported.
+    Everything else (enums, numpy values, arbitrary classes) stays refused.
+    """
+    native = pathlib.WindowsPath if os.name == "nt" else pathlib.PosixPath
+    allowed: list = [pathlib.PurePosixPath, pathlib.PureWindowsPath, native, Namespace]
+    for module in ("pathlib", "pathlib._local"):  # Python 3.13 moved the classes to pathlib._local
+        allowed += [(pathlib.PurePosixPath, f"{module}.PurePosixPath"),
+                    (pathlib.PureWindowsPath, f"{module}.PureWindowsPath"),
+                    (native if native is pathlib.PosixPath else pathlib.PurePosixPath, f"{module}.PosixPath"),
+                    (native if native is pathlib.WindowsPath else pathlib.PureWindowsPath, f"{module}.WindowsPath")]
+    for name in ("lightning_fabric.utilities.data", "lightning.fabric.utilities.data",
+                 "pytorch_lightning.utilities.parsing", "lightning.pytorch.utilities.parsing"):
+        allowed.append((dict, f"{name}.AttributeDict"))
+    return allowed
+
+
+def load_checkpoint(path: PathLike, map_location=None, weights_only: Optional[bool] = True) -> Dict[str, Any]:
+    """Load a checkpoint, safely by default: the file is read as data and nothing in it runs.
+
+    `weights_only=None` means True (Lightning's spelling of the default). Pass `weights_only=False` only for a
+    trusted file that holds arbitrary Python objects. A missing file raises FileNotFoundError; a damaged file, or
+    one that references code, raises CheckpointError saying which and what to do.
+    """
+    weights_only = True if weights_only is None else weights_only
+    if not checkpoint_exists(path):
+        if not is_remote(path) and os.path.isdir(_local(path)):
+            raise IsADirectoryError(f"{os.fspath(path)} is a folder; pass the path of a checkpoint file in it.")
+        raise FileNotFoundError(f"Checkpoint file not found: {os.fspath(path)}")
+    allow = torch.serialization.safe_globals(_compatible_globals()) if weights_only else nullcontext()
+    try:
+        with allow:
+            if is_remote(path):
+                with _open(path) as f:
+                    return torch.load(f, map_location=map_location, weights_only=weights_only)
+            return torch.load(_local(path), map_location=map_location, weights_only=weights_only)
+    except Exception as err:
+        with allow:
+            problem = _diagnose(path, weights_only)
+        if problem is None:
+            raise
+        raise problem from err
+
+
+def _diagnose(path: PathLike, weights_only: bool) -> Optional[CheckpointError]:
+    """Why `path` failed to load, checked without running anything in it; None when the file looks sound.
+
+    torch's own errors for a damaged file vary (zip errors, pickle errors, EOFError, even "unsupported global" for
+    a flipped byte), so the file is checked directly: the zip structure and every member's CRC first, then the
+    code references in its pickle.
+    """
+    with _open(path) as f:
+        if f.read(4) != b"PK\x03\x04":  # not the zip format torch.save has written since torch 1.6
+            f.seek(0)
+            try:
+                found = _pickle_globals(f)
+            except Exception as err:
+                return _damaged(path, f"not a torch checkpoint or truncated: {err}")
+            unsafe = sorted(found - _torch_allowed_globals()) if weights_only else []
+            return _refused(path, unsafe) if unsafe else None
+        f.seek(0)
+        try:
+            with zipfile.ZipFile(f) as archive:
+                bad_member = archive.testzip()
+        except Exception as err:
+            return _damaged(path, f"incomplete zip archive: {err}")
+        if bad_member is not None:
+            return _damaged(path, f"{bad_member} fails its checksum")
+        if not weights_only:
+            return None
+        f.seek(0)
+        try:
+            unsafe = sorted(torch.serialization.get_unsafe_globals_in_checkpoint(f))
+        except Exception as err:  # torch's zip reader is stricter than Python's about headers
+            return _damaged(path, f"invalid zip archive: {err}")
+    return _refused(path, unsafe) if unsafe else None
+
+
+def _damaged(path: PathLike, reason: str) -> CheckpointError:
+    return CheckpointError(
+        f"Checkpoint file {os.fspath(path)} is damaged (truncated or corrupt: {reason}). This happens when a crash "
+        "or a full disk interrupts a write that was not atomic, e.g. by another tool or a copy. Resume from an "
+        "earlier checkpoint instead."
+    )
+
+
+def _refused(path: PathLike, names: list) -> CheckpointError:
+    return CheckpointError(
+        f"Refused to load {os.fspath(path)}: it references Python code or classes ({', '.join(names)}) that a safe "
+        "load does not allow. Nothing in the file was executed. volt checkpoints hold plain data only; load this "
+        "file with weights_only=False only if you trust the file and where it came from."
+    )
+
+
+def _pickle_globals(f) -> set:
+    """The "module.name" globals a pickle references, read statically (pickletools executes nothing)."""
+    import pickletools
+
+    names, pushed, memo = set(), [], {}
+    for opcode, arg, _ in pickletools.genops(f):
+        if opcode.name in ("GLOBAL", "INST"):
+            names.add(arg.replace(" ", "."))
+        elif opcode.name == "STACK_GLOBAL" and len(pushed) >= 2 and None not in pushed[-2:]:
+            names.add(f"{pushed[-2]}.{pushed[-1]}")
+        elif opcode.name == "MEMOIZE":
+            memo[len(memo)] = pushed[-1] if pushed else None
+        elif opcode.name in ("PUT", "BINPUT", "LONG_BINPUT"):
+            memo[arg] = pushed[-1] if pushed else None
+        elif opcode.name in ("GET", "BINGET", "LONG_BINGET"):
+            pushed.append(memo.get(arg))
+        elif isinstance(arg, str):
+            pushed.append(arg)
+    return names
+
+
+def _torch_allowed_globals() -> set:
+    """Names torch's weights_only unpickler accepts now (defaults plus safe_globals). Private torch API, so guarded."""
+    from torch import _weights_only_unpickler as unpickler
+
+    try:
+        return set(unpickler._get_allowed_globals()) | set(unpickler._get_user_allowed_globals())
+    except AttributeError:
+        return set()
