@@ -1,0 +1,303 @@
+"""TensorBoardLogger: TensorBoard event files (written with tensorboardX) in `<save_dir>/<name>/version_N/`.
+
+tensorboardX takes about a quarter of a second to import, so nothing here imports it until the first real write:
+hyperparameters are buffered until then, and `fit()` reaches its first training step without waiting for it.
+
+The logger writes its scalars and hyperparameters to an event file of its own, synchronously: tensorboardX's
+SummaryWriter hands events to a background thread that its `flush()` does not wait for, so "flushed" data could
+still be missing from disk. `experiment` is a SummaryWriter for everything else (images, histograms, graphs).
+"""
+import importlib.util
+import itertools
+import os
+import time
+from argparse import Namespace
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+
+import torch
+
+from volt.loggers.logger import Logger, rank_zero_experiment
+from volt.loggers.utils import (
+    NAME_HPARAMS_FILE,
+    _add_prefix,
+    _convert_params,
+    _flatten_dict,
+    _next_version,
+    _sanitize_params,
+    _save_hparams_to_yaml,
+    _version_dir,
+)
+from volt.utilities.apply_func import move_data_to_device
+from volt.utilities.rank_zero import rank_zero_only, rank_zero_warn
+
+_writer_ids = itertools.count()
+
+
+def _unique_suffix() -> str:
+    """An event-file name suffix unique to this writer, sorting in creation order.
+
+    tensorboardX names files by the second and opens them with "wb", so two writers started in the same second in
+    one folder (fit, then test) would overwrite each other; and TensorBoard reads a folder's files in name order,
+    which purging on resume relies on.
+    """
+    return f".{time.time_ns()}.{os.getpid()}.{next(_writer_ids)}"
+
+
+def _tensorboardx_available() -> bool:
+    """Whether tensorboardX is installed, found without importing it."""
+    return importlib.util.find_spec("tensorboardX") is not None
+
+
+class TensorBoardLogger(Logger):
+    """Log to TensorBoard event files in `<save_dir>/<name>/version_N[/<sub_dir>]`, hyperparameters also to YAML.
+
+    Args:
+        save_dir: directory under which the experiment folders go.
+        name: experiment folder name; "" or None puts the versions directly in `save_dir`.
+        version: an int gives `version_N`, a str names the folder as is; None takes the next free `version_N`.
+        log_graph: write the model graph (traced from `example_input_array`) when the Trainer calls `log_graph`.
+        default_hp_metric: log the placeholder `hp_metric = -1` with hyperparameters given without metrics, so
+            TensorBoard's HPARAMS tab shows the run.
+        prefix: put in front of every metric key, joined with "-".
+        sub_dir: an extra folder level inside the version folder.
+        **kwargs: passed to `tensorboardX.SummaryWriter` (e.g. `max_queue`, `flush_secs`).
+    """
+
+    NAME_HPARAMS_FILE = NAME_HPARAMS_FILE
+    LOGGER_JOIN_CHAR = "-"
+
+    def __init__(
+        self,
+        save_dir: Union[str, os.PathLike],
+        name: Optional[str] = "lightning_logs",
+        version: Optional[Union[int, str]] = None,
+        log_graph: bool = False,
+        default_hp_metric: bool = True,
+        prefix: str = "",
+        sub_dir: Optional[Union[str, os.PathLike]] = None,
+        **kwargs: Any,
+    ):
+        super().__init__()
+        if not _tensorboardx_available():
+            raise ModuleNotFoundError(
+                "TensorBoardLogger writes with tensorboardX, which is not installed. "
+                "Run `pip install tensorboardX`, or use `CSVLogger` instead."
+            )
+        self._save_dir = os.fspath(save_dir)
+        self._name = name or ""
+        self._version = version
+        self._log_graph = log_graph
+        self._default_hp_metric = default_hp_metric
+        self._prefix = prefix
+        self._sub_dir = None if sub_dir is None else os.fspath(sub_dir)
+        self._kwargs = kwargs
+        self._experiment = None  # SummaryWriter, created when `experiment` is first used
+        self._events = None  # the logger's own synchronous event file (tensorboardX EventsWriter)
+        self.hparams: Dict[str, Any] = {}
+        self._hparams_saved = False  # hparams.yaml matches self.hparams
+        self._pending_hparams: List[Tuple[Dict[str, Any], Dict[str, Any], Optional[int]]] = []
+        self._purge_step: Optional[int] = None
+        self._flush_secs = kwargs.get("flush_secs", 120)
+        self._next_flush = 0.0
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def version(self) -> Union[int, str]:
+        """The version given, or else the next free `version_N` number (fixed at first use)."""
+        if self._version is None:
+            self._version = _next_version(self.root_dir)
+        return self._version
+
+    @property
+    def save_dir(self) -> str:
+        return self._save_dir
+
+    @property
+    def root_dir(self) -> str:
+        """`<save_dir>/<name>`: the folder holding this experiment's versions."""
+        return os.path.join(self.save_dir, self.name)
+
+    @property
+    def sub_dir(self) -> Optional[str]:
+        return self._sub_dir
+
+    @property
+    def log_dir(self) -> str:
+        """`<root_dir>/version_N[/<sub_dir>]`, with `~` and environment variables expanded."""
+        log_dir = os.path.join(self.root_dir, _version_dir(self.version))
+        if self.sub_dir is not None:
+            log_dir = os.path.join(log_dir, self.sub_dir)
+        return os.path.expanduser(os.path.expandvars(log_dir))
+
+    @property
+    @rank_zero_experiment
+    def experiment(self):
+        """A `tensorboardX.SummaryWriter` on `log_dir`, created on first use, for images, histograms and the like."""
+        if self._experiment is None:
+            from tensorboardX import SummaryWriter
+
+            self._open_events()  # first, so that a resume's purge marker sorts before the writer's file
+            kwargs = {**self._kwargs, "filename_suffix": _unique_suffix() + self._kwargs.get("filename_suffix", "")}
+            self._experiment = SummaryWriter(log_dir=self.log_dir, **kwargs)
+        return self._experiment
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, Any], step: Optional[int] = None) -> None:
+        """Write scalars (numbers or one-element tensors, read now); a dict value goes to `add_scalars`.
+
+        Written data reaches the disk on `save()`, `finalize()`, or every `flush_secs` (default 120) seconds.
+        """
+        from tensorboardX.proto.summary_pb2 import Summary
+
+        values = []
+        for key, value in _add_prefix(metrics, self._prefix, self.LOGGER_JOIN_CHAR).items():
+            if isinstance(value, dict):
+                self.experiment.add_scalars(key, {k: _to_float(f"{key}/{k}", v) for k, v in value.items()}, step)
+            else:
+                values.append(Summary.Value(tag=key, simple_value=_to_float(key, value)))
+        if values:  # one event for the whole dict: what add_scalar would write, for a fraction of the cost
+            self._write(step, summary=Summary(value=values))
+            if time.monotonic() >= self._next_flush:  # a flush costs an fsync: at most every `flush_secs`
+                self._flush_events()
+
+    @rank_zero_only
+    def log_hyperparams(
+        self,
+        params: Optional[Union[Dict[str, Any], Namespace]],
+        metrics: Optional[Union[Dict[str, Any], float]] = None,
+        step: Optional[int] = None,
+    ) -> None:
+        """Record hyperparameters for hparams.yaml and TensorBoard's HPARAMS tab, with `metrics` to compare runs by.
+
+        They are written with the first metrics, or by `finalize`; nothing is written before.
+        """
+        params = _convert_params(params)
+        self.hparams.update(params)
+        self._hparams_saved = False
+        if metrics is None:
+            metrics = {"hp_metric": -1} if self._default_hp_metric else None
+        elif not isinstance(metrics, dict):
+            metrics = {"hp_metric": metrics}
+        if metrics:
+            self._pending_hparams.append((dict(params), metrics, step))
+            if self._events is not None:
+                self._write_pending_hparams()
+
+    @rank_zero_only
+    def log_graph(self, model: torch.nn.Module, input_array: Any = None) -> None:
+        """Trace `model` on `input_array` (default: `model.example_input_array`) into `experiment`'s event file."""
+        if not self._log_graph:
+            return
+        if input_array is None:
+            input_array = getattr(model, "example_input_array", None)
+        if input_array is None:
+            rank_zero_warn(
+                "Could not log the computational graph to TensorBoard: set `model.example_input_array` or pass"
+                " `input_array`."
+            )
+        elif not isinstance(input_array, (torch.Tensor, tuple)):
+            rank_zero_warn(
+                f"Could not log the computational graph to TensorBoard: the input has type {type(input_array)},"
+                " which cannot be traced. Use a tensor, or a tuple of the positional arguments of `forward()`."
+            )
+        else:
+            device = getattr(model, "device", None)
+            if device is not None:
+                input_array = move_data_to_device(input_array, device)
+            self.experiment.add_graph(model, input_array)
+
+    @rank_zero_only
+    def save(self) -> None:
+        """Flush event files and write hparams.yaml; before the first write there is nothing to save yet."""
+        if self._events is None:
+            return
+        self._flush_events()
+        if self._experiment is not None:
+            self._experiment.flush()
+        if not self._hparams_saved:
+            _save_hparams_to_yaml(os.path.join(self.log_dir, self.NAME_HPARAMS_FILE), self.hparams)
+            self._hparams_saved = True
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        """Write what is buffered and close the event files; a later write starts new ones."""
+        if self._events is None and not self._pending_hparams and status != "success":
+            return  # nothing was logged: leave no empty event file behind
+        self._open_events()
+        self.save()
+        self._events.close()
+        self._events = None
+        if self._experiment is not None:
+            self._experiment.close()
+            self._experiment = None
+
+    @rank_zero_only
+    def _truncate_after(self, step: int) -> None:
+        """Hide points at or after `step` in TensorBoard: a run resumed from a checkpoint at `step` logs them again.
+
+        TensorBoard drops every earlier-read event with a step >= `step` when it reads a session-start marker at
+        `step` (what tensorboardX's `purge_step` writes). The marker goes first into the next event file opened, or
+        into the open one.
+        """
+        self._purge_step = step
+        if self._events is not None:
+            self._write_purge_marker()
+
+    def _open_events(self) -> None:
+        """Open the logger's event file if needed, then write a pending purge marker and hyperparameters."""
+        if self._events is not None:
+            return
+        from tensorboardX.event_file_writer import EventsWriter
+
+        os.makedirs(self.log_dir, exist_ok=True)
+        self._events = EventsWriter(os.path.join(self.log_dir, "events"), _unique_suffix())
+        if self._purge_step is not None:
+            self._write_purge_marker()
+        self._write_pending_hparams()
+
+    def _write(self, step: Optional[int], **fields: Any) -> None:
+        from tensorboardX.proto.event_pb2 import Event
+
+        self._open_events()
+        event = Event(wall_time=time.time(), **fields)
+        if step is not None:
+            event.step = int(step)
+        self._events.write_event(event)
+
+    def _flush_events(self) -> None:
+        self._events.flush()
+        self._next_flush = time.monotonic() + self._flush_secs
+
+    def _write_purge_marker(self) -> None:
+        from tensorboardX.proto.event_pb2 import SessionLog
+
+        step, self._purge_step = self._purge_step, None
+        self._write(step, session_log=SessionLog(status=SessionLog.START))
+        self._flush_events()
+
+    def _write_pending_hparams(self) -> None:
+        from tensorboardX.summary import hparams
+
+        pending, self._pending_hparams = self._pending_hparams, []
+        for params, metrics, step in pending:
+            self.log_metrics(metrics, step)
+            for summary in hparams(_sanitize_params(_flatten_dict(params)), metrics):
+                self._write(step, summary=summary)
+
+    def __getstate__(self) -> Dict[str, Any]:
+        """Pickle without open writers (e.g. to start worker processes); they are reopened on first use."""
+        state = self.__dict__.copy()
+        state["_experiment"] = state["_events"] = None
+        return state
+
+
+def _to_float(key: str, value: Any) -> float:
+    try:
+        return float(value.item() if isinstance(value, torch.Tensor) else value)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(
+            f"TensorBoardLogger cannot log {key!r}={value!r}: log a number, a one-element tensor, or a dict of them."
+        ) from err

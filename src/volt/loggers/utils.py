@@ -1,0 +1,110 @@
+"""Helpers shared by volt's loggers: version discovery, hyperparameter conversion and hparams.yaml."""
+import enum
+import os
+import sys
+from argparse import Namespace
+from collections.abc import Mapping, MutableMapping
+from dataclasses import asdict, is_dataclass
+from typing import Any, Dict, Optional, Union
+
+import torch
+
+from volt.utilities.rank_zero import rank_zero_warn
+
+NAME_HPARAMS_FILE = "hparams.yaml"
+
+
+def _next_version(versions_root: str) -> int:
+    """One more than the highest `version_N` directory under `versions_root` (0 when there is none)."""
+    try:
+        entries = list(os.scandir(versions_root))
+    except OSError:  # missing, or not a directory
+        return 0
+    versions = []
+    for entry in entries:
+        if entry.is_dir() and entry.name.startswith("version_"):
+            number = entry.name.split("_")[1]  # as Lightning: "version_3_retry" counts as 3
+            if number.isdigit():
+                versions.append(int(number))
+    return max(versions) + 1 if versions else 0
+
+
+def _version_dir(version: Union[int, str]) -> str:
+    """A string version names its directory as is; an int one becomes `version_N`."""
+    return version if isinstance(version, str) else f"version_{version}"
+
+
+def _convert_params(params: Optional[Union[Mapping, Namespace]]) -> Dict[str, Any]:
+    """Hyperparameters as a dict, whether given as a mapping, an argparse.Namespace or None."""
+    if params is None:
+        return {}
+    if isinstance(params, Namespace):
+        return vars(params)
+    if isinstance(params, Mapping):
+        return params
+    raise TypeError(
+        f"log_hyperparams expects a dict or an argparse.Namespace, got {type(params).__name__}. "
+        "Wrap the values in a dict, e.g. log_hyperparams({'lr': 0.1})."
+    )
+
+
+def _flatten_dict(params: Mapping, delimiter: str = "/", parent_key: str = "") -> Dict[str, Any]:
+    """Nested dicts, Namespaces, dataclasses and lists of dicts become one level of `a/b/c` keys (TensorBoard's view)."""
+    flat: Dict[str, Any] = {}
+    for key, value in params.items():
+        name = f"{parent_key}{delimiter}{key}" if parent_key else str(key)
+        if is_dataclass(value) and not isinstance(value, type):
+            value = asdict(value)
+        elif isinstance(value, Namespace):
+            value = vars(value)
+        if isinstance(value, MutableMapping):
+            flat.update(_flatten_dict(value, delimiter, name))
+        elif isinstance(value, list) and value and all(isinstance(item, MutableMapping) for item in value):
+            for index, item in enumerate(value):
+                flat.update(_flatten_dict(item, delimiter, f"{name}{delimiter}{index}"))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _sanitize_params(params: Dict[str, Any]) -> Dict[str, Any]:
+    """Values TensorBoard's hparams plugin can show: numbers, bools and strings; anything else becomes its str()."""
+    numpy = sys.modules.get("numpy")  # a numpy scalar can only exist once numpy is imported
+    clean = {}
+    for key, value in params.items():
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            value = value.item()
+        elif numpy is not None and isinstance(value, (numpy.bool_, numpy.integer, numpy.floating)):
+            value = value.item()
+        if type(value) not in (bool, int, float, str):
+            value = str(value)
+        clean[key] = value
+    return clean
+
+
+def _add_prefix(metrics: Mapping[str, Any], prefix: str, separator: str) -> Mapping[str, Any]:
+    """`{"loss": x}` with prefix "train" becomes `{"train-loss": x}`."""
+    if not prefix:
+        return metrics
+    return {f"{prefix}{separator}{key}": value for key, value in metrics.items()}
+
+
+def _save_hparams_to_yaml(path: str, hparams: Mapping[str, Any]) -> None:
+    """Write `hparams` as YAML; a value YAML cannot represent is left out with a warning, as Lightning does."""
+    import yaml  # ~10 ms: imported only when a logger actually writes hparams.yaml
+
+    if isinstance(hparams, Namespace):
+        hparams = vars(hparams)
+    dumpable = {}
+    for key, value in hparams.items():
+        value = value.name if isinstance(value, enum.Enum) else value
+        try:
+            yaml.dump(value)
+        except (TypeError, ValueError):
+            rank_zero_warn(f"Skipping '{key}' parameter because it is not possible to safely dump to YAML.")
+        else:
+            dumpable[key] = value
+    tmp_path = f"{path}.tmp"
+    with open(tmp_path, "w", newline="") as file:
+        yaml.dump(dumpable, file)
+    os.replace(tmp_path, path)  # a crash mid-write leaves the previous file intact

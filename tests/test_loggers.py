@@ -1,0 +1,392 @@
+"""CSVLogger and TensorBoardLogger: files on disk, read back the way users read them, and Lightning's layout."""
+import csv
+import os
+import pickle
+import subprocess
+import sys
+import threading
+from argparse import Namespace
+
+import pytest
+import torch
+
+from volt.loggers import CSVLogger, TensorBoardLogger
+from volt.utilities.rank_zero import rank_zero_only
+
+
+def read_csv(path):
+    with open(path, newline="") as file:
+        reader = csv.DictReader(file)
+        return reader.fieldnames, list(reader)
+
+
+def read_scalars(log_dir):
+    """{tag: [(step, value), ...]} as TensorBoard itself reads the folder."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(log_dir)
+    accumulator.Reload()
+    return {tag: [(e.step, e.value) for e in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]}
+
+
+def read_tb_hparams(log_dir):
+    """The hyperparameters TensorBoard's HPARAMS tab shows for the run."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    accumulator = EventAccumulator(log_dir)
+    accumulator.Reload()
+    content = accumulator.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    start_info = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
+    values = {}
+    for key, value in start_info.hparams.items():
+        kind = value.WhichOneof("kind")
+        values[key] = getattr(value, kind)
+    return values
+
+
+# ----------------------------------------------------------------------------------------------------------- CSV
+
+
+def test_csv_rows_header_and_tensor_values(tmp_path):
+    logger = CSVLogger(tmp_path)
+    logger.log_metrics({"train_loss": torch.tensor(0.5), "epoch": 0}, step=4)
+    logger.save()
+    logger.log_metrics({"train_loss": torch.tensor(0.25), "epoch": 0}, step=9)
+    logger.log_metrics({"val_loss": torch.tensor(0.75), "epoch": 0}, step=9)  # new column: the file is rewritten
+    logger.finalize("success")
+
+    header, rows = read_csv(tmp_path / "lightning_logs" / "version_0" / "metrics.csv")
+    assert header == ["epoch", "step", "train_loss", "val_loss"]
+    assert rows == [
+        {"epoch": "0", "step": "4", "train_loss": "0.5", "val_loss": ""},
+        {"epoch": "0", "step": "9", "train_loss": "0.25", "val_loss": ""},
+        {"epoch": "0", "step": "9", "train_loss": "", "val_loss": "0.75"},
+    ]
+
+
+def test_csv_matches_lightning_byte_for_byte(tmp_path):
+    pl_loggers = pytest.importorskip("pytorch_lightning.loggers")
+    calls = [
+        ({"a": torch.tensor(1.5)}, 0),
+        ({"a": 2.0, "b": torch.tensor(3)}, 1),
+        "save",
+        ({"c": 4.0}, 2),
+        ({"a": 5.0}, 3),
+        "save",
+        ({"b": 6}, 4),
+    ]
+    loggers = [CSVLogger(tmp_path / "volt", prefix="p"), pl_loggers.CSVLogger(tmp_path / "pl", prefix="p")]
+    for logger in loggers:
+        logger.log_hyperparams(Namespace(lr=0.01, net={"width": 8, "act": "relu"}, layers=[1, 2]))
+        for call in calls:
+            logger.save() if call == "save" else logger.log_metrics(*call)
+        logger.finalize("success")
+    for name in ("metrics.csv", "hparams.yaml"):
+        ours, theirs = (open(os.path.join(lg.log_dir, name)).read() for lg in loggers)
+        assert ours == theirs, name
+
+
+def test_csv_flushes_every_n_steps(tmp_path):
+    logger = CSVLogger(tmp_path, flush_logs_every_n_steps=2)
+    metrics_file = os.path.join(logger.log_dir, "metrics.csv")
+    logger.log_metrics({"x": 1.0}, step=0)
+    assert not os.path.exists(metrics_file)
+    logger.log_metrics({"x": 2.0}, step=1)  # (1 + 1) % 2 == 0
+    assert [row["x"] for row in read_csv(metrics_file)[1]] == ["1.0", "2.0"]
+
+
+def test_csv_hparams_written_on_save(tmp_path):
+    import yaml
+
+    logger = CSVLogger(tmp_path, name="exp", version="run_a")
+    logger.log_hyperparams({"lr": 0.1, "opt": {"name": "sgd"}})
+    logger.log_hyperparams(Namespace(batch_size=32))
+    hparams_file = tmp_path / "exp" / "run_a" / "hparams.yaml"
+    assert not hparams_file.exists()
+    logger.save()
+    assert yaml.safe_load(hparams_file.read_text()) == {"lr": 0.1, "opt": {"name": "sgd"}, "batch_size": 32}
+
+
+def test_csv_warns_before_overwriting_a_used_version(tmp_path):
+    first = CSVLogger(tmp_path, version=0)
+    first.log_metrics({"old": 1.0}, step=0)
+    first.finalize("success")
+    second = CSVLogger(tmp_path, version=0)
+    with pytest.warns(UserWarning, match="exists and is not empty"):
+        second.log_metrics({"new": 2.0}, step=0)
+    second.finalize("success")
+    assert read_csv(os.path.join(second.log_dir, "metrics.csv")) == (["new", "step"], [{"new": "2.0", "step": "0"}])
+
+
+def test_csv_bad_flush_interval():
+    with pytest.raises(ValueError, match=r"flush_logs_every_n_steps=0.*positive integer"):
+        CSVLogger("unused", flush_logs_every_n_steps=0)
+
+
+# ---------------------------------------------------------------------------------------------- layout, versions
+
+
+@pytest.mark.parametrize("logger_cls", [CSVLogger, TensorBoardLogger])
+def test_versions_increment_and_ignore_other_entries(tmp_path, logger_cls):
+    (tmp_path / "lightning_logs" / "version_x").mkdir(parents=True)
+    (tmp_path / "lightning_logs" / "version_7").write_text("a file, not a version folder")
+    versions = []
+    for _ in range(3):
+        logger = logger_cls(tmp_path)
+        logger.log_metrics({"m": 1.0}, step=0)
+        logger.finalize("success")
+        versions.append(logger.version)
+    assert versions == [0, 1, 2]
+    assert sorted(os.listdir(tmp_path / "lightning_logs")) == [
+        "version_0", "version_1", "version_2", "version_7", "version_x"
+    ]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"name": "exp"},
+        {"name": ""},
+        {"name": None},
+        {"version": 3},
+        {"version": "my_run"},
+        {"name": "exp", "version": "my_run", "sub_dir": "fold_0"},
+    ],
+)
+@pytest.mark.parametrize("cls_name", ["CSVLogger", "TensorBoardLogger"])
+def test_layout_matches_lightning(tmp_path, cls_name, kwargs):
+    pl_loggers = pytest.importorskip("pytorch_lightning.loggers")
+    if cls_name == "CSVLogger" and "sub_dir" in kwargs:
+        pytest.skip("CSVLogger has no sub_dir")
+    (tmp_path / "lightning_logs" / "version_0").mkdir(parents=True)
+    (tmp_path / "exp" / "version_4").mkdir(parents=True)
+    ours = getattr(sys.modules["volt.loggers"], cls_name)(tmp_path, **kwargs)
+    theirs = getattr(pl_loggers, cls_name)(tmp_path, **kwargs)
+    for attribute in ("name", "version", "save_dir", "root_dir", "log_dir"):
+        assert getattr(ours, attribute) == getattr(theirs, attribute), attribute
+
+
+def test_fresh_folders_match_lightning_file_for_file(tmp_path):
+    pl_loggers = pytest.importorskip("pytorch_lightning.loggers")
+    for root, module in ((tmp_path / "volt", sys.modules["volt.loggers"]), (tmp_path / "pl", pl_loggers)):
+        for cls in (module.CSVLogger, module.TensorBoardLogger):
+            logger = cls(root / cls.__name__)
+            logger.log_hyperparams({"lr": 0.1})
+            logger.save()
+            logger.log_metrics({"loss": 1.0}, step=0)
+            logger.save()
+            logger.finalize("success")
+
+    def listing(root):
+        return sorted(
+            os.path.relpath(os.path.join(path, name), root).split(".out.tfevents.")[0]
+            for path, _, files in os.walk(root)
+            for name in files
+        )
+
+    assert listing(tmp_path / "volt") == listing(tmp_path / "pl")
+
+
+# ---------------------------------------------------------------------------------------------------- TensorBoard
+
+
+def test_tensorboard_scalars_read_back(tmp_path):
+    logger = TensorBoardLogger(tmp_path, prefix="train")
+    for step in range(3):
+        logger.log_metrics({"loss": torch.tensor(1.0 / (step + 1)), "lr": 0.5}, step=step)
+    logger.log_metrics({"pair": {"a": 1.0, "b": torch.tensor(2.0)}}, step=3)
+    logger.finalize("success")
+
+    scalars = read_scalars(logger.log_dir)
+    assert scalars["train-loss"] == [(0, 1.0), (1, 0.5), (2, pytest.approx(1 / 3))]
+    assert scalars["train-lr"] == [(0, 0.5), (1, 0.5), (2, 0.5)]
+    assert read_scalars(os.path.join(logger.log_dir, "train-pair", "a")) == {"train-pair": [(3, 1.0)]}
+    assert read_scalars(os.path.join(logger.log_dir, "train-pair", "b")) == {"train-pair": [(3, 2.0)]}
+
+
+def test_tensorboard_hparams_plugin_and_yaml(tmp_path):
+    import yaml
+
+    logger = TensorBoardLogger(tmp_path)
+    params = {
+        "lr": 0.1,
+        "model": {"width": 8, "act": torch.nn.ReLU},
+        "args": Namespace(seed=3),
+        "flag": True,
+        "layers": [1, 2],
+        "scale": torch.tensor(2.0),
+    }
+    logger.log_hyperparams(params)
+    logger.log_metrics({"loss": 1.0}, step=1)
+    logger.save()
+
+    assert read_scalars(logger.log_dir)["hp_metric"] == [(0, -1.0)]
+    assert read_tb_hparams(logger.log_dir) == {
+        "lr": 0.1,
+        "model/width": 8.0,
+        "model/act": "<class 'torch.nn.modules.activation.ReLU'>",
+        "args/seed": 3.0,
+        "flag": True,
+        "layers": "[1, 2]",
+        "scale": 2.0,
+    }
+    saved = yaml.unsafe_load(open(os.path.join(logger.log_dir, "hparams.yaml")))
+    assert saved["lr"] == 0.1 and saved["model"]["width"] == 8 and saved["layers"] == [1, 2]
+    logger.finalize("success")
+
+
+def test_tensorboard_hparams_with_metrics_and_without_default(tmp_path):
+    logger = TensorBoardLogger(tmp_path, default_hp_metric=False)
+    logger.log_hyperparams({"lr": 0.1})  # no metrics and no default: nothing for TensorBoard
+    logger.log_hyperparams({"depth": 2}, metrics={"hp/acc": torch.tensor(0.9)}, step=5)
+    logger.finalize("success")
+    assert read_scalars(logger.log_dir) == {"hp/acc": [(5, pytest.approx(0.9))]}
+    assert read_tb_hparams(logger.log_dir) == {"depth": 2.0}
+
+
+def test_tensorboard_defers_tensorboardx_import(tmp_path):
+    script = f"""
+import sys
+from volt.loggers import TensorBoardLogger
+logger = TensorBoardLogger({str(tmp_path)!r})
+logger.log_hyperparams({{"lr": 0.1}})
+logger.log_graph(None)
+logger.save()
+assert "tensorboardX" not in sys.modules, "imported too early"
+assert not any(name.endswith(".tfevents") or ".tfevents." in name for _, _, f in __import__("os").walk({str(tmp_path)!r}) for name in f)
+logger.log_metrics({{"loss": 1.0}}, step=0)
+assert "tensorboardX" in sys.modules
+"""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+
+
+def test_tensorboard_fit_then_test_in_the_same_second_keeps_both_files(tmp_path):
+    logger = TensorBoardLogger(tmp_path)
+    logger.log_metrics({"train_loss": 1.0}, step=0)
+    logger.finalize("success")
+    logger.log_metrics({"test_loss": 2.0}, step=0)  # a new writer: must not overwrite the first event file
+    logger.finalize("success")
+    scalars = read_scalars(logger.log_dir)
+    assert scalars["train_loss"] == [(0, 1.0)] and scalars["test_loss"] == [(0, 2.0)]
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit.trace, used by TensorBoard's graph export
+def test_tensorboard_log_graph(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU())
+    model.example_input_array = torch.randn(2, 3)
+    logger = TensorBoardLogger(tmp_path, log_graph=True)
+    with pytest.warns(UserWarning, match="example_input_array"):
+        logger.log_graph(torch.nn.Linear(3, 4))
+    logger.log_graph(model)
+    logger.finalize("success")
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(logger.log_dir)
+    accumulator.Reload()
+    assert accumulator.Tags()["graph"]
+
+
+def test_tensorboard_rejects_non_numeric_metric(tmp_path):
+    logger = TensorBoardLogger(tmp_path)
+    with pytest.raises(ValueError, match=r"cannot log 'name'='abc'.*a number, a one-element tensor"):
+        logger.log_metrics({"name": "abc"}, step=0)
+    with pytest.raises(ValueError, match=r"cannot log 'vec'"):
+        logger.log_metrics({"vec": torch.ones(3)}, step=0)
+
+
+@pytest.mark.parametrize("logger_cls", [CSVLogger, TensorBoardLogger])
+def test_log_hyperparams_rejects_other_types(tmp_path, logger_cls):
+    with pytest.raises(TypeError, match=r"expects a dict or an argparse.Namespace, got list"):
+        logger_cls(tmp_path).log_hyperparams([0.1, 32])
+
+
+def test_tensorboard_logger_pickles_without_its_writer(tmp_path):
+    logger = TensorBoardLogger(tmp_path)
+    logger.log_metrics({"a": 1.0}, step=0)
+    clone = pickle.loads(pickle.dumps(logger))
+    assert clone.log_dir == logger.log_dir and clone._experiment is None
+    logger.finalize("success")
+
+
+@pytest.mark.parametrize("logger_cls", [CSVLogger, TensorBoardLogger])
+def test_other_ranks_write_nothing(tmp_path, logger_cls, monkeypatch):
+    monkeypatch.setattr(rank_zero_only, "rank", 1)
+    logger = logger_cls(tmp_path)
+    logger.log_hyperparams({"lr": 0.1})
+    logger.log_metrics({"a": 1.0}, step=0)
+    logger.experiment.anything(1, 2)  # a do-nothing stand-in on ranks > 0
+    logger.save()
+    logger.finalize("success")
+    assert not any(files for _, _, files in os.walk(tmp_path))
+
+
+def test_hparams_yaml_skips_values_yaml_cannot_hold(tmp_path):
+    logger = CSVLogger(tmp_path)
+    logger.log_hyperparams({"lr": 0.1, "lock": threading.Lock()})
+    with pytest.warns(UserWarning, match="Skipping 'lock' parameter"):
+        logger.save()
+    assert open(os.path.join(logger.log_dir, "hparams.yaml")).read() == "lr: 0.1\n"
+
+
+# --------------------------------------------------------------------------------------------- resume truncation
+
+
+def test_csv_truncate_after_keeps_earlier_rows(tmp_path):
+    first = CSVLogger(tmp_path)
+    for step in range(6):
+        first.log_metrics({"loss": float(step)}, step=step)
+    first.log_metrics({"val_loss": 9.0}, step=5)
+    first.finalize("failed")  # killed after step 5; the checkpoint was taken at step 3
+
+    resumed = CSVLogger(tmp_path, version=first.version)
+    resumed._truncate_after(3)
+    for step in range(3, 5):
+        resumed.log_metrics({"loss": step + 0.5}, step=step)
+    resumed.finalize("success")
+
+    header, rows = read_csv(os.path.join(first.log_dir, "metrics.csv"))
+    assert header == ["loss", "step", "val_loss"]
+    assert [(row["step"], row["loss"]) for row in rows] == [
+        ("0", "0.0"), ("1", "1.0"), ("2", "2.0"), ("3", "3.5"), ("4", "4.5")
+    ]
+
+
+def test_csv_truncate_after_drops_buffered_rows(tmp_path):
+    logger = CSVLogger(tmp_path)
+    for step in range(4):
+        logger.log_metrics({"loss": float(step)}, step=step)
+    logger._truncate_after(2)
+    logger.finalize("success")
+    assert [row["step"] for row in read_csv(os.path.join(logger.log_dir, "metrics.csv"))[1]] == ["0", "1"]
+
+
+def test_tensorboard_truncate_after_hides_replayed_steps(tmp_path):
+    first = TensorBoardLogger(tmp_path)
+    first.log_hyperparams({"lr": 0.1})
+    for step in range(6):
+        first.log_metrics({"loss": float(step)}, step=step)
+    first.finalize("failed")
+
+    resumed = TensorBoardLogger(tmp_path, version=first.version)
+    resumed._truncate_after(3)
+    resumed.log_hyperparams({"lr": 0.1})
+    for step in range(3, 5):
+        resumed.log_metrics({"loss": step + 0.5}, step=step)
+    resumed.finalize("success")
+
+    assert read_scalars(first.log_dir)["loss"] == [(0, 0.0), (1, 1.0), (2, 2.0), (3, 3.5), (4, 4.5)]
+
+
+def test_tensorboard_truncate_after_with_an_open_writer(tmp_path):
+    logger = TensorBoardLogger(tmp_path)
+    for step in range(4):
+        logger.log_metrics({"loss": float(step)}, step=step)
+    logger._truncate_after(2)
+    logger.log_metrics({"loss": 20.0}, step=2)
+    logger.finalize("success")
+    assert read_scalars(logger.log_dir)["loss"] == [(0, 0.0), (1, 1.0), (2, 20.0)]
