@@ -1,0 +1,153 @@
+"""LearningRateMonitor: metric names (as Lightning), when it logs, what it logs, and its errors."""
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from volt.callbacks.lr_monitor import LearningRateMonitor
+from volt.utilities.exceptions import MisconfigurationException
+
+
+class RecordingLogger:
+    def __init__(self):
+        self.calls = []
+
+    def log_metrics(self, metrics, step=None):
+        self.calls.append((step, dict(metrics)))
+
+
+def sched_config(scheduler, name=None, interval="epoch"):
+    return SimpleNamespace(scheduler=scheduler, name=name, interval=interval, frequency=1, monitor=None, strict=True)
+
+
+class StubTrainer:
+    def __init__(self, optimizers, configs=(), **overrides):
+        self.optimizers = list(optimizers)
+        self.lr_scheduler_configs = list(configs)
+        self.loggers = [RecordingLogger()]
+        self.global_step = 0
+        self.log_every_n_steps = 1
+        self.should_stop = False
+        self.fast_dev_run = False
+        self.strategy = SimpleNamespace(root_device=torch.device("cpu"))
+        self.callback_metrics = {}
+        self.__dict__.update(overrides)
+
+
+def params(n=1):
+    return [torch.nn.Parameter(torch.zeros(1)) for _ in range(n)]
+
+
+def names_after_start(trainer, **kwargs):
+    monitor = LearningRateMonitor(**kwargs)
+    monitor.on_train_start(trainer, None)
+    return monitor, list(monitor.lrs)
+
+
+def test_names_follow_optimizer_types_groups_and_scheduler_names():
+    adam1, adam2 = torch.optim.Adam(params()), torch.optim.Adam(params())
+    sgd = torch.optim.SGD([{"params": params()}, {"params": params(), "name": "head"}], lr=0.1)
+    named = torch.optim.AdamW(params())
+    configs = [sched_config(torch.optim.lr_scheduler.StepLR(adam1, 1)),
+               sched_config(torch.optim.lr_scheduler.StepLR(named, 1), name="warmup")]
+    _, names = names_after_start(StubTrainer([adam1, named, adam2, sgd], configs))
+    assert names == ["lr-Adam", "warmup", "lr-Adam-1", "lr-SGD/pg1", "lr-SGD/head"]
+
+
+def test_single_named_group_gets_a_suffix_and_duplicate_group_names_raise():
+    opt = torch.optim.SGD([{"params": params(), "name": "body"}], lr=0.1)
+    assert names_after_start(StubTrainer([opt]))[1] == ["lr-SGD/body"]
+    bad = torch.optim.SGD([{"params": params(), "name": "x"}, {"params": params(), "name": "x"}], lr=0.1)
+    with pytest.raises(MisconfigurationException, match=r"parameter groups named \['x'\]"):
+        names_after_start(StubTrainer([bad]))
+
+
+@pytest.mark.filterwarnings("ignore:You have set log_momentum=True")  # Lightning warns when any lacks `betas`
+def test_same_names_as_lightning():
+    pytest.importorskip("pytorch_lightning")
+    from pytorch_lightning.callbacks import LearningRateMonitor as PLMonitor
+
+    adam1, adam2 = torch.optim.Adam(params()), torch.optim.Adam(params(2))
+    sgd = torch.optim.SGD([{"params": params()}, {"params": params(), "name": "head"}], lr=0.1)
+    configs = [sched_config(torch.optim.lr_scheduler.StepLR(adam1, 1)),
+               sched_config(torch.optim.lr_scheduler.StepLR(sgd, 1), interval="step")]
+    trainer = StubTrainer([adam1, sgd, adam2], configs)
+    pl_monitor = PLMonitor(log_momentum=True, log_weight_decay=True)
+    pl_monitor.on_train_start(trainer)
+    ours, names = names_after_start(trainer, log_momentum=True, log_weight_decay=True)
+    assert names == list(pl_monitor.lrs)
+    assert list(ours.last_momentum_values) == list(pl_monitor.last_momentum_values)
+
+
+def test_step_and_epoch_logging_follow_each_schedulers_interval():
+    stepped, epoched, plain = (torch.optim.SGD(params(), lr=lr) for lr in (0.1, 0.2, 0.3))
+    configs = [sched_config(torch.optim.lr_scheduler.StepLR(stepped, 1), interval="step"),
+               sched_config(torch.optim.lr_scheduler.StepLR(epoched, 1), interval="epoch")]
+    trainer = StubTrainer([stepped, epoched, plain], configs, global_step=4)
+    monitor, _ = names_after_start(trainer)
+    logger = trainer.loggers[0]
+
+    monitor.on_train_batch_start(trainer, None, None, 0)
+    assert logger.calls == [(4, {"lr-SGD": 0.1, "lr-SGD-2": 0.3})]
+    logger.calls.clear()
+    monitor.on_train_epoch_start(trainer, None)
+    assert logger.calls == [(4, {"lr-SGD-1": 0.2, "lr-SGD-2": 0.3})]
+    assert monitor.lrs == {"lr-SGD": [0.1], "lr-SGD-1": [0.2], "lr-SGD-2": [0.3, 0.3]}
+    assert trainer.callback_metrics["lr-SGD-1"] == torch.tensor(0.2)
+
+
+def test_logging_interval_overrides_the_schedulers():
+    opt = torch.optim.SGD(params(), lr=0.1)
+    trainer = StubTrainer([opt], [sched_config(torch.optim.lr_scheduler.StepLR(opt, 1), interval="epoch")])
+    monitor, _ = names_after_start(trainer, logging_interval="step")
+    monitor.on_train_epoch_start(trainer, None)
+    assert trainer.loggers[0].calls == []
+    monitor.on_train_batch_start(trainer, None, None, 0)
+    assert trainer.loggers[0].calls == [(0, {"lr-SGD": 0.1})]
+
+
+def test_step_logging_follows_log_every_n_steps():
+    opt = torch.optim.SGD(params(), lr=0.1)
+    trainer = StubTrainer([opt], log_every_n_steps=3)
+    monitor, _ = names_after_start(trainer, logging_interval="step")
+    for step in range(7):
+        trainer.global_step = step
+        monitor.on_train_batch_start(trainer, None, None, step)
+    assert [step for step, _ in trainer.loggers[0].calls] == [2, 5]
+    trainer.log_every_n_steps = 0
+    monitor.on_train_batch_start(trainer, None, None, 0)
+    assert len(trainer.loggers[0].calls) == 2
+
+
+def test_momentum_and_weight_decay():
+    adam = torch.optim.Adam(params(), lr=0.01, betas=(0.8, 0.99), weight_decay=0.1)
+    sgd = torch.optim.SGD(params(), lr=0.1, momentum=0.9)
+    trainer = StubTrainer([adam, sgd])
+    monitor, _ = names_after_start(trainer, logging_interval="epoch", log_momentum=True, log_weight_decay=True)
+    monitor.on_train_epoch_start(trainer, None)
+    assert trainer.loggers[0].calls[0][1] == pytest.approx({
+        "lr-Adam": 0.01, "lr-Adam-momentum": 0.8, "lr-Adam-weight_decay": 0.1,
+        "lr-SGD": 0.1, "lr-SGD-momentum": 0.9, "lr-SGD-weight_decay": 0.0})
+
+
+def test_momentum_warning_for_optimizers_without_momentum():
+    with pytest.warns(RuntimeWarning, match="neither `momentum` nor `betas`"):
+        names_after_start(StubTrainer([torch.optim.Adagrad(params())]), log_momentum=True)
+
+
+def test_history_moves_when_an_optimizer_gains_a_parameter_group():
+    opt = torch.optim.SGD(params(), lr=0.1)
+    trainer = StubTrainer([opt])
+    monitor, _ = names_after_start(trainer, logging_interval="epoch")
+    monitor.on_train_epoch_start(trainer, None)
+    opt.add_param_group({"params": params(), "lr": 0.01})  # e.g. a finetuning callback unfreezes a layer
+    monitor.on_train_epoch_start(trainer, None)
+    assert monitor.lrs == {"lr-SGD/pg1": [0.1, 0.1], "lr-SGD/pg2": [0.01]}
+
+
+def test_errors():
+    with pytest.raises(MisconfigurationException, match=r"logging_interval='batch'.*'step', 'epoch' or None"):
+        LearningRateMonitor(logging_interval="batch")
+    trainer = StubTrainer([torch.optim.SGD(params(), lr=0.1)], loggers=[])
+    with pytest.raises(MisconfigurationException, match="needs a logger.*logger=True"):
+        LearningRateMonitor().on_train_start(trainer, None)

@@ -1,0 +1,310 @@
+"""Progress bars: what they print, how rarely they redraw (and read metric values), enabling and disabling, and
+(end to end) the bars a real `fit` prints."""
+import io
+import re
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from volt.callbacks.progress import ProgressBar, RichProgressBar, TQDMProgressBar
+from volt.callbacks.progress import rich_progress, tqdm_progress
+
+
+class CountingTensor(torch.Tensor):
+    """A metric value that counts how often it is read back to the host."""
+
+    item_calls = 0
+
+    def item(self):
+        CountingTensor.item_calls += 1
+        return super().item()
+
+
+class StubTrainer:
+    """The part of the Trainer surface the progress bars read."""
+
+    def __init__(self, **overrides):
+        self.is_global_zero = True
+        self.state = SimpleNamespace(fn="fit", stage="train")
+        self.sanity_checking = False
+        self.training = True
+        self.current_epoch = 0
+        self.max_epochs = 1
+        self.max_steps = -1
+        self.global_step = 0
+        self.num_training_batches = 4
+        self.num_val_batches = [3]
+        self.num_test_batches = [2]
+        self.num_predict_batches = [2]
+        self.num_sanity_val_steps = 2
+        self.check_val_every_n_epoch = 1
+        self.loggers = [SimpleNamespace(version=3)]
+        self.progress_bar_metrics = {"loss": torch.tensor(0.5)}
+        self.__dict__.update(overrides)
+
+
+def run_fit(bar, trainer, val_loss=0.25):
+    """Drive the hooks in the order the Trainer calls them for one epoch with a sanity check and validation."""
+    bar.setup(trainer, None, "fit")
+    trainer.sanity_checking = True
+    bar.on_sanity_check_start(trainer, None)
+    bar.on_validation_start(trainer, None)
+    for i in range(trainer.num_sanity_val_steps):
+        bar.on_validation_batch_start(trainer, None, None, i)
+        bar.on_validation_batch_end(trainer, None, None, None, i)
+    bar.on_validation_end(trainer, None)
+    bar.on_sanity_check_end(trainer, None)
+    trainer.sanity_checking = False
+    bar.on_train_start(trainer, None)
+    bar.on_train_epoch_start(trainer, None)
+    for i in range(trainer.num_training_batches):
+        bar.on_train_batch_end(trainer, None, None, None, i)
+    bar.on_validation_start(trainer, None)
+    for i in range(trainer.num_val_batches[0]):
+        bar.on_validation_batch_start(trainer, None, None, i)
+        bar.on_validation_batch_end(trainer, None, None, None, i)
+    trainer.progress_bar_metrics = {**trainer.progress_bar_metrics, "val_loss": torch.tensor(val_loss)}
+    bar.on_validation_end(trainer, None)
+    bar.on_train_epoch_end(trainer, None)
+    bar.on_train_end(trainer, None)
+    bar.teardown(trainer, None, "fit")
+
+
+class FakeClock:
+    def __init__(self, step):
+        self.now, self.step = 0.0, step
+
+    def __call__(self):
+        self.now += self.step
+        return self.now
+
+
+# --------------------------------------------------------------------------------------------------- TQDM
+
+
+def test_tqdm_prints_epoch_line_with_prog_bar_metrics_and_version(capsys):
+    run_fit(TQDMProgressBar(), StubTrainer())
+    out = capsys.readouterr().out
+    assert "Sanity Checking DataLoader 0" in out
+    assert "Validation DataLoader 0" in out
+    epoch_lines = [line for line in out.split("\r") if line.startswith("Epoch 0")]
+    assert epoch_lines and "4/4" in epoch_lines[-1]
+    assert "v_num=3" in epoch_lines[-1] and "loss=0.500" in epoch_lines[-1]
+    assert "val_loss=0.250" in epoch_lines[-1]
+
+
+def test_tqdm_redraws_rarely_and_reads_metrics_only_when_it_redraws(capsys, monkeypatch):
+    # 200 steps of 10 ms each (a fake clock): 2 s at one redraw per 0.1 s is about 20 redraws, not 200
+    monkeypatch.setattr(tqdm_progress, "_monotonic", FakeClock(step=0.01))
+    CountingTensor.item_calls = 0
+    trainer = StubTrainer(num_training_batches=200, progress_bar_metrics={
+        "loss": torch.tensor(0.5).as_subclass(CountingTensor)})
+    bar = TQDMProgressBar()
+    bar.setup(trainer, None, "fit")
+    bar.on_train_start(trainer, None)
+    bar.on_train_epoch_start(trainer, None)
+    for i in range(200):
+        bar.on_train_batch_end(trainer, None, None, None, i)
+    assert 10 <= CountingTensor.item_calls <= 25
+    assert bar.train_progress_bar.n == 200  # the last batch is always drawn
+    bar.on_train_end(trainer, None)
+
+
+def test_tqdm_refresh_rate_counts_batches_between_redraws(capsys, monkeypatch):
+    monkeypatch.setattr(tqdm_progress, "_monotonic", FakeClock(step=10.0))  # time never holds a redraw back
+    CountingTensor.item_calls = 0
+    trainer = StubTrainer(num_training_batches=100, progress_bar_metrics={
+        "loss": torch.tensor(0.5).as_subclass(CountingTensor)})
+    bar = TQDMProgressBar(refresh_rate=10)
+    bar.setup(trainer, None, "fit")
+    bar.on_train_start(trainer, None)
+    bar.on_train_epoch_start(trainer, None)
+    for i in range(100):
+        bar.on_train_batch_end(trainer, None, None, None, i)
+    assert CountingTensor.item_calls == 10
+    bar.on_train_end(trainer, None)
+
+
+def test_tqdm_draws_where_the_epoch_stopped_early(capsys):
+    trainer = StubTrainer(num_training_batches=50)
+    bar = TQDMProgressBar()
+    bar.setup(trainer, None, "fit")
+    bar.on_train_start(trainer, None)
+    bar.on_train_epoch_start(trainer, None)
+    for i in range(7):  # e.g. max_steps reached after 7 batches
+        bar.on_train_batch_end(trainer, None, None, None, i)
+    bar.on_train_epoch_end(trainer, None)
+    assert bar.train_progress_bar.n == 7
+    bar.on_train_end(trainer, None)
+    assert "7/50" in capsys.readouterr().out
+
+
+def test_tqdm_refresh_rate_zero_and_disable_print_nothing(capsys):
+    hidden = TQDMProgressBar(refresh_rate=0)
+    assert hidden.is_disabled and not hidden.is_enabled
+    run_fit(hidden, StubTrainer())
+    bar = TQDMProgressBar()
+    bar.disable()
+    assert bar.is_disabled
+    run_fit(bar, StubTrainer())
+    assert capsys.readouterr().out == ""
+    bar.enable()
+    assert bar.is_enabled
+
+
+def test_tqdm_prints_nothing_on_other_ranks(capsys):
+    bar = TQDMProgressBar()
+    run_fit(bar, StubTrainer(is_global_zero=False))
+    assert bar.is_disabled
+    assert capsys.readouterr().out == ""
+
+
+def test_tqdm_leave_keeps_one_bar_per_epoch(capsys):
+    trainer = StubTrainer(num_training_batches=2, max_epochs=2)
+    bar = TQDMProgressBar(leave=True)
+    bar.setup(trainer, None, "fit")
+    bar.on_train_start(trainer, None)
+    for epoch in range(2):
+        trainer.current_epoch = epoch
+        bar.on_train_epoch_start(trainer, None)
+        for i in range(2):
+            bar.on_train_batch_end(trainer, None, None, None, i)
+        bar.on_train_epoch_end(trainer, None)
+    bar.on_train_end(trainer, None)
+    out = capsys.readouterr().out
+    finished = [line for line in out.split("\n") if re.search(r"Epoch \d: 100%", line)]
+    assert len(finished) == 2
+
+
+def test_tqdm_test_and_predict_bars(capsys):
+    trainer = StubTrainer(training=False, state=SimpleNamespace(fn="test", stage="test"), num_test_batches=[2, 2])
+    bar = TQDMProgressBar()
+    bar.setup(trainer, None, "test")
+    bar.on_test_start(trainer, None)
+    for dataloader_idx in range(2):
+        for i in range(2):
+            bar.on_test_batch_start(trainer, None, None, i, dataloader_idx)
+            bar.on_test_batch_end(trainer, None, None, None, i, dataloader_idx)
+    bar.on_test_end(trainer, None)
+    trainer.num_predict_batches = [float("inf")]
+    bar.on_predict_start(trainer, None)
+    for i in range(3):
+        bar.on_predict_batch_start(trainer, None, None, i)
+        bar.on_predict_batch_end(trainer, None, None, None, i)
+    bar.on_predict_end(trainer, None)
+    out = capsys.readouterr().out
+    assert "Testing DataLoader 0: 100%" in out and "Testing DataLoader 1: 100%" in out
+    assert "Predicting DataLoader 0: |" in out and "3/?" in out  # a loader without length: unknown total
+
+
+def test_tqdm_print_goes_through_the_active_bar(capsys):
+    trainer = StubTrainer()
+    bar = TQDMProgressBar()
+    bar.setup(trainer, None, "fit")
+    bar.on_train_start(trainer, None)
+    bar.print("hello", "world")
+    bar.on_train_end(trainer, None)
+    assert "hello world\n" in capsys.readouterr().out
+
+
+def test_tqdm_bad_refresh_rate():
+    with pytest.raises(ValueError, match=r"refresh_rate=-1.*int >= 0"):
+        TQDMProgressBar(refresh_rate=-1)
+
+
+def test_tqdm_pads_numbers_so_the_line_does_not_jitter():
+    assert tqdm_progress.Tqdm.format_num(0.5) == "0.500"
+    assert tqdm_progress.Tqdm.format_num(3) == "3"
+    assert tqdm_progress.Tqdm.format_num(1e-7) == "1e-7"
+
+
+# ------------------------------------------------------------------------------------------------ base
+
+
+def test_get_metrics_converts_tensors_and_adds_the_logger_version():
+    bar = TQDMProgressBar()
+    trainer = StubTrainer(progress_bar_metrics={"loss": torch.tensor(0.25), "acc": torch.tensor(1.0)})
+    assert bar.get_metrics(trainer, None) == {"v_num": 3, "loss": 0.25, "acc": 1.0}
+    trainer.loggers = [SimpleNamespace(version="version_12345")]
+    assert bar.get_metrics(trainer, None)["v_num"] == "2345"
+    trainer.loggers = [SimpleNamespace(version=1), SimpleNamespace(version="b")]
+    assert bar.get_metrics(trainer, None)["v_num"] == "1_b"
+    trainer.loggers = []
+    assert "v_num" not in bar.get_metrics(trainer, None)
+
+
+def test_get_metrics_warns_once_when_a_logged_name_shadows_v_num():
+    bar = TQDMProgressBar()
+    trainer = StubTrainer(progress_bar_metrics={"v_num": torch.tensor(7.0)})
+    with pytest.warns(UserWarning, match="already shows 'v_num'"):
+        assert bar.get_metrics(trainer, None)["v_num"] == 7.0
+    bar.get_metrics(trainer, None)  # no second warning (pytest's filterwarnings=error setups would catch it)
+
+
+def test_total_train_batches_is_capped_by_max_steps_when_epochs_are_unbounded():
+    bar = TQDMProgressBar()
+    bar.setup(StubTrainer(max_epochs=-1, max_steps=10, global_step=7, num_training_batches=100), None, "fit")
+    assert bar.total_train_batches == 3
+
+
+def test_sanity_check_total_is_capped_by_num_sanity_val_steps():
+    bar = TQDMProgressBar()
+    trainer = StubTrainer(sanity_checking=True, num_val_batches=[5, 1])
+    bar.setup(trainer, None, "fit")
+    bar.has_dataloader_changed(0)
+    assert bar.total_val_batches_current_dataloader == 2
+    bar.has_dataloader_changed(1)
+    assert bar.total_val_batches_current_dataloader == 1
+    assert bar.total_val_batches == 6
+
+
+def test_base_class_requires_disable_and_trainer():
+    bar = ProgressBar()
+    with pytest.raises(TypeError, match="has not been set yet"):
+        bar.trainer
+    with pytest.raises(NotImplementedError, match="must implement `disable"):
+        bar.disable()
+
+
+# ------------------------------------------------------------------------------------------------ Rich
+
+
+def test_rich_prints_epoch_and_metrics():
+    file = io.StringIO()
+    bar = RichProgressBar(console_kwargs={"file": file, "force_terminal": True, "width": 200})
+    run_fit(bar, StubTrainer())
+    out = file.getvalue()
+    assert "Epoch 0/0" in out and "4/4" in out
+    assert "loss: 0.500" in out and "val_loss: 0.250" in out and "v_num: 3" in out
+
+
+def test_rich_redraws_rarely(monkeypatch):
+    monkeypatch.setattr(rich_progress, "_monotonic", FakeClock(step=0.01))
+    CountingTensor.item_calls = 0
+    trainer = StubTrainer(num_training_batches=200, progress_bar_metrics={
+        "loss": torch.tensor(0.5).as_subclass(CountingTensor)})
+    bar = RichProgressBar(console_kwargs={"file": io.StringIO(), "force_terminal": True})
+    bar.setup(trainer, None, "fit")
+    bar.on_train_start(trainer, None)
+    bar.on_train_epoch_start(trainer, None)
+    for i in range(200):
+        bar.on_train_batch_end(trainer, None, None, None, i)
+    assert 5 <= CountingTensor.item_calls <= 15  # 2 s at up to 5 redraws a second
+    assert bar.train_progress_bar.completed == 200
+    bar.teardown(trainer, None, "fit")
+
+
+def test_rich_disabled_prints_nothing():
+    file = io.StringIO()
+    run_fit(RichProgressBar(refresh_rate=0, console_kwargs={"file": file}), StubTrainer())
+    run_fit(RichProgressBar(console_kwargs={"file": file}), StubTrainer(is_global_zero=False))
+    assert file.getvalue() == ""
+
+
+def test_rich_missing_gives_install_hint(monkeypatch):
+    real_find_spec = rich_progress.importlib.util.find_spec
+    monkeypatch.setattr(rich_progress.importlib.util, "find_spec",
+                        lambda name, *args: None if name == "rich" else real_find_spec(name, *args))
+    with pytest.raises(ModuleNotFoundError, match="pip install rich"):
+        RichProgressBar()
