@@ -1,5 +1,13 @@
 """volt: PyTorch Lightning's API on a small, fast, crash-safe core. Use it as `import volt as pl`."""
 import importlib
+import logging
+
+# Like Lightning, show volt's info messages (model summary, "fit stopped: ...") unless the user configured logging.
+_logger = logging.getLogger("volt")
+if not _logger.handlers:
+    _logger.setLevel(logging.INFO)
+    _logger.addHandler(logging.StreamHandler())
+    _logger.propagate = False
 
 from volt.callbacks.callback import Callback
 from volt.datamodule import LightningDataModule

@@ -1,0 +1,539 @@
+"""LightningModule: a torch.nn.Module that also holds the steps, optimizers and hooks of a training run.
+
+Every hook has Lightning's name, signature and default. The Trainer calls a module hook only when the user's
+class overrides it (see `volt/trainer/hooks.py`), so the defaults below document behaviour rather than run per step.
+"""
+import copy
+import inspect
+import logging
+import os
+from argparse import Namespace
+from contextlib import contextmanager
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from volt.utilities.apply_func import move_data_to_device
+from volt.utilities.rank_zero import rank_zero_warn
+
+log = logging.getLogger("volt")
+
+
+class AttributeDict(dict):
+    """A dict whose keys are also attributes: `self.hparams.lr` and `self.hparams["lr"]`."""
+
+    def __getattr__(self, key):
+        try:
+            return self[key]
+        except KeyError as err:
+            raise AttributeError(f"'hparams' has no attribute {key!r}") from err
+
+    def __setattr__(self, key, value):
+        self[key] = value
+
+    def __delattr__(self, key):
+        del self[key]
+
+
+class HyperparametersMixin:
+    """`save_hyperparameters` and `hparams`, shared by LightningModule and LightningDataModule."""
+
+    __jit_unused_properties__ = ["hparams", "hparams_initial"]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._log_hyperparams = True
+
+    def save_hyperparameters(self, *args: Any, ignore: Optional[Union[Sequence[str], str]] = None,
+                             frame=None, logger: bool = True) -> None:
+        """Collect `__init__`'s arguments (all, the names given, or a dict/Namespace) into `self.hparams`.
+
+        They are saved in checkpoints, so `load_from_checkpoint` can rebuild the object, and sent to loggers.
+        """
+        self._log_hyperparams = logger
+        if not frame:
+            frame = inspect.currentframe().f_back
+        init_args = _collect_init_args(frame, type(self))
+        ignore = [ignore] if isinstance(ignore, str) else list(ignore or [])
+        ignore += [name for name, value in init_args.items() if isinstance(value, nn.Module) and name not in ignore]
+        if len(args) == 1 and not isinstance(args[0], str):
+            hp = args[0]
+            if isinstance(hp, Namespace):
+                hp = vars(hp)
+            if not isinstance(hp, Mapping):
+                raise TypeError(
+                    f"save_hyperparameters got {type(hp).__name__}; pass argument names, a dict, a Namespace or nothing."
+                )
+            hp = dict(hp)
+            self._hparams_name = None
+        elif args:
+            missing = [a for a in args if a not in init_args]
+            if missing:
+                raise ValueError(
+                    f"save_hyperparameters: {missing} are not arguments of {type(self).__name__}.__init__; "
+                    f"available: {sorted(init_args)}."
+                )
+            hp = {name: init_args[name] for name in args}
+            self._hparams_name = "kwargs"
+        else:
+            hp = dict(init_args)
+            self._hparams_name = "kwargs"
+        for name in ignore:
+            hp.pop(name, None)
+        self._set_hparams(hp)
+        self._hparams_initial = copy.deepcopy(self._hparams)
+
+    def _set_hparams(self, hp: Mapping) -> None:
+        self._hparams = AttributeDict(hp)
+
+    @property
+    def hparams(self) -> AttributeDict:
+        if not hasattr(self, "_hparams"):
+            self._hparams = AttributeDict()
+        return self._hparams
+
+    @property
+    def hparams_initial(self) -> AttributeDict:
+        if not hasattr(self, "_hparams_initial"):
+            return AttributeDict()
+        return copy.deepcopy(self._hparams_initial)
+
+
+def _collect_init_args(frame, cls) -> Dict[str, Any]:
+    """Arguments of the `__init__` calls on the stack for `cls` (subclass calls included), outermost last wins."""
+    collected: Dict[str, Any] = {}
+    frames = []
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "__init__" and isinstance(frame.f_locals.get("self"), cls):
+            frames.append(frame)
+        frame = frame.f_back
+    for f in reversed(frames):  # outermost (most derived) first, so inner calls only fill gaps
+        local_vars = f.f_locals
+        sig = inspect.signature(getattr(type(local_vars["self"]), "__init__"))
+        code = f.f_code
+        names = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount][1:]
+        for name in names:
+            if name in local_vars and name not in collected:
+                collected[name] = local_vars[name]
+        for param in sig.parameters.values():
+            if param.kind is inspect.Parameter.VAR_KEYWORD and isinstance(local_vars.get(param.name), dict):
+                for key, value in local_vars[param.name].items():
+                    collected.setdefault(key, value)
+    return collected
+
+
+class LightningModule(HyperparametersMixin, nn.Module):
+    """Your model, its training/validation/test/predict steps, and its optimizers.
+
+    Override `training_step` and `configure_optimizers` at least. See the hook map in `volt/trainer/fit_loop.py`.
+    """
+
+    # Names that the Trainer must not treat as user overrides when dispatching hooks.
+    CHECKPOINT_HYPER_PARAMS_KEY = "hyper_parameters"
+    CHECKPOINT_HYPER_PARAMS_NAME = "hparams_name"
+    CHECKPOINT_HYPER_PARAMS_TYPE = "hparams_type"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._trainer = None
+        self._automatic_optimization = True
+        self._current_fx_name: Optional[str] = None
+        self._example_input_array = None
+        self._strict_loading: Optional[bool] = None
+        self.prepare_data_per_node = True
+        self.allow_zero_length_dataloader_with_multiple_devices = False
+
+    # ------------------------------------------------------------------ properties users read
+    @property
+    def trainer(self):
+        if self._trainer is None:
+            raise RuntimeError(f"{type(self).__name__} is not attached to a `Trainer`.")
+        return self._trainer
+
+    @trainer.setter
+    def trainer(self, trainer) -> None:
+        self._trainer = trainer
+
+    @property
+    def device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        for b in self.buffers():
+            return b.device
+        return torch.device("cpu")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        for p in self.parameters():
+            if p.is_floating_point():
+                return p.dtype
+        return torch.get_default_dtype()
+
+    @property
+    def automatic_optimization(self) -> bool:
+        return self._automatic_optimization
+
+    @automatic_optimization.setter
+    def automatic_optimization(self, value: bool) -> None:
+        self._automatic_optimization = bool(value)
+
+    @property
+    def strict_loading(self) -> bool:
+        return True if self._strict_loading is None else self._strict_loading
+
+    @strict_loading.setter
+    def strict_loading(self, value: bool) -> None:
+        self._strict_loading = value
+
+    @property
+    def example_input_array(self):
+        return self._example_input_array
+
+    @example_input_array.setter
+    def example_input_array(self, example) -> None:
+        self._example_input_array = example
+
+    @property
+    def current_epoch(self) -> int:
+        return self._trainer.current_epoch if self._trainer is not None else 0
+
+    @property
+    def global_step(self) -> int:
+        return self._trainer.global_step if self._trainer is not None else 0
+
+    @property
+    def global_rank(self) -> int:
+        return self._trainer.global_rank if self._trainer is not None else 0
+
+    @property
+    def local_rank(self) -> int:
+        return self._trainer.local_rank if self._trainer is not None else 0
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.device.type == "cuda"
+
+    @property
+    def logger(self):
+        return self._trainer.logger if self._trainer is not None else None
+
+    @property
+    def loggers(self) -> list:
+        return self._trainer.loggers if self._trainer is not None else []
+
+    # ------------------------------------------------------------------ the user's steps
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return super().forward(*args, **kwargs)
+
+    def training_step(self, *args: Any, **kwargs: Any):
+        """Return the loss (a tensor), a dict with a "loss" key, or None to skip the batch."""
+        raise NotImplementedError(
+            f"{type(self).__name__} has no `training_step`. Define `training_step(self, batch, batch_idx)` "
+            "returning the loss to train with `Trainer.fit`."
+        )
+
+    def validation_step(self, *args: Any, **kwargs: Any):
+        """Optional. Log validation metrics with `self.log`."""
+
+    def test_step(self, *args: Any, **kwargs: Any):
+        """Optional. Log test metrics with `self.log`."""
+
+    def predict_step(self, *args: Any, **kwargs: Any) -> Any:
+        """Defaults to calling the model on the batch (its first element when the batch is a list or tuple)."""
+        batch = args[0] if args else kwargs.get("batch")
+        if isinstance(batch, (list, tuple)) and batch:
+            batch = batch[0]
+        return self(batch)
+
+    def configure_optimizers(self):
+        """Return an optimizer, a list of them, `([optimizers], [schedulers])`, or a dict/list of dicts with
+        "optimizer", "lr_scheduler" and "monitor"."""
+        rank_zero_warn("`configure_optimizers` must be implemented to be used with the Lightning Trainer")
+        return None
+
+    def configure_callbacks(self):
+        """Callbacks that belong to this model; they replace Trainer callbacks of the same type."""
+        return []
+
+    def configure_model(self) -> None:
+        """Create modules here to build them directly on the device or sharded (FSDP)."""
+
+    def configure_sharded_model(self) -> None:
+        """1.x name of `configure_model`."""
+
+    # ------------------------------------------------------------------ logging
+    def log(self, name: str, value: Any, prog_bar: bool = False, logger: Optional[bool] = None,
+            on_step: Optional[bool] = None, on_epoch: Optional[bool] = None, reduce_fx: Any = "mean",
+            enable_graph: bool = False, sync_dist: bool = False, sync_dist_group: Any = None,
+            add_dataloader_idx: bool = True, batch_size: Optional[int] = None, metric_attribute: Optional[str] = None,
+            rank_zero_only: bool = False) -> None:
+        """Record a metric. Defaults depend on the hook (training: per step; validation/test: per epoch mean)."""
+        trainer = self._trainer
+        if trainer is None or trainer._results is None:
+            rank_zero_warn(
+                "You are trying to `self.log()` but the `self.trainer` reference is not registered on the model yet."
+                " This is most likely because the model hasn't been passed to the `Trainer`"
+            )
+            return
+        trainer._results.log(
+            self._current_fx_name, name, value, prog_bar=prog_bar, logger=True if logger is None else logger,
+            on_step=on_step, on_epoch=on_epoch, reduce_fx=reduce_fx, enable_graph=enable_graph,
+            sync_dist=sync_dist, sync_dist_group=sync_dist_group, add_dataloader_idx=add_dataloader_idx,
+            batch_size=batch_size, rank_zero_only=rank_zero_only,
+        )
+
+    def log_dict(self, dictionary: Mapping[str, Any], prog_bar: bool = False, logger: Optional[bool] = None,
+                 on_step: Optional[bool] = None, on_epoch: Optional[bool] = None, reduce_fx: Any = "mean",
+                 enable_graph: bool = False, sync_dist: bool = False, sync_dist_group: Any = None,
+                 add_dataloader_idx: bool = True, batch_size: Optional[int] = None,
+                 rank_zero_only: bool = False) -> None:
+        """`self.log` for each item of a dict (or a torchmetrics MetricCollection)."""
+        for name, value in dictionary.items():
+            self.log(name, value, prog_bar=prog_bar, logger=logger, on_step=on_step, on_epoch=on_epoch,
+                     reduce_fx=reduce_fx, enable_graph=enable_graph, sync_dist=sync_dist,
+                     sync_dist_group=sync_dist_group, add_dataloader_idx=add_dataloader_idx,
+                     batch_size=batch_size, rank_zero_only=rank_zero_only)
+
+    def print(self, *args: Any, **kwargs: Any) -> None:
+        """`print` on global rank 0 only."""
+        if self.global_rank == 0:
+            print(*args, **kwargs)
+
+    # ------------------------------------------------------------------ optimizers
+    def optimizers(self, use_pl_optimizer: bool = True):
+        """The optimizer(s) from `configure_optimizers`: one object when there is one, else a list."""
+        opts = self.trainer.strategy._lightning_optimizers if use_pl_optimizer else self.trainer.optimizers
+        return opts[0] if len(opts) == 1 else list(opts)
+
+    def lr_schedulers(self):
+        """The scheduler(s) from `configure_optimizers`: None, one object, or a list."""
+        configs = self.trainer.lr_scheduler_configs
+        if not configs:
+            return None
+        schedulers = [config.scheduler for config in configs]
+        return schedulers[0] if len(schedulers) == 1 else schedulers
+
+    def manual_backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        """Backward for manual optimization: runs the backward hooks and the precision plugin's loss scaling."""
+        if self.automatic_optimization:
+            raise RuntimeError(
+                "`manual_backward` is for manual optimization. Set `self.automatic_optimization = False` in "
+                "`__init__`, or return the loss from `training_step` and let volt call backward."
+            )
+        self.trainer._loop_backward(loss, None, *args, **kwargs)
+
+    def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        """Hook: how the loss is backpropagated."""
+        loss.backward(*args, **kwargs)
+
+    def toggle_optimizer(self, optimizer) -> None:
+        """Make only this optimizer's parameters require grad (others are frozen until `untoggle_optimizer`)."""
+        optimizer = getattr(optimizer, "optimizer", optimizer)
+        own = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        self._param_requires_grad_state = {}
+        for opt in self.trainer.optimizers:
+            for group in opt.param_groups:
+                for p in group["params"]:
+                    if id(p) not in own and id(p) not in self._param_requires_grad_state:
+                        self._param_requires_grad_state[id(p)] = (p, p.requires_grad)
+                        p.requires_grad = False
+
+    def untoggle_optimizer(self, optimizer) -> None:
+        """Undo `toggle_optimizer`."""
+        for p, requires_grad in getattr(self, "_param_requires_grad_state", {}).values():
+            p.requires_grad = requires_grad
+        self._param_requires_grad_state = {}
+
+    @contextmanager
+    def toggled_optimizer(self, optimizer):
+        self.toggle_optimizer(optimizer)
+        try:
+            yield
+        finally:
+            self.untoggle_optimizer(optimizer)
+
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer, optimizer_closure=None) -> None:
+        """Hook: performs the optimizer step. The closure runs training_step, zero_grad and backward."""
+        optimizer.step(closure=optimizer_closure)
+
+    def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer) -> None:
+        """Hook: zero the gradients (set them to None)."""
+        optimizer.zero_grad()
+
+    def lr_scheduler_step(self, scheduler, metric: Any) -> None:
+        """Hook: step one scheduler; `metric` is the monitored value for ReduceLROnPlateau, else None."""
+        if metric is None:
+            scheduler.step()
+        else:
+            scheduler.step(metric)
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Hook: clip gradients before the optimizer step. Defaults to the Trainer's settings."""
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+    def clip_gradients(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Clip the gradients of `optimizer`'s parameters by 2-norm ("norm") or by value ("value")."""
+        if gradient_clip_val is None or gradient_clip_val <= 0:
+            return
+        algorithm = gradient_clip_algorithm or "norm"
+        if algorithm not in ("norm", "value"):
+            raise ValueError(f"gradient_clip_algorithm={algorithm!r} is not supported; use 'norm' or 'value'.")
+        optimizer = getattr(optimizer, "optimizer", optimizer)
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if not params:
+            return
+        if algorithm == "value":
+            torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
+        else:
+            torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+
+    # ------------------------------------------------------------------ data hooks
+    def prepare_data(self) -> None:
+        """Download or write data once per node (rank 0). Do not set state here."""
+
+    def setup(self, stage: str) -> None:
+        """Called at the start of fit/validate/test/predict on every process."""
+
+    def teardown(self, stage: str) -> None:
+        """Called at the end of fit/validate/test/predict on every process."""
+
+    def train_dataloader(self):
+        raise NotImplementedError(
+            "`train_dataloader` is not defined. Pass `train_dataloaders=` or a datamodule to `Trainer.fit`, or "
+            "define `train_dataloader` in your LightningModule."
+        )
+
+    def val_dataloader(self):
+        raise NotImplementedError("`val_dataloader` is not defined.")
+
+    def test_dataloader(self):
+        raise NotImplementedError("`test_dataloader` is not defined.")
+
+    def predict_dataloader(self):
+        raise NotImplementedError("`predict_dataloader` is not defined.")
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        """Hook: move a batch to the device (tensors in nested collections)."""
+        return move_data_to_device(batch, device)
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        return batch
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        return batch
+
+    # ------------------------------------------------------------------ model hooks (no-ops by default)
+    def on_fit_start(self) -> None: ...
+    def on_fit_end(self) -> None: ...
+    def on_train_start(self) -> None: ...
+    def on_train_end(self) -> None: ...
+    def on_validation_start(self) -> None: ...
+    def on_validation_end(self) -> None: ...
+    def on_test_start(self) -> None: ...
+    def on_test_end(self) -> None: ...
+    def on_predict_start(self) -> None: ...
+    def on_predict_end(self) -> None: ...
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> Optional[int]: ...
+    def on_train_batch_end(self, outputs, batch: Any, batch_idx: int) -> None: ...
+    def on_validation_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None: ...
+    def on_validation_batch_end(self, outputs, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None: ...
+    def on_test_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None: ...
+    def on_test_batch_end(self, outputs, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None: ...
+    def on_predict_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None: ...
+    def on_predict_batch_end(self, outputs, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None: ...
+    def on_train_epoch_start(self) -> None: ...
+    def on_train_epoch_end(self) -> None: ...
+    def on_validation_epoch_start(self) -> None: ...
+    def on_validation_epoch_end(self) -> None: ...
+    def on_test_epoch_start(self) -> None: ...
+    def on_test_epoch_end(self) -> None: ...
+    def on_predict_epoch_start(self) -> None: ...
+    def on_predict_epoch_end(self) -> None: ...
+    def on_before_zero_grad(self, optimizer) -> None: ...
+    def on_before_backward(self, loss: torch.Tensor) -> None: ...
+    def on_after_backward(self) -> None: ...
+    def on_before_optimizer_step(self, optimizer) -> None: ...
+
+    def on_validation_model_zero_grad(self) -> None:
+        """Free gradient memory before validation inside `fit`."""
+        self.zero_grad(set_to_none=True)
+
+    def on_validation_model_eval(self) -> None:
+        self.eval()
+
+    def on_validation_model_train(self) -> None:
+        self.train()
+
+    def on_test_model_eval(self) -> None:
+        self.eval()
+
+    def on_test_model_train(self) -> None:
+        self.train()
+
+    def on_predict_model_eval(self) -> None:
+        self.eval()
+
+    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        """Add or change entries of the checkpoint dict before it is written."""
+
+    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        """Read entries of a checkpoint before the weights are restored."""
+
+    # ------------------------------------------------------------------ utilities
+    def freeze(self) -> None:
+        """Turn off gradients for all parameters and switch to eval mode."""
+        for param in self.parameters():
+            param.requires_grad = False
+        self.eval()
+
+    def unfreeze(self) -> None:
+        """Turn gradients back on and switch to train mode."""
+        for param in self.parameters():
+            param.requires_grad = True
+        self.train()
+
+    def all_gather(self, data, group=None, sync_grads: bool = False):
+        """Gather tensors (or collections of them) from every process: a new leading dimension of world size."""
+        return self.trainer.strategy.all_gather(data, group=group, sync_grads=sync_grads)
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Union[str, os.PathLike], map_location=None,
+                             hparams_file: Optional[Union[str, os.PathLike]] = None, strict: Optional[bool] = None,
+                             weights_only: bool = True, **kwargs: Any):
+        """Rebuild the module from a checkpoint: saved hyperparameters (overridden by `kwargs`) and weights.
+
+        Loading is safe by default (`weights_only=True`): the file is read as plain data and no code runs.
+        """
+        from volt.checkpoint import load_checkpoint, decode_hparams
+
+        checkpoint = load_checkpoint(checkpoint_path, map_location=map_location or "cpu", weights_only=weights_only)
+        hparams = decode_hparams(checkpoint.get(cls.CHECKPOINT_HYPER_PARAMS_KEY) or {})
+        if hparams_file is not None:
+            import yaml
+
+            with open(hparams_file) as f:
+                hparams = dict(yaml.safe_load(f) or {})
+        hparams = dict(hparams)
+        hparams.update(kwargs)
+        model = _instantiate_from_hparams(cls, hparams)
+        model.on_load_checkpoint(checkpoint)
+        if "state_dict" not in checkpoint:
+            raise KeyError(f"{checkpoint_path} has no 'state_dict': it is not a model checkpoint.")
+        model.load_state_dict(checkpoint["state_dict"], strict=model.strict_loading if strict is None else strict)
+        if map_location is not None and not callable(map_location) and not isinstance(map_location, dict):
+            model.to(map_location)
+        return model
+
+
+def _instantiate_from_hparams(cls, hparams: Dict[str, Any]):
+    """Call `cls(**hparams)`, keeping only the arguments its `__init__` accepts unless it takes **kwargs."""
+    params = inspect.signature(cls.__init__).parameters
+    takes_var_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    kwargs = hparams if takes_var_kwargs else {k: v for k, v in hparams.items() if k in params}
+    model = cls(**kwargs)
+    # keep the checkpoint's hparams visible even if __init__ did not call save_hyperparameters
+    if not getattr(model, "_hparams", None):
+        model._set_hparams(hparams)
+    return model

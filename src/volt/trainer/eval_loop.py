@@ -1,0 +1,169 @@
+"""Validation, test and predict loops.
+
+    {val,test,predict}_dataloader
+    on_{stage}_model_eval                      (fit: on_validation_model_zero_grad first)
+    on_{stage}_start -> on_{stage}_epoch_start
+    for each dataloader, for each batch:
+        on_before_batch_transfer -> transfer_batch_to_device -> on_after_batch_transfer
+        on_{stage}_batch_start -> {stage}_step -> on_{stage}_batch_end
+    on_{stage}_epoch_end -> on_{stage}_end
+    on_{stage}_model_train                     (not after predict)
+"""
+from typing import Any, Dict, List, Optional
+
+import torch
+
+from volt.trainer.data import as_loader_list, limit_batches, loader_length, wrap_loader
+
+_STEP = {"validate": "validation_step", "test": "test_step", "predict": "predict_step"}
+_HOOK = {"validate": "validation", "test": "test", "predict": "predict"}
+_LOADER = {"validate": "val_dataloader", "test": "test_dataloader", "predict": "predict_dataloader"}
+_LIMIT = {"validate": "limit_val_batches", "test": "limit_test_batches", "predict": "limit_predict_batches"}
+_LEGACY_EPOCH_END = {"validate": "validation_epoch_end", "test": "test_epoch_end"}
+
+
+class EvalLoop:
+    """Runs one of validate/test/predict over all its dataloaders."""
+
+    def __init__(self, trainer, stage: str) -> None:
+        self.trainer = trainer
+        self.stage = stage
+        self.hook = _HOOK[stage]
+        self.loaders: Optional[List[Any]] = None  # resolved on first run (or again when reloading)
+        self.num_batches: List[float] = []
+        self._source: Any = None  # dataloaders passed to the Trainer call, if any
+        self.predictions: List[List[Any]] = []
+        self.batch_idx = 0
+        self.dataloader_idx = 0
+
+    # ------------------------------------------------------------------ data
+    def setup_data(self, hooks) -> None:
+        """Resolve the dataloaders (argument, datamodule or module hook), wrap them and size them."""
+        trainer = self.trainer
+        source = self._source
+        if source is None:
+            source = trainer._call_dataloader_hook(_LOADER[self.stage], required=self.stage != "validate")
+        loaders = as_loader_list(source, self.stage)
+        sampler_fn = trainer.strategy.eval_sampler_fn() if trainer._use_distributed_sampler() else None
+        overfit = trainer.overfit_batches
+        self.loaders = [wrap_loader(loader, sampler_fn=sampler_fn) for loader in loaders]
+        limit = getattr(trainer, _LIMIT[self.stage])
+        if self.stage == "validate" and overfit:
+            limit = overfit
+        if trainer.fast_dev_run:
+            limit = int(trainer.fast_dev_run)
+        self.num_batches = [limit_batches(loader_length(loader), limit, _LIMIT[self.stage]) for loader in self.loaders]
+
+    def enabled_or_setup(self) -> bool:
+        """Resolve the dataloaders if needed; True when there is at least one batch to run."""
+        if self.loaders is None:
+            self.setup_data(self.trainer._hooks)
+        return sum(self.num_batches) > 0
+
+    # ------------------------------------------------------------------ the loop
+    def run(self, max_batches: Optional[int] = None) -> List[Dict[str, float]]:
+        trainer, hooks, stage = self.trainer, self.trainer._hooks, self.stage
+        module = trainer.lightning_module
+        results = trainer._results
+        if self.loaders is None:
+            self.setup_data(hooks)
+        results.eval.reset()
+        results.active = results.eval
+        results.num_dataloaders = len(self.loaders)
+        in_fit = trainer.state.fn == "fit"
+        if in_fit and not trainer.sanity_checking:
+            hooks.call_module("on_validation_model_zero_grad")
+        hooks.call_module(f"on_{stage if stage != 'validate' else 'validation'}_model_eval")
+        hooks.call(f"on_{self.hook}_start")
+        hooks.call(f"on_{self.hook}_epoch_start")
+
+        legacy_end = _LEGACY_EPOCH_END.get(stage)
+        collect_outputs = legacy_end is not None and hooks.module_overrides(legacy_end)
+        all_outputs: List[List[Any]] = []
+        self.predictions = []
+        step_name = _STEP[stage]
+        step_fn = getattr(trainer.strategy, step_name, None) or getattr(module, step_name)
+        num_loaders = len(self.loaders)
+        grad_context = torch.inference_mode if (trainer.inference_mode and not in_fit) else torch.no_grad
+        with grad_context():
+            for dataloader_idx, loader in enumerate(self.loaders):
+                limit = self.num_batches[dataloader_idx]
+                if max_batches is not None:
+                    limit = min(limit, max_batches)
+                outputs: List[Any] = []
+                predictions: List[Any] = []
+                self.dataloader_idx = dataloader_idx
+                extra = (dataloader_idx,) if num_loaders > 1 else ()
+                if limit > 0:
+                    self._run_dataloader(loader, limit, dataloader_idx, extra, step_name, step_fn, outputs,
+                                         predictions, collect_outputs)
+                all_outputs.append(outputs)
+                self.predictions.append(predictions)
+
+        if stage != "predict":
+            results.epoch_end(results.eval)  # epoch values are visible to the epoch-end hooks
+        if collect_outputs:
+            module._current_fx_name = legacy_end
+            getattr(module, legacy_end)(all_outputs[0] if num_loaders == 1 else all_outputs)
+            module._current_fx_name = None
+        hooks.call(f"on_{self.hook}_epoch_end")
+        epoch_values: Dict[str, torch.Tensor] = {}
+        if stage != "predict":
+            epoch_values, to_log = results.epoch_end(results.eval)
+            if not trainer.sanity_checking:
+                trainer._log_to_loggers(to_log)
+        hooks.call(f"on_{self.hook}_end")
+        if stage != "predict":
+            hooks.call_module(f"on_{'validation' if stage == 'validate' else stage}_model_train")
+        results.active = results.train
+        return self._per_dataloader(epoch_values)
+
+    def _run_dataloader(self, loader, limit, dataloader_idx, extra, step_name, step_fn, outputs, predictions,
+                        collect_outputs) -> None:
+        trainer, hooks = self.trainer, self.trainer._hooks
+        module = trainer.lightning_module
+        results = trainer._results
+        precision = trainer._precision
+        device = trainer.strategy.root_device
+        transfer = hooks.custom_transfer or device.type != "cpu"
+        keep_predictions = self.stage == "predict" and trainer._return_predictions
+        iterator = iter(loader)
+        batch_idx = 0
+        while batch_idx < limit:
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                break
+            self.batch_idx = batch_idx
+            batch = precision.convert_input(batch)
+            if transfer:
+                batch = hooks.batch_transfer(batch, device, dataloader_idx)
+            results.on_batch_start(batch, dataloader_idx)
+            hooks.call(f"on_{self.hook}_batch_start", batch, batch_idx, *extra)
+            module._current_fx_name = step_name
+            with precision.forward_context():
+                output = step_fn(batch, batch_idx, *extra)
+            module._current_fx_name = None
+            if collect_outputs and output is not None:
+                outputs.append(output)
+            if keep_predictions:
+                predictions.append(output)
+            hooks.call(f"on_{self.hook}_batch_end", output, batch, batch_idx, *extra)
+            batch_idx += 1
+            if self.stage != "predict":
+                trainer._eval_step_log(self.stage)
+
+    def _per_dataloader(self, metrics: Dict[str, torch.Tensor]) -> List[Dict[str, float]]:
+        """Split epoch metrics by their `/dataloader_idx_i` suffix; unsuffixed ones go to every dataloader."""
+        out: List[Dict[str, float]] = [{} for _ in self.loaders]
+        for key, value in metrics.items():
+            value = value.item() if isinstance(value, torch.Tensor) else float(value)
+            if "/dataloader_idx_" in key:
+                idx = int(key.rsplit("/dataloader_idx_", 1)[1])
+                if idx < len(out):
+                    out[idx][key] = value
+            else:
+                for d in out:
+                    d[key] = value
+        return out
+

@@ -1,0 +1,458 @@
+"""The training loop, top to bottom. This docstring is the map of where every hook fires.
+
+    Trainer.fit
+      configure_callbacks -> prepare_data -> setup("fit") -> configure_model           (trainer.py)
+      [resume] on_load_checkpoint (module, callbacks) -> weights
+      configure_optimizers -> on_fit_start
+      [resume] optimizers, schedulers, loop state, precision state
+      FitLoop.run
+        sanity check: on_sanity_check_start -> validation on a few batches -> on_sanity_check_end
+        train_dataloader -> on_train_start
+        for each epoch:
+          on_train_epoch_start
+          for each batch:
+            on_before_batch_transfer -> transfer_batch_to_device -> on_after_batch_transfer
+            on_train_batch_start                                   (returning -1 ends the epoch)
+            optimizer_step(epoch, batch_idx, optimizer, closure)   (accumulating batches: closure only)
+              closure: training_step -> on_before_zero_grad -> optimizer_zero_grad (first batch of a window)
+                       -> on_before_backward -> backward -> on_after_backward
+              then:    on_before_optimizer_step -> configure_gradient_clipping -> optimizer.step
+            lr_scheduler_step (interval "step"; interval "epoch" on the last batch)
+            on_train_batch_end -> step metrics to loggers
+            [validation when due] -> ReduceLROnPlateau with interval "step"
+          training_epoch_end(outputs) (1.x) -> on_train_epoch_end (callbacks, module, then checkpoint/early stopping)
+          ReduceLROnPlateau with interval "epoch" -> epoch metrics to loggers
+        on_train_end
+      on_fit_end -> teardown("fit")                                                      (trainer.py)
+"""
+import math
+from typing import Any, Iterator, List, Optional, Tuple
+
+import torch
+
+from volt.trainer.data import limit_batches, loader_length, resumable_sampler, wrap_loader
+from volt.trainer.eval_loop import EvalLoop
+from volt.trainer.progress import LoopState
+from volt.utilities.exceptions import MisconfigurationException
+from volt.utilities.rank_zero import rank_zero_info, rank_zero_warn
+from volt.utilities.seed import get_rng_states, set_rng_states
+
+_END = object()
+
+
+class FitLoop:
+    def __init__(self, trainer) -> None:
+        self.trainer = trainer
+        self.state = LoopState()
+        self.val_loop = EvalLoop(trainer, "validate")
+        self.train_loader: Any = None
+        self.num_training_batches: float = math.inf
+        self.val_check_batch: float = math.inf
+        self._train_source: Any = None
+        self._restored = False  # fit resumed from a checkpoint: skip the sanity check
+        self._restored_rng: Optional[dict] = None  # RNG state at the moment the checkpoint was taken
+        self._epoch_outputs: List[Any] = []
+        self._log_step = 0
+
+    # ------------------------------------------------------------------ the run
+    def run(self) -> None:
+        trainer, hooks = self.trainer, self.trainer._hooks
+        if self._should_sanity_check():
+            self._sanity_check()
+        self.setup_train_data()
+        if self.num_training_batches == 0:
+            rank_zero_info("`Trainer.fit` stopped: No training batches.")
+            return
+        if self.done:
+            return
+        hooks.call("on_train_start")
+        while not self.done:
+            self.run_epoch()
+        hooks.call("on_train_end")
+
+    @property
+    def done(self) -> bool:
+        trainer, s = self.trainer, self.state
+        if trainer.max_steps != -1 and s.global_step >= trainer.max_steps:
+            rank_zero_info(f"`Trainer.fit` stopped: `max_steps={trainer.max_steps}` reached.")
+            return True
+        if trainer.max_epochs not in (None, -1) and s.epoch >= trainer.max_epochs:
+            rank_zero_info(f"`Trainer.fit` stopped: `max_epochs={trainer.max_epochs}` reached.")
+            return True
+        if trainer.should_stop and self.can_stop_early:
+            return True
+        return False
+
+    @property
+    def can_stop_early(self) -> bool:
+        trainer, s = self.trainer, self.state
+        met_epochs = s.epoch >= trainer.min_epochs if trainer.min_epochs else True
+        met_steps = s.global_step >= trainer.min_steps if trainer.min_steps else True
+        return met_epochs and met_steps
+
+    def run_epoch(self) -> None:
+        trainer, hooks, s = self.trainer, self.trainer._hooks, self.state
+        if trainer._should_reload_train_dataloader(s.epoch):
+            self.setup_train_data()
+        hooks.call("on_train_epoch_start")
+        self._epoch_outputs = []
+        n = self.num_training_batches
+        for batch, is_last in self._epoch_batches():
+            batch_idx = s.batch_idx
+            self._log_step = s.batches_stepped
+            batch = trainer._prepare_batch(batch, 0)
+            trainer._results.on_batch_start(batch)
+            hooks.callbacks("on_train_batch_start", batch, batch_idx)
+            if hooks.module_hook("on_train_batch_start", batch, batch_idx) == -1:
+                self._step_schedulers("epoch", plateau=False)
+                break
+            if trainer.lightning_module.automatic_optimization:
+                outputs, stepped = self._automatic_batch(batch, batch_idx, is_last)
+            else:
+                outputs, stepped = self._manual_batch(batch, batch_idx), True
+            s.batch_idx += 1
+            s.total_batch_idx += 1
+            if stepped:
+                self._step_schedulers("step", plateau=False)
+            if is_last:
+                self._step_schedulers("epoch", plateau=False)
+            hooks.call("on_train_batch_end", outputs, batch, batch_idx)
+            if stepped:
+                self._log_step_metrics()
+                s.batches_stepped += 1
+            if self._should_validate(is_last):
+                self.run_validation()
+            if stepped:
+                self._step_schedulers("step", plateau=True)
+            if trainer.max_steps != -1 and s.global_step >= trainer.max_steps:
+                break
+            if trainer.should_stop and self.can_stop_early:
+                break
+            if is_last or s.batch_idx >= n:
+                break
+        self._end_epoch()
+
+    def _end_epoch(self) -> None:
+        trainer, hooks, s = self.trainer, self.trainer._hooks, self.state
+        results = trainer._results
+        s.epoch_done = True
+        results.epoch_end(results.train)  # epoch values are visible to the epoch-end hooks
+        if hooks.module_overrides("training_epoch_end"):
+            module = trainer.lightning_module
+            module._current_fx_name = "training_epoch_end"
+            module.training_epoch_end(self._epoch_outputs)
+            module._current_fx_name = None
+        self._epoch_outputs = []
+        hooks.train_epoch_end()
+        self._step_schedulers("epoch", plateau=True)
+        _, to_log = results.epoch_end(results.train)
+        trainer._log_to_loggers(to_log, step=s.batches_stepped - 1)
+        results.train.reset()
+        s.epoch += 1
+        s.batch_idx = 0
+        s.epoch_done = False
+        s.val_done_at_batch = -1
+        s.epoch_rng = s.sampler_rng = None
+
+    # ------------------------------------------------------------------ data
+    def setup_train_data(self) -> None:
+        trainer = self.trainer
+        source = self._train_source
+        if source is None:
+            source = trainer._call_dataloader_hook("train_dataloader")
+        if isinstance(source, (list, tuple, dict)):
+            from volt.trainer.combined import CombinedLoader
+
+            source = CombinedLoader(source, "max_size_cycle")
+        sampler_fn = trainer.strategy.train_sampler_fn() if trainer._use_distributed_sampler() else None
+        self.train_loader = wrap_loader(source, sequential=bool(trainer.overfit_batches), sampler_fn=sampler_fn)
+        limit = trainer.limit_train_batches
+        if trainer.overfit_batches:
+            limit = trainer.overfit_batches
+        if trainer.fast_dev_run:
+            limit = int(trainer.fast_dev_run)
+        self.num_training_batches = limit_batches(loader_length(self.train_loader), limit, "limit_train_batches")
+        self.val_check_batch = self._val_check_batch()
+
+    def _val_check_batch(self) -> float:
+        trainer, n = self.trainer, self.num_training_batches
+        interval = trainer.val_check_interval
+        if isinstance(interval, int) and not isinstance(interval, bool):
+            if trainer.check_val_every_n_epoch is not None and n != math.inf and interval > n:
+                raise MisconfigurationException(
+                    f"`val_check_interval` ({interval}) must be less than or equal to the number of the training "
+                    f"batches ({n}). If you want to disable validation set `limit_val_batches` to 0.0 instead. "
+                    "If you want to validate based on the total training batches, set `check_val_every_n_epoch=None`."
+                )
+            return interval
+        if n == math.inf:
+            if interval != 1.0:
+                raise MisconfigurationException(
+                    f"`val_check_interval={interval}` is a fraction, but the training dataloader has no length. "
+                    "Use an int number of batches."
+                )
+            return math.inf
+        return max(1, int(n * interval))
+
+    def _epoch_batches(self) -> Iterator[Tuple[Any, bool]]:
+        """Yield (batch, is_last) for this epoch, resuming mid-epoch exactly when a checkpoint says so."""
+        trainer, s = self.trainer, self.state
+        loader = self.train_loader
+        sampler = getattr(loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(s.epoch)
+        elif hasattr(getattr(sampler, "inner", None), "set_epoch"):
+            sampler.inner.set_epoch(s.epoch)
+        batch_sampler = getattr(loader, "batch_sampler", None)
+        if batch_sampler is not None and hasattr(getattr(batch_sampler, "inner", batch_sampler), "sampler"):
+            inner_sampler = getattr(batch_sampler, "inner", batch_sampler).sampler
+            if hasattr(inner_sampler, "set_epoch"):
+                inner_sampler.set_epoch(s.epoch)
+
+        skip = s.batch_idx
+        resumable = resumable_sampler(loader)
+        if skip and self._restored_rng is not None:
+            # Mid-epoch resume: recreate the iterator from the epoch's start state, then continue from the
+            # RNG state the interrupted run had at its checkpoint.
+            if s.epoch_rng is not None:
+                set_rng_states(s.epoch_rng)
+            if resumable is not None:
+                resumable.resume(skip, s.sampler_rng)
+            iterator = iter(loader)
+            if resumable is None:
+                for _ in range(skip):  # iterable datasets: replay (load and drop) the consumed batches
+                    next(iterator, None)
+            set_rng_states(self._restored_rng)
+            self._restored_rng = None
+        else:
+            s.epoch_rng = get_rng_states()
+            iterator = iter(loader)
+        n = self.num_training_batches
+        if n != math.inf:
+            remaining = int(n) - skip
+            for i in range(remaining):
+                batch = next(iterator, _END)
+                if batch is _END:
+                    return
+                if i == 0 and resumable is not None:
+                    s.sampler_rng = resumable.order_rng
+                yield batch, i == remaining - 1
+            return
+        # no length: look one batch ahead to know which batch is the last
+        current = next(iterator, _END)
+        while current is not _END:
+            upcoming = next(iterator, _END)
+            yield current, upcoming is _END
+            current = upcoming
+
+    # ------------------------------------------------------------------ one batch
+    def _automatic_batch(self, batch: Any, batch_idx: int, is_last: bool) -> Tuple[Any, bool]:
+        trainer = self.trainer
+        module, hooks, strategy = trainer.lightning_module, trainer._hooks, trainer.strategy
+        accumulate = trainer.accumulate_grad_batches
+        window_pos = batch_idx % accumulate
+        accumulating = accumulate > 1 and not (window_pos == accumulate - 1 or is_last)
+        divisor = self._accumulation_divisor(batch_idx)
+        optimizer = trainer.optimizers[0] if trainer.optimizers else None
+        zero_grad = optimizer is not None and window_pos == 0
+        result: List[Any] = []
+
+        def closure():
+            module._current_fx_name = "training_step"
+            with trainer._precision.forward_context():
+                output = strategy.training_step(batch, batch_idx)
+            module._current_fx_name = None
+            loss = _loss_from(output)
+            if zero_grad:
+                trainer._zero_grad(optimizer, batch_idx)
+            if loss is not None:
+                if trainer.detect_anomaly:
+                    _check_finite(loss, trainer)
+                if divisor != 1:
+                    loss = loss / divisor
+                trainer._loop_backward(loss, optimizer)
+            result.append((output, loss))
+            return loss
+
+        if optimizer is None or accumulating:
+            with strategy.no_backward_sync(accumulating):
+                closure()
+            stepped = False
+        else:
+            lightning_optimizer = strategy._lightning_optimizers[0]
+            if hooks.module_overrides("optimizer_step"):
+                hooks.call_module("optimizer_step", trainer.current_epoch, batch_idx, lightning_optimizer, closure)
+            else:
+                lightning_optimizer.step(closure=closure)
+            if not result:
+                raise MisconfigurationException(
+                    "`optimizer_step` did not run the optimizer closure. Call "
+                    "`optimizer.step(closure=optimizer_closure)` in your override, so that training_step and "
+                    "backward run."
+                )
+            stepped = True
+        output, loss = result[-1]
+        outputs = _batch_outputs(output, loss)
+        if hooks.module_overrides("training_epoch_end") and outputs is not None:
+            self._epoch_outputs.append(outputs)
+        return outputs, stepped
+
+    def _accumulation_divisor(self, batch_idx: int) -> int:
+        """The loss divisor: the window size, or the size of the final partial window (volt differs from
+        Lightning here: it divides a partial window of k batches by k, not by accumulate_grad_batches)."""
+        accumulate, n = self.trainer.accumulate_grad_batches, self.num_training_batches
+        if accumulate == 1:
+            return 1
+        if n != math.inf:
+            full_windows_end = (int(n) // accumulate) * accumulate
+            if batch_idx >= full_windows_end:
+                return int(n) - full_windows_end
+        return accumulate
+
+    def _manual_batch(self, batch: Any, batch_idx: int) -> Any:
+        trainer = self.trainer
+        module = trainer.lightning_module
+        module._current_fx_name = "training_step"
+        with trainer._precision.forward_context():
+            output = trainer.strategy.training_step(batch, batch_idx)
+        module._current_fx_name = None
+        if isinstance(output, torch.Tensor):
+            outputs = {"loss": output.detach()}
+        elif isinstance(output, dict):
+            outputs = {k: (v.detach() if isinstance(v, torch.Tensor) and k == "loss" else v) for k, v in output.items()}
+        else:
+            outputs = output
+        if trainer._hooks.module_overrides("training_epoch_end") and outputs is not None:
+            self._epoch_outputs.append(outputs)
+        return outputs
+
+    # ------------------------------------------------------------------ validation, schedulers, logging
+    def _should_sanity_check(self) -> bool:
+        trainer = self.trainer
+        return (not self._restored and trainer.num_sanity_val_steps != 0 and trainer.limit_val_batches != 0
+                and trainer._hooks.module_overrides("validation_step"))
+
+    def _sanity_check(self) -> None:
+        trainer, hooks = self.trainer, self.trainer._hooks
+        rng = get_rng_states()  # the sanity check must not shift the training run's randomness
+        trainer.state.stage = "sanity_check"
+        hooks.call("on_sanity_check_start")
+        steps = trainer.num_sanity_val_steps
+        self.val_loop.run(max_batches=None if steps == -1 else steps)
+        hooks.call("on_sanity_check_end")
+        trainer.state.stage = "train"
+        trainer._results.reset_metric_dicts()
+        set_rng_states(rng)
+
+    def _should_validate(self, is_last: bool) -> bool:
+        trainer, s = self.trainer, self.state
+        every = trainer.check_val_every_n_epoch
+        if every is not None and (s.epoch + 1) % every != 0:
+            return False
+        if trainer.limit_val_batches == 0 or not trainer._hooks.module_overrides("validation_step"):
+            return False
+        if s.val_done_at_batch == s.batch_idx:
+            return False
+        if is_last and self.val_check_batch == math.inf:
+            return True
+        if trainer.should_stop and self.can_stop_early:
+            return True
+        if self.val_check_batch == math.inf:
+            return is_last
+        count = s.total_batch_idx if every is None else s.batch_idx
+        return count % self.val_check_batch == 0
+
+    def run_validation(self) -> None:
+        trainer, s = self.trainer, self.state
+        s.val_done_at_batch = s.batch_idx
+        if trainer._should_reload_val_dataloader(s.epoch):
+            self.val_loop.loaders = None
+        if not self.val_loop.enabled_or_setup():
+            return
+        trainer.state.stage = "validate"
+        self.val_loop.run()
+        trainer.state.stage = "train"
+
+    def _step_schedulers(self, interval: str, plateau: bool) -> None:
+        trainer = self.trainer
+        configs = trainer.lr_scheduler_configs
+        if not configs or not trainer.lightning_module.automatic_optimization:
+            return
+        index = (self.state.batch_idx if interval == "step" else trainer.current_epoch + 1)
+        for config in configs:
+            if config.reduce_on_plateau != plateau or config.interval != interval or index % config.frequency:
+                continue
+            metric = None
+            if config.reduce_on_plateau:
+                metric = trainer.callback_metrics.get(config.monitor)
+                if metric is None:
+                    available = list(trainer.callback_metrics)
+                    if config.strict:
+                        raise MisconfigurationException(
+                            f"ReduceLROnPlateau conditioned on metric {config.monitor} which is not available. "
+                            f"Available metrics are: {available}. Condition can be set using `monitor` key in lr "
+                            "scheduler dict"
+                        )
+                    rank_zero_warn(
+                        f"ReduceLROnPlateau conditioned on metric {config.monitor} which is not available but strict "
+                        "is set to `False`. Skipping learning rate update.", category=RuntimeWarning)
+                    continue
+            trainer._hooks.call_module("lr_scheduler_step", config.scheduler, metric)
+
+    def _log_step_metrics(self) -> None:
+        trainer = self.trainer
+        every = trainer.log_every_n_steps
+        results = trainer._results
+        if trainer.fast_dev_run or (every > 0 and (self._log_step + 1) % every == 0) or trainer.should_stop:
+            trainer._log_to_loggers(results.take_step_logs(), step=self._log_step)
+        else:
+            results.pending_step_logs = {}
+
+
+def _loss_from(output: Any) -> Optional[torch.Tensor]:
+    if output is None:
+        return None
+    if isinstance(output, torch.Tensor):
+        loss = output
+    elif isinstance(output, dict):
+        if "loss" not in output:
+            raise MisconfigurationException(
+                "In automatic optimization, `training_step` returned a dict without a 'loss' key "
+                f"(keys: {sorted(output)}). Put the loss under 'loss', or return None to skip the batch."
+            )
+        loss = output["loss"]
+        if loss is None:
+            return None
+    else:
+        raise MisconfigurationException(
+            f"In automatic optimization, `training_step` must return a Tensor, a dict with a 'loss' key, or None "
+            f"(to skip the batch); it returned {type(output).__name__}."
+        )
+    if not isinstance(loss, torch.Tensor):
+        raise MisconfigurationException(
+            f"The loss returned by `training_step` must be a Tensor, not {type(loss).__name__}."
+        )
+    if not loss.requires_grad:
+        raise MisconfigurationException(
+            "The loss returned by `training_step` does not require grad, so there is nothing to backpropagate. "
+            "Make sure it is computed from the model's parameters, without `.detach()`, `.item()` or `torch.no_grad`."
+        )
+    return loss
+
+
+def _batch_outputs(output: Any, loss: Optional[torch.Tensor]) -> Any:
+    """What on_train_batch_end receives: a dict with the (detached, accumulation-scaled) loss."""
+    if output is None:
+        return None
+    if isinstance(output, dict):
+        return {**output, "loss": loss.detach() if loss is not None else None}
+    return {"loss": loss.detach()}
+
+
+def _check_finite(loss: torch.Tensor, trainer) -> None:
+    if not torch.isfinite(loss).all():
+        raise ValueError(
+            f"The loss is {loss.item()} at epoch {trainer.current_epoch}, batch {trainer.fit_loop.state.batch_idx} "
+            f"(global step {trainer.global_step}); `detect_anomaly=True` stops training here. Check the inputs of "
+            "this batch, lower the learning rate, or enable gradient clipping."
+        )

@@ -1,0 +1,155 @@
+"""Optimizers and schedulers: the `configure_optimizers` return forms, scheduler configs and their stepping."""
+from dataclasses import dataclass, fields
+from typing import Any, List, Optional, Tuple
+
+import torch
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import ReduceLROnPlateau
+
+from volt.utilities.exceptions import MisconfigurationException
+from volt.utilities.rank_zero import rank_zero_warn
+
+_FORMS = (
+    "`configure_optimizers` must return one of:\n"
+    "  * an optimizer\n"
+    "  * a list or tuple of optimizers\n"
+    "  * two lists: ([optimizers], [lr schedulers or scheduler dicts])\n"
+    '  * a dict: {"optimizer": optimizer, "lr_scheduler": scheduler or scheduler dict, "monitor": "metric"}\n'
+    "  * a list or tuple of such dicts\n"
+    "  * None, to train without an optimizer"
+)
+
+
+@dataclass
+class LRSchedulerConfig:
+    """How and when one scheduler steps (Lightning's scheduler dict keys)."""
+
+    scheduler: Any
+    name: Optional[str] = None
+    interval: str = "epoch"
+    frequency: int = 1
+    reduce_on_plateau: bool = False
+    monitor: Optional[str] = None
+    strict: bool = True
+
+
+def _is_optimizer(obj: Any) -> bool:
+    return isinstance(obj, Optimizer) or (hasattr(obj, "step") and hasattr(obj, "zero_grad")
+                                          and hasattr(obj, "param_groups"))
+
+
+def configure_optimizers(module) -> Tuple[List[Optimizer], List[LRSchedulerConfig]]:
+    """Call `module.configure_optimizers()` and normalise every accepted form."""
+    conf = module.configure_optimizers()
+    if conf is None:
+        rank_zero_warn("`configure_optimizers` returned `None`, this fit will run with no optimizer")
+        return [], []
+    monitor = None
+    if _is_optimizer(conf):
+        optimizers, schedulers = [conf], []
+    elif (isinstance(conf, (list, tuple)) and len(conf) == 2 and isinstance(conf[0], (list, tuple))
+          and all(_is_optimizer(o) for o in conf[0])):
+        optimizers = list(conf[0])
+        schedulers = list(conf[1]) if isinstance(conf[1], (list, tuple)) else [conf[1]]
+    elif isinstance(conf, dict):
+        _check_optimizer_dict(conf)
+        optimizers, monitor = [conf["optimizer"]], conf.get("monitor")
+        schedulers = [conf["lr_scheduler"]] if conf.get("lr_scheduler") is not None else []
+    elif isinstance(conf, (list, tuple)) and conf and all(isinstance(d, dict) for d in conf):
+        for d in conf:
+            _check_optimizer_dict(d)
+        optimizers = [d["optimizer"] for d in conf]
+        schedulers = []
+        for d in conf:
+            if d.get("lr_scheduler") is not None:
+                sched = d["lr_scheduler"]
+                sched = dict(sched) if isinstance(sched, dict) else {"scheduler": sched}
+                if d.get("monitor") is not None:
+                    sched.setdefault("monitor", d["monitor"])
+                schedulers.append(sched)
+    elif isinstance(conf, (list, tuple)) and conf and all(_is_optimizer(o) for o in conf):
+        optimizers, schedulers = list(conf), []
+    else:
+        raise MisconfigurationException(f"Unknown configuration for model optimizers: got {_describe(conf)}.\n{_FORMS}")
+    configs = [_scheduler_config(s, monitor, module.automatic_optimization) for s in schedulers]
+    return optimizers, configs
+
+
+def _describe(conf: Any) -> str:
+    if isinstance(conf, (list, tuple)):
+        return f"{type(conf).__name__} of {[type(c).__name__ for c in conf]}"
+    return type(conf).__name__
+
+
+def _check_optimizer_dict(d: dict) -> None:
+    if "optimizer" not in d:
+        raise MisconfigurationException(f"The dict returned by `configure_optimizers` has no 'optimizer' key.\n{_FORMS}")
+    extra = set(d) - {"optimizer", "lr_scheduler", "monitor"}
+    if extra:
+        raise MisconfigurationException(
+            f"Unknown keys {sorted(extra)} in the dict returned by `configure_optimizers`; "
+            "allowed: 'optimizer', 'lr_scheduler', 'monitor'."
+        )
+
+
+def _scheduler_config(sched: Any, monitor: Optional[str], automatic: bool) -> LRSchedulerConfig:
+    if isinstance(sched, dict):
+        allowed = {f.name for f in fields(LRSchedulerConfig)}
+        extra = set(sched) - allowed
+        if extra:
+            rank_zero_warn(f"Found unsupported keys in the lr scheduler dict: {sorted(extra)}; they are ignored.",
+                           category=RuntimeWarning)
+            sched = {k: v for k, v in sched.items() if k in allowed}
+        if "scheduler" not in sched:
+            raise MisconfigurationException(
+                'The lr scheduler dict must have the key "scheduler" with its item being an lr scheduler.'
+            )
+        if sched.get("interval", "epoch") not in ("step", "epoch"):
+            raise MisconfigurationException(
+                f'The "interval" key in the lr scheduler dict must be "step" or "epoch", not {sched["interval"]!r}.'
+            )
+        config = LRSchedulerConfig(**sched)
+        config.reduce_on_plateau = sched.get("reduce_on_plateau", isinstance(config.scheduler, ReduceLROnPlateau))
+        if config.monitor is None:
+            config.monitor = monitor
+    else:
+        config = LRSchedulerConfig(sched, reduce_on_plateau=isinstance(sched, ReduceLROnPlateau), monitor=monitor)
+    if automatic and config.reduce_on_plateau and config.monitor is None:
+        raise MisconfigurationException(
+            "`configure_optimizers` must include a monitor when a `ReduceLROnPlateau` scheduler is used, e.g. "
+            '{"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val_loss"}}'
+        )
+    if not isinstance(config.frequency, int) or config.frequency < 1:
+        raise MisconfigurationException(f"The lr scheduler 'frequency' must be a positive int, not {config.frequency!r}.")
+    if isinstance(config.scheduler, torch.optim.lr_scheduler.OneCycleLR) and config.interval == "epoch":
+        rank_zero_warn("A `OneCycleLR` scheduler is using 'interval': 'epoch'. Did you mean 'interval': 'step'?",
+                       category=RuntimeWarning)
+    return config
+
+
+class LightningOptimizer:
+    """Wraps a torch optimizer so that `step()` runs volt's precision logic and the optimizer-step hooks.
+
+    Passed to `optimizer_step` and returned by `self.optimizers()`; everything else forwards to the optimizer.
+    """
+
+    def __init__(self, optimizer: Optimizer, trainer) -> None:
+        self._optimizer = optimizer
+        self._trainer = trainer
+
+    @property
+    def optimizer(self) -> Optimizer:
+        return self._optimizer
+
+    def step(self, closure=None, **kwargs: Any):
+        """Run `closure` (training_step, zero_grad, backward), the before-step hooks and clipping, then step."""
+        return self._trainer._optimizer_step(self._optimizer, closure, **kwargs)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self._optimizer.zero_grad(set_to_none=set_to_none)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._optimizer, name)
+
+    def __repr__(self) -> str:
+        return f"LightningOptimizer({self._optimizer!r})"

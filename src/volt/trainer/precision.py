@@ -1,0 +1,145 @@
+"""Precision modes: what the forward runs under, how the loss is scaled, how the optimizer steps."""
+import contextlib
+from typing import Any, Callable, Optional
+
+import torch
+
+from volt.utilities.apply_func import apply_to_collection
+from volt.utilities.rank_zero import rank_zero_warn
+
+_ALIASES = {
+    "64": "64-true", 64: "64-true", "64-true": "64-true", "double": "64-true",
+    "32": "32-true", 32: "32-true", "32-true": "32-true", None: "32-true",
+    "16": "16-mixed", 16: "16-mixed", "16-mixed": "16-mixed",
+    "bf16": "bf16-mixed", "bf16-mixed": "bf16-mixed",
+    "16-true": "16-true", "bf16-true": "bf16-true",
+}
+_ALLOWED = ("64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64", "32", "16", "bf16")
+
+
+def normalize_precision(precision: Any) -> str:
+    if isinstance(precision, bool) or (precision not in _ALIASES):
+        raise ValueError(f"precision={precision!r} is not supported. Choose one of {', '.join(map(repr, _ALLOWED))}.")
+    if precision in (16, "16"):
+        rank_zero_warn(
+            f"precision={precision!r} is supported for backward compatibility; it means '16-mixed'. "
+            "Use precision='16-mixed' instead."
+        )
+    return _ALIASES[precision]
+
+
+class Precision:
+    """Full precision (32-true): no autocast, no scaling."""
+
+    name = "32-true"
+    scaler = None
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
+    def convert_module(self, module: torch.nn.Module) -> torch.nn.Module:
+        return module
+
+    def convert_input(self, batch: Any) -> Any:
+        return batch
+
+    def forward_context(self):
+        return contextlib.nullcontext()
+
+    def backward(self, loss: torch.Tensor, backward_fn: Callable, *args: Any, **kwargs: Any) -> None:
+        backward_fn(loss, *args, **kwargs)
+
+    def optimizer_step(self, optimizer, closure: Callable, after_closure: Callable, automatic: bool, **kwargs: Any):
+        """Step with the closure inside `optimizer.step` (so LBFGS-style optimizers can re-evaluate it)."""
+
+        def wrapped_closure():
+            result = closure()
+            after_closure()
+            return result
+
+        return optimizer.step(closure=wrapped_closure, **kwargs)
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+class MixedPrecision(Precision):
+    """Autocast to fp16 (with a GradScaler) or bf16 (no scaler), on CPU or CUDA."""
+
+    def __init__(self, device: torch.device, precision: str) -> None:
+        super().__init__(device)
+        self.name = precision
+        self.dtype = torch.float16 if precision == "16-mixed" else torch.bfloat16
+        self.scaler = torch.amp.GradScaler(device.type) if precision == "16-mixed" else None
+
+    def forward_context(self):
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def backward(self, loss, backward_fn, *args, **kwargs) -> None:
+        if self.scaler is not None:
+            loss = self.scaler.scale(loss)
+        backward_fn(loss, *args, **kwargs)
+
+    def optimizer_step(self, optimizer, closure, after_closure, automatic: bool, **kwargs):
+        if self.scaler is None:
+            return super().optimizer_step(optimizer, closure, after_closure, automatic, **kwargs)
+        if isinstance(optimizer, torch.optim.LBFGS):
+            raise TypeError("precision='16-mixed' cannot be used with LBFGS; use '32-true' or 'bf16-mixed'.")
+        result = closure()
+        self.scaler.unscale_(optimizer)  # hooks and clipping see true gradients
+        after_closure()
+        if result is None and automatic:  # training_step returned None: nothing to step
+            return None
+        out = self.scaler.step(optimizer, **kwargs)
+        self.scaler.update()
+        return out
+
+    def state_dict(self) -> dict:
+        return self.scaler.state_dict() if self.scaler is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.scaler is not None and state:
+            self.scaler.load_state_dict(state)
+
+
+class TruePrecision(Precision):
+    """Weights, inputs and compute all in one dtype (64-true, 16-true, bf16-true)."""
+
+    _DTYPES = {"64-true": torch.float64, "16-true": torch.float16, "bf16-true": torch.bfloat16}
+
+    def __init__(self, device: torch.device, precision: str) -> None:
+        super().__init__(device)
+        self.name = precision
+        self.dtype = self._DTYPES[precision]
+
+    def convert_module(self, module):
+        return module.to(dtype=self.dtype)
+
+    def convert_input(self, batch):
+        return apply_to_collection(batch, torch.Tensor, _cast_floating, self.dtype)
+
+    @contextlib.contextmanager
+    def forward_context(self):
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(self.dtype)
+        try:
+            yield
+        finally:
+            torch.set_default_dtype(previous)
+
+
+def _cast_floating(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return tensor.to(dtype) if tensor.is_floating_point() else tensor
+
+
+def make_precision(precision: str, device: torch.device) -> Precision:
+    if precision == "32-true":
+        return Precision(device)
+    if precision in ("16-mixed", "bf16-mixed"):
+        if device.type == "mps" and precision == "16-mixed":
+            raise ValueError("precision='16-mixed' is not supported on MPS; use 'bf16-mixed' or '32-true'.")
+        return MixedPrecision(device, precision)
+    return TruePrecision(device, precision)

@@ -1,0 +1,295 @@
+"""Storage for `self.log`: per-step values, per-epoch accumulators, and the Trainer's three metric dicts.
+
+Values stay detached tensors on their device. Nothing here calls `.item()`: a logger write or a progress bar
+redraw converts a value when it actually prints or writes it, so logging adds no host sync to a training step.
+"""
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+
+from volt.utilities.apply_func import first_tensor
+from volt.utilities.exceptions import MisconfigurationException
+
+# Where `self.log` is allowed, with its defaults: (default on_step, default on_epoch, step allowed, epoch allowed).
+_PER_STEP = (True, False, True, True)
+_PER_EVAL_BATCH = (False, True, True, True)
+_EPOCH_ONLY = (False, True, False, True)
+LOG_OPTIONS: Dict[str, Tuple[bool, bool, bool, bool]] = {
+    **dict.fromkeys(
+        ["training_step", "on_train_batch_start", "on_train_batch_end", "on_before_backward", "backward",
+         "on_after_backward", "on_before_optimizer_step", "optimizer_step", "configure_gradient_clipping",
+         "clip_gradients", "on_before_zero_grad", "optimizer_zero_grad"], _PER_STEP),
+    **dict.fromkeys(
+        ["validation_step", "test_step", "on_validation_batch_start", "on_validation_batch_end",
+         "on_test_batch_start", "on_test_batch_end"], _PER_EVAL_BATCH),
+    **dict.fromkeys(
+        ["on_train_start", "on_train_epoch_start", "on_train_epoch_end", "on_validation_start",
+         "on_validation_epoch_start", "on_validation_epoch_end", "on_test_start", "on_test_epoch_start",
+         "on_test_epoch_end", "training_epoch_end", "validation_epoch_end", "test_epoch_end"], _EPOCH_ONLY),
+}
+
+_REDUCE_FX = {"mean": "mean", "avg": "mean", "sum": "sum", "max": "max", "min": "min"}
+_TORCH_REDUCE_FX = {torch.mean: "mean", torch.sum: "sum", torch.max: "max", torch.min: "min"}
+_COMPACT_EVERY = 1024  # fold pending epoch values into one tensor after this many, so memory stays flat
+
+
+class _Metric:
+    """One logged name in one loop run: its options, its last step value and its epoch accumulator."""
+
+    __slots__ = ("name", "fx", "on_step", "on_epoch", "prog_bar", "logger", "reduce", "sync_dist", "sync_group",
+                 "step_key", "epoch_key", "last", "values", "sizes", "metric_obj", "updated")
+
+    def __init__(self, name, fx, on_step, on_epoch, prog_bar, logger, reduce, sync_dist, sync_group):
+        self.name, self.fx = name, fx
+        self.on_step, self.on_epoch = on_step, on_epoch
+        self.prog_bar, self.logger, self.reduce = prog_bar, logger, reduce
+        self.sync_dist, self.sync_group = sync_dist, sync_group
+        forked = on_step and on_epoch
+        self.step_key = f"{name}_step" if forked else name
+        self.epoch_key = f"{name}_epoch" if forked else name
+        self.last: Optional[torch.Tensor] = None
+        self.values: List[torch.Tensor] = []
+        self.sizes: List[int] = []
+        self.metric_obj = None  # a torchmetrics.Metric logged directly: computed at epoch end
+        self.updated = False
+
+    def accumulate(self, value: torch.Tensor, batch_size: int) -> None:
+        self.values.append(value)
+        self.sizes.append(batch_size)
+        if len(self.values) >= _COMPACT_EVERY:
+            self.values, self.sizes = [self._reduce_local()], [sum(self.sizes)]
+
+    def _reduce_local(self) -> torch.Tensor:
+        """The epoch value over this process's batches (for "mean": the batch-size-weighted mean)."""
+        stacked = torch.stack([v.to(torch.get_default_dtype()) if not v.is_floating_point() else v
+                               for v in self.values])
+        if self.reduce == "mean":
+            weights = torch.tensor(self.sizes, dtype=stacked.dtype, device=stacked.device)
+            return (stacked * weights).sum() / weights.sum()
+        if self.reduce == "sum":
+            return stacked.sum()
+        return stacked.max() if self.reduce == "max" else stacked.min()
+
+    def epoch_value(self, strategy) -> torch.Tensor:
+        if self.metric_obj is not None:
+            return self.metric_obj.compute()
+        if not self.values:
+            return self.last
+        if self.sync_dist and strategy is not None and strategy.world_size > 1:
+            return self._reduce_synced(strategy)
+        return self._reduce_local()
+
+    def _reduce_synced(self, strategy) -> torch.Tensor:
+        local = self._reduce_local()
+        if self.reduce == "mean":
+            size = torch.tensor(float(sum(self.sizes)), device=local.device, dtype=local.dtype)
+            total = strategy.reduce(local * size, reduce_op="sum", group=self.sync_group)
+            return total / strategy.reduce(size, reduce_op="sum", group=self.sync_group)
+        return strategy.reduce(local, reduce_op=self.reduce, group=self.sync_group)
+
+
+class _LoopResults:
+    """The metrics logged during one run of a loop (a train epoch, or one validation/test run)."""
+
+    def __init__(self, training: bool):
+        self.training = training
+        self.metrics: Dict[str, _Metric] = {}
+
+    def reset(self) -> None:
+        for metric in self.metrics.values():
+            if metric.metric_obj is not None:
+                metric.metric_obj.reset()
+        self.metrics = {}
+
+
+class Results:
+    """The trainer's `self.log` sink. `active` is the results of the loop that is running now."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+        self.train = _LoopResults(training=True)
+        self.eval = _LoopResults(training=False)
+        self.active = self.train
+        self.callback_metrics: Dict[str, torch.Tensor] = {}
+        self.logged_metrics: Dict[str, torch.Tensor] = {}
+        self.progress_bar_metrics: Dict[str, torch.Tensor] = {}
+        self.pending_step_logs: Dict[str, torch.Tensor] = {}  # step values waiting for the next logger write
+        self.batch = None
+        self.batch_size: Optional[int] = None
+        self.dataloader_idx: int = 0
+        self.num_dataloaders: int = 1
+
+    # ------------------------------------------------------------------ called by the loops
+    def on_batch_start(self, batch, dataloader_idx: int = 0) -> None:
+        self.batch = batch
+        self.batch_size = None
+        self.dataloader_idx = dataloader_idx
+
+    def _current_batch_size(self) -> int:
+        if self.batch_size is None:
+            tensor = first_tensor(self.batch)
+            self.batch_size = int(tensor.size(0)) if tensor is not None and tensor.dim() > 0 else 1
+        return self.batch_size
+
+    # ------------------------------------------------------------------ self.log
+    def log(self, fx: Optional[str], name: str, value: Any, *, prog_bar: bool, logger: bool,
+            on_step: Optional[bool], on_epoch: Optional[bool], reduce_fx: Any, enable_graph: bool,
+            sync_dist: bool, sync_dist_group: Any, add_dataloader_idx: bool, batch_size: Optional[int],
+            rank_zero_only: bool) -> None:
+        active = self.active
+        key = name
+        if not active.training and add_dataloader_idx and self.num_dataloaders > 1:
+            key = f"{name}/dataloader_idx_{self.dataloader_idx}"
+        metric = active.metrics.get(key)
+        if metric is None or metric.fx != fx:
+            metric = self._new_metric(fx, key, value, prog_bar, logger, on_step, on_epoch, reduce_fx, sync_dist,
+                                      sync_dist_group)
+            active.metrics[key] = metric
+
+        if metric.metric_obj is not None:
+            value = getattr(metric.metric_obj, "_forward_cache", None)
+            if value is None:
+                metric.updated = True
+                return
+        elif isinstance(value, torch.Tensor):
+            if value.numel() != 1:
+                raise ValueError(
+                    f"`self.log({name!r}, value)` got a tensor of shape {tuple(value.shape)}; log one number "
+                    "(e.g. `value.mean()`), or log each element under its own name."
+                )
+            if not enable_graph:
+                value = value.detach()
+            value = value.squeeze() if value.dim() else value
+        else:
+            value = _number_to_tensor(name, value)
+
+        metric.updated = True
+        if metric.on_step:
+            if metric.sync_dist and self.trainer.world_size > 1:
+                value = self.trainer.strategy.reduce(value, reduce_op=metric.reduce, group=metric.sync_group)
+            metric.last = value
+            key_step = metric.step_key
+            if active.training:
+                self.callback_metrics[key_step] = value
+                self.callback_metrics[metric.name] = value
+            if metric.logger:
+                self.pending_step_logs[key_step] = value
+            if metric.prog_bar:
+                self.progress_bar_metrics[key_step] = value
+        if metric.on_epoch:
+            if fx in _EPOCH_HOOKS:  # logged once per epoch: the value is the epoch value
+                metric.values, metric.sizes = [value], [1]
+                self._publish_epoch(metric, value)
+            else:
+                metric.accumulate(value, batch_size if batch_size is not None else self._current_batch_size())
+
+    def _new_metric(self, fx, key, value, prog_bar, logger, on_step, on_epoch, reduce_fx, sync_dist, sync_group):
+        if fx is None:
+            raise MisconfigurationException(
+                f"`self.log({key!r}, ...)` was called outside of a Trainer hook; log from a step or hook."
+            )
+        options = LOG_OPTIONS.get(fx)
+        if options is None:
+            raise MisconfigurationException(
+                f"You can't `self.log()` inside `{fx}`. Log from a training/validation/test step or batch/epoch "
+                "hook instead, or write to the logger directly with `self.logger.experiment`."
+            )
+        default_step, default_epoch, step_allowed, epoch_allowed = options
+        on_step = default_step if on_step is None else bool(on_step)
+        on_epoch = default_epoch if on_epoch is None else bool(on_epoch)
+        if on_step and not step_allowed:
+            raise MisconfigurationException(
+                f"You can't `self.log({key!r}, ..., on_step=True)` in `{fx}`: it runs once per epoch. "
+                "Use on_step=False (the default there)."
+            )
+        if not on_epoch and not epoch_allowed or (not on_step and not on_epoch and not step_allowed):
+            raise MisconfigurationException(f"`self.log({key!r}, ...)` in `{fx}` needs on_epoch=True.")
+        if not on_step and not on_epoch:
+            raise MisconfigurationException(
+                f"`self.log({key!r}, ..., on_step=False, on_epoch=False)` logs nothing; set one of them to True."
+            )
+        reduce = _parse_reduce_fx(reduce_fx, key)
+        metric = _Metric(key, fx, on_step, on_epoch, prog_bar, logger, reduce, sync_dist, sync_group)
+        if _is_torchmetric(value):
+            metric.metric_obj = value
+        # a name forked into _step/_epoch must not collide with another logged name
+        for other in self.active.metrics.values():
+            if other.name != key and (other.step_key == metric.epoch_key or other.epoch_key == metric.step_key):
+                raise MisconfigurationException(f"`self.log({key!r})` clashes with the logged name {other.name!r}.")
+        return metric
+
+    # ------------------------------------------------------------------ epoch ends
+    def epoch_end(self, loop: _LoopResults) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
+        """Compute every epoch value of `loop` and publish it to the metric dicts.
+
+        Returns all epoch values and the subset that goes to loggers.
+        """
+        strategy = self.trainer.strategy
+        values: Dict[str, torch.Tensor] = {}
+        to_log: Dict[str, torch.Tensor] = {}
+        for metric in loop.metrics.values():
+            if not metric.on_epoch or not metric.updated:
+                continue
+            value = metric.epoch_value(strategy)
+            if value is None:
+                continue
+            self._publish_epoch(metric, value)
+            values[metric.epoch_key] = value
+            if metric.logger:
+                to_log[metric.epoch_key] = value
+        return values, to_log
+
+    def _publish_epoch(self, metric: _Metric, value: torch.Tensor) -> None:
+        self.callback_metrics[metric.epoch_key] = value
+        self.callback_metrics[metric.name] = value
+        if metric.logger:
+            self.logged_metrics[metric.epoch_key] = value
+        if metric.prog_bar:
+            self.progress_bar_metrics[metric.epoch_key] = value
+
+    def take_step_logs(self) -> Dict[str, torch.Tensor]:
+        """The step values logged since the last logger write; they also become `logged_metrics`."""
+        logs, self.pending_step_logs = self.pending_step_logs, {}
+        self.logged_metrics.update(logs)
+        return logs
+
+    def reset_metric_dicts(self) -> None:
+        self.callback_metrics = {}
+        self.logged_metrics = {}
+        self.progress_bar_metrics = {}
+        self.pending_step_logs = {}
+
+
+_EPOCH_HOOKS = frozenset(fx for fx, options in LOG_OPTIONS.items() if options is _EPOCH_ONLY)
+
+
+def _parse_reduce_fx(reduce_fx, name: str) -> str:
+    if isinstance(reduce_fx, str) and reduce_fx.lower() in _REDUCE_FX:
+        return _REDUCE_FX[reduce_fx.lower()]
+    if reduce_fx in _TORCH_REDUCE_FX:
+        return _TORCH_REDUCE_FX[reduce_fx]
+    raise MisconfigurationException(
+        f"`self.log({name!r}, ..., reduce_fx={reduce_fx!r})`: reduce_fx must be 'mean', 'sum', 'max' or 'min' "
+        "(or torch.mean/sum/max/min)."
+    )
+
+
+def _number_to_tensor(name: str, value: Any) -> torch.Tensor:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        try:
+            import numpy as np
+
+            if isinstance(value, np.generic) or (isinstance(value, np.ndarray) and value.size == 1):
+                return torch.tensor(float(value))
+        except ImportError:  # pragma: no cover
+            pass
+        raise ValueError(
+            f"`self.log({name!r}, value)` got a {type(value).__name__}; log a number, a one-element tensor or a "
+            "torchmetrics Metric. For a dict of values use `self.log_dict`."
+        )
+    return torch.tensor(float(value))
+
+
+def _is_torchmetric(value: Any) -> bool:
+    return hasattr(value, "compute") and hasattr(value, "reset") and hasattr(value, "update") and not isinstance(
+        value, torch.Tensor)

@@ -1,0 +1,1057 @@
+"""The Trainer: Lightning's arguments and entry points, and the small services the loops call."""
+import importlib.util
+import logging
+import math
+import os
+from contextlib import nullcontext
+from typing import Any, Dict, Iterable, List, Optional, Union
+
+import torch
+
+from volt.callbacks.callback import Callback
+from volt.datamodule import LightningDataModule
+from volt.distributed.strategy import Strategy, parse_accelerator, parse_devices
+from volt.module import LightningModule
+from volt.trainer.eval_loop import EvalLoop
+from volt.trainer.fit_loop import FitLoop
+from volt.trainer.hooks import Hooks
+from volt.trainer.optim import LightningOptimizer, configure_optimizers
+from volt.trainer.precision import make_precision, normalize_precision
+from volt.trainer.results import Results
+from volt.utilities.exceptions import MisconfigurationException
+from volt.utilities.rank_zero import rank_zero_info, rank_zero_only, rank_zero_warn
+
+log = logging.getLogger("volt")
+
+VOLT_VERSION = "0.1.0"
+LIGHTNING_COMPAT_VERSION = "2.6.6"  # written as `pytorch-lightning_version`, so Lightning loads volt checkpoints
+
+# Removed 1.x arguments and what replaces them.
+_REMOVED_ARGUMENTS = {
+    "resume_from_checkpoint": "pass the path to `trainer.fit(model, ckpt_path=...)`",
+    "tpu_cores": "use `accelerator='tpu', devices=N`",
+    "ipus": "use `accelerator='ipu', devices=N`",
+    "num_processes": "use `accelerator='cpu', devices=N`",
+    "auto_lr_find": "use `volt.tuner.Tuner(trainer).lr_find(model)` (Lightning: `Tuner.lr_find`)",
+    "auto_scale_batch_size": "use `Tuner(trainer).scale_batch_size(model)`",
+    "auto_select_gpus": "use `devices='auto'` or a list of device indices",
+    "progress_bar_refresh_rate": "pass `callbacks=[TQDMProgressBar(refresh_rate=N)]`",
+    "process_position": "pass `callbacks=[TQDMProgressBar(process_position=N)]`",
+    "weights_summary": "use `enable_model_summary=` or `callbacks=[ModelSummary(max_depth=N)]`",
+    "checkpoint_callback": "use `enable_checkpointing=`",
+    "flush_logs_every_n_steps": "pass `flush_logs_every_n_steps` to the logger, e.g. `CSVLogger(..., flush_logs_every_n_steps=N)`",
+    "track_grad_norm": "log `torch.nn.utils.get_total_norm` of the gradients in `on_before_optimizer_step`",
+    "terminate_on_nan": "use `detect_anomaly=True`",
+    "prepare_data_per_node": "set `self.prepare_data_per_node` in your LightningModule/DataModule `__init__`",
+    "stochastic_weight_avg": "use the `StochasticWeightAveraging` callback",
+    "amp_backend": "use `precision='16-mixed'`",
+    "amp_level": "use `precision='16-mixed'`",
+    "move_metrics_to_cpu": "remove it: volt keeps metrics on their device and reads them only when printing",
+    "multiple_trainloader_mode": "wrap the loaders in `CombinedLoader(loaders, mode=...)`",
+    "replace_sampler_ddp": "use `use_distributed_sampler=`",
+    "log_gpu_memory": "use the `DeviceStatsMonitor` callback",
+    "weights_save_path": "use `callbacks=[ModelCheckpoint(dirpath=...)]`",
+    "reload_dataloaders_every_epoch": "use `reload_dataloaders_every_n_epochs=1`",
+    "distributed_backend": "use `strategy=` (e.g. 'ddp')",
+    "truncated_bptt_steps": "use manual optimization and split the sequence in `training_step`",
+    "max_steps_per_epoch": "use `limit_train_batches=`",
+    "log_every_n_step": "use `log_every_n_steps=`",
+}
+
+_DDP_STRATEGIES = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook", "ddp_find_unused_parameters_true",
+                   "ddp_find_unused_parameters_false", "ddp_spawn_find_unused_parameters_true", "fsdp")
+
+
+class TrainerState:
+    """`fn` is the entry point running ("fit", "validate", "test", "predict"); `stage` is the loop running
+    ("train", "sanity_check", "validate", "test", "predict"); `status` is "initializing" / "running" /
+    "finished" / "interrupted"."""
+
+    def __init__(self) -> None:
+        self.fn: Optional[str] = None
+        self.stage: Optional[str] = None
+        self.status: str = "initializing"
+
+    @property
+    def finished(self) -> bool:
+        return self.status == "finished"
+
+
+class Trainer:
+    """Runs fit/validate/test/predict for a LightningModule, with PyTorch Lightning 2.x's arguments."""
+
+    def __init__(
+        self,
+        *,
+        accelerator: Any = "auto",
+        strategy: Any = "auto",
+        devices: Any = "auto",
+        num_nodes: int = 1,
+        precision: Any = None,
+        logger: Any = None,
+        callbacks: Optional[Union[List[Callback], Callback]] = None,
+        fast_dev_run: Union[int, bool] = False,
+        max_epochs: Optional[int] = None,
+        min_epochs: Optional[int] = None,
+        max_steps: int = -1,
+        min_steps: Optional[int] = None,
+        max_time: Any = None,
+        limit_train_batches: Optional[Union[int, float]] = None,
+        limit_val_batches: Optional[Union[int, float]] = None,
+        limit_test_batches: Optional[Union[int, float]] = None,
+        limit_predict_batches: Optional[Union[int, float]] = None,
+        overfit_batches: Union[int, float] = 0.0,
+        val_check_interval: Optional[Union[int, float]] = None,
+        check_val_every_n_epoch: Optional[int] = 1,
+        num_sanity_val_steps: Optional[int] = None,
+        log_every_n_steps: Optional[int] = None,
+        enable_checkpointing: Optional[bool] = None,
+        enable_progress_bar: Optional[bool] = None,
+        enable_model_summary: Optional[bool] = None,
+        accumulate_grad_batches: int = 1,
+        gradient_clip_val: Optional[Union[int, float]] = None,
+        gradient_clip_algorithm: Optional[str] = None,
+        deterministic: Optional[Union[bool, str]] = None,
+        benchmark: Optional[bool] = None,
+        inference_mode: bool = True,
+        use_distributed_sampler: bool = True,
+        profiler: Any = None,
+        detect_anomaly: bool = False,
+        barebones: bool = False,
+        plugins: Any = None,
+        sync_batchnorm: bool = False,
+        reload_dataloaders_every_n_epochs: int = 0,
+        default_root_dir: Optional[Union[str, os.PathLike]] = None,
+        gpus: Optional[Union[int, str, List[int]]] = None,
+        **removed: Any,
+    ) -> None:
+        for name in removed:
+            if name in _REMOVED_ARGUMENTS:
+                raise TypeError(
+                    f"Trainer(`{name}`=...) was removed in Lightning 2.0 and is not supported: {_REMOVED_ARGUMENTS[name]}."
+                )
+            raise TypeError(f"Trainer.__init__() got an unexpected keyword argument {name!r}.")
+
+        if gpus is not None:  # the 1.x form: Trainer(gpus=N)
+            if accelerator not in ("auto", "gpu", "cuda"):
+                raise MisconfigurationException(f"Trainer(gpus={gpus!r}) conflicts with accelerator={accelerator!r}.")
+            accelerator, devices = "gpu", gpus
+            if gpus == 0 or gpus == []:
+                accelerator, devices = "cpu", "auto"
+
+        # ---- switches that turn features off
+        self.barebones = barebones
+        if barebones:
+            for name, value in (("enable_checkpointing", enable_checkpointing), ("enable_progress_bar", enable_progress_bar),
+                                ("enable_model_summary", enable_model_summary), ("logger", logger)):
+                if value:
+                    raise MisconfigurationException(
+                        f"`Trainer(barebones=True)` turns off {name}; remove `{name}={value!r}` or barebones."
+                    )
+            enable_checkpointing = enable_progress_bar = enable_model_summary = False
+            logger = False
+        self.fast_dev_run = _check_fast_dev_run(fast_dev_run)
+
+        # ---- loop limits
+        self.max_epochs = max_epochs if max_epochs is not None else (1000 if max_steps == -1 else -1)
+        self.min_epochs = min_epochs
+        self.max_steps = max_steps
+        self.min_steps = min_steps
+        if self.fast_dev_run:
+            self.max_epochs, self.max_steps = 1, int(self.fast_dev_run)
+            num_sanity_val_steps, val_check_interval, check_val_every_n_epoch = 0, 1.0, 1
+            rank_zero_info(
+                f"Running in `fast_dev_run` mode: will run the requested loop using {int(self.fast_dev_run)} "
+                "batch(es). Logging and checkpointing is suppressed."
+            )
+        _check_int("max_steps", max_steps, minimum=-1)
+        _check_int("accumulate_grad_batches", accumulate_grad_batches, minimum=1)
+        self.limit_train_batches = 1.0 if limit_train_batches is None else limit_train_batches
+        self.limit_val_batches = 1.0 if limit_val_batches is None else limit_val_batches
+        self.limit_test_batches = 1.0 if limit_test_batches is None else limit_test_batches
+        self.limit_predict_batches = 1.0 if limit_predict_batches is None else limit_predict_batches
+        self.overfit_batches = _check_overfit(overfit_batches)
+        if self.overfit_batches:
+            rank_zero_info("`overfit_batches` is set: training uses the first batches in order, without shuffling.")
+        self.val_check_interval = 1.0 if val_check_interval is None else val_check_interval
+        if isinstance(self.val_check_interval, float) and not 0.0 < self.val_check_interval <= 1.0:
+            raise MisconfigurationException(
+                f"`val_check_interval={val_check_interval}` must be a fraction in (0.0, 1.0] or an int batch count."
+            )
+        self.check_val_every_n_epoch = check_val_every_n_epoch
+        self.num_sanity_val_steps = 2 if num_sanity_val_steps is None else num_sanity_val_steps
+        self.log_every_n_steps = 50 if log_every_n_steps is None else log_every_n_steps
+        _check_int("log_every_n_steps", self.log_every_n_steps, minimum=0)
+        self.accumulate_grad_batches = accumulate_grad_batches
+        self.gradient_clip_val = gradient_clip_val
+        if gradient_clip_algorithm not in (None, "norm", "value"):
+            raise MisconfigurationException(
+                f"`gradient_clip_algorithm={gradient_clip_algorithm!r}` is invalid. Allowed algorithms: 'norm', 'value'."
+            )
+        self.gradient_clip_algorithm = gradient_clip_algorithm or "norm"
+        self.inference_mode = inference_mode
+        self.detect_anomaly = detect_anomaly
+        self.reload_dataloaders_every_n_epochs = reload_dataloaders_every_n_epochs
+        self.use_distributed_sampler = use_distributed_sampler
+        self.sync_batchnorm = sync_batchnorm
+        self.deterministic = deterministic
+        self.benchmark = benchmark
+        self._default_root_dir = os.fspath(default_root_dir) if default_root_dir is not None else None
+        if plugins not in (None, []):
+            raise MisconfigurationException(
+                f"`plugins={plugins!r}` is not supported by volt; use `precision=` and `strategy=` arguments instead."
+            )
+        self.profiler = _make_profiler(profiler)
+        _configure_determinism(deterministic, benchmark)
+
+        # ---- hardware, precision
+        self._accelerator_flag = accelerator
+        device_type = parse_accelerator(accelerator)
+        device_ids = parse_devices(devices, device_type)
+        self.num_nodes = num_nodes
+        self.strategy = _select_strategy(strategy, device_type, device_ids, num_nodes, accelerator)
+        self.precision = normalize_precision(precision)
+        self._precision = make_precision(self.precision, self.strategy.root_device)
+        self.strategy.precision_plugin = self._precision
+
+        # ---- state
+        self.state = TrainerState()
+        self.should_stop = False
+        self.fit_loop = FitLoop(self)
+        self.validate_loop = EvalLoop(self, "validate")
+        self.test_loop = EvalLoop(self, "test")
+        self.predict_loop = EvalLoop(self, "predict")
+        self._results: Optional[Results] = None
+        self._hooks: Optional[Hooks] = None
+        self.lightning_module: Optional[LightningModule] = None
+        self.datamodule: Optional[LightningDataModule] = None
+        self.optimizers: List[torch.optim.Optimizer] = []
+        self.lr_scheduler_configs: list = []
+        self.ckpt_path: Optional[str] = None
+        self._return_predictions = True
+        self._last_metrics = Results(self)
+
+        # ---- callbacks and loggers
+        self.enable_checkpointing = enable_checkpointing is not False
+        self.enable_progress_bar = enable_progress_bar is not False
+        self.enable_model_summary = enable_model_summary is not False
+        self.callbacks: List[Callback] = _build_callbacks(
+            callbacks, self.enable_checkpointing, self.enable_progress_bar, self.enable_model_summary, max_time
+        )
+        self.loggers = _build_loggers(logger, self.default_root_dir, bool(self.fast_dev_run))
+
+    # ================================================================== entry points
+    def fit(self, model: LightningModule, train_dataloaders=None, val_dataloaders=None,
+            datamodule: Optional[LightningDataModule] = None, ckpt_path: Optional[Union[str, os.PathLike]] = None) -> None:
+        """Train `model`; resume from `ckpt_path` (a path, "last" or "best") when given."""
+        if isinstance(train_dataloaders, LightningDataModule):
+            datamodule, train_dataloaders = train_dataloaders, None
+        _check_data_args(train_dataloaders, val_dataloaders, datamodule, "fit")
+        self.fit_loop._train_source = train_dataloaders
+        self.fit_loop.val_loop._source = val_dataloaders
+        self._run("fit", model, datamodule, ckpt_path)
+
+    def validate(self, model: Optional[LightningModule] = None, dataloaders=None, ckpt_path=None,
+                 verbose: bool = True, datamodule: Optional[LightningDataModule] = None) -> List[Dict[str, float]]:
+        """Run the validation loop once; returns one dict of epoch metrics per dataloader."""
+        return self._run_eval("validate", model, dataloaders, ckpt_path, verbose, datamodule)
+
+    def test(self, model: Optional[LightningModule] = None, dataloaders=None, ckpt_path=None,
+             verbose: bool = True, datamodule: Optional[LightningDataModule] = None) -> List[Dict[str, float]]:
+        """Run the test loop once; returns one dict of epoch metrics per dataloader."""
+        return self._run_eval("test", model, dataloaders, ckpt_path, verbose, datamodule)
+
+    def predict(self, model: Optional[LightningModule] = None, dataloaders=None,
+                datamodule: Optional[LightningDataModule] = None, return_predictions: Optional[bool] = None,
+                ckpt_path=None) -> Optional[list]:
+        """Run `predict_step` over the predict dataloader(s); returns the outputs (a list per dataloader)."""
+        self._return_predictions = True if return_predictions is None else return_predictions
+        out = self._run_eval("predict", model, dataloaders, ckpt_path, False, datamodule)
+        if not self._return_predictions:
+            return None
+        predictions = self.predict_loop.predictions
+        return predictions[0] if len(predictions) == 1 else predictions
+
+    def _run_eval(self, stage, model, dataloaders, ckpt_path, verbose, datamodule):
+        if isinstance(dataloaders, LightningDataModule):
+            datamodule, dataloaders = dataloaders, None
+        if dataloaders is not None and datamodule is not None:
+            raise MisconfigurationException(
+                f"You cannot pass both `{stage}(dataloaders=..., datamodule=...)`, choose one."
+            )
+        if model is None:
+            if self.lightning_module is None:
+                raise MisconfigurationException(
+                    f"`trainer.{stage}()` needs a model: pass `trainer.{stage}(model, ...)`."
+                )
+            model = self.lightning_module
+            if ckpt_path is None and self.state.fn == "fit" and self.checkpoint_callback is not None \
+                    and getattr(self.checkpoint_callback, "best_model_path", ""):
+                ckpt_path = "best"
+        loop = {"validate": self.validate_loop, "test": self.test_loop, "predict": self.predict_loop}[stage]
+        loop._source = dataloaders
+        loop.loaders = None
+        results = self._run(stage, model, datamodule or (self.datamodule if model is self.lightning_module else None),
+                            ckpt_path)
+        if verbose and stage != "predict" and self.is_global_zero:
+            _print_results(stage, results)
+        return results
+
+    # ================================================================== the run
+    def _run(self, fn: str, model: LightningModule, datamodule, ckpt_path):
+        if not isinstance(model, LightningModule):
+            raise TypeError(
+                f"`Trainer.{fn}` requires a `LightningModule`, got {type(model).__name__}. Subclass "
+                "`volt.LightningModule` (or `import volt as pl; pl.LightningModule`)."
+            )
+        if fn == "fit" and not model.automatic_optimization:
+            if self.gradient_clip_val:
+                raise MisconfigurationException(
+                    "Automatic gradient clipping is not supported for manual optimization. Remove "
+                    "`Trainer(gradient_clip_val=...)`, or call `self.clip_gradients(opt, ...)` in `training_step`."
+                )
+            if self.accumulate_grad_batches != 1:
+                raise MisconfigurationException(
+                    "Automatic gradient accumulation is not supported for manual optimization. Remove "
+                    "`Trainer(accumulate_grad_batches=...)` and accumulate in `training_step`."
+                )
+        if fn == "fit" and type(model).training_step is LightningModule.training_step:
+            raise MisconfigurationException(
+                f"No `training_step()` method defined in {type(model).__name__}. `Trainer.fit` needs "
+                "`training_step(self, batch, batch_idx)` returning the loss."
+            )
+        self.state.fn, self.state.status = fn, "running"
+        self.state.stage = {"fit": "train"}.get(fn, fn)
+        self.should_stop = False
+        self.lightning_module = model
+        self.datamodule = datamodule
+        model.trainer = self
+        if datamodule is not None:
+            datamodule.trainer = self
+        self.strategy.connect(model)
+        self._results = Results(self)
+        return self.strategy.launch(self._run_stage, fn, model, datamodule, ckpt_path)
+
+    def _run_stage(self, fn, model, datamodule, ckpt_path):
+        callbacks = self._merge_model_callbacks(model)
+        self._hooks = hooks = Hooks(self, callbacks, model, datamodule)
+        anomaly = torch.autograd.detect_anomaly(check_nan=True) if self.detect_anomaly else nullcontext()
+        try:
+            with anomaly:
+                return self._run_stage_inner(fn, model, datamodule, ckpt_path, hooks)
+        except BaseException as exception:
+            self.state.status = "interrupted"
+            if isinstance(exception, KeyboardInterrupt):
+                rank_zero_info("Detected KeyboardInterrupt, attempting graceful shutdown ...")
+            hooks.callbacks("on_exception", exception)
+            if datamodule is not None:
+                datamodule.on_exception(exception)
+            for logger in self.loggers:
+                logger.finalize("failed")
+            self.strategy.teardown()
+            raise
+
+    def _run_stage_inner(self, fn, model, datamodule, ckpt_path, hooks):
+        self.strategy.setup_environment()
+        # 1. data preparation and setup
+        if self.local_rank == 0:
+            if datamodule is not None:
+                datamodule.prepare_data()
+            hooks.call_module("prepare_data")
+        self.strategy.barrier("prepare_data")
+        hooks.callbacks("setup", fn)
+        if datamodule is not None:
+            datamodule.setup(fn)
+        hooks.call_module("setup", fn)
+        hooks.call_module("configure_model")
+        if hooks.module_overrides("configure_sharded_model"):
+            hooks.call_module("configure_sharded_model")
+        model = self._precision.convert_module(model)
+        self.strategy.setup_module(model)
+
+        # 2. restore what comes before the optimizers
+        checkpoint = self._load_checkpoint_for(fn, ckpt_path)
+        if checkpoint is not None:
+            self._restore_module_and_callbacks(checkpoint, hooks)
+
+        # 3. optimizers, fit start, then the rest of the checkpoint
+        if fn == "fit":
+            self._setup_optimizers(model)
+            self._log_hyperparams(model, datamodule)
+            hooks.call("on_fit_start")
+            if checkpoint is not None:
+                self._restore_training_state(checkpoint)
+            self.fit_loop.run()
+            self.state.stage = None
+            hooks.call("on_fit_end")
+            result = None
+        else:
+            loop = {"validate": self.validate_loop, "test": self.test_loop, "predict": self.predict_loop}[fn]
+            loop.loaders = None
+            result = loop.run()
+        hooks.callbacks("teardown", fn)
+        if datamodule is not None:
+            datamodule.teardown(fn)
+        hooks.call_module("teardown", fn)
+        for logger in self.loggers:
+            logger.finalize("success")
+        self.strategy.teardown()
+        self.state.status = "finished"
+        return result
+
+    def _merge_model_callbacks(self, model) -> List[Callback]:
+        """Callbacks from `configure_callbacks` replace Trainer callbacks of the same type; checkpoints go last."""
+        extra = model.configure_callbacks() if _overridden(model, "configure_callbacks") else []
+        extra = [extra] if isinstance(extra, Callback) else list(extra or [])
+        if extra:
+            types = {type(cb) for cb in extra}
+            self.callbacks = [cb for cb in self.callbacks if type(cb) not in types] + extra
+        from volt.callbacks.model_checkpoint import ModelCheckpoint
+
+        self.callbacks = [cb for cb in self.callbacks if not isinstance(cb, ModelCheckpoint)] + [
+            cb for cb in self.callbacks if isinstance(cb, ModelCheckpoint)]
+        return self.callbacks
+
+    def _setup_optimizers(self, model) -> None:
+        model._current_fx_name = "configure_optimizers"
+        try:
+            self.optimizers, self.lr_scheduler_configs = configure_optimizers(model)
+        finally:
+            model._current_fx_name = None
+        if model.automatic_optimization and len(self.optimizers) > 1:
+            raise MisconfigurationException(
+                "Training with multiple optimizers is only supported with manual optimization. Set "
+                "`self.automatic_optimization = False` in `__init__`, then call `opt.step()` for each optimizer "
+                "yourself in `training_step`."
+            )
+        self.strategy._lightning_optimizers = [LightningOptimizer(opt, self) for opt in self.optimizers]
+
+    # ================================================================== services the loops call
+    def _prepare_batch(self, batch: Any, dataloader_idx: int) -> Any:
+        batch = self._precision.convert_input(batch)
+        device = self.strategy.root_device
+        if self._hooks.custom_transfer or device.type != "cpu":
+            batch = self._hooks.batch_transfer(batch, device, dataloader_idx)
+        return batch
+
+    def _zero_grad(self, optimizer, batch_idx: int) -> None:
+        hooks = self._hooks
+        hooks.call("on_before_zero_grad", optimizer)
+        if hooks.module_overrides("optimizer_zero_grad"):
+            hooks.call_module("optimizer_zero_grad", self.current_epoch, batch_idx, optimizer)
+        else:
+            optimizer.zero_grad()
+
+    def _loop_backward(self, loss: torch.Tensor, optimizer, *args: Any, **kwargs: Any) -> None:
+        hooks = self._hooks
+        hooks.call("on_before_backward", loss)
+        if hooks.module_overrides("backward"):
+            backward_fn = lambda l, *a, **k: hooks.call_module("backward", l, *a, **k)  # noqa: E731
+        else:
+            backward_fn = _torch_backward
+        self._precision.backward(loss, backward_fn, *args, **kwargs)
+        hooks.call("on_after_backward")
+
+    def _optimizer_step(self, optimizer, closure=None, **kwargs: Any):
+        """Where every optimizer step happens (automatic and manual): closure, hooks, clipping, step."""
+        hooks, module = self._hooks, self.lightning_module
+        automatic = module.automatic_optimization
+
+        def after_closure():
+            hooks.call("on_before_optimizer_step", optimizer)
+            if automatic and (self.gradient_clip_val or hooks.module_overrides("configure_gradient_clipping")):
+                hooks.call_module("configure_gradient_clipping", optimizer, self.gradient_clip_val,
+                                  self.gradient_clip_algorithm if self.gradient_clip_val else None)
+
+        out = self._precision.optimizer_step(optimizer, closure or _no_closure, after_closure, automatic, **kwargs)
+        self.fit_loop.state.global_step += 1
+        return out
+
+    def _call_dataloader_hook(self, name: str, required: bool = True):
+        """The loaders from the datamodule if it defines `name`, else from the module."""
+        datamodule, module = self.datamodule, self.lightning_module
+        owner = module
+        if datamodule is not None and (name in vars(datamodule)
+                                       or getattr(type(datamodule), name) is not getattr(LightningDataModule, name)):
+            owner = datamodule
+        elif not _overridden(module, name) and name != "train_dataloader" and not required:
+            return None
+        previous = module._current_fx_name
+        module._current_fx_name = name
+        try:
+            return getattr(owner, name)()
+        except NotImplementedError:
+            if required or name == "train_dataloader":
+                raise
+            return None
+        finally:
+            module._current_fx_name = previous
+
+    def _use_distributed_sampler(self) -> bool:
+        return self.use_distributed_sampler and self.world_size > 1
+
+    def _should_reload_train_dataloader(self, epoch: int) -> bool:
+        n = self.reload_dataloaders_every_n_epochs
+        return bool(n) and epoch > 0 and epoch % n == 0 and self.fit_loop.state.batch_idx == 0
+
+    def _should_reload_val_dataloader(self, epoch: int) -> bool:
+        n = self.reload_dataloaders_every_n_epochs
+        return bool(n) and epoch > 0 and epoch % n == 0 and getattr(self, "_val_reloaded_epoch", -1) != epoch \
+            and not setattr(self, "_val_reloaded_epoch", epoch)
+
+    def _log_to_loggers(self, metrics: Dict[str, torch.Tensor], step: Optional[int] = None) -> None:
+        """Send metrics to every logger, converting tensors to floats here (the only host sync for logging)."""
+        if not metrics or not self.loggers:
+            return
+        self._results.logged_metrics.update(metrics)
+        scalars = {k: (v.item() if isinstance(v, torch.Tensor) else float(v)) for k, v in metrics.items()}
+        if step is None:
+            step = max(self.fit_loop.state.batches_stepped - 1, 0) if self.state.fn == "fit" else \
+                self.fit_loop.state.batches_stepped
+        if "step" in scalars:
+            step = int(scalars.pop("step"))
+        else:
+            scalars.setdefault("epoch", self.current_epoch)
+        step = max(int(step), 0)
+        for logger in self.loggers:
+            logger.log_metrics(scalars, step=step)
+            logger.save()
+
+    def _eval_step_log(self, stage: str) -> None:
+        results = self._results
+        if results.pending_step_logs and not self.sanity_checking:
+            counter = self._eval_log_steps = getattr(self, "_eval_log_steps", 0) + 1
+            self._log_to_loggers(results.take_step_logs(), step=counter - 1)
+        else:
+            results.pending_step_logs = {}
+
+    @rank_zero_only
+    def _log_hyperparams(self, model, datamodule) -> None:
+        if not self.loggers:
+            return
+        hparams: Dict[str, Any] = {}
+        if getattr(model, "_log_hyperparams", True):
+            hparams.update(model.hparams_initial)
+        if datamodule is not None and getattr(datamodule, "_log_hyperparams", True):
+            dm_hparams = datamodule.hparams_initial
+            clash = {k for k in dm_hparams if k in hparams and hparams[k] != dm_hparams[k]}
+            if clash:
+                raise MisconfigurationException(
+                    f"Error while merging hparams: the keys {sorted(clash)} are present in both the LightningModule's "
+                    "and LightningDataModule's hparams but have different values."
+                )
+            hparams.update(dm_hparams)
+        for logger in self.loggers:
+            if hparams:
+                logger.log_hyperparams(hparams)
+            logger.log_graph(model)
+            logger.save()
+
+    # ================================================================== checkpoints
+    def save_checkpoint(self, filepath: Union[str, os.PathLike], weights_only: bool = False,
+                        storage_options: Any = None) -> None:
+        """Write a checkpoint atomically (rank 0 writes; every rank must call it)."""
+        if self.lightning_module is None:
+            raise RuntimeError(
+                "Saving a checkpoint is only possible if a model is attached to the Trainer. Did you call "
+                "`Trainer.save_checkpoint()` before calling `Trainer.{fit,validate,test,predict}`?"
+            )
+        checkpoint = self._dump_checkpoint(weights_only)
+        if self.is_global_zero:
+            from volt.checkpoint import save_checkpoint
+
+            save_checkpoint(checkpoint, filepath)
+        self.strategy.barrier("save_checkpoint")
+
+    def _dump_checkpoint(self, weights_only: bool = False) -> Dict[str, Any]:
+        from volt.checkpoint import encode_hparams
+        from volt.utilities.seed import get_rng_states
+
+        model, s = self.lightning_module, self.fit_loop.state
+        checkpoint: Dict[str, Any] = {
+            "epoch": self.current_epoch,
+            "global_step": self.global_step,
+            "pytorch-lightning_version": LIGHTNING_COMPAT_VERSION,
+            "volt_version": VOLT_VERSION,
+            "state_dict": model.state_dict(),
+            "loops": {"fit_loop": {**s.state_dict(), "rng": get_rng_states()}},
+        }
+        if not weights_only:
+            callback_states = {}
+            for callback in self.callbacks:
+                state = callback.state_dict()
+                if state:
+                    callback_states[callback.state_key] = state
+            checkpoint["callbacks"] = callback_states
+            checkpoint["optimizer_states"] = [opt.state_dict() for opt in self.optimizers]
+            checkpoint["lr_schedulers"] = [config.scheduler.state_dict() for config in self.lr_scheduler_configs]
+            precision_state = self._precision.state_dict()
+            if precision_state:
+                checkpoint["MixedPrecision"] = precision_state
+            if self.datamodule is not None:
+                dm_state = self.datamodule.state_dict()
+                if dm_state:
+                    checkpoint[type(self.datamodule).__qualname__] = dm_state
+        if model.hparams:
+            checkpoint["hparams_name"] = getattr(model, "_hparams_name", "kwargs") or "kwargs"
+            checkpoint["hyper_parameters"] = encode_hparams(dict(model.hparams))
+        if self.datamodule is not None and self.datamodule.hparams:
+            checkpoint["datamodule_hparams_name"] = getattr(self.datamodule, "_hparams_name", "kwargs") or "kwargs"
+            checkpoint["datamodule_hyper_parameters"] = encode_hparams(dict(self.datamodule.hparams))
+        if not weights_only:
+            self._hooks.callbacks("on_save_checkpoint", checkpoint)
+        model.on_save_checkpoint(checkpoint) if self._hooks.module_overrides("on_save_checkpoint") else None
+        return checkpoint
+
+    def _resolve_ckpt_path(self, fn: str, ckpt_path) -> Optional[str]:
+        if ckpt_path is None:
+            return None
+        if ckpt_path == "best":
+            best = getattr(self.checkpoint_callback, "best_model_path", "") if self.checkpoint_callback else ""
+            if not best:
+                raise ValueError(
+                    f'`.{fn}(ckpt_path="best")` needs a ModelCheckpoint that has saved a best checkpoint in this '
+                    "Trainer; pass a path instead."
+                )
+            return best
+        if ckpt_path == "last":
+            last = self._find_last_checkpoint()
+            if last is None:
+                rank_zero_warn(
+                    f'`.{fn}(ckpt_path="last")` found no last checkpoint; starting from scratch.'
+                )
+            return last
+        return os.fspath(ckpt_path)
+
+    def _find_last_checkpoint(self) -> Optional[str]:
+        """The newest `last*.ckpt` in the checkpoint callbacks' folders (for `ckpt_path="last"`)."""
+        candidates = []
+        for callback in self.checkpoint_callbacks:
+            dirpath = callback.dirpath or callback._default_dirpath(self)
+            if dirpath and os.path.isdir(dirpath):
+                candidates += [os.path.join(dirpath, f) for f in os.listdir(dirpath)
+                               if f.startswith(callback.CHECKPOINT_NAME_LAST) and f.endswith(callback.FILE_EXTENSION)]
+        return max(candidates, key=os.path.getmtime) if candidates else None
+
+    def _load_checkpoint_for(self, fn: str, ckpt_path) -> Optional[Dict[str, Any]]:
+        path = self._resolve_ckpt_path(fn, ckpt_path)
+        self.ckpt_path = path
+        if path is None:
+            return None
+        from volt.checkpoint import load_checkpoint
+
+        return load_checkpoint(path, map_location=self.strategy.root_device)
+
+    def _restore_module_and_callbacks(self, checkpoint: Dict[str, Any], hooks: Hooks) -> None:
+        model = self.lightning_module
+        model.on_load_checkpoint(checkpoint) if hooks.module_overrides("on_load_checkpoint") else None
+        if self.state.fn == "fit":
+            hooks.callbacks("on_load_checkpoint", checkpoint)
+            states = checkpoint.get("callbacks") or {}
+            for callback in self.callbacks:
+                state = states.get(callback.state_key)
+                if state is None:
+                    state = states.get(type(callback).__qualname__)
+                if state is not None:
+                    callback.load_state_dict(state)
+            if self.datamodule is not None and type(self.datamodule).__qualname__ in checkpoint:
+                self.datamodule.load_state_dict(checkpoint[type(self.datamodule).__qualname__])
+        if "state_dict" not in checkpoint:
+            raise KeyError(f"The checkpoint {self.ckpt_path} has no 'state_dict'; it is not a model checkpoint.")
+        model.load_state_dict(checkpoint["state_dict"], strict=model.strict_loading)
+
+    def _restore_training_state(self, checkpoint: Dict[str, Any]) -> None:
+        for opt, state in zip(self.optimizers, checkpoint.get("optimizer_states", [])):
+            opt.load_state_dict(state)
+        for config, state in zip(self.lr_scheduler_configs, checkpoint.get("lr_schedulers", [])):
+            config.scheduler.load_state_dict(state)
+        if "MixedPrecision" in checkpoint:
+            self._precision.load_state_dict(checkpoint["MixedPrecision"])
+        loop_state = (checkpoint.get("loops") or {}).get("fit_loop") or {}
+        s = self.fit_loop.state
+        if "epoch_done" in loop_state:  # written by volt: the exact cursor
+            rng = loop_state.pop("rng", None)
+            s.load_state_dict(loop_state)
+            if s.epoch_done:
+                s.epoch += 1
+                s.batch_idx, s.epoch_done, s.val_done_at_batch = 0, False, -1
+                s.epoch_rng = s.sampler_rng = None
+            self.fit_loop._restored_rng = rng
+            if rng is not None and s.batch_idx == 0:
+                from volt.utilities.seed import set_rng_states
+
+                set_rng_states(rng)
+                self.fit_loop._restored_rng = None
+        else:  # another writer (e.g. Lightning): resume at the start of the next epoch
+            s.epoch = int(checkpoint.get("epoch", 0)) + 1
+            s.global_step = int(checkpoint.get("global_step", 0))
+            s.batches_stepped = s.global_step
+        self.fit_loop._restored = True
+
+    # ================================================================== properties users read
+    @property
+    def current_epoch(self) -> int:
+        return self.fit_loop.state.epoch
+
+    @property
+    def global_step(self) -> int:
+        return self.fit_loop.state.global_step
+
+    @property
+    def default_root_dir(self) -> str:
+        return self._default_root_dir if self._default_root_dir is not None else os.getcwd()
+
+    @property
+    def callback_metrics(self) -> Dict[str, torch.Tensor]:
+        return self._results.callback_metrics if self._results is not None else {}
+
+    @property
+    def logged_metrics(self) -> Dict[str, torch.Tensor]:
+        return self._results.logged_metrics if self._results is not None else {}
+
+    @property
+    def progress_bar_metrics(self) -> Dict[str, torch.Tensor]:
+        return self._results.progress_bar_metrics if self._results is not None else {}
+
+    @property
+    def model(self):
+        return self.strategy.model
+
+    @property
+    def logger(self):
+        return self.loggers[0] if self.loggers else None
+
+    @logger.setter
+    def logger(self, logger) -> None:
+        self.loggers = [logger] if logger else []
+
+    @property
+    def log_dir(self) -> Optional[str]:
+        if not self.loggers:
+            return self.default_root_dir
+        logger = self.loggers[0]
+        return logger.log_dir if getattr(logger, "log_dir", None) is not None else logger.save_dir
+
+    @property
+    def checkpoint_callbacks(self) -> list:
+        from volt.callbacks.model_checkpoint import ModelCheckpoint
+
+        return [cb for cb in self.callbacks if isinstance(cb, ModelCheckpoint)]
+
+    @property
+    def checkpoint_callback(self):
+        callbacks = self.checkpoint_callbacks
+        return callbacks[0] if callbacks else None
+
+    @property
+    def early_stopping_callbacks(self) -> list:
+        from volt.callbacks.early_stopping import EarlyStopping
+
+        return [cb for cb in self.callbacks if isinstance(cb, EarlyStopping)]
+
+    @property
+    def early_stopping_callback(self):
+        callbacks = self.early_stopping_callbacks
+        return callbacks[0] if callbacks else None
+
+    @property
+    def progress_bar_callback(self):
+        from volt.callbacks.progress import ProgressBar
+
+        for callback in self.callbacks:
+            if isinstance(callback, ProgressBar):
+                return callback
+        return None
+
+    @property
+    def training(self) -> bool:
+        return self.state.stage == "train"
+
+    @training.setter
+    def training(self, value: bool) -> None:
+        if value:
+            self.state.stage = "train"
+
+    @property
+    def sanity_checking(self) -> bool:
+        return self.state.stage == "sanity_check"
+
+    @property
+    def validating(self) -> bool:
+        return self.state.stage == "validate"
+
+    @property
+    def testing(self) -> bool:
+        return self.state.stage == "test"
+
+    @property
+    def predicting(self) -> bool:
+        return self.state.stage == "predict"
+
+    @property
+    def interrupted(self) -> bool:
+        return self.state.status == "interrupted"
+
+    @property
+    def num_training_batches(self) -> Union[int, float]:
+        return self.fit_loop.num_training_batches
+
+    @property
+    def num_val_batches(self) -> list:
+        loop = self.fit_loop.val_loop if self.state.fn == "fit" else self.validate_loop
+        return list(loop.num_batches)
+
+    @property
+    def num_sanity_val_batches(self) -> list:
+        steps = self.num_sanity_val_steps
+        return [b if steps == -1 else min(steps, b) for b in self.num_val_batches]
+
+    @property
+    def num_test_batches(self) -> list:
+        return list(self.test_loop.num_batches)
+
+    @property
+    def num_predict_batches(self) -> list:
+        return list(self.predict_loop.num_batches)
+
+    @property
+    def val_check_batch(self) -> float:
+        return self.fit_loop.val_check_batch
+
+    @property
+    def estimated_stepping_batches(self) -> Union[int, float]:
+        """Optimizer steps the whole fit will take (for schedulers like OneCycleLR)."""
+        if self.fit_loop.train_loader is None:
+            self.fit_loop.setup_train_data()
+        batches = self.num_training_batches
+        if batches == math.inf:
+            return self.max_steps if self.max_steps != -1 else math.inf
+        per_epoch = math.ceil(batches / self.accumulate_grad_batches)
+        if self.max_epochs == -1:
+            return self.max_steps if self.max_steps != -1 else math.inf
+        total = per_epoch * self.max_epochs
+        return min(total, self.max_steps) if self.max_steps != -1 else total
+
+    @property
+    def world_size(self) -> int:
+        return self.strategy.world_size
+
+    @property
+    def global_rank(self) -> int:
+        return self.strategy.global_rank
+
+    @property
+    def local_rank(self) -> int:
+        return self.strategy.local_rank
+
+    @property
+    def node_rank(self) -> int:
+        return self.strategy.node_rank
+
+    @property
+    def is_global_zero(self) -> bool:
+        return self.strategy.is_global_zero
+
+    @property
+    def num_devices(self) -> int:
+        return len(getattr(self.strategy, "parallel_devices", None) or [self.strategy.root_device])
+
+    @property
+    def device_ids(self) -> list:
+        return [d.index or 0 for d in (getattr(self.strategy, "parallel_devices", None) or [self.strategy.root_device])]
+
+    @property
+    def accelerator(self) -> str:
+        return self.strategy.root_device.type
+
+    @property
+    def precision_plugin(self):
+        return self._precision
+
+    @property
+    def scaler(self):
+        return self._precision.scaler
+
+    @property
+    def lr_schedulers(self) -> list:
+        return [config.scheduler for config in self.lr_scheduler_configs]
+
+    @property
+    def train_dataloader(self):
+        return self.fit_loop.train_loader
+
+    @property
+    def val_dataloaders(self):
+        loaders = self.fit_loop.val_loop.loaders or self.validate_loop.loaders
+        return loaders[0] if loaders and len(loaders) == 1 else loaders
+
+    @property
+    def test_dataloaders(self):
+        loaders = self.test_loop.loaders
+        return loaders[0] if loaders and len(loaders) == 1 else loaders
+
+    @property
+    def predict_dataloaders(self):
+        loaders = self.predict_loop.loaders
+        return loaders[0] if loaders and len(loaders) == 1 else loaders
+
+
+# ====================================================================== construction helpers
+def _torch_backward(loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+    loss.backward(*args, **kwargs)
+
+
+def _no_closure() -> None:
+    return None
+
+
+def _overridden(obj: Any, name: str) -> bool:
+    return getattr(type(obj), name, None) is not getattr(LightningModule, name, None)
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise MisconfigurationException(f"`Trainer({name}={value!r})` must be an int >= {minimum}.")
+
+
+def _check_fast_dev_run(value: Union[int, bool]) -> int:
+    if isinstance(value, bool):
+        return int(value)
+    if not isinstance(value, int) or value < 0:
+        raise MisconfigurationException(
+            f"`fast_dev_run={value!r}` must be a bool or a positive int (the number of batches to run)."
+        )
+    return value
+
+
+def _check_overfit(value: Union[int, float]) -> Union[int, float]:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (isinstance(value, float) and value > 1):
+        raise MisconfigurationException(
+            f"`overfit_batches={value!r}` must be an int batch count or a fraction in [0.0, 1.0]."
+        )
+    return value
+
+
+def _check_data_args(train, val, datamodule, fn) -> None:
+    if datamodule is not None and (train is not None or val is not None):
+        raise MisconfigurationException(
+            f"You cannot pass `train_dataloader` or `val_dataloaders` to `trainer.{fn}(datamodule=...)`; choose one."
+        )
+    if datamodule is not None and not isinstance(datamodule, LightningDataModule):
+        raise TypeError(f"`datamodule` must be a LightningDataModule, got {type(datamodule).__name__}.")
+
+
+def _configure_determinism(deterministic, benchmark) -> None:
+    if deterministic not in (None, False, True, "warn"):
+        raise MisconfigurationException(f"`deterministic={deterministic!r}` must be a bool, 'warn' or None.")
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=deterministic == "warn")
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    if benchmark is not None:
+        torch.backends.cudnn.benchmark = bool(benchmark)
+    elif deterministic:
+        torch.backends.cudnn.benchmark = False
+
+
+def _make_profiler(profiler):
+    if profiler in (None, False):
+        return None
+    raise MisconfigurationException(
+        f"`profiler={profiler!r}` is not supported by volt yet; profile with `torch.profiler.profile()` around "
+        "`trainer.fit(...)` instead."
+    )
+
+
+def _select_strategy(strategy, device_type: str, device_ids: List[int], num_nodes: int, accelerator) -> Strategy:
+    if isinstance(strategy, Strategy):
+        return strategy
+    name = str(strategy).lower() if strategy is not None else "auto"
+    multi = len(device_ids) > 1 or num_nodes > 1
+    if name in _DDP_STRATEGIES or (name == "auto" and multi):
+        raise MisconfigurationException(
+            f"strategy={strategy!r} with devices={device_ids} and num_nodes={num_nodes}: multi-process training "
+            "is not available in this volt build yet. Use a single device (devices=1)."
+        )
+    if name not in ("auto", "single_device"):
+        raise MisconfigurationException(
+            f"strategy={strategy!r} is not supported. Choose 'auto', 'single_device', 'ddp', 'ddp_spawn', "
+            "'ddp_fork', 'ddp_notebook', 'ddp_find_unused_parameters_true' or 'fsdp'."
+        )
+    index = device_ids[0] if device_type == "cuda" else None
+    device = torch.device(device_type, index) if index is not None else torch.device(device_type)
+    return Strategy(device, accelerator=device_type)
+
+
+def _build_callbacks(callbacks, enable_checkpointing, enable_progress_bar, enable_model_summary, max_time):
+    if callbacks is None:
+        callbacks = []
+    elif isinstance(callbacks, Callback):
+        callbacks = [callbacks]
+    else:
+        callbacks = list(callbacks)
+    for callback in callbacks:
+        if not isinstance(callback, Callback):
+            raise TypeError(f"`callbacks` must contain Callback instances, got {type(callback).__name__}.")
+    from volt.callbacks.model_checkpoint import ModelCheckpoint
+    from volt.callbacks.progress import ProgressBar
+
+    has_checkpoint = any(isinstance(cb, ModelCheckpoint) for cb in callbacks)
+    if has_checkpoint and not enable_checkpointing:
+        raise MisconfigurationException(
+            "Trainer was configured with `enable_checkpointing=False` but found `ModelCheckpoint` in callbacks list."
+        )
+    if enable_checkpointing and not has_checkpoint:
+        callbacks.append(ModelCheckpoint())
+    if max_time is not None:
+        from volt.callbacks.timer import Timer
+
+        callbacks.append(Timer(duration=max_time, interval="step"))
+    has_bar = any(isinstance(cb, ProgressBar) for cb in callbacks)
+    if has_bar and not enable_progress_bar:
+        raise MisconfigurationException(
+            "Trainer was configured with `enable_progress_bar=False` but found a progress bar in the callbacks list."
+        )
+    if enable_progress_bar and not has_bar:
+        from volt.callbacks.progress import TQDMProgressBar
+
+        callbacks.append(TQDMProgressBar())
+    if enable_model_summary:
+        from volt.callbacks.model_summary import ModelSummary
+
+        if not any(isinstance(cb, ModelSummary) for cb in callbacks):
+            callbacks.append(ModelSummary())
+    return callbacks
+
+
+def _build_loggers(logger, default_root_dir: str, fast_dev_run: bool) -> list:
+    if fast_dev_run or logger is False:
+        return []
+    if logger is None or logger is True:
+        if importlib.util.find_spec("tensorboardX") or importlib.util.find_spec("tensorboard"):
+            from volt.loggers.tensorboard import TensorBoardLogger
+
+            return [TensorBoardLogger(save_dir=default_root_dir)]
+        from volt.loggers.csv_logs import CSVLogger
+
+        return [CSVLogger(save_dir=default_root_dir)]
+    if isinstance(logger, Iterable):
+        return list(logger)
+    return [logger]
+
+
+def _print_results(stage: str, results: List[Dict[str, float]]) -> None:
+    if not results or not any(results):
+        return
+    title = {"validate": "Validate metric", "test": "Test metric"}[stage]
+    names = sorted({k for r in results for k in r})
+    headers = [title] + [f"DataLoader {i}" for i in range(len(results))]
+    rows = [[name] + [f"{r[name]:.6g}" if name in r else "" for r in results] for name in names]
+    widths = [max(len(str(row[i])) for row in [headers] + rows) + 2 for i in range(len(headers))]
+    line = "─" * (sum(widths) + len(widths) - 1)
+    print(line)
+    print(" ".join(h.center(w) for h, w in zip(headers, widths)))
+    print(line)
+    for row in rows:
+        print(" ".join(str(c).center(w) for c, w in zip(row, widths)))
+    print(line)
+
