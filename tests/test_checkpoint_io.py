@@ -19,6 +19,7 @@ import zipfile
 import pytest
 import torch
 
+import volt
 from volt.checkpoint import (
     CheckpointError,
     atomic_symlink,
@@ -165,6 +166,12 @@ def test_classes_that_are_not_imported_fall_back_with_a_warning():
             decoded = decode_hparams(stored)
     assert decoded == {"color": "RED", "cfg": {"lr": 0.1}}
     assert "volt_test_not_imported" not in sys.modules  # decoding never imports a module named by the file
+
+
+def test_dataclass_whose_fields_changed_falls_back_to_a_dict():
+    stored = {"__volt__": "dataclass", "cls": f"{__name__}:OptimConfig", "fields": {"lr": 0.1, "momentum": 0.9}}
+    with pytest.warns(UserWarning, match=r"OptimConfig\(\*\*fields\) failed .*momentum"):
+        assert decode_hparams(stored) == {"lr": 0.1, "momentum": 0.9}
 
 
 def test_enum_tag_naming_a_non_enum_is_not_resolved():
@@ -478,7 +485,44 @@ def test_damaged_remote_file_is_reported(memory_root):
         load_checkpoint(path)
 
 
-def test_importing_volt_checkpoint_does_not_import_fsspec():
-    code = "import sys, volt.checkpoint; assert 'fsspec' not in sys.modules, 'fsspec imported eagerly'"
+def test_local_checkpoints_never_import_fsspec(tmp_path):
+    path = str(tmp_path / "a.ckpt")
+    code = ("import sys; from volt.checkpoint import save_checkpoint, load_checkpoint; "
+            f"save_checkpoint({{'a': 1}}, {path!r}); load_checkpoint({path!r}); "
+            "assert 'fsspec' not in sys.modules, 'fsspec imported'")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# end to end through the Trainer
+
+
+class _TinyModel(volt.LightningModule):
+    def __init__(self, root=pathlib.Path("data"), color=Color.RED, dims=(4, 2), optim=OptimConfig(),
+                 args=argparse.Namespace(seed=1)):
+        super().__init__()
+        self.save_hyperparameters()
+        self.layer = torch.nn.Linear(*dims)
+
+    def training_step(self, batch, batch_idx):
+        return self.layer(batch[0]).pow(2).mean()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.hparams.optim.lr)
+
+
+def test_trainer_checkpoints_load_safely_and_restore_hyperparameters(tmp_path):
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(8, 4)), batch_size=4)
+    model = _TinyModel(root=tmp_path / "data", color=Color.GREEN, optim=OptimConfig(lr=0.3))
+    trainer = volt.Trainer(max_epochs=1, default_root_dir=tmp_path, logger=False, enable_progress_bar=False,
+                           enable_model_summary=False)
+    trainer.fit(model, data)
+    (path,) = (tmp_path / "checkpoints").glob("*.ckpt")
+
+    assert torch.load(path, weights_only=True)["global_step"] == 2
+    restored = _TinyModel.load_from_checkpoint(path)
+    assert restored.hparams.root == tmp_path / "data" and restored.hparams.color is Color.GREEN
+    assert restored.hparams.optim == OptimConfig(lr=0.3) and restored.hparams.args == argparse.Namespace(seed=1)
+    assert torch.equal(restored.layer.weight, model.layer.weight)

@@ -333,10 +333,14 @@ def decode_hparams(data: Any, where: str = "hparams") -> Any:
     if tag == "dataclass":
         fields = {name: decode_hparams(value, f"{where}.{name}") for name, value in data["fields"].items()}
         cls = _find_class(data["cls"], dataclasses.is_dataclass)
-        if cls is not None:
+        if cls is None:
+            _warn_missing(where, data["cls"], "its fields are returned as a dict instead")
+            return fields
+        try:
             return cls(**fields)
-        _warn_missing(where, data["cls"], "its fields are returned as a dict instead")
-        return fields
+        except TypeError as err:  # the class changed since the checkpoint was written
+            rank_zero_warn(f"{where}: {data['cls']}(**fields) failed ({err}); the fields are returned as a dict.")
+            return fields
     if tag == "namedtuple":
         items = [decode_hparams(item, where) for item in data["items"]]
         cls = _find_class(data["cls"], lambda c: issubclass(c, tuple) and hasattr(c, "_fields"))
