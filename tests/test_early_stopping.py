@@ -201,25 +201,30 @@ def test_state_dict_round_trip_and_state_key():
     assert es.state_key == "EarlyStopping{'monitor': 'val_loss', 'mode': 'min'}"
 
 
-def test_verbose_messages(caplog):
+@pytest.fixture
+def volt_logs(caplog, monkeypatch):
+    """caplog for volt's logger, which does not propagate to the root logger by default."""
+    monkeypatch.setattr(logging.getLogger("volt"), "propagate", True)
+    with caplog.at_level(logging.INFO, logger="volt"):
+        yield caplog
+
+
+def test_verbose_messages(volt_logs):
     es = EarlyStopping("val_loss", patience=1, min_delta=0.1, verbose=True, check_on_train_epoch_end=False)
-    with caplog.at_level(logging.INFO, logger="volt"):
-        _checks(es, [3, 2, 2.5])
-    assert "Metric val_loss improved. New best score: 3.000" in caplog.text
-    assert "Metric val_loss improved by 1.000 >= min_delta = 0.1. New best score: 2.000" in caplog.text
-    assert "did not improve in the last 1 records" in caplog.text
+    _checks(es, [3, 2, 2.5])
+    assert "Metric val_loss improved. New best score: 3.000" in volt_logs.text
+    assert "Metric val_loss improved by 1.000 >= min_delta = 0.1. New best score: 2.000" in volt_logs.text
+    assert "did not improve in the last 1 records" in volt_logs.text
 
 
-def test_verbose_messages_name_the_rank_in_multi_process_runs(caplog):
+def test_verbose_messages_name_the_rank_in_multi_process_runs(volt_logs):
     es = EarlyStopping("val_loss", verbose=True, check_on_train_epoch_end=False)
-    with caplog.at_level(logging.INFO, logger="volt"):
-        _checks(es, [3], world_size=2, global_rank=1)
-    assert "[rank: 1] Metric val_loss improved." in caplog.text
-    caplog.clear()
+    _checks(es, [3], world_size=2, global_rank=1)
+    assert "[rank: 1] Metric val_loss improved." in volt_logs.text
+    volt_logs.clear()
     quiet = EarlyStopping("val_loss", verbose=True, log_rank_zero_only=True, check_on_train_epoch_end=False)
-    with caplog.at_level(logging.INFO, logger="volt"):
-        _checks(quiet, [3], world_size=2, global_rank=1)
-    assert caplog.text == ""
+    _checks(quiet, [3], world_size=2, global_rank=1)
+    assert volt_logs.text == ""
 
 
 # ------------------------------------------------------------------------------- end to end, with a real Trainer
@@ -341,8 +346,9 @@ def _resume(pl, root):
     saved = torch.load(root / "ckpts" / "last.ckpt", weights_only=True)["callbacks"]
     saved = saved["EarlyStopping{'monitor': 'val_loss', 'mode': 'min'}"]
     resumed = callbacks()
-    trainer, module = _fit(pl, root, resumed, [4] * 10, ckpt_path=str(root / "ckpts" / "last.ckpt"),
-                           enable_checkpointing=True)
+    with pytest.warns(UserWarning, match="exists and is not empty"):
+        trainer, module = _fit(pl, root, resumed, [4] * 10, ckpt_path=str(root / "ckpts" / "last.ckpt"),
+                               enable_checkpointing=True)
     return saved["wait_count"], float(saved["best_score"]), module.validations, trainer.current_epoch, \
         resumed[0].stopped_epoch
 

@@ -429,6 +429,31 @@ def test_save_on_exception(tmp_path):
     assert not (tmp_path / "off").exists()
 
 
+def test_other_ranks_follow_rank_zero_and_never_touch_files(tmp_path):
+    class Rank1(_SingleProcess):
+        def broadcast(self, obj, src=0):
+            return str(tmp_path / "from_rank_0") if isinstance(obj, str) else True  # rank 0's dirpath, "time is up"
+
+    class Rank1Trainer(StubTrainer):
+        def save_checkpoint(self, filepath, weights_only=False):
+            self.files_before_each_save.append(filepath)  # every rank calls this; only rank 0 writes
+
+    rank0_dir = tmp_path / "from_rank_0"
+    rank0_dir.mkdir()
+    (rank0_dir / "epoch=0-step=1.ckpt").write_text("written by rank 0")
+    cb = ModelCheckpoint(train_time_interval=timedelta(hours=1))
+    trainer = Rank1Trainer(tmp_path, cb, is_global_zero=False, strategy=Rank1())
+    cb.setup(trainer, None, "fit")
+    cb.on_train_start(trainer, None)
+    for step in (1, 2):
+        trainer.global_step = step
+        cb.on_train_batch_end(trainer, None, None, None, step - 1)
+    # rank 0 saw no clash (the reduced decision), so rank 1 uses the same plain names; and it removes nothing
+    assert trainer.files_before_each_save == [str(rank0_dir / "epoch=0-step=1.ckpt"),
+                                              str(rank0_dir / "epoch=0-step=2.ckpt")]
+    assert _files(rank0_dir) == ["epoch=0-step=1.ckpt"]
+
+
 # ------------------------------------------------------------------------------------------ missing monitor key
 
 
@@ -505,14 +530,21 @@ def test_to_yaml(tmp_path):
     }
 
 
-def test_verbose_messages(tmp_path, caplog):
+@pytest.fixture
+def volt_logs(caplog, monkeypatch):
+    """caplog for volt's logger, which does not propagate to the root logger by default."""
+    monkeypatch.setattr(logging.getLogger("volt"), "propagate", True)
+    with caplog.at_level(logging.INFO, logger="volt"):
+        yield caplog
+
+
+def test_verbose_messages(tmp_path, volt_logs):
     cb = ModelCheckpoint(dirpath=tmp_path, monitor="val_loss", verbose=True, filename="{epoch}")
-    with caplog.at_level("INFO", logger="volt"):
-        _fit(tmp_path, cb, [{"val_loss": 2}, {"val_loss": 3}])
+    _fit(tmp_path, cb, [{"val_loss": 2}, {"val_loss": 3}])
     path = str(tmp_path / "epoch=0.ckpt")
     assert f"Epoch 0, global step 4: 'val_loss' reached 2.00000 (best 2.00000), saving model to {path!r} as top 1" \
-        in caplog.text
-    assert "Epoch 1, global step 8: 'val_loss' was not in top 1" in caplog.text
+        in volt_logs.text
+    assert "Epoch 1, global step 8: 'val_loss' was not in top 1" in volt_logs.text
 
 
 def test_loggers_hear_about_each_save(tmp_path):
@@ -686,8 +718,9 @@ def _resume(pl, root):
 
     _trainer(pl, root, callbacks(), max_epochs=2).fit(_make_module(pl, [3, 1]), *_loaders())
     resumed = callbacks()
-    _trainer(pl, root, resumed, max_epochs=4).fit(_make_module(pl, [2, 0.5]), *_loaders(),
-                                                  ckpt_path=str(root / "ckpts" / "last.ckpt"))
+    with pytest.warns(UserWarning, match="exists and is not empty"):
+        _trainer(pl, root, resumed, max_epochs=4).fit(_make_module(pl, [2, 0.5]), *_loaders(),
+                                                      ckpt_path=str(root / "ckpts" / "last.ckpt"))
     cb = resumed[0]
     return _listing(root / "ckpts"), os.path.basename(cb.best_model_path), float(cb.best_model_score), \
         sorted(os.path.basename(p) for p in cb.best_k_models)
@@ -706,3 +739,80 @@ def test_resume_continues_the_rankings(tmp_path):
 @pytest.mark.lightning
 def test_lightning_resumes_the_same_way(tmp_path, quiet_lightning):
     assert _resume(quiet_lightning, tmp_path) == RESUMED
+
+
+def _default_locations(pl, root):
+    """Where checkpoints go without a dirpath: under the first logger's version folder, else the root dir."""
+    found = []
+    for logger in (pl.loggers.CSVLogger(str(root), name="exp"), False):
+        trainer = _trainer(pl, root, None, max_epochs=1, logger=logger)
+        trainer.fit(_make_module(pl, None), *_loaders())
+        found.append(os.path.relpath(trainer.checkpoint_callback.best_model_path, root))
+    return found
+
+
+DEFAULT_LOCATIONS = [os.path.join("exp", "version_0", "checkpoints", "epoch=0-step=4.ckpt"),
+                     os.path.join("checkpoints", "epoch=0-step=4.ckpt")]
+
+
+def test_default_dirpath(tmp_path):
+    import volt
+
+    assert _default_locations(volt, tmp_path) == DEFAULT_LOCATIONS
+
+
+@pytest.mark.lightning
+def test_lightning_default_dirpath(tmp_path, quiet_lightning):
+    assert _default_locations(quiet_lightning, tmp_path) == DEFAULT_LOCATIONS
+
+
+MISSING_MONITOR = (r"`ModelCheckpoint\(monitor='val_acc'\)` could not find the monitored key in the returned metrics:"
+                   r" \[.*'val_loss'.*\]\. HINT: Did you call `log\('val_acc', value\)` in the `LightningModule`\?")
+
+
+def test_fit_with_a_never_logged_monitor_names_it(tmp_path):
+    import volt
+
+    cb = volt.callbacks.ModelCheckpoint(dirpath=tmp_path, monitor="val_acc")
+    with pytest.raises(MisconfigurationException, match=MISSING_MONITOR):
+        _trainer(volt, tmp_path, [cb]).fit(_make_module(volt, None), *_loaders())
+
+
+@pytest.mark.lightning
+def test_lightning_names_a_never_logged_monitor_the_same_way(tmp_path, quiet_lightning):
+    cb = quiet_lightning.callbacks.ModelCheckpoint(dirpath=tmp_path, monitor="val_acc")
+    with pytest.raises(quiet_lightning.utilities.exceptions.MisconfigurationException, match=MISSING_MONITOR):
+        _trainer(quiet_lightning, tmp_path, [cb]).fit(_make_module(quiet_lightning, None), *_loaders())
+
+
+def test_fast_dev_run_writes_nothing(tmp_path):
+    import volt
+
+    cb = volt.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpts", save_last=True, every_n_train_steps=1)
+    _trainer(volt, tmp_path, [cb], fast_dev_run=2).fit(_make_module(volt, None), *_loaders())
+    assert not (tmp_path / "ckpts").exists()
+
+
+def test_at_most_one_save_per_optimizer_step(tmp_path):
+    import volt
+
+    # with accumulation, global_step stays at 2 for two batches: one file, not a `-v1` copy
+    cb = volt.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpts", every_n_train_steps=1, save_top_k=-1)
+    _trainer(volt, tmp_path, [cb], max_epochs=1, accumulate_grad_batches=2).fit(_make_module(volt, None), *_loaders())
+    assert _listing(tmp_path / "ckpts") == ["epoch=0-step=1.ckpt", "epoch=0-step=2.ckpt"]
+
+
+def test_checkpoints_load_safely_and_hold_the_callback_state(tmp_path):
+    import volt
+
+    cb = volt.callbacks.ModelCheckpoint(dirpath=tmp_path, monitor="val_loss", save_top_k=2)
+    _trainer(volt, tmp_path, [cb], max_epochs=2).fit(_make_module(volt, [2, 1]), *_loaders())
+    checkpoint = torch.load(cb.best_model_path, weights_only=True)
+    state = checkpoint["callbacks"][cb.state_key]
+    assert state["best_model_path"] == cb.best_model_path == str(tmp_path / "epoch=1-step=8.ckpt")
+    assert state["best_k_models"] == cb.best_k_models
+    assert checkpoint["global_step"] == 8 and "optimizer_states" in checkpoint
+
+    weights_only = volt.callbacks.ModelCheckpoint(dirpath=tmp_path / "w", save_weights_only=True)
+    _trainer(volt, tmp_path, [weights_only], max_epochs=1).fit(_make_module(volt, None), *_loaders())
+    assert "optimizer_states" not in torch.load(weights_only.best_model_path, weights_only=True)
