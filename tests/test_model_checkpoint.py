@@ -816,3 +816,25 @@ def test_checkpoints_load_safely_and_hold_the_callback_state(tmp_path):
     weights_only = volt.callbacks.ModelCheckpoint(dirpath=tmp_path / "w", save_weights_only=True)
     _trainer(volt, tmp_path, [weights_only], max_epochs=1).fit(_make_module(volt, None), *_loaders())
     assert "optimizer_states" not in torch.load(weights_only.best_model_path, weights_only=True)
+
+
+def test_remote_dirpath_through_fsspec(tmp_path):
+    import fsspec
+
+    import volt
+
+    url = f"memory://{tmp_path.name}/ckpts"
+    cb = volt.callbacks.ModelCheckpoint(dirpath=url, monitor="val_loss", save_top_k=2, save_last=True, filename="m")
+    _trainer(volt, tmp_path, [cb]).fit(_make_module(volt, [3, 1, 2]), *_loaders())
+    fs = fsspec.filesystem("memory")
+    try:
+        # epoch 2 evicts epoch 0's `m.ckpt` (the worst) and takes its name; epoch 1 holds `m-v1.ckpt`
+        assert sorted(os.path.basename(p) for p in fs.ls(f"/{tmp_path.name}/ckpts", detail=False)) == [
+            "last.ckpt", "m-v1.ckpt", "m.ckpt"]
+        assert cb.best_model_path == f"{url}/m-v1.ckpt"
+        assert torch.load(fs.open(f"/{tmp_path.name}/ckpts/m.ckpt"), weights_only=True)["global_step"] == 12
+        cb.to_yaml()
+        yaml_text = fs.cat(f"/{tmp_path.name}/ckpts/best_k_models.yaml").decode()
+        assert yaml_text == f"{url}/m-v1.ckpt: 1.0\n{url}/m.ckpt: 2.0\n"
+    finally:
+        fs.rm(f"/{tmp_path.name}", recursive=True)
