@@ -5,6 +5,7 @@ import pickle
 import subprocess
 import sys
 import threading
+import warnings
 from argparse import Namespace
 
 import pytest
@@ -143,23 +144,16 @@ def test_versions_increment_and_ignore_other_entries(tmp_path, logger_cls):
     ]
 
 
+LAYOUTS = [{}, {"name": "exp"}, {"name": ""}, {"name": None}, {"version": 3}, {"version": "my_run"}]
+
+
 @pytest.mark.parametrize(
-    "kwargs",
-    [
-        {},
-        {"name": "exp"},
-        {"name": ""},
-        {"name": None},
-        {"version": 3},
-        {"version": "my_run"},
-        {"name": "exp", "version": "my_run", "sub_dir": "fold_0"},
-    ],
+    "cls_name, kwargs",
+    [(cls_name, kwargs) for cls_name in ("CSVLogger", "TensorBoardLogger") for kwargs in LAYOUTS]
+    + [("TensorBoardLogger", {"name": "exp", "version": "my_run", "sub_dir": "fold_0"})],
 )
-@pytest.mark.parametrize("cls_name", ["CSVLogger", "TensorBoardLogger"])
 def test_layout_matches_lightning(tmp_path, cls_name, kwargs):
     pl_loggers = pytest.importorskip("pytorch_lightning.loggers")
-    if cls_name == "CSVLogger" and "sub_dir" in kwargs:
-        pytest.skip("CSVLogger has no sub_dir")
     (tmp_path / "lightning_logs" / "version_0").mkdir(parents=True)
     (tmp_path / "exp" / "version_4").mkdir(parents=True)
     ours = getattr(sys.modules["volt.loggers"], cls_name)(tmp_path, **kwargs)
@@ -248,14 +242,14 @@ def test_tensorboard_hparams_with_metrics_and_without_default(tmp_path):
 
 def test_tensorboard_defers_tensorboardx_import(tmp_path):
     script = f"""
-import sys
+import os, sys
 from volt.loggers import TensorBoardLogger
 logger = TensorBoardLogger({str(tmp_path)!r})
 logger.log_hyperparams({{"lr": 0.1}})
 logger.log_graph(None)
 logger.save()
 assert "tensorboardX" not in sys.modules, "imported too early"
-assert not any(name.endswith(".tfevents") or ".tfevents." in name for _, _, f in __import__("os").walk({str(tmp_path)!r}) for name in f)
+assert not any(files for _, _, files in os.walk({str(tmp_path)!r})), "wrote before the first metrics"
 logger.log_metrics({{"loss": 1.0}}, step=0)
 assert "tensorboardX" in sys.modules
 """
@@ -390,3 +384,83 @@ def test_tensorboard_truncate_after_with_an_open_writer(tmp_path):
     logger.log_metrics({"loss": 20.0}, step=2)
     logger.finalize("success")
     assert read_scalars(logger.log_dir)["loss"] == [(0, 0.0), (1, 1.0), (2, 20.0)]
+
+
+# ------------------------------------------------------------------------------------------ with the Trainer
+
+
+def make_module_class(pl):
+    """The same tiny regression module for volt and for Lightning (the oracle)."""
+
+    class TinyRegression(pl.LightningModule):
+        def __init__(self, lr=0.1):
+            super().__init__()
+            self.save_hyperparameters()
+            self.layer = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, batch_idx):
+            loss = self.layer(batch[0]).pow(2).mean()
+            self.log("train_loss", loss)
+            return loss
+
+        def validation_step(self, batch, batch_idx):
+            self.log("val_loss", self.layer(batch[0]).pow(2).mean())
+
+        def test_step(self, batch, batch_idx):
+            self.log("test_loss", self.layer(batch[0]).pow(2).mean())
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
+
+    return TinyRegression
+
+
+def fit_tiny(pl, logger, root):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    torch.manual_seed(0)
+    data = TensorDataset(torch.randn(32, 2))
+    model = make_module_class(pl)()
+    trainer = pl.Trainer(
+        default_root_dir=root, logger=logger, max_epochs=2, log_every_n_steps=3, enable_progress_bar=False,
+        enable_model_summary=False, enable_checkpointing=False,
+    )
+    trainer.fit(model, DataLoader(data, batch_size=4), DataLoader(data, batch_size=4))
+    return trainer, DataLoader(data, batch_size=4)
+
+
+def test_fit_writes_csv_like_lightning(tmp_path):
+    import volt
+
+    fit_tiny(volt, CSVLogger(tmp_path / "volt"), tmp_path)
+    header, rows = read_csv(tmp_path / "volt" / "lightning_logs" / "version_0" / "metrics.csv")
+    assert header == ["epoch", "step", "train_loss", "val_loss"]
+    train_rows = [(row["epoch"], row["step"]) for row in rows if row["train_loss"]]
+    assert train_rows == [("0", "2"), ("0", "5"), ("1", "8"), ("1", "11"), ("1", "14")]  # every 3rd optimizer step
+    assert [(row["epoch"], row["step"]) for row in rows if row["val_loss"]] == [("0", "7"), ("1", "15")]
+    assert open(tmp_path / "volt" / "lightning_logs" / "version_0" / "hparams.yaml").read() == "lr: 0.1\n"
+
+    pl = pytest.importorskip("pytorch_lightning")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit_tiny(pl, pl.loggers.CSVLogger(tmp_path / "pl"), tmp_path)
+    _, oracle_rows = read_csv(tmp_path / "pl" / "lightning_logs" / "version_0" / "metrics.csv")
+    assert len(rows) == len(oracle_rows)
+    for ours, theirs in zip(rows, oracle_rows):
+        assert ours.keys() == theirs.keys()
+        for key in ours:
+            assert (ours[key] == theirs[key]) or float(ours[key]) == pytest.approx(float(theirs[key]), rel=1e-5)
+
+
+def test_fit_then_test_with_tensorboard(tmp_path):
+    import volt
+
+    trainer, test_loader = fit_tiny(volt, None, tmp_path)  # the default logger: TensorBoard
+    trainer.test(trainer.lightning_module, test_loader, verbose=False)
+    log_dir = tmp_path / "lightning_logs" / "version_0"
+    files = sorted(name.split(".out.tfevents.")[0] for name in os.listdir(log_dir))
+    assert files == ["events", "events", "hparams.yaml"]  # fit's event file, then test's
+    scalars = read_scalars(str(log_dir))
+    assert [step for step, _ in scalars["train_loss"]] == [2, 5, 8, 11, 14]
+    assert [step for step, _ in scalars["val_loss"]] == [7, 15]
+    assert len(scalars["test_loss"]) == 1 and scalars["hp_metric"][0] == (0, -1.0)

@@ -3,13 +3,16 @@
 tensorboardX takes about a quarter of a second to import, so nothing here imports it until the first real write:
 hyperparameters are buffered until then, and `fit()` reaches its first training step without waiting for it.
 
-The logger writes its scalars and hyperparameters to an event file of its own, synchronously: tensorboardX's
-SummaryWriter hands events to a background thread that its `flush()` does not wait for, so "flushed" data could
-still be missing from disk. `experiment` is a SummaryWriter for everything else (images, histograms, graphs).
+Scalars and hyperparameters go to an event file the logger writes itself, synchronously, and hands to the OS after
+every write (no fsync: these are logs, not checkpoints). tensorboardX's SummaryWriter instead queues events for a
+background thread that its `flush()` does not wait for, and fsyncs on every flush. `experiment` is still a
+SummaryWriter, for everything else (images, histograms, the graph).
 """
 import importlib.util
 import itertools
 import os
+import socket
+import struct
 import time
 from argparse import Namespace
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
@@ -41,6 +44,32 @@ def _unique_suffix() -> str:
     which purging on resume relies on.
     """
     return f".{time.time_ns()}.{os.getpid()}.{next(_writer_ids)}"
+
+
+class _EventFile:
+    """A TensorBoard event file (TFRecord framing: length, masked CRC, event, masked CRC), written synchronously."""
+
+    def __init__(self, log_dir: str) -> None:
+        from tensorboardX.proto.event_pb2 import Event
+
+        os.makedirs(log_dir, exist_ok=True)
+        name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}{_unique_suffix()}"
+        self._file = open(os.path.join(log_dir, name), "wb")
+        self.write(Event(wall_time=time.time(), file_version="brain.Event:2"))
+
+    def write(self, event) -> None:
+        from tensorboardX.record_writer import masked_crc32c
+
+        data = event.SerializeToString()
+        header = struct.pack("<Q", len(data))
+        self._file.write(b"".join((header, struct.pack("<I", masked_crc32c(header)), data,
+                                   struct.pack("<I", masked_crc32c(data)))))
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
 
 
 def _tensorboardx_available() -> bool:
@@ -92,13 +121,11 @@ class TensorBoardLogger(Logger):
         self._sub_dir = None if sub_dir is None else os.fspath(sub_dir)
         self._kwargs = kwargs
         self._experiment = None  # SummaryWriter, created when `experiment` is first used
-        self._events = None  # the logger's own synchronous event file (tensorboardX EventsWriter)
+        self._events: Optional[_EventFile] = None  # the logger's own event file, for scalars and hparams
         self.hparams: Dict[str, Any] = {}
         self._hparams_saved = False  # hparams.yaml matches self.hparams
         self._pending_hparams: List[Tuple[Dict[str, Any], Dict[str, Any], Optional[int]]] = []
         self._purge_step: Optional[int] = None
-        self._flush_secs = kwargs.get("flush_secs", 120)
-        self._next_flush = 0.0
 
     @property
     def name(self) -> str:
@@ -146,10 +173,7 @@ class TensorBoardLogger(Logger):
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, Any], step: Optional[int] = None) -> None:
-        """Write scalars (numbers or one-element tensors, read now); a dict value goes to `add_scalars`.
-
-        Written data reaches the disk on `save()`, `finalize()`, or every `flush_secs` (default 120) seconds.
-        """
+        """Write scalars (numbers or one-element tensors, read now); a dict value goes to `add_scalars`."""
         from tensorboardX.proto.summary_pb2 import Summary
 
         values = []
@@ -160,8 +184,7 @@ class TensorBoardLogger(Logger):
                 values.append(Summary.Value(tag=key, simple_value=_to_float(key, value)))
         if values:  # one event for the whole dict: what add_scalar would write, for a fraction of the cost
             self._write(step, summary=Summary(value=values))
-            if time.monotonic() >= self._next_flush:  # a flush costs an fsync: at most every `flush_secs`
-                self._flush_events()
+            self._events.flush()
 
     @rank_zero_only
     def log_hyperparams(
@@ -214,7 +237,7 @@ class TensorBoardLogger(Logger):
         """Flush event files and write hparams.yaml; before the first write there is nothing to save yet."""
         if self._events is None:
             return
-        self._flush_events()
+        self._events.flush()
         if self._experiment is not None:
             self._experiment.flush()
         if not self._hparams_saved:
@@ -250,10 +273,7 @@ class TensorBoardLogger(Logger):
         """Open the logger's event file if needed, then write a pending purge marker and hyperparameters."""
         if self._events is not None:
             return
-        from tensorboardX.event_file_writer import EventsWriter
-
-        os.makedirs(self.log_dir, exist_ok=True)
-        self._events = EventsWriter(os.path.join(self.log_dir, "events"), _unique_suffix())
+        self._events = _EventFile(self.log_dir)
         if self._purge_step is not None:
             self._write_purge_marker()
         self._write_pending_hparams()
@@ -265,18 +285,14 @@ class TensorBoardLogger(Logger):
         event = Event(wall_time=time.time(), **fields)
         if step is not None:
             event.step = int(step)
-        self._events.write_event(event)
-
-    def _flush_events(self) -> None:
-        self._events.flush()
-        self._next_flush = time.monotonic() + self._flush_secs
+        self._events.write(event)
 
     def _write_purge_marker(self) -> None:
         from tensorboardX.proto.event_pb2 import SessionLog
 
         step, self._purge_step = self._purge_step, None
         self._write(step, session_log=SessionLog(status=SessionLog.START))
-        self._flush_events()
+        self._events.flush()
 
     def _write_pending_hparams(self) -> None:
         from tensorboardX.summary import hparams

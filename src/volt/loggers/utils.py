@@ -49,7 +49,7 @@ def _convert_params(params: Optional[Union[Mapping, Namespace]]) -> Dict[str, An
 
 
 def _flatten_dict(params: Mapping, delimiter: str = "/", parent_key: str = "") -> Dict[str, Any]:
-    """Nested dicts, Namespaces, dataclasses and lists of dicts become one level of `a/b/c` keys (TensorBoard's view)."""
+    """Nested dicts, Namespaces, dataclasses and lists of dicts become one level of `a/b/c` keys, for TensorBoard."""
     flat: Dict[str, Any] = {}
     for key, value in params.items():
         name = f"{parent_key}{delimiter}{key}" if parent_key else str(key)
