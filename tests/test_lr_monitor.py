@@ -151,3 +151,63 @@ def test_errors():
     trainer = StubTrainer([torch.optim.SGD(params(), lr=0.1)], loggers=[])
     with pytest.raises(MisconfigurationException, match="needs a logger.*logger=True"):
         LearningRateMonitor().on_train_start(trainer, None)
+
+
+# ------------------------------------------------------------------------------------------ end to end
+
+
+def fit_with_monitor(pl, tmp_path, monitor, **trainer_kwargs):
+    """The same small run under volt or Lightning (`pl` is the package)."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    class Model(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, batch_idx):
+            return self.layer(batch[0]).sum()
+
+        def configure_optimizers(self):
+            opt = torch.optim.SGD(self.parameters(), lr=1.0, momentum=0.5)
+            sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    trainer = pl.Trainer(max_epochs=2, default_root_dir=str(tmp_path), callbacks=[monitor], enable_progress_bar=False,
+                         enable_model_summary=False, enable_checkpointing=False, **trainer_kwargs)
+    trainer.fit(Model(), DataLoader(TensorDataset(torch.randn(8, 2)), batch_size=2))
+    return trainer
+
+
+def test_fit_logs_the_schedule_through_the_loggers(tmp_path):
+    import volt
+    from volt.loggers import CSVLogger
+
+    monitor = LearningRateMonitor(log_momentum=True)
+    logger = CSVLogger(str(tmp_path))
+    trainer = fit_with_monitor(volt, tmp_path, monitor, logger=logger, log_every_n_steps=2)
+    assert monitor.lrs == {"lr-SGD": [0.5, 0.125, 0.03125, 0.0078125]}  # before steps 1, 3, 5, 7
+    assert trainer.callback_metrics["lr-SGD-momentum"] == 0.5
+    with open(f"{logger.log_dir}/metrics.csv") as f:
+        text = f.read()
+    assert "lr-SGD" in text.splitlines()[0] and "0.125" in text
+
+
+def test_same_learning_rates_as_lightning(tmp_path):
+    pl = pytest.importorskip("pytorch_lightning")
+    import volt
+    from volt.loggers import CSVLogger
+
+    ours, theirs = LearningRateMonitor(), pl.callbacks.LearningRateMonitor()
+    fit_with_monitor(volt, tmp_path / "volt", ours, logger=CSVLogger(str(tmp_path / "volt")), log_every_n_steps=3)
+    fit_with_monitor(pl, tmp_path / "pl", theirs, logger=pl.loggers.CSVLogger(str(tmp_path / "pl")),
+                     log_every_n_steps=3)
+    assert ours.lrs == theirs.lrs
+
+
+def test_fast_dev_run_has_no_logger_and_no_error(tmp_path):
+    import volt
+
+    monitor = LearningRateMonitor()
+    fit_with_monitor(volt, tmp_path, monitor, fast_dev_run=2)
+    assert list(monitor.lrs) == ["lr-SGD"]

@@ -11,6 +11,14 @@ from torch import nn
 from volt.callbacks.model_summary import ModelSummary, RichModelSummary, get_human_readable_count, summarize
 
 
+@pytest.fixture
+def volt_logs(caplog, monkeypatch):
+    """caplog for volt's logger, which does not propagate to the root logger by default."""
+    monkeypatch.setattr(logging.getLogger("volt"), "propagate", True)
+    with caplog.at_level(logging.INFO, logger="volt"):
+        yield caplog
+
+
 class Net(nn.Module):
     def __init__(self):
         super().__init__()
@@ -126,14 +134,13 @@ def test_bad_max_depth():
         ModelSummary(max_depth="1")
 
 
-def test_callback_logs_the_table_on_rank_zero_only(caplog):
-    caplog.set_level(logging.INFO, logger="volt")
+def test_callback_logs_the_table_on_rank_zero_only(volt_logs):
     ModelSummary(max_depth=2).on_fit_start(SimpleNamespace(is_global_zero=True), Net())
-    assert "head.0" in caplog.text and "Total params" in caplog.text
-    caplog.clear()
+    assert "head.0" in volt_logs.text and "Total params" in volt_logs.text
+    volt_logs.clear()
     ModelSummary().on_fit_start(SimpleNamespace(is_global_zero=False), Net())
     ModelSummary(max_depth=0).on_fit_start(SimpleNamespace(is_global_zero=True), Net())
-    assert caplog.text == ""
+    assert volt_logs.text == ""
 
 
 def test_rich_summary_prints_a_table(monkeypatch):
@@ -152,3 +159,33 @@ def test_rich_summary_without_rich_gives_install_hint(monkeypatch):
     monkeypatch.setattr(model_summary.importlib.util, "find_spec", lambda name, *args: None)
     with pytest.raises(ModuleNotFoundError, match="pip install rich"):
         RichModelSummary()
+
+
+# ------------------------------------------------------------------------------------------ end to end
+
+
+def test_fit_logs_the_summary_by_default(tmp_path, volt_logs):
+    import volt
+    from torch.utils.data import DataLoader, TensorDataset
+
+    class Model(volt.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = Net()
+            self.example_input_array = torch.zeros(5, 400)
+
+        def forward(self, x):
+            return self.net(x)
+
+        def training_step(self, batch, batch_idx):
+            return self(batch[0]).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    trainer = volt.Trainer(max_steps=1, default_root_dir=str(tmp_path), logger=False, enable_checkpointing=False,
+                           enable_progress_bar=False)
+    assert any(type(cb) is ModelSummary for cb in trainer.callbacks)
+    trainer.fit(Model(), DataLoader(TensorDataset(torch.randn(4, 400)), batch_size=2))
+    assert "0 | net  | Net  | 80.8 K | train | 806 K | [5, 400] | [5, 3]" in volt_logs.text
+    assert "80.8 K    Total params" in volt_logs.text

@@ -308,3 +308,76 @@ def test_rich_missing_gives_install_hint(monkeypatch):
                         lambda name, *args: None if name == "rich" else real_find_spec(name, *args))
     with pytest.raises(ModuleNotFoundError, match="pip install rich"):
         RichProgressBar()
+
+
+# ------------------------------------------------------------------------------------------ end to end
+
+
+def fit_tiny(tmp_path, steps=8, epochs=1, **trainer_kwargs):
+    import volt
+    from torch.utils.data import DataLoader, TensorDataset
+
+    class Tiny(volt.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(4, 1)
+
+        def training_step(self, batch, batch_idx):
+            loss = self.layer(batch[0]).pow(2).mean()
+            self.log("train_loss", loss, prog_bar=True)
+            return loss
+
+        def validation_step(self, batch, batch_idx):
+            self.log("val_loss", self.layer(batch[0]).pow(2).mean(), prog_bar=True)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    data = TensorDataset(torch.randn(2 * steps, 4))
+    trainer = volt.Trainer(max_epochs=epochs, default_root_dir=str(tmp_path), enable_checkpointing=False,
+                           enable_model_summary=False, **trainer_kwargs)
+    trainer.fit(Tiny(), DataLoader(data, batch_size=2), DataLoader(data, batch_size=4))
+    return trainer
+
+
+def test_fit_prints_lightning_style_bars(tmp_path, capsys):
+    from volt.loggers import CSVLogger
+
+    trainer = fit_tiny(tmp_path, epochs=2, logger=CSVLogger(str(tmp_path)))
+    assert isinstance(trainer.progress_bar_callback, TQDMProgressBar)
+    lines = capsys.readouterr().out.replace("\r", "\n").splitlines()
+    assert any(line.startswith("Sanity Checking DataLoader 0: 100%") for line in lines)
+    assert any(line.startswith("Validation DataLoader 0: 100%|██████████| 4/4") for line in lines)
+    last_epoch_1 = [line for line in lines if line.startswith("Epoch 1: 100%|██████████| 8/8")][-1]
+    assert re.search(r"v_num=0, train_loss=[^,]+, val_loss=[^,]+\]$", last_epoch_1.rstrip())
+
+
+def test_fit_redraws_the_train_bar_rarely(tmp_path, capsys):
+    class CountingBar(TQDMProgressBar):
+        redraws = 0
+
+        def get_metrics(self, trainer, pl_module):
+            CountingBar.redraws += 1
+            return super().get_metrics(trainer, pl_module)
+
+    fit_tiny(tmp_path, steps=200, callbacks=[CountingBar()], logger=False, num_sanity_val_steps=0,
+             limit_val_batches=0)
+    # first and last batch, epoch end, and one per 0.1 s in between: far fewer than the 200 steps
+    assert 3 <= CountingBar.redraws <= 3 + 10 * 5
+    assert "200/200" in capsys.readouterr().out
+
+
+def test_enable_progress_bar_false_shows_no_bar(tmp_path, capsys):
+    trainer = fit_tiny(tmp_path, enable_progress_bar=False, logger=False)
+    assert trainer.progress_bar_callback is None
+    assert not any(isinstance(cb, ProgressBar) for cb in trainer.callbacks)
+    assert "Epoch 0" not in capsys.readouterr().out
+
+
+def test_fit_with_rich_bar(tmp_path):
+    file = io.StringIO()
+    trainer = fit_tiny(tmp_path, logger=False, callbacks=[
+        RichProgressBar(console_kwargs={"file": file, "force_terminal": True, "width": 200})])
+    assert trainer.progress_bar_callback is trainer.callbacks[0]
+    out = file.getvalue()
+    assert "Epoch 0/0" in out and "8/8" in out and "train_loss:" in out and "val_loss:" in out

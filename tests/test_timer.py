@@ -4,10 +4,19 @@ from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from volt.callbacks import timer as timer_module
 from volt.callbacks.timer import Timer
 from volt.utilities.exceptions import MisconfigurationException
+
+
+@pytest.fixture
+def volt_logs(caplog, monkeypatch):
+    """caplog for volt's logger, which does not propagate to the root logger by default."""
+    monkeypatch.setattr(logging.getLogger("volt"), "propagate", True)
+    with caplog.at_level(logging.INFO, logger="volt"):
+        yield caplog
 
 
 class FakeTime:
@@ -55,8 +64,7 @@ def test_bad_interval_and_stage():
         Timer().time_elapsed("training")
 
 
-def test_stops_after_the_step_that_exceeds_the_budget(clock, caplog):
-    caplog.set_level(logging.INFO, logger="volt")
+def test_stops_after_the_step_that_exceeds_the_budget(clock, volt_logs):
     timer, trainer = Timer(duration="00:00:00:10"), stub_trainer()
     timer.on_fit_start(trainer, None)
     timer.on_train_start(trainer, None)
@@ -66,7 +74,7 @@ def test_stops_after_the_step_that_exceeds_the_budget(clock, caplog):
     clock.now += 1
     timer.on_train_batch_end(trainer, None, None, None, 1)
     assert trainer.should_stop
-    assert "Time limit reached. Elapsed time is 0:00:10. Signaling Trainer to stop." in caplog.text
+    assert "Time limit reached. Elapsed time is 0:00:10. Signaling Trainer to stop." in volt_logs.text
 
 
 def test_epoch_interval_checks_only_at_epoch_end(clock):
@@ -132,3 +140,56 @@ def test_rank_zero_decides(clock):
     clock.now += 5
     timer.on_train_batch_end(trainer, None, None, None, 0)
     assert not trainer.should_stop
+
+
+# ------------------------------------------------------------------------------------------ end to end
+
+
+def fit_for_a_while(tmp_path, timer, ckpt_path=None):
+    import time
+
+    from torch.utils.data import DataLoader, TensorDataset
+
+    import volt
+
+    class Slow(volt.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, batch_idx):
+            time.sleep(0.02)
+            return self.layer(batch[0]).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    trainer = volt.Trainer(max_epochs=1000, default_root_dir=str(tmp_path), callbacks=[timer], logger=False,
+                           enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
+    trainer.fit(Slow(), DataLoader(TensorDataset(torch.randn(8, 2)), batch_size=2), ckpt_path=ckpt_path)
+    return trainer
+
+
+def test_fit_stops_when_the_time_is_up_and_a_resume_keeps_the_count(tmp_path, volt_logs):
+    timer = Timer(duration={"seconds": 0.2})
+    trainer = fit_for_a_while(tmp_path, timer)
+    assert 2 <= trainer.global_step < 100
+    assert timer.time_elapsed() >= 0.2 and timer.end_time() is not None
+    assert "Time limit reached" in volt_logs.text
+
+    ckpt = str(tmp_path / "timed.ckpt")
+    trainer.save_checkpoint(ckpt)
+    saved = torch.load(ckpt, weights_only=True)
+    assert saved["callbacks"]["Timer"]["time_elapsed"]["train"] >= 0.2
+    resumed = Timer(duration={"seconds": 0.2})
+    trainer = fit_for_a_while(tmp_path, resumed, ckpt_path=ckpt)
+    assert resumed.time_elapsed() >= 0.2
+    assert trainer.global_step == saved["global_step"]  # the budget was already spent: no more steps
+
+
+def test_trainer_max_time_adds_a_step_timer():
+    import volt
+
+    trainer = volt.Trainer(max_time="00:00:01:00", logger=False, enable_checkpointing=False)
+    (timer,) = [cb for cb in trainer.callbacks if isinstance(cb, Timer)]
+    assert timer.time_remaining() == 60 and timer._interval == "step"

@@ -138,7 +138,6 @@ class RichProgressBar(ProgressBar):
 
     def _stop_progress(self) -> None:
         if self.progress is not None:
-            self.progress.refresh()
             self.progress.stop()
             self.progress = None
 
@@ -295,8 +294,8 @@ class RichProgressBar(ProgressBar):
     def _advance(self, task_id, n: int) -> None:
         if self.progress is None or task_id is None or self.is_disabled:
             return
-        self.progress.update(task_id, completed=n)
         if _monotonic() >= self._next_draw or n == self._eval_total:
+            self.progress.update(task_id, completed=n)
             self._draw()
 
     def teardown(self, trainer, pl_module, stage: str) -> None:

@@ -197,11 +197,9 @@ class TQDMProgressBar(ProgressBar):
             self._redraw_train(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        bar = self._train_progress_bar
-        if bar is not None and not bar.disable and self.is_enabled:
-            self._redraw_train(trainer, pl_module)
-        if self._leave and bar is not None:
-            bar.close()
+        self._redraw_train(trainer, pl_module)  # the batches since the last redraw, and the epoch-end metrics
+        if self._leave and self._train_progress_bar is not None:
+            self._train_progress_bar.close()
 
     def on_train_end(self, trainer, pl_module) -> None:
         if self._train_progress_bar is not None:
