@@ -381,3 +381,9 @@ def test_fit_with_rich_bar(tmp_path):
     assert trainer.progress_bar_callback is trainer.callbacks[0]
     out = file.getvalue()
     assert "Epoch 0/0" in out and "8/8" in out and "train_loss:" in out and "val_loss:" in out
+
+
+def test_mid_epoch_validation_shows_where_training_paused(tmp_path, capsys):
+    fit_tiny(tmp_path, logger=False, val_check_interval=0.5)
+    lines = capsys.readouterr().out.replace("\r", "\n").splitlines()
+    assert any(line.startswith("Epoch 0:  50%|█████     | 4/8") and "val_loss=" in line for line in lines)

@@ -227,6 +227,8 @@ class RichProgressBar(ProgressBar):
 
     def on_validation_start(self, trainer, pl_module) -> None:
         self._init_progress(trainer)
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            self._redraw_train(trainer, pl_module)  # the training bar shows where validation interrupts it
 
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         if self.is_disabled or not self.has_dataloader_changed(dataloader_idx):
@@ -297,6 +299,8 @@ class RichProgressBar(ProgressBar):
         if _monotonic() >= self._next_draw or n == self._eval_total:
             self.progress.update(task_id, completed=n)
             self._draw()
+        elif n == 1:  # a first sample, so rich can tell the speed of a short run
+            self.progress.update(task_id, completed=n)
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
         self._stop_progress()

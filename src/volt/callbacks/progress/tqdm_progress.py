@@ -219,6 +219,8 @@ class TQDMProgressBar(ProgressBar):
 
     def on_validation_start(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking:
+            if trainer.state.fn == "fit":  # the training bar shows where validation interrupts it
+                self._redraw_train(trainer, pl_module)
             self.val_progress_bar = self.init_validation_tqdm()
 
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -234,10 +236,8 @@ class TQDMProgressBar(ProgressBar):
     def on_validation_end(self, trainer, pl_module) -> None:
         self._finish_eval_bar(self.val_progress_bar)
         self.reset_dataloader_idx_tracker()
-        if trainer.state.fn == "fit":  # show the fresh validation metrics next to the training bar
-            bar = self._train_progress_bar
-            if bar is not None and not bar.disable and self.is_enabled:
-                bar.set_postfix(self.get_metrics(trainer, pl_module))
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            self._redraw_train(trainer, pl_module)  # with the fresh validation metrics
 
     def on_test_start(self, trainer, pl_module) -> None:
         self.test_progress_bar = self.init_test_tqdm()
