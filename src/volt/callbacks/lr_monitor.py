@@ -49,7 +49,7 @@ class LearningRateMonitor(Callback):
         if self.log_momentum and not self._all_have_momentum(trainer):
             rank_zero_warn("LearningRateMonitor(log_momentum=True): some optimizers have neither `momentum` nor "
                            "`betas`; their momentum is logged as 0.", category=RuntimeWarning)
-        names = [name for group_names, _ in self._named_optimizers(trainer) for name in group_names]
+        names = [name for group_names, _, _ in self._named_optimizers(trainer) for name in group_names]
         self.lrs = {name: [] for name in names}
         self.last_momentum_values = {f"{name}-momentum": None for name in names}
         self.last_weight_decay_values = {f"{name}-weight_decay": None for name in names}
@@ -66,7 +66,7 @@ class LearningRateMonitor(Callback):
     def _log(self, trainer, interval: Optional[str]) -> None:
         """Log the optimizers whose scheduler steps at `interval` (all when None), and those without a scheduler."""
         stats: Dict[str, float] = {}
-        for (names, optimizer), config in self._named_optimizers_with_configs(trainer):
+        for names, optimizer, config in self._named_optimizers(trainer):
             if config is None or interval is None or config.interval == interval:
                 stats.update(self._optimizer_stats(optimizer, names))
         if not stats:
@@ -103,25 +103,22 @@ class LearningRateMonitor(Callback):
         optimizers = [config.scheduler.optimizer for config in trainer.lr_scheduler_configs] or trainer.optimizers
         return all("momentum" in opt.defaults or "betas" in opt.defaults for opt in optimizers)
 
-    def _named_optimizers(self, trainer) -> List[Tuple[List[str], Any]]:
-        return [named for named, _ in self._named_optimizers_with_configs(trainer)]
-
-    def _named_optimizers_with_configs(self, trainer):
-        """`((group names, optimizer), scheduler config or None)` for scheduled optimizers, then the others."""
+    def _named_optimizers(self, trainer) -> List[Tuple[List[str], Any, Any]]:
+        """`(group names, optimizer, scheduler config)` for each scheduled optimizer, then the others (config None)."""
         result = []
         seen = []
         type_counts: Dict[type, int] = defaultdict(int)
         for config in trainer.lr_scheduler_configs:
             optimizer = config.scheduler.optimizer
             base = config.name if config.name is not None else f"lr-{type(optimizer).__name__}"
-            result.append(((self._group_names(optimizer, base, type_counts, count=config.name is None), optimizer),
+            result.append((self._group_names(optimizer, base, type_counts, count=config.name is None), optimizer,
                            config))
             seen.append(optimizer)
         for optimizer in trainer.optimizers:
             if any(optimizer is s for s in seen):
                 continue
             base = f"lr-{type(optimizer).__name__}"
-            result.append(((self._group_names(optimizer, base, type_counts, count=True), optimizer), None))
+            result.append((self._group_names(optimizer, base, type_counts, count=True), optimizer, None))
             seen.append(optimizer)
         return result
 
