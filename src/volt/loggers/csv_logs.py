@@ -21,8 +21,8 @@ from volt.utilities.rank_zero import rank_zero_only, rank_zero_warn
 class ExperimentWriter:
     """Buffers metric rows and writes them to metrics.csv, whose header is the sorted union of every key seen.
 
-    Values are kept as given (tensors included) and converted to numbers only when written, so logging a row costs
-    no device sync.
+    Values are kept as given (tensors included, so callers must not modify them in place) and converted to numbers
+    only when written, so logging a row costs no device sync.
     """
 
     NAME_METRICS_FILE = "metrics.csv"

@@ -39,9 +39,9 @@ _writer_ids = itertools.count()
 def _unique_suffix() -> str:
     """An event-file name suffix unique to this writer, sorting in creation order.
 
-    tensorboardX names files by the second and opens them with "wb", so two writers started in the same second in
-    one folder (fit, then test) would overwrite each other; and TensorBoard reads a folder's files in name order,
-    which purging on resume relies on.
+    Event file names carry the time in whole seconds, and tensorboardX opens them with "wb": two writers started
+    in the same second in one folder (fit, then test) would overwrite each other. TensorBoard reads a folder's files
+    in name order, which the purge marker written on resume relies on.
     """
     return f".{time.time_ns()}.{os.getpid()}.{next(_writer_ids)}"
 
