@@ -297,8 +297,13 @@ class LightningModule(HyperparametersMixin, nn.Module):
                      batch_size=batch_size, rank_zero_only=rank_zero_only)
 
     def print(self, *args: Any, **kwargs: Any) -> None:
-        """`print` on global rank 0 only."""
-        if self.global_rank == 0:
+        """`print` on global rank 0 only, through the progress bar (if any) so its line stays intact."""
+        if self.global_rank != 0:
+            return
+        bar = self._trainer.progress_bar_callback if self._trainer is not None else None
+        if bar is not None and getattr(bar, "is_enabled", True):
+            bar.print(*args, **kwargs)
+        else:
             print(*args, **kwargs)
 
     # ------------------------------------------------------------------ optimizers

@@ -127,6 +127,7 @@ class EvalLoop:
         device = trainer.strategy.root_device
         transfer = hooks.custom_transfer or device.type != "cpu"
         keep_predictions = self.stage == "predict" and trainer._return_predictions
+        fx = module.__dict__  # plain dict writes: nn.Module.__setattr__ is slow on the hot path
         iterator = iter(loader)
         batch_idx = 0
         while batch_idx < limit:
@@ -140,10 +141,10 @@ class EvalLoop:
                 batch = hooks.batch_transfer(batch, device, dataloader_idx)
             results.on_batch_start(batch, dataloader_idx)
             hooks.call(f"on_{self.hook}_batch_start", batch, batch_idx, *extra)
-            module._current_fx_name = step_name
+            fx["_current_fx_name"] = step_name
             with precision.forward_context():
                 output = step_fn(batch, batch_idx, *extra)
-            module._current_fx_name = None
+            fx["_current_fx_name"] = None
             if collect_outputs and output is not None:
                 outputs.append(output)
             if keep_predictions:

@@ -49,7 +49,6 @@ class FitLoop:
         self.num_training_batches: float = math.inf
         self.val_check_batch: float = math.inf
         self._train_source: Any = None
-        self._restored = False  # fit resumed from a checkpoint: skip the sanity check
         self._restored_rng: Optional[dict] = None  # RNG state at the moment the checkpoint was taken
         self._epoch_outputs: List[Any] = []
         self._log_step = 0
@@ -257,11 +256,13 @@ class FitLoop:
         zero_grad = optimizer is not None and window_pos == 0
         result: List[Any] = []
 
+        fx = module.__dict__  # plain dict writes: nn.Module.__setattr__ is slow on the hot path
+
         def closure():
-            module._current_fx_name = "training_step"
+            fx["_current_fx_name"] = "training_step"
             with trainer._precision.forward_context():
                 output = strategy.training_step(batch, batch_idx)
-            module._current_fx_name = None
+            fx["_current_fx_name"] = None
             loss = _loss_from(output)
             if zero_grad:
                 trainer._zero_grad(optimizer, batch_idx)
@@ -311,11 +312,11 @@ class FitLoop:
 
     def _manual_batch(self, batch: Any, batch_idx: int) -> Any:
         trainer = self.trainer
-        module = trainer.lightning_module
-        module._current_fx_name = "training_step"
+        fx = trainer.lightning_module.__dict__
+        fx["_current_fx_name"] = "training_step"
         with trainer._precision.forward_context():
             output = trainer.strategy.training_step(batch, batch_idx)
-        module._current_fx_name = None
+        fx["_current_fx_name"] = None
         if isinstance(output, torch.Tensor):
             outputs = {"loss": output.detach()}
         elif isinstance(output, dict):
@@ -329,7 +330,7 @@ class FitLoop:
     # ------------------------------------------------------------------ validation, schedulers, logging
     def _should_sanity_check(self) -> bool:
         trainer = self.trainer
-        return (not self._restored and trainer.num_sanity_val_steps != 0 and trainer.limit_val_batches != 0
+        return (trainer.num_sanity_val_steps != 0 and trainer.limit_val_batches != 0
                 and trainer._hooks.module_overrides("validation_step"))
 
     def _sanity_check(self) -> None:

@@ -40,6 +40,7 @@ class Hooks:
         }
         self._monitoring = [cb for cb in self._callbacks["on_train_epoch_end"] if _is_monitoring(cb)]
         self._plain_epoch_end = [cb for cb in self._callbacks["on_train_epoch_end"] if not _is_monitoring(cb)]
+        self._active = self._module_overrides | {name for name, cbs in self._callbacks.items() if cbs}
         self._build_transfer_chain()
 
     def module_overrides(self, name: str) -> bool:
@@ -51,23 +52,24 @@ class Hooks:
         if not callbacks:
             return
         module, trainer = self.module, self.trainer
-        previous = module._current_fx_name
-        module._current_fx_name = name
+        fx = module.__dict__  # plain dict writes: nn.Module.__setattr__ is slow on the hot path
+        previous = fx["_current_fx_name"]
+        fx["_current_fx_name"] = name
         try:
             for callback in callbacks:
                 getattr(callback, name)(trainer, module, *args)
         finally:
-            module._current_fx_name = previous
+            fx["_current_fx_name"] = previous
 
     def call_module(self, name: str, *args: Any, **kwargs: Any) -> Any:
         """Run the module's hook `name`; the default implementation runs too (it may do work, e.g. eval())."""
-        module = self.module
-        previous = module._current_fx_name
-        module._current_fx_name = name
+        fx = self.module.__dict__
+        previous = fx["_current_fx_name"]
+        fx["_current_fx_name"] = name
         try:
-            return getattr(module, name)(*args, **kwargs)
+            return getattr(self.module, name)(*args, **kwargs)
         finally:
-            module._current_fx_name = previous
+            fx["_current_fx_name"] = previous
 
     def module_hook(self, name: str, *args: Any) -> Any:
         """Run the module's hook only if the user overrides it (defaults are no-ops)."""
@@ -76,23 +78,26 @@ class Hooks:
         return None
 
     def call(self, name: str, *args: Any) -> Any:
-        """Callbacks, then the module."""
+        """Callbacks, then the module; nothing at all when nobody overrides `name`."""
+        if name not in self._active:
+            return None
         self.callbacks(name, *args)
         return self.module_hook(name, *args)
 
     def train_epoch_end(self) -> None:
         """Plain callbacks -> module -> monitoring callbacks (EarlyStopping, ModelCheckpoint), as Lightning."""
         module, trainer = self.module, self.trainer
-        module._current_fx_name = "on_train_epoch_end"
+        fx = module.__dict__
+        fx["_current_fx_name"] = "on_train_epoch_end"
         try:
             for callback in self._plain_epoch_end:
                 callback.on_train_epoch_end(trainer, module)
             self.module_hook("on_train_epoch_end")
-            module._current_fx_name = "on_train_epoch_end"
+            fx["_current_fx_name"] = "on_train_epoch_end"
             for callback in self._monitoring:
                 callback.on_train_epoch_end(trainer, module)
         finally:
-            module._current_fx_name = None
+            fx["_current_fx_name"] = None
 
     def datamodule_hook(self, name: str, *args: Any) -> Any:
         if self.datamodule is not None and _overrides(self.datamodule, LightningDataModule, name):
@@ -122,5 +127,5 @@ class Hooks:
             if name == "transfer_batch_to_device" or name in self._module_overrides:
                 chain.append((self.call_module, name))
         self._transfer_chain = chain
-        self.custom_transfer = len(chain) > 1 or chain[0][0] is not self.call_module or (
-            "transfer_batch_to_device" in self._module_overrides)
+        # the default chain is just the module's own transfer_batch_to_device: a no-op for CPU tensors on CPU
+        self.custom_transfer = len(chain) > 1 or "transfer_batch_to_device" in self._module_overrides

@@ -229,6 +229,7 @@ class Trainer:
         self.lr_scheduler_configs: list = []
         self.ckpt_path: Optional[str] = None
         self._return_predictions = True
+        self._weights_only: Optional[bool] = None
         self._last_metrics = Results(self)
 
         # ---- callbacks and loggers
@@ -242,8 +243,13 @@ class Trainer:
 
     # ================================================================== entry points
     def fit(self, model: LightningModule, train_dataloaders=None, val_dataloaders=None,
-            datamodule: Optional[LightningDataModule] = None, ckpt_path: Optional[Union[str, os.PathLike]] = None) -> None:
-        """Train `model`; resume from `ckpt_path` (a path, "last" or "best") when given."""
+            datamodule: Optional[LightningDataModule] = None, ckpt_path: Optional[Union[str, os.PathLike]] = None,
+            weights_only: Optional[bool] = None) -> None:
+        """Train `model`; resume from `ckpt_path` (a path, "last" or "best") when given.
+
+        Checkpoints load safely (plain data only); pass `weights_only=False` only for a file you trust.
+        """
+        self._weights_only = weights_only
         if isinstance(train_dataloaders, LightningDataModule):
             datamodule, train_dataloaders = train_dataloaders, None
         _check_data_args(train_dataloaders, val_dataloaders, datamodule, "fit")
@@ -252,19 +258,24 @@ class Trainer:
         self._run("fit", model, datamodule, ckpt_path)
 
     def validate(self, model: Optional[LightningModule] = None, dataloaders=None, ckpt_path=None,
-                 verbose: bool = True, datamodule: Optional[LightningDataModule] = None) -> List[Dict[str, float]]:
+                 verbose: bool = True, datamodule: Optional[LightningDataModule] = None,
+                 weights_only: Optional[bool] = None) -> List[Dict[str, float]]:
         """Run the validation loop once; returns one dict of epoch metrics per dataloader."""
+        self._weights_only = weights_only
         return self._run_eval("validate", model, dataloaders, ckpt_path, verbose, datamodule)
 
     def test(self, model: Optional[LightningModule] = None, dataloaders=None, ckpt_path=None,
-             verbose: bool = True, datamodule: Optional[LightningDataModule] = None) -> List[Dict[str, float]]:
+             verbose: bool = True, datamodule: Optional[LightningDataModule] = None,
+             weights_only: Optional[bool] = None) -> List[Dict[str, float]]:
         """Run the test loop once; returns one dict of epoch metrics per dataloader."""
+        self._weights_only = weights_only
         return self._run_eval("test", model, dataloaders, ckpt_path, verbose, datamodule)
 
     def predict(self, model: Optional[LightningModule] = None, dataloaders=None,
                 datamodule: Optional[LightningDataModule] = None, return_predictions: Optional[bool] = None,
-                ckpt_path=None) -> Optional[list]:
+                ckpt_path=None, weights_only: Optional[bool] = None) -> Optional[list]:
         """Run `predict_step` over the predict dataloader(s); returns the outputs (a list per dataloader)."""
+        self._weights_only = weights_only
         self._return_predictions = True if return_predictions is None else return_predictions
         out = self._run_eval("predict", model, dataloaders, ckpt_path, False, datamodule)
         if not self._return_predictions:
@@ -545,7 +556,6 @@ class Trainer:
             if hparams:
                 logger.log_hyperparams(hparams)
             logger.log_graph(model)
-            logger.save()
 
     # ================================================================== checkpoints
     def save_checkpoint(self, filepath: Union[str, os.PathLike], weights_only: bool = False,
@@ -640,7 +650,8 @@ class Trainer:
             return None
         from volt.checkpoint import load_checkpoint
 
-        return load_checkpoint(path, map_location=self.strategy.root_device)
+        return load_checkpoint(path, map_location=self.strategy.root_device,
+                               weights_only=self._weights_only is not False)
 
     def _restore_module_and_callbacks(self, checkpoint: Dict[str, Any], hooks: Hooks) -> None:
         model = self.lightning_module
@@ -686,7 +697,6 @@ class Trainer:
             s.epoch = int(checkpoint.get("epoch", 0)) + 1
             s.global_step = int(checkpoint.get("global_step", 0))
             s.batches_stepped = s.global_step
-        self.fit_loop._restored = True
 
     # ================================================================== properties users read
     @property
@@ -1027,7 +1037,7 @@ def _build_loggers(logger, default_root_dir: str, fast_dev_run: bool) -> list:
     if fast_dev_run or logger is False:
         return []
     if logger is None or logger is True:
-        if importlib.util.find_spec("tensorboardX") or importlib.util.find_spec("tensorboard"):
+        if importlib.util.find_spec("tensorboardX") is not None:
             from volt.loggers.tensorboard import TensorBoardLogger
 
             return [TensorBoardLogger(save_dir=default_root_dir)]

@@ -308,6 +308,7 @@ class TQDMProgressBar(ProgressBar):
             if bar is not None and not bar.disable:
                 bar.write(sep.join(map(str, args)), **kwargs)
                 return
+        print(*args, sep=sep, **kwargs)
 
 
 def _finite_or_none(total: Optional[Union[int, float]]) -> Optional[Union[int, float]]:

@@ -1,0 +1,184 @@
+"""Per-step overhead of volt against a hand-written PyTorch loop (and pytorch-lightning when installed).
+
+One run measures, side by side:
+  * steady-state time per training step (tiny MLP, batch 32, one `self.log(..., prog_bar=True)` a step,
+    Trainer defaults: progress bar, logger, checkpointing, model summary), reported as a ratio to the raw loop;
+  * `import volt` (and `import pytorch_lightning`) time beyond `import torch`, in fresh processes;
+  * time from `trainer.fit()` to the first `training_step`, in a fresh process (after creating one torch
+    optimizer, whose first construction loads torch's compiler: a one-off cost a raw loop pays too).
+
+    python benchmarks/overhead.py [--steps 3000] [--repeats 5] [--no-lightning]
+"""
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRC = os.path.join(os.path.dirname(HERE), "src")
+if SRC not in sys.path:
+    sys.path.insert(0, SRC)
+
+WARMUP = 200
+
+
+def make_data(steps: int, batch_size: int = 32) -> TensorDataset:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(steps * batch_size, 32, generator=g)
+    y = torch.randint(0, 10, (steps * batch_size,), generator=g)
+    return TensorDataset(x, y)
+
+
+def make_net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
+
+
+def raw_loop(dataset: TensorDataset) -> float:
+    """The baseline: what a user writes by hand. Returns seconds per step after warm-up."""
+    net = make_net()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    loader = DataLoader(dataset, batch_size=32)
+    stamps = []
+    for x, y in loader:
+        loss = torch.nn.functional.cross_entropy(net(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        stamps.append(time.perf_counter())
+    return (stamps[-1] - stamps[WARMUP]) / (len(stamps) - 1 - WARMUP)
+
+
+def framework_loop(pl, dataset: TensorDataset, root: str) -> float:
+    """The same model and data through a framework's Trainer with its defaults."""
+    stamps = []
+
+    class Model(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = make_net()
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            loss = torch.nn.functional.cross_entropy(self.net(x), y)
+            self.log("loss", loss, prog_bar=True)
+            stamps.append(time.perf_counter())
+            return loss
+
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+    trainer = pl.Trainer(max_epochs=1, default_root_dir=root)
+    trainer.fit(Model(), DataLoader(dataset, batch_size=32))
+    # stamps are taken inside training_step; step i's full cost lies between stamp i and stamp i+1
+    return (stamps[-1] - stamps[WARMUP]) / (len(stamps) - 1 - WARMUP)
+
+
+def import_time(module: str, repeats: int) -> float:
+    code = ("import time, torch; t = time.perf_counter(); import {m}; print(time.perf_counter() - t)").format(m=module)
+    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    times = []
+    for _ in range(repeats):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+        times.append(float(out.stdout.strip().splitlines()[-1]))
+    return statistics.median(times)
+
+
+_FIRST_STEP = r"""
+import sys, time, tempfile, torch
+from torch.utils.data import DataLoader, TensorDataset
+import {m} as pl
+stamp = []
+class Model(pl.LightningModule):
+    def __init__(self):
+        super().__init__(); self.net = torch.nn.Linear(32, 10)
+    def training_step(self, batch, batch_idx):
+        stamp.append(time.perf_counter())
+        return self.net(batch[0]).sum()
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+ds = TensorDataset(torch.randn(64, 32))
+torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)  # torch's own one-off cost (it loads its compiler)
+trainer = pl.Trainer(max_steps=1, default_root_dir=tempfile.mkdtemp())
+t = time.perf_counter()
+trainer.fit(Model(), DataLoader(ds, batch_size=32))
+print(stamp[0] - t)
+"""
+
+
+def first_step_time(module: str, repeats: int) -> float:
+    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    times = []
+    for _ in range(repeats):
+        out = subprocess.run([sys.executable, "-c", _FIRST_STEP.format(m=module)], capture_output=True, text=True,
+                             env=env)
+        if out.returncode != 0:
+            raise RuntimeError(out.stderr[-2000:])
+        times.append(float(out.stdout.strip().splitlines()[-1]))
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--no-lightning", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    import volt
+
+    frameworks = {"volt": volt}
+    if not args.no_lightning:
+        try:
+            import warnings
+
+            warnings.filterwarnings("ignore")
+            import pytorch_lightning
+
+            frameworks["lightning"] = pytorch_lightning
+        except ImportError:
+            print("pytorch-lightning not installed: comparing volt with the raw loop only")
+
+    dataset = make_data(args.steps)
+    per_step = {"raw": []}
+    per_step.update({name: [] for name in frameworks})
+    with tempfile.TemporaryDirectory() as root:
+        for _ in range(args.repeats):  # interleaved, so machine noise hits every contender alike
+            per_step["raw"].append(raw_loop(dataset))
+            for name, pl in frameworks.items():
+                devnull = open(os.devnull, "w")
+                stderr, stdout = sys.stderr, sys.stdout
+                sys.stderr = sys.stdout = devnull
+                try:
+                    per_step[name].append(framework_loop(pl, dataset, os.path.join(root, name)))
+                finally:
+                    sys.stderr, sys.stdout = stderr, stdout
+                    devnull.close()
+
+    raw = statistics.median(per_step["raw"])
+    print(f"\nPer-step time, tiny MLP, batch 32, {args.steps} steps, median of {args.repeats} interleaved runs")
+    print(f"{'loop':<12}{'us/step':>10}{'vs raw':>10}")
+    for name, values in per_step.items():
+        median = statistics.median(values)
+        print(f"{name:<12}{median * 1e6:>10.1f}{median / raw:>9.3f}x")
+
+    print("\nImport time beyond `import torch` (median of 5 fresh processes)")
+    for name in frameworks:
+        module = "volt" if name == "volt" else "pytorch_lightning"
+        print(f"{'import ' + module:<28}{import_time(module, 5) * 1e3:>8.0f} ms")
+
+    print("\nTime from fit() to the first training_step (median of 3 fresh processes)")
+    for name in frameworks:
+        module = "volt" if name == "volt" else "pytorch_lightning"
+        print(f"{module:<28}{first_step_time(module, 3) * 1e3:>8.0f} ms")
+
+
+if __name__ == "__main__":
+    main()
