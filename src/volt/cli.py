@@ -1,0 +1,520 @@
+"""LightningCLI: a command line for your LightningModule and DataModule, built from their `__init__` signatures.
+
+    cli = LightningCLI(MyModel, MyDataModule)       # in my_script.py
+    $ python my_script.py fit --model.lr 0.01 --trainer.max_epochs 5
+    $ python my_script.py fit --print_config > config.yaml
+    $ python my_script.py fit --config config.yaml
+    $ python my_script.py test --ckpt_path path/to/best.ckpt
+
+Parsing is jsonargparse's, so every type hint in those signatures is checked and class paths work
+(`--model my_pkg.MyModel`, `--trainer.callbacks+=EarlyStopping`). The `volt` command (`main` below) is this CLI for
+the built-in digits example. jsonargparse is imported only when a CLI is built, never by `import volt`.
+"""
+import functools
+import importlib
+import inspect
+import os
+import sys
+from typing import Any, Callable, Dict, Iterable, List, Optional, Union
+
+import torch
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+
+from volt.callbacks.callback import Callback
+from volt.datamodule import LightningDataModule
+from volt.module import LightningModule
+from volt.trainer.trainer import Trainer
+from volt.utilities.exceptions import MisconfigurationException
+from volt.utilities.rank_zero import rank_zero_warn
+from volt.utilities.seed import seed_everything
+
+__all__ = [
+    "LightningArgumentParser",
+    "LightningCLI",
+    "LRSchedulerCallable",
+    "OptimizerCallable",
+    "ReduceLROnPlateau",
+    "SaveConfigCallback",
+    "instantiate_class",
+    "main",
+]
+
+
+class ReduceLROnPlateau(torch.optim.lr_scheduler.ReduceLROnPlateau):
+    """torch's ReduceLROnPlateau that also names the metric it watches, so a config file can set it up fully:
+    `--lr_scheduler volt.cli.ReduceLROnPlateau --lr_scheduler.monitor val_loss`."""
+
+    def __init__(self, optimizer: Optimizer, monitor: str, *args: Any, **kwargs: Any) -> None:
+        super().__init__(optimizer, *args, **kwargs)
+        self.monitor = monitor
+
+
+# Type hints for modules that take their optimizer or scheduler as an argument the CLI fills in, e.g.
+# `def __init__(self, optimizer: OptimizerCallable = torch.optim.Adam)` then `optimizer(self.parameters())`.
+OptimizerCallable = Callable[[Iterable], Optimizer]
+LRSchedulerCallable = Callable[[Optimizer], Union[LRScheduler, ReduceLROnPlateau]]
+
+# Arguments of each Trainer method that the CLI fills itself rather than parsing them.
+_SUBCOMMANDS = {
+    "fit": {"model", "train_dataloaders", "val_dataloaders", "datamodule"},
+    "validate": {"model", "dataloaders", "datamodule"},
+    "test": {"model", "dataloaders", "datamodule"},
+    "predict": {"model", "dataloaders", "datamodule"},
+}
+
+
+@functools.lru_cache(maxsize=None)
+def _parser_class() -> type:
+    """Define LightningArgumentParser on first use: it subclasses jsonargparse's parser, which loads slowly."""
+    from jsonargparse import ArgumentParser, class_from_function
+
+    import volt.callbacks
+    import volt.loggers
+
+    # volt loads its callbacks and loggers on first use; load them now so that short class names given on the
+    # command line (`--trainer.callbacks+=EarlyStopping`) are found among the subclasses jsonargparse knows.
+    for package in (volt.callbacks, volt.loggers):
+        for name in package.__all__:
+            getattr(package, name)
+
+    class LightningArgumentParser(ArgumentParser):
+        """jsonargparse's ArgumentParser plus helpers that add a Lightning class, an optimizer or an LR scheduler
+        as a group of arguments. Environment variables (`PL_TRAINER__MAX_EPOCHS`) are read with `default_env=True`.
+        """
+
+        def __init__(self, *args: Any, description: str = "volt command line tool", env_prefix: str = "PL",
+                     default_env: bool = False, **kwargs: Any) -> None:
+            super().__init__(*args, description=description, env_prefix=env_prefix, default_env=default_env,
+                             **kwargs)
+            self.callback_keys: List[str] = []
+            self._optimizers: Dict[str, Any] = {}
+            self._lr_schedulers: Dict[str, Any] = {}
+
+        def add_lightning_class_args(self, lightning_class, nested_key: str, subclass_mode: bool = False,
+                                     required: bool = True) -> List[str]:
+            """Add the `__init__` arguments of a Trainer, LightningModule, LightningDataModule or Callback (or of a
+            function returning one) under `--<nested_key>.*`. A Callback added this way is always instantiated
+            and appended to the Trainer's callbacks."""
+            if callable(lightning_class) and not isinstance(lightning_class, type):
+                lightning_class = class_from_function(lightning_class)
+            allowed = (Trainer, LightningModule, LightningDataModule, Callback)
+            if not (isinstance(lightning_class, type) and issubclass(lightning_class, allowed)):
+                raise MisconfigurationException(
+                    f"Cannot add arguments from {lightning_class!r}: pass a subclass of Trainer, LightningModule,"
+                    " LightningDataModule or Callback, or a function that returns an instance of one."
+                )
+            if issubclass(lightning_class, Callback):
+                self.callback_keys.append(nested_key)
+            if subclass_mode:
+                return self.add_subclass_arguments(lightning_class, nested_key, fail_untyped=False, required=required)
+            return self.add_class_arguments(lightning_class, nested_key, fail_untyped=False, sub_configs=True,
+                                            instantiate=not issubclass(lightning_class, Trainer))
+
+        def add_optimizer_args(self, optimizer_class=(Optimizer,), nested_key: str = "optimizer") -> None:
+            """Add `--<nested_key>` for an optimizer: one class (its arguments), or a tuple of base classes (any
+            subclass by class path). The CLI builds it on the model's parameters and returns it from
+            `configure_optimizers`."""
+            self._add_optimizer_like(optimizer_class, nested_key, skip={"params"}, registry=self._optimizers)
+
+        def add_lr_scheduler_args(self, lr_scheduler_class=(LRScheduler,), nested_key: str = "lr_scheduler") -> None:
+            """Add `--<nested_key>` for an LR scheduler, as `add_optimizer_args` does for optimizers."""
+            self._add_optimizer_like(lr_scheduler_class, nested_key, skip={"optimizer"}, registry=self._lr_schedulers)
+
+        def _add_optimizer_like(self, classes, nested_key: str, skip: set, registry: dict) -> None:
+            kwargs = {"instantiate": False, "fail_untyped": False, "skip": skip}
+            if isinstance(classes, tuple):
+                self.add_subclass_arguments(classes, nested_key, **kwargs)
+            else:
+                self.add_class_arguments(classes, nested_key, sub_configs=True, **kwargs)
+            registry[nested_key] = classes
+
+    return LightningArgumentParser
+
+
+def __getattr__(name: str):
+    if name == "LightningArgumentParser":
+        return _parser_class()
+    raise AttributeError(f"module 'volt.cli' has no attribute {name!r}")
+
+
+class SaveConfigCallback(Callback):
+    """Write the CLI's resolved config to `<trainer.log_dir>/<config_filename>` at setup, so every run records
+    exactly how it was configured. Rank zero writes; an existing file is an error unless `overwrite=True`.
+    Override `save_config` to also send the config elsewhere (e.g. to a logger)."""
+
+    def __init__(self, parser, config, config_filename: str = "config.yaml", overwrite: bool = False) -> None:
+        self.parser = parser
+        self.config = config
+        self.config_filename = config_filename
+        self.overwrite = overwrite
+        self.already_saved = False
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if self.already_saved:
+            return
+        import fsspec
+
+        log_dir = trainer.log_dir
+        fs, fs_dir = fsspec.core.url_to_fs(os.fspath(log_dir))
+        config_path = os.path.join(fs_dir, self.config_filename)
+        exists = trainer.strategy.broadcast(trainer.is_global_zero and fs.isfile(config_path))
+        if exists and not self.overwrite:
+            raise RuntimeError(
+                f"{type(self).__name__} will not overwrite {os.path.join(log_dir, self.config_filename)}, which a"
+                " previous run wrote. Delete it, log to another directory, pass"
+                " `LightningCLI(save_config_kwargs={'overwrite': True})`, or `save_config_callback=None` to save no"
+                " config."
+            )
+        if trainer.is_global_zero:
+            fs.makedirs(fs_dir, exist_ok=True)
+            with fs.open(config_path, "w") as file:
+                # Keep None values, so the file states every setting. (Positional: this argument is `skip_none`
+                # before jsonargparse 4.49, `skip_unset` after.)
+                file.write(self.parser.dump(self.config, "yaml", False))
+            self.save_config(trainer, pl_module, stage)
+        self.already_saved = True
+
+    def save_config(self, trainer, pl_module, stage: str) -> None:
+        """Called on rank zero after the file is written. Override to save the config somewhere else as well."""
+
+
+class LightningCLI:
+    """Parse the command line (or `args`) into a Trainer, a model and a datamodule, then run a Trainer method.
+
+    Args:
+        model_class: a LightningModule class (or a function returning one). None: any, chosen by
+            `--model class.path`.
+        datamodule_class: likewise for `--data`. None: any or none (the model's own dataloaders).
+        save_config_callback: callback class that saves the config to the log directory; None saves nothing.
+        save_config_kwargs: extra arguments for it, e.g. `{"overwrite": True}`.
+        trainer_class: the Trainer class (or a function returning one) whose arguments become `--trainer.*`.
+        trainer_defaults: new defaults for Trainer arguments. Its `callbacks` are always added and not
+            configurable.
+        seed_everything_default: `--seed_everything` default: an int seed, True (seed from `PL_GLOBAL_SEED`, else
+            0) or False (no seeding).
+        parser_kwargs: arguments for the parser; under a subcommand's name ("fit": {...}) for that subcommand's.
+        subclass_mode_model: accept any subclass of `model_class`, chosen by `--model class.path`.
+        subclass_mode_data: likewise for `datamodule_class`.
+        args: parse these instead of `sys.argv[1:]`: a list of strings or a dict (a parsed config).
+        run: True: the first argument is a subcommand (fit, validate, test, predict) that runs. False: only build
+            `cli.trainer`, `cli.model` and `cli.datamodule`.
+        auto_configure_optimizers: add `--optimizer` and `--lr_scheduler`; when given they replace the model's
+            `configure_optimizers`.
+
+    After construction, `cli.config` holds the parsed config, `cli.config_init` the same with classes
+    instantiated, and `cli.trainer`, `cli.model`, `cli.datamodule` the objects. Subclasses may override
+    `add_arguments_to_parser`, `before_instantiate_classes`, `after_instantiate_classes`, and define
+    `before_<subcommand>` / `after_<subcommand>` methods.
+    """
+
+    def __init__(
+        self,
+        model_class=None,
+        datamodule_class=None,
+        save_config_callback: Optional[type] = SaveConfigCallback,
+        save_config_kwargs: Optional[Dict[str, Any]] = None,
+        trainer_class=Trainer,
+        trainer_defaults: Optional[Dict[str, Any]] = None,
+        seed_everything_default: Union[bool, int] = True,
+        parser_kwargs: Optional[Dict[str, Any]] = None,
+        subclass_mode_model: bool = False,
+        subclass_mode_data: bool = False,
+        args: Optional[Union[List[str], Dict[str, Any]]] = None,
+        run: bool = True,
+        auto_configure_optimizers: bool = True,
+    ) -> None:
+        self.model_class = model_class
+        self.datamodule_class = datamodule_class
+        self.save_config_callback = save_config_callback
+        self.save_config_kwargs = save_config_kwargs or {}
+        self.trainer_class = trainer_class
+        self.trainer_defaults = trainer_defaults or {}
+        self.seed_everything_default = seed_everything_default
+        self.subclass_mode_model = model_class is None or subclass_mode_model
+        self.subclass_mode_data = datamodule_class is None or subclass_mode_data
+        self.auto_configure_optimizers = auto_configure_optimizers
+
+        parser_kwargs = parser_kwargs or {}
+        main_kwargs = {k: v for k, v in parser_kwargs.items() if k not in self.subcommands()}
+        self.parser = self.init_parser(**main_kwargs)
+        if run:
+            self._subcommand_parsers: Dict[str, Any] = {}
+            self._subcommand_method_arguments: Dict[str, List[str]] = {}
+            self._add_subcommands(self.parser, {k: v for k, v in parser_kwargs.items() if k in self.subcommands()})
+        else:
+            self._add_arguments(self.parser)
+
+        self.parse_arguments(self.parser, args)
+        self.subcommand = self.config["subcommand"] if run else None
+        self._load_hparams_from_ckpt_path()
+        self._set_seed()
+        self.before_instantiate_classes()
+        self.instantiate_classes()
+        self.after_instantiate_classes()
+        if self.subcommand is not None:
+            self._run_subcommand(self.subcommand)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # building the parser
+
+    @staticmethod
+    def subcommands() -> Dict[str, set]:
+        """The Trainer methods offered as subcommands, each with the arguments the CLI passes itself."""
+        return _SUBCOMMANDS
+
+    def init_parser(self, **kwargs: Any):
+        """A new parser with `--config` (and so `--print_config`)."""
+        from jsonargparse import ActionConfigFile
+
+        kwargs.setdefault("dump_header", [f"volt=={_volt_version()}"])
+        parser = _parser_class()(**kwargs)
+        parser.add_argument("-c", "--config", action=ActionConfigFile,
+                            help="Path to a configuration file in yaml or json format.")
+        return parser
+
+    def add_default_arguments_to_parser(self, parser) -> None:
+        parser.add_argument(
+            "--seed_everything", type=Union[bool, int], default=self.seed_everything_default,
+            help="Seed for seed_everything, run before the classes are instantiated. True: PL_GLOBAL_SEED or 0;"
+                 " false: do not seed.",
+        )
+
+    def add_core_arguments_to_parser(self, parser) -> None:
+        """`--trainer.*`, `--model.*` and `--data.*` from the classes' signatures."""
+        parser.add_lightning_class_args(self.trainer_class, "trainer")
+        parser.set_defaults({f"trainer.{k}": v for k, v in self.trainer_defaults.items() if k != "callbacks"})
+        parser.add_lightning_class_args(self.model_class or LightningModule, "model",
+                                        subclass_mode=self.subclass_mode_model)
+        parser.add_lightning_class_args(self.datamodule_class or LightningDataModule, "data",
+                                        subclass_mode=self.subclass_mode_data,
+                                        required=self.datamodule_class is not None)
+
+    def add_arguments_to_parser(self, parser) -> None:
+        """Override to add arguments (`parser.add_argument`, `parser.add_lightning_class_args(EarlyStopping,
+        "early_stopping")`) or link them (`parser.link_arguments("data.num_classes", "model.num_classes")`)."""
+
+    def _add_arguments(self, parser) -> None:
+        self.add_default_arguments_to_parser(parser)
+        self.add_core_arguments_to_parser(parser)
+        self.add_arguments_to_parser(parser)
+        if self.auto_configure_optimizers:
+            if not parser._optimizers:
+                parser.add_optimizer_args()
+            if not parser._lr_schedulers:
+                parser.add_lr_scheduler_args()
+
+    def _add_subcommands(self, parser, subcommand_kwargs: Dict[str, Dict[str, Any]]) -> None:
+        """One full parser per subcommand: the common arguments plus the Trainer method's own (e.g. ckpt_path)."""
+        from jsonargparse import class_from_function
+
+        trainer_class = self.trainer_class
+        if not isinstance(trainer_class, type):
+            trainer_class = class_from_function(trainer_class)
+        subcommands = parser.add_subcommands()
+        for name, skip in self.subcommands().items():
+            description = _first_line(getattr(trainer_class, name).__doc__)
+            kwargs = {"description": description, **subcommand_kwargs.get(name, {})}
+            subparser = self.init_parser(**kwargs)
+            self._add_arguments(subparser)
+            self._subcommand_method_arguments[name] = subparser.add_method_arguments(trainer_class, name, skip=skip)
+            self._subcommand_parsers[name] = subparser
+            subcommands.add_subcommand(name, subparser, help=description)
+
+    def _parser(self, subcommand: Optional[str]):
+        return self.parser if subcommand is None else self._subcommand_parsers[subcommand]
+
+    def parse_arguments(self, parser, args) -> None:
+        """Parse `args` (a list of strings, a dict, or None for `sys.argv[1:]`) into `self.config`."""
+        if isinstance(args, dict):
+            self.config = parser.parse_object(args)
+        else:
+            self.config = parser.parse_args(args)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # from config to objects
+
+    def _get(self, config, key: str, default: Any = None) -> Any:
+        """`config[key]`, looked up under the subcommand when there is one."""
+        return config.get(str(self.subcommand), config).get(key, default)
+
+    def _load_hparams_from_ckpt_path(self) -> None:
+        """Rebuild the model with the hyperparameters saved in `--ckpt_path`, so that its weights fit: a test of a
+        checkpoint trained with `--model.hidden_size 64` needs no `--model.hidden_size 64` again."""
+        if self.subcommand is None:
+            return
+        ckpt_path = self.config[self.subcommand].get("ckpt_path")
+        if not ckpt_path or not os.path.isfile(ckpt_path):  # "best", "last", remote paths: left to the Trainer
+            return
+        from volt.checkpoint import decode_hparams, load_checkpoint
+
+        hparams = decode_hparams(load_checkpoint(ckpt_path, map_location="cpu").get("hyper_parameters") or {})
+        if not hparams:
+            return
+        if self.subclass_mode_model and self.config[self.subcommand].get("model") is None:
+            return  # no model class chosen: nothing to apply the hyperparameters to
+        try:
+            self.config = self.parser.parse_object({self.subcommand: {"model": hparams}}, self.config)
+        except SystemExit:
+            sys.stderr.write(f"The hyperparameters saved in {ckpt_path} do not fit the model's arguments.\n")
+            raise
+
+    def _set_seed(self) -> None:
+        seed = self._get(self.config, "seed_everything")
+        if seed is False:
+            return
+        seed = seed_everything(None if seed is True else seed, workers=True)
+        # Record the seed actually used, so the saved config reproduces the run.
+        self.config.get(str(self.subcommand), self.config)["seed_everything"] = seed
+
+    def before_instantiate_classes(self) -> None:
+        """Override to act on `self.config` before any class is built."""
+
+    def instantiate_classes(self) -> None:
+        """Build the datamodule, the model and the Trainer from the config."""
+        instantiate = getattr(self.parser, "instantiate", None) or self.parser.instantiate_classes  # jsonargparse<4.49
+        self.config_init = instantiate(self.config)
+        self.datamodule = self._get(self.config_init, "data")
+        self.model = self._get(self.config_init, "model")
+        self._add_configure_optimizers_method_to_model()
+        self.trainer = self.instantiate_trainer()
+
+    def after_instantiate_classes(self) -> None:
+        """Override to act on the built objects before the subcommand runs."""
+
+    def instantiate_trainer(self, **kwargs: Any):
+        """The Trainer from `--trainer.*` and `kwargs`, with the callbacks of `trainer_defaults`, of
+        `add_lightning_class_args(SomeCallback, ...)`, and the config-saving callback appended."""
+        config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
+        callbacks = config.get("callbacks") or []
+        callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
+        callbacks += [self._get(self.config_init, key) for key in self._parser(self.subcommand).callback_keys]
+        default_callbacks = self.trainer_defaults.get("callbacks") or []
+        callbacks += default_callbacks if isinstance(default_callbacks, list) else [default_callbacks]
+        if self.save_config_callback is not None and not config.get("fast_dev_run", False):
+            parser, subconfig = self._parser(self.subcommand), self.config.get(str(self.subcommand), self.config)
+            callbacks.append(self.save_config_callback(parser, subconfig, **self.save_config_kwargs))
+        config["callbacks"] = callbacks
+        return self.trainer_class(**config)
+
+    @staticmethod
+    def configure_optimizers(lightning_module, optimizer: Optimizer, lr_scheduler=None) -> Any:
+        """What the model's `configure_optimizers` returns when `--optimizer` is given. Override to change it."""
+        if lr_scheduler is None:
+            return optimizer
+        if isinstance(lr_scheduler, ReduceLROnPlateau):
+            return {"optimizer": optimizer,
+                    "lr_scheduler": {"scheduler": lr_scheduler, "monitor": lr_scheduler.monitor}}
+        return [optimizer], [lr_scheduler]
+
+    def _add_configure_optimizers_method_to_model(self) -> None:
+        """With `--optimizer` (and maybe `--lr_scheduler`) given, build them and make the model return them."""
+        if not self.auto_configure_optimizers:
+            return
+        parser = self._parser(self.subcommand)
+        if len(parser._optimizers) > 1 or len(parser._lr_schedulers) > 1:
+            raise MisconfigurationException(
+                f"{type(self).__name__} can configure one optimizer and one LR scheduler automatically, but the parser"
+                f" has {list(parser._optimizers) + list(parser._lr_schedulers)}. Pass"
+                " `auto_configure_optimizers=False` and build them in your model's `configure_optimizers`."
+            )
+        optimizer_init = _class_and_args(parser._optimizers, self._get(self.config_init, "optimizer"))
+        if optimizer_init is None:
+            return
+        scheduler_init = _class_and_args(parser._lr_schedulers, self._get(self.config_init, "lr_scheduler"))
+        if type(self.model).configure_optimizers is not LightningModule.configure_optimizers:
+            rank_zero_warn(f"`{type(self.model).__name__}.configure_optimizers` is replaced by the CLI's `--optimizer`"
+                           " and `--lr_scheduler` settings.")
+        optimizer = instantiate_class(self.model.parameters(), optimizer_init)
+        lr_scheduler = instantiate_class(optimizer, scheduler_init) if scheduler_init else None
+        configure = self.configure_optimizers
+        self.model.configure_optimizers = lambda: configure(self.model, optimizer, lr_scheduler)
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        before = getattr(self, f"before_{subcommand}", None)
+        if callable(before):
+            before()
+        kwargs = {k: v for k, v in self.config_init[subcommand].items()
+                  if k in self._subcommand_method_arguments[subcommand]}
+        kwargs["model"] = self.model
+        if self.datamodule is not None:
+            kwargs["datamodule"] = self.datamodule
+        getattr(self.trainer, subcommand)(**kwargs)
+        after = getattr(self, f"after_{subcommand}", None)
+        if callable(after):
+            after()
+
+
+def instantiate_class(args: Any, init: Dict[str, Any]) -> Any:
+    """Build `init["class_path"]` with positional `args` (one value or a tuple) and `init["init_args"]`."""
+    args = args if isinstance(args, tuple) else (args,)
+    module_name, class_name = init["class_path"].rsplit(".", 1)
+    cls = getattr(importlib.import_module(module_name), class_name)
+    return cls(*args, **init.get("init_args", {}))
+
+
+def _class_and_args(registry: Dict[str, Any], value) -> Optional[Dict[str, Any]]:
+    """The parsed optimizer or scheduler as {"class_path", "init_args"}, or None when not given."""
+    if not registry or value is None:
+        return None
+    registered = next(iter(registry.values()))
+    value = dict(vars(value)) if not isinstance(value, dict) else dict(value)
+    if isinstance(registered, tuple):  # subclass mode: the value names its class
+        return {"class_path": value["class_path"], "init_args": dict(vars(value.get("init_args") or {}))}
+    return {"class_path": f"{registered.__module__}.{registered.__qualname__}", "init_args": value}
+
+
+def _first_line(doc: Optional[str]) -> Optional[str]:
+    lines = inspect.cleandoc(doc).splitlines() if doc else []
+    return lines[0] if lines else None
+
+
+def _volt_version() -> str:
+    from volt import __version__
+
+    return __version__
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the `volt` command
+
+
+def main(args: Optional[List[str]] = None) -> None:
+    """The `volt` command: LightningCLI for the built-in digits example (see `volt.examples.digits`).
+
+    `volt fit` trains it in seconds on a CPU and prints where the TensorBoard logs and the best checkpoint are;
+    `volt test --ckpt_path <that checkpoint>` evaluates it. With no arguments, shows the help.
+    """
+    from volt.callbacks import ModelCheckpoint
+    from volt.examples.digits import DigitsClassifier, DigitsDataModule
+
+    if "OMP_NUM_THREADS" not in os.environ:
+        # The example's model is tiny: one thread runs it fastest, and a second one that waits for a busy core can
+        # make every step ten times slower.
+        torch.set_num_threads(1)
+    args = sys.argv[1:] if args is None else list(args)
+    cli = LightningCLI(
+        DigitsClassifier,
+        DigitsDataModule,
+        trainer_defaults={
+            "max_epochs": 15,
+            "log_every_n_steps": 5,  # an epoch is 17 steps: log train_loss several times per epoch
+            "callbacks": [ModelCheckpoint(monitor="val_acc", mode="max", filename="{epoch}-{val_acc:.3f}")],
+        },
+        parser_kwargs={"prog": "volt", "description": "Train and evaluate volt's built-in digits example."},
+        args=args or ["--help"],
+    )
+    if cli.subcommand == "fit" and cli.trainer.is_global_zero:
+        _print_fit_summary(cli.trainer)
+
+
+def _print_fit_summary(trainer) -> None:
+    """Tell the user where the run's results are."""
+    print(f"TensorBoard logs: {trainer.log_dir}")
+    print(f"  view them with: tensorboard --logdir {trainer.log_dir}")
+    checkpoint = trainer.checkpoint_callback
+    if checkpoint is not None and checkpoint.best_model_path:
+        print(f"Best checkpoint (val_acc={float(checkpoint.best_model_score):.4f}): {checkpoint.best_model_path}")
+        print(f"  test it with: volt test --ckpt_path {checkpoint.best_model_path}")
+    if "val_acc" in trainer.callback_metrics:
+        print(f"Final val_acc: {float(trainer.callback_metrics['val_acc']):.4f}")
