@@ -406,8 +406,8 @@ class FitLoop:
         results = trainer._results
         if trainer.fast_dev_run or (every > 0 and (self._log_step + 1) % every == 0) or trainer.should_stop:
             trainer._log_to_loggers(results.take_step_logs(), step=self._log_step)
-        else:
-            results.pending_step_logs = {}
+        else:  # not written this step, yet `logged_metrics` shows the latest values, as in Lightning
+            results.take_step_logs()
 
 
 def _loss_from(output: Any) -> Optional[torch.Tensor]:
