@@ -150,6 +150,17 @@ def test_optimizer_and_scheduler_from_the_command_line(user_package, tmp_path):
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.05)  # stepped once, at the end of the epoch
 
 
+def test_plateau_scheduler_from_the_command_line_names_its_metric(user_package, tmp_path):
+    with pytest.warns(UserWarning, match="configure_optimizers` is replaced"):
+        cli = LightningCLI(args=["fit", "--model", user_package, "--optimizer", "SGD", "--optimizer.lr", "0.1",
+                                 "--lr_scheduler", "volt.cli.ReduceLROnPlateau", "--lr_scheduler.monitor",
+                                 "val_loss", "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(tmp_path),
+                                 *QUIET])
+    (scheduler_config,) = cli.trainer.lr_scheduler_configs
+    assert isinstance(scheduler_config.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+    assert scheduler_config.monitor == "val_loss"
+
+
 def test_evaluate_and_predict_from_a_checkpoint(digits_run, tmp_path):
     """validate/test/predict rebuild the model from the checkpoint's hyperparameters (hidden_size 32, not the
     default 256) and load its weights: validation reproduces the score the checkpoint was chosen for."""

@@ -267,7 +267,9 @@ class LightningCLI:
         """A new parser with `--config` (and so `--print_config`)."""
         from jsonargparse import ActionConfigFile
 
-        kwargs.setdefault("dump_header", [f"volt=={_volt_version()}"])
+        from volt import __version__
+
+        kwargs.setdefault("dump_header", [f"volt=={__version__}"])
         parser = _parser_class()(**kwargs)
         parser.add_argument("-c", "--config", action=ActionConfigFile,
                             help="Path to a configuration file in yaml or json format.")
@@ -467,12 +469,6 @@ def _class_and_args(registry: Dict[str, Any], value) -> Optional[Dict[str, Any]]
 def _first_line(doc: Optional[str]) -> Optional[str]:
     lines = inspect.cleandoc(doc).splitlines() if doc else []
     return lines[0] if lines else None
-
-
-def _volt_version() -> str:
-    from volt import __version__
-
-    return __version__
 
 
 # ----------------------------------------------------------------------------------------------------------------
