@@ -1,7 +1,7 @@
 """Strategies: where the model lives and how processes talk. The single-device strategy is the base;
 multi-process ones (volt/distributed/ddp.py) override the collective operations."""
 import contextlib
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 
@@ -60,8 +60,32 @@ class Strategy:
     def training_step(self, *args: Any, **kwargs: Any) -> Any:
         return self.lightning_module.training_step(*args, **kwargs)
 
+    def validation_step(self, *args: Any, **kwargs: Any) -> Any:
+        return self.lightning_module.validation_step(*args, **kwargs)
+
+    def test_step(self, *args: Any, **kwargs: Any) -> Any:
+        return self.lightning_module.test_step(*args, **kwargs)
+
+    def predict_step(self, *args: Any, **kwargs: Any) -> Any:
+        return self.lightning_module.predict_step(*args, **kwargs)
+
     def no_backward_sync(self, enabled: bool):
         return contextlib.nullcontext()
+
+    # ------------------------------------------------------------------ checkpoint contents (sharded strategies gather)
+    def lightning_module_state_dict(self) -> Dict[str, Any]:
+        """The full model state dict, as a checkpoint stores it (every rank calls this; rank 0's is saved)."""
+        return self.lightning_module.state_dict()
+
+    def load_model_state_dict(self, state_dict: Dict[str, Any], strict: bool = True) -> None:
+        self.lightning_module.load_state_dict(state_dict, strict=strict)
+
+    def optimizer_state(self, optimizer) -> Dict[str, Any]:
+        """The optimizer's full state dict, in torch's usual layout (parameters numbered in order)."""
+        return optimizer.state_dict()
+
+    def load_optimizer_state_dict(self, optimizer, state: Dict[str, Any]) -> None:
+        optimizer.load_state_dict(state)
 
     # ------------------------------------------------------------------ collectives
     def barrier(self, name: Optional[str] = None) -> None:

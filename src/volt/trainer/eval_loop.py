@@ -82,7 +82,7 @@ class EvalLoop:
         all_outputs: List[List[Any]] = []
         self.predictions = []
         step_name = _STEP[stage]
-        step_fn = getattr(trainer.strategy, step_name, None) or getattr(module, step_name)
+        step_fn = getattr(trainer.strategy, step_name)
         num_loaders = len(self.loaders)
         grad_context = torch.inference_mode if (trainer.inference_mode and not in_fit) else torch.no_grad
         with grad_context():

@@ -129,3 +129,26 @@ class Hooks:
         self._transfer_chain = chain
         # the default chain is just the module's own transfer_batch_to_device: a no-op for CPU tensors on CPU
         self.custom_transfer = len(chain) > 1 or "transfer_batch_to_device" in self._module_overrides
+
+
+class ProfiledHooks(Hooks):
+    """Hooks that time every callback and module hook with `trainer.profiler` (only used when one is set)."""
+
+    def callbacks(self, name: str, *args: Any) -> None:
+        callbacks = self._callbacks[name]
+        if not callbacks:
+            return
+        module, trainer, profiler = self.module, self.trainer, self.trainer.profiler
+        fx = module.__dict__
+        previous = fx["_current_fx_name"]
+        fx["_current_fx_name"] = name
+        try:
+            for callback in callbacks:
+                with profiler.profile(f"[Callback]{type(callback).__name__}.{name}"):
+                    getattr(callback, name)(trainer, module, *args)
+        finally:
+            fx["_current_fx_name"] = previous
+
+    def call_module(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        with self.trainer.profiler.profile(f"[LightningModule]{type(self.module).__name__}.{name}"):
+            return super().call_module(name, *args, **kwargs)

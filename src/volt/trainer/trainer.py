@@ -4,6 +4,7 @@ import logging
 import math
 import os
 from contextlib import nullcontext
+from datetime import timedelta
 from typing import Any, Dict, Iterable, List, Optional, Union
 
 import torch
@@ -11,10 +12,12 @@ import torch
 from volt.callbacks.callback import Callback
 from volt.datamodule import LightningDataModule
 from volt.distributed.strategy import Strategy, parse_accelerator, parse_devices
+from volt.loggers.logger import Logger
 from volt.module import LightningModule
+from volt.profilers import Profiler, make_profiler
 from volt.trainer.eval_loop import EvalLoop
 from volt.trainer.fit_loop import FitLoop
-from volt.trainer.hooks import Hooks
+from volt.trainer.hooks import Hooks, ProfiledHooks
 from volt.trainer.optim import LightningOptimizer, configure_optimizers
 from volt.trainer.precision import make_precision, normalize_precision
 from volt.trainer.results import Results
@@ -58,9 +61,6 @@ _REMOVED_ARGUMENTS = {
     "log_every_n_step": "use `log_every_n_steps=`",
 }
 
-_DDP_STRATEGIES = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook", "ddp_find_unused_parameters_true",
-                   "ddp_find_unused_parameters_false", "ddp_spawn_find_unused_parameters_true", "fsdp")
-
 
 class TrainerState:
     """`fn` is the entry point running ("fit", "validate", "test", "predict"); `stage` is the loop running
@@ -83,19 +83,19 @@ class Trainer:
     def __init__(
         self,
         *,
-        accelerator: Any = "auto",
-        strategy: Any = "auto",
+        accelerator: str = "auto",
+        strategy: Union[str, Strategy] = "auto",
         devices: Any = "auto",
         num_nodes: int = 1,
-        precision: Any = None,
-        logger: Any = None,
+        precision: Optional[Union[int, str]] = None,
+        logger: Optional[Union[Logger, Iterable[Logger], bool]] = None,
         callbacks: Optional[Union[List[Callback], Callback]] = None,
         fast_dev_run: Union[int, bool] = False,
         max_epochs: Optional[int] = None,
         min_epochs: Optional[int] = None,
         max_steps: int = -1,
         min_steps: Optional[int] = None,
-        max_time: Any = None,
+        max_time: Optional[Union[str, timedelta, Dict[str, int]]] = None,
         limit_train_batches: Optional[Union[int, float]] = None,
         limit_val_batches: Optional[Union[int, float]] = None,
         limit_test_batches: Optional[Union[int, float]] = None,
@@ -115,10 +115,10 @@ class Trainer:
         benchmark: Optional[bool] = None,
         inference_mode: bool = True,
         use_distributed_sampler: bool = True,
-        profiler: Any = None,
+        profiler: Optional[Union[Profiler, str]] = None,
         detect_anomaly: bool = False,
         barebones: bool = False,
-        plugins: Any = None,
+        plugins: Optional[list] = None,
         sync_batchnorm: bool = False,
         reload_dataloaders_every_n_epochs: int = 0,
         default_root_dir: Optional[Union[str, os.PathLike]] = None,
@@ -201,7 +201,7 @@ class Trainer:
             raise MisconfigurationException(
                 f"`plugins={plugins!r}` is not supported by volt; use `precision=` and `strategy=` arguments instead."
             )
-        self.profiler = _make_profiler(profiler)
+        self.profiler = make_profiler(profiler)
         _configure_determinism(deterministic, benchmark)
 
         # ---- hardware, precision
@@ -345,7 +345,17 @@ class Trainer:
 
     def _run_stage(self, fn, model, datamodule, ckpt_path):
         callbacks = self._merge_model_callbacks(model)
-        self._hooks = hooks = Hooks(self, callbacks, model, datamodule)
+        self._hooks = hooks = (ProfiledHooks if self.profiler else Hooks)(self, callbacks, model, datamodule)
+        if self.profiler is not None:
+            self.profiler.reset()
+        if self.profiler is not None and not getattr(self, "_profiling_wrapped", False):
+            from volt.profilers import profile_method
+
+            for name in ("training_step", "validation_step", "test_step", "predict_step"):
+                if hasattr(self.strategy, name):
+                    profile_method(self.profiler, self.strategy, name, f"[Strategy]{type(self.strategy).__name__}.{name}")
+            profile_method(self.profiler, self, "_optimizer_step", "[Strategy]optimizer_step")
+            self._profiling_wrapped = True
         anomaly = torch.autograd.detect_anomaly(check_nan=True) if self.detect_anomaly else nullcontext()
         try:
             with anomaly:
@@ -406,6 +416,8 @@ class Trainer:
         hooks.call_module("teardown", fn)
         for logger in self.loggers:
             logger.finalize("success")
+        if self.profiler is not None and self.is_global_zero:
+            self.profiler.describe(fn)
         self.strategy.teardown()
         self.state.status = "finished"
         return result
@@ -583,7 +595,7 @@ class Trainer:
             "global_step": self.global_step,
             "pytorch-lightning_version": LIGHTNING_COMPAT_VERSION,
             "volt_version": VOLT_VERSION,
-            "state_dict": model.state_dict(),
+            "state_dict": self.strategy.lightning_module_state_dict(),
             "loops": {"fit_loop": {**s.state_dict(), "rng": get_rng_states()}},
         }
         if not weights_only:
@@ -593,7 +605,7 @@ class Trainer:
                 if state:
                     callback_states[callback.state_key] = state
             checkpoint["callbacks"] = callback_states
-            checkpoint["optimizer_states"] = [opt.state_dict() for opt in self.optimizers]
+            checkpoint["optimizer_states"] = [self.strategy.optimizer_state(opt) for opt in self.optimizers]
             checkpoint["lr_schedulers"] = [config.scheduler.state_dict() for config in self.lr_scheduler_configs]
             precision_state = self._precision.state_dict()
             if precision_state:
@@ -669,11 +681,11 @@ class Trainer:
                 self.datamodule.load_state_dict(checkpoint[type(self.datamodule).__qualname__])
         if "state_dict" not in checkpoint:
             raise KeyError(f"The checkpoint {self.ckpt_path} has no 'state_dict'; it is not a model checkpoint.")
-        model.load_state_dict(checkpoint["state_dict"], strict=model.strict_loading)
+        self.strategy.load_model_state_dict(checkpoint["state_dict"], strict=model.strict_loading)
 
     def _restore_training_state(self, checkpoint: Dict[str, Any]) -> None:
         for opt, state in zip(self.optimizers, checkpoint.get("optimizer_states", [])):
-            opt.load_state_dict(state)
+            self.strategy.load_optimizer_state_dict(opt, state)
         for config, state in zip(self.lr_scheduler_configs, checkpoint.get("lr_schedulers", [])):
             config.scheduler.load_state_dict(state)
         if "MixedPrecision" in checkpoint:
@@ -963,25 +975,15 @@ def _configure_determinism(deterministic, benchmark) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def _make_profiler(profiler):
-    if profiler in (None, False):
-        return None
-    raise MisconfigurationException(
-        f"`profiler={profiler!r}` is not supported by volt yet; profile with `torch.profiler.profile()` around "
-        "`trainer.fit(...)` instead."
-    )
-
-
 def _select_strategy(strategy, device_type: str, device_ids: List[int], num_nodes: int, accelerator) -> Strategy:
+    from volt.distributed.ddp import select_parallel_strategy
+
+    parallel = select_parallel_strategy(strategy, device_type, device_ids, num_nodes)
+    if parallel is not None:
+        return parallel
     if isinstance(strategy, Strategy):
         return strategy
     name = str(strategy).lower() if strategy is not None else "auto"
-    multi = len(device_ids) > 1 or num_nodes > 1
-    if name in _DDP_STRATEGIES or (name == "auto" and multi):
-        raise MisconfigurationException(
-            f"strategy={strategy!r} with devices={device_ids} and num_nodes={num_nodes}: multi-process training "
-            "is not available in this volt build yet. Use a single device (devices=1)."
-        )
     if name not in ("auto", "single_device"):
         raise MisconfigurationException(
             f"strategy={strategy!r} is not supported. Choose 'auto', 'single_device', 'ddp', 'ddp_spawn', "
