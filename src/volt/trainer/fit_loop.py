@@ -64,6 +64,8 @@ class FitLoop:
             return
         if self.done:
             return
+        if self.val_loop.loaders is None and self._validates_in_epoch(self.state.epoch):
+            self.val_loop.enabled_or_setup()  # as Lightning: progress bars know the validation size at train start
         hooks.call("on_train_start")
         while not self.done:
             self.run_epoch()
@@ -345,12 +347,17 @@ class FitLoop:
         trainer._results.reset_metric_dicts()
         set_rng_states(rng)
 
+    def _validates_in_epoch(self, epoch: int) -> bool:
+        trainer = self.trainer
+        every = trainer.check_val_every_n_epoch
+        if every is not None and (epoch + 1) % every != 0:
+            return False
+        return trainer.limit_val_batches != 0 and trainer._hooks.module_overrides("validation_step")
+
     def _should_validate(self, is_last: bool) -> bool:
         trainer, s = self.trainer, self.state
         every = trainer.check_val_every_n_epoch
-        if every is not None and (s.epoch + 1) % every != 0:
-            return False
-        if trainer.limit_val_batches == 0 or not trainer._hooks.module_overrides("validation_step"):
+        if not self._validates_in_epoch(s.epoch):
             return False
         if s.val_done_at_batch == s.batch_idx:
             return False
