@@ -174,6 +174,7 @@ class Results:
                 self.callback_metrics[metric.name] = value
             if metric.logger:
                 self.pending_step_logs[key_step] = value
+                self.logged_metrics[key_step] = value  # visible at once (e.g. in on_train_batch_end), as in Lightning
             if metric.prog_bar:
                 self.progress_bar_metrics[key_step] = value
         if metric.on_epoch:
