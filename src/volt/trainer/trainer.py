@@ -705,8 +705,14 @@ class Trainer:
 
                 set_rng_states(rng)
                 self.fit_loop._restored_rng = None
-        else:  # another writer (e.g. Lightning): resume at the start of the next epoch
-            s.epoch = int(checkpoint.get("epoch", 0)) + 1
+        else:  # another writer (e.g. Lightning): its batch progress says whether it stopped mid-epoch
+            batches = loop_state.get("epoch_loop.batch_progress") or {}
+            consumed = int((batches.get("current") or {}).get("processed", 0))
+            mid_epoch = consumed > 0 and not batches.get("is_last_batch", True)
+            # as Lightning does, the rest of an unfinished epoch is drawn afresh from the loader's start
+            s.epoch = int(checkpoint.get("epoch", 0)) + (0 if mid_epoch else 1)
+            s.batch_idx = consumed if mid_epoch else 0
+            s.total_batch_idx = int((batches.get("total") or {}).get("processed", 0))
             s.global_step = int(checkpoint.get("global_step", 0))
             s.batches_stepped = s.global_step
 
