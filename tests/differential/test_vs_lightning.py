@@ -309,3 +309,19 @@ def test_lightning_checkpoint_loads_and_resumes_in_volt(tmp_path):
     assert_same_run(lightning_resumed, volt)
     assert volt.logger.records[0][0] == 8  # logging continues at the restored step
     assert volt.trainer.optimizers[0].param_groups[0]["lr"] == lightning.trainer.optimizers[0].param_groups[0]["lr"]
+
+
+@pytest.mark.filterwarnings("ignore:Be aware that when using `ckpt_path`")
+@pytest.mark.filterwarnings("ignore:You're resuming from a checkpoint that ended before the epoch ended")
+@pytest.mark.parametrize("name", ["epoch=0-step=3.ckpt", "epoch=1-step=12.ckpt"])
+def test_mid_epoch_lightning_checkpoint_resumes_as_lightning_does(tmp_path, name):
+    """A Lightning checkpoint taken inside an epoch (every_n_train_steps=3): volt continues that epoch with the
+    same batch counts, steps, logging and weights as Lightning's own resume (both draw the rest of the epoch
+    from the loader's start, since a Lightning checkpoint holds no sampler position)."""
+    options = dict(val_check_interval=0.5, model_kwargs=dict(scheduler="onecycle_step"))
+    first = fit("lightning", tmp_path / "first", enable_checkpointing=True, callbacks=lambda pl: [
+        pl.callbacks.ModelCheckpoint(save_top_k=-1, every_n_train_steps=3)], **options)
+    path = os.path.join(first.trainer.checkpoint_callback.dirpath, name)
+    lightning, volt = (fit(n, tmp_path / n, ckpt_path=path, **options) for n in FRAMEWORKS)
+    assert_same_run(lightning, volt)
+    assert volt.logger.records[0][0] == int(name.split("step=")[1].split(".")[0])
