@@ -22,6 +22,7 @@ pytestmark = [
     pytest.mark.lightning,
     pytest.mark.filterwarnings("ignore:.*does not have many workers"),
     pytest.mark.filterwarnings("ignore:.*LeafSpec"),
+    pytest.mark.filterwarnings("ignore:Be aware that when using `ckpt_path`"),  # resuming without the callbacks
 ]
 
 EXACT = dict(atol=1e-6, rtol=0)
@@ -289,7 +290,6 @@ def test_volt_checkpoint_loads_in_lightning(tmp_path):
     assert_close(restored.state_dict(), volt.weights, **EXACT)
 
 
-@pytest.mark.filterwarnings("ignore:Be aware that when using `ckpt_path`")
 def test_lightning_checkpoint_loads_and_resumes_in_volt(tmp_path):
     """A Lightning checkpoint taken at the end of epoch 0 rebuilds the model in volt, and volt's
     fit(ckpt_path=...) continues from it (weights, momentum, scheduler, counters) to the same end as Lightning's
@@ -311,7 +311,6 @@ def test_lightning_checkpoint_loads_and_resumes_in_volt(tmp_path):
     assert volt.trainer.optimizers[0].param_groups[0]["lr"] == lightning.trainer.optimizers[0].param_groups[0]["lr"]
 
 
-@pytest.mark.filterwarnings("ignore:Be aware that when using `ckpt_path`")
 @pytest.mark.filterwarnings("ignore:You're resuming from a checkpoint that ended before the epoch ended")
 @pytest.mark.parametrize("name", ["epoch=0-step=3.ckpt", "epoch=1-step=12.ckpt"])
 def test_mid_epoch_lightning_checkpoint_resumes_as_lightning_does(tmp_path, name):
@@ -325,3 +324,14 @@ def test_mid_epoch_lightning_checkpoint_resumes_as_lightning_does(tmp_path, name
     lightning, volt = (fit(n, tmp_path / n, ckpt_path=path, **options) for n in FRAMEWORKS)
     assert_same_run(lightning, volt)
     assert volt.logger.records[0][0] == int(name.split("step=")[1].split(".")[0])
+
+
+@pytest.mark.xfail(strict=True, reason="volt writes its own loop cursor under loops['fit_loop']; Lightning finds "
+                   "none of its progress keys there and silently restarts at epoch 0 (weights, optimizer restored)")
+def test_lightning_resumes_a_volt_checkpoint_at_the_next_epoch(tmp_path):
+    volt = fit("volt", tmp_path / "volt", enable_checkpointing=True,
+               callbacks=lambda pl: [pl.callbacks.ModelCheckpoint(save_top_k=-1)])
+    path = os.path.join(volt.trainer.checkpoint_callback.dirpath, "epoch=0-step=8.ckpt")
+    lightning = fit("lightning", tmp_path / "lightning", ckpt_path=path)
+    assert lightning.logger.records[0][0] == 8
+    assert_same_weights(volt.weights, lightning.weights)
