@@ -138,7 +138,7 @@ class Results:
             rank_zero_only: bool) -> None:
         active = self.active
         key = name
-        if not active.training and add_dataloader_idx and self.num_dataloaders > 1:
+        if not active.training and add_dataloader_idx and self.num_dataloaders > 1 and fx not in _EPOCH_HOOKS:
             key = f"{name}/dataloader_idx_{self.dataloader_idx}"
         metric = active.metrics.get(key)
         if metric is None or metric.fx != fx:
