@@ -155,16 +155,14 @@ class EvalLoop:
                 trainer._eval_step_log(self.stage)
 
     def _per_dataloader(self, metrics: Dict[str, torch.Tensor]) -> List[Dict[str, float]]:
-        """Split epoch metrics by their `/dataloader_idx_i` suffix; unsuffixed ones go to every dataloader."""
+        """Split epoch metrics by the dataloader they were logged for; those logged in epoch-level hooks go to every
+        dataloader."""
         out: List[Dict[str, float]] = [{} for _ in self.loaders]
+        origin = {metric.epoch_key: metric.dataloader_idx for metric in self.trainer._results.eval.metrics.values()}
         for key, value in metrics.items():
             value = value.item() if isinstance(value, torch.Tensor) else float(value)
-            if "/dataloader_idx_" in key:
-                idx = int(key.rsplit("/dataloader_idx_", 1)[1])
-                if idx < len(out):
-                    out[idx][key] = value
-            else:
-                for d in out:
-                    d[key] = value
+            idx = origin.get(key)
+            for d in out if idx is None or idx >= len(out) else [out[idx]]:
+                d[key] = value
         return out
 

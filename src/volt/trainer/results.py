@@ -37,7 +37,7 @@ class _Metric:
     """One logged name in one loop run: its options, its last step value and its epoch accumulator."""
 
     __slots__ = ("name", "fx", "on_step", "on_epoch", "prog_bar", "logger", "reduce", "sync_dist", "sync_group",
-                 "step_key", "epoch_key", "last", "values", "sizes", "metric_obj", "updated")
+                 "step_key", "epoch_key", "last", "values", "sizes", "metric_obj", "updated", "dataloader_idx")
 
     def __init__(self, name, fx, on_step, on_epoch, prog_bar, logger, reduce, sync_dist, sync_group):
         self.name, self.fx = name, fx
@@ -52,6 +52,7 @@ class _Metric:
         self.sizes: List[int] = []
         self.metric_obj = None  # a torchmetrics.Metric logged directly: computed at epoch end
         self.updated = False
+        self.dataloader_idx: Optional[int] = None  # the eval dataloader it was logged for; None: all of them
 
     def accumulate(self, value: torch.Tensor, batch_size: int) -> None:
         self.values.append(value)
@@ -144,6 +145,8 @@ class Results:
         if metric is None or metric.fx != fx:
             metric = self._new_metric(fx, key, value, prog_bar, logger, on_step, on_epoch, reduce_fx, sync_dist,
                                       sync_dist_group)
+            if not active.training and fx not in _EPOCH_HOOKS:
+                metric.dataloader_idx = self.dataloader_idx
             active.metrics[key] = metric
 
         if metric.metric_obj is not None:
