@@ -241,13 +241,13 @@ EXPECTED = {
 
 
 @pytest.mark.parametrize("scenario", sorted(EXPECTED))
-def test_hook_order_matches_lightning(scenario, tmp_path, capsys):
+def test_hook_order_matches_lightning(scenario, tmp_path):
     assert record(volt, scenario, tmp_path) == EXPECTED[scenario]
 
 
 @pytest.mark.lightning
 @pytest.mark.parametrize("scenario", sorted(EXPECTED))
-def test_expected_order_is_lightnings(scenario, tmp_path, capsys):
+def test_expected_order_is_lightnings(scenario, tmp_path):
     """The EXPECTED lists are what Lightning 2.6.6 itself does."""
     pl = pytest.importorskip("pytorch_lightning")
     assert record(pl, scenario, tmp_path) == EXPECTED[scenario]
