@@ -296,8 +296,13 @@ class Trainer:
                     f"`trainer.{stage}()` needs a model: pass `trainer.{stage}(model, ...)`."
                 )
             model = self.lightning_module
-            if ckpt_path is None and self.state.fn == "fit" and self.checkpoint_callback is not None \
-                    and getattr(self.checkpoint_callback, "best_model_path", ""):
+            if ckpt_path is None:  # as Lightning: without a model, use the best checkpoint of the last fit
+                rank_zero_warn(
+                    f"`.{stage}(ckpt_path=None)` was called without a model. The best model of the previous `fit` "
+                    f"call will be used. You can pass `.{stage}(ckpt_path='best')` to use the best model or "
+                    f"`.{stage}(ckpt_path='last')` to use the last model. If you pass a value, this warning will be "
+                    "silenced."
+                )
                 ckpt_path = "best"
         loop = {"validate": self.validate_loop, "test": self.test_loop, "predict": self.predict_loop}[stage]
         loop._source = dataloaders
@@ -629,11 +634,18 @@ class Trainer:
         if ckpt_path is None:
             return None
         if ckpt_path == "best":
-            best = getattr(self.checkpoint_callback, "best_model_path", "") if self.checkpoint_callback else ""
+            if self.checkpoint_callback is None:
+                raise ValueError(f'`.{fn}(ckpt_path="best")` is set but `ModelCheckpoint` is not configured.')
+            best = self.checkpoint_callback.best_model_path
             if not best:
+                if self.fast_dev_run:
+                    raise ValueError(
+                        f'You cannot execute `.{fn}(ckpt_path="best")` with `fast_dev_run=True`. Please pass an '
+                        f"exact checkpoint path to `.{fn}(ckpt_path=...)`"
+                    )
                 raise ValueError(
-                    f'`.{fn}(ckpt_path="best")` needs a ModelCheckpoint that has saved a best checkpoint in this '
-                    "Trainer; pass a path instead."
+                    f'`.{fn}(ckpt_path="best")` is set but `ModelCheckpoint` has not saved a best model yet: run '
+                    "`fit` first, or pass an exact checkpoint path."
                 )
             return best
         if ckpt_path == "last":
