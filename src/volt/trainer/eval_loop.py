@@ -31,6 +31,7 @@ class EvalLoop:
         self.hook = _HOOK[stage]
         self.loaders: Optional[List[Any]] = None  # resolved on first run (or again when reloading)
         self.num_batches: List[float] = []
+        self.loaded_epoch = 0  # the epoch at which the loaders were last made (reload_dataloaders_every_n_epochs)
         self._source: Any = None  # dataloaders passed to the Trainer call, if any
         self.predictions: List[List[Any]] = []
         self.batch_idx = 0
@@ -40,6 +41,7 @@ class EvalLoop:
     def setup_data(self, hooks) -> None:
         """Resolve the dataloaders (argument, datamodule or module hook), wrap them and size them."""
         trainer = self.trainer
+        self.loaded_epoch = trainer.current_epoch
         source = self._source
         if source is None:
             source = trainer._call_dataloader_hook(_LOADER[self.stage], required=self.stage != "validate")

@@ -21,6 +21,7 @@ from volt.trainer.hooks import Hooks, ProfiledHooks
 from volt.trainer.optim import LightningOptimizer, configure_optimizers
 from volt.trainer.precision import make_precision, normalize_precision
 from volt.trainer.results import Results
+from volt.trainer.signals import StopSignals, requeued_job
 from volt.utilities.exceptions import MisconfigurationException
 from volt.utilities.rank_zero import rank_zero_info, rank_zero_only, rank_zero_warn
 
@@ -230,6 +231,7 @@ class Trainer:
         self.ckpt_path: Optional[str] = None
         self._return_predictions = True
         self._weights_only: Optional[bool] = None
+        self._signals = StopSignals()  # SIGTERM / Ctrl-C / requeue during fit: a graceful stop (trainer/signals.py)
         self._last_metrics = Results(self)
 
         # ---- callbacks and loggers
@@ -362,6 +364,8 @@ class Trainer:
             profile_method(self.profiler, self, "_optimizer_step", "[Strategy]optimizer_step")
             self._profiling_wrapped = True
         anomaly = torch.autograd.detect_anomaly(check_nan=True) if self.detect_anomaly else nullcontext()
+        if fn == "fit":
+            self._signals.install()
         try:
             with anomaly:
                 return self._run_stage_inner(fn, model, datamodule, ckpt_path, hooks)
@@ -376,9 +380,14 @@ class Trainer:
                 logger.finalize("failed")
             self.strategy.teardown()
             raise
+        finally:
+            if fn == "fit":
+                self._signals.restore()
 
     def _run_stage_inner(self, fn, model, datamodule, ckpt_path, hooks):
         self.strategy.setup_environment()
+        # "last" first: it may pick the logger version to continue, which the callbacks' setup reads
+        ckpt_path = self._resolve_ckpt_path(fn, ckpt_path)
         # 1. data preparation and setup
         if self.local_rank == 0:
             if datamodule is not None:
@@ -396,7 +405,7 @@ class Trainer:
         self.strategy.setup_module(model)
 
         # 2. restore what comes before the optimizers
-        checkpoint = self._load_checkpoint_for(fn, ckpt_path)
+        checkpoint = self._load_checkpoint(ckpt_path)
         if checkpoint is not None:
             self._restore_module_and_callbacks(checkpoint, hooks)
 
@@ -518,14 +527,10 @@ class Trainer:
     def _use_distributed_sampler(self) -> bool:
         return self.use_distributed_sampler and self.world_size > 1
 
-    def _should_reload_train_dataloader(self, epoch: int) -> bool:
+    def _dataloaders_stale(self, loaded_epoch: int) -> bool:
+        """`reload_dataloaders_every_n_epochs`: loaders made at `loaded_epoch` are due to be made again."""
         n = self.reload_dataloaders_every_n_epochs
-        return bool(n) and epoch > 0 and epoch % n == 0 and self.fit_loop.state.batch_idx == 0
-
-    def _should_reload_val_dataloader(self, epoch: int) -> bool:
-        n = self.reload_dataloaders_every_n_epochs
-        return bool(n) and epoch > 0 and epoch % n == 0 and getattr(self, "_val_reloaded_epoch", -1) != epoch \
-            and not setattr(self, "_val_reloaded_epoch", epoch)
+        return bool(n) and self.current_epoch - loaded_epoch >= n
 
     def _log_to_loggers(self, metrics: Dict[str, torch.Tensor], step: Optional[int] = None) -> None:
         """Send metrics to every logger, converting tensors to floats here (the only host sync for logging)."""
@@ -594,14 +599,25 @@ class Trainer:
         from volt.checkpoint import encode_hparams
         from volt.utilities.seed import get_rng_states
 
+        from volt.trainer.progress import results_state
+
         model, s = self.lightning_module, self.fit_loop.state
+        for logger in self.loggers:  # rows logged before this checkpoint are on disk before it is
+            logger.save()
+        fit_loop_state = {
+            **s.state_dict(),
+            "rng": get_rng_states(),
+            "should_stop": self.should_stop,
+            "results": results_state(self._results) if self._results is not None and self.state.fn == "fit" else None,
+            "loggers": [getattr(logger, "_resume_marker", lambda: None)() for logger in self.loggers],
+        }
         checkpoint: Dict[str, Any] = {
             "epoch": self.current_epoch,
             "global_step": self.global_step,
             "pytorch-lightning_version": LIGHTNING_COMPAT_VERSION,
             "volt_version": VOLT_VERSION,
             "state_dict": self.strategy.lightning_module_state_dict(),
-            "loops": {"fit_loop": {**s.state_dict(), "rng": get_rng_states()}},
+            "loops": {"fit_loop": fit_loop_state},
         }
         if not weights_only:
             callback_states = {}
@@ -627,10 +643,14 @@ class Trainer:
             checkpoint["datamodule_hyper_parameters"] = encode_hparams(dict(self.datamodule.hparams))
         if not weights_only:
             self._hooks.callbacks("on_save_checkpoint", checkpoint)
-        model.on_save_checkpoint(checkpoint) if self._hooks.module_overrides("on_save_checkpoint") else None
+        if self._hooks.module_overrides("on_save_checkpoint"):
+            self._hooks.call_module("on_save_checkpoint", checkpoint)  # names the hook, so self.log there raises
         return checkpoint
 
     def _resolve_ckpt_path(self, fn: str, ckpt_path) -> Optional[str]:
+        if ckpt_path is None and fn == "fit" and requeued_job():
+            rank_zero_info("This SLURM job was requeued: resuming from its last checkpoint (ckpt_path='last').")
+            ckpt_path = "last"
         if ckpt_path is None:
             return None
         if ckpt_path == "best":
@@ -658,17 +678,43 @@ class Trainer:
         return os.fspath(ckpt_path)
 
     def _find_last_checkpoint(self) -> Optional[str]:
-        """The newest `last*.ckpt` in the checkpoint callbacks' folders (for `ckpt_path="last"`)."""
-        candidates = []
-        for callback in self.checkpoint_callbacks:
-            dirpath = callback.dirpath or callback._default_dirpath(self)
-            if dirpath and os.path.isdir(dirpath):
-                candidates += [os.path.join(dirpath, f) for f in os.listdir(dirpath)
-                               if f.startswith(callback.CHECKPOINT_NAME_LAST) and f.endswith(callback.FILE_EXTENSION)]
-        return max(candidates, key=os.path.getmtime) if candidates else None
+        """The newest `last*.ckpt` (for `ckpt_path="last"`), in the checkpoint callbacks' folders.
 
-    def _load_checkpoint_for(self, fn: str, ckpt_path) -> Optional[Dict[str, Any]]:
-        path = self._resolve_ckpt_path(fn, ckpt_path)
+        A callback without a `dirpath` writes into the logger's version folder. A new process (a requeued job, a
+        rerun script) has a logger that would start a new version, so every version's `checkpoints` folder is
+        searched, and the logger then continues the version the checkpoint came from rather than opening a new one.
+        With no checkpoint callback, `<default_root_dir>/checkpoints` (where a graceful stop saves) is searched.
+        """
+        import glob
+
+        folders = []
+        for callback in self.checkpoint_callbacks or [None]:
+            if callback is not None and callback.dirpath:
+                folders.append(callback.dirpath)
+            elif callback is not None and self.loggers and _unversioned(self.loggers[0]):
+                logger = self.loggers[0]
+                save_dir = logger.save_dir if logger.save_dir is not None else self.default_root_dir
+                folders += glob.glob(os.path.join(glob.escape(os.path.join(save_dir, str(logger.name))), "*",
+                                                  "checkpoints"))
+            elif callback is not None:
+                folders.append(callback._default_dirpath(self))
+            else:
+                folders.append(os.path.join(self.default_root_dir, "checkpoints"))
+        candidates = [os.path.join(folder, name) for folder in folders if os.path.isdir(folder)
+                      for name in os.listdir(folder) if name.startswith("last") and name.endswith(".ckpt")]
+        candidates = [path for path in candidates if os.path.isfile(path)]  # not a link to a deleted file
+        if not candidates:
+            return None
+        newest = max(candidates, key=os.path.getmtime)
+        version = os.path.basename(os.path.dirname(os.path.dirname(newest)))
+        for logger in self.loggers:
+            if _unversioned(logger) and os.path.isdir(os.path.join(logger.root_dir, version)):
+                number = version[len("version_"):]
+                logger._version = int(number) if version.startswith("version_") and number.isdigit() else version
+        return newest
+
+    def _load_checkpoint(self, path: Optional[str]) -> Optional[Dict[str, Any]]:
+        """Load the checkpoint at `path` (already resolved from "last"/"best"); None when there is none."""
         self.ckpt_path = path
         if path is None:
             return None
@@ -679,7 +725,8 @@ class Trainer:
 
     def _restore_module_and_callbacks(self, checkpoint: Dict[str, Any], hooks: Hooks) -> None:
         model = self.lightning_module
-        model.on_load_checkpoint(checkpoint) if hooks.module_overrides("on_load_checkpoint") else None
+        if hooks.module_overrides("on_load_checkpoint"):
+            hooks.call_module("on_load_checkpoint", checkpoint)
         if self.state.fn == "fit":
             hooks.callbacks("on_load_checkpoint", checkpoint)
             states = checkpoint.get("callbacks") or {}
@@ -702,21 +749,20 @@ class Trainer:
             config.scheduler.load_state_dict(state)
         if "MixedPrecision" in checkpoint:
             self._precision.load_state_dict(checkpoint["MixedPrecision"])
-        loop_state = (checkpoint.get("loops") or {}).get("fit_loop") or {}
+        loop_state = dict((checkpoint.get("loops") or {}).get("fit_loop") or {})
         s = self.fit_loop.state
-        if "epoch_done" in loop_state:  # written by volt: the exact cursor
-            rng = loop_state.pop("rng", None)
+        if "epoch_done" in loop_state:  # written by volt: the exact cursor, at a complete batch or epoch end
+            self.fit_loop._restored_rng = loop_state.pop("rng", None)  # applied where the resumed run reaches it
+            self.fit_loop._restored_results = loop_state.pop("results", None)
+            self.should_stop = bool(loop_state.pop("should_stop", False))
+            for logger, marker in zip(self.loggers, loop_state.pop("loggers", None) or []):
+                if marker is not None and hasattr(logger, "_resume_from"):
+                    logger._resume_from(marker)
             s.load_state_dict(loop_state)
             if s.epoch_done:
                 s.epoch += 1
                 s.batch_idx, s.epoch_done, s.val_done_at_batch = 0, False, -1
                 s.epoch_rng = s.sampler_rng = None
-            self.fit_loop._restored_rng = rng
-            if rng is not None and s.batch_idx == 0:
-                from volt.utilities.seed import set_rng_states
-
-                set_rng_states(rng)
-                self.fit_loop._restored_rng = None
         else:  # another writer (e.g. Lightning): its batch progress says whether it stopped mid-epoch
             batches = loop_state.get("epoch_loop.batch_progress") or {}
             consumed = int((batches.get("current") or {}).get("processed", 0))
@@ -937,6 +983,11 @@ class Trainer:
 
 
 # ====================================================================== construction helpers
+def _unversioned(logger) -> bool:
+    """A volt logger that will pick the next free version folder on first use (none chosen yet)."""
+    return getattr(logger, "_version", 0) is None and hasattr(logger, "root_dir")
+
+
 def _torch_backward(loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
     loss.backward(*args, **kwargs)
 
