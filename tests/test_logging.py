@@ -258,3 +258,120 @@ def test_lightning_logs_the_same(name, tmp_path):
     pl = pytest.importorskip("pytorch_lightning")
     run, expected = SCENARIOS[name]
     assert run(pl, tmp_path) == expected
+
+
+# ------------------------------------------------------------------------------------------------ errors
+
+FORBIDDEN_HOOKS = ["setup", "configure_optimizers", "on_fit_start", "on_fit_end", "on_train_end", "on_validation_end",
+                   "train_dataloader", "on_before_batch_transfer", "on_save_checkpoint", "lr_scheduler_step",
+                   "predict_step", "on_predict_epoch_end"]
+
+
+def log_in_hook(pl, tmp_path, hook):
+    """Run a loop whose module calls `self.log` inside `hook`; return the error it raised."""
+
+    class Model(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(4, 1)
+
+        def forward(self, x):
+            return self.layer(x)
+
+        def training_step(self, batch, batch_idx):
+            return self(batch[0]).pow(2).mean()
+
+        def validation_step(self, batch, batch_idx):
+            pass
+
+        def predict_step(self, batch, batch_idx):
+            return self(batch[0])
+
+        def configure_optimizers(self):
+            optimizer = torch.optim.SGD(self.parameters(), lr=0.1)
+            return [optimizer], [torch.optim.lr_scheduler.StepLR(optimizer, 1)]
+
+        def train_dataloader(self):
+            return loader(n=2)
+
+        def predict_dataloader(self):
+            return loader(n=2)
+
+    def logging_hook(self, *args, **kwargs):
+        self.log("value", 1.0)
+        return getattr(pl.LightningModule, hook)(self, *args, **kwargs)
+
+    setattr(Model, hook, logging_hook)
+    run = _quiet(pl, tmp_path, limit_val_batches=1, enable_checkpointing=hook == "on_save_checkpoint")
+    with pytest.raises(Exception) as error:
+        if hook.startswith(("predict", "on_predict")):
+            run.predict(Model())
+        else:
+            run.fit(Model(), val_dataloaders=loader(n=2))
+    return error.value
+
+
+@pytest.mark.parametrize("hook", FORBIDDEN_HOOKS)
+def test_logging_in_a_hook_that_cannot_log_raises(hook, tmp_path):
+    error = log_in_hook(volt, tmp_path, hook)
+    assert isinstance(error, MisconfigurationException)
+    assert f"You can't `self.log()` inside `{hook}`" in str(error)
+
+
+@pytest.mark.lightning
+@pytest.mark.parametrize("hook", FORBIDDEN_HOOKS)
+def test_lightning_also_refuses_to_log_in(hook, tmp_path):
+    pl = pytest.importorskip("pytorch_lightning")
+    assert "`self.log()`" in str(log_in_hook(pl, tmp_path, hook))
+
+
+class _LogsInTrainingStep(volt.LightningModule):
+    def __init__(self, log):
+        super().__init__()
+        self.layer = torch.nn.Linear(4, 1)
+        self.log_call = log
+
+    def training_step(self, batch, batch_idx):
+        self.log_call(self)
+        return self.layer(batch[0]).sum()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+@pytest.mark.parametrize("log, message", [
+    (lambda m: m.log("v", torch.ones(3)), r"got a tensor of shape \(3,\); log one number"),
+    (lambda m: m.log("v", "text"), "got a str; log a number, a one-element tensor or a torchmetrics Metric"),
+    (lambda m: m.log("v", 1.0, reduce_fx="median"), "reduce_fx must be 'mean', 'sum', 'max' or 'min'"),
+    (lambda m: m.log("v", 1.0, on_step=False, on_epoch=False), "logs nothing; set one of them to True"),
+])
+def test_bad_log_calls_name_the_problem(log, message, tmp_path):
+    with pytest.raises((ValueError, MisconfigurationException), match=message):
+        trainer(tmp_path).fit(_LogsInTrainingStep(log), loader(n=2))
+
+
+def test_on_step_logging_in_an_epoch_hook_raises(tmp_path):
+    class Model(_LogsInTrainingStep):
+        def on_train_epoch_end(self):
+            self.log("v", 1.0, on_step=True)
+
+    with pytest.raises(MisconfigurationException, match=r"on_step=True\)` in `on_train_epoch_end`"):
+        trainer(tmp_path).fit(Model(lambda m: None), loader(n=2))
+
+
+def test_log_without_a_trainer_warns_and_does_nothing():
+    module = _LogsInTrainingStep(lambda m: None)
+    with pytest.warns(UserWarning, match="reference is not registered on the model yet"):
+        module.log("v", 1.0)
+
+
+def test_test_returns_epoch_metrics_and_feeds_the_loggers(tmp_path):
+    from helpers import BoringModel, MemoryLogger
+
+    memory = MemoryLogger()
+    model = BoringModel()
+    returned = trainer(tmp_path, logger=memory).test(model, verbose=False)
+    expected = torch.stack([model.loss(batch) for batch in loader(seed=2)]).mean()
+    assert list(returned[0]) == ["test_loss"]
+    assert returned[0]["test_loss"] == pytest.approx(float(expected))
+    assert memory.metrics == [(0, {"test_loss": pytest.approx(float(expected)), "epoch": 0})]
