@@ -1,0 +1,473 @@
+"""LightningModule and LightningDataModule: hyperparameters, checkpoint loading, properties, optimizers and
+schedulers in every configure_optimizers form, manual optimization, and the datamodule's hooks and state."""
+from argparse import Namespace
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+import volt
+from helpers import BoringModel, dataset, loader, trainer
+from volt.utilities.exceptions import MisconfigurationException
+
+
+# ------------------------------------------------------------------------------------------ hyperparameters
+
+
+class AllArgs(BoringModel):
+    def __init__(self, lr=0.1, hidden=8, name="net", **kwargs):
+        super().__init__(lr=lr)
+        self.save_hyperparameters()
+
+
+class SomeArgs(BoringModel):
+    def __init__(self, lr=0.1, hidden=8, name="net"):
+        super().__init__(lr=lr)
+        self.save_hyperparameters("lr", "name")
+
+
+class IgnoredArgs(BoringModel):
+    def __init__(self, lr=0.1, hidden=8, backbone=None):
+        super().__init__(lr=lr)
+        self.save_hyperparameters(ignore="hidden")
+
+
+class FromDict(BoringModel):
+    def __init__(self, config):
+        super().__init__(lr=config["lr"])
+        self.save_hyperparameters(config)
+
+
+class FromNamespace(BoringModel):
+    def __init__(self, args):
+        super().__init__(lr=args.lr)
+        self.save_hyperparameters(args)
+
+
+class Child(AllArgs):
+    def __init__(self, depth=2, **kwargs):
+        super().__init__(**kwargs)
+
+
+@pytest.mark.parametrize("make, expected", [
+    (lambda: AllArgs(lr=0.5), {"lr": 0.5, "hidden": 8, "name": "net"}),
+    (lambda: AllArgs(extra=3), {"lr": 0.1, "hidden": 8, "name": "net", "extra": 3}),
+    (lambda: SomeArgs(lr=0.5, hidden=2), {"lr": 0.5, "name": "net"}),
+    (lambda: IgnoredArgs(hidden=2), {"lr": 0.1, "backbone": None}),
+    # nn.Module arguments are left out: checkpoints hold plain data only (their weights are in the state_dict)
+    (lambda: IgnoredArgs(backbone=torch.nn.Linear(1, 1)), {"lr": 0.1}),
+    (lambda: FromDict({"lr": 0.3, "layers": [1, 2]}), {"lr": 0.3, "layers": [1, 2]}),
+    (lambda: FromNamespace(Namespace(lr=0.2, flag=True)), {"lr": 0.2, "flag": True}),
+    (lambda: Child(depth=5, lr=0.4), {"depth": 5, "lr": 0.4, "hidden": 8, "name": "net"}),
+])
+def test_save_hyperparameters_forms(make, expected):
+    model = make()
+    assert dict(model.hparams) == expected
+    assert dict(model.hparams_initial) == expected
+
+
+def test_hparams_are_attributes_and_hparams_initial_is_a_copy():
+    model = AllArgs(lr=0.5)
+    assert model.hparams.lr == model.hparams["lr"] == 0.5
+    model.hparams.lr = 1.0
+    assert model.hparams_initial.lr == 0.5
+    with pytest.raises(AttributeError, match="'hparams' has no attribute 'missing'"):
+        model.hparams.missing
+    assert dict(BoringModel().hparams) == {}
+
+
+def test_save_hyperparameters_bad_input():
+    class Bad(BoringModel):
+        def __init__(self, lr=0.1, form="names"):
+            super().__init__()
+            self.save_hyperparameters("missing" if form == "names" else 3)
+
+    with pytest.raises(ValueError, match=r"\['missing'\] are not arguments of Bad.__init__; available: \['form', 'lr'\]"):
+        Bad()
+    with pytest.raises(TypeError, match="save_hyperparameters got int; pass argument names, a dict, a Namespace"):
+        Bad(form="int")
+
+
+# ------------------------------------------------------------------------------------------ load_from_checkpoint
+
+
+@pytest.fixture
+def saved(tmp_path):
+    """A checkpoint of a trained AllArgs(lr=0.5, hidden=3) and the model itself."""
+    model = AllArgs(lr=0.5, hidden=3)
+    run = trainer(tmp_path, limit_val_batches=0)
+    run.fit(model)
+    path = tmp_path / "model.ckpt"
+    run.save_checkpoint(path)
+    return path, model
+
+
+def test_load_from_checkpoint_restores_hparams_and_weights(saved):
+    path, trained = saved
+    loaded = AllArgs.load_from_checkpoint(path)
+    assert dict(loaded.hparams) == {"lr": 0.5, "hidden": 3, "name": "net"}
+    assert torch.equal(loaded.layer.weight, trained.layer.weight)
+    assert loaded.training, "as Lightning, the model is not switched to eval mode"
+
+
+def test_load_from_checkpoint_kwargs_override_hparams(saved):
+    loaded = AllArgs.load_from_checkpoint(saved[0], hidden=7)
+    assert (loaded.hparams.lr, loaded.hparams.hidden) == (0.5, 7)
+
+
+def test_load_from_checkpoint_strict(saved):
+    class Bigger(AllArgs):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.extra = torch.nn.Linear(2, 2)
+
+    with pytest.raises(RuntimeError, match='Missing key\\(s\\) in state_dict: "extra.weight"'):
+        Bigger.load_from_checkpoint(saved[0])
+    loaded = Bigger.load_from_checkpoint(saved[0], strict=False)
+    assert torch.equal(loaded.layer.weight, saved[1].layer.weight)
+
+
+def test_load_from_checkpoint_map_location(saved):
+    loaded = AllArgs.load_from_checkpoint(saved[0], map_location="cpu")
+    assert loaded.device == torch.device("cpu")
+
+
+# ------------------------------------------------------------------------------------------ utilities, properties
+
+
+def test_freeze_and_unfreeze():
+    model = BoringModel()
+    model.freeze()
+    assert not model.training and not any(p.requires_grad for p in model.parameters())
+    model.unfreeze()
+    assert model.training and all(p.requires_grad for p in model.parameters())
+
+
+def test_print_prints_on_rank_zero(capsys):
+    BoringModel().print("hello", 3)
+    assert capsys.readouterr().out == "hello 3\n"
+
+
+def test_properties_without_a_trainer():
+    model = BoringModel()
+    assert (model.current_epoch, model.global_step, model.global_rank, model.local_rank) == (0, 0, 0, 0)
+    assert model.device == torch.device("cpu") and model.dtype == torch.float32
+    assert model.logger is None and model.loggers == []
+    with pytest.raises(RuntimeError, match="BoringModel is not attached to a `Trainer`"):
+        model.trainer
+
+
+def test_properties_during_training(tmp_path):
+    seen = []
+
+    class Model(BoringModel):
+        def training_step(self, batch, batch_idx):
+            seen.append((self.current_epoch, self.global_step, self.trainer is run, self.device.type))
+            return super().training_step(batch, batch_idx)
+
+    run = trainer(tmp_path, max_epochs=2, limit_train_batches=2, limit_val_batches=0)
+    run.fit(Model())
+    assert seen == [(0, 0, True, "cpu"), (0, 1, True, "cpu"), (1, 2, True, "cpu"), (1, 3, True, "cpu")]
+
+
+# ------------------------------------------------------------------------------------------ optimizers
+
+
+class Gan(volt.LightningModule):
+    """Manual optimization with two optimizers, the usual GAN shape."""
+
+    def __init__(self):
+        super().__init__()
+        self.automatic_optimization = False
+        self.generator = torch.nn.Linear(4, 4)
+        self.discriminator = torch.nn.Linear(4, 1)
+        self.frozen_while_generating = []
+
+    def training_step(self, batch, batch_idx):
+        opt_g, opt_d = self.optimizers()
+        (x, _) = batch
+        self.toggle_optimizer(opt_g)
+        self.frozen_while_generating.append([p.requires_grad for p in self.discriminator.parameters()])
+        g_loss = -self.discriminator(self.generator(x)).mean()
+        opt_g.zero_grad()
+        self.manual_backward(g_loss)
+        opt_g.step()
+        self.untoggle_optimizer(opt_g)
+        with self.toggled_optimizer(opt_d):
+            fake, real = self.discriminator(self.generator(x).detach()), self.discriminator(x)
+            d_loss = torch.nn.functional.softplus(fake).mean() + torch.nn.functional.softplus(-real).mean()
+            opt_d.zero_grad()
+            self.manual_backward(d_loss)
+            opt_d.step()
+        self.log_dict({"g_loss": g_loss, "d_loss": d_loss})
+
+    def configure_optimizers(self):
+        return [torch.optim.SGD(self.generator.parameters(), lr=0.1),
+                torch.optim.Adam(self.discriminator.parameters(), lr=0.1)]
+
+
+def test_manual_optimization_with_two_optimizers(tmp_path):
+    model = Gan()
+    before = [p.detach().clone() for p in model.parameters()]
+    run = trainer(tmp_path, limit_val_batches=0)
+    run.fit(model, loader())
+    assert run.global_step == 8, "as Lightning, every optimizer step counts (2 optimizers x 4 batches)"
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert model.frozen_while_generating == [[False, False]] * 4
+    assert all(p.requires_grad for p in model.parameters()), "untoggle restores requires_grad"
+    assert set(run.callback_metrics) == {"g_loss", "d_loss"}
+    optimizers = model.optimizers()
+    assert [type(o.optimizer) for o in optimizers] == [torch.optim.SGD, torch.optim.Adam]
+    assert model.optimizers(use_pl_optimizer=False) == run.optimizers
+    assert model.lr_schedulers() is None
+
+
+def test_manual_optimization_rejects_automatic_features(tmp_path):
+    with pytest.raises(MisconfigurationException, match="Automatic gradient clipping is not supported for manual"):
+        trainer(tmp_path, gradient_clip_val=1.0).fit(Gan())
+    with pytest.raises(MisconfigurationException, match="Automatic gradient accumulation is not supported"):
+        trainer(tmp_path, accumulate_grad_batches=2).fit(Gan())
+    with pytest.raises(RuntimeError, match="`manual_backward` is for manual optimization"):
+        BoringModel().manual_backward(torch.zeros(()))
+
+
+class Configurable(BoringModel):
+    """configure_optimizers returns whatever `make(self)` builds; lr starts at 1.0 so schedules are easy to read."""
+
+    def __init__(self, make):
+        super().__init__(lr=1.0)
+        self.make = make
+
+    def configure_optimizers(self):
+        return self.make(self)
+
+
+def sgd(model):
+    return torch.optim.SGD(model.parameters(), lr=1.0)
+
+
+def halving(optimizer):
+    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+
+
+def opt_and(scheduler_config):
+    def make(model):
+        optimizer = sgd(model)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": halving(optimizer), **scheduler_config}}
+
+    return make
+
+
+def _two_lists(model):
+    optimizer = sgd(model)
+    return [optimizer], [halving(optimizer)]
+
+
+def _dict_with_scheduler(model):
+    optimizer = sgd(model)
+    return {"optimizer": optimizer, "lr_scheduler": halving(optimizer)}
+
+
+@pytest.mark.parametrize("make, schedulers", [
+    (sgd, 0),
+    (lambda m: [sgd(m)], 0),
+    (lambda m: (sgd(m),), 0),
+    (_two_lists, 1),
+    (lambda m: {"optimizer": sgd(m)}, 0),
+    (_dict_with_scheduler, 1),
+    (lambda m: [{"optimizer": sgd(m)}], 0),
+])
+def test_configure_optimizers_forms(tmp_path, make, schedulers):
+    model = Configurable(make)
+    run = trainer(tmp_path, limit_val_batches=0)
+    run.fit(model)
+    assert len(run.optimizers) == 1 and isinstance(run.optimizers[0], torch.optim.SGD)
+    assert len(run.lr_scheduler_configs) == schedulers
+    assert run.optimizers[0].param_groups[0]["lr"] == (0.5 if schedulers else 1.0)  # "epoch" interval by default
+
+
+def test_configure_optimizers_none_trains_without_an_optimizer(tmp_path):
+    model = Configurable(lambda m: None)
+    before = model.layer.weight.detach().clone()
+    with pytest.warns(UserWarning, match="`configure_optimizers` returned `None`, this fit will run with no optimizer"):
+        trainer(tmp_path, limit_val_batches=0).fit(model)
+    assert torch.equal(before, model.layer.weight)
+
+
+@pytest.mark.parametrize("config, lr", [
+    ({"interval": "epoch"}, 0.5),
+    ({"interval": "step"}, 0.5 ** 4),
+    ({"interval": "step", "frequency": 2}, 0.5 ** 2),
+])
+def test_scheduler_interval_and_frequency(tmp_path, config, lr):
+    run = trainer(tmp_path, limit_val_batches=0)
+    run.fit(Configurable(opt_and(config)))
+    assert run.optimizers[0].param_groups[0]["lr"] == lr
+
+
+def test_scheduler_name_and_lr_schedulers(tmp_path):
+    seen = []
+
+    class Model(Configurable):
+        def on_train_start(self):
+            seen.append(self.lr_schedulers())
+
+    run = trainer(tmp_path, limit_val_batches=0)
+    run.fit(Model(opt_and({"name": "halving"})))
+    assert run.lr_scheduler_configs[0].name == "halving"
+    assert seen == [run.lr_scheduler_configs[0].scheduler]
+
+
+def plateau(monitor="val_loss", **config):
+    def make(model):
+        optimizer = sgd(model)
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, patience=0, factor=0.5)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": monitor, **config}}
+
+    return make
+
+
+class ConstantValLoss(Configurable):
+    def validation_step(self, batch, batch_idx):
+        self.log("val_loss", 1.0)  # never improves: the plateau scheduler halves lr after every epoch but the first
+
+
+def test_reduce_lr_on_plateau_reads_the_monitored_metric(tmp_path):
+    run = trainer(tmp_path, max_epochs=3, limit_train_batches=1)
+    run.fit(ConstantValLoss(plateau()))
+    assert run.optimizers[0].param_groups[0]["lr"] == 0.25
+    assert run.lr_scheduler_configs[0].reduce_on_plateau
+
+
+def test_reduce_lr_on_plateau_missing_metric(tmp_path):
+    with pytest.raises(MisconfigurationException, match=r"ReduceLROnPlateau conditioned on metric missing which is "
+                                                        r"not available. Available metrics are: \["):
+        trainer(tmp_path, limit_train_batches=1).fit(ConstantValLoss(plateau("missing")))
+    run = trainer(tmp_path, limit_train_batches=1)
+    with pytest.warns(RuntimeWarning, match="not available but strict is set to `False`. Skipping"):
+        run.fit(ConstantValLoss(plateau("missing", strict=False)))
+    assert run.optimizers[0].param_groups[0]["lr"] == 1.0
+
+
+def test_reduce_lr_on_plateau_needs_a_monitor(tmp_path):
+    def make(model):
+        optimizer = sgd(model)
+        return [optimizer], [torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer)]
+
+    with pytest.raises(MisconfigurationException, match="must include a monitor when a `ReduceLROnPlateau`"):
+        trainer(tmp_path).fit(Configurable(make))
+
+
+def test_bad_scheduler_configs(tmp_path):
+    with pytest.raises(MisconfigurationException, match='"interval" key in the lr scheduler dict must be "step" or '
+                                                        "\"epoch\", not 'batch'"):
+        trainer(tmp_path).fit(Configurable(opt_and({"interval": "batch"})))
+    with pytest.raises(MisconfigurationException, match="'frequency' must be a positive int, not 0"):
+        trainer(tmp_path).fit(Configurable(opt_and({"frequency": 0})))
+    with pytest.raises(MisconfigurationException, match='must have the key "scheduler"'):
+        trainer(tmp_path).fit(Configurable(lambda m: {"optimizer": sgd(m), "lr_scheduler": {"interval": "step"}}))
+
+
+# ------------------------------------------------------------------------------------------ LightningDataModule
+
+
+class DataModule(volt.LightningDataModule):
+    """Records its hooks; keeps a counter as checkpointed state."""
+
+    def __init__(self, batch_size=2):
+        super().__init__()
+        self.save_hyperparameters()
+        self.calls = []
+        self.batches_served = 0
+
+    def prepare_data(self):
+        self.calls.append("prepare_data")
+
+    def setup(self, stage):
+        self.calls.append(f"setup({stage})")
+        self.train_set, self.val_set = dataset(8), dataset(4, seed=1)
+
+    def teardown(self, stage):
+        self.calls.append(f"teardown({stage})")
+
+    def train_dataloader(self):
+        self.calls.append("train_dataloader")
+        return DataLoader(self.train_set, batch_size=self.hparams.batch_size)
+
+    def val_dataloader(self):
+        self.calls.append("val_dataloader")
+        return DataLoader(self.val_set, batch_size=self.hparams.batch_size)
+
+    def test_dataloader(self):
+        self.calls.append("test_dataloader")
+        return DataLoader(self.val_set, batch_size=self.hparams.batch_size)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx):
+        self.batches_served += 1
+        return batch
+
+    def state_dict(self):
+        return {"batches_served": self.batches_served}
+
+    def load_state_dict(self, state_dict):
+        self.batches_served = state_dict["batches_served"]
+
+
+class NoData(BoringModel):
+    """A model whose dataloader hooks must not be called when a datamodule provides the data."""
+
+    def train_dataloader(self):
+        raise AssertionError("the datamodule's loader should be used")
+
+    val_dataloader = test_dataloader = train_dataloader
+
+    def validation_step(self, batch, batch_idx, dataloader_idx=0):
+        return super().validation_step(batch, batch_idx)
+
+
+def test_datamodule_hooks_and_state(tmp_path):
+    datamodule = DataModule()
+    run = trainer(tmp_path, num_sanity_val_steps=0)
+    run.fit(NoData(), datamodule=datamodule)
+    assert datamodule.calls == ["prepare_data", "setup(fit)", "train_dataloader", "val_dataloader", "teardown(fit)"]
+    assert datamodule.batches_served == 6 and run.datamodule is datamodule and datamodule.trainer is run
+    run.save_checkpoint(tmp_path / "dm.ckpt")
+
+    restored = DataModule.load_from_checkpoint(tmp_path / "dm.ckpt", batch_size=4)
+    assert restored.hparams.batch_size == 4 and restored.batches_served == 6
+
+    resumed = DataModule()
+    trainer(tmp_path, max_epochs=2, num_sanity_val_steps=0).fit(NoData(), datamodule=resumed,
+                                                               ckpt_path=tmp_path / "dm.ckpt")
+    assert resumed.batches_served == 12, "state restored from the checkpoint, then 4 train + 2 val batches"
+
+    datamodule.calls.clear()
+    assert trainer(tmp_path).test(NoData(), datamodule=datamodule, verbose=False)[0]["test_loss"] > 0
+    assert datamodule.calls == ["prepare_data", "setup(test)", "test_dataloader", "teardown(test)"]
+
+
+def test_datamodule_hparams_are_checkpointed(tmp_path):
+    run = trainer(tmp_path, limit_val_batches=0)
+    run.fit(BoringModel(), datamodule=DataModule(batch_size=4))
+    run.save_checkpoint(tmp_path / "dm.ckpt")
+    checkpoint = torch.load(tmp_path / "dm.ckpt", weights_only=True)
+    assert checkpoint["datamodule_hyper_parameters"] == {"batch_size": 4}
+    assert checkpoint["DataModule"] == {"batches_served": 2}
+
+
+def test_datamodule_from_datasets(tmp_path):
+    datamodule = volt.LightningDataModule.from_datasets(
+        train_dataset=dataset(8), val_dataset=[dataset(4), dataset(6)], test_dataset=dataset(2), batch_size=2)
+    assert datamodule.train_dataloader().batch_size == 2
+    run = trainer(tmp_path, num_sanity_val_steps=0)
+    run.fit(NoData(), datamodule=datamodule)
+    assert run.num_training_batches == 4 and run.num_val_batches == [2, 3]
+    assert len(run.test(NoData(), datamodule=datamodule, verbose=False)) == 1
+    with pytest.raises(TypeError, match=r"LightningDataModule.__init__ does not accept \['shuffle'\]"):
+        volt.LightningDataModule.from_datasets(dataset(8), shuffle=True)
+
+
+def test_datamodule_and_dataloaders_together_is_an_error(tmp_path):
+    with pytest.raises(MisconfigurationException, match="cannot pass `train_dataloader` or `val_dataloaders` to "
+                                                        r"`trainer.fit\(datamodule=...\)`"):
+        trainer(tmp_path).fit(BoringModel(), loader(), datamodule=DataModule())
