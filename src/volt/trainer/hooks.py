@@ -9,6 +9,8 @@ from volt.datamodule import LightningDataModule
 from volt.module import LightningModule
 
 CALLBACK_HOOKS = [name for name in vars(Callback) if name.startswith("on_") or name in ("setup", "teardown")]
+# 1.x hooks that LightningModule no longer defines: a module that has one overrides it.
+LEGACY_MODULE_HOOKS = ("training_epoch_end", "validation_epoch_end", "test_epoch_end")
 
 
 def _overrides(obj: Any, base: type, name: str) -> bool:
@@ -37,7 +39,7 @@ class Hooks:
             name for name in dir(LightningModule)
             if not name.startswith("__") and callable(getattr(LightningModule, name, None))
             and _overrides(module, LightningModule, name)
-        }
+        } | {name for name in LEGACY_MODULE_HOOKS if callable(getattr(module, name, None))}
         self._monitoring = [cb for cb in self._callbacks["on_train_epoch_end"] if _is_monitoring(cb)]
         self._plain_epoch_end = [cb for cb in self._callbacks["on_train_epoch_end"] if not _is_monitoring(cb)]
         self._active = self._module_overrides | {name for name, cbs in self._callbacks.items() if cbs}
