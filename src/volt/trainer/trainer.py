@@ -1,5 +1,6 @@
 """The Trainer: Lightning's arguments and entry points, and the small services the loops call."""
 import importlib.util
+import inspect
 import logging
 import math
 import os
@@ -455,6 +456,12 @@ class Trainer:
             self.optimizers, self.lr_scheduler_configs = configure_optimizers(model)
         finally:
             model._current_fx_name = None
+        if "optimizer_idx" in inspect.signature(model.training_step).parameters:  # the 1.x multi-optimizer form
+            raise MisconfigurationException(
+                "Training with multiple optimizers is only supported with manual optimization. Remove the "
+                "`optimizer_idx` argument from `training_step`, set `self.automatic_optimization = False` in "
+                "`__init__` and step each optimizer yourself: `opt_g, opt_d = self.optimizers()`."
+            )
         if model.automatic_optimization and len(self.optimizers) > 1:
             raise MisconfigurationException(
                 "Training with multiple optimizers is only supported with manual optimization. Set "
