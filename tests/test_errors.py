@@ -1,0 +1,195 @@
+"""User mistakes: each one gets a single clear error that names what is wrong and how to fix it."""
+import pytest
+import torch
+
+import volt
+from helpers import BoringModel, loader, trainer
+from volt.callbacks import EarlyStopping, ModelCheckpoint
+from volt.utilities.exceptions import MisconfigurationException
+
+
+def fit(tmp_path, model, **kwargs):
+    kwargs.setdefault("limit_val_batches", 0)
+    trainer(tmp_path, **kwargs).fit(model)
+
+
+# ------------------------------------------------------------------------------------------ training_step
+
+
+def test_missing_training_step(tmp_path):
+    class NoStep(volt.LightningModule):
+        def configure_optimizers(self):
+            return None
+
+    with pytest.raises(MisconfigurationException, match=r"No `training_step\(\)` method defined in NoStep"):
+        trainer(tmp_path).fit(NoStep(), loader())
+
+
+class Returns(BoringModel):
+    def __init__(self, output):
+        super().__init__()
+        self.output = output
+
+    def training_step(self, batch, batch_idx):
+        loss = self.loss(batch)
+        return self.output(loss)
+
+
+@pytest.mark.parametrize("output, message", [
+    (lambda loss: [loss], "must return a Tensor, a dict with a 'loss' key, or None .*it returned list"),
+    (lambda loss: float(loss), "it returned float"),
+    (lambda loss: {"total": loss}, r"returned a dict without a 'loss' key \(keys: \['total'\]\). Put the loss under"),
+    (lambda loss: {"loss": 1.0}, "The loss returned by `training_step` must be a Tensor, not float"),
+    (lambda loss: loss.detach(), "does not require grad.*without `.detach\\(\\)`"),
+])
+def test_bad_training_step_outputs(tmp_path, output, message):
+    with pytest.raises(MisconfigurationException, match=message):
+        fit(tmp_path, Returns(output))
+
+
+def test_optimizer_step_override_that_skips_the_closure(tmp_path):
+    class Model(BoringModel):
+        def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None):
+            optimizer.step()
+
+    with pytest.raises(MisconfigurationException, match=r"`optimizer_step` did not run the optimizer closure. Call "
+                                                        r"`optimizer.step\(closure=optimizer_closure\)`"):
+        fit(tmp_path, Model())
+
+
+# ------------------------------------------------------------------------------------------ optimizers
+
+
+class Optimizers(BoringModel):
+    def __init__(self, make):
+        super().__init__()
+        self.make = make
+
+    def configure_optimizers(self):
+        return self.make(self)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda m: "adam", r"Unknown configuration for model optimizers: got str.\n`configure_optimizers` must return "
+                       r"one of:\n  \* an optimizer"),
+    (lambda m: [1, 2], r"got list of \['int', 'int'\]"),
+    (lambda m: {"lr_scheduler": None}, "The dict returned by `configure_optimizers` has no 'optimizer' key"),
+    (lambda m: {"optimizer": torch.optim.SGD(m.parameters(), lr=0.1), "scheduler": None},
+     r"Unknown keys \['scheduler'\] in the dict returned by `configure_optimizers`; allowed: 'optimizer', "
+     "'lr_scheduler', 'monitor'"),
+])
+def test_wrong_configure_optimizers_forms(tmp_path, make, message):
+    with pytest.raises(MisconfigurationException, match=message):
+        fit(tmp_path, Optimizers(make))
+
+
+def test_multiple_optimizers_need_manual_optimization(tmp_path):
+    def two(model):
+        return [torch.optim.SGD(model.parameters(), lr=0.1), torch.optim.Adam(model.parameters())]
+
+    with pytest.raises(MisconfigurationException, match="multiple optimizers is only supported with manual "
+                                                        r"optimization. Set `self.automatic_optimization = False`"):
+        fit(tmp_path, Optimizers(two))
+
+
+def test_the_1x_optimizer_idx_argument_needs_manual_optimization(tmp_path):
+    class Model(BoringModel):
+        def training_step(self, batch, batch_idx, optimizer_idx):
+            return self.loss(batch)
+
+    with pytest.raises(MisconfigurationException, match="Remove the `optimizer_idx` argument from `training_step`, "
+                                                        "set `self.automatic_optimization = False`"):
+        fit(tmp_path, Model())
+
+
+# ------------------------------------------------------------------------------------------ what is passed in
+
+
+@pytest.mark.parametrize("entry", ["fit", "validate", "test", "predict"])
+def test_model_that_is_not_a_lightning_module(tmp_path, entry):
+    with pytest.raises(TypeError, match=rf"`Trainer.{entry}` requires a `LightningModule`, got Linear. Subclass "
+                                        "`volt.LightningModule`"):
+        getattr(trainer(tmp_path), entry)(torch.nn.Linear(1, 1), loader())
+
+
+def test_no_training_data(tmp_path):
+    class NoData(BoringModel):
+        train_dataloader = volt.LightningModule.train_dataloader
+
+    with pytest.raises(NotImplementedError, match="`train_dataloader` is not defined. Pass `train_dataloaders=` or a"
+                                                  " datamodule to `Trainer.fit`"):
+        fit(tmp_path, NoData())
+
+
+def test_datamodule_that_is_not_a_datamodule(tmp_path):
+    with pytest.raises(TypeError, match="`datamodule` must be a LightningDataModule, got list"):
+        trainer(tmp_path).fit(BoringModel(), datamodule=[loader()])
+
+
+def test_eval_without_a_model(tmp_path):
+    with pytest.raises(MisconfigurationException, match=r"`trainer.test\(\)` needs a model"):
+        trainer(tmp_path).test()
+
+
+# ------------------------------------------------------------------------------------------ logging and monitors
+
+
+def test_log_in_a_hook_that_cannot_log(tmp_path):
+    class Model(BoringModel):
+        def on_fit_start(self):
+            self.log("x", 1.0)
+
+    with pytest.raises(MisconfigurationException, match=r"You can't `self.log\(\)` inside `on_fit_start`"):
+        fit(tmp_path, Model())
+
+
+def test_checkpoint_monitor_never_logged(tmp_path):
+    with pytest.raises(MisconfigurationException, match=r"`ModelCheckpoint\(monitor='val_acc'\)` could not find the "
+                                                        r"monitored key in the returned metrics: \[.*'val_loss'.*\]. "
+                                                        r"HINT: Did you call `log\('val_acc', value\)`"):
+        fit(tmp_path, BoringModel(), limit_val_batches=1, enable_checkpointing=True,
+            callbacks=[ModelCheckpoint(monitor="val_acc")])
+
+
+def test_early_stopping_monitor_never_logged(tmp_path):
+    with pytest.raises(RuntimeError, match="Early stopping conditioned on metric `val_acc` which is not available"):
+        fit(tmp_path, BoringModel(), limit_val_batches=1, callbacks=[EarlyStopping(monitor="val_acc")])
+
+
+def test_plateau_monitor_never_logged(tmp_path):
+    def plateau(model):
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": scheduler, "monitor": "val_acc"}
+
+    with pytest.raises(MisconfigurationException, match="ReduceLROnPlateau conditioned on metric val_acc which is not "
+                                                        r"available. Available metrics are: \['train_loss'"):
+        fit(tmp_path, Optimizers(plateau), limit_val_batches=1)
+
+
+# ------------------------------------------------------------------------------------------ numerics
+
+
+def test_nan_loss_with_detect_anomaly(tmp_path):
+    with pytest.raises(ValueError, match=r"The loss is nan at epoch 0, batch 0 \(global step 0\); `detect_anomaly="
+                                         "True` stops training here. Check the inputs"):
+        fit(tmp_path, Returns(lambda loss: loss * float("nan")), detect_anomaly=True)
+
+
+def test_nan_gradient_with_detect_anomaly(tmp_path):
+    """A finite loss whose backward produces NaN: torch's anomaly mode names the backward function."""
+    with pytest.raises(RuntimeError, match="returned nan values"):
+        fit(tmp_path, Returns(lambda loss: loss + torch.sqrt(loss * 0)), detect_anomaly=True)
+
+
+# ------------------------------------------------------------------------------------------ checkpoints
+
+
+def test_ckpt_path_best_without_a_best_checkpoint(tmp_path):
+    with pytest.raises(ValueError, match=r'`.test\(ckpt_path="best"\)` is set but `ModelCheckpoint` is not configured'):
+        trainer(tmp_path).test(BoringModel(), ckpt_path="best")
+
+
+def test_ckpt_path_that_does_not_exist(tmp_path):
+    with pytest.raises((FileNotFoundError, OSError), match="missing.ckpt"):
+        trainer(tmp_path).fit(BoringModel(), ckpt_path=tmp_path / "missing.ckpt")
