@@ -1093,7 +1093,10 @@ def _build_callbacks(callbacks, enable_checkpointing, enable_progress_bar, enabl
     if max_time is not None:
         from volt.callbacks.timer import Timer
 
-        callbacks.append(Timer(duration=max_time, interval="step"))
+        if any(isinstance(cb, Timer) for cb in callbacks):
+            rank_zero_info("Ignoring `Trainer(max_time=...)`, callbacks list already contains a Timer.")
+        else:
+            callbacks.append(Timer(duration=max_time, interval="step"))
     has_bar = any(isinstance(cb, ProgressBar) for cb in callbacks)
     if has_bar and not enable_progress_bar:
         raise MisconfigurationException(
