@@ -82,7 +82,7 @@ def test_save_hyperparameters_bad_input():
             super().__init__()
             self.save_hyperparameters("missing" if form == "names" else 3)
 
-    with pytest.raises(ValueError, match=r"\['missing'\] are not arguments of Bad.__init__; available: \['form', 'lr'\]"):
+    with pytest.raises(ValueError, match=r"\['missing'\] are not arguments of Bad.__init__; available: \['form',"):
         Bad()
     with pytest.raises(TypeError, match="save_hyperparameters got int; pass argument names, a dict, a Namespace"):
         Bad(form="int")
