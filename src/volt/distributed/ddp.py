@@ -1,0 +1,498 @@
+"""Data-parallel training on torch.distributed: the shared multi-process machinery (`ParallelStrategy`), DDP, and
+the choice of strategy from the Trainer's `strategy`/`devices`/`num_nodes` arguments.
+
+One process per device. The process group is gloo on CPU and nccl on CUDA; ranks come from the cluster
+environment (torchrun, SLURM, or volt's own launcher). Each rank runs the whole Trainer; only the gradient
+all-reduce (inside DDP's backward hooks) happens every step. Failures are watched off the training path by
+`launcher.Watchdog`.
+"""
+import atexit
+import contextlib
+import inspect
+import os
+import sys
+from datetime import timedelta
+from typing import Any, Callable, Dict, List, Optional, Union
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from volt.distributed import launcher as _launcher
+from volt.distributed.environments import (ClusterEnvironment, LightningEnvironment, detect_environment,
+                                           find_free_port)
+from volt.distributed.samplers import DistributedEvalSampler, DistributedTrainSampler, describe_sampler
+from volt.distributed.strategy import Strategy
+from volt.utilities import rank_zero
+from volt.utilities.apply_func import apply_to_collection
+from volt.utilities.exceptions import MisconfigurationException
+
+DEFAULT_TIMEOUT = timedelta(minutes=30)  # a collective that waits this long means the ranks went out of step
+_START_METHODS = ("popen", "spawn", "fork", "forkserver")
+_REDUCE_OPS = {"mean": "sum", "avg": "sum", "sum": "sum", "max": "max", "min": "min"}
+
+
+class StepForward(torch.nn.Module):
+    """Routes a LightningModule step through `forward`, so that a DDP/FSDP wrapper around this module sees it:
+    DDP prepares its gradient hooks in forward, FSDP gathers the root parameters there."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self.module, method)(*args, **kwargs)
+
+
+class ParallelStrategy(Strategy):
+    """One process per device: process group, launch, failure handling, collectives and data sharding."""
+
+    strategy_name = "ddp"
+
+    def __init__(self, accelerator: Optional[str] = None, parallel_devices: Optional[List[torch.device]] = None,
+                 cluster_environment: Optional[ClusterEnvironment] = None,
+                 process_group_backend: Optional[str] = None, timeout: Optional[timedelta] = DEFAULT_TIMEOUT,
+                 start_method: str = "popen") -> None:
+        super().__init__(accelerator=accelerator if isinstance(accelerator, str) else None)
+        if start_method not in _START_METHODS:
+            raise MisconfigurationException(
+                f"start_method={start_method!r} is not supported; choose one of {', '.join(_START_METHODS)}."
+            )
+        if timeout is not None and not isinstance(timeout, timedelta):
+            raise MisconfigurationException(
+                f"timeout={timeout!r} must be a datetime.timedelta, e.g. timedelta(minutes=30)."
+            )
+        self.parallel_devices = list(parallel_devices) if parallel_devices is not None else None
+        self.cluster_environment = cluster_environment
+        self.process_group_backend = process_group_backend
+        self.timeout = timeout or DEFAULT_TIMEOUT
+        self.start_method = start_method
+        self.world_size = 1
+        self.global_rank = 0
+        self.local_rank = 0
+        self.node_rank = 0
+        self.num_nodes = 1
+        self._watchdog: Optional[_launcher.Watchdog] = None
+
+    # ------------------------------------------------------------------ topology (decided at Trainer construction)
+    def configure(self, device_type: str, device_ids: List[int], num_nodes: int) -> None:
+        """Fix devices, world size and this process's ranks from the Trainer's arguments and the environment."""
+        env = self.cluster_environment = self.cluster_environment or detect_environment()
+        if self.accelerator is None:
+            self.accelerator = device_type
+        devices = self.parallel_devices or [
+            torch.device(device_type, i) if device_type == "cuda" else torch.device(device_type) for i in device_ids]
+        if not isinstance(env, LightningEnvironment):
+            if self.start_method != "popen":
+                raise MisconfigurationException(
+                    f"strategy={self.strategy_name!r} starts its own processes, but this process was started by "
+                    f"{type(env).__name__} (torchrun/srun). Use strategy='ddp' there."
+                )
+            world = env.world_size()
+            per_node = env.local_world_size()
+            if len(devices) == 1 and world > 1:  # devices left at their default: one per launched process
+                count = per_node or max(1, world // num_nodes)
+                devices = [torch.device(device_type, i) if device_type == "cuda" else torch.device(device_type)
+                           for i in range(count)]
+            elif per_node is not None and len(devices) != per_node:
+                raise MisconfigurationException(
+                    f"devices={len(devices)}, but {type(env).__name__} started {per_node} processes on this node. "
+                    f"Pass devices={per_node} (or leave devices at its default)."
+                )
+            if num_nodes == 1 and world > len(devices):
+                num_nodes = world // len(devices)
+            if num_nodes * len(devices) != world:
+                raise MisconfigurationException(
+                    f"devices={len(devices)} x num_nodes={num_nodes} = {num_nodes * len(devices)} processes, but "
+                    f"{type(env).__name__} started {world} (WORLD_SIZE). Make the Trainer's devices and num_nodes "
+                    "match the launcher's processes per node and node count."
+                )
+        else:
+            world = num_nodes * len(devices)
+            declared = os.environ.get("WORLD_SIZE")
+            if env.creates_processes_externally and declared is not None and int(declared) != world:
+                raise MisconfigurationException(
+                    f"WORLD_SIZE={declared} in the environment, but devices={len(devices)} x num_nodes={num_nodes} "
+                    f"= {world}. Set WORLD_SIZE to {world}, or change devices/num_nodes."
+                )
+            if num_nodes > 1 and not ("MASTER_ADDR" in os.environ and "MASTER_PORT" in os.environ):
+                raise MisconfigurationException(
+                    f"num_nodes={num_nodes}: every node must find rank 0 at the same address. Set MASTER_ADDR (the "
+                    "address of node 0) and MASTER_PORT (a free port there), and NODE_RANK (0..num_nodes-1), on "
+                    "every node; or launch with torchrun or SLURM."
+                )
+            env.set_world_size(world)
+        self.parallel_devices = devices
+        self.num_nodes = num_nodes
+        self.world_size = world
+        if self.process_group_backend is None:
+            self.process_group_backend = "nccl" if devices[0].type == "cuda" else "gloo"
+        self.node_rank = env.node_rank()
+        if self.node_rank >= num_nodes:
+            raise MisconfigurationException(f"NODE_RANK={self.node_rank} must be below num_nodes={num_nodes}.")
+        self.set_local_rank(env.local_rank() if env.creates_processes_externally else 0)
+
+    def set_local_rank(self, local_rank: int) -> None:
+        env = self.cluster_environment
+        if local_rank >= len(self.parallel_devices):
+            raise MisconfigurationException(
+                f"LOCAL_RANK={local_rank}, but only {len(self.parallel_devices)} devices per node are configured."
+            )
+        self.local_rank = local_rank
+        if isinstance(env, LightningEnvironment):
+            env.set_global_rank(self.node_rank * len(self.parallel_devices) + local_rank)
+        self.global_rank = env.global_rank()
+        self.root_device = self.parallel_devices[local_rank]
+        rank_zero.rank_zero_only.rank = self.global_rank
+
+    def rank_info(self) -> Dict[str, Any]:
+        return {"rank": self.global_rank, "world_size": self.world_size, "node": self.node_rank,
+                "local_rank": self.local_rank, "pid": os.getpid()}
+
+    @property
+    def num_processes(self) -> int:
+        return len(self.parallel_devices or [None])
+
+    # ------------------------------------------------------------------ launch and failure handling
+    def launch(self, function: Callable, *args: Any, **kwargs: Any) -> Any:
+        if self.start_method != "popen":
+            return self._launch_spawn(function, args)
+        watchdog = self._get_watchdog()
+        if not self.cluster_environment.creates_processes_externally and self.num_processes > 1:
+            env = self.cluster_environment
+            _launcher.ScriptLauncher(self.num_processes, self.node_rank, self.world_size, env.main_address,
+                                     env.main_port).start(watchdog)
+        return self.run_guarded(function, *args, **kwargs)
+
+    def run_guarded(self, function: Callable, *args: Any, collect_results: bool = False, **kwargs: Any) -> Any:
+        """Run one Trainer stage on this rank; if it fails, tell every other rank (and if another rank failed,
+        say which, instead of this rank's broken-connection error)."""
+        watchdog = self._get_watchdog()
+        watchdog.watch_store(self.cluster_environment.main_address, self.cluster_environment.main_port)
+        watchdog.in_stage = True
+        watchdog.start()
+        try:
+            self._init_process_group()
+            output = function(*args, **kwargs)
+            return self._collect_results(output) if collect_results else output
+        except BaseException as exc:
+            symptom = _launcher.is_communication_error(exc)
+            peer = watchdog.peer_failure(wait_s=1.0 if symptom else 0.0)
+            if peer is not None and symptom:
+                raise _launcher.RankFailedError(peer, full=self.is_global_zero) from None
+            watchdog.publish(_launcher.failure_record(self.rank_info(), exc))
+            watchdog.stop_children()
+            _record_for_torchelastic(exc)
+            exc.add_note(f"[volt] raised on rank {self.global_rank} of {self.world_size} (node {self.node_rank}, "
+                         f"local rank {self.local_rank}, pid {os.getpid()}); the other ranks were stopped.")
+            raise
+        finally:
+            watchdog.in_stage = False
+
+    def _get_watchdog(self) -> "_launcher.Watchdog":
+        if self._watchdog is None:
+            self._watchdog = _launcher.Watchdog(self.rank_info())
+        self._watchdog.rank_info = self.rank_info()
+        return self._watchdog
+
+    def _init_process_group(self) -> None:
+        env = self.cluster_environment
+        if self.root_device.type == "cuda":
+            torch.cuda.set_device(self.root_device)
+        if dist.is_initialized():
+            return
+        os.environ["MASTER_ADDR"] = env.main_address
+        os.environ["MASTER_PORT"] = str(env.main_port)
+        dist.init_process_group(self.process_group_backend, rank=self.global_rank, world_size=self.world_size,
+                                timeout=self.timeout)
+        atexit.register(self._destroy_process_group)
+
+    def _destroy_process_group(self) -> None:
+        if dist.is_initialized() and (self._watchdog is None or self._watchdog.failure is None):
+            dist.destroy_process_group()
+
+    def _launch_spawn(self, function: Callable, args: tuple) -> Any:
+        fresh_port = self.num_nodes == 1 and "MASTER_PORT" not in os.environ  # the last launch's may linger
+        if fresh_port:
+            os.environ["MASTER_PORT"] = str(find_free_port())
+        try:
+            payload = _launcher.SpawnLauncher(self.start_method, self.num_processes).launch(self, function, args)
+        finally:
+            if fresh_port:
+                os.environ.pop("MASTER_PORT", None)
+        return self._apply_results(payload)
+
+    def _collect_results(self, output: Any) -> Optional[Dict[str, Any]]:
+        """In a spawned rank: what the main process needs after the stage (only rank 0's copy is sent)."""
+        trainer = self.lightning_module.trainer
+        weights = self.lightning_module_state_dict() if trainer.state.fn == "fit" else None
+        if not self.is_global_zero:
+            return None
+        from volt.callbacks.early_stopping import EarlyStopping
+        from volt.callbacks.model_checkpoint import ModelCheckpoint
+
+        callbacks = {i: cb.state_dict() for i, cb in enumerate(trainer.callbacks)
+                     if isinstance(cb, (ModelCheckpoint, EarlyStopping))}
+        to_cpu = lambda d: apply_to_collection(d, torch.Tensor, lambda t: t.detach().cpu())  # noqa: E731
+        return {
+            "output": to_cpu(output),
+            "weights": to_cpu(weights),
+            "callback_metrics": to_cpu(dict(trainer.callback_metrics)),
+            "logged_metrics": to_cpu(dict(trainer.logged_metrics)),
+            "progress_bar_metrics": to_cpu(dict(trainer.progress_bar_metrics)),
+            "loop_state": trainer.fit_loop.state.state_dict(),
+            "callbacks": callbacks,
+            "status": trainer.state.status,
+            "should_stop": trainer.should_stop,
+            "predictions": trainer.predict_loop.predictions if trainer.state.fn == "predict" else None,
+        }
+
+    def _apply_results(self, payload: Dict[str, Any]) -> Any:
+        """In the main process after a spawn: copy rank 0's results onto the user's objects."""
+        module = self.lightning_module
+        trainer = module.trainer
+        if payload["weights"] is not None:
+            module.load_state_dict(payload["weights"])
+        results = trainer._results
+        results.callback_metrics.update(payload["callback_metrics"])
+        results.logged_metrics.update(payload["logged_metrics"])
+        results.progress_bar_metrics.update(payload["progress_bar_metrics"])
+        trainer.fit_loop.state.load_state_dict(payload["loop_state"])
+        for index, state in payload["callbacks"].items():
+            trainer.callbacks[index].load_state_dict(state)
+        if payload["predictions"] is not None:
+            trainer.predict_loop.predictions = payload["predictions"]
+        trainer.state.status, trainer.state.stage = payload["status"], None
+        trainer.should_stop = payload["should_stop"]
+        return payload["output"]
+
+    # ------------------------------------------------------------------ collectives
+    def _check_peers(self) -> None:
+        """Fail fast instead of waiting in a collective for a rank that is known to have failed."""
+        failure = self._watchdog.failure if self._watchdog is not None else None
+        if failure is not None and failure.get("rank") != self.global_rank:
+            raise _launcher.RankFailedError(failure, full=self.is_global_zero)
+
+    def _distributed(self) -> bool:
+        return dist.is_available() and dist.is_initialized()
+
+    def barrier(self, name: Optional[str] = None) -> None:
+        if not self._distributed():
+            return
+        self._check_peers()
+        if self.process_group_backend == "nccl":
+            dist.barrier(device_ids=[self.root_device.index])
+        else:
+            dist.barrier()
+
+    def broadcast(self, obj: Any, src: int = 0) -> Any:
+        if not self._distributed():
+            return obj
+        self._check_peers()
+        holder = [obj]
+        dist.broadcast_object_list(holder, src=src)
+        return holder[0]
+
+    def reduce(self, tensor: Any, group: Any = None, reduce_op: Optional[Union[str, Any]] = "mean") -> Any:
+        """Reduce a tensor over ranks ("mean", "sum", "max", "min" or a ReduceOp); the input is not modified."""
+        if not isinstance(tensor, torch.Tensor) or not self._distributed():
+            return tensor
+        self._check_peers()
+        op_name = "mean" if reduce_op is None else reduce_op
+        mean = isinstance(op_name, str) and op_name.lower() in ("mean", "avg")
+        if isinstance(op_name, str):
+            if op_name.lower() not in _REDUCE_OPS:
+                raise ValueError(f"reduce_op={reduce_op!r} is not supported; use 'mean', 'sum', 'max' or 'min'.")
+            op = getattr(dist.ReduceOp, _REDUCE_OPS[op_name.lower()].upper())
+        else:
+            op = op_name
+        result = tensor.detach().clone()
+        if mean and not result.is_floating_point():
+            result = result.to(torch.get_default_dtype())
+        device = result.device
+        if self.process_group_backend == "nccl" and device.type != "cuda":
+            result = result.to(self.root_device)
+        dist.all_reduce(result, op=op, group=group)
+        if mean:
+            result = result / dist.get_world_size(group)
+        return result.to(device)
+
+    def all_gather(self, data: Any, group: Any = None, sync_grads: bool = False) -> Any:
+        """Gather every tensor in `data` from all ranks: a new leading dimension of size world size. Shapes must
+        match across ranks. With `sync_grads=True` gradients flow back to each rank's input."""
+        if not self._distributed():
+            return data
+        self._check_peers()
+        size = dist.get_world_size(group)
+
+        def gather(tensor: torch.Tensor) -> torch.Tensor:
+            tensor = tensor.contiguous()
+            if sync_grads:
+                import torch.distributed.nn.functional as dist_fn
+
+                parts = dist_fn.all_gather(tensor, group=group or dist.group.WORLD)
+            else:
+                parts = [torch.empty_like(tensor) for _ in range(size)]
+                dist.all_gather(parts, tensor, group=group)
+            return torch.stack(parts)
+
+        return apply_to_collection(data, torch.Tensor, gather)
+
+    def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:
+        if not self._distributed():
+            return decision
+        self._check_peers()
+        votes = torch.tensor(int(bool(decision)), device=self.root_device)
+        dist.all_reduce(votes, op=dist.ReduceOp.SUM)
+        count = int(votes.item())
+        return count == self.world_size if all else count > 0
+
+    # ------------------------------------------------------------------ data
+    def train_sampler_fn(self) -> Callable:
+        """loader -> this rank's training sampler (the user's shuffle and generator kept, same length everywhere)."""
+        return lambda loader: self._sampler_for(loader, DistributedTrainSampler, always_seed=True)
+
+    def eval_sampler_fn(self) -> Callable:
+        """loader -> this rank's evaluation sampler (no padding: no sample is evaluated twice)."""
+        return lambda loader: self._sampler_for(loader, DistributedEvalSampler, always_seed=False)
+
+    def _sampler_for(self, loader, sampler_type, always_seed: bool):
+        sampler = loader.sampler
+        if isinstance(sampler, torch.utils.data.DistributedSampler):
+            return sampler  # the user sharded the data already
+        shuffle, generator, inner = describe_sampler(sampler)
+        seed = 0
+        if always_seed or shuffle or inner is not None:
+            # The order is a function of (seed, epoch), so a resumed run that seeds the same way continues it
+            # exactly; the seed is the user's generator's, else seed_everything's. Rank 0's decides.
+            seed = generator.initial_seed() if generator is not None else int(os.environ.get("PL_GLOBAL_SEED", 0))
+            seed = self.broadcast(seed)
+        return sampler_type(loader.dataset, self.world_size, self.global_rank, shuffle=shuffle, seed=seed,
+                            inner=inner)
+
+    # ------------------------------------------------------------------ checkpoints
+    def teardown(self) -> None:
+        if self.model is not self.lightning_module:
+            self.model = self.lightning_module
+
+
+class DDPStrategy(ParallelStrategy):
+    """DistributedDataParallel: each rank holds the whole model; gradients are averaged in backward.
+
+    Extra keyword arguments go to `torch.nn.parallel.DistributedDataParallel` (find_unused_parameters,
+    static_graph, gradient_as_bucket_view, bucket_cap_mb, ...).
+    """
+
+    strategy_name = "ddp"
+
+    def __init__(self, accelerator: Optional[str] = None, parallel_devices: Optional[List[torch.device]] = None,
+                 cluster_environment: Optional[ClusterEnvironment] = None,
+                 process_group_backend: Optional[str] = None, timeout: Optional[timedelta] = DEFAULT_TIMEOUT,
+                 start_method: str = "popen", **kwargs: Any) -> None:
+        super().__init__(accelerator, parallel_devices, cluster_environment, process_group_backend, timeout,
+                         start_method)
+        allowed = set(inspect.signature(DistributedDataParallel.__init__).parameters) - {
+            "self", "module", "device_ids", "output_device", "process_group"}
+        unknown = sorted(set(kwargs) - allowed)
+        if unknown:
+            raise TypeError(
+                f"DDPStrategy got unexpected keyword arguments {unknown}. Extra arguments go to "
+                f"DistributedDataParallel, which accepts: {', '.join(sorted(allowed))}."
+            )
+        self._ddp_kwargs = kwargs
+
+    def setup_module(self, module: torch.nn.Module) -> torch.nn.Module:
+        module.to(self.root_device)
+        trainer = module.trainer
+        if trainer.sync_batchnorm:
+            if self.root_device.type == "cpu":
+                raise MisconfigurationException(
+                    "sync_batchnorm=True needs CUDA devices: torch's SyncBatchNorm does not run on CPU. Remove it, "
+                    "or train with accelerator='gpu'."
+                )
+            torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        if trainer.state.fn == "fit" and any(p.requires_grad for p in module.parameters()):
+            device_ids = [self.root_device.index] if self.root_device.type == "cuda" else None
+            self.model = DistributedDataParallel(StepForward(module), device_ids=device_ids, **self._ddp_kwargs)
+        else:
+            self.model = module
+        return module
+
+    def training_step(self, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(self.model, DistributedDataParallel):
+            return self.model("training_step", *args, **kwargs)
+        return self.lightning_module.training_step(*args, **kwargs)
+
+    def no_backward_sync(self, enabled: bool):
+        """Skip the gradient all-reduce for the forward+backward of an accumulating batch."""
+        if enabled and isinstance(self.model, DistributedDataParallel):
+            return self.model.no_sync()
+        return contextlib.nullcontext()
+
+
+def _record_for_torchelastic(exc: BaseException) -> None:
+    """Under torchrun, write the error file its failure summary reads (rank, exception, traceback)."""
+    if "TORCHELASTIC_ERROR_FILE" not in os.environ:
+        return
+    try:
+        from torch.distributed.elastic.multiprocessing.errors import get_error_handler
+
+        get_error_handler().record_exception(exc)
+    except Exception:  # the summary is a nicety; the traceback is printed anyway
+        pass
+
+
+# ====================================================================== choosing the strategy
+_NAMED = {
+    "ddp": lambda: DDPStrategy(),
+    "ddp_spawn": lambda: DDPStrategy(start_method="spawn"),
+    "ddp_fork": lambda: DDPStrategy(start_method="fork"),
+    "ddp_notebook": lambda: DDPStrategy(start_method="fork"),
+    "ddp_find_unused_parameters_true": lambda: DDPStrategy(find_unused_parameters=True),
+    "ddp_find_unused_parameters_false": lambda: DDPStrategy(find_unused_parameters=False),
+    "ddp_spawn_find_unused_parameters_true": lambda: DDPStrategy(start_method="spawn", find_unused_parameters=True),
+    "ddp_fork_find_unused_parameters_true": lambda: DDPStrategy(start_method="fork", find_unused_parameters=True),
+}
+
+
+def select_parallel_strategy(flag: Any, device_type: str, device_ids: List[int],
+                             num_nodes: int) -> Optional[ParallelStrategy]:
+    """The multi-process strategy for the Trainer's arguments, configured; None when one process is enough."""
+    if isinstance(flag, ParallelStrategy):
+        strategy = flag
+    else:
+        if isinstance(flag, Strategy):
+            return None
+        name = str(flag).lower() if flag is not None else "auto"
+        if name == "auto":
+            if not (len(device_ids) > 1 or num_nodes > 1 or _launched_externally()):
+                return None
+            name = "ddp_fork" if _interactive() else "ddp"
+        if name == "fsdp":
+            from volt.distributed.fsdp import FSDPStrategy
+
+            strategy = FSDPStrategy()
+        elif name in _NAMED:
+            strategy = _NAMED[name]()
+        else:
+            return None
+    try:
+        strategy.configure(device_type, device_ids, num_nodes)
+    except MisconfigurationException as exc:
+        env = strategy.cluster_environment
+        if env is not None and env.creates_processes_externally:  # other ranks may already wait for this one
+            _launcher.announce_failure(_launcher.failure_record(
+                {"rank": os.environ.get("RANK", "?"), "world_size": os.environ.get("WORLD_SIZE", "?"),
+                 "pid": os.getpid()}, exc))
+        raise
+    return strategy
+
+
+def _launched_externally() -> bool:
+    """torchrun or srun started several processes for this job."""
+    env = detect_environment()
+    return not isinstance(env, LightningEnvironment) and env.world_size() > 1
+
+
+def _interactive() -> bool:
+    return hasattr(sys, "ps1") or bool(sys.flags.interactive)

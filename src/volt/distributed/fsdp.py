@@ -1,0 +1,210 @@
+"""Fully sharded data parallel training with torch's FSDP2 (`torch.distributed.fsdp.fully_shard`).
+
+Parameters, gradients and optimizer state are split across ranks; each wrapped submodule gathers its parameters
+for its forward and backward. The LightningModule's steps run through a small root module (`StepForward`) that is
+sharded last, so parameters that belong to no wrapped submodule are gathered too. Checkpoints hold the full
+(unsharded) state, in the same layout as single-device and DDP checkpoints, so they move freely between them.
+"""
+import contextlib
+from datetime import timedelta
+from typing import Any, Callable, Dict, List, Optional, Set, Type, Union
+
+import torch
+
+from volt.distributed.ddp import DEFAULT_TIMEOUT, ParallelStrategy, StepForward
+from volt.distributed.environments import ClusterEnvironment
+from volt.utilities.exceptions import MisconfigurationException
+
+_SHARDING = {"FULL_SHARD": True, "SHARD_GRAD_OP": False}
+Policy = Union[Set[Type[torch.nn.Module]], List[Type[torch.nn.Module]], Callable[[torch.nn.Module], bool]]
+
+
+def _fully_shard():
+    try:
+        from torch.distributed.fsdp import fully_shard
+    except ImportError:
+        fully_shard = None
+    if fully_shard is None:
+        raise MisconfigurationException(
+            f"strategy='fsdp' uses FSDP2 (`torch.distributed.fsdp.fully_shard`), which this torch ({torch.__version__}) "
+            "does not provide. Install torch >= 2.6, or use strategy='ddp'."
+        )
+    return fully_shard
+
+
+class FSDPStrategy(ParallelStrategy):
+    """Shard the model across ranks with FSDP2.
+
+    Args:
+        auto_wrap_policy: which submodules get their own shard group: a set of module classes, or a function
+            module -> bool. Default: every direct child of the LightningModule that has parameters.
+        sharding_strategy: "FULL_SHARD" (free gathered parameters after forward) or "SHARD_GRAD_OP" (keep them
+            until backward: more memory, less communication).
+        cpu_offload: keep sharded parameters, gradients and optimizer state in CPU memory.
+        mixed_precision: a `torch.distributed.fsdp.MixedPrecisionPolicy` (or use the Trainer's `precision`).
+        state_dict_type: "full" (the only one: checkpoints hold whole tensors).
+    """
+
+    strategy_name = "fsdp"
+
+    def __init__(self, accelerator: Optional[str] = None, parallel_devices: Optional[List[torch.device]] = None,
+                 cluster_environment: Optional[ClusterEnvironment] = None,
+                 process_group_backend: Optional[str] = None, timeout: Optional[timedelta] = DEFAULT_TIMEOUT,
+                 auto_wrap_policy: Optional[Policy] = None, sharding_strategy: str = "FULL_SHARD",
+                 cpu_offload: bool = False, mixed_precision: Any = None, state_dict_type: str = "full",
+                 start_method: str = "popen") -> None:
+        super().__init__(accelerator, parallel_devices, cluster_environment, process_group_backend, timeout,
+                         start_method)
+        _fully_shard()
+        if sharding_strategy not in _SHARDING:
+            raise MisconfigurationException(
+                f"sharding_strategy={sharding_strategy!r} is not supported with FSDP2; use 'FULL_SHARD' or "
+                "'SHARD_GRAD_OP'."
+            )
+        if state_dict_type != "full":
+            raise MisconfigurationException(
+                f"state_dict_type={state_dict_type!r}: volt's FSDP writes full checkpoints only "
+                "(state_dict_type='full')."
+            )
+        self.auto_wrap_policy = auto_wrap_policy
+        self.reshard_after_forward = _SHARDING[sharding_strategy]
+        self.cpu_offload = bool(cpu_offload)
+        self.mixed_precision = mixed_precision
+        self._sharded: Optional[torch.nn.Module] = None  # the module sharded by this strategy, and its root
+        self._root: Optional[torch.nn.Module] = None
+
+    # ------------------------------------------------------------------ sharding
+    def setup_module(self, module: torch.nn.Module) -> torch.nn.Module:
+        if module.trainer.sync_batchnorm:
+            raise MisconfigurationException("sync_batchnorm=True is not supported with strategy='fsdp'.")
+        if self._sharded is module:  # a later stage (test after fit): already sharded
+            self.model = self._root
+            return module
+        fully_shard = _fully_shard()
+        from torch.distributed.device_mesh import init_device_mesh
+
+        module.to(self.root_device)
+        self._broadcast_from_rank0(module)
+        mesh = init_device_mesh(self.root_device.type, (self.world_size,))
+        options: Dict[str, Any] = {"mesh": mesh, "reshard_after_forward": self.reshard_after_forward}
+        if self.cpu_offload:
+            from torch.distributed.fsdp import CPUOffloadPolicy
+
+            options["offload_policy"] = CPUOffloadPolicy()
+        if self.mixed_precision is not None:
+            options["mp_policy"] = self.mixed_precision
+        wrap = self._policy(module)
+        for submodule in reversed(list(module.modules())):  # innermost first, as FSDP2 requires
+            if submodule is not module and wrap(submodule):
+                fully_shard(submodule, **options)
+        root = StepForward(module)
+        fully_shard(root, **options)
+        self._sharded, self._root, self.model = module, root, root
+        return module
+
+    def _policy(self, module: torch.nn.Module) -> Callable[[torch.nn.Module], bool]:
+        policy = self.auto_wrap_policy
+        if policy is None:
+            children = {id(child) for child in module.children() if any(True for _ in child.parameters())}
+            return lambda m: id(m) in children
+        if isinstance(policy, (set, list, tuple, frozenset)):
+            classes = tuple(policy)
+            return lambda m: isinstance(m, classes)
+        if callable(policy):
+            return policy
+        raise MisconfigurationException(
+            f"auto_wrap_policy={policy!r} must be a set of module classes or a function module -> bool."
+        )
+
+    def _broadcast_from_rank0(self, module: torch.nn.Module) -> None:
+        """Start every rank from rank 0's initial weights, as DDP does (skipped for meta-device weights)."""
+        if not self._distributed():
+            return
+        for tensor in list(module.parameters()) + list(module.buffers()):
+            if tensor.device.type != "meta":
+                torch.distributed.broadcast(tensor.data, src=0)
+
+    # ------------------------------------------------------------------ steps go through the sharded root
+    def training_step(self, *args: Any, **kwargs: Any) -> Any:
+        return self.model("training_step", *args, **kwargs)
+
+    def validation_step(self, *args: Any, **kwargs: Any) -> Any:
+        return self.model("validation_step", *args, **kwargs)
+
+    def test_step(self, *args: Any, **kwargs: Any) -> Any:
+        return self.model("test_step", *args, **kwargs)
+
+    def predict_step(self, *args: Any, **kwargs: Any) -> Any:
+        return self.model("predict_step", *args, **kwargs)
+
+    @contextlib.contextmanager
+    def no_backward_sync(self, enabled: bool):
+        """Accumulate unsharded gradients locally; the next synced backward reduce-scatters their sum."""
+        if not enabled or self._root is None:
+            yield
+            return
+        self._root.set_requires_gradient_sync(False)
+        try:
+            yield
+        finally:
+            self._root.set_requires_gradient_sync(True)
+
+    def teardown(self) -> None:
+        self.model = self.lightning_module  # the module stays sharded; a later stage reuses the shards
+
+    # ------------------------------------------------------------------ checkpoints: full tensors, usual layout
+    def _options(self, **kwargs: Any):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+        return StateDictOptions(full_state_dict=True, **kwargs)
+
+    def lightning_module_state_dict(self) -> Dict[str, Any]:
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+        if self._sharded is None:
+            return self.lightning_module.state_dict()
+        return get_model_state_dict(self.lightning_module, options=self._options(cpu_offload=True))
+
+    def load_model_state_dict(self, state_dict: Dict[str, Any], strict: bool = True) -> None:
+        from torch.distributed.checkpoint.state_dict import set_model_state_dict
+
+        if self._sharded is None:
+            self.lightning_module.load_state_dict(state_dict, strict=strict)
+            return
+        set_model_state_dict(self.lightning_module, state_dict, options=self._options(strict=strict))
+
+    def optimizer_state(self, optimizer) -> Dict[str, Any]:
+        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+        if self._sharded is None:
+            return optimizer.state_dict()
+        optimizer = getattr(optimizer, "optimizer", optimizer)
+        state = get_optimizer_state_dict(self.lightning_module, optimizer, options=self._options(cpu_offload=True))
+        if not state:
+            return state  # ranks other than 0 get nothing (only rank 0 writes)
+        index = {name: i for i, name in enumerate(self._param_names(optimizer))}
+        return {
+            "state": {index[name]: value for name, value in state["state"].items()},
+            "param_groups": [{**group, "params": [index[name] for name in group["params"]]}
+                             for group in state["param_groups"]],
+        }
+
+    def load_optimizer_state_dict(self, optimizer, state: Dict[str, Any]) -> None:
+        from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+
+        if self._sharded is None:
+            optimizer.load_state_dict(state)
+            return
+        optimizer = getattr(optimizer, "optimizer", optimizer)
+        names = self._param_names(optimizer)
+        by_name = {
+            "state": {names[int(i)]: value for i, value in state["state"].items()},
+            "param_groups": [{**group, "params": [names[int(i)] for i in group["params"]]}
+                             for group in state["param_groups"]],
+        }
+        set_optimizer_state_dict(self.lightning_module, optimizer, by_name, options=self._options())
+
+    def _param_names(self, optimizer) -> List[str]:
+        """The parameter names in the optimizer's order: position i is parameter id i of torch's layout."""
+        names = {id(p): name for name, p in self.lightning_module.named_parameters()}
+        return [names[id(p)] for group in optimizer.param_groups for p in group["params"]]

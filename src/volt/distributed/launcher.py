@@ -1,0 +1,427 @@
+"""Starting the ranks, and stopping all of them when one fails.
+
+Launchers:
+- `ScriptLauncher` ("ddp"): this process is local rank 0; it re-runs the command that started it (`python
+  script.py ...` or `python -m module ...`) once for every other local rank, with MASTER_ADDR, MASTER_PORT,
+  NODE_RANK, LOCAL_RANK, WORLD_SIZE set. A process that already sees LOCAL_RANK does not launch again.
+- `SpawnLauncher` ("ddp_spawn", "ddp_fork"/"ddp_notebook"): this process starts every local rank with
+  multiprocessing and waits; rank 0 sends back the trained weights and the results.
+
+Failures never hang: each rank runs a `Watchdog` thread that, a few times a second and without touching the
+training step, looks for (a) a failure record in the rendezvous store, written by the rank that raised (its rank,
+error and traceback), (b) the death of a local rank this process launched (SIGKILL included), and (c) the death of
+the launcher that started this process. A rank that learns of a failure stops its local children; if its own
+training loop has not unwound within `GRACE_S` seconds (it is blocked in a collective, say), it exits with code 1.
+"""
+import atexit
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from datetime import timedelta
+from typing import Any, Callable, Dict, List, Optional
+
+import torch
+
+from volt.utilities.exceptions import MisconfigurationException
+
+POLL_S = 0.2  # how often the watchdog looks
+GRACE_S = 2.0  # how long a rank that learned of a failure waits for its own loop to unwind before exiting
+KILL_GRACE_S = 1.0  # SIGTERM, then SIGKILL after this long
+
+_LAUNCHER_PID = "VOLT_LAUNCHER_PID"
+
+
+class RankFailedError(RuntimeError):
+    """Another rank of the job failed (raised, was killed, or lost its launcher), so this rank stopped too."""
+
+    def __init__(self, record: Dict[str, Any], full: bool = True) -> None:
+        self.record = record
+        super().__init__(describe_failure(record, full=full))
+
+
+def failure_record(rank_info: Dict[str, Any], exc: Optional[BaseException] = None, reason: str = "") -> Dict[str, Any]:
+    """Plain-data description of a failure: who failed, and how."""
+    record = dict(rank_info)
+    if exc is not None:
+        record["error"] = f"{type(exc).__name__}: {exc}".strip()
+        record["traceback"] = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    if reason:
+        record["error"] = reason
+    return record
+
+
+def describe_failure(record: Dict[str, Any], full: bool = True) -> str:
+    where = f"Rank {record.get('rank', '?')} of {record.get('world_size', '?')}"
+    extras = [f"node {record['node']}" if "node" in record else "",
+              f"local rank {record['local_rank']}" if "local_rank" in record else "",
+              f"pid {record['pid']}" if "pid" in record else ""]
+    extras = ", ".join(e for e in extras if e)
+    head = f"{where} ({extras}) failed, so every rank of the job was stopped: {record.get('error', 'unknown error')}"
+    if full and record.get("traceback"):
+        return f"{head}\n\nTraceback of rank {record.get('rank', '?')}:\n{record['traceback'].rstrip()}"
+    if full or not record.get("traceback"):
+        return head
+    return f"{head}\n(its traceback is printed by rank 0 and by rank {record.get('rank', '?')})"
+
+
+def exit_reason(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        hint = " (out of memory? see `dmesg`)" if name == "SIGKILL" else ""
+        return f"the process was killed by {name}{hint}"
+    return f"the process exited with code {returncode}; its own output above shows why"
+
+
+def is_communication_error(exc: BaseException) -> bool:
+    """A collective that failed because a peer went away (the symptom, not the cause)."""
+    if isinstance(exc, RankFailedError):
+        return True
+    dist_error = getattr(torch.distributed, "DistError", None)
+    if dist_error is not None and isinstance(exc, dist_error):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and any(
+        word in text for word in ("gloo", "NCCL", "Connection closed", "Connection reset", "Broken pipe"))
+
+
+class Watchdog:
+    """The thread that notices failures elsewhere in the job (see the module docstring)."""
+
+    def __init__(self, rank_info: Dict[str, Any]) -> None:
+        self.rank_info = rank_info
+        self.children: Dict[int, subprocess.Popen] = {}  # global rank -> process this one launched
+        parent = os.environ.get(_LAUNCHER_PID)
+        self.parent_pid = int(parent) if parent else None
+        self.failure: Optional[Dict[str, Any]] = None
+        self.in_stage = False  # True while this rank runs a Trainer stage (fit/validate/...)
+        self._address: Optional[tuple] = None  # the rendezvous store, once known
+        self._store = None
+        self._store_lost = False
+        self._key = failure_key()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="volt-watchdog", daemon=True)
+
+    def start(self) -> None:
+        if not self._thread.is_alive():
+            self._thread.start()
+
+    def watch_store(self, host: str, port: int) -> None:
+        """Follow the rendezvous store at host:port (a client of its own, connected once the store is up)."""
+        self._address = (host, port)
+
+    def _connected_store(self):
+        if self._store is None and self._address is not None and not self._store_lost:
+            self._store = connect_store(*self._address)
+        return self._store
+
+    def publish(self, record: Dict[str, Any]) -> Dict[str, Any]:
+        """Record a failure for every rank to see; the first record written wins and is returned."""
+        with self._lock:
+            if self.failure is None:
+                self.failure = record
+        store = self._connected_store()
+        if store is None:
+            return self.failure
+        try:
+            return json.loads(store.compare_set(self._key, "", json.dumps(record)))
+        except Exception:
+            return self.failure
+
+    def peer_failure(self, wait_s: float = 0.0) -> Optional[Dict[str, Any]]:
+        """The failure of another rank, if one is known (waiting up to `wait_s` for the watchdog to learn it)."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            failure = self.failure
+            if failure is not None and failure.get("rank") != self.rank_info["rank"]:
+                return failure
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.05)
+
+    def stop_children(self) -> None:
+        stop_processes(list(self.children.values()))
+
+    # ------------------------------------------------------------------ the thread
+    def _run(self) -> None:
+        while True:
+            time.sleep(POLL_S)
+            record = self._look()
+            if record is not None:
+                self._handle(record)
+                return
+
+    def _look(self) -> Optional[Dict[str, Any]]:
+        if self.failure is not None:  # this rank failed itself: stop the local ranks it launched
+            if self.children:
+                self.stop_children()
+            return None
+        me = self.rank_info
+        for rank, proc in self.children.items():  # this process is local rank 0; its children follow it
+            code = proc.poll()
+            if code not in (None, 0):
+                info = {**me, "rank": rank, "local_rank": rank - me["rank"], "pid": proc.pid}
+                return self.publish(failure_record(info, reason=exit_reason(code)))
+        if self.parent_pid is not None and os.getppid() != self.parent_pid:
+            info = {**me, "rank": me["rank"] - me["local_rank"], "local_rank": 0, "pid": self.parent_pid}
+            return failure_record(info, reason="the launcher process (local rank 0 of this node) died")
+        if not self.in_stage:
+            return None
+        store = self._connected_store()
+        if store is not None:
+            try:
+                if store.check([self._key]):
+                    return json.loads(store.get(self._key))
+            except Exception:  # the store host is gone; a dead peer shows up in the collectives or channels above
+                self._store, self._store_lost = None, True
+        return None
+
+    def _handle(self, record: Dict[str, Any]) -> None:
+        with self._lock:
+            if self.failure is None:
+                self.failure = record
+        if record.get("rank") == self.rank_info["rank"]:
+            return
+        self.stop_children()
+        deadline = time.monotonic() + GRACE_S
+        while time.monotonic() < deadline:
+            if not self.in_stage:
+                return  # the training loop unwound by itself and reports the failure
+            time.sleep(0.05)
+        me = self.rank_info["rank"]
+        sys.stderr.write(f"\n[volt] rank {me} is exiting: {describe_failure(record, full=me == 0)}\n")
+        sys.stderr.flush()
+        sys.stdout.flush()
+        os._exit(1)
+
+
+def failure_key() -> str:
+    """The store key of this job's failure record (torchrun restarts get a fresh one)."""
+    run = os.environ.get("TORCHELASTIC_RUN_ID", "")
+    return f"volt/failure/{run}/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
+
+
+def connect_store(host: str, port: int):
+    """A client of the rendezvous store, or None if it is not (or no longer) up."""
+    try:
+        return torch.distributed.TCPStore(host, port, is_master=False, timeout=timedelta(seconds=1),
+                                          wait_for_workers=False)
+    except Exception:
+        return None
+
+
+def announce_failure(record: Dict[str, Any]) -> None:
+    """Publish a failure that happened before this rank had a watchdog (e.g. a bad Trainer argument on one node),
+    so ranks already waiting at the rendezvous stop instead of waiting for the timeout."""
+    if "MASTER_ADDR" not in os.environ or "MASTER_PORT" not in os.environ:
+        return
+    store = connect_store(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]))
+    if store is not None:
+        try:
+            store.compare_set(failure_key(), "", json.dumps(record))
+        except Exception:
+            pass
+
+
+def stop_processes(processes: List[Any]) -> None:
+    """SIGTERM every live process, then SIGKILL the ones still alive after KILL_GRACE_S."""
+    alive = [p for p in processes if _alive(p)]
+    for p in alive:
+        _signal(p, signal.SIGTERM)
+    deadline = time.monotonic() + KILL_GRACE_S
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.02)
+        alive = [p for p in alive if _alive(p)]
+    for p in alive:
+        _signal(p, signal.SIGKILL)
+    for p in processes:
+        try:
+            p.wait() if isinstance(p, subprocess.Popen) else p.join()
+        except Exception:
+            pass
+
+
+def _alive(process: Any) -> bool:
+    return process.poll() is None if isinstance(process, subprocess.Popen) else process.is_alive()
+
+
+def _signal(process: Any, sig: int) -> None:
+    try:
+        os.kill(process.pid, sig)
+    except (ProcessLookupError, TypeError):
+        pass
+
+
+# ====================================================================== "ddp": re-run the script
+def script_command() -> List[str]:
+    """The command line that started this process, to start the other local ranks with."""
+    import __main__
+
+    spec = getattr(__main__, "__spec__", None)
+    if spec is not None and spec.name:
+        module = spec.name[: -len(".__main__")] if spec.name.endswith(".__main__") else spec.name
+        return [sys.executable, "-m", module, *sys.argv[1:]]
+    script = sys.argv[0] if sys.argv else ""
+    if not script or script == "-c" or not os.path.exists(script):
+        raise MisconfigurationException(
+            "strategy='ddp' starts the other ranks by running your script again, but this process was not started "
+            "from a script (interactive session, notebook or `python -c`). Use strategy='ddp_notebook' (fork) or "
+            "'ddp_spawn', or put the code in a file and run `python file.py`."
+        )
+    return [sys.executable, os.path.abspath(script), *sys.argv[1:]]
+
+
+class ScriptLauncher:
+    """Starts local ranks 1..N-1 of this node by re-running this process's command (see the module docstring)."""
+
+    def __init__(self, num_local: int, node_rank: int, world_size: int, main_address: str, main_port: int) -> None:
+        self.num_local = num_local
+        self.node_rank = node_rank
+        self.world_size = world_size
+        self.main_address = main_address
+        self.main_port = main_port
+
+    def start(self, watchdog: Watchdog) -> None:
+        command = script_command()
+        shared = {"MASTER_ADDR": self.main_address, "MASTER_PORT": str(self.main_port),
+                  "NODE_RANK": str(self.node_rank), "WORLD_SIZE": str(self.world_size)}
+        os.environ.update(shared)
+        os.environ["LOCAL_RANK"] = "0"  # this process is local rank 0 now: a second fit() must not launch again
+        base_rank = self.node_rank * self.num_local
+        for local_rank in range(1, self.num_local):
+            env = {**os.environ, **shared, "LOCAL_RANK": str(local_rank), "RANK": str(base_rank + local_rank),
+                   _LAUNCHER_PID: str(os.getpid())}
+            watchdog.children[base_rank + local_rank] = subprocess.Popen(command, env=env)
+        atexit.register(_wait_for_children, watchdog)
+
+
+def _wait_for_children(watchdog: Watchdog) -> None:
+    """At exit, wait for the ranks this process launched (they run the same script), and exit non-zero if one
+    failed."""
+    try:
+        for proc in watchdog.children.values():
+            proc.wait()
+    except KeyboardInterrupt:
+        watchdog.stop_children()
+        raise
+    failed = {rank: p.returncode for rank, p in watchdog.children.items() if p.returncode != 0}
+    if failed:
+        if watchdog.failure is None:  # not reported yet (a failure during a stage already was)
+            rank, code = sorted(failed.items())[0]
+            sys.stderr.write(f"\n[volt] rank {rank} failed: {exit_reason(code)}\n")
+        sys.stderr.flush()
+        sys.stdout.flush()
+        os._exit(1)
+
+
+# ====================================================================== "ddp_spawn" / "ddp_fork"
+class SpawnLauncher:
+    """Starts every local rank with multiprocessing ("spawn" or "fork") and waits for them.
+
+    Rank 0 sends back what the main process needs (trained weights, metrics, checkpoint paths, the stage result);
+    the strategy applies it to the user's objects here.
+    """
+
+    def __init__(self, start_method: str, num_local: int) -> None:
+        self.start_method = start_method
+        self.num_local = num_local
+
+    def launch(self, strategy, function: Callable, args: tuple) -> Any:
+        import multiprocessing.connection
+
+        import torch.multiprocessing as mp
+
+        if self.start_method == "fork" and torch.cuda.is_available() and torch.cuda.is_initialized():
+            raise MisconfigurationException(
+                "strategy='ddp_fork'/'ddp_notebook' cannot fork after CUDA was initialized in the main process. "
+                "Restart the session and avoid CUDA calls before `trainer.fit`, or use strategy='ddp_spawn'."
+            )
+        context = mp.get_context(self.start_method)
+        queue = context.SimpleQueue()
+        processes = [
+            context.Process(target=_spawned_rank, args=(local_rank, strategy, function, args, queue, os.getpid()),
+                            name=f"volt-rank-{local_rank}")
+            for local_rank in range(self.num_local)
+        ]
+        for p in processes:
+            p.start()
+        payload, errors, first_failed = None, [], []
+        try:
+            pending = {p.sentinel: p for p in processes}
+            while pending and not first_failed:
+                ready = multiprocessing.connection.wait(list(pending) + [queue._reader], timeout=POLL_S)
+                payload = self._drain(queue, errors, payload)
+                ended = [pending.pop(s) for s in ready if s in pending]
+                for p in ended:
+                    p.join()  # the sentinel fires at exit; join collects the exit code
+                first_failed = [processes.index(p) for p in ended if p.exitcode != 0]
+        except BaseException:
+            stop_processes(processes)
+            raise
+        stop_processes(processes)
+        payload = self._drain(queue, errors, payload)
+        if first_failed or payload is None:
+            raise RankFailedError(self._root_cause(first_failed, processes, errors, strategy))
+        return torch.load(io.BytesIO(payload), weights_only=False)
+
+    @staticmethod
+    def _drain(queue, errors: List[Dict[str, Any]], payload: Optional[bytes]) -> Optional[bytes]:
+        while not queue.empty():
+            kind, value = queue.get()
+            if kind == "result":
+                payload = value
+            else:
+                errors.append(value)
+        return payload
+
+    def _root_cause(self, first_failed: List[int], processes, errors: List[Dict[str, Any]],
+                    strategy) -> Dict[str, Any]:
+        """The rank that failed first: one that raised, else one that was killed or exited non-zero."""
+        base = strategy.node_rank * self.num_local
+        raised = [e for e in errors if not e.get("victim")]
+        for local_rank in first_failed:
+            for error in raised:
+                if error.get("rank") == base + local_rank:
+                    return error
+        if raised:
+            return min(raised, key=lambda e: e["rank"])
+        for local_rank in first_failed or [i for i, p in enumerate(processes) if p.exitcode]:
+            p = processes[local_rank]
+            info = {"rank": base + local_rank, "world_size": strategy.world_size, "local_rank": local_rank,
+                    "pid": p.pid}
+            return failure_record(info, reason=exit_reason(p.exitcode))
+        if errors:
+            return errors[0]
+        return failure_record(strategy.rank_info(), reason="rank 0 ended without sending its results back")
+
+
+def _spawned_rank(local_rank: int, strategy, function: Callable, args: tuple, queue, launcher_pid: int) -> None:
+    """The body of one spawned rank: run the stage; rank 0 sends the results back; failures go back as records."""
+    os.environ[_LAUNCHER_PID] = str(launcher_pid)
+    strategy.set_local_rank(local_rank)
+    module = strategy.lightning_module
+    if module is not None:  # spawn hands tensors over in shared memory: each rank needs weights of its own
+        for tensor in list(module.parameters()) + list(module.buffers()):
+            if tensor.is_shared():
+                tensor.data = tensor.data.clone()
+    try:
+        output = strategy.run_guarded(function, *args, collect_results=True)
+    except BaseException as exc:
+        # a rank stopped by another's failure (or by a broken connection) is a symptom, not the cause
+        victim = isinstance(exc, RankFailedError) or is_communication_error(exc)
+        queue.put(("error", {**failure_record(strategy.rank_info(), exc), "victim": victim}))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
+    if strategy.global_rank == 0:
+        buffer = io.BytesIO()
+        torch.save(output, buffer)
+        queue.put(("result", buffer.getvalue()))
