@@ -617,6 +617,10 @@ class Trainer:
             "should_stop": self.should_stop,
             "results": results_state(self._results) if self._results is not None and self.state.fn == "fit" else None,
             "loggers": [getattr(logger, "_resume_marker", lambda: None)() for logger in self.loggers],
+            "eval_log_steps": getattr(self, "_eval_log_steps", 0),
+            # inside an accumulation window: the gradients summed so far
+            "grads": {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
+            if self.fit_loop.grads_pending else None,
         }
         checkpoint: Dict[str, Any] = {
             "epoch": self.current_epoch,
@@ -762,6 +766,11 @@ class Trainer:
             self.fit_loop._restored_rng = loop_state.pop("rng", None)  # applied where the resumed run reaches it
             self.fit_loop._restored_results = loop_state.pop("results", None)
             self.should_stop = bool(loop_state.pop("should_stop", False))
+            self._eval_log_steps = loop_state.pop("eval_log_steps", 0)
+            grads = loop_state.pop("grads", None) or {}
+            for name, param in self.lightning_module.named_parameters():
+                if name in grads:
+                    param.grad = grads[name]
             for logger, marker in zip(self.loggers, loop_state.pop("loggers", None) or []):
                 if marker is not None and hasattr(logger, "_resume_from"):
                     logger._resume_from(marker)
