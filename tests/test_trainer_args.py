@@ -1,5 +1,4 @@
 """Every Trainer argument of Lightning 2.x: what it does in a real run, and the clear error for a bad value."""
-import math
 import os
 from datetime import timedelta
 
@@ -8,7 +7,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 import volt
-from helpers import BoringModel, MemoryLogger, dataset, loader, trainer
+from helpers import BoringModel, MemoryLogger, loader, trainer
 from volt.callbacks import EarlyStopping, ModelCheckpoint, ModelSummary, ProgressBar, Timer
 from volt.utilities.exceptions import MisconfigurationException
 
