@@ -2,6 +2,8 @@
 
 Everything here is tiny (a 4-feature linear model, a few batches of 2) so that a whole `fit` takes milliseconds.
 """
+from argparse import Namespace
+
 import torch
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
@@ -92,7 +94,7 @@ def memory_logger_class(base: type) -> type:
             self.metrics.append((step, dict(metrics)))
 
         def log_hyperparams(self, params, *args, **kwargs):
-            self.hparams.update(vars(params) if hasattr(params, "__dict__") else dict(params))
+            self.hparams.update(vars(params) if isinstance(params, Namespace) else dict(params))
 
         def finalize(self, status):
             self.finalized.append(status)
