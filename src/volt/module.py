@@ -241,10 +241,8 @@ class LightningModule(HyperparametersMixin, nn.Module):
         """Optional. Log test metrics with `self.log`."""
 
     def predict_step(self, *args: Any, **kwargs: Any) -> Any:
-        """Defaults to calling the model on the batch (its first element when the batch is a list or tuple)."""
+        """Defaults to calling the model on the whole batch, as Lightning does."""
         batch = args[0] if args else kwargs.get("batch")
-        if isinstance(batch, (list, tuple)) and batch:
-            batch = batch[0]
         return self(batch)
 
     def configure_optimizers(self):

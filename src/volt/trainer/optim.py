@@ -136,6 +136,13 @@ class LightningOptimizer:
     def __init__(self, optimizer: Optimizer, trainer) -> None:
         self._optimizer = optimizer
         self._trainer = trainer
+        # subclass the optimizer's class too, so `isinstance(opt, torch.optim.SGD)` holds as in Lightning, and
+        # bind its methods to the real optimizer (instance attributes win over the inherited functions)
+        self.__class__ = type(f"Lightning{type(optimizer).__name__}", (LightningOptimizer, type(optimizer)), {})
+        own = set(vars(LightningOptimizer))
+        for name in dir(type(optimizer)):
+            if not name.startswith("__") and name not in own and callable(getattr(type(optimizer), name, None)):
+                self.__dict__[name] = getattr(optimizer, name)
 
     @property
     def optimizer(self) -> Optimizer:
