@@ -176,6 +176,9 @@ class ParallelStrategy(Strategy):
             output = function(*args, **kwargs)
             return self._collect_results(output) if collect_results else output
         except BaseException as exc:
+            if _graceful_stop(exc):  # a stop signal reached every rank: each saves and exits by itself
+                watchdog.stopped_by_signal = True
+                raise
             symptom = _launcher.is_communication_error(exc)
             peer = watchdog.peer_failure(wait_s=1.0 if symptom else 0.0)
             if peer is not None and symptom:
@@ -190,9 +193,7 @@ class ParallelStrategy(Strategy):
             watchdog.in_stage = False
 
     def _get_watchdog(self) -> "_launcher.Watchdog":
-        if self._watchdog is None:
-            self._watchdog = _launcher.Watchdog(self.rank_info())
-        self._watchdog.rank_info = self.rank_info()
+        self._watchdog = _launcher.process_watchdog(self.rank_info())
         return self._watchdog
 
     def _init_process_group(self) -> None:
@@ -428,6 +429,15 @@ class DDPStrategy(ParallelStrategy):
         if enabled and isinstance(self.model, DistributedDataParallel):
             return self.model.no_sync()
         return contextlib.nullcontext()
+
+
+def _graceful_stop(exc: BaseException) -> bool:
+    """The Trainer stopped on SIGTERM/Ctrl-C after saving a checkpoint (trainer/signals.py): not a failure."""
+    try:
+        from volt.trainer.signals import TrainingStopped
+    except ImportError:
+        return False
+    return isinstance(exc, TrainingStopped)
 
 
 def _record_for_torchelastic(exc: BaseException) -> None:

@@ -103,16 +103,18 @@ class Watchdog:
         self.parent_pid = int(parent) if parent else None
         self.failure: Optional[Dict[str, Any]] = None
         self.in_stage = False  # True while this rank runs a Trainer stage (fit/validate/...)
+        self.stopped_by_signal = False  # the Trainer stopped gracefully on a signal (every rank exits with 1)
         self._address: Optional[tuple] = None  # the rendezvous store, once known
         self._store = None
         self._store_lost = False
         self._key = failure_key()
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="volt-watchdog", daemon=True)
+        self._started = False
 
     def start(self) -> None:
-        if not self._thread.is_alive():
-            self._thread.start()
+        if not self._started:
+            self._started = True
+            threading.Thread(target=self._run, name="volt-watchdog", daemon=True).start()
 
     def watch_store(self, host: str, port: int) -> None:
         """Follow the rendezvous store at host:port (a client of its own, connected once the store is up)."""
@@ -231,6 +233,18 @@ def announce_failure(record: Dict[str, Any]) -> None:
             pass
 
 
+_WATCHDOG: Optional[Watchdog] = None
+
+
+def process_watchdog(rank_info: Dict[str, Any]) -> Watchdog:
+    """The watchdog of this process, shared by every Trainer in it (it owns the local ranks launched here)."""
+    global _WATCHDOG
+    if _WATCHDOG is None:
+        _WATCHDOG = Watchdog(rank_info)
+    _WATCHDOG.rank_info = rank_info
+    return _WATCHDOG
+
+
 def stop_processes(processes: List[Any]) -> None:
     """SIGTERM every live process, then SIGKILL the ones still alive after KILL_GRACE_S."""
     alive = [p for p in processes if _alive(p)]
@@ -299,8 +313,43 @@ class ScriptLauncher:
         for local_rank in range(1, self.num_local):
             env = {**os.environ, **shared, "LOCAL_RANK": str(local_rank), "RANK": str(base_rank + local_rank),
                    _LAUNCHER_PID: str(os.getpid())}
-            watchdog.children[base_rank + local_rank] = subprocess.Popen(command, env=env)
+            # a session of their own: a terminal's Ctrl-C reaches them once, through the relay below
+            watchdog.children[base_rank + local_rank] = subprocess.Popen(command, env=env, start_new_session=True)
+        relay_signals(watchdog)
         atexit.register(_wait_for_children, watchdog)
+
+
+_RELAYED = {int(getattr(signal, name)) for name in ("SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2", "SIGHUP")
+            if hasattr(signal, name)}
+
+
+def relay_signals(watchdog: Watchdog) -> None:
+    """Pass the stop signals this process receives (SIGINT, SIGTERM, SIGUSR1/2, SIGHUP) on to its local ranks at
+    once, whoever handles them here (the Trainer's graceful stop does during fit), so every rank acts on the same
+    signal at the same time. Uses Python's signal wakeup fd, which every Python-level handler writes to; if another
+    component (an event loop) already owns it, signals are not relayed."""
+    import socket
+
+    receiver, sender = socket.socketpair()
+    sender.setblocking(False)
+    try:
+        previous = signal.set_wakeup_fd(sender.fileno(), warn_on_full_buffer=False)
+    except ValueError:  # not the main thread
+        return
+    if previous != -1:
+        signal.set_wakeup_fd(previous)
+        return
+
+    def relay() -> None:
+        while True:
+            for signum in receiver.recv(64):
+                if signum in _RELAYED:
+                    for proc in watchdog.children.values():
+                        if proc.poll() is None:
+                            _signal(proc, signum)
+
+    threading.Thread(target=relay, name="volt-signal-relay", daemon=True).start()
+    watchdog.relay_sockets = (receiver, sender)  # kept open for the life of the process
 
 
 def _wait_for_children(watchdog: Watchdog) -> None:
@@ -314,7 +363,7 @@ def _wait_for_children(watchdog: Watchdog) -> None:
         raise
     failed = {rank: p.returncode for rank, p in watchdog.children.items() if p.returncode != 0}
     if failed:
-        if watchdog.failure is None:  # not reported yet (a failure during a stage already was)
+        if watchdog.failure is None and not watchdog.stopped_by_signal:  # else it was reported already
             rank, code = sorted(failed.items())[0]
             sys.stderr.write(f"\n[volt] rank {rank} failed: {exit_reason(code)}\n")
         sys.stderr.flush()
@@ -405,6 +454,8 @@ class SpawnLauncher:
 
 def _spawned_rank(local_rank: int, strategy, function: Callable, args: tuple, queue, launcher_pid: int) -> None:
     """The body of one spawned rank: run the stage; rank 0 sends the results back; failures go back as records."""
+    global _WATCHDOG
+    _WATCHDOG = None  # a forked rank must not inherit the launching process's watchdog
     os.environ[_LAUNCHER_PID] = str(launcher_pid)
     strategy.set_local_rank(local_rank)
     module = strategy.lightning_module

@@ -1,0 +1,73 @@
+"""When one rank fails, every process of the job ends within seconds, non-zero, naming the failing rank.
+
+Each test times the job from the moment of the failure (the failing rank writes the time just before it raises
+or kills itself) to the moment every process has closed its output, and checks that no rank outlives the job.
+"""
+import os
+import signal
+import time
+
+import pytest
+
+from distributed.helpers import finish, running, start, torchrun, wait_for_files
+
+pytestmark = pytest.mark.distributed
+TARGET_S = 5.0
+
+
+def ended_within(proc, failed_at_file, timeout=50):
+    output = finish(proc, timeout)
+    ended = time.time()
+    assert failed_at_file.exists(), output[-4000:]
+    return output, ended - float(failed_at_file.read_text())
+
+
+def assert_no_rank_left(out):
+    pids = [int(p.read_text()) for p in out.glob("pid*")]
+    assert len(pids) == 2
+    time.sleep(0.2)  # an orphaned zombie needs a moment to be reaped
+    assert not [pid for pid in pids if running(pid)]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("launcher, fail", [("ddp", "raise"), ("ddp", "kill"), ("ddp_spawn", "kill"),
+                                            ("torchrun", "raise")])
+def test_a_failing_rank_stops_the_job(tmp_path, launcher, fail):
+    options = {"phases": ["fail"], "fail": fail, "strategy": "ddp" if launcher == "torchrun" else launcher}
+    command = torchrun() + ["--nproc-per-node", "2"] if launcher == "torchrun" else None
+    proc = start(tmp_path, options, command)
+    output, seconds = ended_within(proc, tmp_path / "failed_at")
+    print(f"{launcher}/{fail}: every process ended {seconds:.2f} s after the failure")
+    assert proc.returncode != 0
+    assert seconds < TARGET_S, output[-4000:]
+    if fail == "raise":
+        assert "Rank 1 of 2" in output and "ValueError: planned failure on rank 1" in output, output[-4000:]
+        assert 'train.py", line' in output  # the failing rank's traceback
+    else:
+        assert "Rank 1 of 2" in output and "killed by SIGKILL" in output, output[-4000:]
+    if launcher != "ddp_spawn":
+        assert_no_rank_left(tmp_path)
+
+
+@pytest.mark.timeout(60)
+def test_ctrl_c_stops_every_rank(tmp_path):
+    proc = start(tmp_path, {"phases": ["fail"], "fail": "slow"})
+    wait_for_files([tmp_path / "pid0", tmp_path / "pid1"], timeout=45)
+    sent = time.time()
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal does on Ctrl-C
+    output = finish(proc, timeout=30)
+    assert time.time() - sent < TARGET_S, output[-4000:]
+    assert proc.returncode != 0
+    assert_no_rank_left(tmp_path)
+
+
+@pytest.mark.timeout(60)
+def test_killing_the_launcher_stops_the_ranks_it_started(tmp_path):
+    proc = start(tmp_path, {"phases": ["fail"], "fail": "slow"})
+    wait_for_files([tmp_path / "pid0", tmp_path / "pid1"], timeout=45)
+    sent = time.time()
+    os.kill(int((tmp_path / "pid0").read_text()), signal.SIGKILL)
+    output = finish(proc, timeout=30)
+    assert time.time() - sent < TARGET_S, output[-4000:]
+    assert "the launcher process (local rank 0 of this node) died" in output, output[-4000:]
+    assert_no_rank_left(tmp_path)

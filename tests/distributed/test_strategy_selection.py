@@ -1,0 +1,179 @@
+"""Choosing and configuring multi-process strategies from Trainer arguments and the environment (one process,
+no process group: construction only)."""
+import os
+import signal
+import sys
+from datetime import timedelta
+
+import pytest
+import torch
+
+import volt
+from volt.distributed.environments import (LightningEnvironment, SLURMEnvironment, TorchElasticEnvironment,
+                                           detect_environment, first_slurm_host)
+from volt.distributed.launcher import describe_failure, exit_reason, script_command
+from volt.strategies import DDPStrategy, FSDPStrategy, SingleDeviceStrategy
+from volt.utilities.exceptions import MisconfigurationException
+from volt.utilities.rank_zero import rank_zero_only
+
+_LAUNCH_VARS = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", "RANK", "GROUP_RANK",
+                "LOCAL_WORLD_SIZE", "TORCHELASTIC_RUN_ID", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID",
+                "SLURM_NODEID", "SLURM_NODELIST", "SLURM_JOB_ID", "SLURM_JOB_NAME", "SLURM_NTASKS_PER_NODE")
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    for key in _LAUNCH_VARS:
+        monkeypatch.delenv(key, raising=False)
+    rank = rank_zero_only.rank
+    yield
+    rank_zero_only.rank = rank
+
+
+def make(**kwargs) -> volt.Trainer:
+    return volt.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        enable_checkpointing=False, **kwargs)
+
+
+def test_two_cpu_devices_choose_ddp_with_volts_launcher():
+    trainer = make(devices=2)
+    strategy = trainer.strategy
+    assert isinstance(strategy, DDPStrategy) and strategy.start_method == "popen"
+    assert (trainer.world_size, trainer.global_rank, trainer.num_devices) == (2, 0, 2)
+    assert strategy.process_group_backend == "gloo"
+    assert isinstance(strategy.cluster_environment, LightningEnvironment)
+    assert isinstance(make(devices=1).strategy, SingleDeviceStrategy)
+    assert make(devices=[0, 1]).world_size == 2
+    assert make(devices=-1).world_size == (os.cpu_count() or 1)
+
+
+@pytest.mark.parametrize("name, start_method, ddp_kwargs", [
+    ("ddp", "popen", {}),
+    ("ddp_spawn", "spawn", {}),
+    ("ddp_fork", "fork", {}),
+    ("ddp_notebook", "fork", {}),
+    ("ddp_find_unused_parameters_true", "popen", {"find_unused_parameters": True}),
+])
+def test_strategy_names(name, start_method, ddp_kwargs):
+    strategy = make(devices=2, strategy=name).strategy
+    assert isinstance(strategy, DDPStrategy)
+    assert strategy.start_method == start_method and strategy._ddp_kwargs == ddp_kwargs
+
+
+def test_strategy_objects_take_the_trainers_devices():
+    strategy = DDPStrategy(static_graph=True, timeout=timedelta(seconds=90))
+    trainer = make(devices=3, strategy=strategy)
+    assert trainer.strategy is strategy and strategy.world_size == 3 and strategy.timeout.seconds == 90
+    fsdp = make(devices=2, strategy="fsdp").strategy
+    assert isinstance(fsdp, FSDPStrategy) and fsdp.world_size == 2
+    assert make(devices=1, strategy="ddp").world_size == 1  # a world of one is allowed (e.g. nccl checks)
+
+
+def test_bad_strategy_options_are_named():
+    with pytest.raises(TypeError, match=r"unexpected keyword arguments \['bogus'\].*find_unused_parameters"):
+        DDPStrategy(bogus=1)
+    with pytest.raises(MisconfigurationException, match="start_method='thread' is not supported"):
+        DDPStrategy(start_method="thread")
+    with pytest.raises(MisconfigurationException, match="must be a datetime.timedelta"):
+        DDPStrategy(timeout=30)
+    with pytest.raises(MisconfigurationException, match="sharding_strategy='HYBRID_SHARD' is not supported"):
+        FSDPStrategy(sharding_strategy="HYBRID_SHARD")
+    with pytest.raises(MisconfigurationException, match="full checkpoints only"):
+        FSDPStrategy(state_dict_type="sharded")
+
+
+def test_fsdp_without_fully_shard_is_a_clear_error(monkeypatch):
+    import torch.distributed.fsdp
+
+    monkeypatch.delattr(torch.distributed.fsdp, "fully_shard")
+    with pytest.raises(MisconfigurationException, match="FSDP2 .* does not provide. Install torch >= 2.6"):
+        FSDPStrategy()
+
+
+def test_several_nodes_need_the_rendezvous_address():
+    with pytest.raises(MisconfigurationException, match="Set MASTER_ADDR .* and MASTER_PORT"):
+        make(devices=1, num_nodes=2)
+
+
+def test_volts_launcher_children_read_their_rank_from_the_environment(monkeypatch):
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", "29999")
+    monkeypatch.setenv("NODE_RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    trainer = make(devices=2, num_nodes=2)
+    assert (trainer.global_rank, trainer.local_rank, trainer.node_rank, trainer.world_size) == (3, 1, 1, 4)
+    assert rank_zero_only.rank == 3
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    with pytest.raises(MisconfigurationException, match="WORLD_SIZE=8 in the environment, but devices=2"):
+        make(devices=2, num_nodes=2)
+
+
+def torchrun_env(monkeypatch, rank=3, local_rank=1, node=1, world=4, per_node=2):
+    for key, value in dict(TORCHELASTIC_RUN_ID="job", RANK=rank, LOCAL_RANK=local_rank, GROUP_RANK=node,
+                           WORLD_SIZE=world, LOCAL_WORLD_SIZE=per_node, MASTER_ADDR="127.0.0.1",
+                           MASTER_PORT=29500).items():
+        monkeypatch.setenv(key, str(value))
+
+
+def test_torchrun_is_detected_first_and_sets_the_topology(monkeypatch):
+    torchrun_env(monkeypatch)
+    monkeypatch.setenv("SLURM_NTASKS", "4")  # torchrun inside a SLURM allocation: torchrun wins
+    assert isinstance(detect_environment(), TorchElasticEnvironment)
+    trainer = make()  # devices left at the default: one per process torchrun started
+    assert isinstance(trainer.strategy, DDPStrategy)
+    assert (trainer.global_rank, trainer.local_rank, trainer.node_rank, trainer.world_size) == (3, 1, 1, 4)
+    assert trainer.strategy.num_nodes == 2
+
+
+def test_torchrun_mismatch_is_a_clear_error(monkeypatch):
+    torchrun_env(monkeypatch)
+    with pytest.raises(MisconfigurationException, match="devices=3, but TorchElasticEnvironment started 2"):
+        make(devices=3)
+    with pytest.raises(MisconfigurationException, match="starts its own processes, but this process was started by"):
+        make(devices=2, strategy="ddp_spawn")
+
+
+def test_slurm_environment(monkeypatch):
+    for key, value in dict(SLURM_NTASKS=4, SLURM_PROCID=2, SLURM_LOCALID=0, SLURM_NODEID=1,
+                           SLURM_NODELIST="gpu[003-004],cpu1", SLURM_JOB_ID=812345, SLURM_NTASKS_PER_NODE="2(x2)",
+                           SLURM_JOB_NAME="train").items():
+        monkeypatch.setenv(key, str(value))
+    env = detect_environment()
+    assert isinstance(env, SLURMEnvironment)
+    assert (env.main_address, env.main_port, env.local_world_size()) == ("gpu003", 15000 + 2345, 2)
+    trainer = make(devices=2, num_nodes=2)
+    assert (trainer.global_rank, trainer.local_rank, trainer.node_rank) == (2, 0, 1)
+    monkeypatch.setenv("SLURM_JOB_NAME", "bash")  # an interactive allocation is not an srun step
+    assert isinstance(detect_environment(), LightningEnvironment)
+
+
+def test_first_slurm_host():
+    assert first_slurm_host("node[07-09,12],other") == "node07"
+    assert first_slurm_host("single") == "single"
+
+
+def test_sync_batchnorm_on_cpu_is_refused():
+    model = volt.LightningModule()
+    model.bn = torch.nn.BatchNorm1d(3)
+    trainer = make(devices=2, sync_batchnorm=True)
+    model.trainer = trainer
+    with pytest.raises(MisconfigurationException, match="sync_batchnorm=True needs CUDA"):
+        trainer.strategy.setup_module(model)
+
+
+def test_ddp_needs_a_script_to_rerun(monkeypatch):
+    monkeypatch.setattr(sys.modules["__main__"], "__spec__", None, raising=False)
+    monkeypatch.setattr(sys, "argv", ["-c"])
+    with pytest.raises(MisconfigurationException, match="strategy='ddp_notebook' \\(fork\\) or 'ddp_spawn'"):
+        script_command()
+
+
+def test_failure_messages_name_the_rank_and_the_cause():
+    record = {"rank": 1, "world_size": 2, "node": 0, "local_rank": 1, "pid": 42, "error": "ValueError: boom",
+              "traceback": "Traceback (most recent call last):\nValueError: boom\n"}
+    full = describe_failure(record)
+    assert full.startswith("Rank 1 of 2 (node 0, local rank 1, pid 42) failed") and "Traceback of rank 1" in full
+    assert "printed by rank 0 and by rank 1" in describe_failure(record, full=False)
+    assert exit_reason(-signal.SIGKILL).startswith("the process was killed by SIGKILL")
+    assert "exited with code 3" in exit_reason(3)
