@@ -50,8 +50,9 @@ def test_a_failing_rank_stops_the_job(tmp_path, launcher, fail):
 
 
 @pytest.mark.timeout(60)
-def test_ctrl_c_stops_every_rank(tmp_path):
-    proc = start(tmp_path, {"phases": ["fail"], "fail": "slow"})
+@pytest.mark.parametrize("strategy", ["ddp", "ddp_spawn"])
+def test_ctrl_c_stops_every_rank(tmp_path, strategy):
+    proc = start(tmp_path, {"phases": ["fail"], "fail": "slow", "strategy": strategy})
     wait_for_files([tmp_path / "pid0", tmp_path / "pid1"], timeout=45)
     sent = time.time()
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal does on Ctrl-C

@@ -5,6 +5,14 @@ One process per device. The process group is gloo on CPU and nccl on CUDA; ranks
 environment (torchrun, SLURM, or volt's own launcher). Each rank runs the whole Trainer; only the gradient
 all-reduce (inside DDP's backward hooks) happens every step. Failures are watched off the training path by
 `launcher.Watchdog`.
+
+Checkpoints hold full, unsharded state in the single-device layout, so a run may resume on another number of
+ranks (or another strategy). What is kept exactly then: weights, optimizer, scheduler and precision state, the
+epoch and step counters and the callbacks' state; from the next epoch on, each epoch's sample order (a function
+of the seed and the epoch) re-split over the new ranks. Not kept: mid-epoch, the batch cursor counts this rank's
+batches, so the rest of the interrupted epoch is not exactly the samples no rank had seen; RNG streams and the
+metric accumulators of the interrupted epoch are rank 0's. On the same number of ranks, with the same seed, the
+resumed run matches the uninterrupted one exactly (ranks seeded alike, as `seed_everything` does, share RNG state).
 """
 import atexit
 import contextlib
@@ -176,7 +184,7 @@ class ParallelStrategy(Strategy):
             output = function(*args, **kwargs)
             return self._collect_results(output) if collect_results else output
         except BaseException as exc:
-            if _graceful_stop(exc):  # a stop signal reached every rank: each saves and exits by itself
+            if _launcher.is_graceful_stop(exc):  # a stop signal reached every rank: each saves and exits by itself
                 watchdog.stopped_by_signal = True
                 raise
             symptom = _launcher.is_communication_error(exc)
@@ -429,15 +437,6 @@ class DDPStrategy(ParallelStrategy):
         if enabled and isinstance(self.model, DistributedDataParallel):
             return self.model.no_sync()
         return contextlib.nullcontext()
-
-
-def _graceful_stop(exc: BaseException) -> bool:
-    """The Trainer stopped on SIGTERM/Ctrl-C after saving a checkpoint (trainer/signals.py): not a failure."""
-    try:
-        from volt.trainer.signals import TrainingStopped
-    except ImportError:
-        return False
-    return isinstance(exc, TrainingStopped)
 
 
 def _record_for_torchelastic(exc: BaseException) -> None:

@@ -12,6 +12,10 @@ training step, looks for (a) a failure record in the rendezvous store, written b
 error and traceback), (b) the death of a local rank this process launched (SIGKILL included), and (c) the death of
 the launcher that started this process. A rank that learns of a failure stops its local children; if its own
 training loop has not unwound within `GRACE_S` seconds (it is blocked in a collective, say), it exits with code 1.
+
+Stop signals are not failures: the Trainer stops gracefully on SIGTERM/Ctrl-C (trainer/signals.py), which needs
+every rank to get the signal. The script launcher starts its ranks in a session of their own and relays the
+signals it receives to them, so a terminal's Ctrl-C or a `kill` of the main process reaches each rank once.
 """
 import atexit
 import io
@@ -402,34 +406,50 @@ class SpawnLauncher:
         ]
         for p in processes:
             p.start()
-        payload, errors, first_failed = None, [], []
+        received: Dict[str, Any] = {"result": None, "error": [], "stopped": []}
+        first_failed: List[int] = []
+        interrupted = []
+
+        def on_sigint(signum, frame):  # the ranks got Ctrl-C too: let them stop gracefully; twice stops at once
+            if interrupted:
+                raise KeyboardInterrupt
+            interrupted.append(signum)
+
+        previous = _set_sigint(on_sigint)
         try:
             pending = {p.sentinel: p for p in processes}
             while pending and not first_failed:
                 ready = multiprocessing.connection.wait(list(pending) + [queue._reader], timeout=POLL_S)
-                payload = self._drain(queue, errors, payload)
+                self._drain(queue, received)
                 ended = [pending.pop(s) for s in ready if s in pending]
                 for p in ended:
                     p.join()  # the sentinel fires at exit; join collects the exit code
-                first_failed = [processes.index(p) for p in ended if p.exitcode != 0]
+                stopped = {e.rank for e in received["stopped"]}
+                first_failed = [processes.index(p) for p in ended
+                                if p.exitcode != 0 and processes.index(p) not in stopped]
         except BaseException:
             stop_processes(processes)
             raise
+        finally:
+            _set_sigint(previous)
         stop_processes(processes)
-        payload = self._drain(queue, errors, payload)
-        if first_failed or payload is None:
-            raise RankFailedError(self._root_cause(first_failed, processes, errors, strategy))
-        return torch.load(io.BytesIO(payload), weights_only=False)
+        self._drain(queue, received)
+        if received["stopped"] and not first_failed:
+            raise received["stopped"][0].exception  # a graceful stop on a signal, as in one process
+        if interrupted and not first_failed:
+            raise KeyboardInterrupt
+        if first_failed or received["result"] is None:
+            raise RankFailedError(self._root_cause(first_failed, processes, received["error"], strategy))
+        return torch.load(io.BytesIO(received["result"]), weights_only=False)
 
     @staticmethod
-    def _drain(queue, errors: List[Dict[str, Any]], payload: Optional[bytes]) -> Optional[bytes]:
+    def _drain(queue, received: Dict[str, Any]) -> None:
         while not queue.empty():
             kind, value = queue.get()
             if kind == "result":
-                payload = value
+                received["result"] = value
             else:
-                errors.append(value)
-        return payload
+                received[kind].append(value)
 
     def _root_cause(self, first_failed: List[int], processes, errors: List[Dict[str, Any]],
                     strategy) -> Dict[str, Any]:
@@ -452,6 +472,32 @@ class SpawnLauncher:
         return failure_record(strategy.rank_info(), reason="rank 0 ended without sending its results back")
 
 
+class _Stopped:
+    """A spawned rank's graceful stop, sent back so that the main process raises the same exception."""
+
+    def __init__(self, rank: int, exception: BaseException) -> None:
+        self.rank, self.exception = rank, exception
+
+
+def _set_sigint(handler):
+    """Install a SIGINT handler if this is the main thread; returns the previous one (None if not installed)."""
+    if handler is None:
+        return None
+    try:
+        return signal.signal(signal.SIGINT, handler)
+    except ValueError:
+        return None
+
+
+def is_graceful_stop(exc: BaseException) -> bool:
+    """The Trainer stopped on SIGTERM/Ctrl-C after saving a checkpoint (trainer/signals.py): not a failure."""
+    try:
+        from volt.trainer.signals import TrainingStopped
+    except ImportError:
+        return False
+    return isinstance(exc, TrainingStopped)
+
+
 def _spawned_rank(local_rank: int, strategy, function: Callable, args: tuple, queue, launcher_pid: int) -> None:
     """The body of one spawned rank: run the stage; rank 0 sends the results back; failures go back as records."""
     global _WATCHDOG
@@ -466,9 +512,12 @@ def _spawned_rank(local_rank: int, strategy, function: Callable, args: tuple, qu
     try:
         output = strategy.run_guarded(function, *args, collect_results=True)
     except BaseException as exc:
-        # a rank stopped by another's failure (or by a broken connection) is a symptom, not the cause
-        victim = isinstance(exc, RankFailedError) or is_communication_error(exc)
-        queue.put(("error", {**failure_record(strategy.rank_info(), exc), "victim": victim}))
+        if is_graceful_stop(exc):
+            queue.put(("stopped", _Stopped(local_rank, exc)))
+        else:
+            # a rank stopped by another's failure (or by a broken connection) is a symptom, not the cause
+            victim = isinstance(exc, RankFailedError) or is_communication_error(exc)
+            queue.put(("error", {**failure_record(strategy.rank_info(), exc), "victim": victim}))
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(1)
