@@ -178,6 +178,7 @@ class CSVLogger(Logger):
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, Any], step: Optional[int] = None) -> None:
         experiment = self.experiment
+        self._remember_logged(metrics, step)
         experiment.log_metrics(_add_prefix(metrics, self._prefix, self.LOGGER_JOIN_CHAR), step)
         if (experiment.metrics[-1]["step"] + 1) % self._flush_logs_every_n_steps == 0:
             experiment.save()

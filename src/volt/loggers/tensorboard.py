@@ -176,6 +176,7 @@ class TensorBoardLogger(Logger):
         """Write scalars (numbers or one-element tensors, read now); a dict value goes to `add_scalars`."""
         from tensorboardX.proto.summary_pb2 import Summary
 
+        self._remember_logged(metrics, step)
         values = []
         for key, value in _add_prefix(metrics, self._prefix, self.LOGGER_JOIN_CHAR).items():
             if isinstance(value, dict):
