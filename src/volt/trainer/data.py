@@ -4,22 +4,82 @@ Wrapping makes a map-style loader resumable at any batch: its batch sampler is r
 user's DataLoader, which is never mutated) by `ResumableSampler`, which records the RNG state from which the epoch's
 order was drawn and, on resume, redraws that same order and skips the consumed batches at the index level, so no
 skipped sample is loaded. Distributed samplers are put in here too.
+
+With worker processes, a dataset's own randomness (augmentations drawing from torch, numpy or `random`) happens in
+the workers, whose RNG streams depend on everything each worker fetched before; a resumed run, whose new workers
+skip the consumed batches, would draw different values. So each batch carries a seed (`SeededBatch`) derived from
+the epoch's order and the batch's position, and the workers reseed their global RNGs from it before fetching the
+batch: a batch's random values depend only on the batch, in an uninterrupted run and in a resumed one alike.
 """
 import copy
+import hashlib
 import math
+import random
 from typing import Any, Callable, Iterator, List, Mapping, Optional, Sequence, Union
 
-from torch.utils.data import BatchSampler, DataLoader, IterableDataset, SequentialSampler
+import numpy as np
+import torch
+from torch.utils.data import BatchSampler, DataLoader, IterableDataset, SequentialSampler, get_worker_info
 
 from volt.utilities.exceptions import MisconfigurationException
 from volt.utilities.seed import get_rng_states, set_rng_states
 
 
-class ResumableSampler:
-    """Wraps a (batch) sampler: records the RNG state its order is drawn from; can replay it and skip ahead."""
+class SeededBatch(list):
+    """The indices of one batch, with the seed a worker process draws the batch's randomness from."""
 
-    def __init__(self, inner) -> None:
+    def __init__(self, indices, seed: int) -> None:
+        super().__init__(indices)
+        self.seed = seed
+
+    def __reduce__(self):
+        return SeededBatch, (list(self), self.seed)
+
+
+class SeedEachBatch:
+    """A worker_init_fn: runs the user's, then makes the worker reseed torch, numpy and `random` from each
+    `SeededBatch` before fetching it (through `__getitems__`, set on this worker's copy of the dataset only)."""
+
+    def __init__(self, user_init: Optional[Callable[[int], None]]) -> None:
+        self.user_init = user_init
+
+    def __call__(self, worker_id: int) -> None:
+        if self.user_init is not None:
+            self.user_init(worker_id)
+        dataset = get_worker_info().dataset
+        fetch_many = getattr(dataset, "__getitems__", None)
+
+        def seeded_getitems(indices):
+            seed = getattr(indices, "seed", None)
+            if seed is not None:
+                torch.manual_seed(seed)
+                random.seed(seed)
+                np.random.seed(seed % 2**32)
+            return fetch_many(list(indices)) if fetch_many else [dataset[i] for i in indices]
+
+        try:
+            dataset.__getitems__ = seeded_getitems
+        except (AttributeError, TypeError):  # a dataset that takes no attributes keeps the workers' own streams
+            pass
+
+
+def _epoch_seed(order_rng: dict) -> int:
+    """A seed fixed by the RNG state the epoch's order was drawn from, different on each distributed rank."""
+    rank = torch.distributed.get_rank() if torch.distributed.is_available() and torch.distributed.is_initialized() \
+        else 0
+    digest = hashlib.blake2b(order_rng["torch"].numpy().tobytes(), digest_size=8, salt=rank.to_bytes(16, "little"))
+    return int.from_bytes(digest.digest(), "little") >> 1
+
+
+class ResumableSampler:
+    """Wraps a (batch) sampler: records the RNG state its order is drawn from; can replay it and skip ahead.
+
+    With `seed_batches`, the batches come out as `SeededBatch`es (for loaders with worker processes).
+    """
+
+    def __init__(self, inner, seed_batches: bool = False) -> None:
         self.inner = inner
+        self.seed_batches = seed_batches
         self.order_rng: Optional[dict] = None  # RNG state the current epoch's order was drawn from
         self._skip = 0
         self._replay_rng: Optional[dict] = None
@@ -32,27 +92,33 @@ class ResumableSampler:
         self._skip, self._replay_rng = skip, order_rng
 
     def __iter__(self) -> Iterator:
-        if self._skip:
-            return self._skipped_iter()
-        return self._recording_iter()
+        return self._iter()
 
-    def _recording_iter(self) -> Iterator:
-        self.order_rng = get_rng_states()  # runs at the first next(), right before the sampler draws
-        yield from self.inner
-
-    def _skipped_iter(self) -> Iterator:
+    def _iter(self) -> Iterator:
+        # A generator: nothing runs until the loader draws its first batch. A DataLoader with workers makes one
+        # iterator it never draws from before the one it uses; a pending resume must reach the one it uses.
         skip, replay_rng = self._skip, self._replay_rng
         self._skip, self._replay_rng = 0, None
-        current = get_rng_states() if replay_rng is not None else None
-        if replay_rng is not None:
+        if replay_rng is None:
+            self.order_rng = get_rng_states()  # right before the sampler draws the order
+            inner = iter(self.inner)
+            for _ in range(skip):
+                next(inner, None)
+        else:  # redraw the interrupted epoch's order and skip its consumed part, leaving the RNG as it is now
+            current = get_rng_states()
             set_rng_states(replay_rng)
-        self.order_rng = replay_rng
-        inner = iter(self.inner)
-        for _ in range(skip):  # index-level skipping: no sample is loaded
-            next(inner, None)
-        if current is not None:
+            self.order_rng = replay_rng
+            inner = iter(self.inner)
+            for _ in range(skip):  # index-level skipping: no sample is loaded
+                next(inner, None)
             set_rng_states(current)
-        return inner
+        yield from self._seeded(inner, skip)
+
+    def _seeded(self, batches: Iterator, start: int) -> Iterator:
+        if not self.seed_batches or self.order_rng is None:
+            return batches
+        epoch_seed = _epoch_seed(self.order_rng)
+        return (SeededBatch(batch, epoch_seed + i) for i, batch in enumerate(batches, start))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -88,7 +154,15 @@ def wrap_loader(loader: Any, *, sequential: bool = False, sampler_fn: Optional[C
                 )
             batch_sampler = BatchSampler(sampler, loader.batch_size, loader.drop_last)
         object.__setattr__(wrapped, "sampler", sampler)
-        object.__setattr__(wrapped, "batch_sampler", ResumableSampler(batch_sampler))
+        seed_batches = loader.num_workers > 0
+        object.__setattr__(wrapped, "batch_sampler", ResumableSampler(batch_sampler, seed_batches))
+        if seed_batches:
+            object.__setattr__(wrapped, "worker_init_fn", SeedEachBatch(loader.worker_init_fn))
+            if loader.generator is None:
+                # Starting workers draws their base seed; drawn from the global RNG, it would shift that RNG only in
+                # epochs that start workers, which with persistent workers differ between a resumed run and an
+                # uninterrupted one. The workers reseed for each batch anyway, so a private generator serves.
+                object.__setattr__(wrapped, "generator", torch.Generator().manual_seed(torch.initial_seed()))
     else:
         object.__setattr__(wrapped, "sampler", ResumableSampler(sampler))
     return wrapped
