@@ -1,8 +1,11 @@
 """ModelCheckpoint: save checkpoints during `fit`, keep the best `k`, and optionally a `last.ckpt`.
 
 Arguments, file names, trigger rules and saved state follow PyTorch Lightning 2.x, so existing code and existing
-checkpoint folders keep working. volt differs in three ways, all about safety:
+checkpoint folders keep working. volt differs in four ways, all about safety:
 - files are written by `trainer.save_checkpoint`, which is atomic: a crash mid-save never damages an older file;
+- a save triggered inside a batch or an epoch end (the hooks below) is decided and named there, as in Lightning,
+  but written once that batch or epoch end is complete (its step logging, validation and scheduler steps done), so
+  every checkpoint resumes exactly, with nothing of the batch left to redo;
 - a file that drops out of the top k (or an old `last.ckpt`) is removed only after every file of the current save,
   including the `last` link, is in place, so the folder always holds a complete, linked set;
 - nothing is written under `fast_dev_run`, not even the final `last.ckpt` (Lightning writes that one).
@@ -20,6 +23,8 @@ from volt.callbacks.callback import Callback
 from volt.checkpoint import atomic_symlink, checkpoint_exists, is_remote, remove_checkpoint
 from volt.utilities.exceptions import MisconfigurationException
 from volt.utilities.rank_zero import rank_zero_info, rank_zero_warn
+
+_RESUME_KEY = "volt_checkpoint_callbacks"  # top-level checkpoint key holding each callback's save counters
 
 # A `{name}` or `{name:spec}` field of a filename template; the name runs up to the first ':' or '}'.
 _FIELD = re.compile(r"\{([^{}:]+)(?::([^{}]*))?\}")
@@ -272,6 +277,22 @@ class ModelCheckpoint(Callback):
             )
         self.best_model_path = state_dict["best_model_path"]
 
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: Dict[str, Any]) -> None:
+        """volt: also keep what decides the next saves (beside Lightning's state, whose keys stay Lightning's), so a
+        resumed run saves exactly where an uninterrupted one does: not twice at one step, nor a deferred save lost."""
+        checkpoint.setdefault(_RESUME_KEY, {})[self.state_key] = {
+            "last_global_step_saved": self._last_global_step_saved,
+            "last_checkpoint_saved": self._last_checkpoint_saved,
+            "defer_save_until_validation": self._defer_save_until_validation,
+        }
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: Dict[str, Any]) -> None:
+        state = (checkpoint.get(_RESUME_KEY) or {}).get(self.state_key)
+        if state is not None:
+            self._last_global_step_saved = state["last_global_step_saved"]
+            self._last_checkpoint_saved = state["last_checkpoint_saved"]
+            self._defer_save_until_validation = state["defer_save_until_validation"]
+
     # ------------------------------------------------------------------------------------------- public helpers
 
     def format_checkpoint_name(
@@ -473,17 +494,37 @@ class ModelCheckpoint(Callback):
         return filepath
 
     def _save_checkpoint(self, trainer, filepath: str) -> None:
-        trainer.save_checkpoint(filepath, self.save_weights_only)
-        self._last_global_step_saved = trainer.global_step
+        self._last_global_step_saved = trainer.global_step  # first, so that the checkpoint records this save
         self._last_checkpoint_saved = filepath
-        if trainer.is_global_zero:
-            for logger in trainer.loggers:
-                logger.after_save_checkpoint(self)
+
+        def notify_loggers() -> None:
+            if trainer.is_global_zero:
+                for logger in trainer.loggers:
+                    logger.after_save_checkpoint(self)
+
+        save_when_complete = getattr(trainer, "_save_checkpoint_when_complete", None)
+        if save_when_complete is None:  # a stand-in trainer without a fit loop writes at once
+            trainer.save_checkpoint(filepath, self.save_weights_only)
+            notify_loggers()
+        else:
+            save_when_complete(filepath, self.save_weights_only, notify_loggers)
 
     def _link_checkpoint(self, trainer, target: str, linkpath: str) -> None:
-        if trainer.is_global_zero:
-            atomic_symlink(target, linkpath)
-        trainer.strategy.barrier("ModelCheckpoint._link_checkpoint")
+        def link() -> None:
+            if trainer.is_global_zero:
+                atomic_symlink(target, linkpath)
+            trainer.strategy.barrier("ModelCheckpoint._link_checkpoint")
+
+        self._when_complete(trainer, link)
+
+    @staticmethod
+    def _when_complete(trainer, operation) -> None:
+        """Run a file operation once the running batch or epoch end is complete (in order with the others)."""
+        fit_loop = getattr(trainer, "fit_loop", None)  # a stand-in trainer without a loop writes at once
+        if fit_loop is not None:
+            fit_loop.when_complete(operation)
+        else:
+            operation()
 
     # --------------------------------------------------------------------------------------------- file system
 
@@ -507,9 +548,13 @@ class ModelCheckpoint(Callback):
         return previous.startswith(os.path.join(os.path.abspath(self.dirpath), ""))
 
     def _remove_all(self, trainer, paths: List[str]) -> None:
-        if trainer.is_global_zero:
-            for path in paths:
-                remove_checkpoint(path)
+        def remove() -> None:
+            if trainer.is_global_zero:
+                for path in paths:
+                    remove_checkpoint(path)
+
+        if paths:
+            self._when_complete(trainer, remove)
 
     def _dir_has_files(self, dirpath: str) -> bool:
         if is_remote(dirpath):

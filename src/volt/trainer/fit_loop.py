@@ -26,13 +26,13 @@
       on_fit_end -> teardown("fit")                                                      (trainer.py)
 """
 import math
-from typing import Any, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 import torch
 
 from volt.trainer.data import limit_batches, loader_length, resumable_sampler, wrap_loader
 from volt.trainer.eval_loop import EvalLoop
-from volt.trainer.progress import LoopState
+from volt.trainer.progress import LoopState, load_results_state
 from volt.utilities.exceptions import MisconfigurationException
 from volt.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from volt.utilities.seed import get_rng_states, set_rng_states
@@ -50,7 +50,12 @@ class FitLoop:
         self.val_check_batch: float = math.inf
         self._train_source: Any = None
         self._restored_rng: Optional[dict] = None  # RNG state at the moment the checkpoint was taken
+        self._restored_results: Optional[dict] = None  # self.log state from the checkpoint
+        self._batch_open = False  # a batch or an epoch end is running: checkpoint writes wait (`when_complete`)
+        self._waiting_writes: List[Callable[[], None]] = []
+        self.grads_pending = False  # the last batch accumulated gradients without stepping: a checkpoint keeps them
         self._epoch_outputs: List[Any] = []
+        self._train_loaded_epoch = 0
         self._log_step = 0
 
     # ------------------------------------------------------------------ the run
@@ -58,17 +63,29 @@ class FitLoop:
         trainer, hooks = self.trainer, self.trainer._hooks
         if self._should_sanity_check():
             self._sanity_check()
+        if self._restored_results is not None:  # after the sanity check, which clears the metric dicts
+            load_results_state(trainer._results, self._restored_results)
+            self._restored_results = None
         self.setup_train_data()
         if self.num_training_batches == 0:
             rank_zero_info("`Trainer.fit` stopped: No training batches.")
             return
-        if self.done:
+        mid_epoch = self.state.batch_idx > 0  # resumed inside an epoch: its end still has to run
+        if self.done and not mid_epoch:
+            self._restore_rng()
             return
         if self.val_loop.loaders is None and self._validates_in_epoch(self.state.epoch):
             self.val_loop.enabled_or_setup()  # as Lightning: progress bars know the validation size at train start
         hooks.call("on_train_start")
-        while not self.done:
-            self.run_epoch()
+        if not mid_epoch:
+            self._restore_rng()
+        try:
+            while mid_epoch or not self.done:
+                mid_epoch = False
+                self.run_epoch()
+        except BaseException:
+            self._batch_open, self._waiting_writes = False, []  # a batch that failed half-way writes no checkpoint
+            raise
         hooks.call("on_train_end")
 
     @property
@@ -93,12 +110,15 @@ class FitLoop:
 
     def run_epoch(self) -> None:
         trainer, hooks, s = self.trainer, self.trainer._hooks, self.state
-        if trainer._should_reload_train_dataloader(s.epoch):
+        if s.batch_idx == 0 and trainer._dataloaders_stale(self._train_loaded_epoch):
             self.setup_train_data()
         hooks.call("on_train_epoch_start")
         self._epoch_outputs = []
         n = self.num_training_batches
-        for batch, is_last in self._epoch_batches():
+        # resumed right after the batch that ended this epoch early (max_steps, a stop): only the epoch end is left
+        batches = () if s.batch_idx and self._stops_in_epoch() else self._epoch_batches()
+        for batch, is_last in batches:
+            self._batch_open = True
             batch_idx = s.batch_idx
             self._log_step = s.batches_stepped
             batch = trainer._prepare_batch(batch, 0)
@@ -111,31 +131,66 @@ class FitLoop:
                 outputs, stepped = self._automatic_batch(batch, batch_idx, is_last)
             else:
                 outputs, stepped = self._manual_batch(batch, batch_idx), True
+            self.grads_pending = not stepped
             s.batch_idx += 1
             s.total_batch_idx += 1
             if stepped:
+                s.batches_stepped += 1
                 self._step_schedulers("step", plateau=False)
             if is_last:
                 self._step_schedulers("epoch", plateau=False)
             hooks.call("on_train_batch_end", outputs, batch, batch_idx)
             if stepped:
                 self._log_step_metrics()
-                s.batches_stepped += 1
             if self._should_validate(is_last):
                 self.run_validation()
             if stepped:
                 self._step_schedulers("step", plateau=True)
-            if trainer.max_steps != -1 and s.global_step >= trainer.max_steps:
-                break
-            if trainer.should_stop and self.can_stop_early:
-                break
-            if is_last or s.batch_idx >= n:
+            self._complete()
+            if self._stops_in_epoch() or is_last or s.batch_idx >= n:
                 break
         self._end_epoch()
+
+    def _stops_in_epoch(self) -> bool:
+        trainer = self.trainer
+        if trainer.max_steps != -1 and self.state.global_step >= trainer.max_steps:
+            return True
+        return trainer.should_stop and self.can_stop_early
+
+    def when_complete(self, write: Callable[[], None]) -> None:
+        """Run `write` (a checkpoint write) now, or, while a batch or an epoch end is running, once it is complete.
+
+        A checkpoint written there holds a loop state with nothing half done: the batch's hooks, step logging,
+        validation and scheduler steps (or the epoch end's hooks, logging and counters) have all run, so a run
+        resumed from it simply continues with the next batch and ends bit-identical to an uninterrupted one.
+        """
+        if self._batch_open:
+            self._waiting_writes.append(write)
+        else:
+            write()
+
+    def _complete(self) -> None:
+        """The running batch or epoch end is complete: write the checkpoints it asked for, act on a stop signal."""
+        self._batch_open = False
+        if self._waiting_writes:
+            writes, self._waiting_writes = self._waiting_writes, []
+            for write in writes:
+                write()
+        signals = self.trainer._signals
+        if signals.received is not None:
+            signals.stop(self.trainer)
+
+    def _restore_rng(self) -> None:
+        """Continue with the RNG state of the checkpoint, at the point of the resumed run that matches it."""
+        if self._restored_rng is not None:
+            set_rng_states(self._restored_rng)
+            self._restored_rng = None
 
     def _end_epoch(self) -> None:
         trainer, hooks, s = self.trainer, self.trainer._hooks, self.state
         results = trainer._results
+        self._restore_rng()  # resumed after the epoch's last batch: nothing drew from the RNG since
+        self._batch_open = True
         s.epoch_done = True
         results.epoch_end(results.train)  # epoch values are visible to the epoch-end hooks
         if hooks.module_overrides("training_epoch_end"):
@@ -149,6 +204,7 @@ class FitLoop:
         _, to_log = results.epoch_end(results.train)
         trainer._log_to_loggers(to_log, step=s.batches_stepped - 1)
         results.train.reset()
+        self._complete()  # with `epoch_done` set, a checkpoint written here resumes at the next epoch
         s.epoch += 1
         s.batch_idx = 0
         s.epoch_done = False
@@ -165,6 +221,7 @@ class FitLoop:
             from volt.trainer.combined import CombinedLoader
 
             source = CombinedLoader(source, "max_size_cycle")
+        self._train_loaded_epoch = trainer.current_epoch
         sampler_fn = trainer.strategy.train_sampler_fn() if trainer._use_distributed_sampler() else None
         self.train_loader = wrap_loader(source, sequential=bool(trainer.overfit_batches), sampler_fn=sampler_fn)
         limit = trainer.limit_train_batches
@@ -211,25 +268,27 @@ class FitLoop:
                 inner_sampler.set_epoch(s.epoch)
 
         skip = s.batch_idx
+        n = self.num_training_batches
+        if skip >= n:  # resumed after the epoch's last batch
+            self._restore_rng()
+            return
         resumable = resumable_sampler(loader)
         if skip and self._restored_rng is not None:
-            # Mid-epoch resume: recreate the iterator from the epoch's start state, then continue from the
-            # RNG state the interrupted run had at its checkpoint.
+            # Mid-epoch resume: rebuild the epoch's iterator from the RNG state the epoch started with, skip what the
+            # interrupted run consumed, then continue from the RNG state of the checkpoint.
             if s.epoch_rng is not None:
                 set_rng_states(s.epoch_rng)
             if resumable is not None:
                 resumable.resume(skip, s.sampler_rng)
             iterator = iter(loader)
             if resumable is None:
-                for _ in range(skip):  # iterable datasets: replay (load and drop) the consumed batches
+                for _ in range(skip):  # no sampler (iterable datasets): replay, loading and dropping each batch
                     next(iterator, None)
-            set_rng_states(self._restored_rng)
-            self._restored_rng = None
         else:
             s.epoch_rng = get_rng_states()
             iterator = iter(loader)
-        n = self.num_training_batches
         if n != math.inf:
+            self._restore_rng()
             remaining = int(n) - skip
             for i in range(remaining):
                 batch = next(iterator, _END)
@@ -241,6 +300,7 @@ class FitLoop:
             return
         # no length: look one batch ahead to know which batch is the last
         current = next(iterator, _END)
+        self._restore_rng()  # the interrupted run had fetched this batch, too, before its checkpoint
         while current is not _END:
             upcoming = next(iterator, _END)
             yield current, upcoming is _END
@@ -373,7 +433,7 @@ class FitLoop:
     def run_validation(self) -> None:
         trainer, s = self.trainer, self.state
         s.val_done_at_batch = s.batch_idx
-        if trainer._should_reload_val_dataloader(s.epoch):
+        if trainer._dataloaders_stale(self.val_loop.loaded_epoch):
             self.val_loop.loaders = None
         if not self.val_loop.enabled_or_setup():
             return

@@ -31,6 +31,36 @@ class LoopState:
                 setattr(self, key, value)
 
 
+def results_state(results) -> Dict[str, Any]:
+    """What a checkpoint keeps of `self.log`: the training epoch's accumulators (so epoch means over a resumed
+    epoch include the batches before the checkpoint) and the trainer's metric dicts (which monitors read).
+
+    A logged torchmetrics object is not plain data: its epoch value restarts on resume.
+    """
+    train = {}
+    for key, metric in results.train.metrics.items():
+        if metric.metric_obj is None:
+            train[key] = {slot: getattr(metric, slot) for slot in type(metric).__slots__ if slot not in _NOT_SAVED}
+    return {"train": train, "callback_metrics": dict(results.callback_metrics),
+            "logged_metrics": dict(results.logged_metrics), "progress_bar_metrics": dict(results.progress_bar_metrics)}
+
+
+def load_results_state(results, state: Dict[str, Any]) -> None:
+    from volt.trainer.results import _Metric
+
+    for key, saved in state["train"].items():
+        metric = _Metric.__new__(_Metric)
+        for slot in _Metric.__slots__:
+            setattr(metric, slot, saved.get(slot))
+        results.train.metrics[key] = metric
+    results.callback_metrics.update(state["callback_metrics"])
+    results.logged_metrics.update(state["logged_metrics"])
+    results.progress_bar_metrics.update(state["progress_bar_metrics"])
+
+
+_NOT_SAVED = ("sync_group", "metric_obj")  # a process group and a torchmetrics object are not plain data
+
+
 @dataclass
 class EvalState:
     """Counters of a validation/test/predict run (for progress bars and logging)."""

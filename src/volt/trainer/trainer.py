@@ -6,7 +6,7 @@ import math
 import os
 from contextlib import nullcontext
 from datetime import timedelta
-from typing import Any, Dict, Iterable, List, Optional, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Union
 
 import torch
 
@@ -595,7 +595,35 @@ class Trainer:
                 "Saving a checkpoint is only possible if a model is attached to the Trainer. Did you call "
                 "`Trainer.save_checkpoint()` before calling `Trainer.{fit,validate,test,predict}`?"
             )
-        checkpoint = self._dump_checkpoint(weights_only)
+        self._write_checkpoint(self._dump_checkpoint(weights_only), filepath)
+
+    def _save_checkpoint_when_complete(self, filepath: str, weights_only: bool, then: Callable[[], None]) -> None:
+        """ModelCheckpoint's save: written once the running batch or epoch end is complete (`FitLoop.when_complete`),
+        so that it resumes exactly; then `then()`.
+
+        At a validation end or an epoch end, where only the module's hooks and scheduler steps follow, the checkpoint
+        is built here, so its hooks run in Lightning's order, and its optimizer, scheduler and loop state are
+        refreshed when it is written (weights are references to the live tensors, so they are current too). In a
+        training batch, where logging and validation follow, it is built when written.
+        """
+        assemble_now = self.validating or self.fit_loop.state.epoch_done
+        checkpoint = self._dump_checkpoint(weights_only) if assemble_now else None
+
+        def write() -> None:
+            if checkpoint is None:
+                assembled = self._dump_checkpoint(weights_only)
+            else:
+                assembled = checkpoint
+                if "optimizer_states" in assembled:
+                    assembled["optimizer_states"] = [self.strategy.optimizer_state(opt) for opt in self.optimizers]
+                    assembled["lr_schedulers"] = [c.scheduler.state_dict() for c in self.lr_scheduler_configs]
+                assembled["loops"]["fit_loop"] = self._fit_loop_state()
+            self._write_checkpoint(assembled, filepath)
+            then()
+
+        self.fit_loop.when_complete(write)
+
+    def _write_checkpoint(self, checkpoint: Dict[str, Any], filepath) -> None:
         if self.is_global_zero:
             from volt.checkpoint import save_checkpoint
 
@@ -604,31 +632,15 @@ class Trainer:
 
     def _dump_checkpoint(self, weights_only: bool = False) -> Dict[str, Any]:
         from volt.checkpoint import encode_hparams
-        from volt.utilities.seed import get_rng_states
 
-        from volt.trainer.progress import results_state
-
-        model, s = self.lightning_module, self.fit_loop.state
-        for logger in self.loggers:  # rows logged before this checkpoint are on disk before it is
-            logger.save()
-        fit_loop_state = {
-            **s.state_dict(),
-            "rng": get_rng_states(),
-            "should_stop": self.should_stop,
-            "results": results_state(self._results) if self._results is not None and self.state.fn == "fit" else None,
-            "loggers": [getattr(logger, "_resume_marker", lambda: None)() for logger in self.loggers],
-            "eval_log_steps": getattr(self, "_eval_log_steps", 0),
-            # inside an accumulation window: the gradients summed so far
-            "grads": {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
-            if self.fit_loop.grads_pending else None,
-        }
+        model = self.lightning_module
         checkpoint: Dict[str, Any] = {
             "epoch": self.current_epoch,
             "global_step": self.global_step,
             "pytorch-lightning_version": LIGHTNING_COMPAT_VERSION,
             "volt_version": VOLT_VERSION,
             "state_dict": self.strategy.lightning_module_state_dict(),
-            "loops": {"fit_loop": fit_loop_state},
+            "loops": {"fit_loop": self._fit_loop_state()},
         }
         if not weights_only:
             callback_states = {}
@@ -657,6 +669,26 @@ class Trainer:
         if self._hooks.module_overrides("on_save_checkpoint"):
             self._hooks.call_module("on_save_checkpoint", checkpoint)  # names the hook, so self.log there raises
         return checkpoint
+
+    def _fit_loop_state(self) -> Dict[str, Any]:
+        """The loop's position and everything needed to continue from it exactly (see `_restore_training_state`)."""
+        from volt.trainer.progress import results_state
+        from volt.utilities.seed import get_rng_states
+
+        for logger in self.loggers:  # rows logged before this checkpoint are on disk before it is
+            logger.save()
+        fit_loop = self.fit_loop
+        return {
+            **fit_loop.state.state_dict(),
+            "rng": get_rng_states(),
+            "should_stop": self.should_stop,
+            "results": results_state(self._results) if self._results is not None and self.state.fn == "fit" else None,
+            "loggers": [getattr(logger, "_resume_marker", lambda: None)() for logger in self.loggers],
+            "eval_log_steps": getattr(self, "_eval_log_steps", 0),
+            # inside an accumulation window: the gradients summed so far
+            "grads": {name: p.grad for name, p in self.lightning_module.named_parameters() if p.grad is not None}
+            if fit_loop.grads_pending else None,
+        }
 
     def _resolve_ckpt_path(self, fn: str, ckpt_path) -> Optional[str]:
         if ckpt_path is None and fn == "fit" and requeued_job():

@@ -1,0 +1,138 @@
+"""Graceful stop on SIGTERM or Ctrl-C, and SLURM requeue on SIGUSR1, during `fit`.
+
+A handler only records which signal arrived. The fit loop reads that record (one attribute read, no host sync, no
+collective) each time a batch or an epoch end is complete, the same points where ModelCheckpoint writes. There volt
+writes `last.ckpt` into the checkpoint folder (a checkpoint that resumes exactly), requeues the job when the signal
+was the requeue signal, and raises `TrainingStopped`: `on_exception` callbacks run, loggers finalize, and the process
+exits with status 1 and a message saying how to resume. A second Ctrl-C stops at once (KeyboardInterrupt).
+
+SLURM: with `SLURM_JOB_ID` set, SIGUSR1 (`VOLT_REQUEUE_SIGNAL`: a name such as "SIGUSR2", or "" to leave the signal
+alone) saves and then runs `scontrol requeue <job id>` (`VOLT_REQUEUE_COMMAND`, where `{job_id}` is replaced; setting
+it also turns requeueing on outside SLURM). In the requeued job (`SLURM_RESTART_COUNT` > 0), `fit` without a
+`ckpt_path` resumes from "last" by itself.
+
+Several processes (DDP): every rank must stop after the same batch. volt adds no per-step collective to agree on it;
+it relies on every rank receiving the signal, as SLURM (all tasks of the step), torchrun and volt's own launcher
+deliver it, and each rank acting at its next batch end. A signal landing within one batch end of the ranks' clocks
+can still split them by one batch.
+"""
+import os
+import shlex
+import signal
+import subprocess
+from typing import Dict, Optional
+
+from volt.utilities.rank_zero import rank_zero_info, rank_zero_warn
+
+DEFAULT_REQUEUE_COMMAND = "scontrol requeue {job_id}"
+
+
+class TrainingStopped(SystemExit):
+    """Raised after a graceful stop has saved its checkpoint; exits the process with status 1 and its message."""
+
+
+def slurm_job_id() -> Optional[str]:
+    """The job id to requeue: `<array job>_<task>` for an array task, else SLURM_JOB_ID."""
+    array_job, array_task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if array_job and array_task:
+        return f"{array_job}_{array_task}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
+def requeued_job() -> bool:
+    """Whether this process is a requeued (restarted) SLURM job, which should resume from its last checkpoint."""
+    return slurm_job_id() is not None and int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
+
+
+def _requeue_signal() -> Optional[int]:
+    if slurm_job_id() is None and "VOLT_REQUEUE_COMMAND" not in os.environ:
+        return None
+    name = os.environ.get("VOLT_REQUEUE_SIGNAL", "SIGUSR1").strip()
+    if not name:
+        return None
+    if name.isdigit():
+        return int(name)
+    try:
+        return int(getattr(signal.Signals, name if name.startswith("SIG") else "SIG" + name))
+    except AttributeError:
+        raise ValueError(
+            f"VOLT_REQUEUE_SIGNAL={name!r} is not a signal name; use e.g. 'SIGUSR1', a number, or '' to disable."
+        ) from None
+
+
+class StopSignals:
+    """The signal handlers of one `fit` call and the signal they received."""
+
+    def __init__(self) -> None:
+        self.received: Optional[int] = None
+        self._requeue_signal: Optional[int] = None
+        self._previous: Dict[int, object] = {}
+
+    def install(self) -> None:
+        """Catch SIGTERM, SIGINT and the requeue signal until `restore` (only possible in the main thread)."""
+        self.received = None
+        self._requeue_signal = _requeue_signal()
+        wanted = [signal.SIGTERM, signal.SIGINT] + ([self._requeue_signal] if self._requeue_signal else [])
+        for signum in wanted:
+            try:
+                self._previous[signum] = signal.signal(signum, self._handle)
+            except ValueError:  # not the main thread: leave signals to the application
+                break
+
+    def restore(self) -> None:
+        """Put the previous handlers back; a signal that arrived but was never acted on is delivered again."""
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous = {}
+        received, self.received = self.received, None
+        if received is not None:
+            signal.raise_signal(received)
+
+    def _handle(self, signum: int, frame) -> None:
+        if signum == signal.SIGINT and self.received == signal.SIGINT:
+            self.received = None
+            raise KeyboardInterrupt  # the second Ctrl-C: stop now
+        if self.received is None:
+            self.received = signum
+            how = " (Ctrl-C again to stop at once)" if signum == signal.SIGINT else ""
+            rank_zero_info(f"Received {signal.Signals(signum).name}: stopping after the current batch{how}.")
+
+    def stop(self, trainer) -> None:
+        """Write a checkpoint that resumes exactly, requeue if asked, then raise `TrainingStopped`."""
+        signum, self.received = self.received, None
+        name = signal.Signals(signum).name
+        path = stop_checkpoint_path(trainer)
+        trainer.save_checkpoint(path)
+        message = (f"Training stopped by {name} at epoch {trainer.current_epoch}, global step {trainer.global_step};"
+                   f" saved {path}. Resume with `trainer.fit(..., ckpt_path='last')`.")
+        if signum == self._requeue_signal and trainer.is_global_zero:
+            message += " " + _requeue()
+        rank_zero_info(message)
+        raise TrainingStopped(message)
+
+
+def stop_checkpoint_path(trainer) -> str:
+    """`last.ckpt` in the first ModelCheckpoint's folder (where `ckpt_path="last"` looks), or in
+    `<default_root_dir>/checkpoints` without one."""
+    callback = trainer.checkpoint_callback
+    if callback is None:
+        return os.path.join(trainer.default_root_dir, "checkpoints", "last.ckpt")
+    dirpath = callback.dirpath or callback._default_dirpath(trainer)
+    return os.path.join(dirpath, callback.CHECKPOINT_NAME_LAST + callback.FILE_EXTENSION)
+
+
+def _requeue() -> str:
+    """Run the requeue command; returns a sentence for the exit message."""
+    job_id = slurm_job_id() or ""
+    command = os.environ.get("VOLT_REQUEUE_COMMAND", DEFAULT_REQUEUE_COMMAND).replace("{job_id}", job_id)
+    try:
+        result = subprocess.run(shlex.split(command), capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        rank_zero_warn(f"Requeue command `{command}` failed: {err}. Resubmit the job yourself.")
+        return f"Requeueing failed ({err})."
+    if result.returncode != 0:
+        output = (result.stderr or result.stdout).strip()
+        rank_zero_warn(f"Requeue command `{command}` exited with {result.returncode}: {output}. "
+                       "Resubmit the job yourself.")
+        return f"Requeueing failed (`{command}` exited with {result.returncode})."
+    return f"Requeued job {job_id} with `{command}`."
