@@ -36,6 +36,8 @@ def test_ddp_matches_one_process_and_agrees_across_ranks(tmp_path, reference):
     for name, value in ranks[0]["weights"].items():
         assert torch.equal(value, ranks[1]["weights"][name]), name
     assert ranks[0]["global_step"] == reference["global_step"]
+    # accumulation: one gradient all-reduce per optimizer step, none on the accumulating batches (no_sync)
+    assert ranks[0]["gradient_syncs"] == ranks[0]["global_step"] == 8
 
     # sync_dist: weighted mean, sum, max, min over ranks equal the one-process values (no padded duplicates)
     for key in ("val_loss", "val_sum", "val_max", "val_min", "train_loss"):

@@ -55,6 +55,21 @@ class Net(volt.LightningModule):
     def forward(self, x):
         return self.l2(torch.tanh(self.l1(x)))
 
+    def on_fit_start(self):
+        """Under DDP, count the gradient all-reduces (accumulating batches must skip them)."""
+        from torch.nn.parallel import DistributedDataParallel
+
+        if isinstance(self.trainer.model, DistributedDataParallel):
+            from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+
+            self.syncs = 0
+
+            def counting_allreduce(state, bucket):
+                self.syncs += 1
+                return allreduce_hook(state, bucket)
+
+            self.trainer.model.register_comm_hook(None, counting_allreduce)
+
     def training_step(self, batch, batch_idx):
         x, y, index = batch
         if self.fail and batch_idx == 1:  # so the test can check that no process outlives the job
@@ -159,6 +174,7 @@ def phase_equiv(report: dict) -> None:
         best_model_path=checkpoint.best_model_path,
         global_step=t.global_step,
         world_size=t.world_size,
+        gradient_syncs=getattr(model, "syncs", None),
     )
     if t.strategy.strategy_name == "fsdp":
         restored = Net()
