@@ -4,12 +4,13 @@ Each test times the job from the moment of the failure (the failing rank writes 
 or kills itself) to the moment every process has closed its output, and checks that no rank outlives the job.
 """
 import os
+import re
 import signal
 import time
 
 import pytest
 
-from distributed.helpers import finish, running, start, torchrun, wait_for_files
+from distributed.helpers import finish, free_port, running, start, torchrun, wait_for_files
 
 pytestmark = pytest.mark.distributed
 TARGET_S = 5.0
@@ -72,3 +73,13 @@ def test_killing_the_launcher_stops_the_ranks_it_started(tmp_path):
     assert time.time() - sent < TARGET_S, output[-4000:]
     assert "the launcher process (local rank 0 of this node) died" in output, output[-4000:]
     assert_no_rank_left(tmp_path)
+
+
+@pytest.mark.timeout(60)
+def test_nodes_that_disagree_on_the_world_size_fail_at_once(tmp_path):
+    port = str(free_port())
+    env = dict(MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
+    nodes = [start(tmp_path, {"devices": 1, "num_nodes": n + 2}, NODE_RANK=str(n), **env) for n in (0, 1)]
+    outputs = [finish(node, timeout=50) for node in nodes]
+    assert all(node.returncode != 0 for node in nodes)
+    assert re.search(r"this rank expects (3|2) processes in the job, another rank expects (2|3)", "".join(outputs))

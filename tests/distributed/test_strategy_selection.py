@@ -1,5 +1,6 @@
 """Choosing and configuring multi-process strategies from Trainer arguments and the environment (one process,
 no process group: construction only)."""
+import json
 import os
 import signal
 import sys
@@ -10,11 +11,14 @@ import torch
 
 import volt
 from volt.distributed.environments import (LightningEnvironment, SLURMEnvironment, TorchElasticEnvironment,
-                                           detect_environment, first_slurm_host)
+                                           detect_environment, find_free_port, first_slurm_host)
+from volt.distributed import launcher
 from volt.distributed.launcher import describe_failure, exit_reason, script_command
 from volt.strategies import DDPStrategy, FSDPStrategy, SingleDeviceStrategy
 from volt.utilities.exceptions import MisconfigurationException
 from volt.utilities.rank_zero import rank_zero_only
+
+_connect_store = launcher.connect_store
 
 _LAUNCH_VARS = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", "RANK", "GROUP_RANK",
                 "LOCAL_WORLD_SIZE", "TORCHELASTIC_RUN_ID", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID",
@@ -25,6 +29,8 @@ _LAUNCH_VARS = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_
 def clean_env(monkeypatch):
     for key in _LAUNCH_VARS:
         monkeypatch.delenv(key, raising=False)
+    # configuration errors under a launcher are announced to the rendezvous store: none is running here
+    monkeypatch.setattr(launcher, "connect_store", lambda host, port: None)
     rank = rank_zero_only.rank
     yield
     rank_zero_only.rank = rank
@@ -177,3 +183,17 @@ def test_failure_messages_name_the_rank_and_the_cause():
     assert "printed by rank 0 and by rank 1" in describe_failure(record, full=False)
     assert exit_reason(-signal.SIGKILL).startswith("the process was killed by SIGKILL")
     assert "exited with code 3" in exit_reason(3)
+
+
+def test_a_configuration_error_is_announced_to_ranks_waiting_at_the_rendezvous(monkeypatch):
+    from torch.distributed import TCPStore
+
+    monkeypatch.setattr(launcher, "connect_store", _connect_store)
+    port = find_free_port()
+    store = TCPStore("127.0.0.1", port, is_master=True, wait_for_workers=False)
+    torchrun_env(monkeypatch)
+    monkeypatch.setenv("MASTER_PORT", str(port))
+    with pytest.raises(MisconfigurationException, match="devices=3"):
+        make(devices=3)
+    record = json.loads(store.get(launcher.failure_key()))
+    assert record["rank"] == "3" and "devices=3, but TorchElasticEnvironment started 2" in record["error"]

@@ -88,48 +88,11 @@ class ParallelStrategy(Strategy):
         env = self.cluster_environment = self.cluster_environment or detect_environment()
         if self.accelerator is None:
             self.accelerator = device_type
-        devices = self.parallel_devices or [
-            torch.device(device_type, i) if device_type == "cuda" else torch.device(device_type) for i in device_ids]
-        if not isinstance(env, LightningEnvironment):
-            if self.start_method != "popen":
-                raise MisconfigurationException(
-                    f"strategy={self.strategy_name!r} starts its own processes, but this process was started by "
-                    f"{type(env).__name__} (torchrun/srun). Use strategy='ddp' there."
-                )
-            world = env.world_size()
-            per_node = env.local_world_size()
-            if len(devices) == 1 and world > 1:  # devices left at their default: one per launched process
-                count = per_node or max(1, world // num_nodes)
-                devices = [torch.device(device_type, i) if device_type == "cuda" else torch.device(device_type)
-                           for i in range(count)]
-            elif per_node is not None and len(devices) != per_node:
-                raise MisconfigurationException(
-                    f"devices={len(devices)}, but {type(env).__name__} started {per_node} processes on this node. "
-                    f"Pass devices={per_node} (or leave devices at its default)."
-                )
-            if num_nodes == 1 and world > len(devices):
-                num_nodes = world // len(devices)
-            if num_nodes * len(devices) != world:
-                raise MisconfigurationException(
-                    f"devices={len(devices)} x num_nodes={num_nodes} = {num_nodes * len(devices)} processes, but "
-                    f"{type(env).__name__} started {world} (WORLD_SIZE). Make the Trainer's devices and num_nodes "
-                    "match the launcher's processes per node and node count."
-                )
+        devices = self.parallel_devices or [_device(device_type, i) for i in device_ids]
+        if isinstance(env, LightningEnvironment):
+            world = self._own_world(env, devices, num_nodes)
         else:
-            world = num_nodes * len(devices)
-            declared = os.environ.get("WORLD_SIZE")
-            if env.creates_processes_externally and declared is not None and int(declared) != world:
-                raise MisconfigurationException(
-                    f"WORLD_SIZE={declared} in the environment, but devices={len(devices)} x num_nodes={num_nodes} "
-                    f"= {world}. Set WORLD_SIZE to {world}, or change devices/num_nodes."
-                )
-            if num_nodes > 1 and not ("MASTER_ADDR" in os.environ and "MASTER_PORT" in os.environ):
-                raise MisconfigurationException(
-                    f"num_nodes={num_nodes}: every node must find rank 0 at the same address. Set MASTER_ADDR (the "
-                    "address of node 0) and MASTER_PORT (a free port there), and NODE_RANK (0..num_nodes-1), on "
-                    "every node; or launch with torchrun or SLURM."
-                )
-            env.set_world_size(world)
+            devices, num_nodes, world = self._external_world(env, devices, num_nodes, device_type)
         self.parallel_devices = devices
         self.num_nodes = num_nodes
         self.world_size = world
@@ -139,6 +102,52 @@ class ParallelStrategy(Strategy):
         if self.node_rank >= num_nodes:
             raise MisconfigurationException(f"NODE_RANK={self.node_rank} must be below num_nodes={num_nodes}.")
         self.set_local_rank(env.local_rank() if env.creates_processes_externally else 0)
+
+    def _own_world(self, env: LightningEnvironment, devices: List[torch.device], num_nodes: int) -> int:
+        """volt's launcher (or the user, with plain variables) starts devices x num_nodes processes."""
+        world = num_nodes * len(devices)
+        declared = os.environ.get("WORLD_SIZE")
+        if env.creates_processes_externally and declared is not None and int(declared) != world:
+            raise MisconfigurationException(
+                f"WORLD_SIZE={declared} in the environment, but devices={len(devices)} x num_nodes={num_nodes} "
+                f"= {world}. Set WORLD_SIZE to {world}, or change devices/num_nodes."
+            )
+        if num_nodes > 1 and not ("MASTER_ADDR" in os.environ and "MASTER_PORT" in os.environ):
+            raise MisconfigurationException(
+                f"num_nodes={num_nodes}: every node must find rank 0 at the same address. Set MASTER_ADDR (the "
+                "address of node 0) and MASTER_PORT (a free port there), and NODE_RANK (0..num_nodes-1), on "
+                "every node; or launch with torchrun or SLURM."
+            )
+        env.set_world_size(world)
+        return world
+
+    def _external_world(self, env: ClusterEnvironment, devices: List[torch.device], num_nodes: int,
+                        device_type: str):
+        """torchrun or srun started the processes: devices and num_nodes must match them (left at their
+        defaults, they are taken from the environment)."""
+        if self.start_method != "popen":
+            raise MisconfigurationException(
+                f"strategy={self.strategy_name!r} starts its own processes, but this process was started by "
+                f"{type(env).__name__} (torchrun/srun). Use strategy='ddp' there."
+            )
+        world = env.world_size()
+        per_node = env.local_world_size()
+        if len(devices) == 1 and world > 1:
+            devices = [_device(device_type, i) for i in range(per_node or max(1, world // num_nodes))]
+        elif per_node is not None and len(devices) != per_node:
+            raise MisconfigurationException(
+                f"devices={len(devices)}, but {type(env).__name__} started {per_node} processes on this node. "
+                f"Pass devices={per_node} (or leave devices at its default)."
+            )
+        if num_nodes == 1 and world > len(devices):
+            num_nodes = world // len(devices)
+        if num_nodes * len(devices) != world:
+            raise MisconfigurationException(
+                f"devices={len(devices)} x num_nodes={num_nodes} = {num_nodes * len(devices)} processes, but "
+                f"{type(env).__name__} started {world} (WORLD_SIZE). Make the Trainer's devices and num_nodes "
+                "match the launcher's processes per node and node count."
+            )
+        return devices, num_nodes, world
 
     def set_local_rank(self, local_rank: int) -> None:
         env = self.cluster_environment
@@ -176,6 +185,7 @@ class ParallelStrategy(Strategy):
         """Run one Trainer stage on this rank; if it fails, tell every other rank (and if another rank failed,
         say which, instead of this rank's broken-connection error)."""
         watchdog = self._get_watchdog()
+        # from the start, so that a rank waiting at the rendezvous learns of one that failed before reaching it
         watchdog.watch_store(self.cluster_environment.main_address, self.cluster_environment.main_port)
         watchdog.in_stage = True
         watchdog.start()
@@ -437,6 +447,10 @@ class DDPStrategy(ParallelStrategy):
         if enabled and isinstance(self.model, DistributedDataParallel):
             return self.model.no_sync()
         return contextlib.nullcontext()
+
+
+def _device(device_type: str, index: int) -> torch.device:
+    return torch.device(device_type, index) if device_type == "cuda" else torch.device(device_type)
 
 
 def _record_for_torchelastic(exc: BaseException) -> None:

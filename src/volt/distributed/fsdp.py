@@ -23,12 +23,10 @@ def _fully_shard():
     try:
         from torch.distributed.fsdp import fully_shard
     except ImportError:
-        fully_shard = None
-    if fully_shard is None:
         raise MisconfigurationException(
-            f"strategy='fsdp' uses FSDP2 (`torch.distributed.fsdp.fully_shard`), which this torch ({torch.__version__}) "
-            "does not provide. Install torch >= 2.6, or use strategy='ddp'."
-        )
+            f"strategy='fsdp' uses FSDP2 (`torch.distributed.fsdp.fully_shard`), which this torch "
+            f"({torch.__version__}) does not provide. Install torch >= 2.6, or use strategy='ddp'."
+        ) from None
     return fully_shard
 
 

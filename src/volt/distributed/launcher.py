@@ -127,7 +127,30 @@ class Watchdog:
     def _connected_store(self):
         if self._store is None and self._address is not None and not self._store_lost:
             self._store = connect_store(*self._address)
+            if self._store is not None:
+                self._check_world_size(self._store)
         return self._store
+
+    def _check_world_size(self, store) -> None:
+        """Ranks configured for different world sizes would wait at the rendezvous until its timeout: the first
+        rank to connect writes its world size; one that disagrees fails the job at once."""
+        mine = str(self.rank_info["world_size"])
+        try:
+            theirs = store.compare_set(self._key + "/world_size", "", mine).decode()
+        except Exception:
+            return
+        if theirs == mine:
+            return
+        record = failure_record(self.rank_info, reason=(
+            f"MisconfigurationException: this rank expects {mine} processes in the job, another rank expects "
+            f"{theirs}. Give every node the same devices and num_nodes (or WORLD_SIZE)."))
+        with self._lock:
+            self.failure = self.failure or record
+        try:
+            store.compare_set(self._key, "", json.dumps(record))
+        except Exception:
+            pass
+        _exit_now(describe_failure(record))
 
     def publish(self, record: Dict[str, Any]) -> Dict[str, Any]:
         """Record a failure for every rank to see; the first record written wins and is returned."""
@@ -203,10 +226,15 @@ class Watchdog:
                 return  # the training loop unwound by itself and reports the failure
             time.sleep(0.05)
         me = self.rank_info["rank"]
-        sys.stderr.write(f"\n[volt] rank {me} is exiting: {describe_failure(record, full=me == 0)}\n")
-        sys.stderr.flush()
-        sys.stdout.flush()
-        os._exit(1)
+        _exit_now(f"rank {me} is exiting: {describe_failure(record, full=me == 0)}")
+
+
+def _exit_now(message: str) -> None:
+    """End this process from the watchdog thread: the main thread may be blocked in a collective."""
+    sys.stderr.write(f"\n[volt] {message}\n")
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os._exit(1)
 
 
 def failure_key() -> str:
@@ -217,8 +245,11 @@ def failure_key() -> str:
 
 def connect_store(host: str, port: int):
     """A client of the rendezvous store, or None if it is not (or no longer) up."""
-    try:
-        return torch.distributed.TCPStore(host, port, is_master=False, timeout=timedelta(seconds=1),
+    import socket
+
+    try:  # a silent probe first: torch logs every failed store connection
+        socket.create_connection((host, port), timeout=0.5).close()
+        return torch.distributed.TCPStore(host, port, is_master=False, timeout=timedelta(seconds=2),
                                           wait_for_workers=False)
     except Exception:
         return None
