@@ -28,6 +28,9 @@ def normalize_precision(precision: Any) -> str:
     return _ALIASES[precision]
 
 
+_NO_CONTEXT = contextlib.nullcontext()  # reusable: one object instead of a new one per step
+
+
 class Precision:
     """Full precision (32-true): no autocast, no scaling."""
 
@@ -44,7 +47,7 @@ class Precision:
         return batch
 
     def forward_context(self):
-        return contextlib.nullcontext()
+        return _NO_CONTEXT
 
     def backward(self, loss: torch.Tensor, backward_fn: Callable, *args: Any, **kwargs: Any) -> None:
         backward_fn(loss, *args, **kwargs)

@@ -20,7 +20,7 @@ from volt.trainer.eval_loop import EvalLoop
 from volt.trainer.fit_loop import FitLoop
 from volt.trainer.hooks import Hooks, ProfiledHooks
 from volt.trainer.optim import LightningOptimizer, configure_optimizers
-from volt.trainer.precision import make_precision, normalize_precision
+from volt.trainer.precision import Precision, make_precision, normalize_precision
 from volt.trainer.results import Results
 from volt.trainer.signals import StopSignals, requeued_job
 from volt.utilities.exceptions import MisconfigurationException
@@ -354,6 +354,7 @@ class Trainer:
     def _run_stage(self, fn, model, datamodule, ckpt_path):
         callbacks = self._merge_model_callbacks(model)
         self._hooks = hooks = (ProfiledHooks if self.profiler else Hooks)(self, callbacks, model, datamodule)
+        self._batch_needs_work: Optional[bool] = None  # decided at the first batch, once hooks and device are known
         if self.profiler is not None:
             self.profiler.reset()
         if self.profiler is not None and not getattr(self, "_profiling_wrapped", False):
@@ -472,6 +473,12 @@ class Trainer:
 
     # ================================================================== services the loops call
     def _prepare_batch(self, batch: Any, dataloader_idx: int) -> Any:
+        """Precision input conversion and the batch-transfer hooks; nothing at all for plain CPU training."""
+        if self._batch_needs_work is None:
+            self._batch_needs_work = (self._hooks.custom_transfer or self.strategy.root_device.type != "cpu"
+                                      or type(self._precision).convert_input is not Precision.convert_input)
+        if not self._batch_needs_work:
+            return batch
         batch = self._precision.convert_input(batch)
         device = self.strategy.root_device
         if self._hooks.custom_transfer or device.type != "cpu":
