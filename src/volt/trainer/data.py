@@ -168,6 +168,16 @@ def wrap_loader(loader: Any, *, sequential: bool = False, sampler_fn: Optional[C
     return wrapped
 
 
+def shutdown_workers(loader: Any) -> None:
+    """Stop the persistent worker processes of a wrapped loader when its run ends. Left to garbage collection,
+    they outlive the run, and a later fork (the next run's workers) can inherit their queue threads mid-operation
+    and hang."""
+    iterator = getattr(loader, "_iterator", None) if isinstance(loader, DataLoader) else None
+    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+        iterator._shutdown_workers()
+        loader._iterator = None
+
+
 def resumable_sampler(loader: Any) -> Optional[ResumableSampler]:
     if not isinstance(loader, DataLoader):
         return None

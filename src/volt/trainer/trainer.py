@@ -16,6 +16,7 @@ from volt.distributed.strategy import Strategy, parse_accelerator, parse_devices
 from volt.loggers.logger import Logger
 from volt.module import LightningModule
 from volt.profilers import Profiler, make_profiler
+from volt.trainer.data import shutdown_workers
 from volt.trainer.eval_loop import EvalLoop
 from volt.trainer.fit_loop import FitLoop
 from volt.trainer.hooks import Hooks, ProfiledHooks
@@ -383,6 +384,9 @@ class Trainer:
             self.strategy.teardown()
             raise
         finally:
+            loops = (self.fit_loop.val_loop, self.validate_loop, self.test_loop, self.predict_loop)
+            for loader in [self.fit_loop.train_loader] + [ld for loop in loops for ld in loop.loaders or []]:
+                shutdown_workers(loader)
             if fn == "fit":
                 self._signals.restore()
 
