@@ -5,8 +5,9 @@
 The run uses every source of randomness exact resume has to get right: a shuffled DataLoader without a
 generator, dropout, numpy and `random` in `training_step`, numpy/torch/`random` noise inside the dataset (in the
 worker processes when `num_workers` > 0), step and epoch LR schedulers, optional fp16 autocast with a GradScaler,
-accumulation, validation inside the epoch, EarlyStopping and a ModelCheckpoint. It can kill itself with SIGKILL at a
-chosen hook and global step, and writes its final state to `<root>/final.pt` for the tests to compare.
+accumulation, validation inside the epoch, EarlyStopping and a ModelCheckpoint. It can send itself a signal
+(SIGKILL by default) at a chosen hook and global step, and writes its final state to `<root>/final.pt` for the tests
+to compare.
 """
 import json
 import os
@@ -28,7 +29,7 @@ DEFAULTS = dict(
     root=None, seed=7, max_epochs=3, max_steps=-1, n=24, batch_size=4, num_workers=0, persistent_workers=False,
     iterable=False, accumulate=1, val_check_interval=1.0, precision="32-true", early_stopping=False,
     checkpoint={"every_n_train_steps": 1, "save_last": True, "save_top_k": -1},
-    save_everywhere=False, kill=None, ckpt_path=None, log_every_n_steps=1,
+    save_everywhere=False, signal=None, ckpt_path=None, log_every_n_steps=1,
 )
 
 
@@ -119,28 +120,31 @@ class SaveEverywhere(ModelCheckpoint):
         self.count = state["count"]
 
 
-class Kill(volt.Callback):
-    """SIGKILL this process at `hook` once `global_step` reaches `step` (nothing gets to clean up)."""
+class SendSignal(volt.Callback):
+    """Send `signum` to this process `times` times at `hook`, once `global_step` reaches `step`. SIGKILL (the
+    default) ends the process on the spot; other signals go to volt's handlers."""
 
-    def __init__(self, hook: str, step: int) -> None:
-        self.hook, self.step = hook, step
+    def __init__(self, hook: str, step: int, signum: str = "SIGKILL", times: int = 1) -> None:
+        self.hook, self.step, self.signum, self.times = hook, step, getattr(signal, signum), times
 
-    def _maybe_kill(self, trainer, hook):
-        if hook == self.hook and trainer.global_step >= self.step:
-            os.kill(os.getpid(), signal.SIGKILL)
+    def _maybe_send(self, trainer, hook):
+        if hook == self.hook and trainer.global_step >= self.step and self.times:
+            for _ in range(self.times):
+                os.kill(os.getpid(), self.signum)
+            self.times = 0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self._maybe_kill(trainer, "on_train_batch_start")
+        self._maybe_send(trainer, "on_train_batch_start")
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer):
-        self._maybe_kill(trainer, "on_before_optimizer_step")
+        self._maybe_send(trainer, "on_before_optimizer_step")
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
         if not trainer.sanity_checking:
-            self._maybe_kill(trainer, "on_validation_batch_end")
+            self._maybe_send(trainer, "on_validation_batch_end")
 
     def on_train_epoch_start(self, trainer, pl_module):
-        self._maybe_kill(trainer, "on_train_epoch_start")
+        self._maybe_send(trainer, "on_train_epoch_start")
 
 
 def loaders(cfg):
@@ -163,8 +167,8 @@ def run(cfg):
         callbacks.append(EarlyStopping(monitor="val_loss", **{"patience": 1, "min_delta": 0.5, **options}))
     if cfg["save_everywhere"]:
         callbacks.append(SaveEverywhere(os.path.join(root, "all")))
-    if cfg["kill"]:
-        callbacks.append(Kill(**cfg["kill"]))
+    if cfg["signal"]:
+        callbacks.append(SendSignal(**cfg["signal"]))
     trainer = volt.Trainer(
         default_root_dir=root, max_epochs=cfg["max_epochs"], max_steps=cfg["max_steps"],
         accumulate_grad_batches=cfg["accumulate"], val_check_interval=cfg["val_check_interval"],

@@ -114,7 +114,7 @@ def test_sigkill_then_resume_from_last(tmp_path, reference_run, kill, logged_pas
     same weights, optimizer state, scaler, EarlyStopping and ModelCheckpoint state, the same checkpoint files, RNG
     and metrics.csv as the run never killed."""
     cfg = dict(root=str(tmp_path), **KILLED_CONFIG)
-    killed = run_script(dict(cfg, kill=kill))
+    killed = run_script(dict(cfg, signal=kill))
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert not os.path.exists(tmp_path / "final.pt")
     last = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)

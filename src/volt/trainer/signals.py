@@ -102,6 +102,9 @@ class StopSignals:
         signum, self.received = self.received, None
         name = signal.Signals(signum).name
         path = stop_checkpoint_path(trainer)
+        callback = trainer.checkpoint_callback
+        if callback is not None and callback.save_last:  # its own `last`: a resumed run updates it, not `last-v1`
+            callback.last_model_path = path
         trainer.save_checkpoint(path)
         message = (f"Training stopped by {name} at epoch {trainer.current_epoch}, global step {trainer.global_step};"
                    f" saved {path}. Resume with `trainer.fit(..., ckpt_path='last')`.")
