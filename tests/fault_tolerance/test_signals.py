@@ -39,12 +39,13 @@ class Recorder(volt.Callback):
 @pytest.mark.parametrize("signum", ["SIGTERM", "SIGINT"])
 def test_signal_stops_after_the_step_with_a_checkpoint_that_resumes_exactly(tmp_path, reference, signum):
     cfg = dict(root=str(tmp_path), **CONFIG)
+    handler_before = signal.getsignal(getattr(signal, signum))
     # sent in the middle of the optimizer step that makes global_step 3
     with pytest.raises(SystemExit, match=rf"Training stopped by {signum} at epoch 0, global step 3; saved .*last"
                                          r"\.ckpt\. Resume with `trainer.fit\(\.\.\., ckpt_path='last'\)`") as stop:
         run_training.run(dict(cfg, signal={"hook": "on_before_optimizer_step", "step": 2, "signum": signum}))
     assert stop.value.code != 0  # the process exits with status 1 and the message
-    assert signal.getsignal(getattr(signal, signum)) is not None  # fit put the previous handlers back
+    assert signal.getsignal(getattr(signal, signum)) == handler_before  # fit put the previous handler back
     last = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)
     assert last["global_step"] == 3  # the step in progress was finished, not cut short
 
