@@ -141,8 +141,9 @@ def wrap_loader(loader: Any, *, sequential: bool = False, sampler_fn: Optional[C
     sampler = loader.sampler
     if sequential:
         sampler = SequentialSampler(loader.dataset)
+        object.__setattr__(wrapped, "sampler", sampler)  # so a distributed sampler built below does not shuffle
     if sampler_fn is not None:
-        sampler = sampler_fn(loader)
+        sampler = sampler_fn(wrapped)
     if loader.batch_sampler is not None:
         batch_sampler = loader.batch_sampler
         if sampler is not loader.sampler:

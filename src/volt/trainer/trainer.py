@@ -211,7 +211,6 @@ class Trainer:
         self._accelerator_flag = accelerator
         device_type = parse_accelerator(accelerator)
         device_ids = parse_devices(devices, device_type)
-        self.num_nodes = num_nodes
         self.strategy = _select_strategy(strategy, device_type, device_ids, num_nodes, accelerator)
         self.precision = normalize_precision(precision)
         self._precision = make_precision(self.precision, self.strategy.root_device)
@@ -976,6 +975,11 @@ class Trainer:
             return self.max_steps if self.max_steps != -1 else math.inf
         total = per_epoch * self.max_epochs
         return min(total, self.max_steps) if self.max_steps != -1 else total
+
+    @property
+    def num_nodes(self) -> int:
+        """Nodes in the job (as the cluster environment reports it under torchrun or SLURM)."""
+        return self.strategy.num_nodes
 
     @property
     def world_size(self) -> int:
