@@ -22,14 +22,14 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 import volt
 from volt.callbacks import EarlyStopping, ModelCheckpoint
-from volt.loggers import CSVLogger
+from volt.loggers import CSVLogger, TensorBoardLogger
 from volt.utilities.seed import get_rng_states
 
 DEFAULTS = dict(
     root=None, seed=7, max_epochs=3, max_steps=-1, n=24, batch_size=4, num_workers=0, persistent_workers=False,
     iterable=False, accumulate=1, val_check_interval=1.0, precision="32-true", early_stopping=False,
     checkpoint={"every_n_train_steps": 1, "save_last": True, "save_top_k": -1},
-    save_everywhere=False, signal=None, ckpt_path=None, log_every_n_steps=1,
+    save_everywhere=False, signal=None, crash_at_step=None, ckpt_path=None, log_every_n_steps=1, tensorboard=False,
 )
 
 
@@ -147,6 +147,17 @@ class SendSignal(volt.Callback):
         self._maybe_send(trainer, "on_train_epoch_start")
 
 
+class Crash(volt.Callback):
+    """Raise at the start of the batch that follows optimizer step `step` (the process survives, fit fails)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step >= self.step:
+            raise RuntimeError(f"crash at step {trainer.global_step}")
+
+
 def loaders(cfg):
     data = NoisyStream(cfg["n"]) if cfg["iterable"] else NoisyData(cfg["n"])
     options = dict(batch_size=cfg["batch_size"], num_workers=cfg["num_workers"],
@@ -169,11 +180,16 @@ def run(cfg):
         callbacks.append(SaveEverywhere(os.path.join(root, "all")))
     if cfg["signal"]:
         callbacks.append(SendSignal(**cfg["signal"]))
+    if cfg["crash_at_step"] is not None:
+        callbacks.append(Crash(cfg["crash_at_step"]))
+    loggers = [CSVLogger(root, name="logs", version=0)]
+    if cfg["tensorboard"]:
+        loggers.append(TensorBoardLogger(root, name="tb", version=0))
     trainer = volt.Trainer(
         default_root_dir=root, max_epochs=cfg["max_epochs"], max_steps=cfg["max_steps"],
         accumulate_grad_batches=cfg["accumulate"], val_check_interval=cfg["val_check_interval"],
         precision=cfg["precision"], limit_val_batches=2, log_every_n_steps=cfg["log_every_n_steps"],
-        logger=CSVLogger(root, name="logs", version=0), callbacks=callbacks,
+        logger=loggers, callbacks=callbacks,
         enable_progress_bar=False, enable_model_summary=False,
     )
     model = Net()

@@ -267,6 +267,8 @@ class TensorBoardLogger(Logger):
         into the open one.
         """
         self._purge_step = step
+        if step > 0:  # continuing a run whose log already has the hp_metric placeholder at step 0: not again
+            self._pending_hparams = [entry for entry in self._pending_hparams if entry[1] != {"hp_metric": -1}]
         if self._events is not None:
             self._write_purge_marker()
 
