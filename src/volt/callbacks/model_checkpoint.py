@@ -24,8 +24,6 @@ from volt.checkpoint import atomic_symlink, checkpoint_exists, is_remote, remove
 from volt.utilities.exceptions import MisconfigurationException
 from volt.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
-_RESUME_KEY = "volt_checkpoint_callbacks"  # top-level checkpoint key holding each callback's save counters
-
 # A `{name}` or `{name:spec}` field of a filename template; the name runs up to the first ':' or '}'.
 _FIELD = re.compile(r"\{([^{}:]+)(?::([^{}]*))?\}")
 
@@ -277,21 +275,20 @@ class ModelCheckpoint(Callback):
             )
         self.best_model_path = state_dict["best_model_path"]
 
-    def on_save_checkpoint(self, trainer, pl_module, checkpoint: Dict[str, Any]) -> None:
-        """volt: also keep what decides the next saves (beside Lightning's state, whose keys stay Lightning's), so a
-        resumed run saves exactly where an uninterrupted one does: not twice at one step, nor a deferred save lost."""
-        checkpoint.setdefault(_RESUME_KEY, {})[self.state_key] = {
+    def _resume_state(self) -> Dict[str, Any]:
+        """What decides the next saves, kept with the loop state (Lightning's `state_dict` keys stay Lightning's),
+        so a resumed run saves exactly where an uninterrupted one does: not twice at one step, no deferred save
+        lost."""
+        return {
             "last_global_step_saved": self._last_global_step_saved,
             "last_checkpoint_saved": self._last_checkpoint_saved,
             "defer_save_until_validation": self._defer_save_until_validation,
         }
 
-    def on_load_checkpoint(self, trainer, pl_module, checkpoint: Dict[str, Any]) -> None:
-        state = (checkpoint.get(_RESUME_KEY) or {}).get(self.state_key)
-        if state is not None:
-            self._last_global_step_saved = state["last_global_step_saved"]
-            self._last_checkpoint_saved = state["last_checkpoint_saved"]
-            self._defer_save_until_validation = state["defer_save_until_validation"]
+    def _load_resume_state(self, state: Dict[str, Any]) -> None:
+        self._last_global_step_saved = state["last_global_step_saved"]
+        self._last_checkpoint_saved = state["last_checkpoint_saved"]
+        self._defer_save_until_validation = state["defer_save_until_validation"]
 
     # ------------------------------------------------------------------------------------------- public helpers
 

@@ -695,6 +695,7 @@ class Trainer:
             "results": results_state(self._results) if self._results is not None and self.state.fn == "fit" else None,
             "loggers": [getattr(logger, "_resume_marker", lambda: None)() for logger in self.loggers],
             "eval_log_steps": getattr(self, "_eval_log_steps", 0),
+            "checkpoint_callbacks": {cb.state_key: cb._resume_state() for cb in self.checkpoint_callbacks},
             # inside an accumulation window: the gradients summed so far
             "grads": {name: p.grad for name, p in self.lightning_module.named_parameters() if p.grad is not None}
             if fit_loop.grads_pending else None,
@@ -809,6 +810,10 @@ class Trainer:
             self.fit_loop._restored_results = loop_state.pop("results", None)
             self.should_stop = bool(loop_state.pop("should_stop", False))
             self._eval_log_steps = loop_state.pop("eval_log_steps", 0)
+            saved = loop_state.pop("checkpoint_callbacks", None) or {}
+            for callback in self.checkpoint_callbacks:
+                if callback.state_key in saved:
+                    callback._load_resume_state(saved[callback.state_key])
             grads = loop_state.pop("grads", None) or {}
             for name, param in self.lightning_module.named_parameters():
                 if name in grads:
