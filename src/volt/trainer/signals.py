@@ -17,9 +17,7 @@ deliver it, and each rank acting at its next batch end. A signal landing within 
 can still split them by one batch.
 """
 import os
-import shlex
 import signal
-import subprocess
 from typing import Dict, Optional
 
 from volt.utilities.rank_zero import rank_zero_info, rank_zero_warn
@@ -126,6 +124,9 @@ def stop_checkpoint_path(trainer) -> str:
 
 def _requeue() -> str:
     """Run the requeue command; returns a sentence for the exit message."""
+    import shlex
+    import subprocess
+
     job_id = slurm_job_id() or ""
     command = os.environ.get("VOLT_REQUEUE_COMMAND", DEFAULT_REQUEUE_COMMAND).replace("{job_id}", job_id)
     try:
