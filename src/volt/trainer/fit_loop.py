@@ -20,10 +20,17 @@
             lr_scheduler_step (interval "step"; interval "epoch" on the last batch)
             on_train_batch_end -> step metrics to loggers
             [validation when due] -> ReduceLROnPlateau with interval "step"
+            batch complete: ModelCheckpoint's files are written, a stop signal is acted on
           training_epoch_end(outputs) (1.x) -> on_train_epoch_end (callbacks, module, then checkpoint/early stopping)
           ReduceLROnPlateau with interval "epoch" -> epoch metrics to loggers
+          epoch end complete: ModelCheckpoint's files are written, a stop signal is acted on
         on_train_end
       on_fit_end -> teardown("fit")                                                      (trainer.py)
+
+Exact resume: a checkpoint is only ever written where a batch or an epoch end is complete, so its loop state (see
+progress.LoopState) has nothing half done. A resumed run rebuilds the interrupted epoch's data order from the RNG
+state the epoch started with, skips the consumed batches at the sampler level (iterable datasets: replays them), and
+continues from the checkpoint's RNG state at the matching point: right before its next batch.
 """
 import math
 from typing import Any, Callable, Iterator, List, Optional, Tuple

@@ -7,9 +7,11 @@ from typing import Any, Dict, Optional
 class LoopState:
     """Everything the fit loop needs to continue exactly where it stopped.
 
-    `batch_idx` counts the batches of the current epoch already consumed; `epoch_done` is set once the epoch's
-    batches (and its end-of-epoch validation) are finished, so a checkpoint taken inside `on_train_epoch_end`
-    resumes at the next epoch.
+    `batch_idx` counts the batches of the current epoch already consumed; `epoch_done` is set while the epoch end
+    runs, so a checkpoint taken there resumes at the next epoch. ModelCheckpoint and a graceful stop write only once
+    a batch or an epoch end is complete, so their checkpoints resume with the next batch (or epoch) and nothing to
+    redo. A checkpoint that `trainer.save_checkpoint` writes from inside a batch hook resumes the same way: the rest
+    of that batch (its step logging, a validation after it) is not run again.
     """
 
     epoch: int = 0
