@@ -9,6 +9,7 @@ import glob
 import os
 import shutil
 import signal
+from datetime import timedelta
 
 import pytest
 import torch
@@ -68,6 +69,19 @@ def test_resume_iterable_dataset_replays(tmp_path):
     """An IterableDataset has no sampler to skip in: the consumed batches are replayed (loaded and dropped), which
     reproduces the stream exactly (its randomness comes from a generator seeded when iteration starts)."""
     _resume_from_each(tmp_path, iterable=True, accumulate=2, max_epochs=2)
+
+
+def test_time_triggered_checkpoints_resume_exactly(tmp_path):
+    """ModelCheckpoint(train_time_interval=...) saves where the clock says; those files resume exactly too."""
+    cfg = dict(max_epochs=2, checkpoint={"train_time_interval": timedelta(0), "save_top_k": -1, "filename": "{step}"})
+    run_training.run(dict(root=str(tmp_path / "reference"), **cfg))
+    expected = load_final(tmp_path / "reference")
+    for step in (2, 6, 9):  # inside the first epoch, at its end, inside the second
+        root = tmp_path / f"from-{step}"
+        run_training.run(dict(root=str(root), ckpt_path=str(tmp_path / "reference" / "ckpt" / f"step={step}.ckpt"),
+                              **cfg))
+        assert_same(load_final(root)["params"], expected["params"])
+        assert_same(load_final(root)["optimizer"], expected["optimizer"])
 
 
 def test_resume_skips_consumed_batches_without_loading_them(tmp_path, monkeypatch):
