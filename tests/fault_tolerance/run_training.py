@@ -27,7 +27,7 @@ from volt.utilities.seed import get_rng_states
 
 DEFAULTS = dict(
     root=None, seed=7, max_epochs=3, max_steps=-1, n=24, batch_size=4, num_workers=0, persistent_workers=False,
-    iterable=False, accumulate=1, val_check_interval=1.0, precision="32-true", early_stopping=False,
+    iterable=False, generator=False, accumulate=1, val_check_interval=1.0, precision="32-true", early_stopping=False,
     checkpoint={"every_n_train_steps": 1, "save_last": True, "save_top_k": -1},
     save_everywhere=False, signal=None, crash_at_step=None, ckpt_path=None, log_every_n_steps=1, tensorboard=False,
 )
@@ -162,7 +162,8 @@ def loaders(cfg):
     data = NoisyStream(cfg["n"]) if cfg["iterable"] else NoisyData(cfg["n"])
     options = dict(batch_size=cfg["batch_size"], num_workers=cfg["num_workers"],
                    persistent_workers=cfg["persistent_workers"] and cfg["num_workers"] > 0)
-    train = DataLoader(data, shuffle=not cfg["iterable"], **options)
+    generator = torch.Generator().manual_seed(3) if cfg["generator"] else None  # the order's own generator
+    train = DataLoader(data, shuffle=not cfg["iterable"], generator=generator, **options)
     val = DataLoader(NoisyData(8), **options)
     return train, val
 

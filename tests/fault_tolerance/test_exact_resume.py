@@ -65,6 +65,29 @@ def test_resume_with_worker_processes(tmp_path):
     _resume_from_each(tmp_path, num_workers=2, persistent_workers=True, n=16, max_epochs=2, val_check_interval=0.5)
 
 
+def test_resume_with_a_loader_generator(tmp_path):
+    """`DataLoader(shuffle=True, generator=g)`: the order comes from the loader's generator, whose state is
+    replayed as well."""
+    _resume_from_each(tmp_path, generator=True, num_workers=2, persistent_workers=True, n=16, max_epochs=2)
+
+
+def test_worker_randomness_differs_between_epochs_without_other_randomness():
+    """Reseeding workers for each batch keeps augmentations fresh every epoch, even when nothing else draws from
+    the global RNG (no shuffling, no dropout)."""
+    from volt.trainer.data import wrap_loader
+
+    class Random(torch.utils.data.Dataset):
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, i):
+            return torch.rand(())
+
+    loader = wrap_loader(torch.utils.data.DataLoader(Random(), batch_size=4, num_workers=2))
+    first, second = torch.cat(list(loader)), torch.cat(list(loader))
+    assert len(set(first.tolist()) | set(second.tolist())) == 16
+
+
 def test_resume_iterable_dataset_replays(tmp_path):
     """An IterableDataset has no sampler to skip in: the consumed batches are replayed (loaded and dropped), which
     reproduces the stream exactly (its randomness comes from a generator seeded when iteration starts)."""

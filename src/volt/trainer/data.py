@@ -7,12 +7,12 @@ skipped sample is loaded. Distributed samplers are put in here too.
 
 With worker processes, a dataset's own randomness (augmentations drawing from torch, numpy or `random`) happens in
 the workers, whose RNG streams depend on everything each worker fetched before; a resumed run, whose new workers
-skip the consumed batches, would draw different values. So each batch carries a seed (`SeededBatch`) derived from
-the epoch's order and the batch's position, and the workers reseed their global RNGs from it before fetching the
-batch: a batch's random values depend only on the batch, in an uninterrupted run and in a resumed one alike.
+skip the consumed batches, would draw different values. So each batch carries a seed (`SeededBatch`): a seed drawn
+for the epoch from the global RNG, plus the batch's position. The workers reseed their global RNGs from it before
+fetching the batch, so a batch's random values depend only on the epoch and the batch, in an uninterrupted run and
+in a resumed one alike.
 """
 import copy
-import hashlib
 import math
 import random
 from typing import Any, Callable, Iterator, List, Mapping, Optional, Sequence, Union
@@ -63,18 +63,20 @@ class SeedEachBatch:
             pass
 
 
-def _epoch_seed(order_rng: dict) -> int:
-    """A seed fixed by the RNG state the epoch's order was drawn from, different on each distributed rank."""
+def _draw_epoch_seed() -> int:
+    """The seed of an epoch's batches: one draw from the global RNG (where PyTorch draws its workers' base seed),
+    different on each distributed rank."""
     rank = torch.distributed.get_rank() if torch.distributed.is_available() and torch.distributed.is_initialized() \
         else 0
-    digest = hashlib.blake2b(order_rng["torch"].numpy().tobytes(), digest_size=8, salt=rank.to_bytes(16, "little"))
-    return int.from_bytes(digest.digest(), "little") >> 1
+    return (int(torch.empty((), dtype=torch.int64).random_()) + rank * 0x9E3779B97F4A7C15) % 2**63
 
 
 class ResumableSampler:
     """Wraps a (batch) sampler: records the RNG state its order is drawn from; can replay it and skip ahead.
 
-    With `seed_batches`, the batches come out as `SeededBatch`es (for loaders with worker processes).
+    The state covers the global RNGs and, when the sampler draws from a generator of its own (e.g.
+    `DataLoader(shuffle=True, generator=g)`), that generator. With `seed_batches`, the batches come out as
+    `SeededBatch`es (for loaders with worker processes).
     """
 
     def __init__(self, inner, seed_batches: bool = False) -> None:
@@ -99,26 +101,33 @@ class ResumableSampler:
         # iterator it never draws from before the one it uses; a pending resume must reach the one it uses.
         skip, replay_rng = self._skip, self._replay_rng
         self._skip, self._replay_rng = 0, None
-        if replay_rng is None:
-            self.order_rng = get_rng_states()  # right before the sampler draws the order
-            inner = iter(self.inner)
-            for _ in range(skip):
-                next(inner, None)
-        else:  # redraw the interrupted epoch's order and skip its consumed part, leaving the RNG as it is now
+        generator = self.own_generator()
+        current = None
+        if replay_rng is None:  # right before the sampler draws the order
+            self.order_rng = get_rng_states()
+            if generator is not None:
+                self.order_rng["sampler_generator"] = generator.get_state()
+        else:  # redraw the interrupted epoch's order and skip its consumed part, leaving the global RNG as it is
             current = get_rng_states()
             set_rng_states(replay_rng)
+            if generator is not None and "sampler_generator" in replay_rng:
+                generator.set_state(replay_rng["sampler_generator"])
             self.order_rng = replay_rng
-            inner = iter(self.inner)
-            for _ in range(skip):  # index-level skipping: no sample is loaded
-                next(inner, None)
+        epoch_seed = _draw_epoch_seed() if self.seed_batches else None
+        batches = iter(self.inner)
+        for _ in range(skip):  # index-level skipping: no sample is loaded
+            next(batches, None)
+        if current is not None:
             set_rng_states(current)
-        yield from self._seeded(inner, skip)
+        if epoch_seed is not None:
+            batches = (SeededBatch(batch, (epoch_seed + i) % 2**63) for i, batch in enumerate(batches, skip))
+        yield from batches
 
-    def _seeded(self, batches: Iterator, start: int) -> Iterator:
-        if not self.seed_batches or self.order_rng is None:
-            return batches
-        epoch_seed = _epoch_seed(self.order_rng)
-        return (SeededBatch(batch, epoch_seed + i) for i, batch in enumerate(batches, start))
+    def own_generator(self) -> Optional[torch.Generator]:
+        """The generator the sampler draws its order from, if it has one of its own (else the global RNG)."""
+        sampler = getattr(self.inner, "sampler", self.inner)  # a BatchSampler's sampler, or the sampler itself
+        generator = getattr(sampler, "generator", None)
+        return generator if isinstance(generator, torch.Generator) else None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -159,11 +168,11 @@ def wrap_loader(loader: Any, *, sequential: bool = False, sampler_fn: Optional[C
         object.__setattr__(wrapped, "batch_sampler", ResumableSampler(batch_sampler, seed_batches))
         if seed_batches:
             object.__setattr__(wrapped, "worker_init_fn", SeedEachBatch(loader.worker_init_fn))
-            if loader.generator is None:
-                # Starting workers draws their base seed; drawn from the global RNG, it would shift that RNG only in
-                # epochs that start workers, which with persistent workers differ between a resumed run and an
-                # uninterrupted one. The workers reseed for each batch anyway, so a private generator serves.
-                object.__setattr__(wrapped, "generator", torch.Generator().manual_seed(torch.initial_seed()))
+            # Starting workers draws their base seed from the loader's generator (else the global RNG), shifting it
+            # only in epochs that start workers, which with persistent workers differ between a resumed run and an
+            # uninterrupted one. The workers reseed for each batch anyway, so a private generator serves; the
+            # sampler keeps the generator it was given.
+            object.__setattr__(wrapped, "generator", torch.Generator().manual_seed(torch.initial_seed()))
     else:
         object.__setattr__(wrapped, "sampler", ResumableSampler(sampler))
     return wrapped

@@ -187,10 +187,21 @@ class FitLoop:
         if signals.received is not None:
             signals.stop(self.trainer)
 
+    def rng_state(self) -> dict:
+        """The global RNG states, and the state of the training sampler's own generator if it has one."""
+        states = get_rng_states()
+        generator = _sampler_generator(self.train_loader)
+        if generator is not None:
+            states["train_sampler_generator"] = generator.get_state()
+        return states
+
     def _restore_rng(self) -> None:
         """Continue with the RNG state of the checkpoint, at the point of the resumed run that matches it."""
         if self._restored_rng is not None:
             set_rng_states(self._restored_rng)
+            generator = _sampler_generator(self.train_loader)
+            if generator is not None and "train_sampler_generator" in self._restored_rng:
+                generator.set_state(self._restored_rng["train_sampler_generator"])
             self._restored_rng = None
 
     def _end_epoch(self) -> None:
@@ -482,6 +493,11 @@ class FitLoop:
             trainer._log_to_loggers(results.take_step_logs(), step=self._log_step)
         else:  # not written this step, yet `logged_metrics` shows the latest values, as in Lightning
             results.take_step_logs()
+
+
+def _sampler_generator(loader: Any) -> Optional[torch.Generator]:
+    resumable = resumable_sampler(loader)
+    return resumable.own_generator() if resumable is not None else None
 
 
 def _loss_from(output: Any) -> Optional[torch.Tensor]:

@@ -683,14 +683,13 @@ class Trainer:
     def _fit_loop_state(self) -> Dict[str, Any]:
         """The loop's position and everything needed to continue from it exactly (see `_restore_training_state`)."""
         from volt.trainer.progress import results_state
-        from volt.utilities.seed import get_rng_states
 
         for logger in self.loggers:  # rows logged before this checkpoint are on disk before it is
             logger.save()
         fit_loop = self.fit_loop
         return {
             **fit_loop.state.state_dict(),
-            "rng": get_rng_states(),
+            "rng": fit_loop.rng_state(),
             "should_stop": self.should_stop,
             "results": results_state(self._results) if self._results is not None and self.state.fn == "fit" else None,
             "loggers": [getattr(logger, "_resume_marker", lambda: None)() for logger in self.loggers],
