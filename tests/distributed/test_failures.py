@@ -83,3 +83,21 @@ def test_nodes_that_disagree_on_the_world_size_fail_at_once(tmp_path):
     outputs = [finish(node, timeout=50) for node in nodes]
     assert all(node.returncode != 0 for node in nodes)
     assert re.search(r"this rank expects (3|2) processes in the job, another rank expects (2|3)", "".join(outputs))
+
+
+@pytest.mark.timeout(60)
+def test_a_signal_to_one_rank_stops_every_rank_after_the_same_batch(tmp_path):
+    """SIGTERM reaches only rank 1: the ranks agree (through the rendezvous store, no per-step collective) on one
+    batch, both stop after it with a checkpoint, and nothing hangs."""
+    proc = start(tmp_path, {"phases": ["fail"], "fail": "slow", "strategy": "ddp"})
+    wait_for_files([tmp_path / "pid0", tmp_path / "pid1"], timeout=45)
+    time.sleep(0.3)
+    os.kill(int((tmp_path / "pid1").read_text()), signal.SIGTERM)
+    output = finish(proc, timeout=40)
+    assert proc.returncode != 0
+    stops = [(tmp_path / f"stopped{rank}").read_text().split() for rank in (0, 1)]
+    assert stops[0] == stops[1], (stops, output[-4000:])
+    assert stops[0][1] == "TrainingStopped"
+    assert "Training stopped by SIGTERM" in output, output[-4000:]
+    assert list(tmp_path.rglob("last.ckpt")), output[-4000:]
+    assert_no_rank_left(tmp_path)

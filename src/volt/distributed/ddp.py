@@ -187,7 +187,7 @@ class ParallelStrategy(Strategy):
         watchdog = self._get_watchdog()
         # from the start, so that a rank waiting at the rendezvous learns of one that failed before reaching it
         watchdog.watch_store(self.cluster_environment.main_address, self.cluster_environment.main_port)
-        watchdog.in_stage = True
+        watchdog.begin_stage()
         watchdog.start()
         try:
             self._init_process_group()
@@ -209,6 +209,13 @@ class ParallelStrategy(Strategy):
             raise
         finally:
             watchdog.in_stage = False
+
+    def stop_coordinator(self, batch_source: Callable[[], int]) -> Optional["_launcher.Watchdog"]:
+        """The watchdog agrees with the other ranks on the batch after which a signalled run stops."""
+        if self.world_size == 1 or self._watchdog is None:
+            return None
+        self._watchdog.batch_source = batch_source
+        return self._watchdog
 
     def _get_watchdog(self) -> "_launcher.Watchdog":
         self._watchdog = _launcher.process_watchdog(self.rank_info())

@@ -114,6 +114,13 @@ class Watchdog:
         self._key = failure_key()
         self._lock = threading.Lock()
         self._started = False
+        # graceful stop agreement (see `request_stop`)
+        self.stage_runs = 0
+        self.stop_wanted = False  # some rank received a stop signal
+        self.stop_at: Optional[int] = None  # the batch count after which every rank stops, once agreed
+        self.proposal: Optional[int] = None  # this rank's proposal, once made
+        self._stop_requested = False
+        self.batch_source = None  # callable: this rank's current count of finished training batches
 
     def start(self) -> None:
         if not self._started:
@@ -165,6 +172,43 @@ class Watchdog:
         except Exception:
             return self.failure
 
+    # ------------------------------------------------------------------ graceful stop on a signal
+    def begin_stage(self) -> None:
+        """A new Trainer stage: forget the previous stage's stop agreement (its store keys are per stage)."""
+        self.stage_runs += 1
+        self.stop_wanted, self.stop_at, self.proposal, self._stop_requested = False, None, None, False
+        self.in_stage = True
+
+    def request_stop(self) -> None:
+        """This rank received a stop signal. Every rank must stop after the same batch, and volt adds no per-step
+        collective to agree on it: instead this thread and its peers agree through the rendezvous store. Each rank
+        proposes its current batch count + 1 (its watchdog does, so a rank blocked in a collective proposes too);
+        the agreed stop is the largest proposal, and no rank runs past its own proposal before the agreement is
+        known (`StopSignals.check`), so no rank can already be past the agreed batch."""
+        self._stop_requested = True
+        self.stop_wanted = True
+
+    def _agree_on_stop(self, store) -> None:
+        if self.stop_at is not None or self.batch_source is None:
+            return
+        prefix = f"{self._key}/stop/{self.stage_runs}"
+        world = int(self.rank_info["world_size"])
+        if self._stop_requested and self.proposal is None:
+            self._propose(store, prefix)
+        count = int(store.add(prefix + "/count", 0))
+        if count and self.proposal is None:
+            self.stop_wanted = True
+            self._propose(store, prefix)
+            count = int(store.add(prefix + "/count", 0))
+        if count >= world:
+            self.stop_at = max(int(store.get(f"{prefix}/{rank}")) for rank in range(world))
+
+    def _propose(self, store, prefix: str) -> None:
+        proposal = int(self.batch_source()) + 1
+        store.set(f"{prefix}/{self.rank_info['rank']}", str(proposal))
+        self.proposal = proposal
+        store.add(prefix + "/count", 1)
+
     def peer_failure(self, wait_s: float = 0.0) -> Optional[Dict[str, Any]]:
         """The failure of another rank, if one is known (waiting up to `wait_s` for the watchdog to learn it)."""
         deadline = time.monotonic() + wait_s
@@ -209,6 +253,7 @@ class Watchdog:
             try:
                 if store.check([self._key]):
                     return json.loads(store.get(self._key))
+                self._agree_on_stop(store)
             except Exception:  # the store host is gone; a dead peer shows up in the collectives or channels above
                 self._store, self._store_lost = None, True
         return None

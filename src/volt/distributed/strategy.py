@@ -69,6 +69,10 @@ class Strategy:
     def predict_step(self, *args: Any, **kwargs: Any) -> Any:
         return self.lightning_module.predict_step(*args, **kwargs)
 
+    def stop_coordinator(self, batch_source):
+        """What agrees across processes on when a signalled run stops (None: one process, stop at once)."""
+        return None
+
     def no_backward_sync(self, enabled: bool):
         return contextlib.nullcontext()
 

@@ -11,11 +11,13 @@ alone) saves and then runs `scontrol requeue <job id>` (`VOLT_REQUEUE_COMMAND`, 
 it also turns requeueing on outside SLURM). In the requeued job (`SLURM_RESTART_COUNT` > 0), `fit` without a
 `ckpt_path` resumes from "last" by itself.
 
-Several processes (DDP): every rank must stop after the same batch. volt adds no per-step collective to agree on it;
-it relies on every rank receiving the signal, as SLURM (all tasks of the step), torchrun and volt's own launcher
-deliver it, and each rank acting at its next batch end. A signal landing within one batch end of the ranks' clocks
-can still split them by one batch.
+Several processes (DDP): every rank must stop after the same batch, even when the signal reaches only some ranks or
+reaches them at different batches. volt adds no per-step collective for this: a rank that received a signal tells
+its watchdog thread, and the watchdogs agree through the rendezvous store on the batch to stop after
+(`launcher.Watchdog.request_stop`). The training loop only reads an attribute per batch, and waits (at a batch end,
+outside any collective) only if it reaches its own proposal before the agreement is known.
 """
+import time
 import os
 import signal
 from typing import Dict, Optional
@@ -61,14 +63,18 @@ def _requeue_signal() -> Optional[int]:
 class StopSignals:
     """The signal handlers of one `fit` call and the signal they received."""
 
+    AGREEMENT_TIMEOUT_S = 60.0  # a peer that cannot agree this long is gone; the watchdog reports it
+
     def __init__(self) -> None:
         self.received: Optional[int] = None
         self._requeue_signal: Optional[int] = None
         self._previous: Dict[int, object] = {}
+        self.coordinator = None  # agrees with the other ranks on when to stop (None: a single process)
 
-    def install(self) -> None:
+    def install(self, coordinator=None) -> None:
         """Catch SIGTERM, SIGINT and the requeue signal until `restore` (only possible in the main thread)."""
         self.received = None
+        self.coordinator = coordinator
         self._requeue_signal = _requeue_signal()
         wanted = [signal.SIGTERM, signal.SIGINT] + ([self._requeue_signal] if self._requeue_signal else [])
         for signum in wanted:
@@ -95,9 +101,35 @@ class StopSignals:
             how = " (Ctrl-C again to stop at once)" if signum == signal.SIGINT else ""
             rank_zero_info(f"Received {signal.Signals(signum).name}: stopping after the current batch{how}.")
 
+    def pending(self) -> bool:
+        """Whether this rank, or another rank, received a stop signal (two attribute reads: hot-path cheap)."""
+        return self.received is not None or (self.coordinator is not None and self.coordinator.stop_wanted)
+
+    def check(self, trainer, batches_done: int) -> None:
+        """At a batch or epoch end with a stop pending: stop now (one process), or once the ranks' agreed batch is
+        reached (several). Never runs past this rank's own proposal before the agreement is known."""
+        coordinator = self.coordinator
+        if coordinator is None:
+            return self.stop(trainer)
+        if self.received is not None and not coordinator.stop_wanted:
+            coordinator.request_stop()
+        deadline = time.monotonic() + self.AGREEMENT_TIMEOUT_S
+        while coordinator.stop_at is None:
+            proposal = coordinator.proposal
+            if proposal is None or batches_done < proposal:
+                return  # keep training; the agreement arrives through the watchdog thread
+            if time.monotonic() > deadline:
+                rank_zero_warn("The ranks did not agree on when to stop; stopping this rank now.")
+                return self.stop(trainer)
+            time.sleep(0.005)
+        if batches_done >= coordinator.stop_at:
+            self.stop(trainer)
+
     def stop(self, trainer) -> None:
         """Write a checkpoint that resumes exactly, requeue if asked, then raise `TrainingStopped`."""
         signum, self.received = self.received, None
+        if signum is None:  # another rank was signalled; this one stops with it
+            signum = signal.SIGTERM
         name = signal.Signals(signum).name
         path = stop_checkpoint_path(trainer)
         callback = trainer.checkpoint_callback

@@ -215,10 +215,18 @@ def phase_agree(report: dict) -> None:
     report.update(stopped_epoch=t.current_epoch)
 
 
+class RecordStop(volt.Callback):
+    """Writes OUT_DIR/stopped{rank}: the number of training batches this rank finished before it stopped."""
+
+    def on_exception(self, trainer, pl_module, exception):
+        with open(os.path.join(OUT, f"stopped{trainer.global_rank}"), "w") as f:
+            f.write(f"{trainer.fit_loop.state.total_batch_idx} {type(exception).__name__}")
+
+
 def phase_fail(report: dict) -> None:
     model = Net(fail=OPTIONS["fail"], fail_rank=OPTIONS.get("fail_rank", 1))
     train, val = loaders(2)
-    trainer(max_epochs=1000 if OPTIONS["fail"] == "slow" else 1).fit(model, train, val)
+    trainer(max_epochs=1000 if OPTIONS["fail"] == "slow" else 1, callbacks=[RecordStop()]).fit(model, train, val)
 
 
 def main() -> None:
