@@ -184,8 +184,8 @@ class FitLoop:
             for write in writes:
                 write()
         signals = self.trainer._signals
-        if signals.received is not None:
-            signals.stop(self.trainer)
+        if signals.pending():
+            signals.check(self.trainer, self.state.total_batch_idx)
 
     def rng_state(self) -> dict:
         """The global RNG states, and the state of the training sampler's own generator if it has one."""

@@ -367,7 +367,7 @@ class Trainer:
             self._profiling_wrapped = True
         anomaly = torch.autograd.detect_anomaly(check_nan=True) if self.detect_anomaly else nullcontext()
         if fn == "fit":
-            self._signals.install()
+            self._signals.install(self.strategy.stop_coordinator(lambda: self.fit_loop.state.total_batch_idx))
         try:
             with anomaly:
                 return self._run_stage_inner(fn, model, datamodule, ckpt_path, hooks)
