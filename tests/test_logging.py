@@ -375,3 +375,23 @@ def test_test_returns_epoch_metrics_and_feeds_the_loggers(tmp_path):
     assert list(returned[0]) == ["test_loss"]
     assert returned[0]["test_loss"] == pytest.approx(float(expected))
     assert memory.metrics == [(0, {"test_loss": pytest.approx(float(expected)), "epoch": 0})]
+
+
+def test_validation_inside_an_accumulation_window_writes_no_training_rows(tmp_path):
+    """Training step values of a window still accumulating stay queued for the training log; a validation run in
+    the middle of the window writes only its own values (training and evaluation keep separate queues)."""
+    import volt
+    from helpers import BoringModel, memory_logger_class, trainer
+
+    class StepVal(BoringModel):
+        def validation_step(self, batch, batch_idx):
+            self.log("val_step_loss", self.loss(batch), on_step=True, on_epoch=False)
+
+    logger = memory_logger_class(volt.loggers.Logger)()
+    # 4 batches, windows of 2, validation after batch 1 (inside the first window) and at the end
+    trainer(tmp_path, logger=logger, accumulate_grad_batches=2, val_check_interval=1, log_every_n_steps=1,
+            limit_val_batches=1, num_sanity_val_steps=0).fit(StepVal())
+    for step, metrics in logger.metrics:
+        assert not ("train_loss" in metrics and "val_step_loss" in metrics), logger.metrics
+    train_steps = [step for step, metrics in logger.metrics if "train_loss" in metrics]
+    assert train_steps == [0, 1]  # one row per optimizer step, never a row from an accumulating batch

@@ -95,6 +95,7 @@ class _LoopResults:
     def __init__(self, training: bool):
         self.training = training
         self.metrics: Dict[str, _Metric] = {}
+        self.pending: Dict[str, torch.Tensor] = {}  # step values waiting for the next logger write
 
     def reset(self) -> None:
         for metric in self.metrics.values():
@@ -114,7 +115,6 @@ class Results:
         self.callback_metrics: Dict[str, torch.Tensor] = {}
         self.logged_metrics: Dict[str, torch.Tensor] = {}
         self.progress_bar_metrics: Dict[str, torch.Tensor] = {}
-        self.pending_step_logs: Dict[str, torch.Tensor] = {}  # step values waiting for the next logger write
         self.batch = None
         self.batch_size: Optional[int] = None
         self.dataloader_idx: int = 0
@@ -176,7 +176,7 @@ class Results:
                 self.callback_metrics[key_step] = value
                 self.callback_metrics[metric.name] = value
             if metric.logger:
-                self.pending_step_logs[key_step] = value
+                active.pending[key_step] = value
                 self.logged_metrics[key_step] = value  # visible at once (e.g. in on_train_batch_end), as in Lightning
             if metric.prog_bar:
                 self.progress_bar_metrics[key_step] = value
@@ -251,9 +251,12 @@ class Results:
         if metric.prog_bar:
             self.progress_bar_metrics[metric.epoch_key] = value
 
-    def take_step_logs(self) -> Dict[str, torch.Tensor]:
-        """The step values logged since the last logger write; they also become `logged_metrics`."""
-        logs, self.pending_step_logs = self.pending_step_logs, {}
+    def take_step_logs(self, loop: Optional[_LoopResults] = None) -> Dict[str, torch.Tensor]:
+        """The step values `loop` (default: training) logged since the last logger write; they also become
+        `logged_metrics`. Training and evaluation keep separate queues, so a validation run inside an
+        accumulation window never writes the window's training values."""
+        loop = loop or self.train
+        logs, loop.pending = loop.pending, {}
         self.logged_metrics.update(logs)
         return logs
 
@@ -261,7 +264,7 @@ class Results:
         self.callback_metrics = {}
         self.logged_metrics = {}
         self.progress_bar_metrics = {}
-        self.pending_step_logs = {}
+        self.train.pending, self.eval.pending = {}, {}
 
 
 _EPOCH_HOOKS = frozenset(fx for fx, options in LOG_OPTIONS.items() if options is _EPOCH_ONLY)

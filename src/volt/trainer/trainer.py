@@ -569,11 +569,11 @@ class Trainer:
 
     def _eval_step_log(self, stage: str) -> None:
         results = self._results
-        if results.pending_step_logs and not self.sanity_checking:
+        if results.eval.pending and not self.sanity_checking:
             counter = self._eval_log_steps = getattr(self, "_eval_log_steps", 0) + 1
-            self._log_to_loggers(results.take_step_logs(), step=counter - 1)
+            self._log_to_loggers(results.take_step_logs(results.eval), step=counter - 1)
         else:
-            results.pending_step_logs = {}
+            results.eval.pending = {}
 
     @rank_zero_only
     def _log_hyperparams(self, model, datamodule) -> None:
