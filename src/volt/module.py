@@ -9,7 +9,7 @@ import logging
 import os
 from argparse import Namespace
 from contextlib import contextmanager
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import nn

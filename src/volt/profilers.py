@@ -6,7 +6,7 @@ import os
 import time
 from collections import defaultdict
 from contextlib import contextmanager
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 
 class Profiler:
@@ -107,7 +107,7 @@ class AdvancedProfiler(Profiler):
 
     def __init__(self, dirpath: Optional[str] = None, filename: Optional[str] = None, line_count_restriction: float = 1.0) -> None:
         super().__init__(dirpath, filename)
-        self.profiled_actions: Dict[str, "cProfile.Profile"] = {}
+        self.profiled_actions: Dict[str, Any] = {}  # action -> cProfile.Profile
         self.line_count_restriction = line_count_restriction
 
     def start(self, action_name: str) -> None:

@@ -1,3 +1,8 @@
 """Lightning's import path for strategies: `from volt.strategies import DDPStrategy`."""
-from volt.distributed import *  # noqa: F401,F403
-from volt.distributed import __all__  # noqa: F401
+import volt.distributed as _distributed
+
+__all__ = list(_distributed.__all__)
+
+
+def __getattr__(name):
+    return getattr(_distributed, name)

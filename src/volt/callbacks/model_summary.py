@@ -9,7 +9,7 @@ add input/output sizes and FLOPs per layer.
 import importlib.util
 import logging
 import math
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
 import torch
 from torch import nn

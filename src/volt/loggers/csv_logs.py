@@ -9,9 +9,9 @@ import torch
 from volt.loggers.logger import Logger, rank_zero_experiment
 from volt.loggers.utils import (
     NAME_HPARAMS_FILE,
+    VersionedLogDir,
     _add_prefix,
     _convert_params,
-    _next_version,
     _save_hparams_to_yaml,
     _version_dir,
 )
@@ -98,7 +98,7 @@ def _to_number(value: Any) -> Any:
     return value.item() if isinstance(value, torch.Tensor) else value
 
 
-class CSVLogger(Logger):
+class CSVLogger(VersionedLogDir, Logger):
     """Log metrics to a CSV file and hyperparameters to YAML, in `<save_dir>/<name>/version_N/`.
 
     Args:
@@ -131,26 +131,6 @@ class CSVLogger(Logger):
         self._prefix = prefix
         self._flush_logs_every_n_steps = flush_logs_every_n_steps
         self._experiment: Optional[ExperimentWriter] = None
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def version(self) -> Union[int, str]:
-        """The version given, or else the next free `version_N` number (fixed at first use)."""
-        if self._version is None:
-            self._version = _next_version(self.root_dir)
-        return self._version
-
-    @property
-    def save_dir(self) -> str:
-        return self._save_dir
-
-    @property
-    def root_dir(self) -> str:
-        """`<save_dir>/<name>`: the folder holding this experiment's versions."""
-        return os.path.join(self.save_dir, self.name)
 
     @property
     def log_dir(self) -> str:

@@ -22,10 +22,10 @@ import torch
 from volt.loggers.logger import Logger, rank_zero_experiment
 from volt.loggers.utils import (
     NAME_HPARAMS_FILE,
+    VersionedLogDir,
     _add_prefix,
     _convert_params,
     _flatten_dict,
-    _next_version,
     _sanitize_params,
     _save_hparams_to_yaml,
     _version_dir,
@@ -77,7 +77,7 @@ def _tensorboardx_available() -> bool:
     return importlib.util.find_spec("tensorboardX") is not None
 
 
-class TensorBoardLogger(Logger):
+class TensorBoardLogger(VersionedLogDir, Logger):
     """Log to TensorBoard event files in `<save_dir>/<name>/version_N[/<sub_dir>]`, hyperparameters also to YAML.
 
     Args:
@@ -126,26 +126,6 @@ class TensorBoardLogger(Logger):
         self._hparams_saved = False  # hparams.yaml matches self.hparams
         self._pending_hparams: List[Tuple[Dict[str, Any], Dict[str, Any], Optional[int]]] = []
         self._purge_step: Optional[int] = None
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def version(self) -> Union[int, str]:
-        """The version given, or else the next free `version_N` number (fixed at first use)."""
-        if self._version is None:
-            self._version = _next_version(self.root_dir)
-        return self._version
-
-    @property
-    def save_dir(self) -> str:
-        return self._save_dir
-
-    @property
-    def root_dir(self) -> str:
-        """`<save_dir>/<name>`: the folder holding this experiment's versions."""
-        return os.path.join(self.save_dir, self.name)
 
     @property
     def sub_dir(self) -> Optional[str]:

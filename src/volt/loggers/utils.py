@@ -108,3 +108,30 @@ def _save_hparams_to_yaml(path: str, hparams: Mapping[str, Any]) -> None:
     with open(tmp_path, "w", newline="") as file:
         yaml.dump(dumpable, file)
     os.replace(tmp_path, path)  # a crash mid-write leaves the previous file intact
+
+
+class VersionedLogDir:
+    """The `<save_dir>/<name>/version_N` layout that the CSV and TensorBoard loggers share (Lightning's).
+
+    Expects `_save_dir`, `_name` and `_version` attributes; put it before `Logger` in the bases.
+    """
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def version(self) -> Union[int, str]:
+        """The version given, or else the next free `version_N` number (fixed at first use)."""
+        if self._version is None:
+            self._version = _next_version(self.root_dir)
+        return self._version
+
+    @property
+    def save_dir(self) -> str:
+        return self._save_dir
+
+    @property
+    def root_dir(self) -> str:
+        """`<save_dir>/<name>`: the folder holding this experiment's versions."""
+        return os.path.join(self.save_dir, self.name)

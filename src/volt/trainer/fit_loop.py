@@ -272,7 +272,7 @@ class FitLoop:
 
     def _epoch_batches(self) -> Iterator[Tuple[Any, bool]]:
         """Yield (batch, is_last) for this epoch, resuming mid-epoch exactly when a checkpoint says so."""
-        trainer, s = self.trainer, self.state
+        s = self.state
         loader = self.train_loader
         sampler = getattr(loader, "sampler", None)
         if hasattr(sampler, "set_epoch"):

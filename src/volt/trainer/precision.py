@@ -1,6 +1,6 @@
 """Precision modes: what the forward runs under, how the loss is scaled, how the optimizer steps."""
 import contextlib
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import torch
 

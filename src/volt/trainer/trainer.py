@@ -280,7 +280,7 @@ class Trainer:
         """Run `predict_step` over the predict dataloader(s); returns the outputs (a list per dataloader)."""
         self._weights_only = weights_only
         self._return_predictions = True if return_predictions is None else return_predictions
-        out = self._run_eval("predict", model, dataloaders, ckpt_path, False, datamodule)
+        self._run_eval("predict", model, dataloaders, ckpt_path, False, datamodule)
         if not self._return_predictions:
             return None
         predictions = self.predict_loop.predictions
