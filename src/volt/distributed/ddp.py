@@ -191,6 +191,7 @@ class ParallelStrategy(Strategy):
         watchdog.start()
         try:
             self._init_process_group()
+            watchdog.rendezvous_done = True
             output = function(*args, **kwargs)
             return self._collect_results(output) if collect_results else output
         except BaseException as exc:

@@ -121,6 +121,7 @@ class Watchdog:
         self.proposal: Optional[int] = None  # this rank's proposal, once made
         self._stop_requested = False
         self.batch_source = None  # callable: this rank's current count of finished training batches
+        self.rendezvous_done = False  # the process group is up (before that, a lost store means rank 0 ended)
 
     def start(self) -> None:
         if not self._started:
@@ -256,6 +257,12 @@ class Watchdog:
                 self._agree_on_stop(store)
             except Exception:  # the store host is gone; a dead peer shows up in the collectives or channels above
                 self._store, self._store_lost = None, True
+                if not self.rendezvous_done:  # ...but nothing would show it to a rank still at the rendezvous
+                    me = self.rank_info
+                    host = {**me, "rank": 0, "local_rank": 0, "pid": "?"}
+                    return failure_record(host, reason=(
+                        "the rendezvous store went away before every rank joined (its host, rank 0, ended); "
+                        "see that rank's output for why"))
         return None
 
     def _handle(self, record: Dict[str, Any]) -> None:
