@@ -162,3 +162,28 @@ def _pick(batches, dataloader_idx: Optional[int]) -> Union[int, float]:
     if isinstance(batches, (list, tuple)):
         return batches[dataloader_idx or 0]
     return batches
+
+
+class SwitchableBar(ProgressBar):
+    """A bar with a refresh rate (0 turns it off) that `disable()`/`enable()` switch: the TQDM and Rich bars.
+
+    Subclasses set `_refresh_rate` and `_enabled` in `__init__`.
+    """
+
+    @property
+    def refresh_rate(self):
+        return self._refresh_rate
+
+    @property
+    def is_enabled(self) -> bool:
+        return self._enabled and self._refresh_rate > 0
+
+    @property
+    def is_disabled(self) -> bool:
+        return not self.is_enabled
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True

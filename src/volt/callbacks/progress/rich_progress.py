@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Dict, Optional, Union
 
-from volt.callbacks.progress.progress_bar import ProgressBar
+from volt.callbacks.progress.progress_bar import SwitchableBar
 
 _monotonic = time.monotonic
 
@@ -32,7 +32,7 @@ class RichProgressBarTheme:
     metrics_format: str = ".3f"
 
 
-class RichProgressBar(ProgressBar):
+class RichProgressBar(SwitchableBar):
     """Progress bars with rich text formatting. Needs `rich` (`pip install rich`).
 
     Args:
@@ -70,24 +70,6 @@ class RichProgressBar(ProgressBar):
     def __getstate__(self) -> dict:
         # the live display holds a console and locks; a pickled callback starts without them
         return {**vars(self), "progress": None}
-
-    @property
-    def refresh_rate(self) -> float:
-        return self._refresh_rate
-
-    @property
-    def is_enabled(self) -> bool:
-        return self._enabled and self._refresh_rate > 0
-
-    @property
-    def is_disabled(self) -> bool:
-        return not self.is_enabled
-
-    def disable(self) -> None:
-        self._enabled = False
-
-    def enable(self) -> None:
-        self._enabled = True
 
     @property
     def train_progress_bar(self):

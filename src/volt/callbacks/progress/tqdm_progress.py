@@ -13,7 +13,7 @@ from typing import Any, Optional, Union
 
 from tqdm import tqdm as _tqdm
 
-from volt.callbacks.progress.progress_bar import ProgressBar
+from volt.callbacks.progress.progress_bar import SwitchableBar
 
 _PAD_SIZE = 5
 _monotonic = time.monotonic
@@ -37,7 +37,7 @@ class Tqdm(_tqdm):
         return text
 
 
-class TQDMProgressBar(ProgressBar):
+class TQDMProgressBar(SwitchableBar):
     """The default progress bar: tqdm bars on stdout, on global rank 0 only.
 
     Args:
@@ -116,26 +116,11 @@ class TQDMProgressBar(ProgressBar):
         return bar
 
     @property
-    def refresh_rate(self) -> int:
-        return self._refresh_rate
-
-    @property
     def process_position(self) -> int:
         return self._process_position
 
-    @property
-    def is_enabled(self) -> bool:
-        return self._enabled and self._refresh_rate > 0
-
-    @property
-    def is_disabled(self) -> bool:
-        return not self.is_enabled
-
-    def disable(self) -> None:
-        self._enabled = False
-
     def enable(self) -> None:
-        self._enabled = True
+        super().enable()
         self._train_next_draw = self._eval_next_draw = 0.0
 
     def _new_bar(self, desc: str, position: int, leave: bool, **kwargs: Any) -> Tqdm:
