@@ -395,3 +395,13 @@ def test_validation_inside_an_accumulation_window_writes_no_training_rows(tmp_pa
         assert not ("train_loss" in metrics and "val_step_loss" in metrics), logger.metrics
     train_steps = [step for step, metrics in logger.metrics if "train_loss" in metrics]
     assert train_steps == [0, 1]  # one row per optimizer step, never a row from an accumulating batch
+
+
+def test_barebones_turns_self_log_into_a_warning(tmp_path):
+    from helpers import BoringModel, trainer
+
+    t = trainer(tmp_path, barebones=True, logger=None, enable_checkpointing=None, enable_progress_bar=None,
+                enable_model_summary=None, max_steps=2)
+    with pytest.warns(UserWarning, match=r"`Trainer\(barebones=True\)` is configured"):
+        t.fit(BoringModel())
+    assert "train_loss" not in t.callback_metrics

@@ -275,6 +275,12 @@ class LightningModule(HyperparametersMixin, nn.Module):
                 " This is most likely because the model hasn't been passed to the `Trainer`"
             )
             return
+        if trainer.barebones:
+            rank_zero_warn(
+                "You are trying to `self.log()` but `Trainer(barebones=True)` is configured. Logging can impact raw "
+                "speed so it is disabled under this setting."
+            )
+            return
         trainer._results.log(
             self._current_fx_name, name, value, prog_bar=prog_bar, logger=True if logger is None else logger,
             on_step=on_step, on_epoch=on_epoch, reduce_fx=reduce_fx, enable_graph=enable_graph,
