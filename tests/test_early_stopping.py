@@ -300,21 +300,6 @@ def _run_scenario(pl, root, name):
             es.stopping_reason.name)
 
 
-@pytest.fixture
-def quiet_lightning():
-    import warnings
-
-    pytest.importorskip("pytorch_lightning")
-    logging_level = logging.getLogger("pytorch_lightning").level
-    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import pytorch_lightning
-
-        yield pytorch_lightning
-    logging.getLogger("pytorch_lightning").setLevel(logging_level)
-
-
 @pytest.mark.parametrize("name", sorted(E2E_SCENARIOS))
 def test_fit_stops_where_expected(tmp_path, name):
     import volt

@@ -679,21 +679,6 @@ def _run_scenario(pl, root, name):
     return _listing(root / "ckpts"), os.path.basename(cb.best_model_path)
 
 
-@pytest.fixture
-def quiet_lightning():
-    import warnings
-
-    pytest.importorskip("pytorch_lightning")
-    logging_level = logging.getLogger("pytorch_lightning").level
-    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import pytorch_lightning
-
-        yield pytorch_lightning
-    logging.getLogger("pytorch_lightning").setLevel(logging_level)
-
-
 @pytest.mark.parametrize("name", sorted(E2E_SCENARIOS))
 def test_fit_leaves_the_expected_files(tmp_path, name):
     import volt
