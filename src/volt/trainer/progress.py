@@ -1,5 +1,5 @@
 """The loop cursor: where training is, as plain data that goes into every checkpoint."""
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Dict, Optional
 
 
@@ -62,12 +62,3 @@ def load_results_state(results, state: Dict[str, Any]) -> None:
 
 _NOT_SAVED = ("sync_group", "metric_obj")  # a process group and a torchmetrics object are not plain data
 
-
-@dataclass
-class EvalState:
-    """Counters of a validation/test/predict run (for progress bars and logging)."""
-
-    batch_idx: int = 0
-    dataloader_idx: int = 0
-    runs: int = 0
-    extra: Dict[str, Any] = field(default_factory=dict)

@@ -232,8 +232,9 @@ class Trainer:
         self.ckpt_path: Optional[str] = None
         self._return_predictions = True
         self._weights_only: Optional[bool] = None
+        self._eval_log_steps = 0  # evaluation batches that wrote step metrics: their loggers' x axis
+        self._profiling_wrapped = False  # the strategy's steps are wrapped with the profiler once
         self._signals = StopSignals()  # SIGTERM / Ctrl-C / requeue during fit: a graceful stop (trainer/signals.py)
-        self._last_metrics = Results(self)
 
         # ---- callbacks and loggers
         self.enable_checkpointing = enable_checkpointing is not False
@@ -357,7 +358,7 @@ class Trainer:
         self._batch_needs_work: Optional[bool] = None  # decided at the first batch, once hooks and device are known
         if self.profiler is not None:
             self.profiler.reset()
-        if self.profiler is not None and not getattr(self, "_profiling_wrapped", False):
+        if self.profiler is not None and not self._profiling_wrapped:
             from volt.profilers import profile_method
 
             for name in ("training_step", "validation_step", "test_step", "predict_step"):
@@ -570,8 +571,8 @@ class Trainer:
     def _eval_step_log(self, stage: str) -> None:
         results = self._results
         if results.eval.pending and not self.sanity_checking:
-            counter = self._eval_log_steps = getattr(self, "_eval_log_steps", 0) + 1
-            self._log_to_loggers(results.take_step_logs(results.eval), step=counter - 1)
+            self._log_to_loggers(results.take_step_logs(results.eval), step=self._eval_log_steps)
+            self._eval_log_steps += 1
         else:
             results.eval.pending = {}
 
@@ -693,7 +694,7 @@ class Trainer:
             "should_stop": self.should_stop,
             "results": results_state(self._results) if self._results is not None and self.state.fn == "fit" else None,
             "loggers": [getattr(logger, "_resume_marker", lambda: None)() for logger in self.loggers],
-            "eval_log_steps": getattr(self, "_eval_log_steps", 0),
+            "eval_log_steps": self._eval_log_steps,
             "checkpoint_callbacks": {cb.state_key: cb._resume_state() for cb in self.checkpoint_callbacks},
             # inside an accumulation window: the gradients summed so far
             "grads": {name: p.grad for name, p in self.lightning_module.named_parameters() if p.grad is not None}
