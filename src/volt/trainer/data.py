@@ -188,6 +188,16 @@ def shutdown_workers(loader: Any) -> None:
         loader._iterator = None
 
 
+def set_sampler_epoch(loader: Any, epoch: int) -> None:
+    """Call `set_epoch` once on each sampler of `loader` that has it (DistributedSampler and the like), whether it
+    is the loader's sampler or the one inside its batch sampler (wrappers forward the attribute)."""
+    samplers = {id(s): s for s in (getattr(loader, "sampler", None),
+                                   getattr(getattr(loader, "batch_sampler", None), "sampler", None)) if s is not None}
+    for sampler in samplers.values():
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+
+
 def resumable_sampler(loader: Any) -> Optional[ResumableSampler]:
     if not isinstance(loader, DataLoader):
         return None

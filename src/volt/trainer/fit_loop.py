@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 import torch
 
-from volt.trainer.data import limit_batches, loader_length, resumable_sampler, wrap_loader
+from volt.trainer.data import limit_batches, loader_length, resumable_sampler, set_sampler_epoch, wrap_loader
 from volt.trainer.eval_loop import EvalLoop
 from volt.trainer.progress import LoopState, load_results_state
 from volt.utilities.exceptions import MisconfigurationException
@@ -274,16 +274,7 @@ class FitLoop:
         """Yield (batch, is_last) for this epoch, resuming mid-epoch exactly when a checkpoint says so."""
         s = self.state
         loader = self.train_loader
-        sampler = getattr(loader, "sampler", None)
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(s.epoch)
-        elif hasattr(getattr(sampler, "inner", None), "set_epoch"):
-            sampler.inner.set_epoch(s.epoch)
-        batch_sampler = getattr(loader, "batch_sampler", None)
-        if batch_sampler is not None and hasattr(getattr(batch_sampler, "inner", batch_sampler), "sampler"):
-            inner_sampler = getattr(batch_sampler, "inner", batch_sampler).sampler
-            if hasattr(inner_sampler, "set_epoch"):
-                inner_sampler.set_epoch(s.epoch)
+        set_sampler_epoch(loader, s.epoch)
 
         skip = s.batch_idx
         n = self.num_training_batches
