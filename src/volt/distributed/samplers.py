@@ -6,8 +6,8 @@ same number of samples (and so runs the same number of steps). Strided, not chun
 of the ranks' k-th batches of size B is exactly the k-th batch of size N*B of one process.
 
 Evaluation (`DistributedEvalSampler`): the same striding without padding, so no sample is seen twice and a metric
-reduced across ranks equals the one-process value. Ranks may then run different numbers of batches: per-step
-collectives in evaluation (all_gather, `self.log(..., on_step=True, sync_dist=True)`) need equal shards.
+reduced across ranks equals the one-process value. Ranks may then hold different numbers of batches; the evaluation
+loop keeps them in step with zero-weight filler batches (see trainer/eval_loop.py).
 """
 import math
 from typing import Iterator, List, Optional, Sized

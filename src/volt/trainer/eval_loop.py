@@ -8,7 +8,16 @@
         on_{stage}_batch_start -> {stage}_step -> on_{stage}_batch_end
     on_{stage}_epoch_end -> on_{stage}_end
     on_{stage}_model_train                     (not after predict)
+
+Under DDP the evaluation shards are not padded (no sample is evaluated twice), so ranks may hold different numbers
+of batches. Validation and test still run the same number of steps on every rank, so that collectives inside them
+(`self.log(..., sync_dist=True)`, `all_gather`, a torchmetrics sync) stay in step: the ranks agree on the longest
+shard's batch count, and a rank whose shard ran out runs *filler* batches (its last batch again, or the dataset's
+first sample if it had none). A filler batch runs the step and its hooks, but what it logs carries zero weight and
+its outputs are dropped, so metrics equal the single-process ones. Objects the step updates itself (a torchmetrics
+metric, a list) do see it, as they see Lightning's padded duplicates.
 """
+import math
 from typing import Any, Dict, List, Optional
 
 import torch
@@ -49,12 +58,20 @@ class EvalLoop:
         sampler_fn = trainer.strategy.eval_sampler_fn() if trainer._use_distributed_sampler() else None
         overfit = trainer.overfit_batches
         self.loaders = [wrap_loader(loader, sampler_fn=sampler_fn) for loader in loaders]
+        lengths = [loader_length(loader) for loader in self.loaders]
+        if self.stage != "predict" and trainer.world_size > 1:
+            lengths = self._agreed_lengths(lengths)
         limit = getattr(trainer, _LIMIT[self.stage])
         if self.stage == "validate" and overfit:
             limit = overfit
         if trainer.fast_dev_run:
             limit = int(trainer.fast_dev_run)
-        self.num_batches = [limit_batches(loader_length(loader), limit, _LIMIT[self.stage]) for loader in self.loaders]
+        self.num_batches = [limit_batches(length, limit, _LIMIT[self.stage]) for length in lengths]
+
+    def _agreed_lengths(self, lengths: List[float]) -> List[float]:
+        """Every rank runs the longest shard's number of batches (one collective per data setup)."""
+        longest = self.trainer.strategy.reduce(torch.tensor(lengths, dtype=torch.float64), reduce_op="max")
+        return [int(n) if math.isfinite(n) else math.inf for n in longest.tolist()]
 
     def enabled_or_setup(self) -> bool:
         """Resolve the dataloaders if needed; True when there is at least one batch to run."""
@@ -130,31 +147,40 @@ class EvalLoop:
         transfer = hooks.custom_transfer or device.type != "cpu"
         keep_predictions = self.stage == "predict" and trainer._return_predictions
         fx = module.__dict__  # plain dict writes: nn.Module.__setattr__ is slow on the hot path
+        pad = self.stage != "predict" and trainer.world_size > 1 and math.isfinite(limit)
         iterator = iter(loader)
         batch_idx = 0
-        while batch_idx < limit:
-            try:
-                batch = next(iterator)
-            except StopIteration:
-                break
-            self.batch_idx = batch_idx
-            batch = precision.convert_input(batch)
-            if transfer:
-                batch = hooks.batch_transfer(batch, device, dataloader_idx)
-            results.on_batch_start(batch, dataloader_idx)
-            hooks.call(f"on_{self.hook}_batch_start", batch, batch_idx, *extra)
-            fx["_current_fx_name"] = step_name
-            with precision.forward_context():
-                output = step_fn(batch, batch_idx, *extra)
-            fx["_current_fx_name"] = None
-            if collect_outputs and output is not None:
-                outputs.append(output)
-            if keep_predictions:
-                predictions.append(output)
-            hooks.call(f"on_{self.hook}_batch_end", output, batch, batch_idx, *extra)
-            batch_idx += 1
-            if self.stage != "predict":
-                trainer._eval_step_log(self.stage)
+        raw = None
+        try:
+            while batch_idx < limit:
+                if not results.filler:
+                    try:
+                        raw = next(iterator)
+                    except StopIteration:
+                        if not pad:
+                            break
+                        results.filler = True  # this rank's shard ran out: stay in step (module docstring)
+                        raw = raw if raw is not None else _first_sample_batch(loader)
+                self.batch_idx = batch_idx
+                batch = precision.convert_input(raw)
+                if transfer:
+                    batch = hooks.batch_transfer(batch, device, dataloader_idx)
+                results.on_batch_start(batch, dataloader_idx)
+                hooks.call(f"on_{self.hook}_batch_start", batch, batch_idx, *extra)
+                fx["_current_fx_name"] = step_name
+                with precision.forward_context():
+                    output = step_fn(batch, batch_idx, *extra)
+                fx["_current_fx_name"] = None
+                if collect_outputs and output is not None and not results.filler:
+                    outputs.append(output)
+                if keep_predictions:
+                    predictions.append(output)
+                hooks.call(f"on_{self.hook}_batch_end", output, batch, batch_idx, *extra)
+                batch_idx += 1
+                if self.stage != "predict":
+                    trainer._eval_step_log(self.stage)
+        finally:
+            results.filler = False
 
     def _per_dataloader(self, metrics: Dict[str, torch.Tensor]) -> List[Dict[str, float]]:
         """Split epoch metrics by the dataloader they were logged for; those logged in epoch-level hooks go to every
@@ -168,3 +194,9 @@ class EvalLoop:
                 d[key] = value
         return out
 
+
+
+def _first_sample_batch(loader) -> Any:
+    """A filler batch for a rank whose shard is empty: the dataset's first sample, collated as the loader would."""
+    sample = loader.dataset[0]
+    return loader.collate_fn([sample]) if loader.batch_sampler is not None else loader.collate_fn(sample)

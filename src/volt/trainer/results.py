@@ -3,6 +3,7 @@
 Values stay detached tensors on their device. Nothing here calls `.item()`: a logger write or a progress bar
 redraw converts a value when it actually prints or writes it, so logging adds no host sync to a training step.
 """
+import math
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
@@ -37,7 +38,8 @@ class _Metric:
     """One logged name in one loop run: its options, its last step value and its epoch accumulator."""
 
     __slots__ = ("name", "fx", "on_step", "on_epoch", "prog_bar", "logger", "reduce", "sync_dist", "sync_group",
-                 "step_key", "epoch_key", "last", "values", "sizes", "metric_obj", "updated", "dataloader_idx")
+                 "step_key", "epoch_key", "last", "values", "sizes", "filler_value", "metric_obj", "updated",
+                 "dataloader_idx")
 
     def __init__(self, name, fx, on_step, on_epoch, prog_bar, logger, reduce, sync_dist, sync_group):
         self.name, self.fx = name, fx
@@ -50,6 +52,7 @@ class _Metric:
         self.last: Optional[torch.Tensor] = None
         self.values: List[torch.Tensor] = []
         self.sizes: List[int] = []
+        self.filler_value: Optional[torch.Tensor] = None  # logged on a filler batch (eval_loop): not accumulated
         self.metric_obj = None  # a torchmetrics.Metric logged directly: computed at epoch end
         self.updated = False
         self.dataloader_idx: Optional[int] = None  # the eval dataloader it was logged for; None: all of them
@@ -62,31 +65,53 @@ class _Metric:
 
     def _reduce_local(self) -> torch.Tensor:
         """The epoch value over this process's batches (for "mean": the batch-size-weighted mean)."""
+        total, weight = self._local_parts()
+        return total / weight if self.reduce == "mean" else total
+
+    def _local_parts(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(this process's reduced values, their weight); for "mean" the total is the size-weighted sum."""
         stacked = torch.stack([v.to(torch.get_default_dtype()) if not v.is_floating_point() else v
                                for v in self.values])
+        weight = torch.tensor(float(sum(self.sizes)), dtype=stacked.dtype, device=stacked.device)
         if self.reduce == "mean":
-            weights = torch.tensor(self.sizes, dtype=stacked.dtype, device=stacked.device)
-            return (stacked * weights).sum() / weights.sum()
+            sizes = torch.tensor(self.sizes, dtype=stacked.dtype, device=stacked.device)
+            return (stacked * sizes).sum(), weight
         if self.reduce == "sum":
-            return stacked.sum()
-        return stacked.max() if self.reduce == "max" else stacked.min()
+            return stacked.sum(), weight
+        return (stacked.max() if self.reduce == "max" else stacked.min()), weight
 
     def epoch_value(self, strategy) -> torch.Tensor:
         if self.metric_obj is not None:
             return self.metric_obj.compute()
-        if not self.values:
-            return self.last
         if self.sync_dist and strategy is not None and strategy.world_size > 1:
             return self._reduce_synced(strategy)
+        if not self.values:  # a rank that ran filler batches only shows their values in its unsynced metrics
+            return self.last if self.filler_value is None else self.filler_value
         return self._reduce_local()
 
-    def _reduce_synced(self, strategy) -> torch.Tensor:
-        local = self._reduce_local()
-        if self.reduce == "mean":
-            size = torch.tensor(float(sum(self.sizes)), device=local.device, dtype=local.dtype)
-            total = strategy.reduce(local * size, reduce_op="sum", group=self.sync_group)
-            return total / strategy.reduce(size, reduce_op="sum", group=self.sync_group)
-        return strategy.reduce(local, reduce_op=self.reduce, group=self.sync_group)
+    def _reduce_synced(self, strategy) -> Optional[torch.Tensor]:
+        """The epoch value over all ranks. A rank without values of its own (filler batches only) still takes
+        part, with no weight, so that every rank runs the same collectives."""
+        if self.values:
+            total, weight = self._local_parts()
+        elif self.filler_value is not None:
+            total, weight = torch.zeros_like(self.filler_value), self.filler_value.new_zeros(())
+        else:
+            return self.last
+        return reduce_weighted(strategy, total, weight, self.reduce, self.sync_group)
+
+
+def reduce_weighted(strategy, total: torch.Tensor, weight: torch.Tensor, reduce: str, group: Any) -> torch.Tensor:
+    """Reduce `total` over ranks, ignoring ranks whose `weight` is zero. For "mean", `total` is a weighted sum and
+    the result is the sum of totals over the sum of weights; one collective either way."""
+    total = total if total.is_floating_point() else total.to(torch.get_default_dtype())
+    weight = weight.to(total.dtype)
+    if reduce == "mean":
+        summed = strategy.reduce(torch.stack([total, weight]), reduce_op="sum", group=group)
+        return summed[0] / summed[1]
+    if not weight:
+        total = total.new_tensor({"sum": 0.0, "max": -math.inf, "min": math.inf}[reduce])
+    return strategy.reduce(total, reduce_op=reduce, group=group)
 
 
 class _LoopResults:
@@ -119,6 +144,7 @@ class Results:
         self.batch_size: Optional[int] = None
         self.dataloader_idx: int = 0
         self.num_dataloaders: int = 1
+        self.filler = False  # an evaluation batch run only to keep this rank in step with the others (eval_loop)
 
     # ------------------------------------------------------------------ called by the loops
     def on_batch_start(self, batch, dataloader_idx: int = 0) -> None:
@@ -169,7 +195,7 @@ class Results:
         metric.updated = True
         if metric.on_step:
             if metric.sync_dist and self.trainer.world_size > 1:
-                value = self.trainer.strategy.reduce(value, reduce_op=metric.reduce, group=metric.sync_group)
+                value = self._sync_step_value(metric, value)
             metric.last = value
             key_step = metric.step_key
             if active.training:
@@ -184,8 +210,20 @@ class Results:
             if fx in _EPOCH_HOOKS:  # logged once per epoch: the value is the epoch value
                 metric.values, metric.sizes = [value], [1]
                 self._publish_epoch(metric, value)
+            elif self.filler:
+                metric.filler_value = value
             else:
                 metric.accumulate(value, batch_size if batch_size is not None else self._current_batch_size())
+
+    def _sync_step_value(self, metric: _Metric, value: torch.Tensor) -> torch.Tensor:
+        """A step value reduced over ranks (a plain mean over ranks for "mean"); in evaluation a filler batch
+        takes part with no weight."""
+        strategy = self.trainer.strategy
+        if self.active.training:
+            return strategy.reduce(value, reduce_op=metric.reduce, group=metric.sync_group)
+        weight = value.new_tensor(0.0 if self.filler else 1.0, dtype=torch.get_default_dtype())
+        return reduce_weighted(strategy, value * weight if metric.reduce == "mean" else value, weight,
+                               metric.reduce, metric.sync_group)
 
     def _new_metric(self, fx, key, value, prog_bar, logger, on_step, on_epoch, reduce_fx, sync_dist, sync_group):
         if fx is None:

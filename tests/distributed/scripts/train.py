@@ -5,6 +5,9 @@ Each rank writes what it saw to OUT_DIR/rank{global_rank}.pt (torch.save of a di
            mean/sum/max/min; all_gather; records which ranks wrote checkpoint files and the final weights
   sampler  fit with shuffle=True for 2 epochs; records the training indices of every epoch and the val indices
   resume   fit with a checkpoint every 3 steps, then a second fit resumed from the step-3 checkpoint
+  uneven   validate and test on shards of unequal length (11 samples, batch 5: 2 and 1 batches) and on a dataset
+           smaller than the world (1 sample), with per-step collectives in the step; records the metrics, how many
+           steps ran and what was gathered
   agree    EarlyStopping on a metric that only rank 1 sees stop improving; records the epoch each rank stopped at
   fail     raises (or SIGKILLs itself) on rank `fail_rank` at batch 3 ("fail": "raise" | "kill"), after writing
            the time to OUT_DIR/failed_at; or ("fail": "slow") trains slowly until stopped from outside. Every
@@ -203,6 +206,60 @@ def phase_resume(report: dict) -> None:
     trainer(max_epochs=2, enable_checkpointing=False).fit(
         resumed, train, val, ckpt_path=os.path.join(ckpt_dir, "epoch=0-step=3.ckpt"))
     report.update(uninterrupted=weights(model), resumed=weights(resumed))
+
+
+class PerStepCollectives(Net):
+    """Evaluation steps that talk to the other ranks at every batch: on_step sync_dist and all_gather."""
+
+    def validation_step(self, batch, batch_idx):
+        x, y, index = batch
+        errors = (self(x) - y).pow(2)
+        self.steps += 1
+        self.gathered_sizes.append(self.all_gather(torch.tensor(len(x))).tolist())
+        self.log("step_mean", errors.mean(), on_step=True, on_epoch=False, sync_dist=True)
+        self.log("step_max", errors.max(), on_step=True, on_epoch=False, reduce_fx="max", sync_dist=True)
+        self.log("loss", errors.mean(), sync_dist=True)
+        self.log("sum", errors.sum(), reduce_fx="sum", sync_dist=True)
+        self.log("max", errors.max(), reduce_fx="max", sync_dist=True)
+        self.log("min", errors.min(), reduce_fx="min", sync_dist=True)
+        return {"n": len(x)}
+
+    test_step = validation_step
+
+    def on_validation_epoch_start(self):
+        self.steps, self.gathered_sizes = 0, []
+
+    on_test_epoch_start = on_validation_epoch_start
+
+    def on_validation_epoch_end(self):
+        pass
+
+    def validation_epoch_end(self, outputs):  # 1.x form: the outputs of real batches only, no filler
+        self.samples_in_outputs = sum(output["n"] for output in outputs)
+
+
+def phase_uneven(report: dict) -> None:
+    torch.manual_seed(0)
+    model = PerStepCollectives()
+    for size in (11, 1):
+        t = trainer(logger=volt.loggers.CSVLogger(OUT, name=f"size{size}"))
+        loader = DataLoader(Indexed(size, seed=2), batch_size=5)
+        validated = t.validate(model, loader, verbose=False)[0]
+        report[f"validate{size}"] = dict(metrics=validated, steps=model.steps, gathered=model.gathered_sizes,
+                                         step_metrics=_step_rows(t), samples_in_outputs=model.samples_in_outputs)
+        tested = t.test(model, loader, verbose=False)[0]
+        report[f"test{size}"] = dict(metrics=tested, steps=model.steps)
+
+
+def _step_rows(t) -> list:
+    """The per-step values rank 0's logger wrote (other ranks write none)."""
+    import csv
+
+    if not t.is_global_zero:
+        return []
+    with open(os.path.join(t.logger.log_dir, "metrics.csv")) as f:
+        return [{k: float(v) for k, v in row.items() if v and k.startswith("step_")} for row in csv.DictReader(f)
+                if row.get("step_mean")]
 
 
 def phase_agree(report: dict) -> None:
