@@ -4,10 +4,11 @@ Both variants train the same MLP on the same data, sharded the same way (strided
 SGD. The hand-written loop is `DistributedDataParallel` + `DistributedSampler` + the four usual lines; volt's is a
 LightningModule on `Trainer(accelerator="cpu", devices=2, strategy="ddp")`, volt's own launcher starting rank 1.
 Wall-clock and CPU time (rank 0's process, every thread: volt's watchdog included) per step are measured after
-a warm-up; variants alternate; medians and best runs are reported. On a busy machine the CPU time is the steadier
-measure of the work each variant adds.
+a warm-up. The variants alternate in rounds and each round's ratio is taken against the hand-written loop of the
+same round, so a change in the machine's load between rounds cancels out; the median ratio and its interquartile
+range are reported.
 
-    python benchmarks/ddp_overhead.py [--steps 1500] [--repeats 3]
+    python benchmarks/ddp_overhead.py [--steps 1000] [--rounds 7]
 """
 import argparse
 import json
@@ -129,8 +130,8 @@ def measure(variant: str, steps: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=1500, help="training steps per rank")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=1000, help="training steps per rank")
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--run", choices=["raw", "volt"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run == "raw":
@@ -138,18 +139,19 @@ def main() -> None:
     if args.run == "volt":
         return volt_run(args.steps)
     runs = {"raw": [], "volt": []}
-    for _ in range(args.repeats):
+    for _ in range(args.rounds):
         for variant in ("raw", "volt"):
             runs[variant].append(measure(variant, args.steps))
     print(f"DDP on CPU, {WORLD} processes (gloo), MLP 32-128-10, batch {BATCH} per rank, {args.steps} steps, "
-          f"{args.repeats} runs each; per step on rank 0, median (best)")
+          f"{args.rounds} alternating rounds; per step on rank 0")
     for clock in ("wall", "cpu"):
         raw_s = [r[clock] for r in runs["raw"]]
         volt_s = [r[clock] for r in runs["volt"]]
-        print(f"  {clock:>4} ms/step: hand-written torch DDP {statistics.median(raw_s) * 1e3:7.3f} "
-              f"({min(raw_s) * 1e3:.3f}), volt {statistics.median(volt_s) * 1e3:7.3f} ({min(volt_s) * 1e3:.3f}); "
-              f"ratio volt / hand-written {statistics.median(volt_s) / statistics.median(raw_s):.3f} "
-              f"({min(volt_s) / min(raw_s):.3f})")
+        ratios = sorted(v / r for v, r in zip(volt_s, raw_s))
+        print(f"  {clock:>4}: hand-written torch DDP {statistics.median(raw_s) * 1e3:.3f} ms, volt "
+              f"{statistics.median(volt_s) * 1e3:.3f} ms; volt / hand-written of the same round: median "
+              f"{statistics.median(ratios):.3f}x (interquartile {ratios[len(ratios) // 4]:.3f}-"
+              f"{ratios[(3 * len(ratios)) // 4]:.3f}x)")
 
 
 if __name__ == "__main__":
