@@ -6,17 +6,23 @@ environment (torchrun, SLURM, or volt's own launcher). Each rank runs the whole 
 all-reduce (inside DDP's backward hooks) happens every step. Failures are watched off the training path by
 `launcher.Watchdog`.
 
-Checkpoints hold full, unsharded state in the single-device layout, so a run may resume on another number of
-ranks (or another strategy). What is kept exactly then: weights, optimizer, scheduler and precision state, the
-epoch and step counters and the callbacks' state; from the next epoch on, each epoch's sample order (a function
-of the seed and the epoch) re-split over the new ranks. Not kept: mid-epoch, the batch cursor counts this rank's
-batches, so the rest of the interrupted epoch is not exactly the samples no rank had seen; RNG streams and the
-metric accumulators of the interrupted epoch are rank 0's. On the same number of ranks, with the same seed, the
-resumed run matches the uninterrupted one exactly (ranks seeded alike, as `seed_everything` does, share RNG state).
+Checkpoints hold full, unsharded state in the single-device layout, and each rank's own training state: its RNG
+streams, its `self.log` epoch accumulators and, inside a gradient-accumulation window, the gradients it has summed
+so far (they differ between ranks there: accumulating batches skip the all-reduce). Rank 0 gathers these when a
+checkpoint is written, never per step; a checkpoint written inside a window grows by world size x the gradients.
+
+On the same number of ranks, with the same seed (the sample order is a function of the seed and the epoch), each
+rank takes back its own state and the resumed run matches the uninterrupted one exactly, inside an accumulation
+window too. A run may also resume on another number of ranks (or another strategy). What is kept exactly then:
+weights, optimizer, scheduler and precision state, the epoch and step counters and the callbacks' state; from the
+next epoch on, each epoch's sample order re-split over the new ranks. Not kept: mid-epoch, the batch cursor counts
+this rank's batches, so the rest of the interrupted epoch is not exactly the samples no rank had seen; every rank
+continues from rank 0's RNG streams, epoch accumulators and pending gradients.
 """
 import atexit
 import contextlib
 import inspect
+import io
 import os
 import sys
 from datetime import timedelta
@@ -364,6 +370,19 @@ class ParallelStrategy(Strategy):
             return torch.stack(parts)
 
         return apply_to_collection(data, torch.Tensor, gather)
+
+    def gather_object(self, obj: Any, dst: int = 0) -> Optional[List[Any]]:
+        if not self._distributed():
+            return [obj]
+        self._check_peers()
+        buffer = io.BytesIO()
+        torch.save(obj, buffer)  # torch's format: plain pickling fails on some tensor dtypes (uint32)
+        gathered = [None] * dist.get_world_size() if self.global_rank == dst else None
+        dist.gather_object(buffer.getvalue(), gathered, dst=dst)  # under nccl, via the current CUDA device
+        if gathered is None:
+            return None
+        return [obj if rank == dst else torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+                for rank, data in enumerate(gathered)]
 
     def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:
         if not self._distributed():

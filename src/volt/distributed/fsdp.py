@@ -4,6 +4,10 @@ Parameters, gradients and optimizer state are split across ranks; each wrapped s
 for its forward and backward. The LightningModule's steps run through a small root module (`StepForward`) that is
 sharded last, so parameters that belong to no wrapped submodule are gathered too. Checkpoints hold the full
 (unsharded) state, in the same layout as single-device and DDP checkpoints, so they move freely between them.
+
+Inside a gradient-accumulation window each rank sums full, unsharded gradients, which FSDP2 keeps in its private
+per-parameter records rather than in `.grad`; checkpoints read them from there and resume puts them back, so resume
+is as exact as under DDP (see volt/distributed/ddp.py), at the same cost: each rank's full gradients in the file.
 """
 import contextlib
 from datetime import timedelta
@@ -201,6 +205,46 @@ class FSDPStrategy(ParallelStrategy):
                              for group in state["param_groups"]],
         }
         set_optimizer_state_dict(self.lightning_module, optimizer, by_name, options=self._options())
+
+    def accumulated_grads(self) -> Dict[str, torch.Tensor]:
+        """While gradient sync is off, FSDP2 sums each parameter's full (unsharded) gradient on this rank in its own
+        parameter record, not in `.grad`, until the window's last backward reduce-scatters it."""
+        if self._sharded is None:
+            return super().accumulated_grads()
+        grads = {}
+        for name, record in self._param_records():
+            grad = record.unsharded_accumulated_grad  # set when gradients are reduced in another dtype
+            if grad is None and hasattr(record, "_unsharded_param"):  # created at the first forward
+                grad = record._unsharded_param.grad
+            if grad is not None:
+                grads[name] = grad
+        return grads
+
+    def load_accumulated_grads(self, grads: Dict[str, torch.Tensor]) -> None:
+        """The next backward adds its gradients to these, as to the sums of an uninterrupted window."""
+        if self._sharded is None:
+            super().load_accumulated_grads(grads)
+            return
+        for name, record in self._param_records():
+            if name in grads:
+                record.unsharded_accumulated_grad = grads[name].to(self.root_device)
+
+    def _param_records(self):
+        """(name, FSDP2's record of the parameter) for every sharded parameter. The records (`FSDPParam`) and the
+        attributes read here are torch-private, as of torch 2.13."""
+        from torch.distributed.fsdp import FSDPModule
+
+        names = {id(param): name for name, param in self.lightning_module.named_parameters()}
+        for module in self._root.modules():
+            if isinstance(module, FSDPModule):
+                state = module._get_fsdp_state()
+                groups = getattr(state, "_fsdp_param_groups", None)  # torch < 2.13: one group, or None
+                if groups is None:
+                    groups = [state._fsdp_param_group] if state._fsdp_param_group is not None else []
+                for group in groups:
+                    for record in group.fsdp_params:
+                        info = record._module_info
+                        yield names[id(getattr(info.module, info.param_name))], record
 
     def _param_names(self, optimizer) -> List[str]:
         """The parameter names in the optimizer's order: position i is parameter id i of torch's layout."""

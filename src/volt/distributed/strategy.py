@@ -91,6 +91,16 @@ class Strategy:
     def load_optimizer_state_dict(self, optimizer, state: Dict[str, Any]) -> None:
         optimizer.load_state_dict(state)
 
+    def accumulated_grads(self) -> Dict[str, torch.Tensor]:
+        """This rank's gradients summed so far in an unfinished accumulation window, by parameter name."""
+        return {name: p.grad for name, p in self.lightning_module.named_parameters() if p.grad is not None}
+
+    def load_accumulated_grads(self, grads: Dict[str, torch.Tensor]) -> None:
+        """Put back what `accumulated_grads` returned: the window's next backward adds to it."""
+        for name, param in self.lightning_module.named_parameters():
+            if name in grads:
+                param.grad = grads[name].to(param.device)
+
     # ------------------------------------------------------------------ collectives
     def barrier(self, name: Optional[str] = None) -> None:
         pass
@@ -103,6 +113,12 @@ class Strategy:
 
     def all_gather(self, data: Any, group: Any = None, sync_grads: bool = False) -> Any:
         return data
+
+    def gather_object(self, obj: Any, dst: int = 0) -> Optional[List[Any]]:
+        """Every rank's `obj` (anything `torch.save` writes), in rank order, on rank `dst` (None on the others).
+        `dst`'s own entry is `obj` itself; the others' tensors arrive on the CPU. Not for the training path: the
+        objects are serialized."""
+        return [obj]
 
     def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:
         return decision

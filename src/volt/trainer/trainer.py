@@ -31,6 +31,8 @@ log = logging.getLogger("volt")
 
 VOLT_VERSION = "0.1.0"
 LIGHTNING_COMPAT_VERSION = "2.6.6"  # written as `pytorch-lightning_version`, so Lightning loads volt checkpoints
+# The fit loop state that differs between processes: a multi-process checkpoint keeps every rank's.
+_PER_RANK_STATE = ("rng", "results", "grads", "epoch_rng", "sampler_rng")
 
 # Removed 1.x arguments and what replaces them.
 _REMOVED_ARGUMENTS = {
@@ -682,13 +684,18 @@ class Trainer:
         return checkpoint
 
     def _fit_loop_state(self) -> Dict[str, Any]:
-        """The loop's position and everything needed to continue from it exactly (see `_restore_training_state`)."""
+        """The loop's position and everything needed to continue from it exactly (see `_restore_training_state`).
+
+        Every rank builds it (every checkpoint save runs on all ranks). With several ranks, each rank's own RNG
+        streams, epoch accumulators and pending gradients are gathered into `per_rank` (rank 0 writes the file);
+        the top-level entries are rank 0's, for a resume on another number of processes.
+        """
         from volt.trainer.progress import results_state
 
         for logger in self.loggers:  # rows logged before this checkpoint are on disk before it is
             logger.save()
         fit_loop = self.fit_loop
-        return {
+        state = {
             **fit_loop.state.state_dict(),
             "rng": fit_loop.rng_state(),
             "should_stop": self.should_stop,
@@ -697,9 +704,13 @@ class Trainer:
             "eval_log_steps": self._eval_log_steps,
             "checkpoint_callbacks": {cb.state_key: cb._resume_state() for cb in self.checkpoint_callbacks},
             # inside an accumulation window: the gradients summed so far
-            "grads": {name: p.grad for name, p in self.lightning_module.named_parameters() if p.grad is not None}
-            if fit_loop.grads_pending else None,
+            "grads": self.strategy.accumulated_grads() if fit_loop.grads_pending else None,
         }
+        if self.world_size > 1:
+            per_rank = self.strategy.gather_object({key: state[key] for key in _PER_RANK_STATE})
+            if per_rank is not None and len(per_rank) > 1:  # a single entry: the main process after a spawn
+                state["per_rank"] = per_rank
+        return state
 
     def _resolve_ckpt_path(self, fn: str, ckpt_path) -> Optional[str]:
         if ckpt_path is None and fn == "fit" and requeued_job():
@@ -806,6 +817,9 @@ class Trainer:
         loop_state = dict((checkpoint.get("loops") or {}).get("fit_loop") or {})
         s = self.fit_loop.state
         if "epoch_done" in loop_state:  # written by volt: the exact cursor, at a complete batch or epoch end
+            per_rank = loop_state.pop("per_rank", None)
+            if per_rank is not None and len(per_rank) == self.world_size:
+                loop_state.update(per_rank[self.global_rank])  # this rank's RNG, accumulators, pending gradients
             self.fit_loop._restored_rng = loop_state.pop("rng", None)  # applied where the resumed run reaches it
             self.fit_loop._restored_results = loop_state.pop("results", None)
             self.should_stop = bool(loop_state.pop("should_stop", False))
@@ -814,10 +828,9 @@ class Trainer:
             for callback in self.checkpoint_callbacks:
                 if callback.state_key in saved:
                     callback._load_resume_state(saved[callback.state_key])
-            grads = loop_state.pop("grads", None) or {}
-            for name, param in self.lightning_module.named_parameters():
-                if name in grads:
-                    param.grad = grads[name]
+            grads = loop_state.pop("grads", None)
+            if grads:
+                self.strategy.load_accumulated_grads(grads)
             for logger, marker in zip(self.loggers, loop_state.pop("loggers", None) or []):
                 if marker is not None and hasattr(logger, "_resume_from"):
                     logger._resume_from(marker)
