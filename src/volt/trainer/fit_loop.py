@@ -62,12 +62,16 @@ class FitLoop:
         self._waiting_writes: List[Callable[[], None]] = []
         self.grads_pending = False  # the last batch accumulated gradients without stepping: a checkpoint keeps them
         self._epoch_outputs: List[Any] = []
+        self._user_optimizer_step = False  # what the module overrides, read once per fit in `run`
+        self._collect_outputs = False
         self._train_loaded_epoch = 0
         self._log_step = 0
 
     # ------------------------------------------------------------------ the run
     def run(self) -> None:
         trainer, hooks = self.trainer, self.trainer._hooks
+        self._user_optimizer_step = hooks.module_overrides("optimizer_step")
+        self._collect_outputs = hooks.module_overrides("training_epoch_end")  # 1.x: keep every batch's outputs
         if self._should_sanity_check():
             self._sanity_check()
         if self._restored_results is not None:  # after the sanity check, which clears the metric dicts
@@ -122,6 +126,10 @@ class FitLoop:
         hooks.call("on_train_epoch_start")
         self._epoch_outputs = []
         n = self.num_training_batches
+        # fixed for the epoch, so the batch loop below does not ask again at every batch
+        automatic = trainer.lightning_module.automatic_optimization
+        schedulers = automatic and bool(trainer.lr_scheduler_configs)
+        validates = self._validates_in_epoch(s.epoch)
         # resumed right after the batch that ended this epoch early (max_steps, a stop): only the epoch end is left
         batches = () if s.batch_idx and self._stops_in_epoch() else self._epoch_batches()
         for batch, is_last in batches:
@@ -134,7 +142,7 @@ class FitLoop:
             if hooks.module_hook("on_train_batch_start", batch, batch_idx) == -1:
                 self._step_schedulers("epoch", plateau=False)
                 break
-            if trainer.lightning_module.automatic_optimization:
+            if automatic:
                 outputs, stepped = self._automatic_batch(batch, batch_idx, is_last)
             else:
                 outputs, stepped = self._manual_batch(batch, batch_idx), True
@@ -143,15 +151,16 @@ class FitLoop:
             s.total_batch_idx += 1
             if stepped:
                 s.batches_stepped += 1
+            if schedulers and stepped:
                 self._step_schedulers("step", plateau=False)
-            if is_last:
+            if schedulers and is_last:
                 self._step_schedulers("epoch", plateau=False)
             hooks.call("on_train_batch_end", outputs, batch, batch_idx)
             if stepped:
                 self._log_step_metrics()
-            if self._should_validate(is_last):
+            if validates and self._should_validate(is_last):
                 self.run_validation()
-            if stepped:
+            if schedulers and stepped:
                 self._step_schedulers("step", plateau=True)
             self._complete()
             if self._stops_in_epoch() or is_last or s.batch_idx >= n:
@@ -322,7 +331,7 @@ class FitLoop:
         accumulate = trainer.accumulate_grad_batches
         window_pos = batch_idx % accumulate
         accumulating = accumulate > 1 and not (window_pos == accumulate - 1 or is_last)
-        divisor = self._accumulation_divisor(batch_idx)
+        divisor = 1 if accumulate == 1 else self._accumulation_divisor(batch_idx)
         optimizer = trainer.optimizers[0] if trainer.optimizers else None
         zero_grad = optimizer is not None and window_pos == 0
         result: List[Any] = []
@@ -352,7 +361,7 @@ class FitLoop:
             stepped = False
         else:
             lightning_optimizer = strategy._lightning_optimizers[0]
-            if hooks.module_overrides("optimizer_step"):
+            if self._user_optimizer_step:
                 hooks.call_module("optimizer_step", trainer.current_epoch, batch_idx, lightning_optimizer, closure)
             else:
                 lightning_optimizer.step(closure=closure)
@@ -365,7 +374,7 @@ class FitLoop:
             stepped = True
         output, loss = result[-1]
         outputs = _batch_outputs(output, loss)
-        if hooks.module_overrides("training_epoch_end") and outputs is not None:
+        if self._collect_outputs and outputs is not None:
             self._epoch_outputs.append(outputs)
         return outputs, stepped
 
@@ -394,7 +403,7 @@ class FitLoop:
             outputs = {k: (v.detach() if isinstance(v, torch.Tensor) and k == "loss" else v) for k, v in output.items()}
         else:
             outputs = output
-        if trainer._hooks.module_overrides("training_epoch_end") and outputs is not None:
+        if self._collect_outputs and outputs is not None:
             self._epoch_outputs.append(outputs)
         return outputs
 
@@ -424,10 +433,9 @@ class FitLoop:
         return trainer.limit_val_batches != 0 and trainer._hooks.module_overrides("validation_step")
 
     def _should_validate(self, is_last: bool) -> bool:
+        """Whether validation runs after this batch, in an epoch that validates (`_validates_in_epoch`)."""
         trainer, s = self.trainer, self.state
         every = trainer.check_val_every_n_epoch
-        if not self._validates_in_epoch(s.epoch):
-            return False
         if s.val_done_at_batch == s.batch_idx:
             return False
         if is_last and self.val_check_batch == math.inf:
