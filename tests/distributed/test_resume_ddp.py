@@ -18,14 +18,15 @@ pytestmark = pytest.mark.distributed
 SCRIPT = SCRIPTS / "resume_in_window.py"
 
 
-def launch(out: Path, **options) -> dict:
-    """Run the script in fresh processes; every rank's report, by rank."""
+def launch(out: Path, **options) -> tuple:
+    """Run the script in fresh processes: (every rank's report by rank, the job's output)."""
     out.mkdir()
     proc = subprocess.Popen([sys.executable, str(SCRIPT), str(out), json.dumps(options)], env=script_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     output = finish(proc, timeout=50)
     assert proc.returncode == 0, output[-6000:]
-    return {int(p.stem[4:]): torch.load(p, weights_only=False)["runs"] for p in sorted(out.glob("rank*.pt"))}
+    reports = {int(p.stem[4:]): torch.load(p, weights_only=False)["runs"] for p in sorted(out.glob("rank*.pt"))}
+    return reports, output
 
 
 def assert_equal_tensors(actual, expected, where) -> None:
@@ -46,7 +47,7 @@ def assert_equal_tensors(actual, expected, where) -> None:
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_resume_inside_an_accumulation_window_is_exact_on_every_rank(tmp_path, strategy):
-    full = launch(tmp_path / "full", strategy=strategy)
+    full, _ = launch(tmp_path / "full", strategy=strategy)
     # inside a window: ModelCheckpoint after an in-epoch validation (which frees the gradients, as in Lightning),
     # and trainer.save_checkpoint from a batch hook, where each rank has summed gradients of its own
     checkpoints = [tmp_path / "full" / "ckpt" / "epoch=0-step=1.ckpt", tmp_path / "full" / "in_window.ckpt"]
@@ -56,7 +57,8 @@ def test_resume_inside_an_accumulation_window_is_exact_on_every_rank(tmp_path, s
     pending = [rank["grads"] for rank in fit_loop["per_rank"]]
     assert pending[0].keys() == pending[1].keys() == {"net.0.weight", "net.0.bias", "net.3.weight", "net.3.bias"}
     assert not torch.equal(pending[0]["net.0.weight"], pending[1]["net.0.weight"])
-    resumed = launch(tmp_path / "resumed", strategy=strategy, resume_from=[str(p) for p in checkpoints])
+    resumed, output = launch(tmp_path / "resumed", strategy=strategy, resume_from=[str(p) for p in checkpoints])
+    assert "Resuming a checkpoint written by" not in output
 
     assert sorted(full) == sorted(resumed) == [0, 1]
     uninterrupted = {rank: full[rank]["uninterrupted"] for rank in (0, 1)}
@@ -76,6 +78,9 @@ def test_resume_inside_an_accumulation_window_is_exact_on_every_rank(tmp_path, s
             for epoch, value in run["epoch_metric"].items():
                 assert torch.equal(value, expected["epoch_metric"][epoch]), f"{where}: epoch {epoch} rank_loss"
     if strategy == "ddp":  # another world size: one process loads the checkpoint and continues from rank 0's state
-        single = launch(tmp_path / "single", devices=1, strategy="auto", resume_from=[str(checkpoints[1])])
+        single, output = launch(tmp_path / "single", devices=1, strategy="auto", resume_from=[str(checkpoints[1])])
         assert single[0]["in_window.ckpt"]["world_size"] == 1
+        # the user is told what a resume on another number of processes keeps exactly
+        assert "Resuming a checkpoint written by 2 process(es) on 1: weights, optimizer" in output
+        assert "remaining samples are not exactly the ones no rank had seen" in output
         assert single[0]["in_window.ckpt"]["epoch_metric"].keys() == {1}

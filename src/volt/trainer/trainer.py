@@ -818,8 +818,12 @@ class Trainer:
         s = self.fit_loop.state
         if "epoch_done" in loop_state:  # written by volt: the exact cursor, at a complete batch or epoch end
             per_rank = loop_state.pop("per_rank", None)
-            if per_rank is not None and len(per_rank) == self.world_size:
-                loop_state.update(per_rank[self.global_rank])  # this rank's RNG, accumulators, pending gradients
+            saved_world = len(per_rank) if per_rank is not None else 1
+            if saved_world == self.world_size:
+                if per_rank is not None:  # this rank's RNG, accumulators, pending gradients
+                    loop_state.update(per_rank[self.global_rank])
+            else:
+                _note_world_size_change(saved_world, self.world_size, mid_epoch=not loop_state.get("epoch_done"))
             self.fit_loop._restored_rng = loop_state.pop("rng", None)  # applied where the resumed run reaches it
             self.fit_loop._restored_results = loop_state.pop("results", None)
             self.should_stop = bool(loop_state.pop("should_stop", False))
@@ -1064,6 +1068,18 @@ class Trainer:
 
 
 # ====================================================================== construction helpers
+def _note_world_size_change(saved: int, now: int, mid_epoch: bool) -> None:
+    """Say what a resume on another number of processes keeps exactly (volt/distributed/ddp.py has the details)."""
+    rest = (" The interrupted epoch continues after the number of batches each rank had run, so its remaining "
+            "samples are not exactly the ones no rank had seen; from the next epoch on, the order is exact again."
+            if mid_epoch else "")
+    rank_zero_warn(
+        f"Resuming a checkpoint written by {saved} process(es) on {now}: weights, optimizer, scheduler and precision "
+        "state, the epoch and step counters and the callbacks' state are restored exactly; RNG streams, epoch metric "
+        f"accumulators and pending accumulation gradients are rank 0's.{rest}"
+    )
+
+
 def _unversioned(logger) -> bool:
     """A volt logger that will pick the next free version folder on first use (none chosen yet)."""
     return getattr(logger, "_version", 0) is None and hasattr(logger, "root_dir")
