@@ -23,6 +23,7 @@ import atexit
 import contextlib
 import inspect
 import io
+import math
 import os
 import sys
 from datetime import timedelta
@@ -41,7 +42,10 @@ from volt.utilities import rank_zero
 from volt.utilities.apply_func import apply_to_collection
 from volt.utilities.exceptions import MisconfigurationException
 
-DEFAULT_TIMEOUT = timedelta(minutes=30)  # a collective that waits this long means the ranks went out of step
+DEFAULT_TIMEOUT = timedelta(minutes=30)  # long enough for a slow checkpoint write on rank 0 while the others wait
+DEFAULT_STALL_WARNING = 300.0
+TIMEOUT_ENV = "VOLT_COLLECTIVE_TIMEOUT"
+STALL_WARNING_ENV = "VOLT_STALL_WARNING"
 _START_METHODS = ("popen", "spawn", "fork", "forkserver")
 _REDUCE_OPS = {"mean": "sum", "avg": "sum", "sum": "sum", "max": "max", "min": "min"}
 
@@ -65,21 +69,18 @@ class ParallelStrategy(Strategy):
 
     def __init__(self, accelerator: Optional[str] = None, parallel_devices: Optional[List[torch.device]] = None,
                  cluster_environment: Optional[ClusterEnvironment] = None,
-                 process_group_backend: Optional[str] = None, timeout: Optional[timedelta] = DEFAULT_TIMEOUT,
-                 start_method: str = "popen") -> None:
+                 process_group_backend: Optional[str] = None, timeout: Optional[timedelta] = None,
+                 start_method: str = "popen", stall_warning: Optional[float] = None) -> None:
         super().__init__(accelerator=accelerator if isinstance(accelerator, str) else None)
         if start_method not in _START_METHODS:
             raise MisconfigurationException(
                 f"start_method={start_method!r} is not supported; choose one of {', '.join(_START_METHODS)}."
             )
-        if timeout is not None and not isinstance(timeout, timedelta):
-            raise MisconfigurationException(
-                f"timeout={timeout!r} must be a datetime.timedelta, e.g. timedelta(minutes=30)."
-            )
         self.parallel_devices = list(parallel_devices) if parallel_devices is not None else None
         self.cluster_environment = cluster_environment
         self.process_group_backend = process_group_backend
-        self.timeout = timeout or DEFAULT_TIMEOUT
+        self.timeout = collective_timeout(timeout)
+        self.stall_warning = stall_warning_seconds(stall_warning, self.timeout)
         self.start_method = start_method
         self.world_size = 1
         self.global_rank = 0
@@ -193,7 +194,8 @@ class ParallelStrategy(Strategy):
         watchdog = self._get_watchdog()
         # from the start, so that a rank waiting at the rendezvous learns of one that failed before reaching it
         watchdog.watch_store(self.cluster_environment.main_address, self.cluster_environment.main_port)
-        watchdog.begin_stage()
+        module = self.lightning_module
+        watchdog.begin_stage(module.trainer if module is not None else None, self.stall_warning, self.timeout)
         watchdog.start()
         try:
             self._init_process_group()
@@ -204,15 +206,22 @@ class ParallelStrategy(Strategy):
             if _launcher.is_graceful_stop(exc):  # a stop signal reached every rank: each saves and exits by itself
                 watchdog.stopped_by_signal = True
                 raise
+            # before waiting below: the watchdog may publish this rank's position after the collective
+            positions = watchdog.positions_at_failure(exc) if _launcher.is_collective_timeout(exc) else None
             symptom = _launcher.is_communication_error(exc)
             peer = watchdog.peer_failure(wait_s=1.0 if symptom else 0.0)
             if peer is not None and symptom:
                 raise _launcher.RankFailedError(peer, full=self.is_global_zero) from None
-            watchdog.publish(_launcher.failure_record(self.rank_info(), exc))
+            record = _launcher.failure_record(self.rank_info(), exc)
+            if positions is not None:
+                record["positions"] = positions
+            watchdog.publish(record)
             watchdog.stop_children()
             _record_for_torchelastic(exc)
             exc.add_note(f"[volt] raised on rank {self.global_rank} of {self.world_size} (node {self.node_rank}, "
                          f"local rank {self.local_rank}, pid {os.getpid()}); the other ranks were stopped.")
+            if positions is not None:
+                exc.add_note(_launcher.describe_timeout_positions(positions))
             raise
         finally:
             watchdog.in_stage = False
@@ -425,6 +434,14 @@ class ParallelStrategy(Strategy):
 class DDPStrategy(ParallelStrategy):
     """DistributedDataParallel: each rank holds the whole model; gradients are averaged in backward.
 
+    Args:
+        timeout: how long a collective waits for the other ranks before failing the job. Default: the
+            VOLT_COLLECTIVE_TIMEOUT environment variable (seconds), else 30 minutes (a slow checkpoint write on
+            rank 0 must not fail the job).
+        stall_warning: seconds a rank may stay at the same place (batch, epoch end, collective) before rank 0 logs
+            where every rank is and whether the ranks are out of step (0: never). Default: the VOLT_STALL_WARNING
+            environment variable, else 300, or half the timeout when that is shorter.
+
     Extra keyword arguments go to `torch.nn.parallel.DistributedDataParallel` (find_unused_parameters,
     static_graph, gradient_as_bucket_view, bucket_cap_mb, ...).
     """
@@ -433,10 +450,10 @@ class DDPStrategy(ParallelStrategy):
 
     def __init__(self, accelerator: Optional[str] = None, parallel_devices: Optional[List[torch.device]] = None,
                  cluster_environment: Optional[ClusterEnvironment] = None,
-                 process_group_backend: Optional[str] = None, timeout: Optional[timedelta] = DEFAULT_TIMEOUT,
-                 start_method: str = "popen", **kwargs: Any) -> None:
+                 process_group_backend: Optional[str] = None, timeout: Optional[timedelta] = None,
+                 start_method: str = "popen", stall_warning: Optional[float] = None, **kwargs: Any) -> None:
         super().__init__(accelerator, parallel_devices, cluster_environment, process_group_backend, timeout,
-                         start_method)
+                         start_method, stall_warning)
         allowed = set(inspect.signature(DistributedDataParallel.__init__).parameters) - {
             "self", "module", "device_ids", "output_device", "process_group"}
         unknown = sorted(set(kwargs) - allowed)
@@ -474,6 +491,49 @@ class DDPStrategy(ParallelStrategy):
         if enabled and isinstance(self.model, DistributedDataParallel):
             return self.model.no_sync()
         return contextlib.nullcontext()
+
+
+def collective_timeout(timeout: Optional[timedelta]) -> timedelta:
+    """The process group's timeout: the argument, else VOLT_COLLECTIVE_TIMEOUT (seconds), else 30 minutes."""
+    if timeout is None:
+        seconds = _seconds_from_env(TIMEOUT_ENV, False, "1800 (30 minutes)")
+        return DEFAULT_TIMEOUT if seconds is None else timedelta(seconds=seconds)
+    if not isinstance(timeout, timedelta) or timeout <= timedelta(0):
+        raise MisconfigurationException(
+            f"timeout={timeout!r} must be a datetime.timedelta above zero, e.g. timeout=timedelta(minutes=30)."
+        )
+    return timeout
+
+
+def stall_warning_seconds(stall_warning: Optional[float], timeout: timedelta) -> float:
+    """The argument, else VOLT_STALL_WARNING, else 300 s or half the timeout if shorter (so that the report comes
+    before the timeout ends the job)."""
+    if stall_warning is None:
+        seconds = _seconds_from_env(STALL_WARNING_ENV, True, "300 (0 turns the stall warning off)")
+        return min(DEFAULT_STALL_WARNING, timeout.total_seconds() / 2) if seconds is None else seconds
+    if isinstance(stall_warning, bool) or not isinstance(stall_warning, (int, float)) or not stall_warning >= 0:
+        raise MisconfigurationException(
+            f"stall_warning={stall_warning!r} must be a number of seconds >= 0, e.g. stall_warning=300 "
+            "(0 turns the stall warning off)."
+        )
+    return float(stall_warning)
+
+
+def _seconds_from_env(name: str, zero_allowed: bool, example: str) -> Optional[float]:
+    """Seconds from environment variable `name`; None when it is unset."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and (seconds >= 0 if zero_allowed else seconds > 0)):
+        raise MisconfigurationException(
+            f"{name}={raw!r} must be a number of seconds {'>= 0' if zero_allowed else 'above 0'}, e.g. "
+            f"{name}={example}; or unset it."
+        )
+    return seconds
 
 
 def _device(device_type: str, index: int) -> torch.device:

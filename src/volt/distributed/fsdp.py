@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, List, Optional, Set, Type, Union
 
 import torch
 
-from volt.distributed.ddp import DEFAULT_TIMEOUT, ParallelStrategy, StepForward
+from volt.distributed.ddp import ParallelStrategy, StepForward
 from volt.distributed.environments import ClusterEnvironment
 from volt.utilities.exceptions import MisconfigurationException
 
@@ -45,18 +45,19 @@ class FSDPStrategy(ParallelStrategy):
         cpu_offload: keep sharded parameters, gradients and optimizer state in CPU memory.
         mixed_precision: a `torch.distributed.fsdp.MixedPrecisionPolicy` (or use the Trainer's `precision`).
         state_dict_type: "full" (the only one: checkpoints hold whole tensors).
+        timeout, stall_warning: as for `DDPStrategy`.
     """
 
     strategy_name = "fsdp"
 
     def __init__(self, accelerator: Optional[str] = None, parallel_devices: Optional[List[torch.device]] = None,
                  cluster_environment: Optional[ClusterEnvironment] = None,
-                 process_group_backend: Optional[str] = None, timeout: Optional[timedelta] = DEFAULT_TIMEOUT,
+                 process_group_backend: Optional[str] = None, timeout: Optional[timedelta] = None,
                  auto_wrap_policy: Optional[Policy] = None, sharding_strategy: str = "FULL_SHARD",
                  cpu_offload: bool = False, mixed_precision: Any = None, state_dict_type: str = "full",
-                 start_method: str = "popen") -> None:
+                 start_method: str = "popen", stall_warning: Optional[float] = None) -> None:
         super().__init__(accelerator, parallel_devices, cluster_environment, process_group_backend, timeout,
-                         start_method)
+                         start_method, stall_warning)
         _fully_shard()
         if sharding_strategy not in _SHARDING:
             raise MisconfigurationException(

@@ -13,6 +13,11 @@ error and traceback), (b) the death of a local rank this process launched (SIGKI
 the launcher that started this process. A rank that learns of a failure stops its local children; if its own
 training loop has not unwound within `GRACE_S` seconds (it is blocked in a collective, say), it exits with code 1.
 
+Ranks out of step fail no rank: one waits in a collective another never calls, until the process-group timeout. So
+the watchdog also publishes, once a second, where this rank is (stall.py); when a rank has not moved for
+`stall_warning` seconds, rank 0 logs every rank's position once, and a collective that times out carries them in
+its failure record.
+
 Stop signals are not failures: the Trainer stops gracefully on SIGTERM/Ctrl-C (trainer/signals.py), which needs
 every rank to get the signal. The script launcher starts its ranks in a session of their own and relays the
 signals it receives to them, so a terminal's Ctrl-C or a `kill` of the main process reaches each rank once.
@@ -27,16 +32,20 @@ import sys
 import threading
 import time
 import traceback
+import weakref
 from datetime import timedelta
 from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
+from volt.distributed import stall
 from volt.utilities.exceptions import MisconfigurationException
+from volt.utilities.rank_zero import log
 
 POLL_S = 0.2  # how often the watchdog looks
 GRACE_S = 2.0  # how long a rank that learned of a failure waits for its own loop to unwind before exiting
 KILL_GRACE_S = 1.0  # SIGTERM, then SIGKILL after this long
+PUBLISH_S = 1.0  # how often a rank publishes its position and rank 0 reads all (less for a short stall_warning)
 
 _LAUNCHER_PID = "VOLT_LAUNCHER_PID"
 
@@ -67,11 +76,17 @@ def describe_failure(record: Dict[str, Any], full: bool = True) -> str:
               f"pid {record['pid']}" if "pid" in record else ""]
     extras = ", ".join(e for e in extras if e)
     head = f"{where} ({extras}) failed, so every rank of the job was stopped: {record.get('error', 'unknown error')}"
+    if full and record.get("positions"):
+        head = f"{head}\n{describe_timeout_positions(record['positions'])}"
     if full and record.get("traceback"):
         return f"{head}\n\nTraceback of rank {record.get('rank', '?')}:\n{record['traceback'].rstrip()}"
     if full or not record.get("traceback"):
         return head
     return f"{head}\n(its traceback is printed by rank 0 and by rank {record.get('rank', '?')})"
+
+
+def describe_timeout_positions(positions: List[Optional[Dict[str, Any]]]) -> str:
+    return f"Where each rank was when the collective timed out:\n{stall.describe_positions(positions)}"
 
 
 def exit_reason(returncode: int) -> str:
@@ -95,6 +110,14 @@ def is_communication_error(exc: BaseException) -> bool:
     text = str(exc)
     return isinstance(exc, RuntimeError) and any(
         word in text for word in ("gloo", "NCCL", "Connection closed", "Connection reset", "Broken pipe"))
+
+
+def is_collective_timeout(exc: BaseException) -> bool:
+    """A collective on this rank that waited longer than the process-group timeout (gloo: 'Timed out waiting',
+    NCCL's watchdog: 'timeout'); not the failure of another rank."""
+    text = str(exc).lower()
+    return (not isinstance(exc, RankFailedError) and is_communication_error(exc)
+            and ("timed out" in text or "timeout" in text))
 
 
 class Watchdog:
@@ -122,6 +145,20 @@ class Watchdog:
         self._stop_requested = False
         self.batch_source = None  # callable: this rank's current count of finished training batches
         self.rendezvous_done = False  # the process group is up (before that, a lost store means rank 0 ended)
+        # where this rank is (stall.py), and the stall report
+        self._trainer: Optional[weakref.ref] = None
+        self._training_thread: Optional[int] = None
+        self.stall_warning = 0.0  # seconds without a change before rank 0 reports; 0: never
+        self.timeout: Optional[timedelta] = None  # the process group's, named in the report
+        self._where: Optional[str] = None
+        self._since = 0.0  # when `_where` last changed (time.monotonic)
+        self._left: Optional[tuple] = None  # the previous position: (where, since, left at)
+        self._publish_s = PUBLISH_S
+        self._next_publish = 0.0
+        self._beat = 0  # counts this rank's publications
+        self._beats: Dict[int, tuple] = {}  # rank 0: each rank's last publication count, and when it changed
+        self._previous: Dict[int, str] = {}  # rank 0: where each rank was at the last read
+        self._reported: Optional[Dict[int, str]] = None  # rank 0: the stalled ranks of the last report, and where
 
     def start(self) -> None:
         if not self._started:
@@ -174,10 +211,15 @@ class Watchdog:
             return self.failure
 
     # ------------------------------------------------------------------ graceful stop on a signal
-    def begin_stage(self) -> None:
-        """A new Trainer stage: forget the previous stage's stop agreement (its store keys are per stage)."""
+    def begin_stage(self, trainer, stall_warning: float, timeout: timedelta) -> None:
+        """A new Trainer stage, run by the calling thread: forget the previous stage's stop agreement (its store
+        keys are per stage), and follow this trainer's position."""
         self.stage_runs += 1
         self.stop_wanted, self.stop_at, self.proposal, self._stop_requested = False, None, None, False
+        self._trainer = weakref.ref(trainer) if trainer is not None else None  # the watchdog outlives Trainers
+        self._training_thread = threading.get_ident()
+        self.stall_warning, self.timeout = stall_warning, timeout
+        self._publish_s = min(PUBLISH_S, stall_warning / 4) if stall_warning > 0 else PUBLISH_S
         self.in_stage = True
 
     def request_stop(self) -> None:
@@ -224,6 +266,108 @@ class Watchdog:
     def stop_children(self) -> None:
         stop_processes(list(self.children.values()))
 
+    # ------------------------------------------------------------------ where every rank is
+    def _position_key(self, rank: int) -> str:
+        return f"{self._key}/where/{rank}"
+
+    def _publish_position(self) -> None:
+        """Publish where this rank is (every `_publish_s`); on rank 0, report a stall. Uses the store client only
+        once `_look` connected it, and leaves a lost store to `_look`."""
+        now = time.monotonic()
+        trainer = self._trainer() if self._trainer is not None else None
+        if self._store is None or trainer is None or self.failure is not None or now < self._next_publish:
+            return
+        self._next_publish = now + self._publish_s
+        try:
+            frame = stall.current_frame(self._training_thread)
+            here = stall.position(trainer, frame, self.in_stage, self.rendezvous_done)
+            del frame
+        except Exception as exc:  # a Trainer in the middle of being set up or torn down
+            here = {"where": f"unknown ({type(exc).__name__})", "place": "unknown", "waiting": False,
+                    "in_stage": self.in_stage}
+        if here["where"] != self._where:
+            self._left = (self._where, self._since, now)
+            self._where, self._since = here["where"], now
+        self._beat += 1
+        here.update({"for": round(now - self._since, 1), "beat": self._beat})
+        try:
+            self._store.set(self._position_key(self.rank_info["rank"]), json.dumps(here))
+            if self.rank_info["rank"] == 0 and self.stall_warning > 0:
+                self._report_stall(self._read_positions(self._store))
+        except Exception:  # the store went away: `_look` tells why, if it matters
+            pass
+
+    def _read_positions(self, store) -> List[Optional[Dict[str, Any]]]:
+        """Every rank's last published position (None for a rank that has published none)."""
+        keys = [self._position_key(rank) for rank in range(int(self.rank_info["world_size"]))]
+        present = keys if store.check(keys) else [key for key in keys if store.check([key])]
+        values = dict(zip(present, store.multi_get(present))) if present else {}
+        return [json.loads(values[key]) if key in values else None for key in keys]
+
+    def _report_stall(self, positions: List[Optional[Dict[str, Any]]]) -> None:
+        """Log every rank's position once per stall: when a rank inside a Trainer call has not moved for
+        `stall_warning` seconds, and not again until every rank of that report has moved.
+
+        A published position can be a period old, and a rank may have moved since. So the report waits until the
+        positions are settled: every rank published again since the last read and is where it was then, or is
+        advancing (moved at its last publication), or has been silent for several periods (hung, or exited: it is
+        marked so). Ranks passing quickly through different collectives are then never reported out of step."""
+        now = time.monotonic()
+        previous, self._previous = self._previous, {rank: p["where"] for rank, p in enumerate(positions) if p}
+        settled, stalled = True, {}
+        for rank, p in enumerate(positions):
+            if p is None:
+                continue
+            beat, seen = self._beats.get(rank, (None, now))
+            if p["beat"] != beat:
+                self._beats[rank] = (p["beat"], now)
+            elif now - seen > 3 * self._publish_s:
+                p["silent"] = now - seen
+                continue
+            else:  # not published since the last read: wait for its next position
+                settled = False
+                continue
+            if p["for"] == 0:
+                continue
+            if previous.get(rank) != p["where"]:
+                settled = False
+            elif p["in_stage"] and p["for"] >= self.stall_warning:
+                stalled[rank] = p["where"]
+        if self._reported is not None:
+            if any(positions[rank] is not None and positions[rank]["where"] == where
+                   for rank, where in self._reported.items()):
+                return
+            self._reported = None
+        if not (settled and stalled):
+            return
+        self._reported = stalled
+        log.warning(
+            f"Ranks have stopped advancing: a rank has not moved for {self.stall_warning:g} s (stall_warning).\n"
+            f"{stall.describe_positions(positions)}\n"
+            f"If they stay there, the job fails when the collective timeout ({self.timeout}) runs out.")
+
+    def positions_at_failure(self, exc: BaseException) -> List[Optional[Dict[str, Any]]]:
+        """Every rank's position for the failure record of `exc`, a collective that timed out: this rank's from
+        where it was raised, the others' as last published."""
+        me = self.rank_info["rank"]
+        try:
+            positions = self._read_positions(self._store) if self._store is not None else None
+        except Exception:
+            positions = None
+        positions = positions or [None] * int(self.rank_info["world_size"])
+        trainer = self._trainer() if self._trainer is not None else None
+        if trainer is not None:
+            mine = stall.position(trainer, stall.innermost_frame(exc), True, self.rendezvous_done)
+            left = self._left  # the watchdog may have seen this rank leave the collective already
+            if mine["where"] == self._where:
+                mine["for"] = round(time.monotonic() - self._since, 1)
+            elif left is not None and mine["where"] == left[0]:
+                mine["for"] = round(left[2] - left[1], 1)
+            else:  # raised before the watchdog saw it there: it waited the whole timeout
+                mine["for"] = self.timeout.total_seconds()
+            positions[me] = mine
+        return positions
+
     # ------------------------------------------------------------------ the thread
     def _run(self) -> None:
         while True:
@@ -232,6 +376,7 @@ class Watchdog:
             if record is not None:
                 self._handle(record)
                 return
+            self._publish_position()
 
     def _look(self) -> Optional[Dict[str, Any]]:
         if self.failure is not None:  # this rank failed itself: stop the local ranks it launched
