@@ -197,3 +197,20 @@ def test_a_configuration_error_is_announced_to_ranks_waiting_at_the_rendezvous(m
         make(devices=3)
     record = json.loads(store.get(launcher.failure_key()))
     assert record["rank"] == "3" and "devices=3, but TorchElasticEnvironment started 2" in record["error"]
+
+
+def test_fsdp_window_gradients_degrade_with_a_warning_when_torch_internals_differ(monkeypatch, caplog):
+    """FSDP2 keeps accumulation-window gradients in torch-private records; if a torch version lays them out
+    differently, the checkpoint is still written (without them) and the user is told what that means."""
+    strategy = FSDPStrategy()
+
+    def changed_internals():
+        raise AttributeError("'FSDPParam' object has no attribute 'unsharded_accumulated_grad'")
+        yield
+
+    monkeypatch.setattr(strategy, "_sharded", object())
+    monkeypatch.setattr(strategy, "_param_records", changed_internals)
+    with pytest.warns(UserWarning, match="accumulation-window gradients differently .* are not in this checkpoint"):
+        assert strategy.accumulated_grads() == {}
+    with pytest.warns(UserWarning, match="could not be restored; the resumed window restarts its sums"):
+        strategy.load_accumulated_grads({"w": torch.zeros(1)})

@@ -213,12 +213,16 @@ class FSDPStrategy(ParallelStrategy):
         if self._sharded is None:
             return super().accumulated_grads()
         grads = {}
-        for name, record in self._param_records():
-            grad = record.unsharded_accumulated_grad  # set when gradients are reduced in another dtype
-            if grad is None and hasattr(record, "_unsharded_param"):  # created at the first forward
-                grad = record._unsharded_param.grad
-            if grad is not None:
-                grads[name] = grad
+        try:
+            for name, record in self._param_records():
+                grad = record.unsharded_accumulated_grad  # set when gradients are reduced in another dtype
+                if grad is None and hasattr(record, "_unsharded_param"):  # created at the first forward
+                    grad = record._unsharded_param.grad
+                if grad is not None:
+                    grads[name] = grad
+        except AttributeError as error:  # the torch-private records changed: save what is sure, say what is not
+            _warn_private_api(error, "are not in this checkpoint; a run resumed from it restarts the window's sums")
+            return {}
         return grads
 
     def load_accumulated_grads(self, grads: Dict[str, torch.Tensor]) -> None:
@@ -226,9 +230,12 @@ class FSDPStrategy(ParallelStrategy):
         if self._sharded is None:
             super().load_accumulated_grads(grads)
             return
-        for name, record in self._param_records():
-            if name in grads:
-                record.unsharded_accumulated_grad = grads[name].to(self.root_device)
+        try:
+            for name, record in self._param_records():
+                if name in grads:
+                    record.unsharded_accumulated_grad = grads[name].to(self.root_device)
+        except AttributeError as error:
+            _warn_private_api(error, "could not be restored; the resumed window restarts its sums")
 
     def _param_records(self):
         """(name, FSDP2's record of the parameter) for every sharded parameter. The records (`FSDPParam`) and the
@@ -251,3 +258,10 @@ class FSDPStrategy(ParallelStrategy):
         """The parameter names in the optimizer's order: position i is parameter id i of torch's layout."""
         names = {id(p): name for name, p in self.lightning_module.named_parameters()}
         return [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
+
+
+def _warn_private_api(error: AttributeError, consequence: str) -> None:
+    from volt.utilities.rank_zero import rank_zero_warn
+
+    rank_zero_warn(f"This torch's FSDP keeps its accumulation-window gradients differently ({error}): "
+                   f"they {consequence}.")
