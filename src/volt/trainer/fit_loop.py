@@ -360,11 +360,11 @@ class FitLoop:
                 closure()
             stepped = False
         else:
-            lightning_optimizer = strategy._lightning_optimizers[0]
             if self._user_optimizer_step:
-                hooks.call_module("optimizer_step", trainer.current_epoch, batch_idx, lightning_optimizer, closure)
-            else:
-                lightning_optimizer.step(closure=closure)
+                hooks.call_module("optimizer_step", trainer.current_epoch, batch_idx,
+                                  strategy._lightning_optimizers[0], closure)
+            else:  # what LightningOptimizer.step does, one call shorter
+                trainer._optimizer_step(optimizer, closure)
             if not result:
                 raise MisconfigurationException(
                     "`optimizer_step` did not run the optimizer closure. Call "
@@ -490,8 +490,8 @@ class FitLoop:
         results = trainer._results
         if trainer.fast_dev_run or (every > 0 and (self._log_step + 1) % every == 0) or trainer.should_stop:
             trainer._log_to_loggers(results.take_step_logs(), step=self._log_step)
-        else:  # not written this step, yet `logged_metrics` shows the latest values, as in Lightning
-            results.take_step_logs()
+        else:  # not written this step (`logged_metrics` already shows the latest values, as in Lightning)
+            results.train.pending.clear()
 
 
 def _sampler_generator(loader: Any) -> Optional[torch.Generator]:
@@ -500,6 +500,8 @@ def _sampler_generator(loader: Any) -> Optional[torch.Generator]:
 
 
 def _loss_from(output: Any) -> Optional[torch.Tensor]:
+    if isinstance(output, torch.Tensor) and output.requires_grad:  # the common case, first
+        return output
     if output is None:
         return None
     if isinstance(output, torch.Tensor):

@@ -35,6 +35,7 @@ class Hooks:
         self._callbacks: Dict[str, List[Callback]] = {
             name: [cb for cb in callbacks if _overrides(cb, Callback, name)] for name in CALLBACK_HOOKS
         }
+        self._methods = {name: [getattr(cb, name) for cb in cbs] for name, cbs in self._callbacks.items()}
         self._module_overrides = {
             name for name in dir(LightningModule)
             if not name.startswith("__") and callable(getattr(LightningModule, name, None))
@@ -50,16 +51,16 @@ class Hooks:
 
     def callbacks(self, name: str, *args: Any) -> None:
         """Run `name` on every callback that overrides it."""
-        callbacks = self._callbacks[name]
-        if not callbacks:
+        methods = self._methods[name]
+        if not methods:
             return
         module, trainer = self.module, self.trainer
         fx = module.__dict__  # plain dict writes: nn.Module.__setattr__ is slow on the hot path
         previous = fx["_current_fx_name"]
         fx["_current_fx_name"] = name
         try:
-            for callback in callbacks:
-                getattr(callback, name)(trainer, module, *args)
+            for method in methods:
+                method(trainer, module, *args)
         finally:
             fx["_current_fx_name"] = previous
 
