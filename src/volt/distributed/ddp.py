@@ -224,7 +224,7 @@ class ParallelStrategy(Strategy):
                 exc.add_note(_launcher.describe_timeout_positions(positions))
             raise
         finally:
-            watchdog.in_stage = False
+            watchdog.end_stage()
 
     def stop_coordinator(self, batch_source: Callable[[], int]) -> Optional["_launcher.Watchdog"]:
         """The watchdog agrees with the other ranks on the batch after which a signalled run stops."""

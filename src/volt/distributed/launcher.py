@@ -130,6 +130,7 @@ class Watchdog:
         self.parent_pid = int(parent) if parent else None
         self.failure: Optional[Dict[str, Any]] = None
         self.in_stage = False  # True while this rank runs a Trainer stage (fit/validate/...)
+        self._store_lock = threading.Lock()  # held by the thread while it uses the store (see `end_stage`)
         self.stopped_by_signal = False  # the Trainer stopped gracefully on a signal (every rank exits with 1)
         self._address: Optional[tuple] = None  # the rendezvous store, once known
         self._store = None
@@ -137,6 +138,8 @@ class Watchdog:
         self._key = failure_key()
         self._lock = threading.Lock()
         self._started = False
+        self._thread: Optional[threading.Thread] = None
+        self._closing = False  # set at interpreter exit: the thread ends (`close`)
         # graceful stop agreement (see `request_stop`)
         self.stage_runs = 0
         self.stop_wanted = False  # some rank received a stop signal
@@ -163,7 +166,16 @@ class Watchdog:
     def start(self) -> None:
         if not self._started:
             self._started = True
-            threading.Thread(target=self._run, name="volt-watchdog", daemon=True).start()
+            self._thread = threading.Thread(target=self._run, name="volt-watchdog", daemon=True)
+            self._thread.start()
+
+    def close(self) -> None:
+        """At interpreter exit: end the thread first. A daemon thread still running while Python finalizes is torn
+        down wherever it is; inside torch's C++ code that aborts the process ("terminate called without an active
+        exception") after a run that succeeded."""
+        self._closing = True
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5.0)
 
     def watch_store(self, host: str, port: int) -> None:
         """Follow the rendezvous store at host:port (a client of its own, connected once the store is up)."""
@@ -221,6 +233,13 @@ class Watchdog:
         self.stall_warning, self.timeout = stall_warning, timeout
         self._publish_s = min(PUBLISH_S, stall_warning / 4) if stall_warning > 0 else PUBLISH_S
         self.in_stage = True
+
+    def end_stage(self) -> None:
+        """The Trainer stage is over: from now on this thread leaves the store alone. Waits for a store call in
+        flight, so that the process never exits while the thread is inside one: torn down in C++ code at
+        interpreter exit, the thread would abort the process ("terminate called without an active exception")."""
+        with self._store_lock:
+            self.in_stage = False
 
     def request_stop(self) -> None:
         """This rank received a stop signal. Every rank must stop after the same batch, and volt adds no per-step
@@ -290,12 +309,15 @@ class Watchdog:
             self._where, self._since = here["where"], now
         self._beat += 1
         here.update({"for": round(now - self._since, 1), "beat": self._beat})
-        try:
-            self._store.set(self._position_key(self.rank_info["rank"]), json.dumps(here))
-            if self.rank_info["rank"] == 0 and self.stall_warning > 0:
-                self._report_stall(self._read_positions(self._store))
-        except Exception:  # the store went away: `_look` tells why, if it matters
-            pass
+        with self._store_lock:
+            if not self.in_stage or self._store is None:
+                return
+            try:
+                self._store.set(self._position_key(self.rank_info["rank"]), json.dumps(here))
+                if self.rank_info["rank"] == 0 and self.stall_warning > 0:
+                    self._report_stall(self._read_positions(self._store))
+            except Exception:  # the store went away: `_look` tells why, if it matters
+                pass
 
     def _read_positions(self, store) -> List[Optional[Dict[str, Any]]]:
         """Every rank's last published position (None for a rank that has published none)."""
@@ -370,7 +392,7 @@ class Watchdog:
 
     # ------------------------------------------------------------------ the thread
     def _run(self) -> None:
-        while True:
+        while not self._closing:
             time.sleep(POLL_S)
             record = self._look()
             if record is not None:
@@ -392,22 +414,23 @@ class Watchdog:
         if self.parent_pid is not None and os.getppid() != self.parent_pid:
             info = {**me, "rank": me["rank"] - me["local_rank"], "local_rank": 0, "pid": self.parent_pid}
             return failure_record(info, reason="the launcher process (local rank 0 of this node) died")
-        if not self.in_stage:
-            return None
-        store = self._connected_store()
-        if store is not None:
-            try:
-                if store.check([self._key]):
-                    return json.loads(store.get(self._key))
-                self._agree_on_stop(store)
-            except Exception:  # the store host is gone; a dead peer shows up in the collectives or channels above
-                self._store, self._store_lost = None, True
-                if not self.rendezvous_done:  # ...but nothing would show it to a rank still at the rendezvous
-                    me = self.rank_info
-                    host = {**me, "rank": 0, "local_rank": 0, "pid": "?"}
-                    return failure_record(host, reason=(
-                        "the rendezvous store went away before every rank joined (its host, rank 0, ended); "
-                        "see that rank's output for why"))
+        with self._store_lock:
+            if not self.in_stage:
+                return None
+            store = self._connected_store()
+            if store is not None:
+                try:
+                    if store.check([self._key]):
+                        return json.loads(store.get(self._key))
+                    self._agree_on_stop(store)
+                except Exception:  # the store host is gone; a dead peer shows up in the collectives or channels
+                    self._store, self._store_lost = None, True
+                    if not self.rendezvous_done:  # ...but nothing would show it to a rank still at the rendezvous
+                        me = self.rank_info
+                        host = {**me, "rank": 0, "local_rank": 0, "pid": "?"}
+                        return failure_record(host, reason=(
+                            "the rendezvous store went away before every rank joined (its host, rank 0, ended); "
+                            "see that rank's output for why"))
         return None
 
     def _handle(self, record: Dict[str, Any]) -> None:
@@ -473,6 +496,8 @@ def process_watchdog(rank_info: Dict[str, Any]) -> Watchdog:
     global _WATCHDOG
     if _WATCHDOG is None:
         _WATCHDOG = Watchdog(rank_info)
+        # registered first, so it runs last at exit: after the wait for the launched ranks, which it watches
+        atexit.register(_WATCHDOG.close)
     _WATCHDOG.rank_info = rank_info
     return _WATCHDOG
 
