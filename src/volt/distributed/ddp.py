@@ -390,7 +390,7 @@ class ParallelStrategy(Strategy):
         dist.gather_object(buffer.getvalue(), gathered, dst=dst)  # under nccl, via the current CUDA device
         if gathered is None:
             return None
-        return [obj if rank == dst else torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+        return [obj if rank == dst else torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
                 for rank, data in enumerate(gathered)]
 
     def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:

@@ -115,7 +115,7 @@ class Strategy:
         return data
 
     def gather_object(self, obj: Any, dst: int = 0) -> Optional[List[Any]]:
-        """Every rank's `obj` (anything `torch.save` writes), in rank order, on rank `dst` (None on the others).
+        """Every rank's `obj` (tensors and plain data: it is read back with weights_only=True, as checkpoints are), in rank order, on rank `dst` (None on the others).
         `dst`'s own entry is `obj` itself; the others' tensors arrive on the CPU. Not for the training path: the
         objects are serialized."""
         return [obj]
