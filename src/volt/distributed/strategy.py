@@ -115,9 +115,9 @@ class Strategy:
         return data
 
     def gather_object(self, obj: Any, dst: int = 0) -> Optional[List[Any]]:
-        """Every rank's `obj` (tensors and plain data: it is read back with weights_only=True, as checkpoints are), in rank order, on rank `dst` (None on the others).
-        `dst`'s own entry is `obj` itself; the others' tensors arrive on the CPU. Not for the training path: the
-        objects are serialized."""
+        """Every rank's `obj`, in rank order, on rank `dst` (None on the others). `obj` holds tensors and plain data:
+        it is read back with weights_only=True, as checkpoints are. `dst`'s own entry is `obj` itself; the others'
+        tensors arrive on the CPU. Not for the training path: the objects are serialized."""
         return [obj]
 
     def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:
