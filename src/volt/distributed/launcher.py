@@ -290,27 +290,27 @@ class Watchdog:
         return f"{self._key}/where/{rank}"
 
     def _publish_position(self) -> None:
-        """Publish where this rank is (every `_publish_s`); on rank 0, report a stall. Uses the store client only
-        once `_look` connected it, and leaves a lost store to `_look`."""
+        """Publish where this rank is (every `_publish_s`, inside a Trainer stage); on rank 0, report a stall. Uses
+        the store client only once `_look` connected it, and leaves a lost store to `_look`."""
         now = time.monotonic()
         trainer = self._trainer() if self._trainer is not None else None
-        if self._store is None or trainer is None or self.failure is not None or now < self._next_publish:
+        if (not self.in_stage or self._store is None or trainer is None or self.failure is not None
+                or now < self._next_publish):
             return
         self._next_publish = now + self._publish_s
         try:
             frame = stall.current_frame(self._training_thread)
-            here = stall.position(trainer, frame, self.in_stage, self.rendezvous_done)
+            here = stall.position(trainer, frame, self.rendezvous_done)
             del frame
         except Exception as exc:  # a Trainer in the middle of being set up or torn down
-            here = {"where": f"unknown ({type(exc).__name__})", "place": "unknown", "waiting": False,
-                    "in_stage": self.in_stage}
+            here = {"where": f"unknown ({type(exc).__name__})", "place": "unknown", "waiting": False}
         if here["where"] != self._where:
             self._left = (self._where, self._since, now)
             self._where, self._since = here["where"], now
         self._beat += 1
         here.update({"for": round(now - self._since, 1), "beat": self._beat})
         with self._store_lock:
-            if not self.in_stage or self._store is None:
+            if not self.in_stage or self._store is None:  # the stage ended meanwhile (`end_stage`)
                 return
             try:
                 self._store.set(self._position_key(self.rank_info["rank"]), json.dumps(here))
@@ -353,7 +353,7 @@ class Watchdog:
                 continue
             if previous.get(rank) != p["where"]:
                 settled = False
-            elif p["in_stage"] and p["for"] >= self.stall_warning:
+            elif p["for"] >= self.stall_warning:
                 stalled[rank] = p["where"]
         if self._reported is not None:
             if any(positions[rank] is not None and positions[rank]["where"] == where
@@ -379,7 +379,7 @@ class Watchdog:
         positions = positions or [None] * int(self.rank_info["world_size"])
         trainer = self._trainer() if self._trainer is not None else None
         if trainer is not None:
-            mine = stall.position(trainer, stall.innermost_frame(exc), True, self.rendezvous_done)
+            mine = stall.position(trainer, stall.innermost_frame(exc), self.rendezvous_done)
             left = self._left  # the watchdog may have seen this rank leave the collective already
             if mine["where"] == self._where:
                 mine["for"] = round(time.monotonic() - self._since, 1)

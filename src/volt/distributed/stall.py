@@ -8,8 +8,7 @@ training path. Ranks publish their position in the rendezvous store; rank 0 repo
 that times out carries every rank's position in its failure record.
 
 A position is plain data: `where` (the text shown), `place` (the loop part: stage and counters), `waiting` (in a
-collective, backward's gradient all-reduce included, or at the rendezvous), `in_stage` (inside a Trainer call),
-`for` (seconds since `where` last changed), `beat` (counts the rank's publications) and, added by the reader,
+collective, backward's gradient all-reduce included, or at the rendezvous), `for` (seconds since `where` last changed), `beat` (counts the rank's publications) and, added by the reader,
 `silent` (seconds since the rank last published, when that is long).
 """
 import os
@@ -34,23 +33,20 @@ _SITE = tuple({sysconfig.get_paths()[key] + os.sep for key in ("purelib", "platl
 JOINING = "joining the process group (init_process_group)"
 
 
-def position(trainer, frame, in_stage: bool, joined: bool) -> Dict[str, Any]:
-    """This rank's position: `frame` is the training thread's innermost frame (or the frame a collective raised
-    in); `joined` is False while the process group is still forming."""
+def position(trainer, frame, joined: bool) -> Dict[str, Any]:
+    """This rank's position inside a Trainer call: `frame` is the training thread's innermost frame (or the frame a
+    collective raised in); `joined` is False while the process group is still forming."""
     if not joined:
         place, detail, waiting = JOINING, "", True
     else:
-        place = loop_place(trainer, in_stage)
+        place = loop_place(trainer)
         detail, waiting = activity(frame) if frame is not None else ("", False)
-    return {"where": f"{place}; {detail}" if detail else place, "place": place, "waiting": waiting,
-            "in_stage": in_stage}
+    return {"where": f"{place}; {detail}" if detail else place, "place": place, "waiting": waiting}
 
 
-def loop_place(trainer, in_stage: bool) -> str:
+def loop_place(trainer) -> str:
     """The Trainer call and its counters, e.g. 'fit: epoch 0, 12 train batches done'."""
     fn, stage = trainer.state.fn, trainer.state.stage
-    if not in_stage:
-        return f"outside the Trainer (after {fn})" if fn else "outside the Trainer"
     if fn != "fit":
         loop = {"validate": trainer.validate_loop, "test": trainer.test_loop, "predict": trainer.predict_loop}[fn]
         return f"{fn}: {_eval_batch(loop)}"

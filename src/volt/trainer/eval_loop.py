@@ -43,6 +43,7 @@ class EvalLoop:
         self.loaded_epoch = 0  # the epoch at which the loaders were last made (reload_dataloaders_every_n_epochs)
         self._source: Any = None  # dataloaders passed to the Trainer call, if any
         self.predictions: List[List[Any]] = []
+        self.keeps_ranks_in_step = False  # validation/test under DDP: same batch count on every rank (docstring)
         self.batch_idx = 0
         self.dataloader_idx = 0
 
@@ -59,7 +60,8 @@ class EvalLoop:
         overfit = trainer.overfit_batches
         self.loaders = [wrap_loader(loader, sampler_fn=sampler_fn) for loader in loaders]
         lengths = [loader_length(loader) for loader in self.loaders]
-        if self.stage != "predict" and trainer.world_size > 1:
+        self.keeps_ranks_in_step = self.stage != "predict" and trainer.world_size > 1
+        if self.keeps_ranks_in_step:
             lengths = self._agreed_lengths(lengths)
         limit = getattr(trainer, _LIMIT[self.stage])
         if self.stage == "validate" and overfit:
@@ -147,7 +149,7 @@ class EvalLoop:
         transfer = hooks.custom_transfer or device.type != "cpu"
         keep_predictions = self.stage == "predict" and trainer._return_predictions
         fx = module.__dict__  # plain dict writes: nn.Module.__setattr__ is slow on the hot path
-        pad = self.stage != "predict" and trainer.world_size > 1 and math.isfinite(limit)
+        pad = self.keeps_ranks_in_step and math.isfinite(limit)
         iterator = iter(loader)
         batch_idx = 0
         raw = None
@@ -193,7 +195,6 @@ class EvalLoop:
             for d in out if idx is None or idx >= len(out) else [out[idx]]:
                 d[key] = value
         return out
-
 
 
 def _first_sample_batch(loader) -> Any:

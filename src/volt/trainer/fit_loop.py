@@ -382,8 +382,6 @@ class FitLoop:
         """The loss divisor: the window size, or the size of the final partial window (volt differs from
         Lightning here: it divides a partial window of k batches by k, not by accumulate_grad_batches)."""
         accumulate, n = self.trainer.accumulate_grad_batches, self.num_training_batches
-        if accumulate == 1:
-            return 1
         if n != math.inf:
             full_windows_end = (int(n) // accumulate) * accumulate
             if batch_idx >= full_windows_end:
