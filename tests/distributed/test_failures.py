@@ -101,3 +101,26 @@ def test_a_signal_to_one_rank_stops_every_rank_after_the_same_batch(tmp_path):
     assert "Training stopped by SIGTERM" in output, output[-4000:]
     assert list(tmp_path.rglob("last.ckpt")), output[-4000:]
     assert_no_rank_left(tmp_path)
+
+
+def test_the_watchdog_thread_ends_before_python_finalizes():
+    """A daemon thread still running while Python finalizes is torn down wherever it is; caught inside torch's C++
+    store client it aborted finished runs ('terminate called without an active exception'). The watchdog's thread
+    is joined at exit, after every exit handler registered later (the wait for launched ranks among them)."""
+    import subprocess
+    import sys
+
+    from distributed.helpers import script_env
+
+    code = (
+        "import atexit\n"
+        "from volt.distributed import launcher\n"
+        "watchdog = None\n"
+        "atexit.register(lambda: print('alive at the end:', watchdog._thread.is_alive()))\n"
+        "watchdog = launcher.process_watchdog({'rank': 0, 'world_size': 1, 'local_rank': 0, 'node_rank': 0})\n"
+        "watchdog.start()\n"
+        "atexit.register(lambda: print('alive before close:', watchdog._thread.is_alive()))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=script_env(), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["alive before close: True", "alive at the end: False"]
