@@ -44,7 +44,7 @@ def instructions(contender: str, steps: int) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = subprocess.run(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={os.path.join(tmp, 'cg')}",
-             os.path.realpath(sys.executable), "-c", _RUN.format(here=HERE, src=SRC, steps=steps, contender=contender)],
+             sys.executable, "-c", _RUN.format(here=HERE, src=SRC, steps=steps, contender=contender)],
             capture_output=True, text=True)
     found = re.search(r"Collected : (\d+)", out.stderr)
     if out.returncode != 0 or not found:

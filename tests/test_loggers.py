@@ -11,7 +11,7 @@ from argparse import Namespace
 import pytest
 import torch
 
-from volt.loggers import CSVLogger, TensorBoardLogger
+from volt.loggers import CSVLogger, Logger, TensorBoardLogger
 from volt.utilities.rank_zero import rank_zero_only
 
 
@@ -327,63 +327,84 @@ def test_hparams_yaml_skips_values_yaml_cannot_hold(tmp_path):
     assert open(os.path.join(logger.log_dir, "hparams.yaml")).read() == "lr: 0.1\n"
 
 
-# --------------------------------------------------------------------------------------------- resume truncation
+# --------------------------------------------------------------------------------- resume: the logger state pair
 
 
-def test_csv_truncate_after_keeps_earlier_rows(tmp_path):
+def test_csv_state_dict_resumes_the_log_at_the_checkpoint_step(tmp_path):
     first = CSVLogger(tmp_path)
-    for step in range(6):
+    for step in range(4):
         first.log_metrics({"loss": float(step)}, step=step)
+    state = first.state_dict()  # a checkpoint taken after step 3
+    assert state == {"step": 3, "rows": [{"loss": 3.0}]}
+    first.log_metrics({"loss": 4.0}, step=4)
+    first.log_metrics({"loss": 5.0}, step=5)
     first.log_metrics({"val_loss": 9.0}, step=5)
-    first.finalize("failed")  # killed after step 5; the checkpoint was taken at step 3
+    first.finalize("failed")  # killed after step 5
 
     resumed = CSVLogger(tmp_path, version=first.version)
-    resumed._truncate_after(3)
-    for step in range(3, 5):
+    resumed.load_state_dict(state)
+    for step in range(4, 6):
         resumed.log_metrics({"loss": step + 0.5}, step=step)
     resumed.finalize("success")
 
     header, rows = read_csv(os.path.join(first.log_dir, "metrics.csv"))
     assert header == ["loss", "step", "val_loss"]
-    assert [(row["step"], row["loss"]) for row in rows] == [
-        ("0", "0.0"), ("1", "1.0"), ("2", "2.0"), ("3", "3.5"), ("4", "4.5")
+    assert [(row["step"], row["loss"], row["val_loss"]) for row in rows] == [
+        ("0", "0.0", ""), ("1", "1.0", ""), ("2", "2.0", ""), ("3", "3.0", ""), ("4", "4.5", ""), ("5", "5.5", "")
     ]
 
 
-def test_csv_truncate_after_drops_buffered_rows(tmp_path):
+def test_csv_drop_from_drops_buffered_rows(tmp_path):
     logger = CSVLogger(tmp_path)
     for step in range(4):
         logger.log_metrics({"loss": float(step)}, step=step)
-    logger._truncate_after(2)
+    logger.drop_from(2)
     logger.finalize("success")
     assert [row["step"] for row in read_csv(os.path.join(logger.log_dir, "metrics.csv"))[1]] == ["0", "1"]
 
 
-def test_tensorboard_truncate_after_hides_replayed_steps(tmp_path):
+def test_tensorboard_state_dict_hides_replayed_steps(tmp_path):
     first = TensorBoardLogger(tmp_path)
     first.log_hyperparams({"lr": 0.1})
     for step in range(6):
         first.log_metrics({"loss": float(step)}, step=step)
+        if step == 3:
+            state = first.state_dict()
     first.finalize("failed")
 
     resumed = TensorBoardLogger(tmp_path, version=first.version)
-    resumed._truncate_after(3)
+    resumed.load_state_dict(state)
     resumed.log_hyperparams({"lr": 0.1})
-    for step in range(3, 5):
+    for step in range(4, 6):
         resumed.log_metrics({"loss": step + 0.5}, step=step)
     resumed.finalize("success")
 
-    assert read_scalars(first.log_dir)["loss"] == [(0, 0.0), (1, 1.0), (2, 2.0), (3, 3.5), (4, 4.5)]
+    assert read_scalars(first.log_dir)["loss"] == [(0, 0.0), (1, 1.0), (2, 2.0), (3, 3.0), (4, 4.5), (5, 5.5)]
 
 
-def test_tensorboard_truncate_after_with_an_open_writer(tmp_path):
+def test_tensorboard_drop_from_with_an_open_writer(tmp_path):
     logger = TensorBoardLogger(tmp_path)
     for step in range(4):
         logger.log_metrics({"loss": float(step)}, step=step)
-    logger._truncate_after(2)
+    logger.drop_from(2)
     logger.log_metrics({"loss": 20.0}, step=2)
     logger.finalize("success")
     assert read_scalars(logger.log_dir)["loss"] == [(0, 0.0), (1, 1.0), (2, 20.0)]
+
+
+def test_logger_base_class_resume_pair_defaults_to_nothing():
+    class Minimal(Logger):
+        name, version = "m", 0
+
+        def log_metrics(self, metrics, step=None):
+            pass
+
+        def log_hyperparams(self, params, *args, **kwargs):
+            pass
+
+    logger = Minimal()
+    assert logger.state_dict() == {}
+    logger.load_state_dict({"anything": 1})  # a logger that cannot rewrite its history keeps it
 
 
 # ------------------------------------------------------------------------------------------ with the Trainer

@@ -28,8 +28,8 @@ class _SingleProcess:
 
 
 class StubTrainer:
-    """The part of the Trainer surface ModelCheckpoint reads. `save_checkpoint` writes the callback's state, as the
-    real Trainer does, so tests can check what ended up in each file."""
+    """The part of the Trainer surface ModelCheckpoint uses. `schedule_checkpoint` writes the callback's state at
+    once, as the real Trainer does outside a running batch, so tests can check what ended up in each file."""
 
     def __init__(self, root, callback, **overrides):
         self.default_root_dir = str(root)
@@ -51,7 +51,10 @@ class StubTrainer:
         self.callback = callback
         self.files_before_each_save = []
 
-    def save_checkpoint(self, filepath, weights_only=False):
+    def at_checkpoint_point(self, fn):
+        fn()
+
+    def schedule_checkpoint(self, filepath, weights_only=False):
         os.makedirs(os.path.dirname(filepath), exist_ok=True)
         self.files_before_each_save.append(sorted(os.listdir(os.path.dirname(filepath))))
         state = {"global_step": self.global_step, "weights_only": weights_only}
@@ -435,7 +438,7 @@ def test_other_ranks_follow_rank_zero_and_never_touch_files(tmp_path):
             return str(tmp_path / "from_rank_0") if isinstance(obj, str) else True  # rank 0's dirpath, "time is up"
 
     class Rank1Trainer(StubTrainer):
-        def save_checkpoint(self, filepath, weights_only=False):
+        def schedule_checkpoint(self, filepath, weights_only=False):
             self.files_before_each_save.append(filepath)  # every rank calls this; only rank 0 writes
 
     rank0_dir = tmp_path / "from_rank_0"
@@ -485,14 +488,21 @@ def test_state_dict_round_trip(tmp_path):
     cb = ModelCheckpoint(dirpath=tmp_path, monitor="val_loss", save_top_k=2, save_last=True)
     _fit(tmp_path, cb, [{"val_loss": 3}, {"val_loss": 1}, {"val_loss": 2}])
     state = torch.load(tmp_path / "last.ckpt", weights_only=True)["callbacks"][cb.state_key]
-    assert set(state) == {"monitor", "best_model_score", "best_model_path", "current_score", "dirpath",
-                          "best_k_models", "kth_best_model_path", "kth_value", "last_model_path"}
+    lightning_keys = {"monitor", "best_model_score", "best_model_path", "current_score", "dirpath", "best_k_models",
+                      "kth_best_model_path", "kth_value", "last_model_path"}
+    # volt adds what decides the next saves, so that a resumed run saves where an uninterrupted one does
+    assert set(state) == lightning_keys | {"last_global_step_saved", "last_checkpoint_saved",
+                                           "defer_save_until_validation"}
+    assert state["last_global_step_saved"] == 12 and state["last_checkpoint_saved"] == str(tmp_path / "last.ckpt")
 
     restored = ModelCheckpoint(dirpath=tmp_path, monitor="val_loss", save_top_k=2, save_last=True)
     restored.load_state_dict(state)
     for attr in ("best_model_path", "best_model_score", "best_k_models", "kth_best_model_path", "kth_value",
                  "last_model_path"):
         assert getattr(restored, attr) == getattr(cb, attr), attr
+    saved_again = restored.state_dict()
+    for key in ("last_global_step_saved", "last_checkpoint_saved", "defer_save_until_validation"):
+        assert saved_again[key] == state[key], key
 
 
 def test_load_state_dict_from_another_folder_restores_only_best_model_path(tmp_path):

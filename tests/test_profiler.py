@@ -38,7 +38,7 @@ def test_simple_profiler_reports_steps_and_hooks(tmp_path, capsys):
     trainer.fit(Tiny(), _loader(), _loader())
     out = capsys.readouterr().out
     assert "FIT Profiler Report" in out
-    for action in ("[Strategy]Strategy.training_step", "[Strategy]optimizer_step",
+    for action in ("[Strategy]Strategy.training_step", "[Strategy]Strategy.optimizer_step",
                    "[Strategy]Strategy.validation_step", "[LightningModule]Tiny.on_train_epoch_end"):
         assert action in out
     assert "|          4 |" in out  # four training steps, each counted
@@ -49,7 +49,7 @@ def test_profiler_writes_to_file(tmp_path):
     trainer = _trainer(tmp_path, profiler)
     trainer.fit(Tiny(), _loader())
     report = (tmp_path / "fit-perf.txt").read_text()
-    assert "[Strategy]optimizer_step" in report
+    assert "[Strategy]Strategy.optimizer_step" in report
 
 
 def test_advanced_profiler_gives_cprofile_stats(tmp_path, capsys):

@@ -1,7 +1,8 @@
 """LightningModule: a torch.nn.Module that also holds the steps, optimizers and hooks of a training run.
 
 Every hook has Lightning's name, signature and default. The Trainer calls a module hook only when the user's
-class overrides it (see `volt/trainer/hooks.py`), so the defaults below document behaviour rather than run per step.
+class (or instance) overrides it, except the hooks whose default does the work, such as `optimizer_step` and
+`on_validation_model_eval` (see `volt/trainer/hooks.py`).
 """
 import copy
 import inspect
@@ -43,7 +44,8 @@ class HyperparametersMixin:
 
     def __init__(self) -> None:
         super().__init__()
-        self._log_hyperparams = True
+        self._log_hyperparams = True  # send them to the loggers (`save_hyperparameters(logger=False)` turns it off)
+        self._hparams_name: Optional[str] = None  # "kwargs" when collected from `__init__`'s arguments
 
     def save_hyperparameters(self, *args: Any, ignore: Optional[Union[Sequence[str], str]] = None,
                              frame=None, logger: bool = True) -> None:
@@ -130,7 +132,7 @@ class LightningModule(HyperparametersMixin, nn.Module):
     Override `training_step` and `configure_optimizers` at least. See the hook map in `volt/trainer/fit_loop.py`.
     """
 
-    # Names that the Trainer must not treat as user overrides when dispatching hooks.
+    # Where `save_hyperparameters` values go in a checkpoint (Lightning's keys).
     CHECKPOINT_HYPER_PARAMS_KEY = "hyper_parameters"
     CHECKPOINT_HYPER_PARAMS_NAME = "hparams_name"
     CHECKPOINT_HYPER_PARAMS_TYPE = "hparams_type"
@@ -331,7 +333,7 @@ class LightningModule(HyperparametersMixin, nn.Module):
                 "`manual_backward` is for manual optimization. Set `self.automatic_optimization = False` in "
                 "`__init__`, or return the loss from `training_step` and let volt call backward."
             )
-        self.trainer._loop_backward(loss, None, *args, **kwargs)
+        self.trainer.fit_loop.backward(loss, *args, **kwargs)
 
     def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
         """Hook: how the loss is backpropagated."""

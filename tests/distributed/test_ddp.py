@@ -92,11 +92,16 @@ def test_fsdp_matches_one_process_and_writes_full_checkpoints(tmp_path, referenc
 @pytest.mark.timeout(60)
 def test_ddp_spawn_returns_weights_and_results_to_the_main_process(tmp_path, reference):
     # a parameter that takes no part in the loss needs find_unused_parameters=True
-    run(tmp_path, {**TRAINING, "strategy": "ddp_spawn_find_unused", "unused": True})
+    # ModelCheckpoint first, EarlyStopping and the model summary after it: the ranks reorder the callbacks
+    run(tmp_path, {**TRAINING, "strategy": "ddp_spawn_find_unused", "unused": True, "checkpoint_not_last": True})
     main = reports(tmp_path)[0]  # written by the main process, which ran no training itself
     assert_same_weights(main["weights"], reference["weights"])
     assert main["metrics"]["val_loss"] == pytest.approx(reference["metrics"]["val_loss"], rel=1e-5)
     assert main["best_model_path"].endswith(".ckpt") and main["global_step"] == reference["global_step"]
+    assert main["best_model_score"] == pytest.approx(
+        torch.load(main["best_model_path"], weights_only=True)["callbacks"][
+            "ModelCheckpoint{'monitor': 'val_loss', 'mode': 'min', 'every_n_train_steps': 0, 'every_n_epochs': 1, "
+            "'train_time_interval': None}"]["best_model_score"].item())
 
 
 @pytest.mark.timeout(60)

@@ -68,9 +68,12 @@ def test_graceful_stop_runs_on_exception_and_finalizes(tmp_path):
 
 
 def test_second_ctrl_c_stops_at_once(tmp_path):
-    with pytest.raises(KeyboardInterrupt):
+    """The second Ctrl-C interrupts at once; as in Lightning, the run then ends with SystemExit(1) after the
+    exception hooks and teardown."""
+    with pytest.raises(SystemExit) as stop:
         run_training.run(dict(root=str(tmp_path), **CONFIG,
                               signal={"hook": "on_before_optimizer_step", "step": 1, "signum": "SIGINT", "times": 2}))
+    assert stop.value.code == 1 and isinstance(stop.value.__cause__, KeyboardInterrupt)
     assert not os.path.exists(tmp_path / "ckpt" / "last.ckpt")  # no stop checkpoint: it did not wait
 
 

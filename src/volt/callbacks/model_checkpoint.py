@@ -2,10 +2,11 @@
 
 Arguments, file names, trigger rules and saved state follow PyTorch Lightning 2.x, so existing code and existing
 checkpoint folders keep working. volt differs in four ways, all about safety:
-- files are written by `trainer.save_checkpoint`, which is atomic: a crash mid-save never damages an older file;
+- files are written atomically: a crash mid-save never damages an older file;
 - a save triggered inside a batch or an epoch end (the hooks below) is decided and named there, as in Lightning,
-  but written once that batch or epoch end is complete (its step logging, validation and scheduler steps done), so
-  every checkpoint resumes exactly, with nothing of the batch left to redo;
+  but written at the loop's checkpoint point (`trainer.schedule_checkpoint`), once that batch or epoch end is
+  complete (its step logging, validation and scheduler steps done), so every checkpoint resumes exactly, with
+  nothing of the batch left to redo;
 - a file that drops out of the top k (or an old `last.ckpt`) is removed only after every file of the current save,
   including the `last` link, is in place, so the folder always holds a complete, linked set;
 - nothing is written under `fast_dev_run`, not even the final `last.ckpt` (Lightning writes that one).
@@ -81,35 +82,8 @@ class ModelCheckpoint(Callback):
         save_on_train_epoch_end: Optional[bool] = None,
         enable_version_counter: bool = True,
     ):
-        if mode not in ("min", "max"):
-            raise MisconfigurationException(f"ModelCheckpoint(mode={mode!r}) is not supported: use 'min' or 'max'.")
-        if save_last not in (None, False, True, "link"):
-            raise MisconfigurationException(
-                f"ModelCheckpoint(save_last={save_last!r}) is not supported: use None, True, False or 'link'."
-            )
-        if save_top_k < -1:
-            raise MisconfigurationException(
-                f"ModelCheckpoint(save_top_k={save_top_k}) is invalid: use -1 (keep all), 0 (keep none) or k >= 1."
-            )
-        if monitor is None and save_top_k not in (-1, 0, 1):
-            raise MisconfigurationException(
-                f"ModelCheckpoint(save_top_k={save_top_k}, monitor=None) is not a valid configuration: without a"
-                " monitored metric there is nothing to rank checkpoints by. Pass `monitor=` or use save_top_k"
-                " -1, 0 or 1."
-            )
-        for name, value in (("every_n_train_steps", every_n_train_steps), ("every_n_epochs", every_n_epochs)):
-            if value is not None and value < 0:
-                raise MisconfigurationException(f"ModelCheckpoint({name}={value}) is invalid: use an integer >= 0.")
-        if train_time_interval is not None and not isinstance(train_time_interval, timedelta):
-            raise MisconfigurationException(
-                f"ModelCheckpoint(train_time_interval={train_time_interval!r}) must be a datetime.timedelta."
-            )
-        if bool(every_n_train_steps) + bool(every_n_epochs) + (train_time_interval is not None) > 1:
-            raise MisconfigurationException(
-                f"ModelCheckpoint: every_n_train_steps={every_n_train_steps}, every_n_epochs={every_n_epochs} and"
-                f" train_time_interval={train_time_interval} are mutually exclusive; set only one of them (or use"
-                " several ModelCheckpoint callbacks)."
-            )
+        _check_arguments(mode, save_last, save_top_k, monitor, every_n_train_steps, every_n_epochs,
+                         train_time_interval)
         if every_n_train_steps is None and every_n_epochs is None and train_time_interval is None:
             every_n_epochs = 1
 
@@ -164,8 +138,7 @@ class ModelCheckpoint(Callback):
     # ----------------------------------------------------------------------------------------------------- hooks
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        dirpath = self.dirpath if self.dirpath is not None else self._default_dirpath(trainer)
-        self.dirpath = trainer.strategy.broadcast(dirpath)
+        self.dirpath = trainer.strategy.broadcast(self.resolve_dirpath(trainer))
         if self.save_last == "link" and is_remote(self.dirpath):
             raise ValueError(
                 f"ModelCheckpoint(save_last='link') needs a local folder (symlinks), got dirpath={self.dirpath!r}."
@@ -245,6 +218,8 @@ class ModelCheckpoint(Callback):
     # ------------------------------------------------------------------------------------------------ state
 
     def state_dict(self) -> Dict[str, Any]:
+        """Lightning's keys, and what decides the next saves (so a resumed run saves exactly where an uninterrupted
+        one does: not twice at one step, no deferred save lost)."""
         return {
             "monitor": self.monitor,
             "best_model_score": self.best_model_score,
@@ -255,12 +230,18 @@ class ModelCheckpoint(Callback):
             "kth_best_model_path": self.kth_best_model_path,
             "kth_value": self.kth_value,
             "last_model_path": self.last_model_path,
+            "last_global_step_saved": self._last_global_step_saved,
+            "last_checkpoint_saved": self._last_checkpoint_saved,
+            "defer_save_until_validation": self._defer_save_until_validation,
         }
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         """Restore the rankings. If the folder changed since the checkpoint was written, the old rankings would
-        point at files this run does not manage, so only `best_model_path` is restored."""
+        point at files this run does not manage, so only `best_model_path` is restored. (A callback whose folder
+        is not resolved yet, in the process that launched spawned ranks, takes the saved one.)"""
         saved_dirpath = state_dict.get("dirpath", self.dirpath)
+        if self.dirpath is None:
+            self.dirpath = saved_dirpath
         if saved_dirpath == self.dirpath:
             self.best_model_score = state_dict["best_model_score"]
             self.kth_best_model_path = state_dict.get("kth_best_model_path", self.kth_best_model_path)
@@ -274,21 +255,10 @@ class ModelCheckpoint(Callback):
                 " `best_model_path` will be reloaded."
             )
         self.best_model_path = state_dict["best_model_path"]
-
-    def _resume_state(self) -> Dict[str, Any]:
-        """What decides the next saves, kept with the loop state (Lightning's `state_dict` keys stay Lightning's),
-        so a resumed run saves exactly where an uninterrupted one does: not twice at one step, no deferred save
-        lost."""
-        return {
-            "last_global_step_saved": self._last_global_step_saved,
-            "last_checkpoint_saved": self._last_checkpoint_saved,
-            "defer_save_until_validation": self._defer_save_until_validation,
-        }
-
-    def _load_resume_state(self, state: Dict[str, Any]) -> None:
-        self._last_global_step_saved = state["last_global_step_saved"]
-        self._last_checkpoint_saved = state["last_checkpoint_saved"]
-        self._defer_save_until_validation = state["defer_save_until_validation"]
+        self._last_global_step_saved = state_dict.get("last_global_step_saved", self._last_global_step_saved)
+        self._last_checkpoint_saved = state_dict.get("last_checkpoint_saved", self._last_checkpoint_saved)
+        self._defer_save_until_validation = state_dict.get("defer_save_until_validation",
+                                                           self._defer_save_until_validation)
 
     # ------------------------------------------------------------------------------------------- public helpers
 
@@ -493,18 +463,14 @@ class ModelCheckpoint(Callback):
     def _save_checkpoint(self, trainer, filepath: str) -> None:
         self._last_global_step_saved = trainer.global_step  # first, so that the checkpoint records this save
         self._last_checkpoint_saved = filepath
+        trainer.schedule_checkpoint(filepath, self.save_weights_only)
 
         def notify_loggers() -> None:
             if trainer.is_global_zero:
                 for logger in trainer.loggers:
                     logger.after_save_checkpoint(self)
 
-        save_when_complete = getattr(trainer, "_save_checkpoint_when_complete", None)
-        if save_when_complete is None:  # a stand-in trainer without a fit loop writes at once
-            trainer.save_checkpoint(filepath, self.save_weights_only)
-            notify_loggers()
-        else:
-            save_when_complete(filepath, self.save_weights_only, notify_loggers)
+        trainer.at_checkpoint_point(notify_loggers)
 
     def _link_checkpoint(self, trainer, target: str, linkpath: str) -> None:
         def link() -> None:
@@ -512,20 +478,15 @@ class ModelCheckpoint(Callback):
                 atomic_symlink(target, linkpath)
             trainer.strategy.barrier("ModelCheckpoint._link_checkpoint")
 
-        self._when_complete(trainer, link)
-
-    @staticmethod
-    def _when_complete(trainer, operation) -> None:
-        """Run a file operation once the running batch or epoch end is complete (in order with the others)."""
-        fit_loop = getattr(trainer, "fit_loop", None)  # a stand-in trainer without a loop writes at once
-        if fit_loop is not None:
-            fit_loop.when_complete(operation)
-        else:
-            operation()
+        trainer.at_checkpoint_point(link)
 
     # --------------------------------------------------------------------------------------------- file system
 
-    def _default_dirpath(self, trainer) -> str:
+    def resolve_dirpath(self, trainer) -> str:
+        """The folder this callback writes to: `dirpath` if given, else `<save_dir>/<name>/<version>/checkpoints`
+        of the first logger, or `<default_root_dir>/checkpoints` without a logger."""
+        if self.dirpath is not None:
+            return self.dirpath
         if trainer.loggers:
             logger = trainer.loggers[0]
             save_dir = logger.save_dir if logger.save_dir is not None else trainer.default_root_dir
@@ -551,10 +512,44 @@ class ModelCheckpoint(Callback):
                     remove_checkpoint(path)
 
         if paths:
-            self._when_complete(trainer, remove)
+            trainer.at_checkpoint_point(remove)
 
     def _dir_has_files(self, dirpath: str) -> bool:
         if is_remote(dirpath):
             fs = _filesystem(dirpath)
             return fs.isdir(dirpath) and len(fs.ls(dirpath)) > 0
         return os.path.isdir(dirpath) and len(os.listdir(dirpath)) > 0
+
+
+def _check_arguments(mode, save_last, save_top_k, monitor, every_n_train_steps, every_n_epochs,
+                     train_time_interval) -> None:
+    """The argument rules of Lightning's ModelCheckpoint, each with a message that says what to change."""
+    if mode not in ("min", "max"):
+        raise MisconfigurationException(f"ModelCheckpoint(mode={mode!r}) is not supported: use 'min' or 'max'.")
+    if save_last not in (None, False, True, "link"):
+        raise MisconfigurationException(
+            f"ModelCheckpoint(save_last={save_last!r}) is not supported: use None, True, False or 'link'."
+        )
+    if save_top_k < -1:
+        raise MisconfigurationException(
+            f"ModelCheckpoint(save_top_k={save_top_k}) is invalid: use -1 (keep all), 0 (keep none) or k >= 1."
+        )
+    if monitor is None and save_top_k not in (-1, 0, 1):
+        raise MisconfigurationException(
+            f"ModelCheckpoint(save_top_k={save_top_k}, monitor=None) is not a valid configuration: without a"
+            " monitored metric there is nothing to rank checkpoints by. Pass `monitor=` or use save_top_k"
+            " -1, 0 or 1."
+        )
+    for name, value in (("every_n_train_steps", every_n_train_steps), ("every_n_epochs", every_n_epochs)):
+        if value is not None and value < 0:
+            raise MisconfigurationException(f"ModelCheckpoint({name}={value}) is invalid: use an integer >= 0.")
+    if train_time_interval is not None and not isinstance(train_time_interval, timedelta):
+        raise MisconfigurationException(
+            f"ModelCheckpoint(train_time_interval={train_time_interval!r}) must be a datetime.timedelta."
+        )
+    if bool(every_n_train_steps) + bool(every_n_epochs) + (train_time_interval is not None) > 1:
+        raise MisconfigurationException(
+            f"ModelCheckpoint: every_n_train_steps={every_n_train_steps}, every_n_epochs={every_n_epochs} and"
+            f" train_time_interval={train_time_interval} are mutually exclusive; set only one of them (or use"
+            " several ModelCheckpoint callbacks)."
+        )

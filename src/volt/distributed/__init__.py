@@ -11,7 +11,7 @@ _LAZY = {
     "DDPStrategy": "volt.distributed.ddp",
     "FSDPStrategy": "volt.distributed.fsdp",
     "LightningEnvironment": "volt.distributed.environments",
-    "ParallelStrategy": "volt.distributed.ddp",
+    "ParallelStrategy": "volt.distributed.parallel",
     "RankFailedError": "volt.distributed.launcher",
     "SLURMEnvironment": "volt.distributed.environments",
     "TorchElasticEnvironment": "volt.distributed.environments",

@@ -7,7 +7,7 @@ sharded last, so parameters that belong to no wrapped submodule are gathered too
 
 Inside a gradient-accumulation window each rank sums full, unsharded gradients, which FSDP2 keeps in its private
 per-parameter records rather than in `.grad`; checkpoints read them from there and resume puts them back, so resume
-is as exact as under DDP (see volt/distributed/ddp.py), at the same cost: each rank's full gradients in the file.
+is as exact as under DDP (see parallel.py), at the same cost: each rank's full gradients in the file.
 """
 import contextlib
 from datetime import timedelta
@@ -15,8 +15,8 @@ from typing import Any, Callable, Dict, List, Optional, Set, Type, Union
 
 import torch
 
-from volt.distributed.ddp import ParallelStrategy, StepForward
 from volt.distributed.environments import ClusterEnvironment
+from volt.distributed.parallel import ParallelStrategy, StepForward
 from volt.utilities.exceptions import MisconfigurationException
 
 _SHARDING = {"FULL_SHARD": True, "SHARD_GRAD_OP": False}

@@ -39,7 +39,7 @@ from typing import Any, Callable, Dict, List, Optional
 import torch
 
 from volt.distributed import stall
-from volt.utilities.exceptions import MisconfigurationException
+from volt.utilities.exceptions import MisconfigurationException, TrainingStopped
 from volt.utilities.rank_zero import log
 
 POLL_S = 0.2  # how often the watchdog looks
@@ -149,7 +149,7 @@ class Watchdog:
         self.batch_source = None  # callable: this rank's current count of finished training batches
         self.rendezvous_done = False  # the process group is up (before that, a lost store means rank 0 ended)
         # where this rank is (stall.py), and the stall report
-        self._trainer: Optional[weakref.ref] = None
+        self._position_source: Optional[weakref.ref] = None  # the running Trainer's (stall.PositionSource)
         self._training_thread: Optional[int] = None
         self.stall_warning = 0.0  # seconds without a change before rank 0 reports; 0: never
         self.timeout: Optional[timedelta] = None  # the process group's, named in the report
@@ -223,12 +223,13 @@ class Watchdog:
             return self.failure
 
     # ------------------------------------------------------------------ graceful stop on a signal
-    def begin_stage(self, trainer, stall_warning: float, timeout: timedelta) -> None:
+    def begin_stage(self, position_source, stall_warning: float, timeout: timedelta) -> None:
         """A new Trainer stage, run by the calling thread: forget the previous stage's stop agreement (its store
-        keys are per stage), and follow this trainer's position."""
+        keys are per stage), and follow the position the Trainer publishes (a `stall.PositionSource`)."""
         self.stage_runs += 1
         self.stop_wanted, self.stop_at, self.proposal, self._stop_requested = False, None, None, False
-        self._trainer = weakref.ref(trainer) if trainer is not None else None  # the watchdog outlives Trainers
+        # the watchdog outlives Trainers
+        self._position_source = weakref.ref(position_source) if position_source is not None else None
         self._training_thread = threading.get_ident()
         self.stall_warning, self.timeout = stall_warning, timeout
         self._publish_s = min(PUBLISH_S, stall_warning / 4) if stall_warning > 0 else PUBLISH_S
@@ -293,14 +294,14 @@ class Watchdog:
         """Publish where this rank is (every `_publish_s`, inside a Trainer stage); on rank 0, report a stall. Uses
         the store client only once `_look` connected it, and leaves a lost store to `_look`."""
         now = time.monotonic()
-        trainer = self._trainer() if self._trainer is not None else None
-        if (not self.in_stage or self._store is None or trainer is None or self.failure is not None
+        source = self._position_source() if self._position_source is not None else None
+        if (not self.in_stage or self._store is None or source is None or self.failure is not None
                 or now < self._next_publish):
             return
         self._next_publish = now + self._publish_s
         try:
             frame = stall.current_frame(self._training_thread)
-            here = stall.position(trainer, frame, self.rendezvous_done)
+            here = stall.position(source, frame, self.rendezvous_done)
             del frame
         except Exception as exc:  # a Trainer in the middle of being set up or torn down
             here = {"where": f"unknown ({type(exc).__name__})", "place": "unknown", "waiting": False}
@@ -377,9 +378,9 @@ class Watchdog:
         except Exception:
             positions = None
         positions = positions or [None] * int(self.rank_info["world_size"])
-        trainer = self._trainer() if self._trainer is not None else None
-        if trainer is not None:
-            mine = stall.position(trainer, stall.innermost_frame(exc), self.rendezvous_done)
+        source = self._position_source() if self._position_source is not None else None
+        if source is not None:
+            mine = stall.position(source, stall.innermost_frame(exc), self.rendezvous_done)
             left = self._left  # the watchdog may have seen this rank leave the collective already
             if mine["where"] == self._where:
                 mine["for"] = round(time.monotonic() - self._since, 1)
@@ -744,10 +745,6 @@ def _set_sigint(handler):
 
 def is_graceful_stop(exc: BaseException) -> bool:
     """The Trainer stopped on SIGTERM/Ctrl-C after saving a checkpoint (trainer/signals.py): not a failure."""
-    try:
-        from volt.trainer.signals import TrainingStopped
-    except ImportError:
-        return False
     return isinstance(exc, TrainingStopped)
 
 
@@ -763,7 +760,7 @@ def _spawned_rank(local_rank: int, strategy, function: Callable, args: tuple, qu
             if tensor.is_shared():
                 tensor.data = tensor.data.clone()
     try:
-        output = strategy.run_guarded(function, *args, collect_results=True)
+        output = strategy.run_guarded(function, *args)
     except BaseException as exc:
         if is_graceful_stop(exc):
             queue.put(("stopped", _Stopped(local_rank, exc)))

@@ -2,8 +2,9 @@
 
 A rank that waits in a collective the others never call (say `strategy.barrier()` under `if global_rank == 0`)
 waits until the process-group timeout, and torch then names no one. So each rank's watchdog thread samples, about
-once a second, where its training thread is: the Trainer's loop counters (plain attributes, read from the other
-thread) and, from that thread's Python stack, the collective it waits in and who called it. Nothing runs on the
+once a second, where its training thread is: the loop's place in words, from the position source the Trainer hands the
+strategy (`PositionSource`: plain attribute reads from the other thread), and, from that thread's Python stack, the
+collective it waits in and who called it. Nothing runs on the
 training path. Ranks publish their position in the rendezvous store; rank 0 reports a stall once, and a collective
 that times out carries every rank's position in its failure record.
 
@@ -14,62 +15,43 @@ collective, backward's gradient all-reduce included, or at the rendezvous), `for
 import os
 import sys
 import sysconfig
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, FrozenSet, List, Optional, Protocol, Tuple
 
 import torch
 
 _TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
 _VOLT_DIST = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _VOLT_DIR = os.path.dirname(_VOLT_DIST.rstrip(os.sep)) + os.sep
-_STRATEGY_FILE = _VOLT_DIST + "ddp.py"
+_STRATEGY_FILE = _VOLT_DIST + "parallel.py"
 _C10D_FILE = os.path.join(_TORCH_DIR, "distributed", "distributed_c10d.py")
-# ParallelStrategy's collectives (FSDPStrategy inherits them)
-_COLLECTIVES = {"barrier", "broadcast", "reduce", "all_gather", "reduce_boolean_decision"}
-# where a caller search stops: past these, the caller is the Trainer itself, not the code that called a collective
-_LOOP_FILES = {os.path.join(_VOLT_DIR, "trainer", name) for name in ("trainer.py", "fit_loop.py", "eval_loop.py",
-                                                                      "hooks.py")}
+# ParallelStrategy's collectives (DDPStrategy and FSDPStrategy inherit them)
+_COLLECTIVES = {"barrier", "broadcast", "reduce", "all_gather", "gather_object", "reduce_boolean_decision"}
 _STDLIB = sysconfig.get_paths()["stdlib"] + os.sep
 _SITE = tuple({sysconfig.get_paths()[key] + os.sep for key in ("purelib", "platlib")})
 JOINING = "joining the process group (init_process_group)"
 
 
-def position(trainer, frame, joined: bool) -> Dict[str, Any]:
+class PositionSource(Protocol):
+    """What the running Trainer publishes for these reports (its LoopPosition implements it)."""
+
+    loop_files: FrozenSet[str]  # the loops' source files: past them, the caller of a collective is the Trainer itself
+
+    def place(self) -> str:  # the Trainer call and its counters, e.g. 'fit: epoch 0, 12 train batches done'
+        ...
+
+
+def position(source: PositionSource, frame, joined: bool) -> Dict[str, Any]:
     """This rank's position inside a Trainer call: `frame` is the training thread's innermost frame (or the frame a
     collective raised in); `joined` is False while the process group is still forming."""
     if not joined:
         place, detail, waiting = JOINING, "", True
     else:
-        place = loop_place(trainer)
-        detail, waiting = activity(frame) if frame is not None else ("", False)
+        place = source.place()
+        detail, waiting = activity(frame, source.loop_files) if frame is not None else ("", False)
     return {"where": f"{place}; {detail}" if detail else place, "place": place, "waiting": waiting}
 
 
-def loop_place(trainer) -> str:
-    """The Trainer call and its counters, e.g. 'fit: epoch 0, 12 train batches done'."""
-    fn, stage = trainer.state.fn, trainer.state.stage
-    if fn != "fit":
-        loop = {"validate": trainer.validate_loop, "test": trainer.test_loop, "predict": trainer.predict_loop}[fn]
-        return f"{fn}: {_eval_batch(loop)}"
-    fit = trainer.fit_loop
-    if stage == "sanity_check":
-        return f"fit: sanity check, {_eval_batch(fit.val_loop)}"
-    state = fit.state
-    if stage == "validate":
-        return f"fit: epoch {state.epoch}, {_eval_batch(fit.val_loop)}"
-    if stage == "train":
-        if state.epoch_done:
-            return f"fit: epoch {state.epoch}, end of epoch"
-        done = state.batch_idx
-        return f"fit: epoch {state.epoch}, {done} train batch{'' if done == 1 else 'es'} done"
-    return f"fit: after the training loop (status {trainer.state.status})"
-
-
-def _eval_batch(loop) -> str:
-    text = f"{'validation' if loop.stage == 'validate' else loop.stage} batch {loop.batch_idx}"
-    return f"{text} of dataloader {loop.dataloader_idx}" if loop.dataloader_idx else text
-
-
-def activity(frame) -> Tuple[str, bool]:
+def activity(frame, loop_files: FrozenSet[str] = frozenset()) -> Tuple[str, bool]:
     """What the thread whose innermost frame is `frame` does, and whether it waits for other ranks: the
     collective it is in and its caller, else backward, else the innermost frame of code outside torch and the
     standard library (a user's step, a checkpoint write)."""
@@ -82,7 +64,7 @@ def activity(frame) -> Tuple[str, bool]:
         if _is_collective(f):
             outermost = index
     if outermost is not None:
-        caller = _caller(frames[outermost + 1:])
+        caller = _caller(frames[outermost + 1:], loop_files)
         name = frames[outermost].f_code.co_name
         return (f"in {name}, called from {_label(caller)}" if caller is not None else f"in {name}"), True
     for f in frames:
@@ -102,7 +84,7 @@ def _is_collective(frame) -> bool:
         code.co_filename == _STRATEGY_FILE and code.co_name in _COLLECTIVES)
 
 
-def _caller(frames) -> Optional[Any]:
+def _caller(frames, loop_files: FrozenSet[str]) -> Optional[Any]:
     """The code that called a collective (frames outward from it): the first frame outside torch, volt's
     strategies and the standard library, or past volt code (self.log's sync_dist, say) the user's code that
     called that, unless the Trainer's own loop comes first."""
@@ -115,7 +97,7 @@ def _caller(frames) -> Optional[Any]:
             return f
         if first is None:
             first = f
-        if filename in _LOOP_FILES:
+        if filename in loop_files:
             break
     return first
 

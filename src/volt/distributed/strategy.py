@@ -1,5 +1,5 @@
 """Strategies: where the model lives and how processes talk. The single-device strategy is the base;
-multi-process ones (volt/distributed/ddp.py) override the collective operations."""
+multi-process ones (parallel.py: DDP, FSDP) override the collective operations."""
 import contextlib
 from typing import Any, Dict, List, Optional
 
@@ -18,6 +18,9 @@ class Strategy:
         self.lightning_module = None
         self._lightning_optimizers: List[Any] = []
         self.precision_plugin = None
+        # Set by the Trainer: where its loops are, in words (distributed/stall.py's PositionSource), for the stall
+        # reports of multi-process runs.
+        self.position_source = None
 
     # ------------------------------------------------------------------ topology
     world_size = 1
@@ -35,6 +38,8 @@ class Strategy:
         return self.world_size
 
     # ------------------------------------------------------------------ life cycle
+    launches_in_child_processes = False  # spawn-style strategies: only rank 0's result comes back to the caller
+
     def launch(self, function, *args: Any, **kwargs: Any) -> Any:
         """Run `function` in this process (multi-process strategies start the other ranks here)."""
         return function(*args, **kwargs)
@@ -125,74 +130,3 @@ class Strategy:
 
 
 SingleDeviceStrategy = Strategy
-
-
-def parse_accelerator(accelerator: Any) -> str:
-    """Resolve "auto"/"gpu"/"cuda"/"mps"/"cpu" to the device type that will be used."""
-    name = getattr(accelerator, "name", accelerator)
-    name = str(name).lower() if name is not None else "auto"
-    if name == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return "mps"
-        return "cpu"
-    if name in ("gpu", "cuda"):
-        if not torch.cuda.is_available():
-            raise RuntimeError(
-                f"accelerator={accelerator!r} (or gpus=N) asks for a CUDA GPU, but none is available on this machine "
-                f"(torch {torch.__version__}, CUDA build: {torch.version.cuda is not None}). "
-                "Use accelerator='cpu' (or 'auto'), or run where a GPU is visible."
-            )
-        return "cuda"
-    if name == "mps":
-        if not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
-            raise RuntimeError("accelerator='mps' asks for Apple's MPS backend, which is not available here.")
-        return "mps"
-    if name == "cpu":
-        return "cpu"
-    raise ValueError(
-        f"accelerator={accelerator!r} is not supported. Choose 'cpu', 'gpu' (or 'cuda'), 'mps' or 'auto'."
-    )
-
-
-def parse_devices(devices: Any, device_type: str) -> List[int]:
-    """Resolve devices (int, list, "0,1", "auto", -1) to a list of device indices."""
-    available = torch.cuda.device_count() if device_type == "cuda" else (1 if device_type == "mps" else None)
-    if devices in ("auto", None):
-        return list(range(available)) if device_type == "cuda" else [0]
-    if isinstance(devices, str):
-        devices = devices.strip()
-        if devices == "-1":
-            devices = -1
-        elif "," in devices:
-            devices = [int(d) for d in devices.split(",") if d.strip()]
-        else:
-            try:
-                devices = int(devices)
-            except ValueError:
-                raise ValueError(f"devices={devices!r} is not understood; use an int, a list of indices, or 'auto'.")
-    if isinstance(devices, bool):
-        raise ValueError(f"devices={devices!r} is not understood; use an int, a list of indices, or 'auto'.")
-    if isinstance(devices, int):
-        if devices == -1:
-            return list(range(available)) if available is not None else list(range(max(1, _cpu_count())))
-        if devices < 1:
-            raise ValueError(f"devices={devices} must be a positive int, a list of indices, -1 or 'auto'.")
-        if available is not None and devices > available:
-            raise ValueError(f"devices={devices} asks for more {device_type} devices than the {available} available.")
-        return list(range(devices))
-    if isinstance(devices, (list, tuple)):
-        indices = [int(d) for d in devices]
-        if not indices:
-            raise ValueError("devices=[] selects no device; pass at least one index.")
-        if available is not None and max(indices) >= available:
-            raise ValueError(f"devices={list(devices)} includes an index beyond the {available} {device_type} devices.")
-        return indices
-    raise ValueError(f"devices={devices!r} is not understood; use an int, a list of indices, or 'auto'.")
-
-
-def _cpu_count() -> int:
-    import os
-
-    return os.cpu_count() or 1

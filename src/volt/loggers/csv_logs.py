@@ -9,6 +9,7 @@ import torch
 from volt.loggers.logger import Logger, rank_zero_experiment
 from volt.loggers.utils import (
     NAME_HPARAMS_FILE,
+    RewritableLog,
     VersionedLogDir,
     _add_prefix,
     _convert_params,
@@ -66,7 +67,7 @@ class ExperimentWriter:
             self._rewrite(sorted(keys.union(self.metrics_keys)), self._rows_on_disk() + rows)
         self.metrics = []
 
-    def _truncate_after(self, step: int) -> None:
+    def drop_from(self, step: int) -> None:
         """Keep only rows with a step before `step`, on disk and in the buffer, whoever started the file."""
         self.metrics = [row for row in self.metrics if row["step"] < step]
         if not os.path.isfile(self.metrics_file_path):
@@ -98,7 +99,7 @@ def _to_number(value: Any) -> Any:
     return value.item() if isinstance(value, torch.Tensor) else value
 
 
-class CSVLogger(VersionedLogDir, Logger):
+class CSVLogger(RewritableLog, VersionedLogDir, Logger):
     """Log metrics to a CSV file and hyperparameters to YAML, in `<save_dir>/<name>/version_N/`.
 
     Args:
@@ -158,7 +159,7 @@ class CSVLogger(VersionedLogDir, Logger):
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, Any], step: Optional[int] = None) -> None:
         experiment = self.experiment
-        self._remember_logged(metrics, step)
+        self.remember_logged(metrics, step)
         experiment.log_metrics(_add_prefix(metrics, self._prefix, self.LOGGER_JOIN_CHAR), step)
         if (experiment.metrics[-1]["step"] + 1) % self._flush_logs_every_n_steps == 0:
             experiment.save()
@@ -173,8 +174,8 @@ class CSVLogger(VersionedLogDir, Logger):
             self.save()
 
     @rank_zero_only
-    def _truncate_after(self, step: int) -> None:
+    def drop_from(self, step: int) -> None:
         """Drop rows at or after `step`: a run resumed from a checkpoint at `step` logs them again."""
         if self._experiment is None:
             self._experiment = ExperimentWriter(self.log_dir)  # resuming into a used folder is expected: no warning
-        self._experiment._truncate_after(step)
+        self._experiment.drop_from(step)

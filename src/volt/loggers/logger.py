@@ -1,4 +1,4 @@
-"""The Logger base class, as in Lightning: loggers receive plain floats on rank 0 only."""
+"""The Logger base class, as in Lightning (loggers receive plain floats on rank 0 only), with volt's resume pair."""
 import functools
 from abc import ABC, abstractmethod
 from typing import Any, Dict, Optional, Union
@@ -16,10 +16,6 @@ def rank_zero_experiment(fn):
         return fn(self)
 
     return experiment
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) or (hasattr(value, "numel") and value.numel() == 1)
 
 
 class _DummyExperiment:
@@ -78,34 +74,13 @@ class Logger(ABC):
     def after_save_checkpoint(self, checkpoint_callback) -> None:
         pass
 
-    # ---- exact resume. A checkpoint records the last step this logger wrote and the rows written at it; a run
-    # resumed from that checkpoint drops everything from that step on (`_truncate_after`, where a logger has it)
-    # and writes those rows again, so each step shows once and the points logged after the checkpoint by the
-    # interrupted run are replaced by the resumed run's.
+    # ---- resume (volt): a fit resumed from a checkpoint continues each logger's log
+    def state_dict(self) -> Dict[str, Any]:
+        """Where this logger's log stands, as plain data. The Trainer keeps it in every checkpoint it writes (right
+        after `save()`); a fit resumed from that checkpoint hands it to `load_state_dict` before logging anything
+        new. Default: nothing to keep."""
+        return {}
 
-    def _remember_logged(self, metrics: Dict[str, Any], step: Optional[int]) -> None:
-        """Called by `log_metrics`: keep the rows of the latest step (values as given, converted when saved)."""
-        if step is None:
-            return
-        if step != getattr(self, "_last_logged_step", None):
-            self._last_logged_step, self._rows_at_last_step = step, []
-        self._rows_at_last_step.append(dict(metrics))
-
-    def _resume_marker(self) -> Optional[Dict[str, Any]]:
-        """What a checkpoint stores for this logger: the last step written and its rows, as plain numbers."""
-        step = getattr(self, "_last_logged_step", None)
-        if step is None:
-            return None
-        rows = [{key: value.item() if hasattr(value, "item") else value for key, value in row.items()
-                 if _is_number(value)} for row in self._rows_at_last_step]
-        return {"step": int(step), "rows": rows}
-
-    def _resume_from(self, marker: Dict[str, Any]) -> None:
-        """Continue the log from a checkpoint's marker: cut it at the marker's step, then rewrite that step's rows."""
-        truncate = getattr(self, "_truncate_after", None)
-        if truncate is None:  # a logger that cannot rewrite its history keeps the interrupted run's points
-            return
-        truncate(marker["step"])
-        for row in marker["rows"]:
-            self.log_metrics(row, step=marker["step"])
-        self.save()
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Continue the log from a checkpoint's `state_dict()`: the same run, and each step shown once (drop what the
+        interrupted run logged after the checkpoint). Default: nothing (those later points stay)."""

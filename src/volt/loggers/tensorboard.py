@@ -22,6 +22,7 @@ import torch
 from volt.loggers.logger import Logger, rank_zero_experiment
 from volt.loggers.utils import (
     NAME_HPARAMS_FILE,
+    RewritableLog,
     VersionedLogDir,
     _add_prefix,
     _convert_params,
@@ -77,7 +78,7 @@ def _tensorboardx_available() -> bool:
     return importlib.util.find_spec("tensorboardX") is not None
 
 
-class TensorBoardLogger(VersionedLogDir, Logger):
+class TensorBoardLogger(RewritableLog, VersionedLogDir, Logger):
     """Log to TensorBoard event files in `<save_dir>/<name>/version_N[/<sub_dir>]`, hyperparameters also to YAML.
 
     Args:
@@ -156,7 +157,7 @@ class TensorBoardLogger(VersionedLogDir, Logger):
         """Write scalars (numbers or one-element tensors, read now); a dict value goes to `add_scalars`."""
         from tensorboardX.proto.summary_pb2 import Summary
 
-        self._remember_logged(metrics, step)
+        self.remember_logged(metrics, step)
         values = []
         for key, value in _add_prefix(metrics, self._prefix, self.LOGGER_JOIN_CHAR).items():
             if isinstance(value, dict):
@@ -239,7 +240,7 @@ class TensorBoardLogger(VersionedLogDir, Logger):
             self._experiment = None
 
     @rank_zero_only
-    def _truncate_after(self, step: int) -> None:
+    def drop_from(self, step: int) -> None:
         """Hide points at or after `step` in TensorBoard: a run resumed from a checkpoint at `step` logs them again.
 
         TensorBoard drops every earlier-read event with a step >= `step` when it reads a session-start marker at

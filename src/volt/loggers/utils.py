@@ -3,9 +3,9 @@ import enum
 import os
 import sys
 from argparse import Namespace
-from collections.abc import Mapping, MutableMapping
+from collections.abc import MutableMapping
 from dataclasses import asdict, is_dataclass
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Union
 
 import torch
 
@@ -110,11 +110,65 @@ def _save_hparams_to_yaml(path: str, hparams: Mapping[str, Any]) -> None:
     os.replace(tmp_path, path)  # a crash mid-write leaves the previous file intact
 
 
+class RewritableLog:
+    """The resume pair (`Logger.state_dict` / `load_state_dict`) for a logger that can cut its own history.
+
+    The state is the last step written and the rows written at it. Resuming from it drops everything logged from
+    that step on (`drop_from`): the points the interrupted run logged after its checkpoint, and that step's rows,
+    which are then written again. So each step shows once, with the resumed run's values after the checkpoint.
+    A logger calls `remember_logged` in `log_metrics` and implements `drop_from`; put this before `Logger` in the
+    bases.
+    """
+
+    _last_logged_step: Optional[int] = None
+    _rows_at_last_step: List[Dict[str, Any]] = []  # replaced, never appended to, before the first step
+
+    def remember_logged(self, metrics: Mapping[str, Any], step: Optional[int]) -> None:
+        """Keep the rows of the latest step (values as given: tensors are converted only in `state_dict`)."""
+        if step is None:
+            return
+        if step != self._last_logged_step:
+            self._last_logged_step, self._rows_at_last_step = step, []
+        self._rows_at_last_step.append(dict(metrics))
+
+    def drop_from(self, step: int) -> None:
+        raise NotImplementedError
+
+    def state_dict(self) -> Dict[str, Any]:
+        if self._last_logged_step is None:
+            return {}
+        rows = [{key: value.item() if hasattr(value, "item") else value for key, value in row.items()
+                 if isinstance(value, (int, float)) or (hasattr(value, "numel") and value.numel() == 1)}
+                for row in self._rows_at_last_step]
+        return {"step": int(self._last_logged_step), "rows": rows}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        if not state:
+            return
+        self.drop_from(state["step"])
+        for row in state["rows"]:
+            self.log_metrics(row, step=state["step"])
+        self.save()
+
+
 class VersionedLogDir:
     """The `<save_dir>/<name>/version_N` layout that the CSV and TensorBoard loggers share (Lightning's).
 
     Expects `_save_dir`, `_name` and `_version` attributes; put it before `Logger` in the bases.
     """
+
+    @property
+    def version_chosen(self) -> bool:
+        """Whether the version is fixed: given to the constructor, or picked at first use."""
+        return self._version is not None
+
+    def continue_version(self, version: Union[int, str]) -> None:
+        """Log into the existing folder of `version` (`version_3` or 3) instead of a new one: a fit resumed with
+        `ckpt_path="last"` continues the log of the run it resumes. Only before the version is chosen."""
+        if self.version_chosen:
+            raise RuntimeError(f"{type(self).__name__} already logs to version {self._version!r}.")
+        number = version[len("version_"):] if isinstance(version, str) and version.startswith("version_") else None
+        self._version = int(number) if number is not None and number.isdigit() else version
 
     @property
     def name(self) -> str:

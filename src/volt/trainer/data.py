@@ -251,3 +251,17 @@ def as_loader_list(loaders: Any, stage: str) -> List[Any]:
             f"got {type(loaders).__name__}."
         )
     return [loaders]
+
+
+def distributed_sampler_fn(trainer, train: bool) -> Optional[Callable]:
+    """The strategy's sampler factory for this loader kind, when several processes share the data and the Trainer
+    inserts distributed samplers (`use_distributed_sampler`); else None."""
+    if not (trainer.use_distributed_sampler and trainer.world_size > 1):
+        return None
+    return trainer.strategy.train_sampler_fn() if train else trainer.strategy.eval_sampler_fn()
+
+
+def loaders_stale(trainer, loaded_epoch: int) -> bool:
+    """`reload_dataloaders_every_n_epochs`: loaders made at `loaded_epoch` are due to be made again."""
+    n = trainer.reload_dataloaders_every_n_epochs
+    return bool(n) and trainer.current_epoch - loaded_epoch >= n

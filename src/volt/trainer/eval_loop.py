@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from volt.trainer.data import as_loader_list, limit_batches, loader_length, wrap_loader
+from volt.trainer.data import as_loader_list, distributed_sampler_fn, limit_batches, loader_length, wrap_loader
 
 _STEP = {"validate": "validation_step", "test": "test_step", "predict": "predict_step"}
 _HOOK = {"validate": "validation", "test": "test", "predict": "predict"}
@@ -41,22 +41,23 @@ class EvalLoop:
         self.loaders: Optional[List[Any]] = None  # resolved on first run (or again when reloading)
         self.num_batches: List[float] = []
         self.loaded_epoch = 0  # the epoch at which the loaders were last made (reload_dataloaders_every_n_epochs)
-        self._source: Any = None  # dataloaders passed to the Trainer call, if any
+        self.source: Any = None  # the dataloaders passed to the Trainer call, if any
         self.predictions: List[List[Any]] = []
+        self.return_predictions = True  # predict: keep every step's output (`Trainer.predict(return_predictions=)`)
         self.keeps_ranks_in_step = False  # validation/test under DDP: same batch count on every rank (docstring)
         self.batch_idx = 0
         self.dataloader_idx = 0
 
     # ------------------------------------------------------------------ data
-    def setup_data(self, hooks) -> None:
+    def setup_data(self) -> None:
         """Resolve the dataloaders (argument, datamodule or module hook), wrap them and size them."""
         trainer = self.trainer
         self.loaded_epoch = trainer.current_epoch
-        source = self._source
+        source = self.source
         if source is None:
-            source = trainer._call_dataloader_hook(_LOADER[self.stage], required=self.stage != "validate")
+            source = trainer._hooks.call_dataloader_hook(_LOADER[self.stage], required=self.stage != "validate")
         loaders = as_loader_list(source, self.stage)
-        sampler_fn = trainer.strategy.eval_sampler_fn() if trainer._use_distributed_sampler() else None
+        sampler_fn = distributed_sampler_fn(trainer, train=False)
         overfit = trainer.overfit_batches
         self.loaders = [wrap_loader(loader, sampler_fn=sampler_fn) for loader in loaders]
         lengths = [loader_length(loader) for loader in self.loaders]
@@ -78,16 +79,15 @@ class EvalLoop:
     def enabled_or_setup(self) -> bool:
         """Resolve the dataloaders if needed; True when there is at least one batch to run."""
         if self.loaders is None:
-            self.setup_data(self.trainer._hooks)
+            self.setup_data()
         return sum(self.num_batches) > 0
 
     # ------------------------------------------------------------------ the loop
     def run(self, max_batches: Optional[int] = None) -> List[Dict[str, float]]:
         trainer, hooks, stage = self.trainer, self.trainer._hooks, self.stage
-        module = trainer.lightning_module
         results = trainer._results
         if self.loaders is None:
-            self.setup_data(hooks)
+            self.setup_data()
         results.eval.reset()
         results.active = results.eval
         results.num_dataloaders = len(self.loaders)
@@ -124,15 +124,13 @@ class EvalLoop:
         if stage != "predict":
             results.epoch_end(results.eval)  # epoch values are visible to the epoch-end hooks
         if collect_outputs:
-            module._current_fx_name = legacy_end
-            getattr(module, legacy_end)(all_outputs[0] if num_loaders == 1 else all_outputs)
-            module._current_fx_name = None
+            hooks.call_module(legacy_end, all_outputs[0] if num_loaders == 1 else all_outputs)
         hooks.call(f"on_{self.hook}_epoch_end")
         epoch_values: Dict[str, torch.Tensor] = {}
         if stage != "predict":
             epoch_values, to_log = results.epoch_end(results.eval)
             if not trainer.sanity_checking:
-                trainer._log_to_loggers(to_log)
+                results.log_to_loggers(to_log)
         hooks.call(f"on_{self.hook}_end")
         if stage != "predict":
             hooks.call_module(f"on_{'validation' if stage == 'validate' else stage}_model_train")
@@ -142,13 +140,9 @@ class EvalLoop:
     def _run_dataloader(self, loader, limit, dataloader_idx, extra, step_name, step_fn, outputs, predictions,
                         collect_outputs) -> None:
         trainer, hooks = self.trainer, self.trainer._hooks
-        module = trainer.lightning_module
         results = trainer._results
-        precision = trainer._precision
-        device = trainer.strategy.root_device
-        transfer = hooks.custom_transfer or device.type != "cpu"
-        keep_predictions = self.stage == "predict" and trainer._return_predictions
-        fx = module.__dict__  # plain dict writes: nn.Module.__setattr__ is slow on the hot path
+        precision = trainer.precision_plugin
+        keep_predictions = self.stage == "predict" and self.return_predictions
         pad = self.keeps_ranks_in_step and math.isfinite(limit)
         iterator = iter(loader)
         batch_idx = 0
@@ -164,15 +158,11 @@ class EvalLoop:
                         results.filler = True  # this rank's shard ran out: stay in step (module docstring)
                         raw = raw if raw is not None else _first_sample_batch(loader)
                 self.batch_idx = batch_idx
-                batch = precision.convert_input(raw)
-                if transfer:
-                    batch = hooks.batch_transfer(batch, device, dataloader_idx)
+                batch = hooks.prepare_batch(raw, dataloader_idx)
                 results.on_batch_start(batch, dataloader_idx)
                 hooks.call(f"on_{self.hook}_batch_start", batch, batch_idx, *extra)
-                fx["_current_fx_name"] = step_name
                 with precision.forward_context():
-                    output = step_fn(batch, batch_idx, *extra)
-                fx["_current_fx_name"] = None
+                    output = hooks.call_step(step_name, step_fn, batch, batch_idx, *extra)
                 if collect_outputs and output is not None and not results.filler:
                     outputs.append(output)
                 if keep_predictions:
@@ -180,7 +170,7 @@ class EvalLoop:
                 hooks.call(f"on_{self.hook}_batch_end", output, batch, batch_idx, *extra)
                 batch_idx += 1
                 if self.stage != "predict":
-                    trainer._eval_step_log(self.stage)
+                    results.log_eval_step()
         finally:
             results.filler = False
 

@@ -20,26 +20,28 @@
             lr_scheduler_step (interval "step"; interval "epoch" on the last batch)
             on_train_batch_end -> step metrics to loggers
             [validation when due] -> ReduceLROnPlateau with interval "step"
-            batch complete: ModelCheckpoint's files are written, a stop signal is acted on
+            CHECKPOINT POINT (the batch is complete): scheduled checkpoints are written, a stop signal is acted on
           training_epoch_end(outputs) (1.x) -> on_train_epoch_end (callbacks, module, then checkpoint/early stopping)
           ReduceLROnPlateau with interval "epoch" -> epoch metrics to loggers
-          epoch end complete: ModelCheckpoint's files are written, a stop signal is acted on
+          CHECKPOINT POINT (the epoch end is complete)
         on_train_end
       on_fit_end -> teardown("fit")                                                      (trainer.py)
 
-Exact resume: a checkpoint is only ever written where a batch or an epoch end is complete, so its loop state (see
-progress.LoopState) has nothing half done. A resumed run rebuilds the interrupted epoch's data order from the RNG
+Exact resume: ModelCheckpoint and a graceful stop write only at a checkpoint point (`Trainer.schedule_checkpoint`,
+volt/trainer/checkpointing.py), where a batch or an epoch end is complete, so the loop state (progress.LoopState)
+has nothing half done. A resumed run rebuilds the interrupted epoch's data order from the RNG
 state the epoch started with, skips the consumed batches at the sampler level (iterable datasets: replays them), and
 continues from the checkpoint's RNG state at the matching point: right before its next batch.
 """
 import math
-from typing import Any, Callable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 
-from volt.trainer.data import limit_batches, loader_length, resumable_sampler, set_sampler_epoch, wrap_loader
+from volt.trainer.data import (distributed_sampler_fn, limit_batches, loader_length, loaders_stale, resumable_sampler,
+                              set_sampler_epoch, wrap_loader)
 from volt.trainer.eval_loop import EvalLoop
-from volt.trainer.progress import LoopState, load_results_state
+from volt.trainer.progress import LoopState
 from volt.utilities.exceptions import MisconfigurationException
 from volt.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from volt.utilities.seed import get_rng_states, set_rng_states
@@ -55,11 +57,11 @@ class FitLoop:
         self.train_loader: Any = None
         self.num_training_batches: float = math.inf
         self.val_check_batch: float = math.inf
-        self._train_source: Any = None
-        self._restored_rng: Optional[dict] = None  # RNG state at the moment the checkpoint was taken
-        self._restored_results: Optional[dict] = None  # self.log state from the checkpoint
-        self._batch_open = False  # a batch or an epoch end is running: checkpoint writes wait (`when_complete`)
-        self._waiting_writes: List[Callable[[], None]] = []
+        self.train_source: Any = None  # the dataloaders passed to `Trainer.fit`, if any
+        self._resumed_rng: Optional[dict] = None  # RNG state at the moment the checkpoint was taken
+        self._resumed_results: Optional[dict] = None  # self.log state from the checkpoint
+        self._unit_running = False  # a batch or an epoch end is running: work for the checkpoint point waits
+        self._at_point: List[Callable[[], None]] = []
         self.grads_pending = False  # the last batch accumulated gradients without stepping: a checkpoint keeps them
         self._epoch_outputs: List[Any] = []
         self._user_optimizer_step = False  # what the module overrides, read once per fit in `run`
@@ -74,9 +76,9 @@ class FitLoop:
         self._collect_outputs = hooks.module_overrides("training_epoch_end")  # 1.x: keep every batch's outputs
         if self._should_sanity_check():
             self._sanity_check()
-        if self._restored_results is not None:  # after the sanity check, which clears the metric dicts
-            load_results_state(trainer._results, self._restored_results)
-            self._restored_results = None
+        if self._resumed_results is not None:  # after the sanity check, which clears the metric dicts
+            trainer._results.load_state_dict(self._resumed_results)
+            self._resumed_results = None
         self.setup_train_data()
         if self.num_training_batches == 0:
             rank_zero_info("`Trainer.fit` stopped: No training batches.")
@@ -95,7 +97,7 @@ class FitLoop:
                 mid_epoch = False
                 self.run_epoch()
         except BaseException:
-            self._batch_open, self._waiting_writes = False, []  # a batch that failed half-way writes no checkpoint
+            self._unit_running, self._at_point = False, []  # a batch that failed half-way writes no checkpoint
             raise
         hooks.call("on_train_end")
 
@@ -121,7 +123,7 @@ class FitLoop:
 
     def run_epoch(self) -> None:
         trainer, hooks, s = self.trainer, self.trainer._hooks, self.state
-        if s.batch_idx == 0 and trainer._dataloaders_stale(self._train_loaded_epoch):
+        if s.batch_idx == 0 and loaders_stale(trainer, self._train_loaded_epoch):
             self.setup_train_data()
         hooks.call("on_train_epoch_start")
         self._epoch_outputs = []
@@ -133,13 +135,12 @@ class FitLoop:
         # resumed right after the batch that ended this epoch early (max_steps, a stop): only the epoch end is left
         batches = () if s.batch_idx and self._stops_in_epoch() else self._epoch_batches()
         for batch, is_last in batches:
-            self._batch_open = True
+            self._unit_running = True
             batch_idx = s.batch_idx
             self._log_step = s.batches_stepped
-            batch = trainer._prepare_batch(batch, 0)
+            batch = hooks.prepare_batch(batch, 0)
             trainer._results.on_batch_start(batch)
-            hooks.callbacks("on_train_batch_start", batch, batch_idx)
-            if hooks.module_hook("on_train_batch_start", batch, batch_idx) == -1:
+            if hooks.call("on_train_batch_start", batch, batch_idx) == -1:
                 self._step_schedulers("epoch", plateau=False)
                 break
             if automatic:
@@ -162,7 +163,7 @@ class FitLoop:
                 self.run_validation()
             if schedulers and stepped:
                 self._step_schedulers("step", plateau=True)
-            self._complete()
+            self._checkpoint_point()
             if self._stops_in_epoch() or is_last or s.batch_idx >= n:
                 break
         self._end_epoch()
@@ -173,28 +174,52 @@ class FitLoop:
             return True
         return trainer.should_stop and self.can_stop_early
 
-    def when_complete(self, write: Callable[[], None]) -> None:
-        """Run `write` (a checkpoint write) now, or, while a batch or an epoch end is running, once it is complete.
-
-        A checkpoint written there holds a loop state with nothing half done: the batch's hooks, step logging,
-        validation and scheduler steps (or the epoch end's hooks, logging and counters) have all run, so a run
-        resumed from it simply continues with the next batch and ends bit-identical to an uninterrupted one.
-        """
-        if self._batch_open:
-            self._waiting_writes.append(write)
+    def at_checkpoint_point(self, fn: Callable[[], None]) -> None:
+        """Run `fn` (a checkpoint write, or file work that follows one) at the next checkpoint point, in the order
+        asked; at once when no batch or epoch end is running (see `Trainer.schedule_checkpoint`)."""
+        if self._unit_running:
+            self._at_point.append(fn)
         else:
-            write()
+            fn()
 
-    def _complete(self) -> None:
-        """The running batch or epoch end is complete: write the checkpoints it asked for, act on a stop signal."""
-        self._batch_open = False
-        if self._waiting_writes:
-            writes, self._waiting_writes = self._waiting_writes, []
-            for write in writes:
-                write()
+    def _checkpoint_point(self) -> None:
+        """The running batch or epoch end is complete: write the checkpoints scheduled during it, act on a stop
+        signal. A checkpoint written here holds a loop state with nothing half done (the module docstring)."""
+        self._unit_running = False
+        if self._at_point:
+            work, self._at_point = self._at_point, []
+            for fn in work:
+                fn()
         signals = self.trainer._signals
         if signals.pending():
             signals.check(self.trainer, self.state.total_batch_idx)
+
+    # ------------------------------------------------------------------ resume
+    def resume(self, state: Dict[str, Any]) -> None:
+        """Continue from a volt checkpoint's loop state (volt/trainer/checkpointing.py): the cursor now, the RNG
+        streams and `self.log` accumulators where the resumed run reaches the point they were saved at."""
+        s = self.state
+        self._resumed_rng = state.pop("rng", None)
+        self._resumed_results = state.pop("results", None)
+        s.load_state_dict(state)
+        if s.epoch_done:
+            s.epoch += 1
+            s.batch_idx, s.epoch_done, s.val_done_at_batch = 0, False, -1
+            s.epoch_rng = s.sampler_rng = None
+
+    def resume_from_lightning(self, checkpoint: Dict[str, Any]) -> None:
+        """Continue from a checkpoint another writer (Lightning) made: its batch progress says whether it stopped
+        mid-epoch; as Lightning does, the rest of an unfinished epoch is drawn afresh from the loader's start."""
+        s = self.state
+        loop_state = (checkpoint.get("loops") or {}).get("fit_loop") or {}
+        batches = loop_state.get("epoch_loop.batch_progress") or {}
+        consumed = int((batches.get("current") or {}).get("processed", 0))
+        mid_epoch = consumed > 0 and not batches.get("is_last_batch", True)
+        s.epoch = int(checkpoint.get("epoch", 0)) + (0 if mid_epoch else 1)
+        s.batch_idx = consumed if mid_epoch else 0
+        s.total_batch_idx = int((batches.get("total") or {}).get("processed", 0))
+        s.global_step = int(checkpoint.get("global_step", 0))
+        s.batches_stepped = s.global_step
 
     def rng_state(self) -> dict:
         """The global RNG states, and the state of the training sampler's own generator if it has one."""
@@ -206,32 +231,29 @@ class FitLoop:
 
     def _restore_rng(self) -> None:
         """Continue with the RNG state of the checkpoint, at the point of the resumed run that matches it."""
-        if self._restored_rng is not None:
-            set_rng_states(self._restored_rng)
+        if self._resumed_rng is not None:
+            set_rng_states(self._resumed_rng)
             generator = _sampler_generator(self.train_loader)
-            if generator is not None and "train_sampler_generator" in self._restored_rng:
-                generator.set_state(self._restored_rng["train_sampler_generator"])
-            self._restored_rng = None
+            if generator is not None and "train_sampler_generator" in self._resumed_rng:
+                generator.set_state(self._resumed_rng["train_sampler_generator"])
+            self._resumed_rng = None
 
     def _end_epoch(self) -> None:
         trainer, hooks, s = self.trainer, self.trainer._hooks, self.state
         results = trainer._results
         self._restore_rng()  # resumed after the epoch's last batch: nothing drew from the RNG since
-        self._batch_open = True
+        self._unit_running = True
         s.epoch_done = True
         results.epoch_end(results.train)  # epoch values are visible to the epoch-end hooks
-        if hooks.module_overrides("training_epoch_end"):
-            module = trainer.lightning_module
-            module._current_fx_name = "training_epoch_end"
-            module.training_epoch_end(self._epoch_outputs)
-            module._current_fx_name = None
+        if self._collect_outputs:
+            hooks.call_module("training_epoch_end", self._epoch_outputs)
         self._epoch_outputs = []
-        hooks.train_epoch_end()
+        hooks.call("on_train_epoch_end")
         self._step_schedulers("epoch", plateau=True)
         _, to_log = results.epoch_end(results.train)
-        trainer._log_to_loggers(to_log, step=s.batches_stepped - 1)
+        results.log_to_loggers(to_log, step=s.batches_stepped - 1)
         results.train.reset()
-        self._complete()  # with `epoch_done` set, a checkpoint written here resumes at the next epoch
+        self._checkpoint_point()  # with `epoch_done` set, a checkpoint written here resumes at the next epoch
         s.epoch += 1
         s.batch_idx = 0
         s.epoch_done = False
@@ -241,15 +263,15 @@ class FitLoop:
     # ------------------------------------------------------------------ data
     def setup_train_data(self) -> None:
         trainer = self.trainer
-        source = self._train_source
+        source = self.train_source
         if source is None:
-            source = trainer._call_dataloader_hook("train_dataloader")
+            source = trainer._hooks.call_dataloader_hook("train_dataloader")
         if isinstance(source, (list, tuple, dict)):
             from volt.trainer.combined import CombinedLoader
 
             source = CombinedLoader(source, "max_size_cycle")
         self._train_loaded_epoch = trainer.current_epoch
-        sampler_fn = trainer.strategy.train_sampler_fn() if trainer._use_distributed_sampler() else None
+        sampler_fn = distributed_sampler_fn(trainer, train=True)
         self.train_loader = wrap_loader(source, sequential=bool(trainer.overfit_batches), sampler_fn=sampler_fn)
         limit = trainer.limit_train_batches
         if trainer.overfit_batches:
@@ -291,7 +313,7 @@ class FitLoop:
             self._restore_rng()
             return
         resumable = resumable_sampler(loader)
-        if skip and self._restored_rng is not None:
+        if skip and self._resumed_rng is not None:
             # Mid-epoch resume: rebuild the epoch's iterator from the RNG state the epoch started with, skip what the
             # interrupted run consumed, then continue from the RNG state of the checkpoint.
             if s.epoch_rng is not None:
@@ -327,7 +349,7 @@ class FitLoop:
     # ------------------------------------------------------------------ one batch
     def _automatic_batch(self, batch: Any, batch_idx: int, is_last: bool) -> Tuple[Any, bool]:
         trainer = self.trainer
-        module, hooks, strategy = trainer.lightning_module, trainer._hooks, trainer.strategy
+        hooks, strategy, precision = trainer._hooks, trainer.strategy, trainer.precision_plugin
         accumulate = trainer.accumulate_grad_batches
         window_pos = batch_idx % accumulate
         accumulating = accumulate > 1 and not (window_pos == accumulate - 1 or is_last)
@@ -336,22 +358,18 @@ class FitLoop:
         zero_grad = optimizer is not None and window_pos == 0
         result: List[Any] = []
 
-        fx = module.__dict__  # plain dict writes: nn.Module.__setattr__ is slow on the hot path
-
         def closure():
-            fx["_current_fx_name"] = "training_step"
-            with trainer._precision.forward_context():
-                output = strategy.training_step(batch, batch_idx)
-            fx["_current_fx_name"] = None
+            with precision.forward_context():
+                output = hooks.call_step("training_step", strategy.training_step, batch, batch_idx)
             loss = _loss_from(output)
             if zero_grad:
-                trainer._zero_grad(optimizer, batch_idx)
+                self.zero_grad(optimizer, batch_idx)
             if loss is not None:
                 if trainer.detect_anomaly:
                     _check_finite(loss, trainer)
                 if divisor != 1:
                     loss = loss / divisor
-                trainer._loop_backward(loss, optimizer)
+                self.backward(loss)
             result.append((output, loss))
             return loss
 
@@ -364,7 +382,7 @@ class FitLoop:
                 hooks.call_module("optimizer_step", trainer.current_epoch, batch_idx,
                                   strategy._lightning_optimizers[0], closure)
             else:  # what LightningOptimizer.step does, one call shorter
-                trainer._optimizer_step(optimizer, closure)
+                self.optimizer_step(optimizer, closure)
             if not result:
                 raise MisconfigurationException(
                     "`optimizer_step` did not run the optimizer closure. Call "
@@ -390,11 +408,8 @@ class FitLoop:
 
     def _manual_batch(self, batch: Any, batch_idx: int) -> Any:
         trainer = self.trainer
-        fx = trainer.lightning_module.__dict__
-        fx["_current_fx_name"] = "training_step"
-        with trainer._precision.forward_context():
-            output = trainer.strategy.training_step(batch, batch_idx)
-        fx["_current_fx_name"] = None
+        with trainer.precision_plugin.forward_context():
+            output = trainer._hooks.call_step("training_step", trainer.strategy.training_step, batch, batch_idx)
         if isinstance(output, torch.Tensor):
             outputs = {"loss": output.detach()}
         elif isinstance(output, dict):
@@ -404,6 +419,48 @@ class FitLoop:
         if self._collect_outputs and outputs is not None:
             self._epoch_outputs.append(outputs)
         return outputs
+
+    # ------------------------------------------------------------------ the parts of a step (manual optimization too)
+    def zero_grad(self, optimizer, batch_idx: int) -> None:
+        hooks = self.trainer._hooks
+        hooks.call("on_before_zero_grad", optimizer)
+        if hooks.module_overrides("optimizer_zero_grad"):
+            hooks.call_module("optimizer_zero_grad", self.trainer.current_epoch, batch_idx, optimizer)
+        else:
+            optimizer.zero_grad()
+
+    def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        """on_before_backward -> backward (the module's hook, under the precision plugin's loss scaling) ->
+        on_after_backward; `manual_backward` comes here too."""
+        hooks = self.trainer._hooks
+        hooks.call("on_before_backward", loss)
+        backward_fn = self._module_backward if hooks.module_overrides("backward") else _torch_backward
+        self.trainer.precision_plugin.backward(loss, backward_fn, *args, **kwargs)
+        hooks.call("on_after_backward")
+
+    def _module_backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        self.trainer._hooks.call_module("backward", loss, *args, **kwargs)
+
+    def optimizer_step(self, optimizer, closure: Optional[Callable[[], Any]] = None, **kwargs: Any) -> Any:
+        """Every optimizer step, automatic and manual (`LightningOptimizer.step`): the closure, then
+        on_before_optimizer_step and clipping, then the precision plugin's step."""
+        return self.trainer._hooks.call_step("optimizer_step", self._step_optimizer, optimizer, closure, kwargs)
+
+    def _step_optimizer(self, optimizer, closure: Optional[Callable[[], Any]], kwargs: Dict[str, Any]) -> Any:
+        trainer = self.trainer
+        hooks = trainer._hooks
+        automatic = trainer.lightning_module.automatic_optimization
+
+        def after_closure():
+            hooks.call("on_before_optimizer_step", optimizer)
+            if automatic and (trainer.gradient_clip_val or hooks.module_overrides("configure_gradient_clipping")):
+                hooks.call_module("configure_gradient_clipping", optimizer, trainer.gradient_clip_val,
+                                  trainer.gradient_clip_algorithm if trainer.gradient_clip_val else None)
+
+        out = trainer.precision_plugin.optimizer_step(optimizer, closure or _no_closure, after_closure, automatic,
+                                                      **kwargs)
+        self.state.global_step += 1
+        return out
 
     # ------------------------------------------------------------------ validation, schedulers, logging
     def _should_sanity_check(self) -> bool:
@@ -448,7 +505,7 @@ class FitLoop:
     def run_validation(self) -> None:
         trainer, s = self.trainer, self.state
         s.val_done_at_batch = s.batch_idx
-        if trainer._dataloaders_stale(self.val_loop.loaded_epoch):
+        if loaders_stale(trainer, self.val_loop.loaded_epoch):
             self.val_loop.loaders = None
         if not self.val_loop.enabled_or_setup():
             return
@@ -487,7 +544,7 @@ class FitLoop:
         every = trainer.log_every_n_steps
         results = trainer._results
         if trainer.fast_dev_run or (every > 0 and (self._log_step + 1) % every == 0) or trainer.should_stop:
-            trainer._log_to_loggers(results.take_step_logs(), step=self._log_step)
+            results.log_to_loggers(results.take_step_logs(), step=self._log_step)
         else:  # not written this step (`logged_metrics` already shows the latest values, as in Lightning)
             results.train.pending.clear()
 
@@ -495,6 +552,14 @@ class FitLoop:
 def _sampler_generator(loader: Any) -> Optional[torch.Generator]:
     resumable = resumable_sampler(loader)
     return resumable.own_generator() if resumable is not None else None
+
+
+def _torch_backward(loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+    loss.backward(*args, **kwargs)
+
+
+def _no_closure() -> None:
+    return None
 
 
 def _loss_from(output: Any) -> Optional[torch.Tensor]:

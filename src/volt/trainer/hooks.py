@@ -1,22 +1,51 @@
-"""Hook dispatch: call a hook only on the callbacks (and the module/datamodule) that override it.
+"""Hook dispatch: the one path by which the Trainer calls callback, LightningModule and LightningDataModule code.
 
-Built once per `fit`/`validate`/`test`/`predict`, so a hook nobody overrides costs one dict look-up per call.
+`Hooks` is built at the start of each fit/validate/test/predict. For every hook it lists, once, the methods that
+implement it in Lightning's order, so a hook nobody implements costs one dict look-up per call. Every call goes
+through `_run`, which sets the module's current hook name (what `self.log` reads for its defaults and its checks)
+and which `ProfiledHooks` times, method by method.
+
+Lightning's order is callbacks, then the module, except:
+
+    setup, teardown         datamodule -> callbacks -> module
+    prepare_data            datamodule -> module
+    on_exception            callbacks -> datamodule
+    on_train_epoch_end      plain callbacks -> module -> monitoring callbacks (EarlyStopping, ModelCheckpoint)
+    batch-transfer hooks    the datamodule's if it overrides the hook, else the module's (`prepare_batch`)
+    *_dataloader hooks      the datamodule's if it defines the hook, else the module's (`call_dataloader_hook`)
+
+An object implements a hook when its class overrides the base class's method, or when the hook is assigned on the
+instance (`model.validation_step = fn`; assigning None removes it). `call` skips the module's no-op defaults;
+`call_module` runs the module's hook even when it is the default, for the hooks whose default does the work
+(`on_validation_model_eval` switching to eval mode, `optimizer_step`, `backward`, ...).
 """
-from typing import Any, Dict, List
+import functools
+from typing import Any, Callable, Dict, Iterable, List, Tuple
 
 from volt.callbacks.callback import Callback
 from volt.datamodule import LightningDataModule
 from volt.module import LightningModule
+from volt.utilities.rank_zero import rank_zero_warn
 
 CALLBACK_HOOKS = [name for name in vars(Callback) if name.startswith("on_") or name in ("setup", "teardown")]
-# 1.x hooks that LightningModule no longer defines: a module that has one overrides it.
+MODULE_HOOKS = [name for name, value in vars(LightningModule).items() if callable(value) and not name.startswith("_")]
+# 1.x hooks that LightningModule no longer defines: a module that has one implements it.
 LEGACY_MODULE_HOOKS = ("training_epoch_end", "validation_epoch_end", "test_epoch_end")
+DATAMODULE_HOOKS = ("prepare_data", "setup", "teardown", "on_exception")
+TRANSFER_HOOKS = ("on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer")
+_DATAMODULE_FIRST = frozenset({"setup", "teardown", "prepare_data"})
+
+# One planned call: (profiler label, the callable, whether its result is the module's).
+_Call = Tuple[str, Callable[..., Any], bool]
 
 
-def _overrides(obj: Any, base: type, name: str) -> bool:
-    if name in getattr(obj, "__dict__", {}):  # assigned on the instance, e.g. datamodule.setup = fn
-        return True
-    return getattr(type(obj), name, None) is not getattr(base, name, None)
+def implements(obj: Any, base: type, name: str) -> bool:
+    """Whether `obj` overrides `base`'s method `name`, in its class or on the instance (None there removes it)."""
+    instance = getattr(obj, "__dict__", {})
+    if name in instance:
+        return instance[name] is not None
+    own = getattr(type(obj), name, None)
+    return own is not None and own is not getattr(base, name, None)
 
 
 def _is_monitoring(callback: Callback) -> bool:
@@ -26,132 +55,158 @@ def _is_monitoring(callback: Callback) -> bool:
 
 
 class Hooks:
-    """Calls hooks in Lightning's order: callbacks first, then the module (datamodule where it has the hook)."""
+    """Calls hooks in Lightning's order on the callbacks, datamodule and module that implement them."""
 
     def __init__(self, trainer, callbacks: List[Callback], module: LightningModule, datamodule=None) -> None:
         self.trainer = trainer
         self.module = module
         self.datamodule = datamodule
-        self._callbacks: Dict[str, List[Callback]] = {
-            name: [cb for cb in callbacks if _overrides(cb, Callback, name)] for name in CALLBACK_HOOKS
-        }
-        self._methods = {name: [getattr(cb, name) for cb in cbs] for name, cbs in self._callbacks.items()}
-        self._module_overrides = {
-            name for name in dir(LightningModule)
-            if not name.startswith("__") and callable(getattr(LightningModule, name, None))
-            and _overrides(module, LightningModule, name)
-        } | {name for name in LEGACY_MODULE_HOOKS if callable(getattr(module, name, None))}
-        self._monitoring = [cb for cb in self._callbacks["on_train_epoch_end"] if _is_monitoring(cb)]
-        self._plain_epoch_end = [cb for cb in self._callbacks["on_train_epoch_end"] if not _is_monitoring(cb)]
-        self._active = self._module_overrides | {name for name, cbs in self._callbacks.items() if cbs}
-        self._build_transfer_chain()
+        self._fx = module.__dict__  # plain dict writes: nn.Module.__setattr__ is slow on the hot path
+        self._callbacks = list(callbacks)
+        self._module_overrides = {name for name in MODULE_HOOKS if implements(module, LightningModule, name)} | {
+            name for name in LEGACY_MODULE_HOOKS if callable(getattr(module, name, None))}
+        self._plans: Dict[str, Tuple[_Call, ...]] = {
+            name: self._plan(name) for name in {*CALLBACK_HOOKS, *DATAMODULE_HOOKS, *self._module_overrides}}
+        self._transfer_plans = [(name, self._transfer_plan(name)) for name in TRANSFER_HOOKS]
+        # the default chain is the module's own transfer_batch_to_device: a no-op for CPU tensors on CPU
+        self.custom_transfer = any(name in self._module_overrides for name in TRANSFER_HOOKS) or (
+            datamodule is not None and any(implements(datamodule, LightningDataModule, n) for n in TRANSFER_HOOKS))
+        self._batch_needs_work = (self.custom_transfer or trainer.strategy.root_device.type != "cpu"
+                                  or trainer.precision_plugin.converts_input)
+        self._single: Dict[Tuple[str, str], Tuple[_Call, ...]] = {}  # call_module / call_step plans, made on first use
 
+    # ------------------------------------------------------------------ what implements what
     def module_overrides(self, name: str) -> bool:
         return name in self._module_overrides
 
-    def callbacks(self, name: str, *args: Any) -> None:
-        """Run `name` on every callback that overrides it."""
-        methods = self._methods[name]
-        if not methods:
-            return
-        module, trainer = self.module, self.trainer
-        fx = module.__dict__  # plain dict writes: nn.Module.__setattr__ is slow on the hot path
-        previous = fx["_current_fx_name"]
-        fx["_current_fx_name"] = name
-        try:
-            for method in methods:
-                method(trainer, module, *args)
-        finally:
-            fx["_current_fx_name"] = previous
+    def callbacks_implementing(self, name: str) -> List[Callback]:
+        return [cb for cb in self._callbacks if implements(cb, Callback, name)]
+
+    def _plan(self, name: str) -> Tuple[_Call, ...]:
+        trainer, module, datamodule = self.trainer, self.module, self.datamodule
+        callbacks = [(f"[Callback]{cb.state_key}.{name}", functools.partial(getattr(cb, name), trainer, module), False)
+                     for cb in self.callbacks_implementing(name)]
+        own = [(f"[LightningModule]{type(module).__name__}.{name}", getattr(module, name), True)
+               ] if name in self._module_overrides else []
+        data = [(f"[LightningDataModule]{type(datamodule).__name__}.{name}", getattr(datamodule, name), False)
+                ] if name in DATAMODULE_HOOKS and datamodule is not None and implements(
+                    datamodule, LightningDataModule, name) else []
+        if name in _DATAMODULE_FIRST:
+            return (*data, *callbacks, *own)
+        if name == "on_exception":
+            return (*callbacks, *data)
+        if name == "on_train_epoch_end":
+            monitoring = [_is_monitoring(cb) for cb in self.callbacks_implementing(name)]
+            return (*[c for c, m in zip(callbacks, monitoring) if not m], *own,
+                    *[c for c, m in zip(callbacks, monitoring) if m])
+        return (*callbacks, *own)
+
+    def _transfer_plan(self, name: str) -> Tuple[_Call, ...]:
+        """The datamodule's transfer hook if it overrides it, else the module's (Lightning warns when both do)."""
+        module, datamodule = self.module, self.datamodule
+        if datamodule is not None and implements(datamodule, LightningDataModule, name):
+            if name in self._module_overrides:
+                rank_zero_warn(f"You have overridden `{name}` in both `LightningModule` and `LightningDataModule`. "
+                               "It will use the implementation from `LightningDataModule` instance.")
+            return ((f"[LightningDataModule]{type(datamodule).__name__}.{name}", getattr(datamodule, name), True),)
+        if name == "transfer_batch_to_device" or name in self._module_overrides:
+            return ((f"[LightningModule]{type(module).__name__}.{name}", getattr(module, name), True),)
+        return ()
+
+    # ------------------------------------------------------------------ calling
+    def call(self, name: str, *args: Any) -> Any:
+        """Run hook `name` on everything that implements it, in Lightning's order; returns the module's result."""
+        plan = self._plans.get(name)
+        if not plan:
+            return None
+        return self._run(name, plan, args)
+
+    def call_callbacks(self, name: str, *args: Any) -> None:
+        """Run hook `name` on the callbacks alone (a checkpoint restore calls the module's and the callbacks'
+        `on_load_checkpoint` at different points, as Lightning does)."""
+        self._run(name, [call for call in self._plans.get(name, ()) if not call[2]], args)
 
     def call_module(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        """Run the module's hook `name`; the default implementation runs too (it may do work, e.g. eval())."""
-        fx = self.module.__dict__
+        """Run the module's hook `name` alone, its default included (hooks whose default does the work)."""
+        if kwargs:
+            method = functools.partial(getattr(self.module, name), **kwargs)
+            return self._run(name, ((f"[LightningModule]{type(self.module).__name__}.{name}", method, True),), args)
+        plan = self._single.get(("module", name))
+        if plan is None:
+            plan = self._single["module", name] = (
+                (f"[LightningModule]{type(self.module).__name__}.{name}", getattr(self.module, name), True),)
+        return self._run(name, plan, args)
+
+    def call_step(self, name: str, step: Callable[..., Any], *args: Any) -> Any:
+        """A training/validation/test/predict step, or the optimizer step: `step` is the strategy's method (so a
+        DDP/FSDP wrapper sees the call) or the loop's. Profiled as "[Strategy]<strategy class>.<name>"."""
+        plan = self._single.get(("step", name))
+        if plan is None or plan[0][1] != step:
+            plan = self._single["step", name] = (
+                (f"[Strategy]{type(self.trainer.strategy).__name__}.{name}", step, True),)
+        return self._run(name, plan, args)
+
+    def call_dataloader_hook(self, name: str, required: bool = True) -> Any:
+        """The loaders from the datamodule if it defines `name`, else from the module (None if neither does and
+        they are optional)."""
+        owner, label = self.module, "LightningModule"
+        if self.datamodule is not None and implements(self.datamodule, LightningDataModule, name):
+            owner, label = self.datamodule, "LightningDataModule"
+        elif not implements(self.module, LightningModule, name) and name != "train_dataloader" and not required:
+            return None
+        try:
+            return self._run(name, ((f"[{label}]{type(owner).__name__}.{name}", getattr(owner, name), True),), ())
+        except NotImplementedError:
+            if required or name == "train_dataloader":
+                raise
+            return None
+
+    def prepare_batch(self, batch: Any, dataloader_idx: int) -> Any:
+        """Precision's input conversion, then on_before_batch_transfer -> transfer_batch_to_device ->
+        on_after_batch_transfer, each returning the batch for the next. Nothing at all for plain CPU training."""
+        if not self._batch_needs_work:
+            return batch
+        batch = self.trainer.precision_plugin.convert_input(batch)
+        device = self.trainer.strategy.root_device
+        if not (self.custom_transfer or device.type != "cpu"):
+            return batch
+        for name, plan in self._transfer_plans:
+            if plan:
+                args = (batch, device, dataloader_idx) if name == "transfer_batch_to_device" else (batch, dataloader_idx)
+                batch = self._run(name, plan, args)
+        return batch
+
+    def _run(self, name: str, plan: Iterable[_Call], args: tuple) -> Any:
+        """The one call path: name the running hook for `self.log`, call each method, restore the name."""
+        fx = self._fx
         previous = fx["_current_fx_name"]
         fx["_current_fx_name"] = name
         try:
-            return getattr(self.module, name)(*args, **kwargs)
+            result = None
+            for _, method, is_module in plan:
+                out = method(*args)
+                if is_module:
+                    result = out
+            return result
         finally:
             fx["_current_fx_name"] = previous
-
-    def module_hook(self, name: str, *args: Any) -> Any:
-        """Run the module's hook only if the user overrides it (defaults are no-ops)."""
-        if name in self._module_overrides:
-            return self.call_module(name, *args)
-        return None
-
-    def call(self, name: str, *args: Any) -> Any:
-        """Callbacks, then the module; nothing at all when nobody overrides `name`."""
-        if name not in self._active:
-            return None
-        self.callbacks(name, *args)
-        return self.module_hook(name, *args)
-
-    def train_epoch_end(self) -> None:
-        """Plain callbacks -> module -> monitoring callbacks (EarlyStopping, ModelCheckpoint), as Lightning."""
-        module, trainer = self.module, self.trainer
-        fx = module.__dict__
-        fx["_current_fx_name"] = "on_train_epoch_end"
-        try:
-            for callback in self._plain_epoch_end:
-                callback.on_train_epoch_end(trainer, module)
-            self.module_hook("on_train_epoch_end")
-            fx["_current_fx_name"] = "on_train_epoch_end"
-            for callback in self._monitoring:
-                callback.on_train_epoch_end(trainer, module)
-        finally:
-            fx["_current_fx_name"] = None
-
-    def datamodule_hook(self, name: str, *args: Any) -> Any:
-        if self.datamodule is not None and _overrides(self.datamodule, LightningDataModule, name):
-            return getattr(self.datamodule, name)(*args)
-        return None
-
-    def batch_transfer(self, batch: Any, device, dataloader_idx: int) -> Any:
-        """on_before_batch_transfer -> transfer_batch_to_device -> on_after_batch_transfer (datamodule, then module).
-
-        On CPU with no overrides this is skipped entirely by the loops (`needs_transfer`).
-        """
-        for owner, name in self._transfer_chain:
-            if name == "transfer_batch_to_device":
-                batch = owner(name, batch, device, dataloader_idx)
-            else:
-                batch = owner(name, batch, dataloader_idx)
-        return batch
-
-    def _build_transfer_chain(self) -> None:
-        def datamodule_call(name, *args):
-            return getattr(self.datamodule, name)(*args)
-
-        chain = []
-        for name in ("on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer"):
-            if self.datamodule is not None and _overrides(self.datamodule, LightningDataModule, name):
-                chain.append((datamodule_call, name))
-            if name == "transfer_batch_to_device" or name in self._module_overrides:
-                chain.append((self.call_module, name))
-        self._transfer_chain = chain
-        # the default chain is just the module's own transfer_batch_to_device: a no-op for CPU tensors on CPU
-        self.custom_transfer = len(chain) > 1 or "transfer_batch_to_device" in self._module_overrides
 
 
 class ProfiledHooks(Hooks):
-    """Hooks that time every callback and module hook with `trainer.profiler` (only used when one is set)."""
+    """The same dispatch, timing every method with `trainer.profiler` (used only when a profiler is set)."""
 
-    def callbacks(self, name: str, *args: Any) -> None:
-        callbacks = self._callbacks[name]
-        if not callbacks:
-            return
-        module, trainer, profiler = self.module, self.trainer, self.trainer.profiler
-        fx = module.__dict__
+    def _run(self, name: str, plan: Iterable[_Call], args: tuple) -> Any:
+        profiler = self.trainer.profiler
+        fx = self._fx
         previous = fx["_current_fx_name"]
         fx["_current_fx_name"] = name
         try:
-            for callback in callbacks:
-                with profiler.profile(f"[Callback]{type(callback).__name__}.{name}"):
-                    getattr(callback, name)(trainer, module, *args)
+            result = None
+            for label, method, is_module in plan:
+                with profiler.profile(label):
+                    out = method(*args)
+                if is_module:
+                    result = out
+            return result
         finally:
             fx["_current_fx_name"] = previous
-
-    def call_module(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        with self.trainer.profiler.profile(f"[LightningModule]{type(self.module).__name__}.{name}"):
-            return super().call_module(name, *args, **kwargs)

@@ -1,4 +1,6 @@
-"""Optimizers and schedulers: the `configure_optimizers` return forms, scheduler configs and their stepping."""
+"""Optimizers and schedulers: the `configure_optimizers` return forms, scheduler configs, and the optimizer wrapper
+that routes `step()` through the loop."""
+import inspect
 from dataclasses import dataclass, fields
 from typing import Any, List, Optional, Tuple
 
@@ -38,9 +40,27 @@ def _is_optimizer(obj: Any) -> bool:
                                           and hasattr(obj, "param_groups"))
 
 
-def configure_optimizers(module) -> Tuple[List[Optimizer], List[LRSchedulerConfig]]:
-    """Call `module.configure_optimizers()` and normalise every accepted form."""
-    conf = module.configure_optimizers()
+def configure_optimizers(hooks) -> Tuple[List[Optimizer], List[LRSchedulerConfig]]:
+    """Call the module's `configure_optimizers` (through the hook dispatcher), normalise every accepted form, and
+    check the result against the module's optimization mode."""
+    module = hooks.module
+    optimizers, configs = _normalise(hooks.call_module("configure_optimizers"), module)
+    if "optimizer_idx" in inspect.signature(module.training_step).parameters:  # the 1.x multi-optimizer form
+        raise MisconfigurationException(
+            "Training with multiple optimizers is only supported with manual optimization. Remove the "
+            "`optimizer_idx` argument from `training_step`, set `self.automatic_optimization = False` in "
+            "`__init__` and step each optimizer yourself: `opt_g, opt_d = self.optimizers()`."
+        )
+    if module.automatic_optimization and len(optimizers) > 1:
+        raise MisconfigurationException(
+            "Training with multiple optimizers is only supported with manual optimization. Set "
+            "`self.automatic_optimization = False` in `__init__`, then call `opt.step()` for each optimizer "
+            "yourself in `training_step`."
+        )
+    return optimizers, configs
+
+
+def _normalise(conf: Any, module) -> Tuple[List[Optimizer], List[LRSchedulerConfig]]:
     if conf is None:
         rank_zero_warn("`configure_optimizers` returned `None`, this fit will run with no optimizer")
         return [], []
@@ -150,7 +170,7 @@ class LightningOptimizer:
 
     def step(self, closure=None, **kwargs: Any):
         """Run `closure` (training_step, zero_grad, backward), the before-step hooks and clipping, then step."""
-        return self._trainer._optimizer_step(self._optimizer, closure, **kwargs)
+        return self._trainer.fit_loop.optimizer_step(self._optimizer, closure, **kwargs)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self._optimizer.zero_grad(set_to_none=set_to_none)

@@ -46,6 +46,11 @@ class Precision:
     def convert_input(self, batch: Any) -> Any:
         return batch
 
+    @property
+    def converts_input(self) -> bool:
+        """Whether `convert_input` does anything (true half/double precision casts floating-point inputs)."""
+        return type(self).convert_input is not Precision.convert_input
+
     def forward_context(self):
         return _NO_CONTEXT
 

@@ -1,4 +1,6 @@
-"""The loop cursor: where training is, as plain data that goes into every checkpoint."""
+"""Where the loops are: the cursor that goes into every checkpoint (plain data), and the same in words for the
+stall reports of multi-process runs."""
+import os
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, Optional
 
@@ -33,32 +35,40 @@ class LoopState:
                 setattr(self, key, value)
 
 
-def results_state(results) -> Dict[str, Any]:
-    """What a checkpoint keeps of `self.log`: the training epoch's accumulators (so epoch means over a resumed
-    epoch include the batches before the checkpoint) and the trainer's metric dicts (which monitors read).
 
-    A logged torchmetrics object is not plain data: its epoch value restarts on resume.
-    """
-    train = {}
-    for key, metric in results.train.metrics.items():
-        if metric.metric_obj is None:
-            train[key] = {slot: getattr(metric, slot) for slot in type(metric).__slots__ if slot not in _NOT_SAVED}
-    return {"train": train, "callback_metrics": dict(results.callback_metrics),
-            "logged_metrics": dict(results.logged_metrics), "progress_bar_metrics": dict(results.progress_bar_metrics)}
+class LoopPosition:
+    """Where the running Trainer call is, in words: what a rank's watchdog publishes for stall reports
+    (volt/distributed/stall.py reads it from another thread; plain attribute reads only)."""
+
+    # The loops' own source files: a search for the code that called a collective stops at them (past them is the
+    # Trainer itself, not the code that made the call).
+    loop_files = frozenset(os.path.join(os.path.dirname(os.path.abspath(__file__)), name)
+                           for name in ("trainer.py", "fit_loop.py", "eval_loop.py", "hooks.py", "checkpointing.py"))
+
+    def __init__(self, trainer) -> None:
+        self.trainer = trainer
+
+    def place(self) -> str:
+        """The Trainer call and its counters, e.g. 'fit: epoch 0, 12 train batches done'."""
+        trainer = self.trainer
+        fn, stage = trainer.state.fn, trainer.state.stage
+        if fn != "fit":
+            loop = {"validate": trainer.validate_loop, "test": trainer.test_loop, "predict": trainer.predict_loop}[fn]
+            return f"{fn}: {_eval_batch(loop)}"
+        fit = trainer.fit_loop
+        if stage == "sanity_check":
+            return f"fit: sanity check, {_eval_batch(fit.val_loop)}"
+        state = fit.state
+        if stage == "validate":
+            return f"fit: epoch {state.epoch}, {_eval_batch(fit.val_loop)}"
+        if stage == "train":
+            if state.epoch_done:
+                return f"fit: epoch {state.epoch}, end of epoch"
+            done = state.batch_idx
+            return f"fit: epoch {state.epoch}, {done} train batch{'' if done == 1 else 'es'} done"
+        return f"fit: after the training loop (status {trainer.state.status})"
 
 
-def load_results_state(results, state: Dict[str, Any]) -> None:
-    from volt.trainer.results import _Metric
-
-    for key, saved in state["train"].items():
-        metric = _Metric.__new__(_Metric)
-        for slot in _Metric.__slots__:
-            setattr(metric, slot, saved.get(slot))
-        results.train.metrics[key] = metric
-    results.callback_metrics.update(state["callback_metrics"])
-    results.logged_metrics.update(state["logged_metrics"])
-    results.progress_bar_metrics.update(state["progress_bar_metrics"])
-
-
-_NOT_SAVED = ("sync_group", "metric_obj")  # a process group and a torchmetrics object are not plain data
-
+def _eval_batch(loop) -> str:
+    text = f"{'validation' if loop.stage == 'validate' else loop.stage} batch {loop.batch_idx}"
+    return f"{text} of dataloader {loop.dataloader_idx}" if loop.dataloader_idx else text

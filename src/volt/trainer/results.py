@@ -1,7 +1,9 @@
-"""Storage for `self.log`: per-step values, per-epoch accumulators, and the Trainer's three metric dicts.
+"""Storage for `self.log` (per-step values, per-epoch accumulators, the Trainer's three metric dicts) and the
+writes to the loggers.
 
-Values stay detached tensors on their device. Nothing here calls `.item()`: a logger write or a progress bar
-redraw converts a value when it actually prints or writes it, so logging adds no host sync to a training step.
+Values stay detached tensors on their device. Nothing here calls `.item()` on the training hot path: a logger write
+(`log_to_loggers`) or a progress bar redraw converts a value when it actually writes or prints it, so logging adds
+no host sync to a training step.
 """
 import math
 from typing import Any, Dict, List, Optional, Tuple
@@ -145,6 +147,7 @@ class Results:
         self.dataloader_idx: int = 0
         self.num_dataloaders: int = 1
         self.filler = False  # an evaluation batch run only to keep this rank in step with the others (eval_loop)
+        self.eval_log_steps = 0  # evaluation batches that wrote step metrics: their loggers' x axis
 
     # ------------------------------------------------------------------ called by the loops
     def on_batch_start(self, batch, dataloader_idx: int = 0) -> None:
@@ -298,6 +301,80 @@ class Results:
         self.logged_metrics.update(logs)
         return logs
 
+    # ------------------------------------------------------------------ writes to the loggers
+    def log_to_loggers(self, metrics: Dict[str, torch.Tensor], step: Optional[int] = None) -> None:
+        """Send metrics to every logger, converting tensors to floats here (the only host sync for logging)."""
+        trainer = self.trainer
+        if not metrics or not trainer.loggers:
+            return
+        self.logged_metrics.update(metrics)
+        scalars = {k: (v.item() if isinstance(v, torch.Tensor) else float(v)) for k, v in metrics.items()}
+        if step is None:
+            stepped = trainer.fit_loop.state.batches_stepped
+            step = max(stepped - 1, 0) if trainer.state.fn == "fit" else stepped
+        if "step" in scalars:
+            step = int(scalars.pop("step"))
+        else:
+            scalars.setdefault("epoch", trainer.current_epoch)
+        step = max(int(step), 0)
+        for logger in trainer.loggers:
+            logger.log_metrics(scalars, step=step)
+            logger.save()
+
+    def log_eval_step(self) -> None:
+        """After an evaluation batch: its step values go to the loggers (never during the sanity check)."""
+        if self.eval.pending and not self.trainer.sanity_checking:
+            self.log_to_loggers(self.take_step_logs(self.eval), step=self.eval_log_steps)
+            self.eval_log_steps += 1
+        else:
+            self.eval.pending = {}
+
+    def log_hyperparams(self, model, datamodule) -> None:
+        """The module's and datamodule's `save_hyperparameters` values, and the graph, to every logger (rank 0)."""
+        trainer = self.trainer
+        if not trainer.loggers or not trainer.is_global_zero:
+            return
+        hparams: Dict[str, Any] = {}
+        if model._log_hyperparams:
+            hparams.update(model.hparams_initial)
+        if datamodule is not None and datamodule._log_hyperparams:
+            dm_hparams = datamodule.hparams_initial
+            clash = {k for k in dm_hparams if k in hparams and hparams[k] != dm_hparams[k]}
+            if clash:
+                raise MisconfigurationException(
+                    f"Error while merging hparams: the keys {sorted(clash)} are present in both the LightningModule's "
+                    "and LightningDataModule's hparams but have different values."
+                )
+            hparams.update(dm_hparams)
+        for logger in trainer.loggers:
+            if hparams:
+                logger.log_hyperparams(hparams)
+            logger.log_graph(model)
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> Dict[str, Any]:
+        """What a checkpoint keeps of `self.log`: the training epoch's accumulators (so epoch means over a resumed
+        epoch include the batches before the checkpoint) and the metric dicts (which monitors read).
+
+        A logged torchmetrics object is not plain data: its epoch value restarts on resume.
+        """
+        train = {}
+        for key, metric in self.train.metrics.items():
+            if metric.metric_obj is None:
+                train[key] = {slot: getattr(metric, slot) for slot in _Metric.__slots__ if slot not in _NOT_SAVED}
+        return {"train": train, "callback_metrics": dict(self.callback_metrics),
+                "logged_metrics": dict(self.logged_metrics), "progress_bar_metrics": dict(self.progress_bar_metrics)}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        for key, saved in state["train"].items():
+            metric = _Metric.__new__(_Metric)
+            for slot in _Metric.__slots__:
+                setattr(metric, slot, saved.get(slot))
+            self.train.metrics[key] = metric
+        self.callback_metrics.update(state["callback_metrics"])
+        self.logged_metrics.update(state["logged_metrics"])
+        self.progress_bar_metrics.update(state["progress_bar_metrics"])
+
     def reset_metric_dicts(self) -> None:
         self.callback_metrics = {}
         self.logged_metrics = {}
@@ -305,6 +382,7 @@ class Results:
         self.train.pending, self.eval.pending = {}, {}
 
 
+_NOT_SAVED = ("sync_group", "metric_obj")  # a process group and a torchmetrics object are not plain data
 _EPOCH_HOOKS = frozenset(fx for fx, options in LOG_OPTIONS.items() if options is _EPOCH_ONLY)
 
 

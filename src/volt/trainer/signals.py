@@ -4,7 +4,8 @@ A handler only records which signal arrived. The fit loop reads that record (one
 collective) each time a batch or an epoch end is complete, the same points where ModelCheckpoint writes. There volt
 writes `last.ckpt` into the checkpoint folder (a checkpoint that resumes exactly), requeues the job when the signal
 was the requeue signal, and raises `TrainingStopped`: `on_exception` callbacks run, loggers finalize, and the process
-exits with status 1 and a message saying how to resume. A second Ctrl-C stops at once (KeyboardInterrupt).
+exits with status 1 and a message saying how to resume. A second Ctrl-C stops at once (KeyboardInterrupt, which
+the Trainer turns into SystemExit(1) after the exception hooks, as Lightning does).
 
 SLURM: with `SLURM_JOB_ID` set, SIGUSR1 (`VOLT_REQUEUE_SIGNAL`: a name such as "SIGUSR2", or "" to leave the signal
 alone) saves and then runs `scontrol requeue <job id>` (`VOLT_REQUEUE_COMMAND`, where `{job_id}` is replaced; setting
@@ -22,13 +23,10 @@ import os
 import signal
 from typing import Dict, Optional
 
+from volt.utilities.exceptions import TrainingStopped
 from volt.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
 DEFAULT_REQUEUE_COMMAND = "scontrol requeue {job_id}"
-
-
-class TrainingStopped(SystemExit):
-    """Raised after a graceful stop has saved its checkpoint; exits the process with status 1 and its message."""
 
 
 def slurm_job_id() -> Optional[str]:
@@ -150,8 +148,7 @@ def stop_checkpoint_path(trainer) -> str:
     callback = trainer.checkpoint_callback
     if callback is None:
         return os.path.join(trainer.default_root_dir, "checkpoints", "last.ckpt")
-    dirpath = callback.dirpath or callback._default_dirpath(trainer)
-    return os.path.join(dirpath, callback.CHECKPOINT_NAME_LAST + callback.FILE_EXTENSION)
+    return os.path.join(callback.resolve_dirpath(trainer), callback.CHECKPOINT_NAME_LAST + callback.FILE_EXTENSION)
 
 
 def _requeue() -> str:

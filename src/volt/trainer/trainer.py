@@ -1,7 +1,6 @@
-"""The Trainer: Lightning's arguments and entry points, and the small services the loops call."""
+"""The Trainer: Lightning's arguments, the entry points (fit, validate, test, predict) and the properties users
+read. The loops, hook dispatch, checkpoints and logging it runs live beside it in this package."""
 import importlib.util
-import inspect
-import logging
 import math
 import os
 from contextlib import nullcontext
@@ -12,27 +11,24 @@ import torch
 
 from volt.callbacks.callback import Callback
 from volt.datamodule import LightningDataModule
-from volt.distributed.strategy import Strategy, parse_accelerator, parse_devices
+from volt.distributed.selection import select_strategy
+from volt.distributed.strategy import Strategy
 from volt.loggers.logger import Logger
 from volt.module import LightningModule
 from volt.profilers import Profiler, make_profiler
+from volt.trainer.checkpointing import Checkpoints
 from volt.trainer.data import shutdown_workers
 from volt.trainer.eval_loop import EvalLoop
 from volt.trainer.fit_loop import FitLoop
-from volt.trainer.hooks import Hooks, ProfiledHooks
+from volt.trainer.hooks import Hooks, ProfiledHooks, implements
 from volt.trainer.optim import LightningOptimizer, configure_optimizers
-from volt.trainer.precision import Precision, make_precision, normalize_precision
+from volt.trainer.precision import make_precision, normalize_precision
+from volt.trainer.progress import LoopPosition
 from volt.trainer.results import Results
-from volt.trainer.signals import StopSignals, requeued_job
+from volt.trainer.signals import StopSignals
+from volt.trainer.spawn import apply_results, collect_results
 from volt.utilities.exceptions import MisconfigurationException
-from volt.utilities.rank_zero import rank_zero_info, rank_zero_only, rank_zero_warn
-
-log = logging.getLogger("volt")
-
-VOLT_VERSION = "0.1.0"
-LIGHTNING_COMPAT_VERSION = "2.6.6"  # written as `pytorch-lightning_version`, so Lightning loads volt checkpoints
-# The fit loop state that differs between processes: a multi-process checkpoint keeps every rank's.
-_PER_RANK_STATE = ("rng", "results", "grads", "epoch_rng", "sampler_rng")
+from volt.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
 # Removed 1.x arguments and what replaces them.
 _REMOVED_ARGUMENTS = {
@@ -210,10 +206,7 @@ class Trainer:
         _configure_determinism(deterministic, benchmark)
 
         # ---- hardware, precision
-        self._accelerator_flag = accelerator
-        device_type = parse_accelerator(accelerator)
-        device_ids = parse_devices(devices, device_type)
-        self.strategy = _select_strategy(strategy, device_type, device_ids, num_nodes, accelerator)
+        self.strategy = select_strategy(strategy, accelerator, devices, num_nodes)
         self.precision = normalize_precision(precision)
         self._precision = make_precision(self.precision, self.strategy.root_device)
         self.strategy.precision_plugin = self._precision
@@ -225,17 +218,15 @@ class Trainer:
         self.validate_loop = EvalLoop(self, "validate")
         self.test_loop = EvalLoop(self, "test")
         self.predict_loop = EvalLoop(self, "predict")
-        self._results: Optional[Results] = None
-        self._hooks: Optional[Hooks] = None
+        self._results: Optional[Results] = None  # self.log storage of the running call (trainer/results.py)
+        self._hooks: Optional[Hooks] = None  # hook dispatch of the running call (trainer/hooks.py)
+        self._checkpoints = Checkpoints(self)  # what checkpoints hold and how they come back (checkpointing.py)
+        self._position = LoopPosition(self)  # where the loops are, for multi-process stall reports
         self.lightning_module: Optional[LightningModule] = None
         self.datamodule: Optional[LightningDataModule] = None
         self.optimizers: List[torch.optim.Optimizer] = []
         self.lr_scheduler_configs: list = []
         self.ckpt_path: Optional[str] = None
-        self._return_predictions = True
-        self._weights_only: Optional[bool] = None
-        self._eval_log_steps = 0  # evaluation batches that wrote step metrics: their loggers' x axis
-        self._profiling_wrapped = False  # the strategy's steps are wrapped with the profiler once
         self._signals = StopSignals()  # SIGTERM / Ctrl-C / requeue during fit: a graceful stop (trainer/signals.py)
 
         # ---- callbacks and loggers
@@ -251,45 +242,42 @@ class Trainer:
     def fit(self, model: LightningModule, train_dataloaders=None, val_dataloaders=None,
             datamodule: Optional[LightningDataModule] = None, ckpt_path: Optional[Union[str, os.PathLike]] = None,
             weights_only: Optional[bool] = None) -> None:
-        """Train `model`; resume from `ckpt_path` (a path, "last" or "best") when given.
+        """Train `model`; resume from `ckpt_path` (a path, "last", "best" or "hpc") when given.
 
         Checkpoints load safely (plain data only); pass `weights_only=False` only for a file you trust.
         """
-        self._weights_only = weights_only
         if isinstance(train_dataloaders, LightningDataModule):
             datamodule, train_dataloaders = train_dataloaders, None
         _check_data_args(train_dataloaders, val_dataloaders, datamodule, "fit")
-        self.fit_loop._train_source = train_dataloaders
-        self.fit_loop.val_loop._source = val_dataloaders
-        self._run("fit", model, datamodule, ckpt_path)
+        self.fit_loop.train_source = train_dataloaders
+        self.fit_loop.val_loop.source = val_dataloaders
+        self._launch("fit", model, datamodule, ckpt_path, weights_only)
 
     def validate(self, model: Optional[LightningModule] = None, dataloaders=None, ckpt_path=None,
                  verbose: bool = True, datamodule: Optional[LightningDataModule] = None,
                  weights_only: Optional[bool] = None) -> List[Dict[str, float]]:
         """Run the validation loop once; returns one dict of epoch metrics per dataloader."""
-        self._weights_only = weights_only
-        return self._run_eval("validate", model, dataloaders, ckpt_path, verbose, datamodule)
+        return self._evaluate("validate", model, dataloaders, ckpt_path, verbose, datamodule, weights_only)
 
     def test(self, model: Optional[LightningModule] = None, dataloaders=None, ckpt_path=None,
              verbose: bool = True, datamodule: Optional[LightningDataModule] = None,
              weights_only: Optional[bool] = None) -> List[Dict[str, float]]:
         """Run the test loop once; returns one dict of epoch metrics per dataloader."""
-        self._weights_only = weights_only
-        return self._run_eval("test", model, dataloaders, ckpt_path, verbose, datamodule)
+        return self._evaluate("test", model, dataloaders, ckpt_path, verbose, datamodule, weights_only)
 
     def predict(self, model: Optional[LightningModule] = None, dataloaders=None,
                 datamodule: Optional[LightningDataModule] = None, return_predictions: Optional[bool] = None,
                 ckpt_path=None, weights_only: Optional[bool] = None) -> Optional[list]:
         """Run `predict_step` over the predict dataloader(s); returns the outputs (a list per dataloader)."""
-        self._weights_only = weights_only
-        self._return_predictions = True if return_predictions is None else return_predictions
-        self._run_eval("predict", model, dataloaders, ckpt_path, False, datamodule)
-        if not self._return_predictions:
+        self.predict_loop.return_predictions = True if return_predictions is None else return_predictions
+        self._evaluate("predict", model, dataloaders, ckpt_path, False, datamodule, weights_only)
+        if not self.predict_loop.return_predictions:
             return None
         predictions = self.predict_loop.predictions
         return predictions[0] if len(predictions) == 1 else predictions
 
-    def _run_eval(self, stage, model, dataloaders, ckpt_path, verbose, datamodule):
+    def _evaluate(self, stage, model, dataloaders, ckpt_path, verbose, datamodule, weights_only):
+        """validate/test/predict: the arguments, then `_launch`; prints the results table."""
         if isinstance(dataloaders, LightningDataModule):
             datamodule, dataloaders = dataloaders, None
         if dataloaders is not None and datamodule is not None:
@@ -310,38 +298,24 @@ class Trainer:
                     "silenced."
                 )
                 ckpt_path = "best"
-        loop = {"validate": self.validate_loop, "test": self.test_loop, "predict": self.predict_loop}[stage]
-        loop._source = dataloaders
+        loop = self._eval_loop(stage)
+        loop.source = dataloaders
         loop.loaders = None
-        results = self._run(stage, model, datamodule or (self.datamodule if model is self.lightning_module else None),
-                            ckpt_path)
+        datamodule = datamodule or (self.datamodule if model is self.lightning_module else None)
+        results = self._launch(stage, model, datamodule, ckpt_path, weights_only)
         if verbose and stage != "predict" and self.is_global_zero:
             _print_results(stage, results)
         return results
 
+    def _eval_loop(self, stage: str) -> EvalLoop:
+        return {"validate": self.validate_loop, "test": self.test_loop, "predict": self.predict_loop}[stage]
+
     # ================================================================== the run
-    def _run(self, fn: str, model: LightningModule, datamodule, ckpt_path):
-        if not isinstance(model, LightningModule):
-            raise TypeError(
-                f"`Trainer.{fn}` requires a `LightningModule`, got {type(model).__name__}. Subclass "
-                "`volt.LightningModule` (or `import volt as pl; pl.LightningModule`)."
-            )
-        if fn == "fit" and not model.automatic_optimization:
-            if self.gradient_clip_val:
-                raise MisconfigurationException(
-                    "Automatic gradient clipping is not supported for manual optimization. Remove "
-                    "`Trainer(gradient_clip_val=...)`, or call `self.clip_gradients(opt, ...)` in `training_step`."
-                )
-            if self.accumulate_grad_batches != 1:
-                raise MisconfigurationException(
-                    "Automatic gradient accumulation is not supported for manual optimization. Remove "
-                    "`Trainer(accumulate_grad_batches=...)` and accumulate in `training_step`."
-                )
-        if fn == "fit" and type(model).training_step is LightningModule.training_step:
-            raise MisconfigurationException(
-                f"No `training_step()` method defined in {type(model).__name__}. `Trainer.fit` needs "
-                "`training_step(self, batch, batch_idx)` returning the loss."
-            )
+    # `_launch` (in the calling process) -> the strategy starts the ranks -> `_run_in_process` (each rank:
+    # failures and cleanup) -> `_run_stage` (setup, restore, the loop, teardown, in Lightning's hook order).
+    def _launch(self, fn: str, model: LightningModule, datamodule, ckpt_path, weights_only):
+        """Check the model, attach it, and run the stage in every process the strategy starts."""
+        _check_model(fn, model, self)
         self.state.fn, self.state.status = fn, "running"
         self.state.stage = {"fit": "train"}.get(fn, fn)
         self.should_stop = False
@@ -351,39 +325,40 @@ class Trainer:
         if datamodule is not None:
             datamodule.trainer = self
         self.strategy.connect(model)
+        self.strategy.position_source = self._position
         self._results = Results(self)
-        return self.strategy.launch(self._run_stage, fn, model, datamodule, ckpt_path)
+        if self.strategy.launches_in_child_processes:
+            payload = self.strategy.launch(self._run_in_spawned_rank, fn, model, datamodule, ckpt_path, weights_only)
+            return apply_results(self, payload)
+        return self.strategy.launch(self._run_in_process, fn, model, datamodule, ckpt_path, weights_only)
 
-    def _run_stage(self, fn, model, datamodule, ckpt_path):
+    def _run_in_spawned_rank(self, *args):
+        return collect_results(self, self._run_in_process(*args))
+
+    def _run_in_process(self, fn, model, datamodule, ckpt_path, weights_only):
+        """This process's run of the stage: hook dispatch, profiler and stop signals around `_run_stage`; on a
+        failure, the exception hooks, failed loggers and teardown. A KeyboardInterrupt ends in SystemExit(1) after
+        them, as in Lightning."""
         callbacks = self._merge_model_callbacks(model)
         self._hooks = hooks = (ProfiledHooks if self.profiler else Hooks)(self, callbacks, model, datamodule)
-        self._batch_needs_work: Optional[bool] = None  # decided at the first batch, once hooks and device are known
         if self.profiler is not None:
             self.profiler.reset()
-        if self.profiler is not None and not self._profiling_wrapped:
-            from volt.profilers import profile_method
-
-            for name in ("training_step", "validation_step", "test_step", "predict_step"):
-                if hasattr(self.strategy, name):
-                    profile_method(self.profiler, self.strategy, name, f"[Strategy]{type(self.strategy).__name__}.{name}")
-            profile_method(self.profiler, self, "_optimizer_step", "[Strategy]optimizer_step")
-            self._profiling_wrapped = True
         anomaly = torch.autograd.detect_anomaly(check_nan=True) if self.detect_anomaly else nullcontext()
         if fn == "fit":
             self._signals.install(self.strategy.stop_coordinator(lambda: self.fit_loop.state.total_batch_idx))
         try:
             with anomaly:
-                return self._run_stage_inner(fn, model, datamodule, ckpt_path, hooks)
+                return self._run_stage(fn, model, datamodule, ckpt_path, weights_only)
         except BaseException as exception:
             self.state.status = "interrupted"
             if isinstance(exception, KeyboardInterrupt):
                 rank_zero_info("Detected KeyboardInterrupt, attempting graceful shutdown ...")
-            hooks.callbacks("on_exception", exception)
-            if datamodule is not None:
-                datamodule.on_exception(exception)
+            hooks.call("on_exception", exception)
             for logger in self.loggers:
                 logger.finalize("failed")
             self.strategy.teardown()
+            if isinstance(exception, KeyboardInterrupt):
+                raise SystemExit(1) from exception
             raise
         finally:
             loops = (self.fit_loop.val_loop, self.validate_loop, self.test_loop, self.predict_loop)
@@ -392,50 +367,43 @@ class Trainer:
             if fn == "fit":
                 self._signals.restore()
 
-    def _run_stage_inner(self, fn, model, datamodule, ckpt_path, hooks):
+    def _run_stage(self, fn, model, datamodule, ckpt_path, weights_only):
+        hooks, checkpoints = self._hooks, self._checkpoints
         self.strategy.setup_environment()
         # "last" first: it may pick the logger version to continue, which the callbacks' setup reads
-        ckpt_path = self._resolve_ckpt_path(fn, ckpt_path)
+        ckpt_path = checkpoints.resolve(fn, ckpt_path)
         # 1. data preparation and setup
         if self.local_rank == 0:
-            if datamodule is not None:
-                datamodule.prepare_data()
-            hooks.call_module("prepare_data")
+            hooks.call("prepare_data")
         self.strategy.barrier("prepare_data")
-        hooks.callbacks("setup", fn)
-        if datamodule is not None:
-            datamodule.setup(fn)
-        hooks.call_module("setup", fn)
-        hooks.call_module("configure_model")
-        if hooks.module_overrides("configure_sharded_model"):
-            hooks.call_module("configure_sharded_model")
-        model = self._precision.convert_module(model)
+        hooks.call("setup", fn)
+        hooks.call("configure_model")
+        hooks.call("configure_sharded_model")
+        model = self.precision_plugin.convert_module(model)
         self.strategy.setup_module(model)
 
-        # 2. restore what comes before the optimizers
-        checkpoint = self._load_checkpoint(ckpt_path)
+        # 2. what comes back before the optimizers exist
+        checkpoint = checkpoints.load(ckpt_path, weights_only)
         if checkpoint is not None:
-            self._restore_module_and_callbacks(checkpoint, hooks)
+            checkpoints.restore_before_optimizers(checkpoint)
 
-        # 3. optimizers, fit start, then the rest of the checkpoint
+        # 3. optimizers, fit start, then the rest of the checkpoint, then the loop
         if fn == "fit":
-            self._setup_optimizers(model)
-            self._log_hyperparams(model, datamodule)
+            self.optimizers, self.lr_scheduler_configs = configure_optimizers(hooks)
+            self.strategy._lightning_optimizers = [LightningOptimizer(opt, self) for opt in self.optimizers]
+            self._results.log_hyperparams(model, datamodule)
             hooks.call("on_fit_start")
             if checkpoint is not None:
-                self._restore_training_state(checkpoint)
+                checkpoints.restore_training_state(checkpoint)
             self.fit_loop.run()
             self.state.stage = None
             hooks.call("on_fit_end")
             result = None
         else:
-            loop = {"validate": self.validate_loop, "test": self.test_loop, "predict": self.predict_loop}[fn]
+            loop = self._eval_loop(fn)
             loop.loaders = None
             result = loop.run()
-        hooks.callbacks("teardown", fn)
-        if datamodule is not None:
-            datamodule.teardown(fn)
-        hooks.call_module("teardown", fn)
+        hooks.call("teardown", fn)
         for logger in self.loggers:
             logger.finalize("success")
         if self.profiler is not None and self.is_global_zero:
@@ -446,7 +414,7 @@ class Trainer:
 
     def _merge_model_callbacks(self, model) -> List[Callback]:
         """Callbacks from `configure_callbacks` replace Trainer callbacks of the same type; checkpoints go last."""
-        extra = model.configure_callbacks() if _overridden(model, "configure_callbacks") else []
+        extra = model.configure_callbacks() if implements(model, LightningModule, "configure_callbacks") else []
         extra = [extra] if isinstance(extra, Callback) else list(extra or [])
         if extra:
             types = {type(cb) for cb in extra}
@@ -457,402 +425,29 @@ class Trainer:
             cb for cb in self.callbacks if isinstance(cb, ModelCheckpoint)]
         return self.callbacks
 
-    def _setup_optimizers(self, model) -> None:
-        model._current_fx_name = "configure_optimizers"
-        try:
-            self.optimizers, self.lr_scheduler_configs = configure_optimizers(model)
-        finally:
-            model._current_fx_name = None
-        if "optimizer_idx" in inspect.signature(model.training_step).parameters:  # the 1.x multi-optimizer form
-            raise MisconfigurationException(
-                "Training with multiple optimizers is only supported with manual optimization. Remove the "
-                "`optimizer_idx` argument from `training_step`, set `self.automatic_optimization = False` in "
-                "`__init__` and step each optimizer yourself: `opt_g, opt_d = self.optimizers()`."
-            )
-        if model.automatic_optimization and len(self.optimizers) > 1:
-            raise MisconfigurationException(
-                "Training with multiple optimizers is only supported with manual optimization. Set "
-                "`self.automatic_optimization = False` in `__init__`, then call `opt.step()` for each optimizer "
-                "yourself in `training_step`."
-            )
-        self.strategy._lightning_optimizers = [LightningOptimizer(opt, self) for opt in self.optimizers]
-
-    # ================================================================== services the loops call
-    def _prepare_batch(self, batch: Any, dataloader_idx: int) -> Any:
-        """Precision input conversion and the batch-transfer hooks; nothing at all for plain CPU training."""
-        if self._batch_needs_work is None:
-            self._batch_needs_work = (self._hooks.custom_transfer or self.strategy.root_device.type != "cpu"
-                                      or type(self._precision).convert_input is not Precision.convert_input)
-        if not self._batch_needs_work:
-            return batch
-        batch = self._precision.convert_input(batch)
-        device = self.strategy.root_device
-        if self._hooks.custom_transfer or device.type != "cpu":
-            batch = self._hooks.batch_transfer(batch, device, dataloader_idx)
-        return batch
-
-    def _zero_grad(self, optimizer, batch_idx: int) -> None:
-        hooks = self._hooks
-        hooks.call("on_before_zero_grad", optimizer)
-        if hooks.module_overrides("optimizer_zero_grad"):
-            hooks.call_module("optimizer_zero_grad", self.current_epoch, batch_idx, optimizer)
-        else:
-            optimizer.zero_grad()
-
-    def _loop_backward(self, loss: torch.Tensor, optimizer, *args: Any, **kwargs: Any) -> None:
-        hooks = self._hooks
-        hooks.call("on_before_backward", loss)
-        if hooks.module_overrides("backward"):
-            backward_fn = lambda l, *a, **k: hooks.call_module("backward", l, *a, **k)  # noqa: E731
-        else:
-            backward_fn = _torch_backward
-        self._precision.backward(loss, backward_fn, *args, **kwargs)
-        hooks.call("on_after_backward")
-
-    def _optimizer_step(self, optimizer, closure=None, **kwargs: Any):
-        """Where every optimizer step happens (automatic and manual): closure, hooks, clipping, step."""
-        hooks, module = self._hooks, self.lightning_module
-        automatic = module.automatic_optimization
-
-        def after_closure():
-            hooks.call("on_before_optimizer_step", optimizer)
-            if automatic and (self.gradient_clip_val or hooks.module_overrides("configure_gradient_clipping")):
-                hooks.call_module("configure_gradient_clipping", optimizer, self.gradient_clip_val,
-                                  self.gradient_clip_algorithm if self.gradient_clip_val else None)
-
-        out = self._precision.optimizer_step(optimizer, closure or _no_closure, after_closure, automatic, **kwargs)
-        self.fit_loop.state.global_step += 1
-        return out
-
-    def _call_dataloader_hook(self, name: str, required: bool = True):
-        """The loaders from the datamodule if it defines `name`, else from the module."""
-        datamodule, module = self.datamodule, self.lightning_module
-        owner = module
-        if datamodule is not None and (name in vars(datamodule)
-                                       or getattr(type(datamodule), name) is not getattr(LightningDataModule, name)):
-            owner = datamodule
-        elif not _overridden(module, name) and name != "train_dataloader" and not required:
-            return None
-        previous = module._current_fx_name
-        module._current_fx_name = name
-        try:
-            return getattr(owner, name)()
-        except NotImplementedError:
-            if required or name == "train_dataloader":
-                raise
-            return None
-        finally:
-            module._current_fx_name = previous
-
-    def _use_distributed_sampler(self) -> bool:
-        return self.use_distributed_sampler and self.world_size > 1
-
-    def _dataloaders_stale(self, loaded_epoch: int) -> bool:
-        """`reload_dataloaders_every_n_epochs`: loaders made at `loaded_epoch` are due to be made again."""
-        n = self.reload_dataloaders_every_n_epochs
-        return bool(n) and self.current_epoch - loaded_epoch >= n
-
-    def _log_to_loggers(self, metrics: Dict[str, torch.Tensor], step: Optional[int] = None) -> None:
-        """Send metrics to every logger, converting tensors to floats here (the only host sync for logging)."""
-        if not metrics or not self.loggers:
-            return
-        self._results.logged_metrics.update(metrics)
-        scalars = {k: (v.item() if isinstance(v, torch.Tensor) else float(v)) for k, v in metrics.items()}
-        if step is None:
-            step = max(self.fit_loop.state.batches_stepped - 1, 0) if self.state.fn == "fit" else \
-                self.fit_loop.state.batches_stepped
-        if "step" in scalars:
-            step = int(scalars.pop("step"))
-        else:
-            scalars.setdefault("epoch", self.current_epoch)
-        step = max(int(step), 0)
-        for logger in self.loggers:
-            logger.log_metrics(scalars, step=step)
-            logger.save()
-
-    def _eval_step_log(self, stage: str) -> None:
-        results = self._results
-        if results.eval.pending and not self.sanity_checking:
-            self._log_to_loggers(results.take_step_logs(results.eval), step=self._eval_log_steps)
-            self._eval_log_steps += 1
-        else:
-            results.eval.pending = {}
-
-    @rank_zero_only
-    def _log_hyperparams(self, model, datamodule) -> None:
-        if not self.loggers:
-            return
-        hparams: Dict[str, Any] = {}
-        if getattr(model, "_log_hyperparams", True):
-            hparams.update(model.hparams_initial)
-        if datamodule is not None and getattr(datamodule, "_log_hyperparams", True):
-            dm_hparams = datamodule.hparams_initial
-            clash = {k for k in dm_hparams if k in hparams and hparams[k] != dm_hparams[k]}
-            if clash:
-                raise MisconfigurationException(
-                    f"Error while merging hparams: the keys {sorted(clash)} are present in both the LightningModule's "
-                    "and LightningDataModule's hparams but have different values."
-                )
-            hparams.update(dm_hparams)
-        for logger in self.loggers:
-            if hparams:
-                logger.log_hyperparams(hparams)
-            logger.log_graph(model)
-
-    # ================================================================== checkpoints
+    # ================================================================== checkpoints (volt/trainer/checkpointing.py)
     def save_checkpoint(self, filepath: Union[str, os.PathLike], weights_only: bool = False,
                         storage_options: Any = None) -> None:
-        """Write a checkpoint atomically (rank 0 writes; every rank must call it)."""
+        """Write a checkpoint now, atomically (every rank calls it; rank 0 writes). Written from inside a batch, it
+        records the loop mid-batch: a run resumed from it continues with the next batch."""
         if self.lightning_module is None:
             raise RuntimeError(
                 "Saving a checkpoint is only possible if a model is attached to the Trainer. Did you call "
                 "`Trainer.save_checkpoint()` before calling `Trainer.{fit,validate,test,predict}`?"
             )
-        self._write_checkpoint(self._dump_checkpoint(weights_only), filepath)
+        self._checkpoints.save(filepath, weights_only)
 
-    def _save_checkpoint_when_complete(self, filepath: str, weights_only: bool, then: Callable[[], None]) -> None:
-        """ModelCheckpoint's save: written once the running batch or epoch end is complete (`FitLoop.when_complete`),
-        so that it resumes exactly; then `then()`.
+    def schedule_checkpoint(self, filepath: Union[str, os.PathLike], weights_only: bool = False) -> None:
+        """Write a checkpoint at the fit loop's next checkpoint point, once the running batch or epoch end is
+        complete, so that a run resumed from it continues exactly (at once when none is running). ModelCheckpoint
+        saves this way."""
+        self._checkpoints.schedule(filepath, weights_only)
 
-        At a validation end or an epoch end, where only the module's hooks and scheduler steps follow, the checkpoint
-        is built here, so its hooks run in Lightning's order, and its optimizer, scheduler and loop state are
-        refreshed when it is written (weights are references to the live tensors, so they are current too). In a
-        training batch, where logging and validation follow, it is built when written.
-        """
-        assemble_now = self.validating or self.fit_loop.state.epoch_done
-        checkpoint = self._dump_checkpoint(weights_only) if assemble_now else None
-
-        def write() -> None:
-            if checkpoint is None:
-                assembled = self._dump_checkpoint(weights_only)
-            else:
-                assembled = checkpoint
-                if "optimizer_states" in assembled:
-                    assembled["optimizer_states"] = [self.strategy.optimizer_state(opt) for opt in self.optimizers]
-                    assembled["lr_schedulers"] = [c.scheduler.state_dict() for c in self.lr_scheduler_configs]
-                assembled["loops"]["fit_loop"] = self._fit_loop_state()
-            self._write_checkpoint(assembled, filepath)
-            then()
-
-        self.fit_loop.when_complete(write)
-
-    def _write_checkpoint(self, checkpoint: Dict[str, Any], filepath) -> None:
-        if self.is_global_zero:
-            from volt.checkpoint import save_checkpoint
-
-            save_checkpoint(checkpoint, filepath)
-        self.strategy.barrier("save_checkpoint")
-
-    def _dump_checkpoint(self, weights_only: bool = False) -> Dict[str, Any]:
-        from volt.checkpoint import encode_hparams
-
-        model = self.lightning_module
-        checkpoint: Dict[str, Any] = {
-            "epoch": self.current_epoch,
-            "global_step": self.global_step,
-            "pytorch-lightning_version": LIGHTNING_COMPAT_VERSION,
-            "volt_version": VOLT_VERSION,
-            "state_dict": self.strategy.lightning_module_state_dict(),
-            "loops": {"fit_loop": self._fit_loop_state()},
-        }
-        if not weights_only:
-            callback_states = {}
-            for callback in self.callbacks:
-                state = callback.state_dict()
-                if state:
-                    callback_states[callback.state_key] = state
-            checkpoint["callbacks"] = callback_states
-            checkpoint["optimizer_states"] = [self.strategy.optimizer_state(opt) for opt in self.optimizers]
-            checkpoint["lr_schedulers"] = [config.scheduler.state_dict() for config in self.lr_scheduler_configs]
-            precision_state = self._precision.state_dict()
-            if precision_state:
-                checkpoint["MixedPrecision"] = precision_state
-            if self.datamodule is not None:
-                dm_state = self.datamodule.state_dict()
-                if dm_state:
-                    checkpoint[type(self.datamodule).__qualname__] = dm_state
-        if model.hparams:
-            checkpoint["hparams_name"] = getattr(model, "_hparams_name", "kwargs") or "kwargs"
-            checkpoint["hyper_parameters"] = encode_hparams(dict(model.hparams))
-        if self.datamodule is not None and self.datamodule.hparams:
-            checkpoint["datamodule_hparams_name"] = getattr(self.datamodule, "_hparams_name", "kwargs") or "kwargs"
-            checkpoint["datamodule_hyper_parameters"] = encode_hparams(dict(self.datamodule.hparams))
-        if not weights_only:
-            self._hooks.callbacks("on_save_checkpoint", checkpoint)
-        if self._hooks.module_overrides("on_save_checkpoint"):
-            self._hooks.call_module("on_save_checkpoint", checkpoint)  # names the hook, so self.log there raises
-        return checkpoint
-
-    def _fit_loop_state(self) -> Dict[str, Any]:
-        """The loop's position and everything needed to continue from it exactly (see `_restore_training_state`).
-
-        Every rank builds it (every checkpoint save runs on all ranks). With several ranks, each rank's own RNG
-        streams, epoch accumulators and pending gradients are gathered into `per_rank` (rank 0 writes the file);
-        the top-level entries are rank 0's, for a resume on another number of processes.
-        """
-        from volt.trainer.progress import results_state
-
-        for logger in self.loggers:  # rows logged before this checkpoint are on disk before it is
-            logger.save()
-        fit_loop = self.fit_loop
-        state = {
-            **fit_loop.state.state_dict(),
-            "rng": fit_loop.rng_state(),
-            "should_stop": self.should_stop,
-            "results": results_state(self._results) if self._results is not None and self.state.fn == "fit" else None,
-            "loggers": [getattr(logger, "_resume_marker", lambda: None)() for logger in self.loggers],
-            "eval_log_steps": self._eval_log_steps,
-            "checkpoint_callbacks": {cb.state_key: cb._resume_state() for cb in self.checkpoint_callbacks},
-            # inside an accumulation window: the gradients summed so far
-            "grads": self.strategy.accumulated_grads() if fit_loop.grads_pending else None,
-        }
-        if self.world_size > 1:
-            per_rank = self.strategy.gather_object({key: state[key] for key in _PER_RANK_STATE})
-            if per_rank is not None and len(per_rank) > 1:  # a single entry: the main process after a spawn
-                state["per_rank"] = per_rank
-        return state
-
-    def _resolve_ckpt_path(self, fn: str, ckpt_path) -> Optional[str]:
-        if ckpt_path is None and fn == "fit" and requeued_job():
-            rank_zero_info("This SLURM job was requeued: resuming from its last checkpoint (ckpt_path='last').")
-            ckpt_path = "last"
-        if ckpt_path is None:
-            return None
-        if ckpt_path == "best":
-            if self.checkpoint_callback is None:
-                raise ValueError(f'`.{fn}(ckpt_path="best")` is set but `ModelCheckpoint` is not configured.')
-            best = self.checkpoint_callback.best_model_path
-            if not best:
-                if self.fast_dev_run:
-                    raise ValueError(
-                        f'You cannot execute `.{fn}(ckpt_path="best")` with `fast_dev_run=True`. Please pass an '
-                        f"exact checkpoint path to `.{fn}(ckpt_path=...)`"
-                    )
-                raise ValueError(
-                    f'`.{fn}(ckpt_path="best")` is set but `ModelCheckpoint` has not saved a best model yet: run '
-                    "`fit` first, or pass an exact checkpoint path."
-                )
-            return best
-        if ckpt_path == "last":
-            last = self._find_last_checkpoint()
-            if last is None:
-                rank_zero_warn(
-                    f'`.{fn}(ckpt_path="last")` found no last checkpoint; starting from scratch.'
-                )
-            return last
-        return os.fspath(ckpt_path)
-
-    def _find_last_checkpoint(self) -> Optional[str]:
-        """The newest `last*.ckpt` (for `ckpt_path="last"`), in the checkpoint callbacks' folders.
-
-        A callback without a `dirpath` writes into the logger's version folder. A new process (a requeued job, a
-        rerun script) has a logger that would start a new version, so every version's `checkpoints` folder is
-        searched, and the logger then continues the version the checkpoint came from rather than opening a new one.
-        With no checkpoint callback, `<default_root_dir>/checkpoints` (where a graceful stop saves) is searched.
-        """
-        import glob
-
-        folders = []
-        for callback in self.checkpoint_callbacks or [None]:
-            if callback is not None and callback.dirpath:
-                folders.append(callback.dirpath)
-            elif callback is not None and self.loggers and _unversioned(self.loggers[0]):
-                logger = self.loggers[0]
-                save_dir = logger.save_dir if logger.save_dir is not None else self.default_root_dir
-                folders += glob.glob(os.path.join(glob.escape(os.path.join(save_dir, str(logger.name))), "*",
-                                                  "checkpoints"))
-            elif callback is not None:
-                folders.append(callback._default_dirpath(self))
-            else:
-                folders.append(os.path.join(self.default_root_dir, "checkpoints"))
-        candidates = [os.path.join(folder, name) for folder in folders if os.path.isdir(folder)
-                      for name in os.listdir(folder) if name.startswith("last") and name.endswith(".ckpt")]
-        candidates = [path for path in candidates if os.path.isfile(path)]  # not a link to a deleted file
-        if not candidates:
-            return None
-        newest = max(candidates, key=os.path.getmtime)
-        version = os.path.basename(os.path.dirname(os.path.dirname(newest)))
-        for logger in self.loggers:
-            if _unversioned(logger) and os.path.isdir(os.path.join(logger.root_dir, version)):
-                number = version[len("version_"):]
-                logger._version = int(number) if version.startswith("version_") and number.isdigit() else version
-        return newest
-
-    def _load_checkpoint(self, path: Optional[str]) -> Optional[Dict[str, Any]]:
-        """Load the checkpoint at `path` (already resolved from "last"/"best"); None when there is none."""
-        self.ckpt_path = path
-        if path is None:
-            return None
-        from volt.checkpoint import load_checkpoint
-
-        return load_checkpoint(path, map_location=self.strategy.root_device,
-                               weights_only=self._weights_only is not False)
-
-    def _restore_module_and_callbacks(self, checkpoint: Dict[str, Any], hooks: Hooks) -> None:
-        model = self.lightning_module
-        if hooks.module_overrides("on_load_checkpoint"):
-            hooks.call_module("on_load_checkpoint", checkpoint)
-        if self.state.fn == "fit":
-            hooks.callbacks("on_load_checkpoint", checkpoint)
-            states = checkpoint.get("callbacks") or {}
-            for callback in self.callbacks:
-                state = states.get(callback.state_key)
-                if state is None:
-                    state = states.get(type(callback).__qualname__)
-                if state is not None:
-                    callback.load_state_dict(state)
-            if self.datamodule is not None and type(self.datamodule).__qualname__ in checkpoint:
-                self.datamodule.load_state_dict(checkpoint[type(self.datamodule).__qualname__])
-        if "state_dict" not in checkpoint:
-            raise KeyError(f"The checkpoint {self.ckpt_path} has no 'state_dict'; it is not a model checkpoint.")
-        self.strategy.load_model_state_dict(checkpoint["state_dict"], strict=model.strict_loading)
-
-    def _restore_training_state(self, checkpoint: Dict[str, Any]) -> None:
-        for opt, state in zip(self.optimizers, checkpoint.get("optimizer_states", [])):
-            self.strategy.load_optimizer_state_dict(opt, state)
-        for config, state in zip(self.lr_scheduler_configs, checkpoint.get("lr_schedulers", [])):
-            config.scheduler.load_state_dict(state)
-        if "MixedPrecision" in checkpoint:
-            self._precision.load_state_dict(checkpoint["MixedPrecision"])
-        loop_state = dict((checkpoint.get("loops") or {}).get("fit_loop") or {})
-        s = self.fit_loop.state
-        if "epoch_done" in loop_state:  # written by volt: the exact cursor, at a complete batch or epoch end
-            per_rank = loop_state.pop("per_rank", None)
-            saved_world = len(per_rank) if per_rank is not None else 1
-            if saved_world == self.world_size:
-                if per_rank is not None:  # this rank's RNG, accumulators, pending gradients
-                    loop_state.update(per_rank[self.global_rank])
-            else:
-                _note_world_size_change(saved_world, self.world_size, mid_epoch=not loop_state.get("epoch_done"))
-            self.fit_loop._restored_rng = loop_state.pop("rng", None)  # applied where the resumed run reaches it
-            self.fit_loop._restored_results = loop_state.pop("results", None)
-            self.should_stop = bool(loop_state.pop("should_stop", False))
-            self._eval_log_steps = loop_state.pop("eval_log_steps", 0)
-            saved = loop_state.pop("checkpoint_callbacks", None) or {}
-            for callback in self.checkpoint_callbacks:
-                if callback.state_key in saved:
-                    callback._load_resume_state(saved[callback.state_key])
-            grads = loop_state.pop("grads", None)
-            if grads:
-                self.strategy.load_accumulated_grads(grads)
-            for logger, marker in zip(self.loggers, loop_state.pop("loggers", None) or []):
-                if marker is not None and hasattr(logger, "_resume_from"):
-                    logger._resume_from(marker)
-            s.load_state_dict(loop_state)
-            if s.epoch_done:
-                s.epoch += 1
-                s.batch_idx, s.epoch_done, s.val_done_at_batch = 0, False, -1
-                s.epoch_rng = s.sampler_rng = None
-        else:  # another writer (e.g. Lightning): its batch progress says whether it stopped mid-epoch
-            batches = loop_state.get("epoch_loop.batch_progress") or {}
-            consumed = int((batches.get("current") or {}).get("processed", 0))
-            mid_epoch = consumed > 0 and not batches.get("is_last_batch", True)
-            # as Lightning does, the rest of an unfinished epoch is drawn afresh from the loader's start
-            s.epoch = int(checkpoint.get("epoch", 0)) + (0 if mid_epoch else 1)
-            s.batch_idx = consumed if mid_epoch else 0
-            s.total_batch_idx = int((batches.get("total") or {}).get("processed", 0))
-            s.global_step = int(checkpoint.get("global_step", 0))
-            s.batches_stepped = s.global_step
+    def at_checkpoint_point(self, fn: Callable[[], None]) -> None:
+        """Run `fn()` at the fit loop's next checkpoint point, after the checkpoints scheduled before it (at once
+        when no batch or epoch end is running): for file work that must follow them, such as pointing a `last`
+        link at a new file or deleting files that dropped out of the top k."""
+        self.fit_loop.at_checkpoint_point(fn)
 
     # ================================================================== properties users read
     @property
@@ -1068,35 +663,6 @@ class Trainer:
 
 
 # ====================================================================== construction helpers
-def _note_world_size_change(saved: int, now: int, mid_epoch: bool) -> None:
-    """Say what a resume on another number of processes keeps exactly (volt/distributed/ddp.py has the details)."""
-    rest = (" The interrupted epoch continues after the number of batches each rank had run, so its remaining "
-            "samples are not exactly the ones no rank had seen; from the next epoch on, the order is exact again."
-            if mid_epoch else "")
-    rank_zero_warn(
-        f"Resuming a checkpoint written by {saved} process(es) on {now}: weights, optimizer, scheduler and precision "
-        "state, the epoch and step counters and the callbacks' state are restored exactly; RNG streams, epoch metric "
-        f"accumulators and pending accumulation gradients are rank 0's.{rest}"
-    )
-
-
-def _unversioned(logger) -> bool:
-    """A volt logger that will pick the next free version folder on first use (none chosen yet)."""
-    return getattr(logger, "_version", 0) is None and hasattr(logger, "root_dir")
-
-
-def _torch_backward(loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
-    loss.backward(*args, **kwargs)
-
-
-def _no_closure() -> None:
-    return None
-
-
-def _overridden(obj: Any, name: str) -> bool:
-    return getattr(type(obj), name, None) is not getattr(LightningModule, name, None)
-
-
 def _check_int(name: str, value: Any, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise MisconfigurationException(f"`Trainer({name}={value!r})` must be an int >= {minimum}.")
@@ -1120,6 +686,32 @@ def _check_overfit(value: Union[int, float]) -> Union[int, float]:
     return value
 
 
+def _check_model(fn: str, model: Any, trainer: "Trainer") -> None:
+    if not isinstance(model, LightningModule):
+        raise TypeError(
+            f"`Trainer.{fn}` requires a `LightningModule`, got {type(model).__name__}. Subclass "
+            "`volt.LightningModule` (or `import volt as pl; pl.LightningModule`)."
+        )
+    if fn != "fit":
+        return
+    if not model.automatic_optimization:
+        if trainer.gradient_clip_val:
+            raise MisconfigurationException(
+                "Automatic gradient clipping is not supported for manual optimization. Remove "
+                "`Trainer(gradient_clip_val=...)`, or call `self.clip_gradients(opt, ...)` in `training_step`."
+            )
+        if trainer.accumulate_grad_batches != 1:
+            raise MisconfigurationException(
+                "Automatic gradient accumulation is not supported for manual optimization. Remove "
+                "`Trainer(accumulate_grad_batches=...)` and accumulate in `training_step`."
+            )
+    if not implements(model, LightningModule, "training_step"):
+        raise MisconfigurationException(
+            f"No `training_step()` method defined in {type(model).__name__}. `Trainer.fit` needs "
+            "`training_step(self, batch, batch_idx)` returning the loss."
+        )
+
+
 def _check_data_args(train, val, datamodule, fn) -> None:
     if datamodule is not None and (train is not None or val is not None):
         raise MisconfigurationException(
@@ -1139,25 +731,6 @@ def _configure_determinism(deterministic, benchmark) -> None:
         torch.backends.cudnn.benchmark = bool(benchmark)
     elif deterministic:
         torch.backends.cudnn.benchmark = False
-
-
-def _select_strategy(strategy, device_type: str, device_ids: List[int], num_nodes: int, accelerator) -> Strategy:
-    from volt.distributed.ddp import select_parallel_strategy
-
-    parallel = select_parallel_strategy(strategy, device_type, device_ids, num_nodes)
-    if parallel is not None:
-        return parallel
-    if isinstance(strategy, Strategy):
-        return strategy
-    name = str(strategy).lower() if strategy is not None else "auto"
-    if name not in ("auto", "single_device"):
-        raise MisconfigurationException(
-            f"strategy={strategy!r} is not supported. Choose 'auto', 'single_device', 'ddp', 'ddp_spawn', "
-            "'ddp_fork', 'ddp_notebook', 'ddp_find_unused_parameters_true' or 'fsdp'."
-        )
-    index = device_ids[0] if device_type == "cuda" else None
-    device = torch.device(device_type, index) if index is not None else torch.device(device_type)
-    return Strategy(device, accelerator=device_type)
 
 
 def _build_callbacks(callbacks, enable_checkpointing, enable_progress_bar, enable_model_summary, max_time):

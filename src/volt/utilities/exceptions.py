@@ -3,3 +3,8 @@
 
 class MisconfigurationException(Exception):
     """A Trainer, module or callback was configured in a way that cannot work. The message says how to fix it."""
+
+
+class TrainingStopped(SystemExit):
+    """Raised after a graceful stop (SIGTERM, Ctrl-C, a SLURM requeue signal) has saved its checkpoint; exits the
+    process with status 1 and its message."""

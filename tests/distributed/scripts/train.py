@@ -163,8 +163,10 @@ def phase_equiv(report: dict) -> None:
     volt.seed_everything(0)
     model = Net()
     checkpoint = ModelCheckpoint(dirpath=os.path.join(OUT, "ckpt"), monitor="val_loss", save_top_k=1)
+    # the ranks move checkpoint callbacks last: their states must still reach the right callbacks after a spawn
+    extra = [EarlyStopping(monitor="val_loss", patience=100)] if OPTIONS.get("checkpoint_not_last") else []
     t = trainer(max_epochs=2, accumulate_grad_batches=OPTIONS.get("accumulate", 1),
-                gradient_clip_val=OPTIONS.get("clip"), callbacks=[checkpoint])
+                gradient_clip_val=OPTIONS.get("clip"), callbacks=[checkpoint, *extra], enable_model_summary=bool(extra))
     train, val = loaders(OPTIONS.get("batch_size", 4))
     t.fit(model, train, val)
     volt.checkpoint.save_checkpoint = original
@@ -175,6 +177,7 @@ def phase_equiv(report: dict) -> None:
         val_indices=model.val_indices,
         checkpoint_writers=writers,
         best_model_path=checkpoint.best_model_path,
+        best_model_score=None if checkpoint.best_model_score is None else float(checkpoint.best_model_score),
         global_step=t.global_step,
         world_size=t.world_size,
         gradient_syncs=getattr(model, "syncs", None),
