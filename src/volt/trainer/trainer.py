@@ -391,11 +391,17 @@ class Trainer:
                 shutdown_workers(loader)
             if fn == "fit":
                 self._signals.restore()
+            if self.profiler is not None:
+                self.profiler.teardown(fn)
 
     def _run_stage_inner(self, fn, model, datamodule, ckpt_path, hooks):
         self.strategy.setup_environment()
         # "last" first: it may pick the logger version to continue, which the callbacks' setup reads
         ckpt_path = self._resolve_ckpt_path(fn, ckpt_path)
+        if self.profiler is not None:
+            self.profiler.lightning_module = model
+            self.profiler.setup(stage=fn, local_rank=self.local_rank if self.world_size > 1 else None,
+                                log_dir=self.log_dir)
         # 1. data preparation and setup
         if self.local_rank == 0:
             if datamodule is not None:
