@@ -98,7 +98,8 @@ def test_to_onnx_needs_a_sample(tmp_path):
         model.to_onnx(tmp_path / "x.onnx")
 
 
-@pytest.mark.parametrize("kwargs, missing", [({}, "onnx and onnxscript, which are"), ({"dynamo": False}, "onnx, which is")])
+@pytest.mark.parametrize("kwargs, missing", [({}, "onnx and onnxscript, which are"),
+                                             ({"dynamo": False}, "onnx, which is")])
 def test_to_onnx_names_the_missing_packages(tmp_path, monkeypatch, kwargs, missing):
     monkeypatch.setitem(sys.modules, "onnx", None)  # find_spec reports a module set to None as not installed
     monkeypatch.setitem(sys.modules, "onnxscript", None)

@@ -621,8 +621,9 @@ def _require_packages(feature: str, packages: Sequence[str]) -> None:
 
     missing = [name for name in packages if importlib.util.find_spec(name) is None]
     if missing:
-        raise ModuleNotFoundError(f"{feature} needs {' and '.join(missing)}, which {'is' if len(missing) == 1 else 'are'}"
-                                  f" not installed: `pip install {' '.join(missing)}`.")
+        verb = "is" if len(missing) == 1 else "are"
+        raise ModuleNotFoundError(f"{feature} needs {' and '.join(missing)}, which {verb} not installed:"
+                                  f" `pip install {' '.join(missing)}`.")
 
 
 def _instantiate_from_hparams(cls, hparams: Dict[str, Any]):

@@ -20,7 +20,7 @@ import os
 import re
 import struct
 import warnings
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 # metric name -> (steps, values), in step order
 Curves = Dict[str, Tuple[List[float], List[float]]]
@@ -173,7 +173,7 @@ def _versions(path: str) -> List[str]:
 # drawing
 
 
-def plot_runs(log_dirs: Sequence[str], path: Optional[str] = None, title: Optional[str] = None):
+def plot_runs(log_dirs: Sequence[str], path: Union[str, os.PathLike, None] = None, title: Optional[str] = None):
     """Draw every metric of the runs in `log_dirs` against the step; save a PNG to `path` if given.
 
     Returns the matplotlib Figure. Rows pair a train metric with its validation one (`train_loss` | `val_loss`),
@@ -186,7 +186,7 @@ def plot_runs(log_dirs: Sequence[str], path: Optional[str] = None, title: Option
     columns = len(grid[0])
     figure = Figure(figsize=(_PANEL_WIDTH * columns, _PANEL_HEIGHT * len(grid) + 0.8), layout="constrained")
     axes = figure.subplots(len(grid), columns, squeeze=False)
-    colours = [f"C{index % 10}" for index in range(len(runs))]
+    colours = _colours(len(runs))
     for row, row_axes in zip(grid, axes):
         _draw_row(row, row_axes, axes[0][0], runs, colours)
     if len(runs) == 1:
@@ -201,6 +201,15 @@ def plot_runs(log_dirs: Sequence[str], path: Optional[str] = None, title: Option
     if path is not None:
         _save(figure, path)
     return figure
+
+
+def _colours(count: int) -> List:
+    """matplotlib's ten default colours, or, for more runs, as many distinct ones spread over a colour map."""
+    if count <= 10:
+        return [f"C{index}" for index in range(count)]
+    from matplotlib import colormaps
+
+    return [colormaps["turbo"](index / (count - 1)) for index in range(count)]
 
 
 def _draw_row(row: Sequence[Optional[str]], row_axes, first_ax, runs, colours: Sequence[str]) -> None:
@@ -304,7 +313,7 @@ def _labels(log_dirs: Sequence[str]) -> List[str]:
 
 
 def plot_lr_find(lrs: Sequence[float], losses: Sequence[float], suggested_lr: Optional[float] = None, ax=None,
-                 path: Optional[str] = None):
+                 path: Union[str, os.PathLike, None] = None):
     """Loss against learning rate on a log x-axis, for the learning-rate finder, with `suggested_lr` marked.
 
     Draws on `ax` if given, else on a new figure. Returns the Figure; `path` also saves it as a PNG. Points with a
@@ -348,7 +357,7 @@ def _clip_divergence(ax, losses: Sequence[float]) -> None:
         ax.set_ylim(lowest - 0.1 * span, first + span)
 
 
-def _save(figure, path: str) -> None:
+def _save(figure, path: Union[str, os.PathLike]) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     figure.savefig(path, dpi=110)

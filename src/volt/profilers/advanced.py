@@ -7,7 +7,8 @@ from volt.profilers.profiler import Profiler
 class AdvancedProfiler(Profiler):
     """cProfile statistics for each action (top functions by cumulative time)."""
 
-    def __init__(self, dirpath: Optional[str] = None, filename: Optional[str] = None, line_count_restriction: float = 1.0) -> None:
+    def __init__(self, dirpath: Optional[str] = None, filename: Optional[str] = None,
+                 line_count_restriction: float = 1.0) -> None:
         super().__init__(dirpath, filename)
         self.profiled_actions: Dict[str, Any] = {}  # action -> cProfile.Profile
         self.line_count_restriction = line_count_restriction

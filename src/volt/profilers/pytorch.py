@@ -51,6 +51,8 @@ class PyTorchProfiler(Profiler):
         **profiler_kwargs: arguments of `torch.profiler.profile` (`schedule`, `activities`, `record_shapes`,
             `profile_memory`, `with_stack`, `with_flops`, `on_trace_ready`, ...), and Lightning's
             `export_to_flame_graph` (a `.stacks` file per window, for flamegraph.pl) with its `metric`.
+
+    After a stage, `trace_paths` lists the traces it wrote and `function_events` holds what torch recorded.
     """
 
     STEP_FUNCTIONS = frozenset(_STAGE_STEP.values())
@@ -105,6 +107,7 @@ class PyTorchProfiler(Profiler):
         self._nvtx: Optional[ExitStack] = None
         self._ranges: Dict[str, List[record_function]] = {}  # open `[pl][profile]` ranges by action
         self._module_ranges: Optional[_ModuleRanges] = None
+        self._batch_steps = set(self.STEP_FUNCTIONS | {"optimizer_step"})  # until `setup` names the stage: any step
 
     def start(self, action_name: str) -> None:
         if self.profiler is None and self._nvtx is None:
@@ -189,17 +192,16 @@ class PyTorchProfiler(Profiler):
                 " warmup steps, or `schedule=None` to record every batch."
             )
 
-    def _starts_batch(self, action_name: str) -> bool:
-        """Whether this action begins a batch: a step (or, in fit, an optimizer step) with no step open around it."""
-        drivers = self._batch_actions()
-        return _function_name(action_name) in drivers and not any(
-            _function_name(name) in drivers for name in self._ranges)
+    def setup(self, stage: str, local_rank: Optional[int] = None, log_dir: Optional[str] = None) -> None:
+        super().setup(stage, local_rank, log_dir)
+        step = _STAGE_STEP.get(stage)
+        self._batch_steps = {step, "optimizer_step"} if step == "training_step" else {step}
 
-    def _batch_actions(self) -> frozenset:
-        step = _STAGE_STEP.get(self._stage)
-        if step is None:  # used outside a Trainer stage: any step counts
-            return self.STEP_FUNCTIONS | {"optimizer_step"}
-        return frozenset({step, "optimizer_step"} if step == "training_step" else {step})
+    def _starts_batch(self, action_name: str) -> bool:
+        """Whether this action begins a batch: a step of the stage (in fit, an optimizer step too) that no such step
+        encloses (training_step runs inside optimizer_step)."""
+        steps = self._batch_steps
+        return _function_name(action_name) in steps and not any(_function_name(name) in steps for name in self._ranges)
 
     def _next_batch(self) -> None:
         if self.profiler.step_num == 0 and self._uses_default_schedule:
