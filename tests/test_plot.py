@@ -137,6 +137,12 @@ def test_unpaired_metrics_say_what_is_missing_and_wide_positive_ranges_use_a_log
     assert "lr (1 non-finite value not drawn)" in by_title
 
 
+def test_no_metric_is_left_out_when_two_names_claim_one_slot(tmp_path):
+    _write_csv(tmp_path, {"val_loss": [(1, 1.0)], "val_loss_epoch": [(1, 2.0)], "train_loss_epoch": [(1, 3.0)]})
+    titles = [[ax.get_title() if ax.axison else None for ax in row] for row in _rows(plot_runs([str(tmp_path)]))]
+    assert titles == [["train_loss_epoch", "val_loss"], ["val_loss_epoch", None]]
+
+
 def _write_csv(directory, curves):
     rows = [{"step": step, name: value} for name, points in curves.items() for step, value in points]
     with open(os.path.join(directory, "metrics.csv"), "w", newline="") as file:

@@ -240,10 +240,11 @@ def _grid(names: Sequence[str]) -> List[List[Optional[str]]]:
     others = []
     for name in names:
         role, quantity = _role(name)
-        if role is None:
+        slots = pairs.setdefault(quantity, [None, None]) if role is not None else None
+        if slots is None or slots[role] is not None:  # not train/validation, or its slot is taken (a_epoch and a)
             others.append(name)
         else:
-            pairs.setdefault(quantity, [None, None])[role] = name
+            slots[role] = name
     if pairs:
         columns = 2
     else:
