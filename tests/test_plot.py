@@ -74,6 +74,18 @@ def test_event_files_read_as_tensorboard_reads_them_after_a_resume(tmp_path):
     assert [(e.step, e.value) for e in accumulator.Scalars("marker")] == list(zip(range(8), values))
 
 
+def test_event_files_of_torch_summary_writer_in_both_scalar_styles(tmp_path):
+    pytest.importorskip("tensorboard")
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(tmp_path)) as writer:
+        for step in range(3):
+            writer.add_scalar("simple_value", step * 0.5, step)
+            writer.add_scalar("tensor", step * 2.0, step, new_style=True)  # TensorBoard 2's one-element tensors
+    assert read_metrics(str(tmp_path)) == {"simple_value": ([0.0, 1.0, 2.0], [0.0, 0.5, 1.0]),
+                                           "tensor": ([0.0, 1.0, 2.0], [0.0, 2.0, 4.0])}
+
+
 def test_a_partial_last_record_is_ignored_and_a_damaged_one_warns(tmp_path):
     run = _fit(tmp_path, TensorBoardLogger(tmp_path), epochs=1)
     (events,) = [os.path.join(run.log_dir, name) for name in os.listdir(run.log_dir) if "tfevents" in name]
