@@ -5,7 +5,7 @@ modules import each other, directly or through others (imports inside functions 
     4  volt.trainer                             the Trainer, its loops, hook dispatch, checkpoints of a run
     3  volt.module, volt.datamodule, volt.callbacks   what users subclass and plug in
     2  volt.distributed, volt.strategies        strategies, launcher, cluster environments
-    1  volt.checkpoint, volt.loggers, volt.profilers  files: checkpoint format, logs, profiles
+    1  volt.checkpoint, volt.loggers, volt.profilers, volt.plot   files: checkpoints, logs, profiles, plots
     0  volt.utilities                           helpers with no volt dependency
 
 Inside volt.trainer, trainer.py is the top: nothing else in the package imports it.
@@ -20,7 +20,7 @@ import volt
 SRC = os.path.dirname(volt.__file__)
 LAYERS = [
     ["volt.utilities"],
-    ["volt.checkpoint", "volt.loggers", "volt.profilers"],
+    ["volt.checkpoint", "volt.loggers", "volt.profilers", "volt.plot"],
     ["volt.distributed", "volt.strategies"],
     ["volt.module", "volt.datamodule", "volt.callbacks"],
     ["volt.trainer"],

@@ -79,13 +79,15 @@ def test_volt_fit_trains_the_example_end_to_end(tmp_path):
         capture_output=True, text=True, env=env, timeout=120,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    printed = dict(re.findall(r"^(TensorBoard logs|Best checkpoint \(val_acc=[\d.]+\)|Final val_acc): (.+)$",
-                              result.stdout, re.MULTILINE))
+    printed = dict(re.findall(r"^(TensorBoard logs|Best checkpoint \(val_acc=[\d.]+\)|Final val_acc|Training curves):"
+                              r" (.+)$", result.stdout, re.MULTILINE))
 
     log_dir = tmp_path / "lightning_logs" / "version_0"
     assert printed["TensorBoard logs"] == str(log_dir)
     assert list(log_dir.glob("events.out.tfevents.*"))
     assert (log_dir / "config.yaml").is_file()
+    assert printed["Training curves"] == str(log_dir / "curves.png")
+    assert (log_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     (best_label,) = [key for key in printed if key.startswith("Best checkpoint")]
     best_path = Path(printed[best_label])

@@ -478,8 +478,9 @@ def _first_line(doc: Optional[str]) -> Optional[str]:
 def main(args: Optional[List[str]] = None) -> None:
     """The `volt` command: LightningCLI for the built-in digits example (see `volt.examples.digits`).
 
-    `volt fit` trains it in seconds on a CPU and prints where the TensorBoard logs and the best checkpoint are;
-    `volt test --ckpt_path <that checkpoint>` evaluates it. With no arguments, shows the help.
+    `volt fit` trains it in seconds on a CPU and prints where the TensorBoard logs, the best checkpoint and the
+    picture of its training curves are; `volt test --ckpt_path <that checkpoint>` evaluates it; `volt plot` draws
+    the curves of any runs (see `volt.plot`). With no arguments, shows the help.
     """
     from volt.callbacks import ModelCheckpoint
     from volt.examples.digits import DigitsClassifier, DigitsDataModule
@@ -489,6 +490,11 @@ def main(args: Optional[List[str]] = None) -> None:
         # make every step ten times slower.
         torch.set_num_threads(1)
     args = sys.argv[1:] if args is None else list(args)
+    if args[:1] == ["plot"]:  # not a Trainer method: its own parser, in volt.plot
+        from volt.plot import main as plot
+
+        plot(args[1:])
+        return
     cli = LightningCLI(
         DigitsClassifier,
         DigitsDataModule,
@@ -497,7 +503,8 @@ def main(args: Optional[List[str]] = None) -> None:
             "log_every_n_steps": 5,  # an epoch is 17 steps: log train_loss several times per epoch
             "callbacks": [ModelCheckpoint(monitor="val_acc", mode="max", filename="{epoch}-{val_acc:.3f}")],
         },
-        parser_kwargs={"prog": "volt", "description": "Train and evaluate volt's built-in digits example."},
+        parser_kwargs={"prog": "volt", "description": "Train and evaluate volt's built-in digits example. (`volt plot"
+                                                      " --help`: draw the training curves of runs.)"},
         args=args or ["--help"],
     )
     if cli.subcommand == "fit" and cli.trainer.is_global_zero:
@@ -514,3 +521,12 @@ def _print_fit_summary(trainer) -> None:
         print(f"  test it with: volt test --ckpt_path {checkpoint.best_model_path}")
     if "val_acc" in trainer.callback_metrics:
         print(f"Final val_acc: {float(trainer.callback_metrics['val_acc']):.4f}")
+    if trainer.loggers:  # the picture is drawn from the logs, once they are complete
+        curves = os.path.join(trainer.log_dir, "curves.png")
+        try:
+            from volt.plot import plot_runs
+
+            plot_runs([trainer.log_dir], curves)
+            print(f"Training curves: {curves}")
+        except (ModuleNotFoundError, ValueError) as error:  # matplotlib is optional; a run may log nothing
+            print(f"Training curves not drawn: {error}")

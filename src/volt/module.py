@@ -10,7 +10,7 @@ import logging
 import os
 from argparse import Namespace
 from contextlib import contextmanager
-from typing import Any, Dict, Mapping, Optional, Sequence, Union
+from typing import Any, BinaryIO, Dict, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -137,6 +137,13 @@ class LightningModule(HyperparametersMixin, nn.Module):
     CHECKPOINT_HYPER_PARAMS_NAME = "hparams_name"
     CHECKPOINT_HYPER_PARAMS_TYPE = "hparams_type"
 
+    # Properties TorchScript must not compile: they read the Trainer or parameters, not forward's inputs.
+    __jit_unused_properties__ = HyperparametersMixin.__jit_unused_properties__ + [
+        "trainer", "device", "dtype", "automatic_optimization", "strict_loading", "example_input_array",
+        "current_epoch", "global_step", "global_rank", "local_rank", "on_gpu", "logger", "loggers",
+    ]
+    _is_exporting = False  # True inside to_torchscript/to_onnx, whose tracers read every attribute
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._trainer = None
@@ -150,7 +157,7 @@ class LightningModule(HyperparametersMixin, nn.Module):
     # ------------------------------------------------------------------ properties users read
     @property
     def trainer(self):
-        if self._trainer is None:
+        if self._trainer is None and not self._is_exporting:
             raise RuntimeError(f"{type(self).__name__} is not attached to a `Trainer`.")
         return self._trainer
 
@@ -509,6 +516,78 @@ class LightningModule(HyperparametersMixin, nn.Module):
         """Gather tensors (or collections of them) from every process: a new leading dimension of world size."""
         return self.trainer.strategy.all_gather(data, group=group, sync_grads=sync_grads)
 
+    # ------------------------------------------------------------------ export
+    def to_onnx(self, file_path: Union[str, os.PathLike, BinaryIO, None] = None, input_sample: Any = None,
+                **kwargs: Any):
+        """Export `forward` to ONNX with `torch.onnx.export(self, input_sample, file_path, **kwargs)`, in eval mode.
+
+        `input_sample` defaults to `example_input_array`; it goes through the module's batch-transfer hooks to the
+        module's device first. Returns what torch returns (an `ONNXProgram` with its default exporter). Needs the
+        `onnx` package, and `onnxscript` for torch's default (dynamo) exporter: `pip install "volt[onnx]"`.
+        """
+        dynamo = kwargs.get("dynamo", inspect.signature(torch.onnx.export).parameters["dynamo"].default)
+        _require_packages(f"{type(self).__name__}.to_onnx()", ["onnx", "onnxscript"] if dynamo else ["onnx"])
+        input_sample = self._export_sample(input_sample, "input_sample", "to_onnx()")
+        if isinstance(file_path, os.PathLike):
+            file_path = os.fspath(file_path)
+        with self._export_mode():
+            return torch.onnx.export(self, input_sample, file_path, **kwargs)
+
+    @torch.no_grad()
+    def to_torchscript(self, file_path: Union[str, os.PathLike, None] = None, method: str = "script",
+                       example_inputs: Any = None, **kwargs: Any):
+        """Compile the module with TorchScript, in eval mode: `torch.jit.script` (method="script"), or
+        `torch.jit.trace` on `example_inputs` (default `example_input_array`, moved to the module's device).
+
+        `kwargs` go to torch's function. With `file_path` the result is also saved (local or fsspec path), for
+        `torch.jit.load`. Returns the ScriptModule. (torch deprecates TorchScript from 2.10: prefer `to_onnx` or
+        `torch.export` for new code.)
+        """
+        if method not in ("script", "trace"):
+            raise ValueError(f"to_torchscript(method={method!r}): use 'script' or 'trace'.")
+        if method == "trace":
+            example_inputs = self._export_sample(example_inputs, "example_inputs", "to_torchscript(method='trace')")
+            if kwargs.get("check_inputs") is not None:
+                kwargs["check_inputs"] = [self._transfer_sample(inputs) for inputs in kwargs["check_inputs"]]
+        with self._export_mode():
+            if method == "script":
+                compiled = torch.jit.script(self, **kwargs)
+            else:
+                compiled = torch.jit.trace(self, example_inputs=example_inputs, **kwargs)
+        if file_path is not None:
+            import fsspec
+
+            with fsspec.open(os.fspath(file_path), "wb") as file:
+                torch.jit.save(compiled, file)
+        return compiled
+
+    def _export_sample(self, sample: Any, argument: str, caller: str) -> Any:
+        """The sample to export with (default `example_input_array`), through the batch-transfer hooks."""
+        if sample is None:
+            sample = self.example_input_array
+        if sample is None:
+            raise ValueError(f"`{type(self).__name__}.{caller}` needs an input to run the model on: pass"
+                             f" `{argument}`, or set `self.example_input_array` in `__init__`.")
+        return self._transfer_sample(sample)
+
+    def _transfer_sample(self, sample: Any) -> Any:
+        """Through the module's batch-transfer hooks to its device, as a batch would go."""
+        sample = self.on_before_batch_transfer(sample, 0)
+        sample = self.transfer_batch_to_device(sample, self.device, 0)
+        return self.on_after_batch_transfer(sample, 0)
+
+    @contextmanager
+    def _export_mode(self):
+        """Eval mode, and a `trainer` that reads None instead of raising, restored afterwards even on error."""
+        training = self.training
+        self.eval()
+        self.__dict__["_is_exporting"] = True
+        try:
+            yield
+        finally:
+            del self.__dict__["_is_exporting"]
+            self.train(training)
+
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Union[str, os.PathLike], map_location=None,
                              hparams_file: Optional[Union[str, os.PathLike]] = None, strict: Optional[bool] = None,
@@ -536,6 +615,17 @@ class LightningModule(HyperparametersMixin, nn.Module):
         if map_location is not None and not callable(map_location) and not isinstance(map_location, dict):
             model.to(map_location)
         return model
+
+
+def _require_packages(feature: str, packages: Sequence[str]) -> None:
+    """Raise one error naming every package `feature` needs that is not installed."""
+    import importlib.util
+
+    missing = [name for name in packages if importlib.util.find_spec(name) is None]
+    if missing:
+        verb = "is" if len(missing) == 1 else "are"
+        raise ModuleNotFoundError(f"{feature} needs {' and '.join(missing)}, which {verb} not installed:"
+                                  f" `pip install {' '.join(missing)}`.")
 
 
 def _instantiate_from_hparams(cls, hparams: Dict[str, Any]):

@@ -366,12 +366,18 @@ class Trainer:
                 shutdown_workers(loader)
             if fn == "fit":
                 self._signals.restore()
+            if self.profiler is not None:
+                self.profiler.teardown(fn)
 
     def _run_stage(self, fn, model, datamodule, ckpt_path, weights_only):
         hooks, checkpoints = self._hooks, self._checkpoints
         self.strategy.setup_environment()
         # "last" first: it may pick the logger version to continue, which the callbacks' setup reads
         ckpt_path = checkpoints.resolve(fn, ckpt_path)
+        if self.profiler is not None:
+            self.profiler.lightning_module = model
+            self.profiler.setup(stage=fn, local_rank=self.local_rank if self.world_size > 1 else None,
+                                log_dir=self.log_dir)
         # 1. data preparation and setup
         if self.local_rank == 0:
             hooks.call("prepare_data")

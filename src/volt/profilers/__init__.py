@@ -1,0 +1,34 @@
+"""Profilers: `Trainer(profiler="simple")` times every hook and step; "advanced" runs cProfile per action;
+"pytorch" records operators with torch.profiler (`volt.profilers.pytorch`).
+
+Profiling wraps hook dispatch only when a profiler is set, so an unprofiled run pays nothing for it.
+
+The Trainer drives a profiler through this protocol (Lightning's): `setup(stage, local_rank, log_dir)` when a stage
+starts (with `lightning_module` set just before), `start(action)`/`stop(action)` around every hook and step,
+`describe(stage)` on rank zero when the stage ends, and `teardown(stage)` on every rank once it is over, even after an
+error.
+"""
+from typing import Optional
+
+from volt.profilers.advanced import AdvancedProfiler
+from volt.profilers.profiler import PassThroughProfiler, Profiler
+from volt.profilers.pytorch import PyTorchProfiler
+from volt.profilers.simple import SimpleProfiler
+
+__all__ = ["AdvancedProfiler", "PassThroughProfiler", "Profiler", "PyTorchProfiler", "SimpleProfiler"]
+
+
+def make_profiler(profiler) -> Optional[Profiler]:
+    """Resolve `Trainer(profiler=...)`: None, "simple", "advanced", "pytorch", or a Profiler instance."""
+    if profiler in (None, False):
+        return None
+    if isinstance(profiler, Profiler):
+        return profiler
+    if isinstance(profiler, str) and profiler.lower() in ("simple", "advanced", "pytorch", "passthrough"):
+        return {"simple": SimpleProfiler, "advanced": AdvancedProfiler, "pytorch": PyTorchProfiler,
+                "passthrough": PassThroughProfiler}[profiler.lower()]()
+    raise ValueError(
+        f"profiler={profiler!r} is not supported. Use 'simple', 'advanced', 'pytorch', or a volt.profilers.Profiler"
+        " instance."
+    )
+
