@@ -13,6 +13,19 @@ _LAZY = {
     "RichModelSummary": "volt.callbacks.model_summary",
     "LearningRateMonitor": "volt.callbacks.lr_monitor",
     "Timer": "volt.callbacks.timer",
+    "StochasticWeightAveraging": "volt.callbacks.stochastic_weight_avg",
+    "WeightAveraging": "volt.callbacks.weight_averaging",
+    "EMAWeightAveraging": "volt.callbacks.weight_averaging",
+    "BasePredictionWriter": "volt.callbacks.prediction_writer",
+    "DeviceStatsMonitor": "volt.callbacks.device_stats_monitor",
+    "BaseFinetuning": "volt.callbacks.finetuning",
+    "BackboneFinetuning": "volt.callbacks.finetuning",
+    "GradientAccumulationScheduler": "volt.callbacks.gradient_accumulation_scheduler",
+    "OnExceptionCheckpoint": "volt.callbacks.on_exception_checkpoint",
+    "LambdaCallback": "volt.callbacks.lambda_function",
+    "ThroughputMonitor": "volt.callbacks.throughput_monitor",
+    "ModelPruning": "volt.callbacks.pruning",
+    "SpikeDetection": "volt.callbacks.spike",
 }
 
 __all__ = ["Callback", *_LAZY]
