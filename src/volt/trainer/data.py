@@ -76,12 +76,14 @@ class ResumableSampler:
 
     The state covers the global RNGs and, when the sampler draws from a generator of its own (e.g.
     `DataLoader(shuffle=True, generator=g)`), that generator. With `seed_batches`, the batches come out as
-    `SeededBatch`es (for loaders with worker processes).
+    `SeededBatch`es (for loaders with worker processes). With `record_batches`, `seen_batches` lists the indices
+    of each batch drawn in the current iteration (prediction writers read them).
     """
 
-    def __init__(self, inner, seed_batches: bool = False) -> None:
+    def __init__(self, inner, seed_batches: bool = False, record_batches: bool = False) -> None:
         self.inner = inner
         self.seed_batches = seed_batches
+        self.seen_batches: Optional[List[List[int]]] = [] if record_batches else None
         self.order_rng: Optional[dict] = None  # RNG state the current epoch's order was drawn from
         self._skip = 0
         self._replay_rng: Optional[dict] = None
@@ -121,7 +123,13 @@ class ResumableSampler:
             set_rng_states(current)
         if epoch_seed is not None:
             batches = (SeededBatch(batch, (epoch_seed + i) % 2**63) for i, batch in enumerate(batches, skip))
-        yield from batches
+        if self.seen_batches is None:
+            yield from batches
+            return
+        self.seen_batches = []
+        for batch in batches:
+            self.seen_batches.append(list(batch))
+            yield batch
 
     def own_generator(self) -> Optional[torch.Generator]:
         """The generator the sampler draws its order from, if it has one of its own (else the global RNG)."""
@@ -137,11 +145,13 @@ def is_map_style(loader: Any) -> bool:
     return isinstance(loader, DataLoader) and not isinstance(loader.dataset, IterableDataset)
 
 
-def wrap_loader(loader: Any, *, sequential: bool = False, sampler_fn: Optional[Callable] = None) -> Any:
+def wrap_loader(loader: Any, *, sequential: bool = False, sampler_fn: Optional[Callable] = None,
+                record_batches: bool = False) -> Any:
     """Return a resumable shallow copy of `loader` (non-DataLoader iterables are returned as they are).
 
     `sequential` replaces the order with a SequentialSampler (overfit_batches); `sampler_fn(loader)` returns a
-    distributed sampler to use instead of the loader's own.
+    distributed sampler to use instead of the loader's own; `record_batches` keeps each batch's sample indices
+    (`ResumableSampler.seen_batches`; loaders with a batch sampler only).
     """
     if not is_map_style(loader):
         return loader
@@ -165,7 +175,7 @@ def wrap_loader(loader: Any, *, sequential: bool = False, sampler_fn: Optional[C
             batch_sampler = BatchSampler(sampler, loader.batch_size, loader.drop_last)
         object.__setattr__(wrapped, "sampler", sampler)
         seed_batches = loader.num_workers > 0
-        object.__setattr__(wrapped, "batch_sampler", ResumableSampler(batch_sampler, seed_batches))
+        object.__setattr__(wrapped, "batch_sampler", ResumableSampler(batch_sampler, seed_batches, record_batches))
         if seed_batches:
             object.__setattr__(wrapped, "worker_init_fn", SeedEachBatch(loader.worker_init_fn))
             # Starting workers draws their base seed from the loader's generator (else the global RNG), shifting it

@@ -22,7 +22,8 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from volt.trainer.data import as_loader_list, distributed_sampler_fn, limit_batches, loader_length, wrap_loader
+from volt.trainer.data import (as_loader_list, distributed_sampler_fn, limit_batches, loader_length, resumable_sampler,
+                              wrap_loader)
 
 _STEP = {"validate": "validation_step", "test": "test_step", "predict": "predict_step"}
 _HOOK = {"validate": "validation", "test": "test", "predict": "predict"}
@@ -59,7 +60,8 @@ class EvalLoop:
         loaders = as_loader_list(source, self.stage)
         sampler_fn = distributed_sampler_fn(trainer, train=False)
         overfit = trainer.overfit_batches
-        self.loaders = [wrap_loader(loader, sampler_fn=sampler_fn) for loader in loaders]
+        record = self.stage == "predict"  # the batches' sample indices, for prediction writers
+        self.loaders = [wrap_loader(loader, sampler_fn=sampler_fn, record_batches=record) for loader in loaders]
         lengths = [loader_length(loader) for loader in self.loaders]
         self.keeps_ranks_in_step = self.stage != "predict" and trainer.world_size > 1
         if self.keeps_ranks_in_step:
@@ -70,6 +72,25 @@ class EvalLoop:
         if trainer.fast_dev_run:
             limit = int(trainer.fast_dev_run)
         self.num_batches = [limit_batches(length, limit, _LIMIT[self.stage]) for length in lengths]
+
+    @property
+    def current_batch_indices(self) -> List[int]:
+        """The dataset indices of the samples in the running predict batch (empty if the loader has no batch
+        sampler). Lightning's name, read by BasePredictionWriter."""
+        seen = self._seen_batches(self.dataloader_idx)
+        return seen[self.batch_idx] if self.batch_idx < len(seen) else []
+
+    @property
+    def epoch_batch_indices(self) -> List[List[List[int]]]:
+        """For each predict dataloader, the dataset indices of each batch run (Lightning's name and layout)."""
+        indices = [self._seen_batches(i) for i in range(len(self.num_batches))]
+        return [seen if n == math.inf else seen[:int(n)] for seen, n in zip(indices, self.num_batches)]
+
+    def _seen_batches(self, dataloader_idx: int) -> List[List[int]]:
+        sampler = resumable_sampler(self.loaders[dataloader_idx]) if self.loaders else None
+        if sampler is None or sampler.seen_batches is None:
+            return []
+        return sampler.seen_batches
 
     def _agreed_lengths(self, lengths: List[float]) -> List[float]:
         """Every rank runs the longest shard's number of batches (one collective per data setup)."""

@@ -790,15 +790,16 @@ def _build_callbacks(callbacks, enable_checkpointing, enable_progress_bar, enabl
         raise MisconfigurationException(
             "Trainer was configured with `enable_progress_bar=False` but found a progress bar in the callbacks list."
         )
+    rich = importlib.util.find_spec("rich") is not None  # as Lightning: the rich bar and summary when installed
     if enable_progress_bar and not has_bar:
-        from volt.callbacks.progress import TQDMProgressBar
+        from volt.callbacks.progress import RichProgressBar, TQDMProgressBar
 
-        callbacks.append(TQDMProgressBar())
+        callbacks.append(RichProgressBar() if rich else TQDMProgressBar())
     if enable_model_summary:
-        from volt.callbacks.model_summary import ModelSummary
+        from volt.callbacks.model_summary import ModelSummary, RichModelSummary
 
         if not any(isinstance(cb, ModelSummary) for cb in callbacks):
-            callbacks.append(ModelSummary())
+            callbacks.append(RichModelSummary() if rich else ModelSummary())
     return callbacks
 
 

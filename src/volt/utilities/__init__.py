@@ -7,6 +7,7 @@ from volt.utilities.seed import seed_everything
 __all__ = [
     "apply_to_collection",
     "move_data_to_device",
+    "measure_flops",
     "MisconfigurationException",
     "rank_zero_debug",
     "rank_zero_info",
@@ -14,3 +15,11 @@ __all__ = [
     "rank_zero_warn",
     "seed_everything",
 ]
+
+
+def __getattr__(name):
+    if name == "measure_flops":  # loaded on first use, like the other optional parts
+        from volt.utilities.throughput import measure_flops
+
+        return measure_flops
+    raise AttributeError(f"module 'volt.utilities' has no attribute {name!r}")
