@@ -30,6 +30,7 @@ DEFAULTS = dict(
     iterable=False, generator=False, accumulate=1, val_check_interval=1.0, precision="32-true", early_stopping=False,
     checkpoint={"every_n_train_steps": 1, "save_last": True, "save_top_k": -1},
     save_everywhere=False, signal=None, crash_at_step=None, ckpt_path=None, log_every_n_steps=1, tensorboard=False,
+    schedulers=("step", "epoch"), batchnorm=False, callbacks={},
 )
 
 
@@ -63,11 +64,16 @@ class NoisyStream(IterableDataset):
 
 
 class Net(volt.LightningModule):
-    def __init__(self, lr: float = 0.05):
+    def __init__(self, lr: float = 0.05, schedulers=("step", "epoch"), batchnorm: bool = False):
         super().__init__()
         self.save_hyperparameters()
-        self.net = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Dropout(0.3),
+        norm = [torch.nn.BatchNorm1d(16)] if batchnorm else []
+        self.net = torch.nn.Sequential(torch.nn.Linear(6, 16), *norm, torch.nn.ReLU(), torch.nn.Dropout(0.3),
                                        torch.nn.Linear(16, 1))
+
+    @property
+    def backbone(self):  # what BackboneFinetuning freezes and unfreezes
+        return self.net[0]
 
     def training_step(self, batch, batch_idx):
         x, y = batch
@@ -82,10 +88,12 @@ class Net(volt.LightningModule):
 
     def configure_optimizers(self):
         # SGD with momentum: every gradient bit shows in the weights (Adam's first steps hide a lost gradient)
-        optimizer = torch.optim.SGD(self.parameters(), lr=self.hparams.lr, momentum=0.9, weight_decay=1e-3)
-        per_step = torch.optim.lr_scheduler.StepLR(optimizer, step_size=2, gamma=0.9)
-        per_epoch = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.7)
-        return [optimizer], [{"scheduler": per_step, "interval": "step"}, {"scheduler": per_epoch}]
+        trainable = [p for p in self.parameters() if p.requires_grad]  # a fine-tuning callback adds the rest
+        optimizer = torch.optim.SGD(trainable, lr=self.hparams.lr, momentum=0.9, weight_decay=1e-3)
+        schedulers = {"step": {"scheduler": torch.optim.lr_scheduler.StepLR(optimizer, step_size=2, gamma=0.9),
+                               "interval": "step"},
+                      "epoch": {"scheduler": torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.7)}}
+        return [optimizer], [schedulers[kind] for kind in self.hparams.schedulers]
 
 
 class SaveEverywhere(ModelCheckpoint):
@@ -168,6 +176,11 @@ def loaders(cfg):
     return train, val
 
 
+def extra_callbacks(cfg):
+    """The callbacks named in `cfg["callbacks"]` ({class name in volt.callbacks: its arguments})."""
+    return [getattr(volt.callbacks, name)(**options) for name, options in cfg["callbacks"].items()]
+
+
 def run(cfg):
     """Train with `cfg` (see DEFAULTS); returns the Trainer. Writes `<root>/final.pt` when fit returns."""
     cfg = {**DEFAULTS, **cfg}
@@ -183,6 +196,7 @@ def run(cfg):
         callbacks.append(SendSignal(**cfg["signal"]))
     if cfg["crash_at_step"] is not None:
         callbacks.append(Crash(cfg["crash_at_step"]))
+    callbacks += extra_callbacks(cfg)
     loggers = [CSVLogger(root, name="logs", version=0)]
     if cfg["tensorboard"]:
         loggers.append(TensorBoardLogger(root, name="tb", version=0))
@@ -193,7 +207,7 @@ def run(cfg):
         logger=loggers, callbacks=callbacks,
         enable_progress_bar=False, enable_model_summary=False,
     )
-    model = Net()
+    model = Net(schedulers=list(cfg["schedulers"]), batchnorm=cfg["batchnorm"])
     train, val = loaders(cfg)
     trainer.fit(model, train, val, ckpt_path=cfg["ckpt_path"])
     torch.save(final_state(trainer), os.path.join(root, "final.pt"))
@@ -222,7 +236,21 @@ def final_state(trainer):
         },
         "callback_metrics": dict(trainer.callback_metrics),
         "logged_metrics": dict(trainer.logged_metrics),
+        "callbacks": {type(cb).__name__: cb.state_dict() for cb in trainer.callbacks
+                      if type(cb).__name__ in ("StochasticWeightAveraging", "EMAWeightAveraging", "BackboneFinetuning",
+                                               "GradientAccumulationScheduler")},
+        "average": averaged_weights(trainer),
+        "requires_grad": {n: p.requires_grad for n, p in trainer.lightning_module.named_parameters()},
     }
+
+
+def averaged_weights(trainer):
+    """The weight average an averaging callback keeps (its own copy of the model), if there is one."""
+    for callback in trainer.callbacks:
+        average = getattr(callback, "_average_model", None)
+        if average is not None:
+            return {k: v.clone() for k, v in average.state_dict().items()}
+    return None
 
 
 if __name__ == "__main__":

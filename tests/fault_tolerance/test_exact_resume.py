@@ -71,6 +71,44 @@ def test_resume_with_a_loader_generator(tmp_path):
     _resume_from_each(tmp_path, generator=True, num_workers=2, persistent_workers=True, n=16, max_epochs=2)
 
 
+# Callbacks with state of their own: a weight average, a fine-tuning schedule, an accumulation schedule. 12 samples
+# (3 batches an epoch) keep the number of checkpoints, each resumed once, small.
+@pytest.fixture
+def one_torch_thread():
+    """BatchNorm's CPU kernel splits even a 4x16 batch over every intra-op thread; on a shared, loaded machine
+    each call then waits ~80 ms for a core. One thread computes the same."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_resume_with_ema_and_an_accumulation_schedule(tmp_path):
+    """EMAWeightAveraging (validation on the average, the average in checkpoints) with a
+    GradientAccumulationScheduler going 1 -> 2 -> 3 batches: checkpoints inside accumulation windows, at validation
+    and epoch ends resume to the same weights, average and optimizer state."""
+    checkpoints = _resume_from_each(tmp_path, n=12, callbacks={
+        "EMAWeightAveraging": {"decay": 0.8}, "GradientAccumulationScheduler": {"scheduling": {1: 2, 2: 3}}})
+    saved = torch.load(checkpoints[-1], weights_only=True)
+    assert set(saved) >= {"current_model_state", "averaging_state"}  # Lightning's layout
+
+
+def test_resume_with_swa_and_batchnorm(tmp_path, one_torch_thread):
+    """StochasticWeightAveraging from the second epoch (SWALR replacing the epoch scheduler) on a model with
+    BatchNorm: every checkpoint, including the last one, resumes to the same average, the same recomputed
+    BatchNorm statistics and the same learning rate."""
+    _resume_from_each(tmp_path, n=12, batchnorm=True, schedulers=["epoch"], callbacks={
+        "StochasticWeightAveraging": {"swa_lrs": 0.01, "swa_epoch_start": 2, "annealing_epochs": 1}})
+
+
+def test_resume_with_backbone_finetuning(tmp_path):
+    """BackboneFinetuning unfreezing the first layer at the second epoch: a resumed run has the same optimizer
+    parameter groups, trainable parameters and backbone learning rate schedule (Lightning's resumed run leaves the
+    backbone frozen)."""
+    _resume_from_each(tmp_path, n=12, callbacks={
+        "BackboneFinetuning": {"unfreeze_backbone_at_epoch": 1, "backbone_initial_lr": 0.01}})
+
+
 def test_worker_randomness_differs_between_epochs_without_other_randomness():
     """Reseeding workers for each batch keeps augmentations fresh every epoch, even when nothing else draws from
     the global RNG (no shuffling, no dropout)."""

@@ -126,9 +126,9 @@ class StochasticWeightAveraging(Callback):
         if self.swa_start > self.swa_end:
             rank_zero_warn(f"StochasticWeightAveraging starts at epoch {self.swa_start}, after the last epoch "
                            f"({int(self.swa_end)}): no weights will be averaged.")
-        if self._scheduler_state is not None and trainer.lr_scheduler_configs:
-            # resuming with SWALR running: its state is loaded when it is made again, at the next epoch start
-            trainer.lr_scheduler_configs.clear()
+        if self._scheduler_state is not None:
+            # resuming with SWA running: SWALR takes the scheduler's place now, so the Trainer restores its state
+            self._start_averaging(trainer, pl_module)
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         epoch = trainer.current_epoch
