@@ -91,7 +91,7 @@ def test_swa_same_average_and_schedule(quiet_lightning, tmp_path):
     assert (trainer.current_epoch, trainer.global_step) == (pl_trainer.current_epoch, pl_trainer.global_step)
 
 
-def test_swa_with_batchnorm_ends_exactly_at_the_average(quiet_lightning, tmp_path):
+def test_swa_with_batchnorm_ends_exactly_at_the_average(quiet_lightning, tmp_path, one_torch_thread):
     """With BatchNorm: volt's model is exactly Lightning's average, with Lightning's recomputed BatchNorm
     statistics; Lightning's own model is one stale optimizer step off it (the documented difference)."""
     def callbacks(pl):
@@ -111,7 +111,7 @@ def test_swa_with_batchnorm_ends_exactly_at_the_average(quiet_lightning, tmp_pat
     assert model.backbone[1].momentum == 0.1  # restored after the cumulative-average pass
 
 
-def test_ema_same_average_and_validation_on_it(quiet_lightning, tmp_path):
+def test_ema_same_average_and_validation_on_it(quiet_lightning, tmp_path, one_torch_thread):
     """EMAWeightAveraging with accumulation, BatchNorm buffers averaged, updates from the second step on: the same
     final (averaged) weights, the same average, and the same validation loss, measured on the average."""
     def callbacks(pl):

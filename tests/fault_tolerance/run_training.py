@@ -5,7 +5,8 @@
 The run uses every source of randomness exact resume has to get right: a shuffled DataLoader without a
 generator, dropout, numpy and `random` in `training_step`, numpy/torch/`random` noise inside the dataset (in the
 worker processes when `num_workers` > 0), step and epoch LR schedulers, optional fp16 autocast with a GradScaler,
-accumulation, validation inside the epoch, EarlyStopping and a ModelCheckpoint. It can send itself a signal
+accumulation, validation inside the epoch, EarlyStopping and a ModelCheckpoint; optionally BatchNorm and more
+callbacks with state of their own (weight averaging, fine-tuning, an accumulation schedule). It can send itself a signal
 (SIGKILL by default) at a chosen hook and global step, and writes its final state to `<root>/final.pt` for the tests
 to compare.
 """
@@ -66,7 +67,8 @@ class NoisyStream(IterableDataset):
 class Net(volt.LightningModule):
     def __init__(self, lr: float = 0.05, schedulers=("step", "epoch"), batchnorm: bool = False):
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters("lr")
+        self.schedulers = schedulers
         norm = [torch.nn.BatchNorm1d(16)] if batchnorm else []
         self.net = torch.nn.Sequential(torch.nn.Linear(6, 16), *norm, torch.nn.ReLU(), torch.nn.Dropout(0.3),
                                        torch.nn.Linear(16, 1))
@@ -93,7 +95,7 @@ class Net(volt.LightningModule):
         schedulers = {"step": {"scheduler": torch.optim.lr_scheduler.StepLR(optimizer, step_size=2, gamma=0.9),
                                "interval": "step"},
                       "epoch": {"scheduler": torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.7)}}
-        return [optimizer], [schedulers[kind] for kind in self.hparams.schedulers]
+        return [optimizer], [schedulers[kind] for kind in self.schedulers]
 
 
 class SaveEverywhere(ModelCheckpoint):

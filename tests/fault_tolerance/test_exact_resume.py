@@ -73,16 +73,6 @@ def test_resume_with_a_loader_generator(tmp_path):
 
 # Callbacks with state of their own: a weight average, a fine-tuning schedule, an accumulation schedule. 12 samples
 # (3 batches an epoch) keep the number of checkpoints, each resumed once, small.
-@pytest.fixture
-def one_torch_thread():
-    """BatchNorm's CPU kernel splits even a 4x16 batch over every intra-op thread; on a shared, loaded machine
-    each call then waits ~80 ms for a core. One thread computes the same."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_resume_with_ema_and_an_accumulation_schedule(tmp_path):
     """EMAWeightAveraging (validation on the average, the average in checkpoints) with a
     GradientAccumulationScheduler going 1 -> 2 -> 3 batches: checkpoints inside accumulation windows, at validation

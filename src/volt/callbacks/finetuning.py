@@ -240,12 +240,9 @@ class BackboneFinetuning(BaseFinetuning):
         self.previous_backbone_lr = state_dict["previous_backbone_lr"]
         super().load_state_dict(state_dict)
 
-    def on_fit_start(self, trainer, pl_module) -> None:
+    def freeze_before_training(self, pl_module) -> None:
         if not isinstance(getattr(pl_module, "backbone", None), Module):
             raise MisconfigurationException("The LightningModule should have a nn.Module `backbone` attribute")
-        super().on_fit_start(trainer, pl_module)
-
-    def freeze_before_training(self, pl_module) -> None:
         self.freeze(pl_module.backbone)  # BatchNorm layers stay trainable; `train_bn` applies when unfreezing
 
     def finetune_function(self, pl_module, epoch: int, optimizer: torch.optim.Optimizer) -> None:
