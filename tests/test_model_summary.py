@@ -164,7 +164,14 @@ def test_rich_summary_without_rich_gives_install_hint(monkeypatch):
 # ------------------------------------------------------------------------------------------ end to end
 
 
-def test_fit_logs_the_summary_by_default(tmp_path, volt_logs):
+def test_fit_logs_the_summary_by_default_without_rich(tmp_path, volt_logs, monkeypatch):
+    import importlib.util
+
+    from volt.trainer import trainer as trainer_module
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(trainer_module.importlib.util, "find_spec",
+                        lambda name, *args: None if name == "rich" else find_spec(name, *args))
     import volt
     from torch.utils.data import DataLoader, TensorDataset
 

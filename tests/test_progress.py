@@ -333,6 +333,8 @@ def fit_tiny(tmp_path, steps=8, epochs=1, **trainer_kwargs):
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
+    if trainer_kwargs.get("enable_progress_bar", True):  # the TQDM bar (the default one without rich)
+        trainer_kwargs.setdefault("callbacks", [TQDMProgressBar()])
     data = TensorDataset(torch.randn(2 * steps, 4))
     trainer = volt.Trainer(max_epochs=epochs, default_root_dir=str(tmp_path), enable_checkpointing=False,
                            enable_model_summary=False, **trainer_kwargs)
