@@ -133,12 +133,12 @@ def test_device_stats_logged_at_the_logging_interval(tmp_path):
     logger = MemoryLogger()
     trainer(tmp_path, logger=logger, max_epochs=2, log_every_n_steps=2, num_sanity_val_steps=1,
             callbacks=[DeviceStatsMonitor()]).fit(BoringModel())
-    train = [(step, sorted(m)) for step, m in logger.metrics if "DeviceStatsMonitor.on_train_batch_start/cpu_percent" in m]
+    start = "DeviceStatsMonitor.on_train_batch_start/"
+    train = [(step, sorted(m)) for step, m in logger.metrics if start + "cpu_percent" in m]
     assert [step for step, _ in train] == [1, 3, 5, 7]  # steps 2, 4, 6, 8 (1-based), logged before each batch
-    assert train[0][1] == ["DeviceStatsMonitor.on_train_batch_start/cpu_percent",
-                           "DeviceStatsMonitor.on_train_batch_start/cpu_swap_percent",
-                           "DeviceStatsMonitor.on_train_batch_start/cpu_vm_percent"]
-    ends = [step for step, m in logger.metrics if any(k.startswith("DeviceStatsMonitor.on_train_batch_end/") for k in m)]
+    assert train[0][1] == [start + "cpu_percent", start + "cpu_swap_percent", start + "cpu_vm_percent"]
+    ends = [step for step, m in logger.metrics
+            if any(k.startswith("DeviceStatsMonitor.on_train_batch_end/") for k in m)]
     val = [step for step, m in logger.metrics if any(k.startswith("DeviceStatsMonitor.on_validation_batch_end/")
                                                       for k in m)]
     assert ends == [1, 3, 5, 7] and val == [3, 3, 7, 7]  # validation batches 2 and 4 of each epoch, no sanity check

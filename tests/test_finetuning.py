@@ -43,7 +43,8 @@ def test_backbone_frozen_then_trained_in_its_own_group(tmp_path, one_torch_threa
     state = finetuning.state_dict()
     assert state["frozen_parameters"] == [] and state["finetuned_epoch"] == 2
     assert [g["params"] for g in state["internal_optimizer_metadata"][0]] == [
-        ["layer.weight", "layer.bias", "backbone.1.weight", "backbone.1.bias"], ["backbone.0.weight", "backbone.0.bias"]]
+        ["layer.weight", "layer.bias", "backbone.1.weight", "backbone.1.bias"],
+        ["backbone.0.weight", "backbone.0.bias"]]
 
 
 def test_backbone_finetuning_needs_a_backbone(tmp_path):

@@ -34,9 +34,11 @@ def test_global_l1_pruning_made_permanent(tmp_path):
     assert sorted(model.state_dict()) == ["layer.0.bias", "layer.0.weight", "layer.2.bias", "layer.2.weight"]
     saved = torch.load(tmp_path / "epoch=0-step=4.ckpt", weights_only=True)
     assert sorted(saved["state_dict"]) == sorted(model.state_dict())  # permanent in the checkpoint as well
-    assert int((saved["state_dict"]["layer.0.weight"] == 0).sum() + (saved["state_dict"]["layer.2.weight"] == 0).sum()) == 20
+    state = saved["state_dict"]
+    assert int((state["layer.0.weight"] == 0).sum() + (state["layer.2.weight"] == 0).sum()) == 20
     masks = saved["callbacks"]["ModelPruning"]["masks"]
-    assert sorted(masks) == ["layer.0.weight", "layer.2.weight"] and int(sum((m == 0).sum() for m in masks.values())) == 20
+    assert sorted(masks) == ["layer.0.weight", "layer.2.weight"]
+    assert int(sum((m == 0).sum() for m in masks.values())) == 20
 
 
 @pytest.mark.filterwarnings("ignore:The dirpath has changed")

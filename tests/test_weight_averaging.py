@@ -3,14 +3,12 @@ the model and in checkpoints, and the BatchNorm pass. (Agreement with Lightning:
 tests/fault_tolerance.)"""
 import pytest
 import torch
-from torch.nn import functional as F
 
-import volt
 from volt.callbacks import (EMAWeightAveraging, LambdaCallback, ModelCheckpoint, StochasticWeightAveraging,
                             WeightAveraging)
 from volt.utilities.exceptions import MisconfigurationException
 
-from helpers import BoringModel, loader, trainer
+from helpers import BoringModel, trainer
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

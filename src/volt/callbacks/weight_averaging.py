@@ -65,10 +65,11 @@ class WeightAveraging(Callback):
                 "You're using the WeightAveraging callback with a model that overrides the configure_model "
                 "callback. WeightAveraging doesn't support sharding model layers, so you may run out of memory.")
             pl_module.configure_model()
-        self._average_model = AveragedModel(
-            copy_without_trainer(pl_module), device=self._device or pl_module.device, use_buffers=self._use_buffers,
-            **self._kwargs)
-        self._copied_to_model = False
+        device = self._device if self._device is not None else pl_module.device
+        self._average_model = AveragedModel(copy_without_trainer(pl_module), device=device,
+                                            use_buffers=self._use_buffers, **self._kwargs)
+        # a new fit averages from scratch; a checkpoint's counters are loaded after this
+        self._latest_update_step, self._latest_update_epoch, self._copied_to_model = 0, -1, False
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         step = trainer.global_step
@@ -121,12 +122,8 @@ class WeightAveraging(Callback):
         checkpoint["averaging_state"] = {k: v for k, v in average.items() if not k.startswith(prefix)}
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: Dict[str, Any]) -> None:
-        if self._average_model is None:
-            rank_zero_warn(
-                "You're using the WeightAveraging callback, but loading a checkpoint outside the 'fit' stage. The "
-                "WeightAveraging state cannot be restored. If you're using the checkpoint for prediction or "
-                "testing, you can ignore this warning. To disable the warning, remove the WeightAveraging callback.")
-        elif "current_model_state" in checkpoint and "averaging_state" in checkpoint:
+        # called when `fit` resumes, after `setup` made the average
+        if "current_model_state" in checkpoint and "averaging_state" in checkpoint:
             rank_zero_info("Found current_model_state in the checkpoint. This will be used to initialize the model.")
             average = {"module." + k: v for k, v in checkpoint["state_dict"].items()}
             self._average_model.load_state_dict({**average, **checkpoint["averaging_state"]})
