@@ -161,3 +161,25 @@ def test_backbone_finetuning_same_weights_and_groups(quiet_lightning, tmp_path):
     groups = [{k: v for k, v in g.items() if k != "params"} for g in trainer.optimizers[0].param_groups]
     assert groups == [{k: v for k, v in g.items() if k != "params"} for g in pl_trainer.optimizers[0].param_groups]
     assert len(groups) == 2 and cbs[0].previous_backbone_lr == pl_cbs[0].previous_backbone_lr
+
+
+def test_monitors_log_the_same_keys_at_the_same_steps(quiet_lightning, tmp_path):
+    """ThroughputMonitor and DeviceStatsMonitor with accumulation and in-epoch validation: the same logger calls
+    (steps and keys; the values are times and machine load)."""
+    pytest.importorskip("psutil")
+    from .scenarios import memory_logger
+
+    def callbacks(pl):
+        return [pl.callbacks.ThroughputMonitor(batch_size_fn=lambda batch: batch[0].size(0), window_size=2),
+                pl.callbacks.DeviceStatsMonitor()]
+
+    loggers = {}
+    for name in ("lightning", "volt"):
+        loggers[name] = memory_logger(name)
+        fit(name, tmp_path, callbacks, validate=True, max_epochs=2, logger=loggers[name], log_every_n_steps=3,
+            accumulate_grad_batches=2)
+    calls = {name: [(step, sorted(metrics)) for step, metrics in logger.records] for name, logger in loggers.items()}
+    assert calls["volt"] == calls["lightning"]
+    keys = {key for _, names in calls["volt"] for key in names}
+    assert {"train/device/samples_per_sec", "validate/device/batches_per_sec",
+            "DeviceStatsMonitor.on_train_batch_start/cpu_percent"} <= keys

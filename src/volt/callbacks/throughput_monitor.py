@@ -52,7 +52,7 @@ class ThroughputMonitor(Callback):
         self._samples: Dict[str, int] = {}
         self._batches: Dict[str, int] = {}
         self._lengths: Dict[str, int] = {}
-        self._iterations: Dict[str, int] = {}  # evaluation batches measured in this run: their logs' x axis
+        self._iterations: Dict[str, int] = {}  # batches measured in this evaluation run: its logs' x axis
         self._module_has_flops: Optional[bool] = None
         self._last_step = 0
         self._validation_start = 0.0
@@ -64,7 +64,6 @@ class ThroughputMonitor(Callback):
         for name in stages:
             self._throughputs[name] = Throughput(available_flops=self.available_flops, world_size=trainer.world_size,
                                                  **self.kwargs)
-            self._iterations[name] = 0
 
     # ------------------------------------------------------------------ measuring
     def _start(self, trainer) -> None:
@@ -73,6 +72,7 @@ class ThroughputMonitor(Callback):
             self._throughputs[stage].reset()
             self._samples[stage] = self._batches[stage] = self._lengths[stage] = 0
         self._t0s[stage] = time.perf_counter()
+        self._iterations[stage] = 0
 
     @torch.no_grad()
     def _update(self, trainer, pl_module, batch: Any) -> None:
