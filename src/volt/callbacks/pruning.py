@@ -3,8 +3,10 @@
 Pruning runs at the end of training epochs (or validation epochs), optionally rewinding the surviving weights to
 their initial values (the lottery ticket hypothesis). A pruned parameter `weight` lives as `weight_orig` and
 `weight_mask`; with `make_pruning_permanent` (the default) checkpoints hold the pruned `weight` instead, and the
-model is made permanent when training ends. The masks are also kept in the callback's checkpoint state, so a
-resumed run prunes from the same masks (Lightning forgets them, and cannot resume a non-permanent checkpoint).
+model is made permanent when training ends. The masks are also kept in the callback's checkpoint state, so a run
+resumed from a permanent checkpoint prunes on from the same masks (Lightning forgets them and prunes the already
+zeroed weights again). A non-permanent checkpoint (`weight_orig`/`weight_mask` keys) loads only into a model pruned
+the same way, as in Lightning.
 """
 import inspect
 import logging
@@ -74,6 +76,7 @@ class ModelPruning(Callback):
         self._original_layers: Optional[Dict[int, Dict[str, Any]]] = None
         self._pruning_method_name: Optional[str] = None
         self._names: Dict[int, str] = {}  # id(module) -> its name in the LightningModule
+        self._restored_masks: Dict[str, torch.Tensor] = {}  # from a checkpoint, applied at fit start
         for name in self._parameter_names:
             if name not in self.PARAMETER_NAMES:
                 raise MisconfigurationException(
@@ -248,19 +251,19 @@ class ModelPruning(Callback):
                 state[key] = mask.to(dtype=original.dtype) * original
             checkpoint["state_dict"] = state
 
-    def on_load_checkpoint(self, trainer, pl_module, checkpoint: Dict[str, Any]) -> None:
-        """Prune the model with the checkpoint's masks before its weights load (volt loads them after this hook)."""
-        masks = ((checkpoint.get("callbacks") or {}).get(self.state_key) or {}).get("masks") or {}
-        state = checkpoint["state_dict"]
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        self._restored_masks = dict(state_dict.get("masks") or {})
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        """Prune the restored model with the checkpoint's masks. Here, after `configure_optimizers`, as in the run
+        that wrote the checkpoint: pruning re-registers `weight` as `weight_orig` at the end of its module's
+        parameters, which would change the order an optimizer made afterwards sees (and its state would no longer
+        match)."""
+        masks, self._restored_masks = self._restored_masks, {}
         for module, name in self._parameters_to_prune:
             key = f"{self._names[id(module)]}.{name}".lstrip(".")
-            if key not in masks:
-                continue
-            if not hasattr(module, name + "_mask"):
+            if key in masks and not hasattr(module, name + "_mask"):
                 torch_prune.custom_from_mask(module, name, masks[key].to(getattr(module, name).device))
-            if key in state:  # saved permanent: the pruned values stand in for the originals
-                state[key + "_orig"] = state.pop(key)
-                state[key + "_mask"] = masks[key]
 
     @staticmethod
     def sanitize_parameters_to_prune(pl_module, parameters_to_prune: _ParamList = (),
