@@ -21,6 +21,7 @@ from volt.callbacks.callback import Callback
 from volt.callbacks.weight_averaging import copy_without_trainer
 from volt.utilities.exceptions import MisconfigurationException
 from volt.utilities.rank_zero import rank_zero_info, rank_zero_warn
+from volt.utilities.types import LRSchedulerConfig
 
 _AVG_FN = Callable[[Tensor, Tensor, Tensor], Tensor]
 
@@ -141,8 +142,6 @@ class StochasticWeightAveraging(Callback):
 
     def _start_averaging(self, trainer, pl_module) -> None:
         """Move the average to its device and replace the scheduler with SWALR."""
-        from volt.trainer.optim import LRSchedulerConfig
-
         self._initialized = True
         self._average_model = self._average_model.to(self._device or pl_module.device)
         optimizer = trainer.optimizers[0]

@@ -1,7 +1,7 @@
 """Optimizers and schedulers: the `configure_optimizers` return forms, scheduler configs, and the optimizer wrapper
 that routes `step()` through the loop."""
 import inspect
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from typing import Any, List, Optional, Tuple
 
 import torch
@@ -10,6 +10,7 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from volt.utilities.exceptions import MisconfigurationException
 from volt.utilities.rank_zero import rank_zero_warn
+from volt.utilities.types import LRSchedulerConfig
 
 _FORMS = (
     "`configure_optimizers` must return one of:\n"
@@ -20,19 +21,6 @@ _FORMS = (
     "  * a list or tuple of such dicts\n"
     "  * None, to train without an optimizer"
 )
-
-
-@dataclass
-class LRSchedulerConfig:
-    """How and when one scheduler steps (Lightning's scheduler dict keys)."""
-
-    scheduler: Any
-    name: Optional[str] = None
-    interval: str = "epoch"
-    frequency: int = 1
-    reduce_on_plateau: bool = False
-    monitor: Optional[str] = None
-    strict: bool = True
 
 
 def _is_optimizer(obj: Any) -> bool:
