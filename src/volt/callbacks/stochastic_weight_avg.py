@@ -7,7 +7,7 @@ and, if it has BatchNorm layers, their running statistics are recomputed for the
 
 volt differs from Lightning there: Lightning adds an extra training epoch for that pass, and its last batch steps
 the optimizer with the gradients left from the last real step, so the model ends slightly off the average. volt
-makes the pass without any optimizer step (`Trainer.forward_train_batches`), so the model ends exactly at the
+makes the pass without any optimizer step (`trainer.fit_loop.forward_batches()`), so the model ends exactly at the
 average, with the same BatchNorm statistics; `current_epoch` and `global_step` stay those of the last real epoch.
 The average, its count and the SWALR state are saved in checkpoints, so a resumed run continues exactly.
 """
@@ -188,7 +188,7 @@ class StochasticWeightAveraging(Callback):
         self.transfer_weights(self._average_model, pl_module)
         if self._model_contains_batch_norm and self._max_epochs != -1:
             self.reset_batch_norm_and_save_state(pl_module)
-            trainer.forward_train_batches()
+            trainer.fit_loop.forward_batches()
             self.reset_momenta()
 
     def _averaged_count(self) -> int:

@@ -346,6 +346,27 @@ class FitLoop:
             yield current, upcoming is _END
             current = upcoming
 
+    def forward_batches(self) -> None:
+        """Run `training_step` once more on every training batch of this epoch, under `no_grad`: no backward, no
+        optimizer step, and what it logs is dropped. StochasticWeightAveraging recomputes BatchNorm statistics for
+        the averaged weights this way."""
+        from volt.trainer.results import Results
+
+        trainer, hooks = self.trainer, self.trainer._hooks
+        results, trainer._results = trainer._results, Results(trainer)  # a throwaway sink for what training_step logs
+        set_sampler_epoch(self.train_loader, self.state.epoch)
+        try:
+            with torch.no_grad():
+                for batch_idx, batch in enumerate(self.train_loader):
+                    if batch_idx >= self.num_training_batches:
+                        break
+                    batch = hooks.prepare_batch(batch, 0)
+                    trainer._results.on_batch_start(batch)
+                    with trainer.precision_plugin.forward_context():
+                        hooks.call_step("training_step", trainer.strategy.training_step, batch, batch_idx)
+        finally:
+            trainer._results = results
+
     # ------------------------------------------------------------------ one batch
     def _automatic_batch(self, batch: Any, batch_idx: int, is_last: bool) -> Tuple[Any, bool]:
         trainer = self.trainer

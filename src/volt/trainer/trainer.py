@@ -17,7 +17,7 @@ from volt.loggers.logger import Logger
 from volt.module import LightningModule
 from volt.profilers import Profiler, make_profiler
 from volt.trainer.checkpointing import Checkpoints
-from volt.trainer.data import set_sampler_epoch, shutdown_workers
+from volt.trainer.data import shutdown_workers
 from volt.trainer.eval_loop import EvalLoop
 from volt.trainer.fit_loop import FitLoop
 from volt.trainer.hooks import Hooks, ProfiledHooks, implements
@@ -275,25 +275,6 @@ class Trainer:
             return None
         predictions = self.predict_loop.predictions
         return predictions[0] if len(predictions) == 1 else predictions
-
-    def forward_train_batches(self) -> None:
-        """Run `training_step` once more on every training batch of this fit, under `no_grad`: no backward, no
-        optimizer step, and what it logs is dropped. StochasticWeightAveraging recomputes BatchNorm statistics for
-        the averaged weights this way."""
-        loop, hooks = self.fit_loop, self._hooks
-        results, self._results = self._results, Results(self)  # a throwaway sink for what training_step logs
-        set_sampler_epoch(loop.train_loader, self.current_epoch)
-        try:
-            with torch.no_grad():
-                for batch_idx, batch in enumerate(loop.train_loader):
-                    if batch_idx >= loop.num_training_batches:
-                        break
-                    batch = hooks.prepare_batch(batch, 0)
-                    self._results.on_batch_start(batch)
-                    with self.precision_plugin.forward_context():
-                        hooks.call_step("training_step", self.strategy.training_step, batch, batch_idx)
-        finally:
-            self._results = results
 
     def _evaluate(self, stage, model, dataloaders, ckpt_path, verbose, datamodule, weights_only):
         """validate/test/predict: the arguments, then `_launch`; prints the results table."""
