@@ -1,11 +1,14 @@
-"""Experiment loggers. TensorBoard's writer is imported only when a logger first writes."""
+"""Experiment loggers. TensorBoard's writer and the trackers' client libraries (mlflow, wandb) are imported only
+when a logger first uses them."""
 import importlib
 
 from volt.loggers.logger import Logger, rank_zero_experiment
 
 _LAZY = {
     "CSVLogger": "volt.loggers.csv_logs",
+    "MLFlowLogger": "volt.loggers.mlflow",
     "TensorBoardLogger": "volt.loggers.tensorboard",
+    "WandbLogger": "volt.loggers.wandb",
 }
 
 __all__ = ["Logger", "rank_zero_experiment", *_LAZY]
