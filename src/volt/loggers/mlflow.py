@@ -280,7 +280,7 @@ def _delete_points_from(tracking_uri: str, experiment_id: str, run_id: str, step
     from mlflow.utils.uri import get_uri_scheme
 
     scheme = get_uri_scheme(tracking_uri)
-    if scheme in ("", "file"):
+    if scheme == "file" or (scheme == "" and os.path.isdir(tracking_uri)):  # a bare "databricks" has no scheme
         from mlflow.utils.file_utils import local_file_uri_to_path
 
         _delete_from_file_store(local_file_uri_to_path(tracking_uri), experiment_id, run_id, step)

@@ -1,0 +1,485 @@
+"""MLFlowLogger and WandbLogger on their real client libraries, read back through the trackers' own readers.
+
+MLflow runs against a local file store and a SQLite store and is read back with `MlflowClient`. W&B runs offline
+(WANDB_MODE=offline, files under tmp_path); wandb has no Python reader for its run files (`.wandb`, a LevelDB-style
+log of protobuf records), so `wandb_records` reads them with wandb's own protobuf classes.
+"""
+import json
+import os
+import struct
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+import volt
+from volt.callbacks import ModelCheckpoint
+
+from helpers import BoringModel, MemoryLogger
+
+pytest.importorskip("mlflow")
+pytest.importorskip("wandb")
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+# HparamsModel's class-valued hyperparameter (how the trackers name callables) is stored by its repr in checkpoints
+pytestmark = pytest.mark.filterwarnings("ignore:hparams\\['activation'\\]")
+
+
+class HparamsModel(BoringModel):
+    """BoringModel with nested hyperparameters and a validation metric to monitor."""
+
+    def __init__(self, lr: float = 0.1, optim: dict = None, activation=torch.nn.ReLU):
+        super().__init__(lr=lr)
+        self.save_hyperparameters()
+
+
+def fit(tmp_path, loggers, max_epochs=2, callbacks=None, **kwargs):
+    trainer = volt.Trainer(default_root_dir=tmp_path, logger=loggers, max_epochs=max_epochs, log_every_n_steps=1,
+                           enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks, **kwargs)
+    trainer.fit(HparamsModel(optim={"name": "sgd", "betas": {"b1": 0.9}}))
+    return trainer
+
+
+def history_by_key(memory):
+    """{key: [(step, value), ...]} of what the Trainer sent a MemoryLogger."""
+    history = {}
+    for step, row in memory.metrics:
+        for key, value in row.items():
+            history.setdefault(key, []).append((step, pytest.approx(float(value))))
+    return history
+
+
+# --------------------------------------------------------------------------------------------------------- MLflow
+
+@pytest.fixture(scope="module")
+def sqlite_uri(tmp_path_factory):
+    """One SQLite store for the module: MLflow spends seconds creating a database's tables."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
+
+
+@pytest.fixture(params=["file", "sqlite"])
+def mlflow_store(request, tmp_path, sqlite_uri, monkeypatch):
+    """Keyword arguments for MLFlowLogger: a file store in tmp_path, or the shared SQLite store."""
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # mlflow 3 refuses file stores without it
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    if request.param == "file":
+        return {"save_dir": str(tmp_path / "mlruns")}
+    return {"tracking_uri": sqlite_uri}
+
+
+def mlflow_history(client, run_id):
+    run = client.get_run(run_id)
+    return {key: [(m.step, m.value) for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
+            for key in run.data.metrics}
+
+
+def test_mlflow_fit_metrics_params_and_status(tmp_path, mlflow_store, request):
+    from volt.loggers import MLFlowLogger
+
+    logger = MLFlowLogger(experiment_name=request.node.name, run_name="first", tags={"team": "a"}, **mlflow_store)
+    memory = MemoryLogger()
+    fit(tmp_path, [logger, memory])
+    client = logger.experiment
+    run = client.get_run(logger.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["mlflow.runName"] == "first"
+    assert run.data.tags["team"] == "a"
+    assert run.data.params == {"lr": "0.1", "optim/name": "sgd", "optim/betas/b1": "0.9",
+                               "activation": str(torch.nn.ReLU)}
+    assert mlflow_history(client, logger.run_id) == history_by_key(memory)
+    assert client.get_experiment(logger.experiment_id).name == request.node.name
+    assert (logger.name, logger.version) == (logger.experiment_id, logger.run_id)
+
+
+def artifact_files(client, run_id):
+    return sorted(f.path for folder in client.list_artifacts(run_id) for f in client.list_artifacts(run_id, folder.path))
+
+
+@pytest.mark.parametrize("log_model", ["all", True])
+def test_mlflow_uploads_checkpoints(tmp_path, mlflow_store, log_model, request):
+    """"all": every checkpoint as it is saved (the epoch-0 file, deleted later, too); True: the files left at the end."""
+    import yaml
+    from volt.loggers import MLFlowLogger
+
+    logger = MLFlowLogger(experiment_name=request.node.name, log_model=log_model, **mlflow_store)
+    checkpoint = ModelCheckpoint(monitor="step", mode="max", save_top_k=1)  # each save replaces the previous
+    fit(tmp_path, logger, callbacks=[checkpoint])
+    client = logger.experiment
+    best = Path(checkpoint.best_model_path)
+    names = ["epoch=0-step=4", "epoch=1-step=8"] if log_model == "all" else [best.stem]
+    assert artifact_files(client, logger.run_id) == sorted(
+        f"{name}/{file}" for name in names for file in ("aliases.txt", f"{name}.ckpt", "metadata.yaml"))
+    folder = Path(client.download_artifacts(logger.run_id, best.stem, str(tmp_path / "download")))
+    assert (folder / best.name).read_bytes() == best.read_bytes()
+    metadata = yaml.safe_load((folder / "metadata.yaml").read_text())
+    assert metadata["score"] == pytest.approx(checkpoint.best_model_score.item())
+    assert metadata["ModelCheckpoint"]["monitor"] == "step"
+    assert (folder / "aliases.txt").read_text() == "['latest', 'best']"
+
+
+def test_mlflow_checkpoint_folder_matches_lightning(tmp_path, mlflow_store, quiet_lightning, request):
+    """`<save_dir>/<experiment id>/<run id>/checkpoints` for a file store, `<default_root_dir>/...` otherwise."""
+    from pytorch_lightning.loggers import MLFlowLogger as LightningMLFlowLogger
+    from volt.loggers import MLFlowLogger
+
+    folders = []
+    for logger_class, framework in ((MLFlowLogger, volt), (LightningMLFlowLogger, quiet_lightning)):
+        logger = logger_class(experiment_name=request.node.name, **mlflow_store)
+        trainer = framework.Trainer(default_root_dir=tmp_path / framework.__name__, logger=logger, max_steps=1,
+                                    limit_val_batches=0, enable_progress_bar=False, enable_model_summary=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trainer.fit(BoringModel() if framework is volt else lightning_boring(quiet_lightning)())
+        relative = os.path.relpath(trainer.checkpoint_callback.dirpath, logger.save_dir or trainer.default_root_dir)
+        folders.append(relative.replace(logger.run_id, "<run>"))
+        assert os.listdir(trainer.checkpoint_callback.dirpath) == ["epoch=0-step=1.ckpt"]
+    assert folders[0] == folders[1]
+
+
+def lightning_boring(pl):
+    class LightningBoring(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(4, 1)
+
+        def training_step(self, batch, batch_idx):
+            return torch.nn.functional.mse_loss(self.layer(batch[0]), batch[1])
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+        def train_dataloader(self):
+            from helpers import loader
+
+            return loader()
+
+    return LightningBoring
+
+
+def test_mlflow_existing_run_id_and_prefix(tmp_path, mlflow_store, request):
+    from volt.loggers import MLFlowLogger
+
+    first = MLFlowLogger(experiment_name=request.node.name, **mlflow_store)
+    first.log_metrics({"a": 1.0}, step=0)
+    first.finalize("success")
+    again = MLFlowLogger(run_id=first.run_id, prefix="p", **mlflow_store)
+    again.log_metrics({"a": 2.0, "bad#key": 3.0, "text": "skipped"}, step=1)
+    with pytest.warns(RuntimeWarning, match="Replacing p-bad#key with p-badkey"):
+        again.log_metrics({"bad#key": 3.0}, step=2)
+    assert again.experiment_id == first.experiment_id
+    assert mlflow_history(again.experiment, first.run_id) == {"a": [(0, 1.0)], "p-a": [(1, 2.0)],
+                                                               "p-badkey": [(1, 3.0), (2, 3.0)]}
+
+
+def test_mlflow_failed_fit_marks_the_run_failed(tmp_path, mlflow_store, request):
+    from volt.loggers import MLFlowLogger
+
+    class Failing(BoringModel):
+        def training_step(self, batch, batch_idx):
+            if batch_idx == 2:
+                raise RuntimeError("planned")
+            return super().training_step(batch, batch_idx)
+
+    logger = MLFlowLogger(experiment_name=request.node.name, **mlflow_store)
+    trainer = volt.Trainer(default_root_dir=tmp_path, logger=logger, max_epochs=1, log_every_n_steps=1,
+                           enable_progress_bar=False, enable_model_summary=False)
+    with pytest.raises(RuntimeError, match="planned"):
+        trainer.fit(Failing())
+    run = logger.experiment.get_run(logger.run_id)
+    assert run.info.status == "FAILED"
+    assert [m.step for m in logger.experiment.get_metric_history(logger.run_id, "train_loss")] == [0, 1]
+
+
+def test_mlflow_bad_log_model():
+    from volt.loggers import MLFlowLogger
+
+    with pytest.raises(ValueError, match=r"log_model='best'\): expected True, False or 'all'"):
+        MLFlowLogger(log_model="best")
+
+
+def test_mlflow_file_store_refused_by_mlflow_says_how_to_fix(tmp_path, monkeypatch):
+    """mlflow 3 refuses `file:` stores unless asked; its own error names the fix (a database URI)."""
+    import mlflow
+    from volt.loggers import MLFlowLogger
+
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with pytest.raises(mlflow.exceptions.MlflowException, match="sqlite:///mlflow.db"):
+        MLFlowLogger(save_dir=str(tmp_path)).experiment
+
+
+def test_mlflow_remote_store_is_not_rewritten():
+    """No MLflow call deletes points: behind a tracking server volt leaves them (and warns, see load_state_dict)."""
+    from volt.loggers.mlflow import _delete_points_from
+
+    assert _delete_points_from("http://127.0.0.1:5000", "0", "abc", 3) is False
+    assert _delete_points_from("databricks", "0", "abc", 3) is False
+
+
+# ------------------------------------------------------------------------------------------------------------ W&B
+
+@pytest.fixture
+def wandb_dir(tmp_path, monkeypatch):
+    """Offline W&B with its files under tmp_path; the run is finished after the test."""
+    import wandb
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_PROJECT", raising=False)
+    yield tmp_path
+    if wandb.run is not None:
+        wandb.finish()
+
+
+def wandb_records(path):
+    """The protobuf records of a `.wandb` run file: a header, then LevelDB-log framing (32 KiB blocks; each
+    chunk: checksum, length, type 1 full / 2 first / 3 middle / 4 last)."""
+    from wandb.proto import wandb_internal_pb2
+
+    data = Path(path).read_bytes()
+    assert data[:4] == b":W&B"
+    position, chunks = 7, []
+    while position + 7 <= len(data):
+        left_in_block = 32768 - position % 32768
+        if left_in_block < 7:
+            position += left_in_block
+            continue
+        _, length, kind = struct.unpack("<IHB", data[position:position + 7])
+        if kind == 0:  # zero padding to the end of the block
+            position += left_in_block
+            continue
+        chunks.append(data[position + 7:position + 7 + length])
+        position += 7 + length
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(b"".join(chunks))
+            chunks = []
+            yield record
+
+
+def finish_wandb(root):
+    """`wandb.finish()`, then wait for W&B's service process to write the run file's closing record (it writes
+    the file on its own, after `finish` returns)."""
+    import wandb
+
+    wandb.finish()
+    newest = wandb_run_files(root)[-1]
+    deadline = time.monotonic() + 20
+    while not any(record.WhichOneof("record_type") == "exit" for record in wandb_records(newest)):
+        assert time.monotonic() < deadline, f"W&B never finished writing {newest}"
+        time.sleep(0.05)
+
+
+def wandb_run_files(root):
+    """Every offline run file under `root`, oldest first."""
+    return sorted(Path(root).glob("wandb/offline-run-*/run-*.wandb"), key=lambda p: p.parent.name)
+
+
+def wandb_history(root, run_id):
+    """The run's history rows as W&B would hold them after `wandb sync`: each run file in start order, a rewind
+    (`resume_from`, recorded as the run's branch point) truncating the rows from its `_step` on."""
+    rows = []
+    for path in wandb_run_files(root):
+        for record in wandb_records(path):
+            kind = record.WhichOneof("record_type")
+            if kind == "run":
+                assert record.run.run_id == run_id
+                if record.run.branch_point.run == run_id:
+                    rows = [row for row in rows if row["_step"] < record.run.branch_point.value]
+            elif kind == "history":
+                rows.append(nested_items(record.history.item))
+    return rows
+
+
+def nested_items(items):
+    """History items as a dict; an item with a nested key (a media object's fields) goes into nested dicts."""
+    row = {}
+    for item in items:
+        path = [item.key] if item.key else list(item.nested_key)
+        target = row
+        for part in path[:-1]:
+            target = target.setdefault(part, {})
+        target[path[-1]] = json.loads(item.value_json)
+    return row
+
+
+def wandb_config(root):
+    config = {}
+    for path in wandb_run_files(root):
+        for record in wandb_records(path):
+            if record.WhichOneof("record_type") == "config":
+                config.update({item.key: json.loads(item.value_json) for item in record.config.update})
+    return config
+
+
+def wandb_artifacts(root):
+    """(name, aliases, metadata, {file name in the artifact: local path}) of each logged artifact."""
+    found = []
+    for path in wandb_run_files(root):
+        for record in wandb_records(path):
+            if record.WhichOneof("record_type") == "artifact":
+                artifact = record.artifact
+                files = {entry.path: entry.local_path for entry in artifact.manifest.contents}
+                found.append((artifact.name, list(artifact.aliases), json.loads(artifact.metadata), files))
+    return found
+
+
+def test_wandb_fit_offline_history_config_and_placement(tmp_path, wandb_dir):
+    from volt.loggers import WandbLogger
+
+    logger = WandbLogger(project="proj", name="first", save_dir=tmp_path)
+    memory = MemoryLogger()
+    trainer = fit(tmp_path, [logger, memory])
+    run_id = logger.version
+    assert logger.experiment.id == run_id and logger.name == "proj" and logger.save_dir == str(tmp_path)
+    assert trainer.checkpoint_callback.dirpath == str(tmp_path / "proj" / run_id / "checkpoints")
+    finish_wandb(tmp_path)
+    rows = wandb_history(tmp_path, run_id)
+    assert [row["_step"] for row in rows] == list(range(len(memory.metrics)))
+    for row, (step, metrics) in zip(rows, memory.metrics):
+        assert row["trainer/global_step"] == step
+        assert {key: row[key] for key in metrics} == pytest.approx(metrics)
+    assert wandb_config(tmp_path) == {"lr": 0.1, "optim": {"name": "sgd", "betas": {"b1": 0.9}},
+                                      "activation": "ReLU"}
+
+
+def test_wandb_checkpoint_folder_matches_lightning(tmp_path, wandb_dir, quiet_lightning):
+    """Lightning starts the run before `setup`; volt only picks its id: both end in `<project>/<run id>/checkpoints`."""
+    import wandb
+    from pytorch_lightning.loggers import WandbLogger as LightningWandbLogger
+    from volt.loggers import WandbLogger
+
+    folders = []
+    for logger_class, framework in ((WandbLogger, volt), (LightningWandbLogger, quiet_lightning)):
+        logger = logger_class(project="proj", save_dir=tmp_path / framework.__name__)
+        trainer = framework.Trainer(default_root_dir=tmp_path, logger=logger, max_steps=1, limit_val_batches=0,
+                                    enable_progress_bar=False, enable_model_summary=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trainer.fit(BoringModel() if framework is volt else lightning_boring(quiet_lightning)())
+        run_id = logger.experiment.id
+        wandb.finish()
+        assert trainer.checkpoint_callback.dirpath == os.path.join(logger.save_dir, "proj", run_id, "checkpoints")
+        assert os.listdir(trainer.checkpoint_callback.dirpath) == ["epoch=0-step=1.ckpt"]
+
+
+@pytest.mark.parametrize("log_model", ["all", True])
+def test_wandb_uploads_checkpoints_as_model_artifacts(tmp_path, wandb_dir, log_model):
+    from volt.loggers import WandbLogger
+
+    logger = WandbLogger(project="proj", save_dir=tmp_path, log_model=log_model)
+    checkpoint = ModelCheckpoint(monitor="step", mode="max", save_top_k=1)  # each save replaces the previous
+    fit(tmp_path, logger, callbacks=[checkpoint])
+    run_id = logger.version
+    finish_wandb(tmp_path)
+    artifacts = wandb_artifacts(tmp_path)
+    expected = ["epoch=0-step=4.ckpt", "epoch=1-step=8.ckpt"] if log_model == "all" else \
+        [os.path.basename(checkpoint.best_model_path)]
+    assert [metadata["original_filename"] for _, _, metadata, _ in artifacts] == expected
+    name, aliases, metadata, files = artifacts[-1]
+    assert name == f"model-{run_id}" and list(files) == ["model.ckpt"]
+    assert sorted(aliases) == ["best", "latest"]
+    assert metadata["score"] == pytest.approx(checkpoint.best_model_score.item())
+    assert metadata["ModelCheckpoint"]["monitor"] == "step"
+    assert Path(files["model.ckpt"]).read_bytes() == Path(checkpoint.best_model_path).read_bytes()
+
+
+def test_wandb_media_and_tables(tmp_path, wandb_dir):
+    from volt.loggers import WandbLogger
+
+    logger = WandbLogger(project="proj", save_dir=tmp_path)
+    logger.log_table("table", columns=["a", "b"], data=[[1, "x"], [2, "y"]], step=3)
+    logger.log_image("pics", [torch.zeros(3, 4, 4), torch.ones(3, 4, 4)], step=4, caption=["zero", "one"])
+    with pytest.raises(ValueError, match="Expected 2 items but only found 1 for caption"):
+        logger.log_image("pics", [torch.zeros(3, 4, 4), torch.ones(3, 4, 4)], caption=["zero"])
+    with pytest.raises(TypeError, match='Expected a list as "images"'):
+        logger.log_image("pics", torch.zeros(3, 4, 4))
+    run_id = logger.version
+    finish_wandb(tmp_path)
+    rows = wandb_history(tmp_path, run_id)
+    assert [row["trainer/global_step"] for row in rows] == [3, 4]
+    assert rows[0]["table"]["_type"] == "table-file" and rows[0]["table"]["nrows"] == 2
+    assert rows[1]["pics"]["_type"] == "images/separated" and rows[1]["pics"]["count"] == 2
+    assert rows[1]["pics"]["captions"] == ["zero", "one"]
+
+
+def test_wandb_offline_with_log_model_is_refused():
+    from volt.loggers import WandbLogger
+    from volt.utilities.exceptions import MisconfigurationException
+
+    with pytest.raises(MisconfigurationException, match="cannot be uploaded in offline mode"):
+        WandbLogger(offline=True, log_model=True)
+
+
+def test_wandb_rewind_refused_continues_the_run_with_a_warning(tmp_path, wandb_dir, monkeypatch):
+    """Rewind is a server-side preview feature: where W&B refuses it, the run continues without it, and says so."""
+    import wandb
+    from volt.loggers import WandbLogger
+
+    first = WandbLogger(project="proj", save_dir=tmp_path)
+    first.log_metrics({"a": 1.0}, step=0)
+    state = first.state_dict()
+    wandb.finish()
+    real_init = wandb.init
+
+    def init_without_rewind(**kwargs):
+        if "resume_from" in kwargs:
+            raise wandb.errors.CommError("rewind is not enabled for this entity")
+        return real_init(**kwargs)
+
+    monkeypatch.setattr(wandb, "init", init_without_rewind)
+    resumed = WandbLogger(project="proj", save_dir=tmp_path)
+    resumed.load_state_dict(state)
+    with pytest.warns(UserWarning, match=r"refused to rewind run \w+ to step 1 .*rewind is not enabled"):
+        resumed.log_metrics({"a": 2.0}, step=1)
+    assert resumed.version == first.version == state["run_id"]
+
+
+# ------------------------------------------------------------------------------------------------- both, together
+
+def test_several_trackers_in_one_trainer(tmp_path, wandb_dir, sqlite_uri):
+    from volt.loggers import CSVLogger, MLFlowLogger, WandbLogger
+
+    mlflow_logger = MLFlowLogger(experiment_name="together", tracking_uri=sqlite_uri, log_model="all")
+    wandb_logger = WandbLogger(project="proj", save_dir=tmp_path, log_model="all")
+    memory = MemoryLogger()
+    trainer = fit(tmp_path, [mlflow_logger, wandb_logger, CSVLogger(tmp_path), memory])
+    # the first logger places the checkpoints
+    assert trainer.checkpoint_callback.dirpath == str(
+        tmp_path / mlflow_logger.experiment_id / mlflow_logger.run_id / "checkpoints")
+    assert mlflow_history(mlflow_logger.experiment, mlflow_logger.run_id) == history_by_key(memory)
+    run_id = wandb_logger.version
+    finish_wandb(tmp_path)
+    assert len(wandb_history(tmp_path, run_id)) == len(memory.metrics)
+    assert len(wandb_artifacts(tmp_path)) == 2
+    assert len(artifact_files(mlflow_logger.experiment, mlflow_logger.run_id)) == 6
+
+
+def test_import_volt_loads_no_tracker_library():
+    """Neither `import volt`, `volt.loggers` nor building the loggers imports mlflow or wandb (seconds each)."""
+    code = (
+        "import sys, volt, volt.loggers\n"
+        "from volt.loggers import MLFlowLogger, WandbLogger\n"
+        "MLFlowLogger(tracking_uri='sqlite:///unused.db'); WandbLogger(project='p')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('mlflow', 'wandb')))\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(SRC))
+    output = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert output.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("class_name, package", [("MLFlowLogger", "mlflow"), ("WandbLogger", "wandb")])
+def test_missing_client_library_names_the_package(monkeypatch, class_name, package):
+    import importlib.util
+
+    import volt.loggers
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == package else
+                        real_find_spec(name, *a))
+    with pytest.raises(ModuleNotFoundError, match=rf"needs the `{package}` package.*pip install {package}"):
+        getattr(volt.loggers, class_name)()
