@@ -281,7 +281,8 @@ def wandb_run_files(root):
 
 def wandb_history(root, run_id):
     """The run's history rows as W&B would hold them after `wandb sync`: each run file in start order, a rewind
-    (`resume_from`, recorded as the run's branch point) truncating the rows from its `_step` on."""
+    (`resume_from`, recorded as the run's branch point) keeping the rows up to its `_step` (wandb continues the
+    rewound run's history right after it)."""
     rows = []
     for path in wandb_run_files(root):
         for record in wandb_records(path):
@@ -289,7 +290,7 @@ def wandb_history(root, run_id):
             if kind == "run":
                 assert record.run.run_id == run_id
                 if record.run.branch_point.run == run_id:
-                    rows = [row for row in rows if row["_step"] < record.run.branch_point.value]
+                    rows = [row for row in rows if row["_step"] <= record.run.branch_point.value]
             elif kind == "history":
                 rows.append(nested_items(record.history.item))
     return rows
@@ -483,3 +484,127 @@ def test_missing_client_library_names_the_package(monkeypatch, class_name, packa
                         real_find_spec(name, *a))
     with pytest.raises(ModuleNotFoundError, match=rf"needs the `{package}` package.*pip install {package}"):
         getattr(volt.loggers, class_name)()
+
+
+# ---------------------------------------------------------------------------------------------------------- resume
+# An interrupted run: rows at steps 0-3, a checkpoint (state_dict) after step 3's first row, then more rows at step
+# 3 and later that the crash leaves behind. The resumed logger, built afresh as in a new process, gets the saved
+# state and logs step 3's later rows and what follows; every step must show once, with the resumed run's values.
+
+def interrupted_then_resumed(make_logger):
+    first = make_logger()
+    for step in range(4):
+        first.log_metrics({"loss": float(step), "run": 1.0}, step=step)
+    state = first.state_dict()
+    torch.save(state, "state.pt")  # plain data, as checkpoints hold
+    state = torch.load("state.pt", weights_only=True)
+    first.log_metrics({"val": 30.0, "run": 1.0}, step=3)
+    for step in (4, 5):
+        first.log_metrics({"loss": float(step), "run": 1.0}, step=step)
+    resumed = make_logger()
+    resumed.load_state_dict(state)
+    resumed.log_metrics({"val": 31.0, "run": 2.0}, step=3)
+    for step in (4, 5, 6):
+        resumed.log_metrics({"loss": 10.0 * step, "run": 2.0}, step=step)
+    return first, resumed
+
+
+RESUMED_HISTORY = {
+    "loss": [(0, 0.0), (1, 1.0), (2, 2.0), (3, 3.0), (4, 40.0), (5, 50.0), (6, 60.0)],
+    "val": [(3, 31.0)],
+    "run": [(0, 1.0), (1, 1.0), (2, 1.0), (3, 1.0), (3, 2.0), (4, 2.0), (5, 2.0), (6, 2.0)],
+}
+
+
+def test_mlflow_resume_replaces_points_after_the_checkpoint(tmp_path, mlflow_store, request, monkeypatch):
+    from volt.loggers import MLFlowLogger
+
+    monkeypatch.chdir(tmp_path)
+    first, resumed = interrupted_then_resumed(lambda: MLFlowLogger(experiment_name=request.node.name, **mlflow_store))
+    assert resumed.run_id == first.run_id
+    client = resumed.experiment
+    assert mlflow_history(client, first.run_id) == RESUMED_HISTORY
+    run = client.get_run(first.run_id)
+    assert run.info.status == "RUNNING" and run.data.metrics == {"loss": 60.0, "val": 31.0, "run": 2.0}
+    runs = client.search_runs([first.experiment_id], run_view_type=3)  # active and deleted
+    assert [r.info.run_id for r in runs] == [first.run_id]  # the resumed logger opened no run of its own
+
+
+def test_mlflow_resume_after_the_folder_was_chosen_drops_the_fresh_run(tmp_path, mlflow_store, request, monkeypatch):
+    """A new process opens a run when the checkpoint folder is chosen (before the checkpoint is read): that empty
+    run is deleted, and the checkpoint's run continues."""
+    from volt.loggers import MLFlowLogger
+
+    monkeypatch.chdir(tmp_path)
+
+    def opened_early():
+        logger = MLFlowLogger(experiment_name=request.node.name, **mlflow_store)
+        _ = logger.version
+        return logger
+
+    first, resumed = interrupted_then_resumed(opened_early)
+    client = resumed.experiment
+    assert resumed.run_id == first.run_id and mlflow_history(client, first.run_id) == RESUMED_HISTORY
+    deleted = client.search_runs([first.experiment_id], run_view_type=2)
+    assert len(deleted) == 1 and deleted[0].data.metrics == {}
+
+
+def test_mlflow_resume_into_a_run_given_by_the_user(tmp_path, mlflow_store, request):
+    """`run_id` names another run: that run is continued as it is, the checkpoint's run left alone."""
+    from volt.loggers import MLFlowLogger
+
+    first = MLFlowLogger(experiment_name=request.node.name, **mlflow_store)
+    first.log_metrics({"loss": 1.0}, step=5)
+    other = MLFlowLogger(experiment_name=request.node.name, **mlflow_store)
+    other.log_metrics({"loss": 2.0}, step=9)
+    resumed = MLFlowLogger(run_id=other.run_id, **mlflow_store)
+    resumed.load_state_dict(first.state_dict())
+    resumed.log_metrics({"loss": 3.0}, step=5)
+    assert mlflow_history(resumed.experiment, first.run_id) == {"loss": [(5, 1.0)]}
+    assert mlflow_history(resumed.experiment, other.run_id) == {"loss": [(5, 3.0), (9, 2.0)]}
+
+
+def test_mlflow_resume_behind_a_server_warns_that_points_stay(monkeypatch):
+    from volt.loggers import MLFlowLogger
+
+    logger = MLFlowLogger(tracking_uri="http://127.0.0.1:9")
+    monkeypatch.setattr(MLFlowLogger, "_adopt_run", lambda self, run_id: setattr(self, "_run_id", run_id))
+    with pytest.warns(UserWarning, match=r"resuming run abc from step 3, but MLflow's API cannot delete"):
+        logger.load_state_dict({"run_id": "abc", "experiment_id": "0", "step": 3, "rows": [], "uploaded": {}})
+
+
+def test_wandb_resume_rewinds_to_the_checkpoint(tmp_path, wandb_dir, monkeypatch):
+    """Offline, the rewind is the resumed run file's branch point (applied by `wandb sync`); after it the history
+    holds every step once."""
+    from volt.loggers import WandbLogger
+
+    monkeypatch.chdir(tmp_path)
+    first, resumed = interrupted_then_resumed(lambda: WandbLogger(project="proj", save_dir=tmp_path))
+    assert resumed.version == first.version
+    assert resumed.state_dict()["row"] == 8  # 4 rows kept, 4 logged since: where a second resume would cut
+    finish_wandb(tmp_path)
+    files = wandb_run_files(tmp_path)
+    assert len(files) == 2  # the interrupted session's file, and the resumed one's
+    rows = wandb_history(tmp_path, first.version)
+    history = {}
+    for row in rows:
+        for key in ("loss", "val", "run"):
+            if key in row:
+                history.setdefault(key, []).append((row["trainer/global_step"], row[key]))
+    assert history == RESUMED_HISTORY
+    assert [row["_step"] for row in rows] == list(range(len(rows)))
+
+
+def test_wandb_resume_of_a_run_still_open_in_this_process(tmp_path, wandb_dir):
+    """A second fit in the same process resumes with the same logger: its open run is finished and rewound."""
+    from volt.loggers import WandbLogger
+
+    logger = WandbLogger(project="proj", save_dir=tmp_path)
+    logger.log_metrics({"loss": 0.0}, step=0)
+    state = logger.state_dict()
+    logger.log_metrics({"loss": 1.0}, step=1)
+    logger.load_state_dict(state)
+    logger.log_metrics({"loss": 2.0}, step=1)
+    run_id = logger.version
+    finish_wandb(tmp_path)
+    assert [(r["trainer/global_step"], r["loss"]) for r in wandb_history(tmp_path, run_id)] == [(0, 0.0), (1, 2.0)]

@@ -6,9 +6,9 @@ when first asked for (`version`), without starting the run, so the checkpoint fo
 
 Resume: a checkpoint records the run id and the position in the run's history (W&B's `_step`, one per logged row)
 when it was written (`state_dict`). A run resumed from it continues the same run through W&B's rewind
-(`wandb.init(resume_from="<id>?_step=<position>")`): rows the interrupted run logged after the checkpoint are
-truncated and the resumed run's rows take their place, so every trainer step appears once. Offline, the rewind is
-written into the run files and applied by `wandb sync`. Rewind is a W&B preview feature that the server enables per
+(`wandb.init(resume_from="<id>?_step=<last row kept>")`): rows the interrupted run logged after the checkpoint
+are truncated and the resumed run's rows take their place, so every trainer step appears once. Offline, the rewind
+is written into the run files and applied by `wandb sync`. Rewind is a W&B preview feature that the server enables per
 account; where it refuses, the run is continued without it and a warning says that the interrupted run's later rows
 stay.
 """
@@ -106,7 +106,8 @@ class WandbLogger(Logger):
         self._name = self._wandb_init["name"]
         self._id: Optional[str] = experiment.id if experiment is not None else self._wandb_init["id"]
         self._id_given = self._id is not None  # a run chosen by the user is never swapped for a checkpoint's
-        self._resume_row: Optional[int] = None  # the `_step` the rewound history continues at (see module doc)
+        self._resume_row: Optional[int] = None  # the `_step` a rewound history continues at (see module doc)
+        self._row_offset = 0  # offline, a rewound run's own step counter starts at 0 while its history goes on
 
     @property
     @rank_zero_experiment
@@ -137,16 +138,18 @@ class WandbLogger(Logger):
         if wandb.run is not None and wandb.run.id == init["id"]:  # the interrupted run, still open here
             wandb.run.finish()
         rewind = {key: value for key, value in init.items() if key not in ("id", "resume")}
-        try:
-            return wandb.init(**rewind, resume_from=f"{init['id']}?_step={self._resume_row}")
+        row, self._resume_row = self._resume_row, None
+        try:  # the rewind keeps the rows up to `_step` and continues after it
+            run = wandb.init(**rewind, resume_from=f"{init['id']}?_step={row - 1}")
         except Exception as error:  # wandb raises several types here, e.g. when the server has rewind turned off
             rank_zero_warn(
-                f"WandbLogger: W&B refused to rewind run {init['id']} to step {self._resume_row} ({error}). The run "
-                "is continued without a rewind: rows the interrupted run logged after the checkpoint stay in its "
-                "history, beside the resumed run's."
+                f"WandbLogger: W&B refused to rewind run {init['id']} to step {row} ({error}). The run is continued "
+                "without a rewind: rows the interrupted run logged after the checkpoint stay in its history, beside "
+                "the resumed run's."
             )
-            self._resume_row = None
             return wandb.init(**init)
+        self._row_offset = row - run.step
+        return run
 
     def watch(self, model, log: Optional[str] = "gradients", log_freq: int = 100, log_graph: bool = True) -> None:
         """Log the model's gradients and/or parameters (`wandb.watch`)."""
@@ -165,12 +168,7 @@ class WandbLogger(Logger):
         metrics = _add_prefix(metrics, self._prefix, self.LOGGER_JOIN_CHAR)
         if step is not None and not self._wandb_init.get("sync_tensorboard"):
             metrics = dict(metrics, **{_STEP_KEY: step})
-        experiment = self.experiment
-        if self._resume_row is not None:  # the first row after a rewind goes where the history was cut
-            row, self._resume_row = self._resume_row, None
-            experiment.log(metrics, step=row)
-        else:
-            experiment.log(metrics)
+        self.experiment.log(metrics)
 
     @rank_zero_only
     def log_table(self, key: str, columns: Optional[List[str]] = None, data: Optional[List[List[Any]]] = None,
@@ -280,10 +278,10 @@ class WandbLogger(Logger):
         """The run to continue on resume, where its history stands (W&B's `_step`), and the checkpoints uploaded."""
         if rank_zero_only.rank != 0:
             return {}
-        if self._resume_row is not None:  # resumed, nothing logged yet
+        if self._resume_row is not None:  # resumed, the run not started again yet
             row = self._resume_row
         elif self._experiment is not None:
-            row = self._experiment.step
+            row = self._experiment.step + self._row_offset
         else:
             return {}
         return {"run_id": self.version, "row": int(row), "uploaded": dict(self._uploaded)}
@@ -301,7 +299,7 @@ class WandbLogger(Logger):
                                f"it is finished and the checkpoint's run {state['run_id']} continues.")
             self._experiment.finish()
             self._experiment = None
-        self._id, self._resume_row = state["run_id"], state["row"]
+        self._id, self._resume_row, self._row_offset = state["run_id"], state["row"], 0
         self._uploaded.update(state.get("uploaded") or {})
 
     def __getstate__(self) -> Dict[str, Any]:
