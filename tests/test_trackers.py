@@ -95,12 +95,13 @@ def test_mlflow_fit_metrics_params_and_status(tmp_path, mlflow_store, request):
 
 
 def artifact_files(client, run_id):
-    return sorted(f.path for folder in client.list_artifacts(run_id) for f in client.list_artifacts(run_id, folder.path))
+    folders = client.list_artifacts(run_id)
+    return sorted(file.path for folder in folders for file in client.list_artifacts(run_id, folder.path))
 
 
 @pytest.mark.parametrize("log_model", ["all", True])
 def test_mlflow_uploads_checkpoints(tmp_path, mlflow_store, log_model, request):
-    """"all": every checkpoint as it is saved (the epoch-0 file, deleted later, too); True: the files left at the end."""
+    """"all": every checkpoint as it is saved (also the epoch-0 file, deleted later); True: the files left at the end."""
     import yaml
     from volt.loggers import MLFlowLogger
 

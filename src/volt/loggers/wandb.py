@@ -107,7 +107,7 @@ class WandbLogger(Logger):
         self._id: Optional[str] = experiment.id if experiment is not None else self._wandb_init["id"]
         self._id_given = self._id is not None  # a run chosen by the user is never swapped for a checkpoint's
         self._resume_row: Optional[int] = None  # the `_step` a rewound history continues at (see module doc)
-        self._row_offset = 0  # offline, a rewound run's own step counter starts at 0 while its history goes on
+        self._history_start = 0  # where a rewound history goes on (offline, `run.step` reads 0 until a row is logged)
 
     @property
     @rank_zero_experiment
@@ -148,7 +148,7 @@ class WandbLogger(Logger):
                 "the resumed run's."
             )
             return wandb.init(**init)
-        self._row_offset = row - run.step
+        self._history_start = row
         return run
 
     def watch(self, model, log: Optional[str] = "gradients", log_freq: int = 100, log_graph: bool = True) -> None:
@@ -281,7 +281,7 @@ class WandbLogger(Logger):
         if self._resume_row is not None:  # resumed, the run not started again yet
             row = self._resume_row
         elif self._experiment is not None:
-            row = self._experiment.step + self._row_offset
+            row = max(self._experiment.step, self._history_start)
         else:
             return {}
         return {"run_id": self.version, "row": int(row), "uploaded": dict(self._uploaded)}
@@ -299,7 +299,7 @@ class WandbLogger(Logger):
                                f"it is finished and the checkpoint's run {state['run_id']} continues.")
             self._experiment.finish()
             self._experiment = None
-        self._id, self._resume_row, self._row_offset = state["run_id"], state["row"], 0
+        self._id, self._resume_row, self._history_start = state["run_id"], state["row"], 0
         self._uploaded.update(state.get("uploaded") or {})
 
     def __getstate__(self) -> Dict[str, Any]:
