@@ -101,7 +101,7 @@ def artifact_files(client, run_id):
 
 @pytest.mark.parametrize("log_model", ["all", True])
 def test_mlflow_uploads_checkpoints(tmp_path, mlflow_store, log_model, request):
-    """"all": every checkpoint as it is saved (the epoch-0 one too, though deleted later); True: the files at the end."""
+    """"all": each checkpoint as it is saved (the epoch-0 one too, though deleted later); True: the files at the end."""
     import yaml
     from volt.loggers import MLFlowLogger
 
