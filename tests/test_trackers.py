@@ -55,6 +55,16 @@ def history_by_key(memory):
 
 # --------------------------------------------------------------------------------------------------------- MLflow
 
+@pytest.fixture(autouse=True)
+def mlflow_env(monkeypatch):
+    """Loggers call `mlflow.set_tracking_uri` (as Lightning's does), which exports MLFLOW_TRACKING_URI: removed
+    after each test, so that later tests and their subprocesses do not inherit it. File stores allowed (mlflow 3
+    refuses them unless asked)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+
+
 @pytest.fixture(scope="module")
 def sqlite_uri(tmp_path_factory):
     """One SQLite store for the module: MLflow spends seconds creating a database's tables."""
@@ -62,10 +72,8 @@ def sqlite_uri(tmp_path_factory):
 
 
 @pytest.fixture(params=["file", "sqlite"])
-def mlflow_store(request, tmp_path, sqlite_uri, monkeypatch):
+def mlflow_store(request, tmp_path, sqlite_uri):
     """Keyword arguments for MLFlowLogger: a file store in tmp_path, or the shared SQLite store."""
-    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # mlflow 3 refuses file stores without it
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     if request.param == "file":
         return {"save_dir": str(tmp_path / "mlruns")}
     return {"tracking_uri": sqlite_uri}
@@ -194,6 +202,19 @@ def test_mlflow_failed_fit_marks_the_run_failed(tmp_path, mlflow_store, request)
     assert [m.step for m in logger.experiment.get_metric_history(logger.run_id, "train_loss")] == [0, 1]
 
 
+def test_mlflow_default_store_is_not_an_earlier_loggers(tmp_path, sqlite_uri, request):
+    """Starting a run exports MLFLOW_TRACKING_URI (mlflow.set_tracking_uri); a logger made later still defaults to
+    `file:./mlruns`, as in Lightning."""
+    from volt.loggers import MLFlowLogger
+
+    import mlflow
+
+    mlflow.set_tracking_uri("file:./elsewhere")  # as a first logger's run start or the user's own code does
+    _ = MLFlowLogger(experiment_name=request.node.name, tracking_uri=sqlite_uri).experiment
+    assert os.environ["MLFLOW_TRACKING_URI"] == sqlite_uri
+    assert MLFlowLogger().save_dir == "./mlruns"
+
+
 def test_mlflow_bad_log_model():
     from volt.loggers import MLFlowLogger
 
@@ -206,8 +227,7 @@ def test_mlflow_file_store_refused_by_mlflow_says_how_to_fix(tmp_path, monkeypat
     import mlflow
     from volt.loggers import MLFlowLogger
 
-    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE")
     with pytest.raises(mlflow.exceptions.MlflowException, match="sqlite:///mlflow.db"):
         MLFlowLogger(save_dir=str(tmp_path)).experiment
 
@@ -462,28 +482,31 @@ def test_several_trackers_in_one_trainer(tmp_path, wandb_dir, sqlite_uri):
 
 
 def test_import_volt_loads_no_tracker_library():
-    """Neither `import volt`, `volt.loggers` nor building the loggers imports mlflow or wandb (seconds each)."""
+    """Neither `import volt`, `volt.loggers` nor building the loggers imports mlflow, wandb or comet_ml (seconds
+    each)."""
     code = (
         "import sys, volt, volt.loggers\n"
-        "from volt.loggers import MLFlowLogger, WandbLogger\n"
-        "MLFlowLogger(tracking_uri='sqlite:///unused.db'); WandbLogger(project='p')\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('mlflow', 'wandb')))\n"
+        "from volt.loggers import CometLogger, MLFlowLogger, WandbLogger\n"
+        "MLFlowLogger(tracking_uri='sqlite:///unused.db'); WandbLogger(project='p'); CometLogger(online=False)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('mlflow', 'wandb', 'comet_ml')))\n"
     )
     env = dict(os.environ, PYTHONPATH=str(SRC))
     output = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert output.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("class_name, package", [("MLFlowLogger", "mlflow"), ("WandbLogger", "wandb")])
-def test_missing_client_library_names_the_package(monkeypatch, class_name, package):
+@pytest.mark.parametrize("class_name, module, install", [("MLFlowLogger", "mlflow", "mlflow"),
+                                                         ("WandbLogger", "wandb", "wandb"),
+                                                         ("CometLogger", "comet_ml", "comet-ml")])
+def test_missing_client_library_names_the_package(monkeypatch, class_name, module, install):
     import importlib.util
 
     import volt.loggers
 
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == package else
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == module else
                         real_find_spec(name, *a))
-    with pytest.raises(ModuleNotFoundError, match=rf"needs the `{package}` package.*pip install {package}"):
+    with pytest.raises(ModuleNotFoundError, match=rf"needs the `{module}` package.*pip install {install}`"):
         getattr(volt.loggers, class_name)()
 
 
@@ -609,3 +632,91 @@ def test_wandb_resume_of_a_run_still_open_in_this_process(tmp_path, wandb_dir):
     run_id = logger.version
     finish_wandb(tmp_path)
     assert [(r["trainer/global_step"], r["loss"]) for r in wandb_history(tmp_path, run_id)] == [(0, 0.0), (1, 2.0)]
+
+
+# ---------------------------------------------------------------------------------------------------------- Comet
+# Offline experiments write a zip archive (experiment.json, and messages.json: one JSON message per line) when they
+# end; there is no reader for it in comet_ml, so `comet_archive` reads the messages.
+
+COMET_QUIET = dict(online=False, display_summary_level=0, log_code=False, log_git_metadata=False,
+                   log_git_patch=False, log_env_details=False, log_env_host=False, log_env_cpu=False,
+                   log_env_gpu=False, log_env_network=False, log_env_disk=False, auto_output_logging=False)
+
+
+def comet_archive(path):
+    """(experiment.json, {metric: [(step, epoch, value)]}, {parameter: value}) of an offline archive."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        info = json.loads(archive.read("experiment.json"))
+        messages = [json.loads(line) for line in archive.read("messages.json").splitlines()]
+    metrics, params = {}, {}
+    for message in messages:
+        payload = message["payload"]
+        if message["type"] == "metric_msg" and payload["metric"]["metricName"] != "process duration":
+            metric = payload["metric"]
+            metrics.setdefault(metric["metricName"], []).append((metric["step"], metric["epoch"],
+                                                                 metric["metricValue"]))
+        elif message["type"] == "parameter_msg" and payload["param"]["source"] == "manual":
+            params[payload["param"]["paramName"]] = payload["param"]["paramValue"]
+    return info, metrics, params
+
+
+def test_comet_offline_fit_metrics_params_and_placement(tmp_path, quiet_lightning):
+    pytest.importorskip("comet_ml")
+    from pytorch_lightning.loggers import CometLogger as LightningCometLogger
+    from volt.loggers import CometLogger
+
+    logger = CometLogger(project="proj", offline_directory=str(tmp_path / "comet"), **COMET_QUIET)
+    memory = MemoryLogger()
+    trainer = fit(tmp_path, [logger, memory])
+    key = logger.version
+    assert trainer.checkpoint_callback.dirpath == str(tmp_path / "comet" / "proj" / key / "checkpoints")
+    logger.experiment.end()
+    [path] = (tmp_path / "comet").glob("*.zip")
+    info, metrics, params = comet_archive(path)
+    assert info["offline_id"] == key and info["project_name"] == "proj"
+    expected = {}
+    for step, row in memory.metrics:
+        for name, value in row.items():
+            if name != "epoch":
+                expected.setdefault(name, []).append((step, row["epoch"], pytest.approx(value)))
+    assert metrics == expected
+    assert params == {"lr": 0.1, "optim|name": "sgd", "optim|betas|b1": 0.9, "activation": str(torch.nn.ReLU)}
+
+    # Lightning's folder for the same arguments (its offline experiment writes nothing: it is created disabled)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lightning_logger = LightningCometLogger(project="proj", offline_directory=str(tmp_path / "lcomet"),
+                                                **COMET_QUIET)
+        lightning = quiet_lightning.Trainer(default_root_dir=tmp_path, logger=lightning_logger, max_steps=1,
+                                            limit_val_batches=0, enable_progress_bar=False,
+                                            enable_model_summary=False)
+        lightning.fit(lightning_boring(quiet_lightning)())
+    lightning_folder = os.path.relpath(lightning.checkpoint_callback.dirpath, tmp_path / "lcomet")
+    assert lightning_folder.replace(lightning_logger.version, "<key>") == os.path.join("proj", "<key>", "checkpoints")
+
+
+def test_comet_resume_continues_the_experiment_and_says_what_stays(tmp_path):
+    pytest.importorskip("comet_ml")
+    from volt.loggers import CometLogger
+
+    def make_logger():
+        return CometLogger(project="proj", offline_directory=str(tmp_path), **COMET_QUIET)
+
+    first = make_logger()
+    for step in range(3):
+        first.log_metrics({"loss": float(step), "epoch": 0}, step=step)
+    state = first.state_dict()
+    first.log_metrics({"loss": 9.0, "epoch": 0}, step=3)  # after the checkpoint: stays in Comet
+    first.experiment.end()
+    resumed = make_logger()
+    resumed.load_state_dict(state)
+    with pytest.warns(UserWarning, match=rf"continuing experiment {first.version} from step 2. Comet cannot delete"):
+        resumed.log_metrics({"loss": 30.0, "epoch": 1}, step=3)
+    resumed.experiment.end()
+    archives = sorted(tmp_path.glob("*.zip"), key=os.path.getmtime)
+    (first_info, first_metrics, _), (resumed_info, resumed_metrics, _) = map(comet_archive, archives)
+    assert first_info["offline_id"] == resumed_info["offline_id"] == first.version
+    assert resumed_info["resume_strategy"] == "get"
+    assert first_metrics["loss"][-1] == (3, 0, 9.0) and resumed_metrics["loss"] == [(3, 1, 30.0)]

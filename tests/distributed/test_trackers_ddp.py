@@ -1,4 +1,4 @@
-"""MLflow and W&B loggers under DDP (2 gloo ranks, volt's launcher): rank 0 alone creates and writes the runs;
+"""MLflow, W&B and Comet loggers under DDP (2 gloo ranks, volt's launcher): rank 0 alone creates and writes the runs;
 the other rank never even imports the client libraries. Script: scripts/trackers.py."""
 import subprocess
 import sys
@@ -10,6 +10,7 @@ from distributed.helpers import SCRIPTS, finish, reports, script_env
 pytestmark = pytest.mark.distributed
 pytest.importorskip("mlflow")
 pytest.importorskip("wandb")
+pytest.importorskip("comet_ml")
 
 
 @pytest.mark.timeout(120)
@@ -17,14 +18,16 @@ def test_only_rank_zero_creates_and_writes_runs(tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
     env = script_env(WANDB_MODE="offline", WANDB_DIR=str(tmp_path), WANDB_SILENT="true",
-                     MLFLOW_ALLOW_FILE_STORE="true")  # a file store: no database tables to create (seconds)
+                     COMET_OFFLINE_DIRECTORY=str(tmp_path / "comet"),
+                     MLFLOW_ALLOW_FILE_STORE="true",  # a file store: no database tables to create (seconds)
+                     MLFLOW_TRACKING_URI="")
     proc = subprocess.Popen([sys.executable, str(SCRIPTS / "trackers.py"), str(tmp_path)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     output = finish(proc, timeout=100)
     assert proc.returncode == 0, output[-6000:]
     ranks = reports(tmp_path)
     assert sorted(ranks) == [0, 1]
-    assert ranks[0]["imported"] == ["mlflow", "wandb"] and ranks[1]["imported"] == []
+    assert ranks[0]["imported"] == ["comet_ml", "mlflow", "wandb"] and ranks[1]["imported"] == []
     experiment_id, run_id = ranks[0]["mlflow"]
     # both ranks use rank 0's folder: <save_dir>/<experiment id>/<run id>/checkpoints
     store = tmp_path / "mlruns"
@@ -41,3 +44,4 @@ def test_only_rank_zero_creates_and_writes_runs(tmp_path, monkeypatch):
 
     wandb_runs = sorted(p.name for p in (tmp_path / "wandb").glob("offline-run-*"))
     assert len(wandb_runs) == 1 and wandb_runs[0].endswith(ranks[0]["wandb_run"])
+    assert [p.name.split("-")[0] for p in (tmp_path / "comet").glob("*.zip")] == [ranks[0]["comet_key"]]

@@ -1,10 +1,11 @@
-"""Experiment loggers. TensorBoard's writer and the trackers' client libraries (mlflow, wandb) are imported only
-when a logger first uses them."""
+"""Experiment loggers. TensorBoard's writer and the trackers' client libraries (mlflow, wandb, comet_ml) are
+imported only when a logger first uses them."""
 import importlib
 
 from volt.loggers.logger import Logger, rank_zero_experiment
 
 _LAZY = {
+    "CometLogger": "volt.loggers.comet",
     "CSVLogger": "volt.loggers.csv_logs",
     "MLFlowLogger": "volt.loggers.mlflow",
     "TensorBoardLogger": "volt.loggers.tensorboard",

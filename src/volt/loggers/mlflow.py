@@ -25,6 +25,9 @@ from volt.utilities.rank_zero import rank_zero_only, rank_zero_warn
 log = logging.getLogger(__name__)
 
 LOCAL_FILE_URI_PREFIX = "file:"
+# Read once, as Lightning does: `mlflow.set_tracking_uri` (called when a run starts) exports the variable, which must
+# not become the default of every logger created after the first one.
+_ENV_TRACKING_URI = os.getenv("MLFLOW_TRACKING_URI")
 _RUN_STATUS = {"success": "FINISHED", "finished": "FINISHED", "failed": "FAILED"}
 
 
@@ -35,7 +38,8 @@ class MLFlowLogger(Logger):
         experiment_name: the MLflow experiment (created if missing).
         run_name: the run's display name (its `mlflow.runName` tag).
         tracking_uri: where runs go, e.g. "sqlite:///mlflow.db" or "http://host:5000"; default: the
-            MLFLOW_TRACKING_URI environment variable, else `file:<save_dir>`.
+            MLFLOW_TRACKING_URI environment variable (as it was when this module was imported), else
+            `file:<save_dir>`.
         tags: tags for a new run.
         save_dir: folder of the `file:` store used when there is no tracking URI.
         log_model: upload the ModelCheckpoint's files as artifacts: "all" after every save, True at the end of
@@ -61,13 +65,13 @@ class MLFlowLogger(Logger):
         run_id: Optional[str] = None,
         synchronous: Optional[bool] = None,
     ):
-        require("mlflow", "mlflow", "MLFlowLogger")
+        require("mlflow", "mlflow", "mlflow", "MLFlowLogger")
         super().__init__()
         if log_model not in (True, False, "all"):
             raise ValueError(f"MLFlowLogger(log_model={log_model!r}): expected True, False or 'all'.")
         self._experiment_name = experiment_name
         self._experiment_id: Optional[str] = None
-        self._tracking_uri = tracking_uri or os.getenv("MLFLOW_TRACKING_URI") or f"{LOCAL_FILE_URI_PREFIX}{save_dir}"
+        self._tracking_uri = tracking_uri or _ENV_TRACKING_URI or f"{LOCAL_FILE_URI_PREFIX}{save_dir}"
         self._run_name = run_name
         self._run_id = run_id
         self._run_id_given = run_id is not None

@@ -7,13 +7,13 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import torch
 
 
-def require(module: str, package: str, logger: str) -> None:
+def require(module: str, package: str, extra: str, logger: str) -> None:
     """Fail at construction, not at the first write, when a tracker's client library is missing (found without
     importing it: these libraries take seconds to import)."""
     if importlib.util.find_spec(module) is None:
         raise ModuleNotFoundError(
             f"{logger} needs the `{module}` package, which is not installed. Run `pip install {package}` "
-            f"(or `pip install volt[{module}]`)."
+            f"(or `pip install volt[{extra}]`)."
         )
 
 

@@ -70,7 +70,7 @@ class WandbLogger(Logger):
         add_file_policy: Literal["mutable", "immutable"] = "mutable",
         **kwargs: Any,
     ) -> None:
-        require("wandb", "wandb", "WandbLogger")
+        require("wandb", "wandb", "wandb", "WandbLogger")
         if offline and log_model:
             raise MisconfigurationException(
                 f"Providing log_model={log_model} and offline={offline} is an invalid configuration since model "

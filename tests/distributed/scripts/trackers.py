@@ -1,7 +1,7 @@
-"""A user's script with MLflow and W&B loggers on 2 gloo ranks: `python trackers.py OUT_DIR`.
+"""A user's script with MLflow, W&B and Comet loggers on 2 gloo ranks: `python trackers.py OUT_DIR`.
 
 Each rank writes OUT_DIR/rank{global_rank}.pt: its checkpoint folder, the loggers' names and versions as it sees
-them, and whether mlflow or wandb were ever imported in it (only rank 0 may use them).
+them, and whether mlflow, wandb or comet_ml were ever imported in it (only rank 0 may use them).
 """
 import os
 import sys
@@ -11,7 +11,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 import volt
-from volt.loggers import MLFlowLogger, WandbLogger
+from volt.loggers import CometLogger, MLFlowLogger, WandbLogger
 
 OUT = sys.argv[1]
 
@@ -39,18 +39,22 @@ def main() -> None:
     data = TensorDataset(torch.randn(16, 4, generator=generator), torch.randn(16, 1, generator=generator))
     mlflow_logger = MLFlowLogger(experiment_name="ddp", save_dir=os.path.join(OUT, "mlruns"), log_model="all")
     wandb_logger = WandbLogger(project="ddp", save_dir=OUT, log_model="all")
+    comet_logger = CometLogger(project="ddp", online=False, display_summary_level=0, log_env_details=False,
+                               log_code=False, log_git_metadata=False, log_git_patch=False)
     trainer = volt.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_epochs=2, log_every_n_steps=1,
-                           logger=[mlflow_logger, wandb_logger], enable_progress_bar=False,
+                           logger=[mlflow_logger, wandb_logger, comet_logger], enable_progress_bar=False,
                            enable_model_summary=False, default_root_dir=OUT, num_sanity_val_steps=0)
     trainer.fit(Net(), DataLoader(data, batch_size=2), DataLoader(data, batch_size=4))
     report = {"dirpath": trainer.checkpoint_callback.dirpath, "best": trainer.checkpoint_callback.best_model_path,
               "global_step": trainer.global_step,
-              "imported": sorted({name.split(".")[0] for name in sys.modules} & {"mlflow", "wandb"})}
+              "imported": sorted({name.split(".")[0] for name in sys.modules} & {"mlflow", "wandb", "comet_ml"})}
     if trainer.is_global_zero:
-        report.update(mlflow=(mlflow_logger.experiment_id, mlflow_logger.run_id), wandb_run=wandb_logger.version)
+        report.update(mlflow=(mlflow_logger.experiment_id, mlflow_logger.run_id), wandb_run=wandb_logger.version,
+                      comet_key=comet_logger.version)
         import wandb
 
         wandb.finish()
+        comet_logger.experiment.end()
     torch.save(report, os.path.join(OUT, f"rank{trainer.global_rank}.pt"))
 
 
