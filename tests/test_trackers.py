@@ -720,3 +720,11 @@ def test_comet_resume_continues_the_experiment_and_says_what_stays(tmp_path):
     assert first_info["offline_id"] == resumed_info["offline_id"] == first.version
     assert resumed_info["resume_strategy"] == "get"
     assert first_metrics["loss"][-1] == (3, 0, 9.0) and resumed_metrics["loss"] == [(3, 1, 30.0)]
+
+
+def test_neptune_logger_is_importable_and_says_it_is_gone():
+    """As in Lightning 2.6: the name imports, building one says why it cannot work and what to use."""
+    from volt.loggers import NeptuneLogger
+
+    with pytest.raises(RuntimeError, match="Neptune has been sunset.*MLFlowLogger, WandbLogger or CometLogger"):
+        NeptuneLogger(project="workspace/project")

@@ -8,6 +8,7 @@ _LAZY = {
     "CometLogger": "volt.loggers.comet",
     "CSVLogger": "volt.loggers.csv_logs",
     "MLFlowLogger": "volt.loggers.mlflow",
+    "NeptuneLogger": "volt.loggers.neptune",
     "TensorBoardLogger": "volt.loggers.tensorboard",
     "WandbLogger": "volt.loggers.wandb",
 }
