@@ -4,6 +4,7 @@ MLflow runs against a local file store and a SQLite store and is read back with 
 (WANDB_MODE=offline, files under tmp_path); wandb has no Python reader for its run files (`.wandb`, a LevelDB-style
 log of protobuf records), so `wandb_records` reads them with wandb's own protobuf classes.
 """
+import io
 import json
 import os
 import struct
@@ -519,9 +520,10 @@ def interrupted_then_resumed(make_logger):
     first = make_logger()
     for step in range(4):
         first.log_metrics({"loss": float(step), "run": 1.0}, step=step)
-    state = first.state_dict()
-    torch.save(state, "state.pt")  # plain data, as checkpoints hold
-    state = torch.load("state.pt", weights_only=True)
+    buffer = io.BytesIO()
+    torch.save(first.state_dict(), buffer)  # plain data, as checkpoints hold
+    buffer.seek(0)
+    state = torch.load(buffer, weights_only=True)
     first.log_metrics({"val": 30.0, "run": 1.0}, step=3)
     for step in (4, 5):
         first.log_metrics({"loss": float(step), "run": 1.0}, step=step)
@@ -540,10 +542,9 @@ RESUMED_HISTORY = {
 }
 
 
-def test_mlflow_resume_replaces_points_after_the_checkpoint(tmp_path, mlflow_store, request, monkeypatch):
+def test_mlflow_resume_replaces_points_after_the_checkpoint(tmp_path, mlflow_store, request):
     from volt.loggers import MLFlowLogger
 
-    monkeypatch.chdir(tmp_path)
     first, resumed = interrupted_then_resumed(lambda: MLFlowLogger(experiment_name=request.node.name, **mlflow_store))
     assert resumed.run_id == first.run_id
     client = resumed.experiment
@@ -554,12 +555,10 @@ def test_mlflow_resume_replaces_points_after_the_checkpoint(tmp_path, mlflow_sto
     assert [r.info.run_id for r in runs] == [first.run_id]  # the resumed logger opened no run of its own
 
 
-def test_mlflow_resume_after_the_folder_was_chosen_drops_the_fresh_run(tmp_path, mlflow_store, request, monkeypatch):
+def test_mlflow_resume_after_the_folder_was_chosen_drops_the_fresh_run(tmp_path, mlflow_store, request):
     """A new process opens a run when the checkpoint folder is chosen (before the checkpoint is read): that empty
     run is deleted, and the checkpoint's run continues."""
     from volt.loggers import MLFlowLogger
-
-    monkeypatch.chdir(tmp_path)
 
     def opened_early():
         logger = MLFlowLogger(experiment_name=request.node.name, **mlflow_store)
@@ -597,12 +596,11 @@ def test_mlflow_resume_behind_a_server_warns_that_points_stay(monkeypatch):
         logger.load_state_dict({"run_id": "abc", "experiment_id": "0", "step": 3, "rows": [], "uploaded": {}})
 
 
-def test_wandb_resume_rewinds_to_the_checkpoint(tmp_path, wandb_dir, monkeypatch):
+def test_wandb_resume_rewinds_to_the_checkpoint(tmp_path, wandb_dir):
     """Offline, the rewind is the resumed run file's branch point (applied by `wandb sync`); after it the history
     holds every step once."""
     from volt.loggers import WandbLogger
 
-    monkeypatch.chdir(tmp_path)
     first, resumed = interrupted_then_resumed(lambda: WandbLogger(project="proj", save_dir=tmp_path))
     assert resumed.version == first.version
     assert resumed.state_dict()["row"] == 8  # 4 rows kept, 4 logged since: where a second resume would cut
@@ -728,3 +726,44 @@ def test_neptune_logger_is_importable_and_says_it_is_gone():
 
     with pytest.raises(RuntimeError, match="Neptune has been sunset.*MLFlowLogger, WandbLogger or CometLogger"):
         NeptuneLogger(project="workspace/project")
+
+
+# ------------------------------------------------------------------------------------------- resume, end to end
+
+def run_tracker_script(out, phase):
+    env = dict(os.environ, PYTHONPATH=str(SRC), WANDB_MODE="offline", WANDB_DIR=str(out), WANDB_SILENT="true",
+               MLFLOW_ALLOW_FILE_STORE="true", MLFLOW_TRACKING_URI="", OMP_NUM_THREADS="1")
+    script = Path(__file__).parent / "scripts" / "tracker_fit.py"
+    return subprocess.run([sys.executable, str(script), str(out), phase], env=env, capture_output=True, text=True,
+                          timeout=150)
+
+
+@pytest.mark.timeout(240)
+def test_fit_interrupted_then_resumed_in_new_processes_continues_each_run(tmp_path):
+    """A fit with three trackers fails at step 5, after its step-3 checkpoint; a new process resumes from that
+    checkpoint with loggers given no run id. Each tracker continues the same run and holds every step once, the
+    resumed run's from step 3 on ("phase" 2). (Comet's resume: test_comet_resume_continues_the_experiment...)"""
+    from mlflow.tracking import MlflowClient
+
+    interrupted = run_tracker_script(tmp_path, "interrupted")
+    assert interrupted.returncode != 0 and "planned interruption" in interrupted.stderr, interrupted.stderr[-3000:]
+    resumed = run_tracker_script(tmp_path, "resumed")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    runs = torch.load(tmp_path / "interrupted.pt")
+    assert torch.load(tmp_path / "resumed.pt") == runs
+
+    steps = list(range(12))  # 3 epochs of 4 batches
+    phases = [(step, 1.0 if step < 3 else 2.0) for step in steps]
+    for name, uri in (("mlflow-sqlite", f"sqlite:///{tmp_path}/mlflow.db"), ("mlflow-file", f"file:{tmp_path}/mlruns")):
+        client = MlflowClient(uri)
+        history = mlflow_history(client, runs[name])
+        assert history["phase"] == phases, name
+        assert [step for step, _ in history["train_loss"]] == steps, name
+        assert [step for step, _ in history["val_loss"]] == [3, 7, 11], name
+        experiment_id = client.get_run(runs[name]).info.experiment_id
+        assert [run.info.run_id for run in client.search_runs([experiment_id])] == [runs[name]], name
+        assert client.get_run(runs[name]).info.status == "FINISHED"
+
+    rows = wandb_history(tmp_path, runs["wandb"])
+    assert [(row["trainer/global_step"], row["phase"]) for row in rows if "phase" in row] == phases
+    assert [row["trainer/global_step"] for row in rows if "val_loss" in row] == [3, 7, 11]
