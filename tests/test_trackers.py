@@ -179,6 +179,8 @@ def test_mlflow_existing_run_id_and_prefix(tmp_path, mlflow_store, request):
     again.log_metrics({"a": 2.0, "bad#key": 3.0, "text": "skipped"}, step=1)
     with pytest.warns(RuntimeWarning, match="Replacing p-bad#key with p-badkey"):
         again.log_metrics({"bad#key": 3.0}, step=2)
+    with pytest.raises(ValueError, match=r"cannot log 'p-nested'=\{'x': 1\}: log a number or a one-element tensor"):
+        again.log_metrics({"nested": {"x": 1}}, step=3)
     assert again.experiment_id == first.experiment_id
     assert mlflow_history(again.experiment, first.run_id) == {"a": [(0, 1.0)], "p-a": [(1, 2.0)],
                                                                "p-badkey": [(1, 3.0), (2, 3.0)]}

@@ -183,7 +183,7 @@ class MLFlowLogger(Logger):
             if clean != key:
                 rank_zero_warn(f"MLFlow only allows '_', '/', '.' and ' ' special characters in metric name. "
                                f"Replacing {key} with {clean}.", category=RuntimeWarning)
-            entries.append(Metric(key=clean, value=float(to_number(value)), timestamp=timestamp_ms, step=step or 0))
+            entries.append(Metric(key=clean, value=_to_float(key, value), timestamp=timestamp_ms, step=step or 0))
         self._logged_anything = True
         self.experiment.log_batch(run_id=self.run_id, metrics=entries, **self._log_batch_kwargs)
 
@@ -276,6 +276,13 @@ class MLFlowLogger(Logger):
             self._run_id = run_id
             self._experiment_id = client.get_run(run_id).info.experiment_id
         client.update_run(run_id, status="RUNNING")
+
+
+def _to_float(key: str, value: Any) -> float:
+    try:
+        return float(to_number(value))
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"MLFlowLogger cannot log {key!r}={value!r}: log a number or a one-element tensor.") from error
 
 
 def _delete_points_from(tracking_uri: str, experiment_id: str, run_id: str, step: int) -> bool:
