@@ -765,7 +765,22 @@ def test_fit_interrupted_then_resumed_in_new_processes_continues_each_run(tmp_pa
         experiment_id = client.get_run(runs[name]).info.experiment_id
         assert [run.info.run_id for run in client.search_runs([experiment_id])] == [runs[name]], name
         assert client.get_run(runs[name]).info.status == "FINISHED"
+        assert client.get_run(runs[name]).data.params == {"lr": "0.1"}
 
-    rows = wandb_history(tmp_path, runs["wandb"])
+    rows = wandb_history(tmp_path, runs["wandb"])  # every run file under tmp_path is this run's
     assert [(row["trainer/global_step"], row["phase"]) for row in rows if "phase" in row] == phases
+    assert wandb_config(tmp_path) == {"lr": 0.1}
     assert [row["trainer/global_step"] for row in rows if "val_loss" in row] == [3, 7, 11]
+
+
+def test_wandb_hyperparameters_wait_for_the_run_and_are_never_lost(tmp_path, wandb_dir):
+    """Logged before the run starts (a resumed fit logs them before reading its checkpoint), they go in when it
+    starts; a fit that logs nothing else still starts the run at the end to record them."""
+    from volt.loggers import WandbLogger
+
+    logger = WandbLogger(project="proj", save_dir=tmp_path)
+    logger.log_hyperparams({"lr": 0.1, "optim": {"name": "sgd"}})
+    assert not wandb_run_files(tmp_path)  # no run yet
+    logger.finalize("success")
+    finish_wandb(tmp_path)
+    assert wandb_config(tmp_path) == {"lr": 0.1, "optim": {"name": "sgd"}}

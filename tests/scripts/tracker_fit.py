@@ -21,8 +21,9 @@ CHECKPOINT = os.path.join(OUT, "ckpt", "epoch=0-step=3.ckpt")
 
 
 class Net(volt.LightningModule):
-    def __init__(self) -> None:
+    def __init__(self, lr: float = 0.1) -> None:
         super().__init__()
+        self.save_hyperparameters()  # logged before the resumed fit reads its checkpoint
         self.layer = torch.nn.Linear(4, 1)
 
     def training_step(self, batch, batch_idx):
@@ -37,7 +38,7 @@ class Net(volt.LightningModule):
         self.log("val_loss", F.mse_loss(self.layer(batch[0]), batch[1]))
 
     def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.1)
+        return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
 
 
 def data() -> DataLoader:

@@ -5,6 +5,8 @@ comet_ml takes seconds to import and, unless told not to, patches the libraries 
 only when the experiment is first used, with its automatic logging turned off (as Lightning does). The experiment
 key is chosen when first asked for, without starting the experiment, so the checkpoint folder
 `<offline_directory>/<project>/<key>/checkpoints` is Lightning's, which starts the experiment in the constructor.
+Hyperparameters logged before the experiment starts wait for it, so that a resumed fit, which logs them before it
+reads its checkpoint, never opens an experiment of its own.
 
 Resume: a checkpoint records the experiment key (`state_dict`), and a run resumed from it continues that experiment
 (`mode="get"`). Comet has no way to delete or rewind logged metric points: those the interrupted run logged after
@@ -77,6 +79,7 @@ class CometLogger(Logger):
         self._experiment = None
         self._latest_step: Optional[int] = None
         self._resumed_from: Optional[int] = None  # the checkpoint step of a resumed run, for the warning
+        self._pending_params: Dict[str, Any] = {}  # hyperparameters logged before the experiment started
 
     @property
     @rank_zero_experiment
@@ -93,6 +96,9 @@ class CometLogger(Logger):
             )
             self._project_name = self._experiment.project_name
             self._experiment.log_other("Created from", FRAMEWORK_NAME)
+            if self._pending_params:
+                self._experiment.log_parameters(self._pending_params, nested_support=True)
+                self._pending_params = {}
             if self._resumed_from is not None:
                 rank_zero_warn(
                     f"CometLogger: continuing experiment {self.version} from step {self._resumed_from}. Comet cannot "
@@ -103,7 +109,11 @@ class CometLogger(Logger):
 
     @rank_zero_only
     def log_hyperparams(self, params: Union[Dict[str, Any], Namespace]) -> None:
-        self.experiment.log_parameters(_convert_params(params), nested_support=True)
+        """Log hyperparameters (when the experiment starts, if it has not yet); nested ones joined with "|"."""
+        if self._experiment is None:
+            self._pending_params.update(_convert_params(params))
+        else:
+            self._experiment.log_parameters(_convert_params(params), nested_support=True)
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, Any], step: Optional[int] = None) -> None:
@@ -123,6 +133,8 @@ class CometLogger(Logger):
     def finalize(self, status: str) -> None:
         """Send (or write) what is buffered; the experiment stays open for later stages, as in Lightning. `end()` on
         `experiment` closes it (offline: writes the archive)."""
+        if self._pending_params:  # a fit that logged nothing else: its experiment still records the hyperparameters
+            _ = self.experiment
         if self._experiment is not None:
             self._experiment.flush()
 

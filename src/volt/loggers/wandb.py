@@ -3,6 +3,8 @@
 wandb takes about a second to import, so nothing here imports it until the run is first used. The run id is chosen
 when first asked for (`version`), without starting the run, so the checkpoint folder
 `<save_dir>/<project>/<run id>/checkpoints` is the same as Lightning's, which starts the run before `setup`.
+Hyperparameters logged before the run starts wait for it, so that a resumed fit, which logs them before it reads
+its checkpoint, never opens a run of its own.
 
 Resume: a checkpoint records the run id and the position in the run's history (W&B's `_step`, one per logged row)
 when it was written (`state_dict`). A run resumed from it continues the same run through W&B's rewind
@@ -108,6 +110,7 @@ class WandbLogger(Logger):
         self._id_given = self._id is not None  # a run chosen by the user is never swapped for a checkpoint's
         self._resume_row: Optional[int] = None  # the `_step` a rewound history continues at (see module doc)
         self._history_start = 0  # where a rewound history goes on (offline, `run.step` reads 0 until a row is logged)
+        self._pending_config: Dict[str, Any] = {}  # hyperparameters logged before the run started
 
     @property
     @rank_zero_experiment
@@ -124,6 +127,9 @@ class WandbLogger(Logger):
                 self._experiment = wandb.run
             else:
                 self._experiment = self._start_run(wandb)
+            if self._pending_config:
+                self._experiment.config.update(self._pending_config, allow_val_change=True)
+                self._pending_config = {}
             if self._wandb_init.get("sync_tensorboard"):
                 self._experiment.define_metric("*", step_metric="global_step")
             else:
@@ -157,10 +163,13 @@ class WandbLogger(Logger):
 
     @rank_zero_only
     def log_hyperparams(self, params: Union[Dict[str, Any], Namespace]) -> None:
-        """Put hyperparameters into the run's config; classes and functions by name, other values W&B cannot
-        store as JSON by their str()."""
+        """Put hyperparameters into the run's config (when the run starts, if it has not yet); classes and functions
+        by name, other values W&B cannot store as JSON by their str()."""
         params = {key: _json_value(_name_callable(value)) for key, value in _convert_params(params).items()}
-        self.experiment.config.update(params, allow_val_change=True)
+        if self._experiment is None:
+            self._pending_config.update(params)
+        else:
+            self._experiment.config.update(params, allow_val_change=True)
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, Any], step: Optional[int] = None) -> None:
@@ -252,6 +261,8 @@ class WandbLogger(Logger):
     def finalize(self, status: str) -> None:
         """After a successful fit, upload the checkpoints kept for the end (log_model=True). The run stays open,
         as in Lightning, so that a later `test()` logs into it; `wandb.finish()` ends it."""
+        if self._pending_config:  # a fit that logged nothing else: its run still records the hyperparameters
+            _ = self.experiment
         if status != "success" or self._experiment is None:
             return
         for checkpoint_callback in self._checkpoint_callbacks.values():
