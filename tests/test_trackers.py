@@ -57,10 +57,11 @@ def history_by_key(memory):
 # --------------------------------------------------------------------------------------------------------- MLflow
 
 @pytest.fixture(autouse=True)
-def mlflow_env(monkeypatch):
+def mlflow_env(monkeypatch, tmp_path):
     """Loggers call `mlflow.set_tracking_uri` (as Lightning's does), which exports MLFLOW_TRACKING_URI: removed
     after each test, so that later tests and their subprocesses do not inherit it. File stores allowed (mlflow 3
-    refuses them unless asked)."""
+    refuses them unless asked). Run in tmp_path: a database store puts artifacts in ./mlruns."""
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "")
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
@@ -737,7 +738,7 @@ def run_tracker_script(out, phase):
                MLFLOW_ALLOW_FILE_STORE="true", MLFLOW_TRACKING_URI="", OMP_NUM_THREADS="1")
     script = Path(__file__).parent / "scripts" / "tracker_fit.py"
     return subprocess.run([sys.executable, str(script), str(out), phase], env=env, capture_output=True, text=True,
-                          timeout=150)
+                          timeout=150, cwd=out)
 
 
 @pytest.mark.timeout(240)
@@ -770,6 +771,13 @@ def test_fit_interrupted_then_resumed_in_new_processes_continues_each_run(tmp_pa
     rows = wandb_history(tmp_path, runs["wandb"])  # every run file under tmp_path is this run's
     assert [(row["trainer/global_step"], row["phase"]) for row in rows if "phase" in row] == phases
     assert wandb_config(tmp_path) == {"lr": 0.1}
+
+    # every checkpoint uploaded once: the resumed run does not upload the step-3 file again
+    saved = sorted(os.listdir(tmp_path / "ckpt"), key=lambda name: int(name.split("step=")[1][:-5]))
+    assert len(saved) == 4
+    assert [metadata["original_filename"] for _, _, metadata, _ in wandb_artifacts(tmp_path)] == saved
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    assert sorted(a.path for a in client.list_artifacts(runs["mlflow-sqlite"])) == sorted(n[:-5] for n in saved)
     assert [row["trainer/global_step"] for row in rows if "val_loss" in row] == [3, 7, 11]
 
 

@@ -4,7 +4,7 @@
 PHASE "interrupted": a fit with a checkpoint every 3 steps that fails at step 5, after logging past the step-3
 checkpoint. PHASE "resumed": a new fit from that checkpoint, to the end. Both log `train_loss` every step and `phase`
 (1 when interrupted, 2 when resumed), so the test can tell whose points the tracker kept. The loggers are built with
-no run id: the checkpoint says which run to continue.
+no run id: the checkpoint says which run to continue. Two of them upload every checkpoint (log_model="all").
 """
 import os
 import sys
@@ -51,9 +51,10 @@ def make_loggers() -> dict:
     from volt.loggers import MLFlowLogger, WandbLogger
 
     return {
-        "mlflow-sqlite": MLFlowLogger(experiment_name="resume", tracking_uri=f"sqlite:///{OUT}/mlflow.db"),
+        "mlflow-sqlite": MLFlowLogger(experiment_name="resume", tracking_uri=f"sqlite:///{OUT}/mlflow.db",
+                                      log_model="all"),
         "mlflow-file": MLFlowLogger(experiment_name="resume", save_dir=os.path.join(OUT, "mlruns")),
-        "wandb": WandbLogger(project="resume", save_dir=OUT),
+        "wandb": WandbLogger(project="resume", save_dir=OUT, log_model="all"),
     }
 
 
@@ -61,7 +62,9 @@ def main() -> None:
     volt.seed_everything(0)
     model = Net()
     loggers = make_loggers()
-    checkpoints = ModelCheckpoint(dirpath=os.path.join(OUT, "ckpt"), every_n_train_steps=3, save_top_k=-1)
+    # monitored, so every file stays among the best: a resumed run must not upload the earlier ones again
+    checkpoints = ModelCheckpoint(dirpath=os.path.join(OUT, "ckpt"), every_n_train_steps=3, save_top_k=-1,
+                                  monitor="step", mode="max")
     trainer = volt.Trainer(max_epochs=3, log_every_n_steps=1, logger=list(loggers.values()), callbacks=[checkpoints],
                            enable_progress_bar=False, enable_model_summary=False, default_root_dir=OUT)
     try:
