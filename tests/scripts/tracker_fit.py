@@ -1,8 +1,8 @@
 """A user's script logging to several trackers at once, run in a fresh process by tests/test_trackers.py:
 `python tracker_fit.py OUT_DIR PHASE`: MLflow (a SQLite and a file store) and W&B, offline.
 
-PHASE "interrupted": a fit with a checkpoint every 3 steps that fails at step 5, after logging past the step-3
-checkpoint. PHASE "resumed": a new fit from that checkpoint, to the end. Both log `train_loss` every step and `phase`
+PHASE "interrupted": a fit with a checkpoint every 3 steps that fails at step 8, after logging past the step-6
+checkpoint (an epoch end's validation included). PHASE "resumed": a new fit from that checkpoint, to the end. Both log `train_loss` every step and `phase`
 (1 when interrupted, 2 when resumed), so the test can tell whose points the tracker kept. The loggers are built with
 no run id: the checkpoint says which run to continue. Two of them upload every checkpoint (log_model="all").
 """
@@ -17,7 +17,7 @@ import volt
 from volt.callbacks import ModelCheckpoint
 
 OUT, PHASE = sys.argv[1:3]
-CHECKPOINT = os.path.join(OUT, "ckpt", "epoch=0-step=3.ckpt")
+CHECKPOINT = os.path.join(OUT, "ckpt", "epoch=1-step=6.ckpt")
 
 
 class Net(volt.LightningModule):
@@ -27,7 +27,7 @@ class Net(volt.LightningModule):
         self.layer = torch.nn.Linear(4, 1)
 
     def training_step(self, batch, batch_idx):
-        if PHASE == "interrupted" and self.global_step == 5:
+        if PHASE == "interrupted" and self.global_step == 8:
             raise RuntimeError("planned interruption")
         loss = F.mse_loss(self.layer(batch[0]), batch[1])
         self.log("train_loss", loss)
