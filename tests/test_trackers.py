@@ -797,3 +797,39 @@ def test_wandb_hyperparameters_wait_for_the_run_and_are_never_lost(tmp_path, wan
     logger.finalize("success")
     finish_wandb(tmp_path)
     assert wandb_config(tmp_path) == {"lr": 0.1, "optim": {"name": "sgd"}}
+
+
+def test_fit_resumed_by_a_new_trainer_in_the_same_process(tmp_path, wandb_dir):
+    """The interrupted fit's W&B run is still open in the process (Lightning's loggers leave it open): the new
+    Trainer's loggers, given no run id, continue the checkpoint's runs all the same."""
+    from volt.loggers import MLFlowLogger, WandbLogger
+
+    class Interrupted(HparamsModel):
+        def training_step(self, batch, batch_idx):
+            if self.global_step == 5:
+                raise RuntimeError("planned interruption")
+            self.log("phase", 1.0)
+            return super().training_step(batch, batch_idx)
+
+    class Resumed(HparamsModel):
+        def training_step(self, batch, batch_idx):
+            self.log("phase", 2.0)
+            return super().training_step(batch, batch_idx)
+
+    def run(model, **fit_kwargs):
+        loggers = [MLFlowLogger(save_dir=str(tmp_path / "mlruns")), WandbLogger(project="proj", save_dir=tmp_path)]
+        checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=3, save_top_k=-1)
+        trainer = volt.Trainer(max_epochs=2, log_every_n_steps=1, logger=loggers, callbacks=[checkpoint],
+                               enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+        trainer.fit(model, **fit_kwargs)
+        return loggers
+
+    with pytest.raises(RuntimeError, match="planned interruption"):
+        run(Interrupted())
+    mlflow_logger, wandb_logger = run(Resumed(), ckpt_path=tmp_path / "ckpt" / "epoch=0-step=3.ckpt")
+    phases = [(step, 1.0 if step < 3 else 2.0) for step in range(8)]
+    assert mlflow_history(mlflow_logger.experiment, mlflow_logger.run_id)["phase"] == phases
+    run_id = wandb_logger.version
+    finish_wandb(tmp_path)
+    assert [(row["trainer/global_step"], row["phase"]) for row in wandb_history(tmp_path, run_id)
+            if "phase" in row] == phases
