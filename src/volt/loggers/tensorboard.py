@@ -127,6 +127,7 @@ class TensorBoardLogger(RewritableLog, VersionedLogDir, Logger):
         self._hparams_saved = False  # hparams.yaml matches self.hparams
         self._pending_hparams: List[Tuple[Dict[str, Any], Dict[str, Any], Optional[int]]] = []
         self._purge_step: Optional[int] = None
+        self._continues_at = 0  # the step a resumed fit continues this log at (`drop_from`)
 
     @property
     def sub_dir(self) -> Optional[str]:
@@ -182,8 +183,8 @@ class TensorBoardLogger(RewritableLog, VersionedLogDir, Logger):
         params = _convert_params(params)
         self.hparams.update(params)
         self._hparams_saved = False
-        if metrics is None:
-            metrics = {"hp_metric": -1} if self._default_hp_metric else None
+        if metrics is None:  # the placeholder; a resumed log already has it at step 0
+            metrics = {"hp_metric": -1} if self._default_hp_metric and not self._continues_at else None
         elif not isinstance(metrics, dict):
             metrics = {"hp_metric": metrics}
         if metrics:
@@ -247,7 +248,7 @@ class TensorBoardLogger(RewritableLog, VersionedLogDir, Logger):
         `step` (what tensorboardX's `purge_step` writes). The marker goes first into the next event file opened, or
         into the open one.
         """
-        self._purge_step = step
+        self._purge_step = self._continues_at = step
         if step > 0:  # continuing a run whose log already has the hp_metric placeholder at step 0: not again
             self._pending_hparams = [entry for entry in self._pending_hparams if entry[1] != {"hp_metric": -1}]
         if self._events is not None:

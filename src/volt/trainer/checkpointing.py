@@ -12,7 +12,7 @@ This module answers "where is X saved and restored" (the file format itself, ato
     MixedPrecision                the GradScaler                            restore_precision
     loops.fit_loop                loop cursor, RNG streams, should_stop,    restore_loops
                                   self.log accumulators, pending gradients
-    loops.fit_loop.loggers        each logger's state_dict()                restore_loggers
+    loops.fit_loop.loggers        each logger's state_dict()                restore_loggers      (first of all)
     epoch, global_step, pytorch-lightning_version, hyper_parameters, hparams_name, datamodule_hyper_parameters:
                                   Lightning's keys; hparams are read by `load_from_checkpoint` (volt/module.py)
 
@@ -307,11 +307,14 @@ class Checkpoints:
         grads = state.pop("grads", None)
         if grads:
             trainer.strategy.load_accumulated_grads(grads)
-        self.restore_loggers(state.pop("loggers", None) or [])
+        state.pop("loggers", None)  # restored first of all (`restore_loggers`)
         trainer.fit_loop.resume(state)
 
-    def restore_loggers(self, states: List[Optional[Dict[str, Any]]]) -> None:
-        """Each logger continues its log where the checkpoint was taken (`Logger.load_state_dict`)."""
+    def restore_loggers(self, checkpoint: Dict[str, Any]) -> None:
+        """Each logger continues its log where the checkpoint was taken (`Logger.load_state_dict`). Runs before
+        anything else of a resumed fit: before the callbacks' setup reads the loggers' folders (a tracker's run id
+        names its folder) and before the hyperparameters are logged."""
+        states = ((checkpoint.get("loops") or {}).get("fit_loop") or {}).get("loggers") or []
         for logger, state in zip(self.trainer.loggers, states):
             if state:
                 logger.load_state_dict(state)

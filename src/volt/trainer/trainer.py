@@ -372,8 +372,12 @@ class Trainer:
     def _run_stage(self, fn, model, datamodule, ckpt_path, weights_only):
         hooks, checkpoints = self._hooks, self._checkpoints
         self.strategy.setup_environment()
-        # "last" first: it may pick the logger version to continue, which the callbacks' setup reads
+        # the checkpoint first: "last" may pick the logger version to continue, and a resumed fit's loggers continue
+        # their runs, before the callbacks' setup reads their folders
         ckpt_path = checkpoints.resolve(fn, ckpt_path)
+        checkpoint = checkpoints.load(ckpt_path, weights_only)
+        if checkpoint is not None and fn == "fit":  # before the loggers' folders are read or anything is logged
+            checkpoints.restore_loggers(checkpoint)
         if self.profiler is not None:
             self.profiler.lightning_module = model
             self.profiler.setup(stage=fn, local_rank=self.local_rank if self.world_size > 1 else None,
@@ -389,7 +393,6 @@ class Trainer:
         self.strategy.setup_module(model)
 
         # 2. what comes back before the optimizers exist
-        checkpoint = checkpoints.load(ckpt_path, weights_only)
         if checkpoint is not None:
             checkpoints.restore_before_optimizers(checkpoint)
 
