@@ -467,6 +467,23 @@ def test_datamodule_from_datasets(tmp_path):
         volt.LightningDataModule.from_datasets(dataset(8), shuffle=True)
 
 
+def test_from_datasets_passes_batch_size_and_num_workers_to_an_init_that_takes_them():
+    class Sized(volt.LightningDataModule):
+        def __init__(self, batch_size=1, num_workers=0, note="none"):
+            super().__init__()
+            self.batch_size, self.num_workers, self.note = batch_size, num_workers, note
+
+    class TakesAnything(volt.LightningDataModule):
+        def __init__(self, **kwargs):
+            super().__init__()
+            self.kwargs = kwargs
+
+    sized = Sized.from_datasets(dataset(8), batch_size=4, num_workers=2, note="mine")
+    assert (sized.batch_size, sized.num_workers, sized.note) == (4, 2, "mine")
+    assert sized.train_dataloader().batch_size == 4
+    assert TakesAnything.from_datasets(dataset(8), batch_size=4).kwargs == {"batch_size": 4, "num_workers": 0}
+
+
 def test_datamodule_and_dataloaders_together_is_an_error(tmp_path):
     with pytest.raises(MisconfigurationException, match="cannot pass `train_dataloader` or `val_dataloaders` to "
                                                         r"`trainer.fit\(datamodule=...\)`"):

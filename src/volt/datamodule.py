@@ -83,7 +83,10 @@ class LightningDataModule(HyperparametersMixin):
         unknown = [k for k in datamodule_kwargs if k not in params and not takes_var_kwargs]
         if unknown:
             raise TypeError(f"{cls.__name__}.__init__ does not accept {unknown}.")
-        datamodule = cls(**datamodule_kwargs)
+        # A datamodule whose __init__ takes batch_size or num_workers gets them too, so `dm.batch_size` is right.
+        loader_kwargs = {"batch_size": batch_size, "num_workers": num_workers}
+        loader_kwargs = {k: v for k, v in loader_kwargs.items() if k in params or takes_var_kwargs}
+        datamodule = cls(**datamodule_kwargs, **loader_kwargs)
         if train_dataset is not None:
             datamodule.train_dataloader = lambda: loaders(train_dataset, shuffle=True)
         if val_dataset is not None:
