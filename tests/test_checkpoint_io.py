@@ -221,6 +221,48 @@ def test_every_value_save_accepts_loads_with_weights_only(tmp_path):
     assert loaded["parameter"].requires_grad and loaded["size"] == values["size"]
 
 
+def test_numpy_numbers_are_saved_as_python_numbers_and_the_callers_objects_are_left_alone(tmp_path):
+    np = pytest.importorskip("numpy")
+    groups = [{"lr": np.float64(0.1), "betas": (np.float32(0.5), 0.9), "params": [0]}]
+    scheduler = {"base_lrs": [np.float64(0.1)], "last_epoch": np.int64(3)}
+    save_checkpoint({"optimizer_states": [{"param_groups": groups}], "lr_schedulers": [scheduler]},
+                    tmp_path / "a.ckpt")
+    loaded = torch.load(tmp_path / "a.ckpt", weights_only=True)
+    assert loaded["optimizer_states"][0]["param_groups"] == [{"lr": 0.1, "betas": (0.5, 0.9), "params": [0]}]
+    assert loaded["lr_schedulers"] == [{"base_lrs": [0.1], "last_epoch": 3}]
+    assert type(loaded["lr_schedulers"][0]["last_epoch"]) is int
+    assert type(groups[0]["lr"]) is np.float64 and type(scheduler["base_lrs"][0]) is np.float64
+    with pytest.raises(TypeError, match=r"checkpoint\['when'\]: value of type numpy.datetime64 cannot be stored"):
+        save_checkpoint({"when": np.datetime64("2020-01-01")}, tmp_path / "b.ckpt")
+
+
+def test_mappings_and_sequences_of_other_types_are_saved_as_plain_containers():
+    np = pytest.importorskip("numpy")
+    import types
+
+    encoded = encode_hparams({"view": types.MappingProxyType({"a": 1}), "queue": collections.deque([1, 2]),
+                              "steps": range(3), "keys": {"a": 1}.keys()})
+    assert encoded == {"view": {"a": 1}, "queue": [1, 2], "steps": [0, 1, 2],
+                       "keys": {"__volt__": "set", "items": ["a"]}}
+    with pytest.warns(UserWarning, match=r"hparams\['when'\]: a value of type date cannot be stored safely"):
+        assert encode_hparams({"when": np.datetime64("2020-01-02")}) == {"when": "datetime.date(2020, 1, 2)"}
+
+
+def test_omegaconf_configs_are_stored_resolved_and_restored_as_omegaconf():
+    omegaconf = pytest.importorskip("omegaconf")
+    cfg = omegaconf.OmegaConf.create({"lr": 0.1, "start": "${lr}", "sizes": [1, 2], "broken": "${nowhere}"})
+    encoded = encode_hparams({"cfg": cfg, "sizes": cfg.sizes})
+    assert encoded == {"cfg": {"__volt__": "omegaconf",
+                               "items": {"lr": 0.1, "start": "${lr}", "sizes": [1, 2], "broken": "${nowhere}"}},
+                       "sizes": {"__volt__": "omegaconf", "items": [1, 2]}}
+    del cfg.broken
+    encoded = encode_hparams({"cfg": cfg})
+    assert encoded["cfg"]["items"]["start"] == 0.1  # resolved when every interpolation resolves
+    decoded = decode_hparams(encoded)
+    assert isinstance(decoded["cfg"], omegaconf.DictConfig) and decoded["cfg"] == {"lr": 0.1, "start": 0.1,
+                                                                                  "sizes": [1, 2]}
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # atomic writes
 

@@ -2,6 +2,7 @@
 schedulers in every configure_optimizers form, manual optimization, and the datamodule's hooks and state."""
 from argparse import Namespace
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -130,6 +131,86 @@ def test_load_from_checkpoint_strict(saved):
 def test_load_from_checkpoint_map_location(saved):
     loaded = AllArgs.load_from_checkpoint(saved[0], map_location="cpu")
     assert loaded.device == torch.device("cpu")
+
+
+@pytest.mark.parametrize("make", [
+    lambda: FromDict({"lr": 0.3, "layers": [1, 2]}),
+    lambda: FromNamespace(Namespace(lr=0.3, layers=[1, 2])),
+])
+def test_hparams_saved_from_one_argument_go_back_into_it(tmp_path, make):
+    """`save_hyperparameters(config)`: load_from_checkpoint passes the saved values back as `config`, whose items
+    read as keys and as attributes (a dict or a Namespace went in)."""
+    model = make()
+    run = trainer(tmp_path, limit_val_batches=0)
+    run.fit(model)
+    run.save_checkpoint(tmp_path / "model.ckpt")
+    loaded = type(model).load_from_checkpoint(tmp_path / "model.ckpt")
+    assert dict(loaded.hparams) == {"lr": 0.3, "layers": [1, 2]} and loaded.lr == 0.3
+    assert torch.equal(loaded.layer.weight, model.layer.weight)
+    assert type(model).load_from_checkpoint(tmp_path / "model.ckpt", lr=0.7).lr == 0.7
+
+
+def test_load_from_checkpoint_with_a_missing_hparams_file_warns_and_uses_the_saved_hparams(saved):
+    missing = saved[0].parent / "missing.yaml"
+    with pytest.warns(RuntimeWarning, match=rf"hparams_file {missing} does not exist; the hyperparameters saved in"
+                                            " the checkpoint are used"):
+        loaded = AllArgs.load_from_checkpoint(saved[0], hparams_file=missing)
+    assert dict(loaded.hparams) == {"lr": 0.5, "hidden": 3, "name": "net"}
+
+
+def test_load_from_checkpoint_reads_an_hparams_file(saved, tmp_path):
+    (tmp_path / "hparams.yaml").write_text("lr: 0.25\nname: from_file\n")
+    loaded = AllArgs.load_from_checkpoint(saved[0], hparams_file=tmp_path / "hparams.yaml", hidden=4)
+    assert dict(loaded.hparams) == {"lr": 0.25, "hidden": 4, "name": "from_file"}
+    (tmp_path / "hparams.txt").write_text("lr: 0.25\n")
+    with pytest.raises(ValueError, match=r"hparams_file must be a .yaml or .yml file .*, got .*hparams.txt"):
+        AllArgs.load_from_checkpoint(saved[0], hparams_file=tmp_path / "hparams.txt")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ValueError, match=r"list.yaml holds a list; expected a mapping of names to values"):
+        AllArgs.load_from_checkpoint(saved[0], hparams_file=tmp_path / "list.yaml")
+
+
+class NumpyLearningRate(BoringModel):
+    def __init__(self, lr=np.float64(0.1), steps=np.int64(2), grid=np.arange(3)):
+        super().__init__(lr=lr)
+        self.save_hyperparameters()
+
+
+def test_numpy_hyperparameters_and_an_optimizer_built_from_them_are_checkpointed(tmp_path):
+    """An `np.float64` learning rate lands in the optimizer's state too; the checkpoint holds the Python number."""
+    run = trainer(tmp_path, limit_val_batches=0)
+    run.fit(NumpyLearningRate())
+    run.save_checkpoint(tmp_path / "model.ckpt")
+    checkpoint = torch.load(tmp_path / "model.ckpt", weights_only=True)
+    assert type(checkpoint["optimizer_states"][0]["param_groups"][0]["lr"]) is float
+    loaded = NumpyLearningRate.load_from_checkpoint(tmp_path / "model.ckpt")
+    assert dict(loaded.hparams) == {"lr": 0.1, "steps": 2, "grid": [0, 1, 2]}
+    trainer(tmp_path, max_epochs=2, limit_val_batches=0).fit(loaded, ckpt_path=tmp_path / "model.ckpt")
+
+
+class HydraStyle(BoringModel):
+    """Takes its whole configuration as one OmegaConf object, as Hydra programs do."""
+
+    def __init__(self, cfg):
+        super().__init__(lr=cfg.optim.lr)
+        self.save_hyperparameters(cfg)
+        self.widths = cfg.model.widths
+
+
+def test_omegaconf_hyperparameters_round_trip_as_plain_data(tmp_path):
+    omegaconf = pytest.importorskip("omegaconf")
+    cfg = omegaconf.OmegaConf.create({"optim": {"lr": 0.2, "start_lr": "${optim.lr}"}, "model": {"widths": [4, 1]}})
+    model = HydraStyle(cfg)
+    run = trainer(tmp_path, limit_val_batches=0)
+    run.fit(model)
+    run.save_checkpoint(tmp_path / "model.ckpt")
+
+    saved = torch.load(tmp_path / "model.ckpt", weights_only=True)["hyper_parameters"]
+    assert saved["optim"] == {"__volt__": "omegaconf", "items": {"lr": 0.2, "start_lr": 0.2}}  # resolved
+    loaded = HydraStyle.load_from_checkpoint(tmp_path / "model.ckpt")
+    assert isinstance(loaded.hparams.optim, omegaconf.DictConfig)
+    assert isinstance(loaded.widths, omegaconf.ListConfig) and list(loaded.widths) == [4, 1]
+    assert loaded.lr == 0.2 and torch.equal(loaded.layer.weight, model.layer.weight)
 
 
 # ------------------------------------------------------------------------------------------ utilities, properties
@@ -453,6 +534,23 @@ def test_datamodule_hparams_are_checkpointed(tmp_path):
     checkpoint = torch.load(tmp_path / "dm.ckpt", weights_only=True)
     assert checkpoint["datamodule_hyper_parameters"] == {"batch_size": 4}
     assert checkpoint["DataModule"] == {"batches_served": 2}
+
+
+def test_datamodule_with_hparams_from_one_argument_loads_from_a_checkpoint(tmp_path):
+    class Configured(volt.LightningDataModule):
+        def __init__(self, config):
+            super().__init__()
+            self.save_hyperparameters(config)
+
+        def train_dataloader(self):
+            return loader(batch_size=self.hparams.batch_size)
+
+    run = trainer(tmp_path, limit_val_batches=0)
+    run.fit(NoData(), datamodule=Configured({"batch_size": 4}))
+    run.save_checkpoint(tmp_path / "dm.ckpt")
+    assert torch.load(tmp_path / "dm.ckpt", weights_only=True)["datamodule_hparams_name"] == "config"
+    loaded = Configured.load_from_checkpoint(tmp_path / "dm.ckpt")
+    assert dict(loaded.hparams) == {"batch_size": 4} and loaded.train_dataloader().batch_size == 4
 
 
 def test_datamodule_from_datasets(tmp_path):

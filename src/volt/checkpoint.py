@@ -3,7 +3,8 @@
 A volt checkpoint is plain data (tensors, numbers, strings, bytes, None, and lists/tuples/sets/dicts of them), so
 it loads with `torch.load(weights_only=True)` and loading one never runs code. Three rules keep it that way:
 
-- `save_checkpoint` refuses anything else, naming the key that holds it, before writing a byte.
+- `save_checkpoint` refuses anything else, naming the key that holds it, before writing a byte (numpy numbers
+  become the Python numbers they equal).
 - Hyperparameters, which users fill with paths, enums, namespaces and dataclasses, go through `encode_hparams`
   first: those become small tagged dicts (`{"__volt__": "path", ...}`) that `decode_hparams` turns back.
 - `load_checkpoint` loads with `weights_only=True` by default and turns torch's failures into one clear
@@ -23,6 +24,7 @@ import sys
 import zipfile
 from argparse import Namespace
 from collections import Counter, OrderedDict
+from collections.abc import Mapping, Sequence, Set as AbstractSet
 from contextlib import nullcontext
 from enum import Enum
 from typing import Any, Callable, Dict, Optional, Union
@@ -160,7 +162,7 @@ def save_checkpoint(checkpoint: Dict[str, Any], path: PathLike) -> None:
     """
     if not isinstance(checkpoint, dict):
         raise TypeError(f"save_checkpoint expects a dict, got {type(checkpoint).__name__}.")
-    _check_plain(checkpoint, "checkpoint", set())
+    checkpoint = _plain(checkpoint, "checkpoint", {})
     _write_atomic(path, lambda f: torch.save(checkpoint, f))
 
 
@@ -211,31 +213,40 @@ def _open(path: PathLike):
 # what a checkpoint may hold
 
 
-def _check_plain(obj: Any, where: str, seen: set) -> None:
-    """Raise TypeError naming `where` unless `obj` is data that `torch.load(weights_only=True)` reads back."""
+def _plain(obj: Any, where: str, done: Dict[int, Any]) -> Any:
+    """`obj` as data that `torch.load(weights_only=True)` reads back, or TypeError naming `where`.
+
+    A numpy number becomes the Python number it equals (an optimizer built with an `np.float64` learning rate
+    keeps it in its state); only the containers that hold one are copied, so the caller's objects stay as they were.
+    """
     kind = type(obj)
     if kind in _LEAF_TYPES or kind in _TENSOR_TYPES:
-        return
+        return obj
     if kind not in _CONTAINER_TYPES:
+        number = obj.item() if kind.__module__ == "numpy" and hasattr(obj, "item") else None
+        if type(number) in (bool, int, float, complex):
+            return number
         raise TypeError(
             f"{where}: value of type {kind.__module__}.{kind.__qualname__} cannot be stored safely; a volt checkpoint "
             "holds only tensors, numbers, strings, bytes, None and lists, tuples, sets and dicts of them, so that it "
             "loads with torch.load(weights_only=True). Convert it to plain data (e.g. `.state_dict()`, `str(path)`, "
             "`.item()`, `.tolist()`) or leave it out of the checkpoint."
         )
-    if id(obj) in seen:  # shared or recursive containers are checked once
-        return
-    seen.add(id(obj))
+    if id(obj) in done:  # shared or recursive containers are converted once
+        return done[id(obj)]
+    done[id(obj)] = obj
     if isinstance(obj, dict):
-        for key, value in obj.items():
-            _check_plain(key, f"{where} (the key {key!r})", seen)
-            _check_plain(value, f"{where}[{key!r}]", seen)
-    elif kind is set:
-        for item in obj:
-            _check_plain(item, f"{where} (an element of the set)", seen)
+        items = [(_plain(key, f"{where} (the key {key!r})", done), _plain(value, f"{where}[{key!r}]", done))
+                 for key, value in obj.items()]
+        changed = any(new[0] is not key or new[1] is not value for new, (key, value) in zip(items, obj.items()))
+        converted = kind(dict(items)) if changed else obj
     else:
-        for index, item in enumerate(obj):
-            _check_plain(item, f"{where}[{index}]", seen)
+        what = "an element of the set" if kind is set else None
+        items = [_plain(item, f"{where} ({what})" if what else f"{where}[{index}]", done)
+                 for index, item in enumerate(obj)]
+        converted = kind(items) if any(new is not item for new, item in zip(items, obj)) else obj
+    done[id(obj)] = converted
+    return converted
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -245,10 +256,11 @@ def _check_plain(obj: Any, where: str, seen: set) -> None:
 def encode_hparams(hparams: Any, where: str = "hparams") -> Any:
     """Turn hyperparameters into plain checkpoint data that `decode_hparams` turns back.
 
-    Paths, sets, enum members, `argparse.Namespace`, dataclass and namedtuple instances become tagged dicts
-    (`{"__volt__": "path", "cls": "PosixPath", "value": "/a/b"}`); numpy values become Python numbers or lists;
-    other mappings become dicts. Anything else (a module, a function, an arbitrary object) is stored as its repr
-    with a warning naming the key: a checkpoint save must not crash a training run over a hyperparameter.
+    Paths, sets, enum members, `argparse.Namespace`, dataclass and namedtuple instances and OmegaConf configs (their
+    contents, interpolations resolved) become tagged dicts (`{"__volt__": "path", "cls": "PosixPath", "value":
+    "/a/b"}`); numpy values become Python numbers or lists; other mappings become dicts, other sequences (deque,
+    range) lists. Anything else (a module, a function, an arbitrary object) is stored as its repr with a warning
+    naming the key: a checkpoint save must not crash a training run over a hyperparameter.
     """
     if isinstance(hparams, Enum):
         return {_TAG: "enum", "cls": _class_name(type(hparams)), "name": hparams.name}
@@ -283,8 +295,19 @@ def encode_hparams(hparams: Any, where: str = "hparams") -> Any:
     if isinstance(hparams, (list, tuple)):
         items = [encode_hparams(item, f"{where}[{index}]") for index, item in enumerate(hparams)]
         return tuple(items) if isinstance(hparams, tuple) else items
-    if kind.__module__.partition(".")[0] == "numpy" and hasattr(hparams, "tolist"):
-        return hparams.tolist()
+    package = kind.__module__.partition(".")[0]
+    if package == "omegaconf" and isinstance(hparams, (Mapping, Sequence)):  # DictConfig, ListConfig
+        return {_TAG: "omegaconf", "items": encode_hparams(_omegaconf_container(hparams), where)}
+    if isinstance(hparams, Mapping):
+        return encode_hparams(dict(hparams.items()), where)
+    if isinstance(hparams, AbstractSet):
+        return encode_hparams(set(hparams), where)
+    if isinstance(hparams, Sequence):  # deque, range, user sequences: stored as a list
+        return encode_hparams(list(hparams), where)
+    if package == "numpy" and hasattr(hparams, "tolist"):
+        value = hparams.tolist()
+        if type(value) is not kind:  # np.longdouble.tolist() is itself
+            return encode_hparams(value, where)
     try:
         text = repr(hparams)
     except Exception:
@@ -297,11 +320,22 @@ def encode_hparams(hparams: Any, where: str = "hparams") -> Any:
     return text
 
 
+def _omegaconf_container(config: Any) -> Any:
+    """An OmegaConf config as plain dicts and lists, interpolations resolved where they resolve."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return OmegaConf.to_container(config, resolve=True)
+    except OmegaConfBaseException:  # an interpolation that points nowhere is kept as its "${...}" text
+        return OmegaConf.to_container(config, resolve=False)
+
+
 def decode_hparams(data: Any, where: str = "hparams") -> Any:
     """Rebuild what `encode_hparams` stored.
 
-    Enum, dataclass and namedtuple classes are looked up only among modules already imported (the code that uses
-    them has imported them): a checkpoint never makes volt import a module. A class that cannot be found gives a
+    Enum, dataclass and namedtuple classes (and OmegaConf) are looked up only among modules already imported (the
+    code that uses them has imported them): a checkpoint never makes volt import a module. A class that cannot be found gives a
     warning and the closest plain value (the member's name, the fields as a dict, a tuple).
     """
     kind = type(data)
@@ -324,6 +358,12 @@ def decode_hparams(data: Any, where: str = "hparams") -> Any:
         return set(items) if tag == "set" else frozenset(items)
     if tag == "dict":
         return {decode_hparams(key, f"{where} (a key)"): decode_hparams(value, where) for key, value in data["items"]}
+    if tag == "omegaconf":
+        items = decode_hparams(data["items"], where)
+        if "omegaconf" in sys.modules:
+            return sys.modules["omegaconf"].OmegaConf.create(items)
+        _warn_missing(where, "omegaconf:OmegaConf", "its contents are returned as plain dicts and lists instead")
+        return items
     if tag == "enum":
         cls = _find_class(data["cls"], lambda c: issubclass(c, Enum))
         if cls is not None and data["name"] in cls.__members__:

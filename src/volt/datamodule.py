@@ -5,7 +5,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from volt.module import HyperparametersMixin, _instantiate_from_hparams
+from volt.module import HyperparametersMixin, _instantiate_from_checkpoint
 
 
 class LightningDataModule(HyperparametersMixin):
@@ -100,13 +100,12 @@ class LightningDataModule(HyperparametersMixin):
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Union[str, os.PathLike], map_location=None,
                              hparams_file=None, weights_only: bool = True, **kwargs: Any):
-        """Rebuild the datamodule from the hyperparameters saved in a checkpoint (overridden by `kwargs`)."""
-        from volt.checkpoint import decode_hparams, load_checkpoint
+        """Rebuild the datamodule from the hyperparameters saved in a checkpoint (or `hparams_file`'s, overridden by
+        `kwargs`), and its `state_dict`."""
+        from volt.checkpoint import load_checkpoint
 
         checkpoint = load_checkpoint(checkpoint_path, map_location=map_location or "cpu", weights_only=weights_only)
-        hparams = dict(decode_hparams(checkpoint.get(cls.CHECKPOINT_HYPER_PARAMS_KEY) or {}))
-        hparams.update(kwargs)
-        datamodule = _instantiate_from_hparams(cls, hparams)
+        datamodule = _instantiate_from_checkpoint(cls, checkpoint, hparams_file, kwargs)
         if cls.__qualname__ in checkpoint:
             datamodule.load_state_dict(checkpoint[cls.__qualname__])
         return datamodule

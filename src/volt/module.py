@@ -67,8 +67,9 @@ class HyperparametersMixin:
                 raise TypeError(
                     f"save_hyperparameters got {type(hp).__name__}; pass argument names, a dict, a Namespace or nothing."
                 )
+            # the __init__ argument that holds the container, so load_from_checkpoint passes it back as one
+            self._hparams_name = next((name for name, value in init_args.items() if value is args[0]), None)
             hp = dict(hp)
-            self._hparams_name = None
         elif args:
             missing = [a for a in args if a not in init_args]
             if missing:
@@ -592,22 +593,15 @@ class LightningModule(HyperparametersMixin, nn.Module):
     def load_from_checkpoint(cls, checkpoint_path: Union[str, os.PathLike], map_location=None,
                              hparams_file: Optional[Union[str, os.PathLike]] = None, strict: Optional[bool] = None,
                              weights_only: bool = True, **kwargs: Any):
-        """Rebuild the module from a checkpoint: saved hyperparameters (overridden by `kwargs`) and weights.
+        """Rebuild the module from a checkpoint: saved hyperparameters (or `hparams_file`'s, overridden by `kwargs`)
+        and weights.
 
         Loading is safe by default (`weights_only=True`): the file is read as plain data and no code runs.
         """
-        from volt.checkpoint import load_checkpoint, decode_hparams
+        from volt.checkpoint import load_checkpoint
 
         checkpoint = load_checkpoint(checkpoint_path, map_location=map_location or "cpu", weights_only=weights_only)
-        hparams = decode_hparams(checkpoint.get(cls.CHECKPOINT_HYPER_PARAMS_KEY) or {})
-        if hparams_file is not None:
-            import yaml
-
-            with open(hparams_file) as f:
-                hparams = dict(yaml.safe_load(f) or {})
-        hparams = dict(hparams)
-        hparams.update(kwargs)
-        model = _instantiate_from_hparams(cls, hparams)
+        model = _instantiate_from_checkpoint(cls, checkpoint, hparams_file, kwargs)
         model.on_load_checkpoint(checkpoint)
         if "state_dict" not in checkpoint:
             raise KeyError(f"{checkpoint_path} has no 'state_dict': it is not a model checkpoint.")
@@ -628,13 +622,46 @@ def _require_packages(feature: str, packages: Sequence[str]) -> None:
                                   f" `pip install {' '.join(missing)}`.")
 
 
-def _instantiate_from_hparams(cls, hparams: Dict[str, Any]):
-    """Call `cls(**hparams)`, keeping only the arguments its `__init__` accepts unless it takes **kwargs."""
+def _instantiate_from_checkpoint(cls, checkpoint: Dict[str, Any], hparams_file, overrides: Dict[str, Any]):
+    """`cls` built from the checkpoint's hyperparameters (or `hparams_file`'s), `overrides` winning.
+
+    Hyperparameters saved from one `__init__` argument (`save_hyperparameters(config)`) go back into that argument;
+    otherwise each is its own argument. Names `__init__` does not take are dropped, unless it takes `**kwargs`.
+    """
+    from volt.checkpoint import decode_hparams
+
+    hparams = decode_hparams(checkpoint.get(cls.CHECKPOINT_HYPER_PARAMS_KEY) or {})
+    if hparams_file is not None:
+        hparams = _read_hparams_file(hparams_file, hparams)
+    hparams = {**hparams, **overrides}
     params = inspect.signature(cls.__init__).parameters
-    takes_var_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    kwargs = hparams if takes_var_kwargs else {k: v for k, v in hparams.items() if k in params}
-    model = cls(**kwargs)
+    container = params.get(checkpoint.get(cls.CHECKPOINT_HYPER_PARAMS_NAME) or "")
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    if container is not None and container.kind in named and container.name != "self":
+        init_kwargs = {container.name: AttributeDict(hparams), **overrides}
+    else:
+        init_kwargs = hparams
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        init_kwargs = {k: v for k, v in init_kwargs.items() if k in params}
+    obj = cls(**init_kwargs)
     # keep the checkpoint's hparams visible even if __init__ did not call save_hyperparameters
-    if not getattr(model, "_hparams", None):
-        model._set_hparams(hparams)
-    return model
+    if not getattr(obj, "_hparams", None):
+        obj._set_hparams(hparams)
+    return obj
+
+
+def _read_hparams_file(path: Union[str, os.PathLike], saved: Dict[str, Any]) -> Dict[str, Any]:
+    """The hyperparameters in a YAML file (e.g. a logger's hparams.yaml); `saved` with a warning if it is missing."""
+    if os.path.splitext(os.fspath(path))[1].lower() not in (".yaml", ".yml"):
+        raise ValueError(f"hparams_file must be a .yaml or .yml file (a logger's hparams.yaml), got {path}.")
+    if not os.path.isfile(path):
+        rank_zero_warn(f"hparams_file {path} does not exist; the hyperparameters saved in the checkpoint are used.",
+                       category=RuntimeWarning)
+        return saved
+    import yaml
+
+    with open(path) as f:
+        hparams = yaml.safe_load(f)
+    if not isinstance(hparams, (dict, type(None))):
+        raise ValueError(f"hparams_file {path} holds a {type(hparams).__name__}; expected a mapping of names to values.")
+    return hparams or {}
