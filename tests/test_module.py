@@ -1,5 +1,7 @@
 """LightningModule and LightningDataModule: hyperparameters, checkpoint loading, properties, optimizers and
 schedulers in every configure_optimizers form, manual optimization, and the datamodule's hooks and state."""
+import copy
+import pickle
 from argparse import Namespace
 
 import numpy as np
@@ -214,6 +216,43 @@ def test_omegaconf_hyperparameters_round_trip_as_plain_data(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ utilities, properties
+
+
+def test_a_trained_module_pickles_and_deep_copies_detached_from_its_trainer(tmp_path):
+    model = BoringModel()
+    run = trainer(tmp_path, limit_val_batches=0)
+    run.fit(model)
+    for copied in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert torch.equal(copied.layer.weight, model.layer.weight) and copied.layer.weight is not model.layer.weight
+        with pytest.raises(RuntimeError, match="BoringModel is not attached to a `Trainer`"):
+            copied.trainer
+        trainer(tmp_path, limit_val_batches=0).fit(copied)  # and it trains again
+    assert model.trainer is run
+
+    optimizer = copy.deepcopy(model.optimizers())  # the optimizer wrapper copies as the optimizer it wraps
+    assert type(optimizer) is torch.optim.SGD and optimizer.param_groups[0]["lr"] == 0.1
+    assert type(pickle.loads(pickle.dumps(model.optimizers()))) is torch.optim.SGD
+    loader_copy = copy.deepcopy(run.train_dataloader)
+    assert [x.tolist() for x, _ in loader_copy] == [x.tolist() for x, _ in run.train_dataloader]
+
+
+def test_a_module_deep_copied_while_training_is_an_independent_average(tmp_path):
+    """The exponential moving average pattern: a callback keeps a deep copy of the module it averages into."""
+
+    class EMA(volt.Callback):
+        def on_train_start(self, trainer, pl_module):
+            self.average = copy.deepcopy(pl_module)
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            with torch.no_grad():
+                for mine, live in zip(self.average.parameters(), pl_module.parameters()):
+                    mine.lerp_(live, 0.5)
+
+    ema, model = EMA(), BoringModel()
+    start = model.layer.weight.detach().clone()
+    trainer(tmp_path, limit_val_batches=0, callbacks=[ema]).fit(model)
+    averaged = ema.average.layer.weight
+    assert not torch.equal(averaged, start) and not torch.equal(averaged, model.layer.weight)
 
 
 def test_freeze_and_unfreeze():

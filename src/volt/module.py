@@ -501,6 +501,13 @@ class LightningModule(HyperparametersMixin, nn.Module):
         """Read entries of a checkpoint before the weights are restored."""
 
     # ------------------------------------------------------------------ utilities
+    def __getstate__(self) -> Dict[str, Any]:
+        # The Trainer link is runtime state: a pickled or deep-copied module (an EMA copy, a module sent to another
+        # process) is detached, as in Lightning, rather than dragging the Trainer, its loaders and workers along.
+        state = dict(self.__dict__)
+        state["_trainer"] = None
+        return state
+
     def freeze(self) -> None:
         """Turn off gradients for all parameters and switch to eval mode."""
         for param in self.parameters():

@@ -138,6 +138,8 @@ class ResumableSampler:
         return generator if isinstance(generator, torch.Generator) else None
 
     def __getattr__(self, name: str) -> Any:
+        if name == "inner":  # not set yet: the object is being copied or unpickled
+            raise AttributeError(name)
         return getattr(self.inner, name)
 
 

@@ -166,5 +166,13 @@ class LightningOptimizer:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._optimizer, name)
 
+    def __reduce__(self):
+        # The wrapper is the live link between an optimizer and its Trainer: a copy or a pickle is of the optimizer.
+        return _unwrapped, (self._optimizer,)
+
     def __repr__(self) -> str:
         return f"LightningOptimizer({self._optimizer!r})"
+
+
+def _unwrapped(optimizer: Optimizer) -> Optimizer:
+    return optimizer
