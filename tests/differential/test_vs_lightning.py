@@ -193,6 +193,57 @@ def test_dropout_consumes_the_global_rng_identically(tmp_path, case):
     assert weights_differ(runs[1].weights, fit("volt", tmp_path / "no_dropout").weights)
 
 
+class _Augmented(torch.utils.data.Dataset):
+    """Every sample draws from torch, numpy and `random`, as random augmentations do."""
+
+    def __len__(self):
+        return 12
+
+    def __getitem__(self, i):
+        import random
+
+        import numpy as np
+
+        return torch.tensor([float(i), torch.rand(()).item(), float(np.random.rand()), random.random()])
+
+
+def _drawn_in_workers(name, root, seed_workers, generator):
+    """The batches `training_step` sees over two epochs of 2-worker loading, with framework `name`."""
+    pl = framework(name)
+    seen = []
+
+    class Model(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(4, 1)
+
+        def training_step(self, batch, batch_idx):
+            seen.append(batch)
+            return self.layer(batch).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.0)
+
+    pl.seed_everything(5, workers=seed_workers, verbose=False)
+    loader = DataLoader(_Augmented(), batch_size=3, shuffle=True, num_workers=2,
+                        generator=torch.Generator().manual_seed(9) if generator else None)
+    trainer = pl.Trainer(default_root_dir=root, max_epochs=2, logger=False, enable_checkpointing=False,
+                         accelerator="cpu", devices=1, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(Model(), loader)
+    return torch.cat(seen)
+
+
+@pytest.mark.parametrize("seed_workers, generator", [(False, False), (True, False), (True, True)])
+def test_worker_processes_draw_the_same_augmentations(tmp_path, monkeypatch, seed_workers, generator):
+    """A dataset drawing from torch, numpy and `random` in 2 worker processes: the same order and the same drawn
+    values, with PyTorch's worker seeding, with `seed_everything(workers=True)`, and with a loader generator."""
+    monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)
+    monkeypatch.delenv("PL_SEED_WORKERS", raising=False)
+    lightning, volt = (_drawn_in_workers(name, tmp_path / name, seed_workers, generator) for name in FRAMEWORKS)
+    assert lightning.shape == (24, 4) and len(set(lightning[:, 1].tolist())) == 24  # fresh draws every epoch
+    assert torch.equal(volt, lightning)
+
+
 def test_16_mixed_on_cpu_is_real_fp16_in_volt(tmp_path):
     """Deliberate difference: on CPU, Lightning turns precision="16-mixed" into "bf16-mixed" with a warning; volt
     runs what was asked, fp16 autocast with a GradScaler (torch supports both on CPU). Each framework's weights

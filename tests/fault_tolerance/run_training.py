@@ -27,7 +27,8 @@ from volt.loggers import CSVLogger, TensorBoardLogger
 from volt.utilities.seed import get_rng_states
 
 DEFAULTS = dict(
-    root=None, seed=7, max_epochs=3, max_steps=-1, n=24, batch_size=4, num_workers=0, persistent_workers=False,
+    root=None, seed=7, seed_workers=False, max_epochs=3, max_steps=-1, n=24, batch_size=4, num_workers=0,
+    persistent_workers=False,
     iterable=False, generator=False, accumulate=1, val_check_interval=1.0, precision="32-true", early_stopping=False,
     checkpoint={"every_n_train_steps": 1, "save_last": True, "save_top_k": -1},
     save_everywhere=False, signal=None, crash_at_step=None, ckpt_path=None, log_every_n_steps=1, tensorboard=False,
@@ -187,7 +188,7 @@ def run(cfg):
     """Train with `cfg` (see DEFAULTS); returns the Trainer. Writes `<root>/final.pt` when fit returns."""
     cfg = {**DEFAULTS, **cfg}
     root = cfg["root"]
-    volt.seed_everything(cfg["seed"], verbose=False)
+    volt.seed_everything(cfg["seed"], workers=cfg["seed_workers"], verbose=False)
     callbacks = [ModelCheckpoint(dirpath=os.path.join(root, "ckpt"), **cfg["checkpoint"])]
     if cfg["early_stopping"]:  # True, or EarlyStopping arguments
         options = cfg["early_stopping"] if isinstance(cfg["early_stopping"], dict) else {}

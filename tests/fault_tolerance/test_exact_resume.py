@@ -4,13 +4,16 @@
 the GradScaler, EarlyStopping's counters, the global RNG states at the end, `callback_metrics`/`logged_metrics`,
 and the metrics.csv the logger wrote. The training run (run_training.py) draws randomness everywhere it can.
 """
+import copy
 import csv
 import glob
 import os
+import random
 import shutil
 import signal
 from datetime import timedelta
 
+import numpy as np
 import pytest
 import torch
 
@@ -65,6 +68,48 @@ def test_resume_with_worker_processes(tmp_path):
     _resume_from_each(tmp_path, num_workers=2, persistent_workers=True, n=16, max_epochs=2, val_check_interval=0.5)
 
 
+def test_resume_with_worker_streams_seeded_as_in_lightning(tmp_path):
+    """num_workers=2, workers started each epoch, a loader generator and `seed_everything(workers=True)`: each
+    worker draws from its own stream, as in Lightning, and a mid-epoch resume makes the new workers replay the
+    consumed batches of the streams they continue."""
+    _resume_from_each(tmp_path, num_workers=2, generator=True, seed_workers=True, n=16, max_epochs=2)
+
+
+class _Draws(torch.utils.data.Dataset):
+    def __len__(self):
+        return 10
+
+    def __getitem__(self, i):
+        return torch.tensor([float(i), torch.rand(()).item(), float(np.random.rand()), random.random()])
+
+
+@pytest.mark.parametrize("seed_workers", ["0", "1"])
+def test_resumed_workers_continue_the_streams_of_the_interrupted_ones(monkeypatch, seed_workers):
+    """After k consumed batches, the resumed epoch gives batch k to worker 0, which fetched batches 0, 2, 4 ... in
+    the interrupted run only when k is even: resumed batches match whatever k, with PyTorch's worker seeding or
+    Lightning's (`seed_everything(workers=True)`)."""
+    from volt.trainer.data import resumable_sampler, wrap_loader
+    from volt.utilities.seed import get_rng_states, set_rng_states
+
+    monkeypatch.setenv("PL_SEED_WORKERS", seed_workers)
+
+    def loader():
+        return wrap_loader(torch.utils.data.DataLoader(_Draws(), batch_size=2, shuffle=True, num_workers=2,
+                                                       generator=torch.Generator().manual_seed(3)))
+
+    torch.manual_seed(0)
+    interrupted, epoch_rng = loader(), get_rng_states()
+    expected = list(interrupted)
+    order_rng = resumable_sampler(interrupted).order_rng
+    for skip in (1, 2, 3):
+        resumed = loader()
+        set_rng_states(epoch_rng)
+        resumable_sampler(resumed).resume(skip, copy.deepcopy(order_rng))
+        got = list(resumed)
+        assert len(got) == len(expected) - skip
+        assert all(torch.equal(a, b) for a, b in zip(got, expected[skip:])), f"resumed after {skip} batches"
+
+
 def test_resume_with_a_loader_generator(tmp_path):
     """`DataLoader(shuffle=True, generator=g)`: the order comes from the loader's generator, whose state is
     replayed as well."""
@@ -100,8 +145,8 @@ def test_resume_with_backbone_finetuning(tmp_path):
 
 
 def test_worker_randomness_differs_between_epochs_without_other_randomness():
-    """Reseeding workers for each batch keeps augmentations fresh every epoch, even when nothing else draws from
-    the global RNG (no shuffling, no dropout)."""
+    """Augmentations are fresh every epoch, even when nothing else draws from the global RNG (no shuffling, no
+    dropout): each epoch's workers get a new base seed."""
     from volt.trainer.data import wrap_loader
 
     class Random(torch.utils.data.Dataset):

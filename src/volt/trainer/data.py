@@ -6,14 +6,23 @@ order was drawn and, on resume, redraws that same order and skips the consumed b
 skipped sample is loaded. Distributed samplers are put in here too.
 
 With worker processes, a dataset's own randomness (augmentations drawing from torch, numpy or `random`) happens in
-the workers, whose RNG streams depend on everything each worker fetched before; a resumed run, whose new workers
-skip the consumed batches, would draw different values. So each batch carries a seed (`SeededBatch`): a seed drawn
-for the epoch from the global RNG, plus the batch's position. The workers reseed their global RNGs from it before
-fetching the batch, so a batch's random values depend only on the epoch and the batch, in an uninterrupted run and
-in a resumed one alike.
+the workers. Workers are seeded as in Lightning: PyTorch's per-worker seeds from a base seed drawn when the epoch's
+iterator starts, then the loader's `worker_init_fn`, or, after `seed_everything(workers=True)`, Lightning's
+`pl_worker_init_function`; worker k % W fetches batch k and draws from its own stream, so a seeded run draws the
+same augmentations as under Lightning. Each worker's stream depends on every batch it fetched before, and a resumed
+run skips the consumed batches, so on a mid-epoch resume the first batch each new worker gets (`ReplayBatch`)
+carries the consumed batches of the stream it continues: the worker fetches them again, in its own process, and
+drops them, which puts its RNGs where the interrupted run's worker had them. Only the workers load those samples.
+
+Persistent workers (`persistent_workers=True`) keep their streams across epochs, which no checkpoint taken at an
+epoch end could carry. For them each batch carries a seed instead (`SeededBatch`: a seed drawn for the epoch from the
+global RNG, plus the batch's position) that the worker reseeds from before fetching it, so a batch's random values
+depend only on the epoch and the batch; their values differ from Lightning's.
 """
 import copy
+import functools
 import math
+import os
 import random
 from typing import Any, Callable, Iterator, List, Mapping, Optional, Sequence, Union
 
@@ -22,11 +31,12 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, IterableDataset, SequentialSampler, get_worker_info
 
 from volt.utilities.exceptions import MisconfigurationException
-from volt.utilities.seed import get_rng_states, set_rng_states
+from volt.utilities.rank_zero import rank_zero_only
+from volt.utilities.seed import get_rng_states, pl_worker_init_function, set_rng_states
 
 
 class SeededBatch(list):
-    """The indices of one batch, with the seed a worker process draws the batch's randomness from."""
+    """The indices of one batch, with the seed a persistent worker reseeds from before fetching the batch."""
 
     def __init__(self, indices, seed: int) -> None:
         super().__init__(indices)
@@ -36,31 +46,69 @@ class SeededBatch(list):
         return SeededBatch, (list(self), self.seed)
 
 
-class SeedEachBatch:
-    """A worker_init_fn: runs the user's, then makes the worker reseed torch, numpy and `random` from each
-    `SeededBatch` before fetching it (through `__getitems__`, set on this worker's copy of the dataset only)."""
+class ReplayBatch(list):
+    """The indices of a worker's first batch after a mid-epoch resume, with the worker stream it continues and that
+    stream's consumed batches, which the worker fetches and drops first."""
 
-    def __init__(self, user_init: Optional[Callable[[int], None]]) -> None:
+    def __init__(self, indices, stream: int, replay: List[List[int]]) -> None:
+        super().__init__(indices)
+        self.stream = stream
+        self.replay = replay
+
+    def __reduce__(self):
+        return ReplayBatch, (list(self), self.stream, self.replay)
+
+
+class WorkerSeeding:
+    """A worker_init_fn: the user's (or Lightning's seeding), then lets the worker act on `SeededBatch` and
+    `ReplayBatch` (through `__getitems__`, set on this worker's copy of the dataset only).
+
+    A resumed epoch gives its batches to other workers than the interrupted one did, so a worker may continue the
+    stream of another worker id: it then seeds itself as PyTorch seeds that worker and runs `user_init` again with
+    that id, before replaying the stream's consumed batches.
+    """
+
+    def __init__(self, user_init: Optional[Callable[[int], None]], collate_fn: Callable) -> None:
         self.user_init = user_init
+        self.collate_fn = collate_fn
 
     def __call__(self, worker_id: int) -> None:
+        base_seed = torch.initial_seed() - worker_id  # PyTorch seeded this worker with base_seed + worker_id
         if self.user_init is not None:
             self.user_init(worker_id)
         dataset = get_worker_info().dataset
         fetch_many = getattr(dataset, "__getitems__", None)
 
-        def seeded_getitems(indices):
+        def fetch(indices):
+            return fetch_many(list(indices)) if fetch_many else [dataset[i] for i in indices]
+
+        def worker_getitems(indices):
             seed = getattr(indices, "seed", None)
             if seed is not None:
                 torch.manual_seed(seed)
                 random.seed(seed)
                 np.random.seed(seed % 2**32)
-            return fetch_many(list(indices)) if fetch_many else [dataset[i] for i in indices]
+            stream = getattr(indices, "stream", worker_id)
+            if stream != worker_id:
+                self._seed_as(base_seed, stream)
+            for consumed in getattr(indices, "replay", ()):
+                self.collate_fn(fetch(consumed))  # the random draws the interrupted run's worker made
+            return fetch(indices)
 
         try:
-            dataset.__getitems__ = seeded_getitems
+            dataset.__getitems__ = worker_getitems
         except (AttributeError, TypeError):  # a dataset that takes no attributes keeps the workers' own streams
             pass
+
+    def _seed_as(self, base_seed: int, worker_id: int) -> None:
+        """Seed this process as PyTorch seeds worker `worker_id` (numpy's SeedSequence is the hash it uses for numpy),
+        then run the worker_init_fn for that id."""
+        random.seed(base_seed + worker_id)
+        torch.manual_seed(base_seed + worker_id)
+        entropy = [worker_id, base_seed & 0xFFFFFFFF, base_seed >> 32, 0]
+        np.random.seed(np.random.SeedSequence(entropy).generate_state(4))
+        if self.user_init is not None:
+            self.user_init(worker_id)
 
 
 def _draw_epoch_seed() -> int:
@@ -75,18 +123,24 @@ class ResumableSampler:
     """Wraps a (batch) sampler: records the RNG state its order is drawn from; can replay it and skip ahead.
 
     The state covers the global RNGs and, when the sampler draws from a generator of its own (e.g.
-    `DataLoader(shuffle=True, generator=g)`), that generator. With `seed_batches`, the batches come out as
-    `SeededBatch`es (for loaders with worker processes). With `record_batches`, `seen_batches` lists the indices
-    of each batch drawn in the current iteration (prediction writers read them).
+    `DataLoader(shuffle=True, generator=g)`), that generator. With `workers`, a resume makes the workers replay
+    their streams (`ReplayBatch`), and the state also holds `loader_generator` (the loader's generator must give the
+    resumed workers the same base seed); with `persistent` workers the batches come out as `SeededBatch`es. With
+    `record_batches`, `seen_batches` lists the indices of each batch drawn in the current iteration (prediction
+    writers read them).
     """
 
-    def __init__(self, inner, seed_batches: bool = False, record_batches: bool = False) -> None:
+    def __init__(self, inner, workers: int = 0, persistent: bool = False, loader_generator=None,
+                 record_batches: bool = False) -> None:
         self.inner = inner
-        self.seed_batches = seed_batches
+        self.workers = workers
+        self.seed_batches = workers > 0 and persistent
+        self.loader_generator = loader_generator if workers > 0 and not persistent else None
         self.seen_batches: Optional[List[List[int]]] = [] if record_batches else None
         self.order_rng: Optional[dict] = None  # RNG state the current epoch's order was drawn from
         self._skip = 0
         self._replay_rng: Optional[dict] = None
+        self._loader_generator_state: Optional[torch.Tensor] = None
 
     def __len__(self) -> int:
         return len(self.inner)
@@ -96,6 +150,14 @@ class ResumableSampler:
         self._skip, self._replay_rng = skip, order_rng
 
     def __iter__(self) -> Iterator:
+        # A DataLoader's iterator calls this right before it draws its workers' base seed from the loader's generator:
+        # note that generator's state (the first call of an epoch), or set back the interrupted run's on a resume.
+        generator = self.loader_generator
+        if generator is not None and self._loader_generator_state is None:
+            replayed = (self._replay_rng or {}).get("loader_generator")
+            if replayed is not None:
+                generator.set_state(replayed)
+            self._loader_generator_state = generator.get_state()
         return self._iter()
 
     def _iter(self) -> Iterator:
@@ -115,20 +177,39 @@ class ResumableSampler:
             if generator is not None and "sampler_generator" in replay_rng:
                 generator.set_state(replay_rng["sampler_generator"])
             self.order_rng = replay_rng
+        if self._loader_generator_state is not None:
+            self.order_rng["loader_generator"], self._loader_generator_state = self._loader_generator_state, None
         epoch_seed = _draw_epoch_seed() if self.seed_batches else None
         batches = iter(self.inner)
-        for _ in range(skip):  # index-level skipping: no sample is loaded
-            next(batches, None)
+        replay = skip and self.workers and epoch_seed is None  # the workers' streams are replayed
+        consumed = []
+        for _ in range(skip):  # index-level skipping: no sample is loaded here
+            batch = next(batches, None)
+            if replay:
+                consumed.append(list(batch))
         if current is not None:
             set_rng_states(current)
         if epoch_seed is not None:
             batches = (SeededBatch(batch, (epoch_seed + i) % 2**63) for i, batch in enumerate(batches, skip))
+        elif replay:
+            batches = self._replayed(batches, consumed)
         if self.seen_batches is None:
             yield from batches
             return
         self.seen_batches = []
         for batch in batches:
             self.seen_batches.append(list(batch))
+            yield batch
+
+    def _replayed(self, batches: Iterator, consumed: list) -> Iterator:
+        """The resumed epoch's batches; the first one each worker fetches names the stream it continues and carries
+        that stream's consumed batches (the resumed iterator gives batch `skip + j` to worker j % W; the interrupted
+        one gave batch k to worker k % W)."""
+        skip, workers = len(consumed), self.workers
+        for j, batch in enumerate(batches):
+            if j < workers:
+                stream = (skip + j) % workers
+                batch = ReplayBatch(batch, stream, [b for k, b in enumerate(consumed) if k % workers == stream])
             yield batch
 
     def own_generator(self) -> Optional[torch.Generator]:
@@ -176,14 +257,19 @@ def wrap_loader(loader: Any, *, sequential: bool = False, sampler_fn: Optional[C
                 )
             batch_sampler = BatchSampler(sampler, loader.batch_size, loader.drop_last)
         object.__setattr__(wrapped, "sampler", sampler)
-        seed_batches = loader.num_workers > 0
-        object.__setattr__(wrapped, "batch_sampler", ResumableSampler(batch_sampler, seed_batches, record_batches))
-        if seed_batches:
-            object.__setattr__(wrapped, "worker_init_fn", SeedEachBatch(loader.worker_init_fn))
-            # Starting workers draws their base seed from the loader's generator (else the global RNG), shifting it
-            # only in epochs that start workers, which with persistent workers differ between a resumed run and an
-            # uninterrupted one. The workers reseed for each batch anyway, so a private generator serves; the
-            # sampler keeps the generator it was given.
+        workers, persistent = loader.num_workers, loader.num_workers > 0 and loader.persistent_workers
+        object.__setattr__(wrapped, "batch_sampler", ResumableSampler(
+            batch_sampler, workers, persistent, loader_generator=loader.generator, record_batches=record_batches))
+        if workers:
+            user_init = loader.worker_init_fn
+            if user_init is None and os.environ.get("PL_SEED_WORKERS") == "1":  # seed_everything(workers=True)
+                user_init = functools.partial(pl_worker_init_function, rank=rank_zero_only.rank)
+            object.__setattr__(wrapped, "worker_init_fn", WorkerSeeding(user_init, loader.collate_fn))
+        if persistent:
+            # Starting workers draws their base seed from the loader's generator (else the global RNG), which happens
+            # in the first epoch of an uninterrupted run but in the resumed epoch of a resumed one. Persistent workers
+            # reseed for each batch anyway, so a private generator serves; the sampler keeps the generator it was
+            # given.
             object.__setattr__(wrapped, "generator", torch.Generator().manual_seed(torch.initial_seed()))
     else:
         object.__setattr__(wrapped, "sampler", ResumableSampler(sampler))

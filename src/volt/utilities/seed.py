@@ -1,11 +1,12 @@
 """Seeding and the RNG snapshots that exact resume relies on."""
 import os
 import random
+from typing import Optional
 
 import numpy as np
 import torch
 
-from volt.utilities.rank_zero import rank_zero_info
+from volt.utilities.rank_zero import rank_zero_info, rank_zero_only
 
 
 def seed_everything(seed=None, workers: bool = False, verbose: bool = True) -> int:
@@ -27,6 +28,35 @@ def seed_everything(seed=None, workers: bool = False, verbose: bool = True) -> i
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
     return seed
+
+
+def pl_worker_init_function(worker_id: int, rank: Optional[int] = None) -> None:
+    """The `worker_init_fn` that `seed_everything(workers=True)` gives DataLoaders without one of their own.
+
+    It reseeds torch, `random` and numpy in a worker process from the worker's base seed (the one PyTorch drew for
+    this iteration), its id and the global rank, so that no two workers of any rank share a stream. The arithmetic
+    is Lightning's, so a Lightning program draws the same augmentations under volt.
+    """
+    rank = rank_zero_only.rank if rank is None else rank
+    base_seed = torch.initial_seed() - worker_id
+    torch_seed, random_high, random_low = _mixed_seeds((base_seed << 32) | (worker_id << 16) | rank, count=3)
+    torch.manual_seed(torch_seed)
+    random.seed((random_high << 32) | random_low)
+    np.random.seed(np.random.SeedSequence([base_seed, worker_id, rank]).generate_state(4))
+
+
+def _mixed_seeds(value: int, count: int) -> list:
+    """`count` 64-bit seeds from `value`: MurmurHash3's 64-bit finaliser, then steps of Knuth's MMIX generator."""
+    mask = (1 << 64) - 1
+    for multiplier in (0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53):
+        value ^= value >> 33
+        value = (value * multiplier) & mask
+    value ^= value >> 33
+    seeds = []
+    for _ in range(count):
+        value = (value * 6364136223846793005 + 1) & mask
+        seeds.append(value)
+    return seeds
 
 
 def get_rng_states() -> dict:
