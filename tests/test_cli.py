@@ -1,4 +1,5 @@
 """LightningCLI and the `volt` command, driven in-process through `args=` as a script's command line would be."""
+import pickle
 import re
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import yaml
 
 from volt import Callback
 from volt.callbacks import ModelCheckpoint
-from volt.cli import LightningCLI, main
+from volt.cli import LightningCLI, SaveConfigCallback, main
 from volt.examples import DigitsClassifier, DigitsDataModule
 
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
@@ -55,15 +56,17 @@ def _restore_seed_env(monkeypatch):
 
 @pytest.fixture(scope="module")
 def user_package(tmp_path_factory):
-    """`user_pkg.models.UserModel`, importable the way a user's installed package is."""
+    """`user_pkg.models.UserModel`, importable the way a user's installed package is (and the same code on
+    Lightning as `user_pkg_lightning.models.UserModel`)."""
     root = tmp_path_factory.mktemp("user_code")
-    (root / "user_pkg").mkdir()
-    (root / "user_pkg" / "__init__.py").write_text("")
-    (root / "user_pkg" / "models.py").write_text(textwrap.dedent(USER_CODE))
+    for package, framework in (("user_pkg", "volt"), ("user_pkg_lightning", "pytorch_lightning")):
+        (root / package).mkdir()
+        (root / package / "__init__.py").write_text("")
+        (root / package / "models.py").write_text(textwrap.dedent(USER_CODE).replace("from volt ", f"from {framework} "))
     sys.path.insert(0, str(root))
     yield "user_pkg.models.UserModel"
     sys.path.remove(str(root))
-    for name in ("user_pkg.models", "user_pkg"):
+    for name in ("user_pkg.models", "user_pkg", "user_pkg_lightning.models", "user_pkg_lightning"):
         sys.modules.pop(name, None)
 
 
@@ -217,13 +220,158 @@ def test_bad_arguments_exit_with_a_clear_error(capsys, args, message, user_packa
     assert re.search(message, capsys.readouterr().err)
 
 
-def test_volt_without_arguments_shows_help(capsys):
+def test_volt_without_a_subcommand_prints_its_usage_and_fails(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([])
-    assert exit_info.value.code == 0
-    usage = capsys.readouterr().out
-    assert "usage: volt" in usage
-    assert all(name in usage for name in ("fit", "validate", "test", "predict"))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: volt" in err and "{fit,validate,test,predict}" in err
+    assert 'expected "subcommand" to be one of {fit,validate,test,predict}, but it was not provided' in err
+
+
+@pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])
+def test_volt_evaluating_without_a_checkpoint_is_an_error(capsys, subcommand):
+    with pytest.raises(SystemExit) as exit_info:
+        main([subcommand, *QUIET])
+    assert exit_info.value.code == 2
+    assert (f"error: `volt {subcommand}` needs --ckpt_path: without a checkpoint it would evaluate an untrained model."
+            " `volt fit` prints the path of its best checkpoint") in capsys.readouterr().err
+
+
+def test_subcommands_gives_each_caller_its_own_dict():
+    LightningCLI.subcommands()["fit"].discard("datamodule")
+    del LightningCLI.subcommands()["predict"]
+    assert LightningCLI.subcommands()["fit"] == {"model", "train_dataloaders", "val_dataloaders", "datamodule"}
+    assert "predict" in LightningCLI.subcommands()
+
+
+def test_plateau_scheduler_by_its_short_name_in_a_config_file(user_package, tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "optimizer": {"class_path": "SGD", "init_args": {"lr": 0.1}},
+        "lr_scheduler": {"class_path": "ReduceLROnPlateau", "init_args": {"monitor": "val_loss", "factor": 0.5}},
+    }))
+    with pytest.warns(UserWarning, match="configure_optimizers` is replaced"):
+        cli = LightningCLI(args=["fit", "--model", user_package, "--config", str(config), "--trainer.max_epochs", "1",
+                                 "--trainer.default_root_dir", str(tmp_path), *QUIET])
+    (scheduler_config,) = cli.trainer.lr_scheduler_configs
+    assert type(scheduler_config.scheduler).__module__ == "volt.cli"  # volt.cli.ReduceLROnPlateau, not torch's
+    assert scheduler_config.monitor == "val_loss" and scheduler_config.scheduler.factor == 0.5
+
+
+def test_a_config_saved_by_lightnings_cli_runs_on_volt(quiet_lightning, user_package, tmp_path):
+    """Lightning's config.yaml states every Lightning Trainer argument, `enable_autolog_hparams` and
+    `model_registry` included, and `weights_only` for fit."""
+    from pytorch_lightning.cli import LightningCLI as LightningsCLI
+
+    from volt.loggers import CSVLogger
+
+    lightning_root = tmp_path / "lightning"
+    LightningsCLI(args=["fit", "--model", user_package.replace("user_pkg", "user_pkg_lightning"),
+                        "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(lightning_root),
+                        "--trainer.logger", "CSVLogger", "--trainer.logger.save_dir", str(lightning_root),
+                        "--trainer.enable_progress_bar", "false"])
+    saved = (lightning_root / "lightning_logs" / "version_0" / "config.yaml").read_text()
+    assert "enable_autolog_hparams: true" in saved and "model_registry: null" in saved
+    config = tmp_path / "config.yaml"
+    config.write_text(saved.replace("pytorch_lightning.", "volt.").replace("user_pkg_lightning", "user_pkg")
+                      .replace(str(lightning_root), str(tmp_path / "volt")))
+
+    cli = LightningCLI(args=["fit", "--config", str(config)])
+    assert isinstance(cli.trainer.logger, CSVLogger) and cli.trainer.global_step == 2
+    assert dict(cli.model.hparams) == {"width": 4, "note": "none"}
+    assert (tmp_path / "volt" / "lightning_logs" / "version_0" / "config.yaml").is_file()
+
+
+def test_save_config_as_several_files_like_its_input(user_package, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "model.yaml").write_text(yaml.safe_dump({"class_path": user_package, "init_args": {"width": 3}}))
+    LightningCLI(args=["fit", "--model", "model.yaml", "--trainer.max_epochs", "1", "--trainer.logger", "false",
+                       "--trainer.default_root_dir", "out", *QUIET], save_config_kwargs={"multifile": True})
+    assert yaml.safe_load((tmp_path / "out" / "config.yaml").read_text())["model"] == "model.yaml"
+    assert yaml.safe_load((tmp_path / "out" / "model.yaml").read_text())["init_args"]["width"] == 3
+
+
+def test_save_config_elsewhere_only(user_package, tmp_path):
+    class ToLogger(SaveConfigCallback):
+        def save_config(self, trainer, pl_module, stage):
+            trainer.logger.log_hyperparams({"config": self.parser.dump(self.config)})
+
+    with pytest.raises(ValueError, match=r"save_to_log_dir=False\) saves the config nowhere: subclass "
+                                         "SaveConfigCallback and override `save_config`"):
+        SaveConfigCallback(None, None, save_to_log_dir=False)
+    args = ["fit", "--model", user_package, "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(tmp_path),
+            "--trainer.logger", "CSVLogger", "--trainer.logger.save_dir", str(tmp_path), *QUIET]
+    cli = LightningCLI(args=args, save_config_callback=ToLogger, save_config_kwargs={"save_to_log_dir": False})
+    log_dir = tmp_path / "lightning_logs" / "version_0"
+    assert not (log_dir / "config.yaml").exists()
+    assert "width: 4" in yaml.safe_load((log_dir / "hparams.yaml").read_text())["config"]
+    assert cli.trainer.global_step == 2
+
+
+def test_a_fresh_run_logging_to_csv_does_not_warn_about_its_log_directory(user_package, tmp_path, recwarn):
+    LightningCLI(args=["fit", "--model", user_package, "--trainer.max_epochs", "1",
+                       "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "CSVLogger",
+                       "--trainer.logger.save_dir", str(tmp_path), *QUIET])
+    assert (tmp_path / "lightning_logs" / "version_0" / "config.yaml").is_file()
+    assert [str(w.message) for w in recwarn if "exists and is not empty" in str(w.message)] == []
+
+
+class LinkedOptimizers(LightningCLI):
+    """Two optimizers the model builds itself from the arguments the CLI links to its `__init__`."""
+
+    def add_arguments_to_parser(self, parser):
+        parser.add_optimizer_args(torch.optim.Adam, nested_key="first", link_to="model.first_init")
+        parser.add_optimizer_args((torch.optim.Optimizer,), nested_key="second", link_to="model.second_init")
+
+
+def test_optimizer_args_linked_to_model_arguments(tmp_path):
+    from volt.cli import instantiate_class
+
+    class TwoOptimizers(DigitsClassifier):
+        def __init__(self, first_init: dict, second_init: dict, hidden_size: int = 16):
+            super().__init__(hidden_size=hidden_size)
+            self.first_init, self.second_init = first_init, second_init
+
+        def configure_optimizers(self):
+            return [instantiate_class(self.parameters(), self.first_init),
+                    instantiate_class(self.parameters(), self.second_init)]
+
+    cli = LinkedOptimizers(TwoOptimizers, DigitsDataModule, run=False, args=[
+        "--first.lr", "0.5", "--second", "SGD", "--second.lr", "0.25", "--trainer.logger", "false"])
+    assert cli.model.first_init == {"class_path": "torch.optim.adam.Adam", "init_args": {
+        "lr": 0.5, **{k: v for k, v in cli.model.first_init["init_args"].items() if k != "lr"}}}
+    first, second = cli.model.configure_optimizers()  # the model's own: nothing was configured automatically
+    assert type(first) is torch.optim.Adam and first.defaults["lr"] == 0.5
+    assert type(second) is torch.optim.SGD and second.defaults["lr"] == 0.25
+
+
+def test_parser_model_and_config_callback_pickle_for_ddp_spawn(user_package, tmp_path):
+    """ddp_spawn pickles the Trainer (with the config-saving callback and its parser) and the model (whose
+    `configure_optimizers` the CLI replaced)."""
+    cli = LightningCLI(run=False, args=["--model", user_package, "--optimizer", "Adam", "--trainer.logger", "false",
+                                        "--trainer.default_root_dir", str(tmp_path)])
+    trainer, model = pickle.loads(pickle.dumps((cli.trainer, cli.model)))
+    (save_config,) = [callback for callback in trainer.callbacks if isinstance(callback, SaveConfigCallback)]
+    assert type(save_config.parser) is type(cli.parser)
+    assert type(model.configure_optimizers()) is torch.optim.Adam
+
+
+def test_subcommand_kwargs_and_the_subcommand_itself_can_be_overridden(user_package, tmp_path):
+    calls = []
+
+    class Customised(LightningCLI):
+        def _prepare_subcommand_kwargs(self, subcommand):
+            kwargs = super()._prepare_subcommand_kwargs(subcommand)
+            return {**kwargs, "ckpt_path": None}
+
+        def validate(self, model, ckpt_path, **kwargs):
+            calls.append(ckpt_path)
+            return self.trainer.validate(model, ckpt_path=ckpt_path, **kwargs)
+
+    args = ["--model", user_package, "--trainer.default_root_dir", str(tmp_path), *QUIET]
+    cli = Customised(args=["validate", "--ckpt_path", "no/such.ckpt", *args])
+    assert calls == [None] and "val_loss" in cli.trainer.callback_metrics
 
 
 def test_importing_volt_and_its_cli_does_not_load_jsonargparse():

@@ -499,3 +499,25 @@ def test_invalid_values_are_clear_errors(kwargs, message, tmp_path):
 def test_trainer_arguments_are_keyword_only():
     with pytest.raises(TypeError):
         volt.Trainer("cpu")
+
+
+class WithHparams(BoringModel):
+    def __init__(self, lr=0.1):
+        super().__init__(lr=lr)
+        self.save_hyperparameters()
+
+
+@pytest.mark.parametrize("enable_autolog_hparams", [True, False])
+def test_enable_autolog_hparams(tmp_path, enable_autolog_hparams):
+    memory = MemoryLogger()
+    trainer(tmp_path, logger=memory, enable_autolog_hparams=enable_autolog_hparams).fit(WithHparams())
+    assert memory.hparams == ({"lr": 0.1} if enable_autolog_hparams else {})
+    assert memory.metrics, "metrics are logged either way"
+
+
+def test_model_registry_is_accepted_and_says_it_uploads_nothing(tmp_path):
+    with pytest.warns(UserWarning, match=r"Trainer\(model_registry='my-model'\) is ignored: volt does not upload "
+                                         r"checkpoints to Lightning's model registry \(litmodels\)"):
+        run = trainer(tmp_path, model_registry="my-model", enable_checkpointing=True)
+    run.fit(BoringModel())
+    assert os.listdir(tmp_path / "checkpoints") == ["epoch=0-step=4.ckpt"]

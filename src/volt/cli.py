@@ -55,14 +55,6 @@ class ReduceLROnPlateau(torch.optim.lr_scheduler.ReduceLROnPlateau):
 OptimizerCallable = Callable[[Iterable], Optimizer]
 LRSchedulerCallable = Callable[[Optimizer], Union[LRScheduler, ReduceLROnPlateau]]
 
-# Arguments of each Trainer method that the CLI fills itself rather than parsing them.
-_SUBCOMMANDS = {
-    "fit": {"model", "train_dataloaders", "val_dataloaders", "datamodule"},
-    "validate": {"model", "dataloaders", "datamodule"},
-    "test": {"model", "dataloaders", "datamodule"},
-    "predict": {"model", "dataloaders", "datamodule"},
-}
-
 
 @functools.lru_cache(maxsize=None)
 def _parser_class() -> type:
@@ -111,24 +103,29 @@ def _parser_class() -> type:
             return self.add_class_arguments(lightning_class, nested_key, fail_untyped=False, sub_configs=True,
                                             instantiate=not issubclass(lightning_class, Trainer))
 
-        def add_optimizer_args(self, optimizer_class=(Optimizer,), nested_key: str = "optimizer") -> None:
+        def add_optimizer_args(self, optimizer_class=(Optimizer,), nested_key: str = "optimizer",
+                               link_to: str = "AUTOMATIC") -> None:
             """Add `--<nested_key>` for an optimizer: one class (its arguments), or a tuple of base classes (any
-            subclass by class path). The CLI builds it on the model's parameters and returns it from
-            `configure_optimizers`."""
-            self._add_optimizer_like(optimizer_class, nested_key, skip={"params"}, registry=self._optimizers)
+            subclass by class path). With `link_to="AUTOMATIC"` the CLI builds it on the model's parameters and
+            returns it from `configure_optimizers`; `link_to="model.optimizer_init"` instead passes it, as a
+            `{"class_path": ..., "init_args": ...}` dict for `instantiate_class`, to that argument."""
+            self._add_optimizer_like(optimizer_class, nested_key, {"params"}, self._optimizers, link_to)
 
-        def add_lr_scheduler_args(self, lr_scheduler_class=(LRScheduler,), nested_key: str = "lr_scheduler") -> None:
+        def add_lr_scheduler_args(self, lr_scheduler_class=(LRScheduler, ReduceLROnPlateau),
+                                  nested_key: str = "lr_scheduler", link_to: str = "AUTOMATIC") -> None:
             """Add `--<nested_key>` for an LR scheduler, as `add_optimizer_args` does for optimizers."""
-            self._add_optimizer_like(lr_scheduler_class, nested_key, skip={"optimizer"}, registry=self._lr_schedulers)
+            self._add_optimizer_like(lr_scheduler_class, nested_key, {"optimizer"}, self._lr_schedulers, link_to)
 
-        def _add_optimizer_like(self, classes, nested_key: str, skip: set, registry: dict) -> None:
+        def _add_optimizer_like(self, classes, nested_key: str, skip: set, registry: dict, link_to: str) -> None:
             kwargs = {"instantiate": False, "fail_untyped": False, "skip": skip}
             if isinstance(classes, tuple):
                 self.add_subclass_arguments(classes, nested_key, **kwargs)
             else:
                 self.add_class_arguments(classes, nested_key, sub_configs=True, **kwargs)
-            registry[nested_key] = classes
+            registry[nested_key] = (classes, link_to)
 
+    # Reachable as `volt.cli.LightningArgumentParser` (the module's __getattr__), so parsers pickle (ddp_spawn).
+    LightningArgumentParser.__qualname__ = "LightningArgumentParser"
     return LightningArgumentParser
 
 
@@ -141,22 +138,48 @@ def __getattr__(name: str):
 class SaveConfigCallback(Callback):
     """Write the CLI's resolved config to `<trainer.log_dir>/<config_filename>` at setup, so every run records
     exactly how it was configured. Rank zero writes; an existing file is an error unless `overwrite=True`.
-    Override `save_config` to also send the config elsewhere (e.g. to a logger)."""
 
-    def __init__(self, parser, config, config_filename: str = "config.yaml", overwrite: bool = False) -> None:
+    `multifile=True`: a config given as several files (`--model model.yaml`) is saved as several files too, the
+    main one referring to the others (local log directories only). Override `save_config` to also send the config
+    elsewhere (e.g. to a logger); `save_to_log_dir=False` then leaves the log directory alone.
+    """
+
+    def __init__(self, parser, config, config_filename: str = "config.yaml", overwrite: bool = False,
+                 multifile: bool = False, save_to_log_dir: bool = True) -> None:
+        if not save_to_log_dir and type(self).save_config is SaveConfigCallback.save_config:
+            raise ValueError(
+                "SaveConfigCallback(save_to_log_dir=False) saves the config nowhere: subclass SaveConfigCallback and"
+                " override `save_config` to save it elsewhere, or pass `save_config_callback=None` to LightningCLI to"
+                " save no config."
+            )
         self.parser = parser
         self.config = config
         self.config_filename = config_filename
         self.overwrite = overwrite
+        self.multifile = multifile
+        self.save_to_log_dir = save_to_log_dir
         self.already_saved = False
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         if self.already_saved:
             return
-        import fsspec
+        if self.save_to_log_dir:
+            self._save_to_log_dir(trainer)
+        if trainer.is_global_zero:
+            self.save_config(trainer, pl_module, stage)
+        self.already_saved = True
 
-        log_dir = trainer.log_dir
-        fs, fs_dir = fsspec.core.url_to_fs(os.fspath(log_dir))
+    def _save_to_log_dir(self, trainer) -> None:
+        import fsspec
+        from fsspec.implementations.local import LocalFileSystem
+
+        # Let the loggers create their experiments (and folders) first, as Lightning does before its setup hooks:
+        # a logger that found the config in a fresh log directory would warn that it is not empty.
+        for logger in trainer.loggers:
+            if hasattr(logger, "experiment"):
+                logger.experiment
+        log_dir = os.fspath(trainer.log_dir)
+        fs, fs_dir = fsspec.core.url_to_fs(log_dir)
         config_path = os.path.join(fs_dir, self.config_filename)
         exists = trainer.strategy.broadcast(trainer.is_global_zero and fs.isfile(config_path))
         if exists and not self.overwrite:
@@ -166,14 +189,19 @@ class SaveConfigCallback(Callback):
                 " `LightningCLI(save_config_kwargs={'overwrite': True})`, or `save_config_callback=None` to save no"
                 " config."
             )
-        if trainer.is_global_zero:
-            fs.makedirs(fs_dir, exist_ok=True)
+        if self.multifile and not isinstance(fs, LocalFileSystem):
+            raise ValueError(f"SaveConfigCallback(multifile=True) writes local files only; the log directory {log_dir}"
+                             " is remote. Pass multifile=False to save the config as one file.")
+        if not trainer.is_global_zero:
+            return
+        fs.makedirs(fs_dir, exist_ok=True)
+        # Keep None values, so the file states every setting. (Positional: this argument is `skip_none` before
+        # jsonargparse 4.49, `skip_unset` after.)
+        if self.multifile:
+            self.parser.save(self.config, config_path, "yaml", False, overwrite=self.overwrite, multifile=True)
+        else:
             with fs.open(config_path, "w") as file:
-                # Keep None values, so the file states every setting. (Positional: this argument is `skip_none`
-                # before jsonargparse 4.49, `skip_unset` after.)
                 file.write(self.parser.dump(self.config, "yaml", False))
-            self.save_config(trainer, pl_module, stage)
-        self.already_saved = True
 
     def save_config(self, trainer, pl_module, stage: str) -> None:
         """Called on rank zero after the file is written. Override to save the config somewhere else as well."""
@@ -260,8 +288,14 @@ class LightningCLI:
 
     @staticmethod
     def subcommands() -> Dict[str, set]:
-        """The Trainer methods offered as subcommands, each with the arguments the CLI passes itself."""
-        return _SUBCOMMANDS
+        """The Trainer methods offered as subcommands, each with the arguments the CLI passes itself (a new dict on
+        each call: subclasses may change what they get)."""
+        return {
+            "fit": {"model", "train_dataloaders", "val_dataloaders", "datamodule"},
+            "validate": {"model", "dataloaders", "datamodule"},
+            "test": {"model", "dataloaders", "datamodule"},
+            "predict": {"model", "dataloaders", "datamodule"},
+        }
 
     def init_parser(self, **kwargs: Any):
         """A new parser with `--config` (and so `--print_config`)."""
@@ -305,6 +339,18 @@ class LightningCLI:
                 parser.add_optimizer_args()
             if not parser._lr_schedulers:
                 parser.add_lr_scheduler_args()
+        self.link_optimizers_and_lr_schedulers(parser)
+
+    @staticmethod
+    def link_optimizers_and_lr_schedulers(parser) -> None:
+        """Pass each optimizer and scheduler added with a `link_to` key to that argument."""
+        for key, (classes, link_to) in {**parser._optimizers, **parser._lr_schedulers}.items():
+            if link_to == "AUTOMATIC":
+                continue
+            if isinstance(classes, tuple):  # the value names its class already
+                parser.link_arguments(key, link_to)
+            else:
+                parser.link_arguments(key, link_to, compute_fn=functools.partial(_with_class_path, classes))
 
     def _add_subcommands(self, parser, subcommand_kwargs: Dict[str, Dict[str, Any]]) -> None:
         """One full parser per subcommand: the common arguments plus the Trainer method's own (e.g. ckpt_path)."""
@@ -414,34 +460,43 @@ class LightningCLI:
         if not self.auto_configure_optimizers:
             return
         parser = self._parser(self.subcommand)
-        if len(parser._optimizers) > 1 or len(parser._lr_schedulers) > 1:
+        optimizers, schedulers = _automatic(parser._optimizers), _automatic(parser._lr_schedulers)
+        if len(optimizers) > 1 or len(schedulers) > 1:
             raise MisconfigurationException(
                 f"{type(self).__name__} can configure one optimizer and one LR scheduler automatically, but the parser"
-                f" has {list(parser._optimizers) + list(parser._lr_schedulers)}. Pass"
-                " `auto_configure_optimizers=False` and build them in your model's `configure_optimizers`."
+                f" has {list(optimizers) + list(schedulers)}. Pass `link_to=` when adding the others, or"
+                " `auto_configure_optimizers=False`, and build them in your model's `configure_optimizers`."
             )
-        optimizer_init = _class_and_args(parser._optimizers, self._get(self.config_init, "optimizer"))
+        optimizer_init = _class_and_args(optimizers, self._get(self.config_init, next(iter(optimizers), "")))
         if optimizer_init is None:
             return
-        scheduler_init = _class_and_args(parser._lr_schedulers, self._get(self.config_init, "lr_scheduler"))
+        scheduler_init = _class_and_args(schedulers, self._get(self.config_init, next(iter(schedulers), "")))
         if type(self.model).configure_optimizers is not LightningModule.configure_optimizers:
             rank_zero_warn(f"`{type(self.model).__name__}.configure_optimizers` is replaced by the CLI's `--optimizer`"
                            " and `--lr_scheduler` settings.")
         optimizer = instantiate_class(self.model.parameters(), optimizer_init)
         lr_scheduler = instantiate_class(optimizer, scheduler_init) if scheduler_init else None
-        configure = self.configure_optimizers
-        self.model.configure_optimizers = lambda: configure(self.model, optimizer, lr_scheduler)
+        # a partial, not a lambda: the model must pickle (ddp_spawn sends it to the other processes)
+        self.model.configure_optimizers = functools.partial(self.configure_optimizers, self.model, optimizer,
+                                                            lr_scheduler)
 
-    def _run_subcommand(self, subcommand: str) -> None:
-        before = getattr(self, f"before_{subcommand}", None)
-        if callable(before):
-            before()
+    def _prepare_subcommand_kwargs(self, subcommand: str) -> Dict[str, Any]:
+        """The keyword arguments the subcommand's Trainer method is called with. Override to change them."""
         kwargs = {k: v for k, v in self.config_init[subcommand].items()
                   if k in self._subcommand_method_arguments[subcommand]}
         kwargs["model"] = self.model
         if self.datamodule is not None:
             kwargs["datamodule"] = self.datamodule
-        getattr(self.trainer, subcommand)(**kwargs)
+        return kwargs
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        """Run `self.<subcommand>` if the CLI subclass defines it, else the Trainer's method, between the
+        `before_<subcommand>` and `after_<subcommand>` hooks."""
+        before = getattr(self, f"before_{subcommand}", None)
+        if callable(before):
+            before()
+        run = getattr(self, subcommand, None) or getattr(self.trainer, subcommand)
+        run(**self._prepare_subcommand_kwargs(subcommand))
         after = getattr(self, f"after_{subcommand}", None)
         if callable(after):
             after()
@@ -455,15 +510,27 @@ def instantiate_class(args: Any, init: Dict[str, Any]) -> Any:
     return cls(*args, **init.get("init_args", {}))
 
 
+def _automatic(registry: Dict[str, Any]) -> Dict[str, Any]:
+    """The optimizers (or schedulers) the CLI builds itself: {nested key: class or tuple of base classes}."""
+    return {key: classes for key, (classes, link_to) in registry.items() if link_to == "AUTOMATIC"}
+
+
 def _class_and_args(registry: Dict[str, Any], value) -> Optional[Dict[str, Any]]:
     """The parsed optimizer or scheduler as {"class_path", "init_args"}, or None when not given."""
     if not registry or value is None:
         return None
-    registered = next(iter(registry.values()))
+    return _with_class_path(next(iter(registry.values())), value)
+
+
+def _with_class_path(classes, value) -> Dict[str, Any]:
+    """A parsed optimizer or scheduler group as {"class_path", "init_args"}: a subclass-mode value names its class,
+    a single class's value holds only its arguments."""
     value = dict(vars(value)) if not isinstance(value, dict) else dict(value)
-    if isinstance(registered, tuple):  # subclass mode: the value names its class
-        return {"class_path": value["class_path"], "init_args": dict(vars(value.get("init_args") or {}))}
-    return {"class_path": f"{registered.__module__}.{registered.__qualname__}", "init_args": value}
+    if isinstance(classes, tuple):
+        init_args = value.get("init_args") or {}
+        return {"class_path": value["class_path"],
+                "init_args": dict(init_args) if isinstance(init_args, dict) else dict(vars(init_args))}
+    return {"class_path": f"{classes.__module__}.{classes.__qualname__}", "init_args": value}
 
 
 def _first_line(doc: Optional[str]) -> Optional[str]:
@@ -475,12 +542,24 @@ def _first_line(doc: Optional[str]) -> Optional[str]:
 # the `volt` command
 
 
+class _DigitsCLI(LightningCLI):
+    """The `volt` command's CLI: evaluating needs a checkpoint, since the digits model loads no weights itself."""
+
+    def before_instantiate_classes(self) -> None:
+        if self.subcommand in ("validate", "test", "predict") and not self.config[self.subcommand].get("ckpt_path"):
+            self._parser(self.subcommand).error(
+                f"`volt {self.subcommand}` needs --ckpt_path: without a checkpoint it would evaluate an untrained"
+                " model. `volt fit` prints the path of its best checkpoint; pass that (or any .ckpt it wrote)."
+            )
+
+
 def main(args: Optional[List[str]] = None) -> None:
     """The `volt` command: LightningCLI for the built-in digits example (see `volt.examples.digits`).
 
     `volt fit` trains it in seconds on a CPU and prints where the TensorBoard logs, the best checkpoint and the
     picture of its training curves are; `volt test --ckpt_path <that checkpoint>` evaluates it; `volt plot` draws
-    the curves of any runs (see `volt.plot`). With no arguments, shows the help.
+    the curves of any runs (see `volt.plot`). With no subcommand, prints the usage and exits with status 2, as a
+    command missing a required argument does.
     """
     from volt.callbacks import ModelCheckpoint
     from volt.examples.digits import DigitsClassifier, DigitsDataModule
@@ -495,7 +574,7 @@ def main(args: Optional[List[str]] = None) -> None:
 
         plot(args[1:])
         return
-    cli = LightningCLI(
+    cli = _DigitsCLI(
         DigitsClassifier,
         DigitsDataModule,
         trainer_defaults={
@@ -505,7 +584,7 @@ def main(args: Optional[List[str]] = None) -> None:
         },
         parser_kwargs={"prog": "volt", "description": "Train and evaluate volt's built-in digits example. (`volt plot"
                                                       " --help`: draw the training curves of runs.)"},
-        args=args or ["--help"],
+        args=args,
     )
     if cli.subcommand == "fit" and cli.trainer.is_global_zero:
         _print_fit_summary(cli.trainer)

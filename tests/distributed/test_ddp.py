@@ -3,10 +3,13 @@
 The reference is one process with the whole batch (batch 8); N=2 ranks with batch 4 must end with the same
 weights (to 1e-5) with accumulation and clipping, for DDP and FSDP.
 """
+import subprocess
+import sys
+
 import pytest
 import torch
 
-from distributed.helpers import finish, free_port, reports, run, start, torchrun
+from distributed.helpers import SCRIPTS, finish, free_port, reports, run, script_env, start, torchrun
 
 pytestmark = pytest.mark.distributed
 TRAINING = {"batch_size": 4, "accumulate": 2, "clip": 0.5}
@@ -102,6 +105,19 @@ def test_ddp_spawn_returns_weights_and_results_to_the_main_process(tmp_path, ref
         torch.load(main["best_model_path"], weights_only=True)["callbacks"][
             "ModelCheckpoint{'monitor': 'val_loss', 'mode': 'min', 'every_n_train_steps': 0, 'every_n_epochs': 1, "
             "'train_time_interval': None}"]["best_model_score"].item())
+
+
+@pytest.mark.timeout(90)
+def test_lightning_cli_with_ddp_spawn(tmp_path):
+    """The spawned ranks get the CLI's Trainer (its config-saving callback holds the parser) and model by pickle."""
+    proc = subprocess.Popen([sys.executable, str(SCRIPTS / "cli_spawn.py"), str(tmp_path)], env=script_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    output = finish(proc, timeout=80)
+    assert proc.returncode == 0, output[-6000:]
+    result = torch.load(tmp_path / "result.pt", weights_only=True)
+    assert result["global_step"] == 2  # 8 samples, batch 2, 2 ranks
+    assert (tmp_path / "lightning_logs" / "version_0" / "config.yaml").is_file()
+    assert not torch.equal(result["weight"], torch.nn.Linear(4, 1).weight)  # rank 0's trained weights came back
 
 
 @pytest.mark.timeout(60)

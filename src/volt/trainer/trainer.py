@@ -123,6 +123,8 @@ class Trainer:
         sync_batchnorm: bool = False,
         reload_dataloaders_every_n_epochs: int = 0,
         default_root_dir: Optional[Union[str, os.PathLike]] = None,
+        enable_autolog_hparams: bool = True,
+        model_registry: Optional[str] = None,
         gpus: Optional[Union[int, str, List[int]]] = None,
         **removed: Any,
     ) -> None:
@@ -141,6 +143,10 @@ class Trainer:
                 accelerator, devices = "cpu", "auto"
 
         # ---- switches that turn features off
+        self.enable_autolog_hparams = enable_autolog_hparams  # False: fit sends no hyperparameters to the loggers
+        if model_registry is not None:
+            rank_zero_warn(f"Trainer(model_registry={model_registry!r}) is ignored: volt does not upload checkpoints to "
+                           "Lightning's model registry (litmodels). Checkpoints are written by ModelCheckpoint only.")
         self.barebones = barebones
         if barebones:
             for name, value in (("enable_checkpointing", enable_checkpointing), ("enable_progress_bar", enable_progress_bar),
@@ -400,7 +406,8 @@ class Trainer:
         if fn == "fit":
             self.optimizers, self.lr_scheduler_configs = configure_optimizers(hooks)
             self.strategy._lightning_optimizers = [LightningOptimizer(opt, self) for opt in self.optimizers]
-            self._results.log_hyperparams(model, datamodule)
+            if self.enable_autolog_hparams:
+                self._results.log_hyperparams(model, datamodule)
             hooks.call("on_fit_start")
             if checkpoint is not None:
                 checkpoints.restore_training_state(checkpoint)
@@ -457,6 +464,13 @@ class Trainer:
         when no batch or epoch end is running): for file work that must follow them, such as pointing a `last`
         link at a new file or deleting files that dropped out of the top k."""
         self.fit_loop.at_checkpoint_point(fn)
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        # A module pickles without its Trainer link (as in Lightning); a Trainer sent to another process with its
+        # module (ddp_spawn) links them again there.
+        self.__dict__.update(state)
+        if self.lightning_module is not None:
+            self.lightning_module.trainer = self
 
     # ================================================================== properties users read
     @property
