@@ -335,8 +335,8 @@ def decode_hparams(data: Any, where: str = "hparams") -> Any:
     """Rebuild what `encode_hparams` stored.
 
     Enum, dataclass and namedtuple classes (and OmegaConf) are looked up only among modules already imported (the
-    code that uses them has imported them): a checkpoint never makes volt import a module. A class that cannot be found gives a
-    warning and the closest plain value (the member's name, the fields as a dict, a tuple).
+    code that uses them has imported them): a checkpoint never makes volt import a module. A class that cannot be
+    found gives a warning and the closest plain value (the member's name, the fields as a dict, a tuple).
     """
     kind = type(data)
     if kind in (list, tuple):
