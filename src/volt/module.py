@@ -64,7 +64,7 @@ class HyperparametersMixin:
             if isinstance(hp, Namespace):
                 hp = vars(hp)
             if not isinstance(hp, Mapping):
-                raise TypeError(
+                raise ValueError(  # ValueError, as Lightning raises
                     f"save_hyperparameters got {type(hp).__name__}; pass argument names, a dict, a Namespace or nothing."
                 )
             # the __init__ argument that holds the container, so load_from_checkpoint passes it back as one
