@@ -62,7 +62,8 @@ def user_package(tmp_path_factory):
     for package, framework in (("user_pkg", "volt"), ("user_pkg_lightning", "pytorch_lightning")):
         (root / package).mkdir()
         (root / package / "__init__.py").write_text("")
-        (root / package / "models.py").write_text(textwrap.dedent(USER_CODE).replace("from volt ", f"from {framework} "))
+        code = textwrap.dedent(USER_CODE).replace("from volt ", f"from {framework} ")
+        (root / package / "models.py").write_text(code)
     sys.path.insert(0, str(root))
     yield "user_pkg.models.UserModel"
     sys.path.remove(str(root))

@@ -670,5 +670,6 @@ def _read_hparams_file(path: Union[str, os.PathLike], saved: Dict[str, Any]) -> 
     with open(path) as f:
         hparams = yaml.safe_load(f)
     if not isinstance(hparams, (dict, type(None))):
-        raise ValueError(f"hparams_file {path} holds a {type(hparams).__name__}; expected a mapping of names to values.")
+        raise ValueError(f"hparams_file {path} holds a {type(hparams).__name__}; expected a mapping of names to"
+                         " values.")
     return hparams or {}

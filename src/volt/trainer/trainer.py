@@ -145,8 +145,8 @@ class Trainer:
         # ---- switches that turn features off
         self.enable_autolog_hparams = enable_autolog_hparams  # False: fit sends no hyperparameters to the loggers
         if model_registry is not None:
-            rank_zero_warn(f"Trainer(model_registry={model_registry!r}) is ignored: volt does not upload checkpoints to "
-                           "Lightning's model registry (litmodels). Checkpoints are written by ModelCheckpoint only.")
+            rank_zero_warn(f"Trainer(model_registry={model_registry!r}) is ignored: volt does not upload checkpoints"
+                           " to Lightning's model registry (litmodels). ModelCheckpoint writes checkpoints only.")
         self.barebones = barebones
         if barebones:
             for name, value in (("enable_checkpointing", enable_checkpointing), ("enable_progress_bar", enable_progress_bar),
