@@ -103,3 +103,23 @@ def memory_logger_class(base: type) -> type:
 
 
 MemoryLogger = memory_logger_class(Logger)
+
+
+def boring_model_class(pl) -> type:
+    """A linear regression module on `pl` (volt, or Lightning for the oracle) that trains on `loader()`."""
+
+    class Boring(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(4, 1)
+
+        def training_step(self, batch, batch_idx):
+            return F.mse_loss(self.layer(batch[0]), batch[1])
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+        def train_dataloader(self):
+            return loader()
+
+    return Boring

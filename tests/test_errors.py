@@ -200,7 +200,7 @@ def test_ckpt_path_that_does_not_exist(tmp_path):
 
 def test_keyboard_interrupt_in_a_callback_ends_with_exit_status_1_after_cleanup(tmp_path, quiet_lightning):
     """As in Lightning: the exception hooks run and the loggers finalize as failed, then SystemExit(1)."""
-    from helpers import memory_logger_class
+    from helpers import boring_model_class, memory_logger_class
 
     outcomes = {}
     for name, pl in (("volt", volt), ("lightning", quiet_lightning)):
@@ -216,23 +216,9 @@ def test_keyboard_interrupt_in_a_callback_ends_with_exit_status_1_after_cleanup(
         logger = memory_logger_class(pl.loggers.Logger)()
         run = pl.Trainer(default_root_dir=tmp_path / name, logger=logger, callbacks=[Interrupting()], max_epochs=1,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
-        model = BoringModel() if name == "volt" else _lightning_boring(pl)
+        model = BoringModel() if name == "volt" else boring_model_class(pl)()
         with pytest.raises(SystemExit) as stop:
             run.fit(model, loader())
         outcomes[name] = (stop.value.code, calls, logger.finalized)
     assert outcomes["volt"] == outcomes["lightning"] == (1, ["KeyboardInterrupt"], ["failed"])
 
-
-def _lightning_boring(pl):
-    class Boring(pl.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.layer = torch.nn.Linear(4, 1)
-
-        def training_step(self, batch, batch_idx):
-            return torch.nn.functional.mse_loss(self.layer(batch[0]), batch[1])
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.1)
-
-    return Boring()

@@ -20,7 +20,7 @@ import torch
 import volt
 from volt.callbacks import ModelCheckpoint
 
-from helpers import BoringModel, MemoryLogger
+from helpers import BoringModel, MemoryLogger, boring_model_class
 
 pytest.importorskip("mlflow")
 pytest.importorskip("wandb")
@@ -143,31 +143,11 @@ def test_mlflow_checkpoint_folder_matches_lightning(tmp_path, mlflow_store, quie
                                     limit_val_batches=0, enable_progress_bar=False, enable_model_summary=False)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            trainer.fit(BoringModel() if framework is volt else lightning_boring(quiet_lightning)())
+            trainer.fit(BoringModel() if framework is volt else boring_model_class(quiet_lightning)())
         relative = os.path.relpath(trainer.checkpoint_callback.dirpath, logger.save_dir or trainer.default_root_dir)
         folders.append(relative.replace(logger.run_id, "<run>"))
         assert os.listdir(trainer.checkpoint_callback.dirpath) == ["epoch=0-step=1.ckpt"]
     assert folders[0] == folders[1]
-
-
-def lightning_boring(pl):
-    class LightningBoring(pl.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.layer = torch.nn.Linear(4, 1)
-
-        def training_step(self, batch, batch_idx):
-            return torch.nn.functional.mse_loss(self.layer(batch[0]), batch[1])
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.1)
-
-        def train_dataloader(self):
-            from helpers import loader
-
-            return loader()
-
-    return LightningBoring
 
 
 def test_mlflow_existing_run_id_and_prefix(tmp_path, mlflow_store, request):
@@ -387,7 +367,7 @@ def test_wandb_checkpoint_folder_matches_lightning(tmp_path, wandb_dir, quiet_li
                                     enable_progress_bar=False, enable_model_summary=False)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            trainer.fit(BoringModel() if framework is volt else lightning_boring(quiet_lightning)())
+            trainer.fit(BoringModel() if framework is volt else boring_model_class(quiet_lightning)())
         run_id = logger.experiment.id
         wandb.finish()
         assert trainer.checkpoint_callback.dirpath == os.path.join(logger.save_dir, "proj", run_id, "checkpoints")
@@ -694,7 +674,7 @@ def test_comet_offline_fit_metrics_params_and_placement(tmp_path, quiet_lightnin
         lightning = quiet_lightning.Trainer(default_root_dir=tmp_path, logger=lightning_logger, max_steps=1,
                                             limit_val_batches=0, enable_progress_bar=False,
                                             enable_model_summary=False)
-        lightning.fit(lightning_boring(quiet_lightning)())
+        lightning.fit(boring_model_class(quiet_lightning)())
     lightning_folder = os.path.relpath(lightning.checkpoint_callback.dirpath, tmp_path / "lcomet")
     assert lightning_folder.replace(lightning_logger.version, "<key>") == os.path.join("proj", "<key>", "checkpoints")
 
