@@ -3,7 +3,8 @@ modules import each other, directly or through others (imports inside functions 
 
     5  volt, volt.cli, volt.examples            entry points
     4  volt.trainer                             the Trainer, its loops, hook dispatch, checkpoints of a run
-    3  volt.module, volt.datamodule, volt.callbacks   what users subclass and plug in
+    3  volt.module, volt.datamodule, volt.callbacks,  what users subclass and plug in; the tuner's searches
+       volt.tuner                               (they reach the Trainer through `trainer.trial_run`)
     2  volt.distributed, volt.strategies        strategies, launcher, cluster environments
     1  volt.checkpoint, volt.loggers, volt.profilers, volt.plot   files: checkpoints, logs, profiles, plots
     0  volt.utilities                           helpers with no volt dependency
@@ -22,7 +23,7 @@ LAYERS = [
     ["volt.utilities"],
     ["volt.checkpoint", "volt.loggers", "volt.profilers", "volt.plot"],
     ["volt.distributed", "volt.strategies"],
-    ["volt.module", "volt.datamodule", "volt.callbacks"],
+    ["volt.module", "volt.datamodule", "volt.callbacks", "volt.tuner"],
     ["volt.trainer"],
     ["volt", "volt.cli", "volt.examples", "volt.__main__"],
 ]

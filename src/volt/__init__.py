@@ -17,7 +17,7 @@ from volt.utilities.seed import seed_everything
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("callbacks", "loggers", "utilities", "cli", "strategies", "checkpoint", "profilers")
+_SUBMODULES = ("callbacks", "loggers", "utilities", "cli", "strategies", "checkpoint", "profilers", "tuner")
 
 __all__ = ["Callback", "LightningDataModule", "LightningModule", "Trainer", "seed_everything", *_SUBMODULES]
 

@@ -314,19 +314,21 @@ def _labels(log_dirs: Sequence[str]) -> List[str]:
 
 
 def plot_lr_find(lrs: Sequence[float], losses: Sequence[float], suggested_lr: Optional[float] = None, ax=None,
-                 path: Union[str, os.PathLike, None] = None):
-    """Loss against learning rate on a log x-axis, for the learning-rate finder, with `suggested_lr` marked.
+                 path: Union[str, os.PathLike, None] = None, log_scale: bool = True, show: bool = False):
+    """Loss against learning rate (on a log x-axis unless `log_scale=False`), for the learning-rate finder, with
+    `suggested_lr` marked.
 
-    Draws on `ax` if given, else on a new figure. Returns the Figure; `path` also saves it as a PNG. Points with a
-    non-finite loss (a run that diverged at high rates) are left out.
+    Draws on `ax` if given, else on a new figure. Returns the Figure; `path` also saves it as a PNG; `show` opens it
+    in a window through pyplot (which then makes the figure). Points with a non-finite loss (a run that diverged at
+    high rates) are left out.
     """
     if len(lrs) != len(losses) or not lrs:
         raise ValueError(f"plot_lr_find needs one loss per learning rate, and at least one: got {len(lrs)} learning"
                          f" rates and {len(losses)} losses.")
-    if min(lrs) <= 0:
+    if log_scale and min(lrs) <= 0:
         raise ValueError(f"plot_lr_find draws learning rates on a log axis: they must be positive, got {min(lrs)}.")
     if ax is None:
-        figure = _matplotlib_figure()(figsize=(7, 4.5), layout="constrained")
+        figure = (_pyplot().figure if show else _matplotlib_figure())(figsize=(7, 4.5), layout="constrained")
         ax = figure.subplots()
     points = [(float(lr), float(loss)) for lr, loss in zip(lrs, losses) if math.isfinite(float(loss))]
     if points:
@@ -335,10 +337,12 @@ def plot_lr_find(lrs: Sequence[float], losses: Sequence[float], suggested_lr: Op
     if suggested_lr is not None:
         ax.axvline(suggested_lr, color="C3", linestyle="--", linewidth=1.2, label=f"suggested lr = {suggested_lr:.2e}")
         if points:  # mark the curve at the rate nearest the suggestion
-            nearest = min(points, key=lambda point: abs(math.log(point[0]) - math.log(suggested_lr)))
+            scale = math.log if log_scale else float
+            nearest = min(points, key=lambda point: abs(scale(point[0]) - scale(suggested_lr)))
             ax.plot(*nearest, marker="o", markersize=9, color="C3")
-    ax.set_xscale("log")
-    ax.set_xlabel("learning rate (log scale)")
+    if log_scale:
+        ax.set_xscale("log")
+    ax.set_xlabel("learning rate (log scale)" if log_scale else "learning rate")
     ax.set_ylabel("loss")
     ax.set_title("Learning-rate finder")
     ax.grid(True, which="major", alpha=0.3)
@@ -346,6 +350,8 @@ def plot_lr_find(lrs: Sequence[float], losses: Sequence[float], suggested_lr: Op
     ax.legend()
     if path is not None:
         _save(ax.figure, path)
+    if show:
+        _pyplot().show()
     return ax.figure
 
 
@@ -362,6 +368,14 @@ def _save(figure, path: Union[str, os.PathLike]) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     figure.savefig(path, dpi=110)
+
+
+def _pyplot():
+    """matplotlib.pyplot, for figures shown in a window or a notebook (after `_matplotlib_figure`'s check)."""
+    _matplotlib_figure()
+    import matplotlib.pyplot
+
+    return matplotlib.pyplot
 
 
 def _matplotlib_figure():

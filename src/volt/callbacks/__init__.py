@@ -26,6 +26,8 @@ _LAZY = {
     "ThroughputMonitor": "volt.callbacks.throughput_monitor",
     "ModelPruning": "volt.callbacks.pruning",
     "SpikeDetection": "volt.callbacks.spike",
+    "LearningRateFinder": "volt.callbacks.lr_finder",
+    "BatchSizeFinder": "volt.callbacks.batch_size_finder",
 }
 
 __all__ = ["Callback", *_LAZY]

@@ -5,7 +5,7 @@ import math
 import os
 from contextlib import nullcontext
 from datetime import timedelta
-from typing import Any, Callable, Dict, Iterable, List, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Union
 
 import torch
 
@@ -27,8 +27,11 @@ from volt.trainer.progress import LoopPosition
 from volt.trainer.results import Results
 from volt.trainer.signals import StopSignals
 from volt.trainer.spawn import apply_results, collect_results
-from volt.utilities.exceptions import MisconfigurationException
+from volt.utilities.exceptions import MisconfigurationException, _TunerExitException
 from volt.utilities.rank_zero import rank_zero_info, rank_zero_warn
+
+if TYPE_CHECKING:
+    from volt.trainer.trial import TrialRun
 
 # Removed 1.x arguments and what replaces them.
 _REMOVED_ARGUMENTS = {
@@ -36,25 +39,25 @@ _REMOVED_ARGUMENTS = {
     "tpu_cores": "use `accelerator='tpu', devices=N`",
     "ipus": "use `accelerator='ipu', devices=N`",
     "num_processes": "use `accelerator='cpu', devices=N`",
-    "auto_lr_find": "use `volt.tuner.Tuner(trainer).lr_find(model)` (Lightning: `Tuner.lr_find`)",
-    "auto_scale_batch_size": "use `Tuner(trainer).scale_batch_size(model)`",
+    "auto_lr_find": "use `volt.tuner.Tuner(trainer).lr_find(model)` before `trainer.fit(model)`",
+    "auto_scale_batch_size": "use `volt.tuner.Tuner(trainer).scale_batch_size(model)` before `trainer.fit(model)`",
     "auto_select_gpus": "use `devices='auto'` or a list of device indices",
-    "progress_bar_refresh_rate": "pass `callbacks=[TQDMProgressBar(refresh_rate=N)]`",
-    "process_position": "pass `callbacks=[TQDMProgressBar(process_position=N)]`",
-    "weights_summary": "use `enable_model_summary=` or `callbacks=[ModelSummary(max_depth=N)]`",
+    "progress_bar_refresh_rate": "pass `callbacks=[volt.callbacks.TQDMProgressBar(refresh_rate=N)]`",
+    "process_position": "pass `callbacks=[volt.callbacks.TQDMProgressBar(process_position=N)]`",
+    "weights_summary": "use `enable_model_summary=` or `callbacks=[volt.callbacks.ModelSummary(max_depth=N)]`",
     "checkpoint_callback": "use `enable_checkpointing=`",
-    "flush_logs_every_n_steps": "pass `flush_logs_every_n_steps` to the logger, e.g. `CSVLogger(..., flush_logs_every_n_steps=N)`",
+    "flush_logs_every_n_steps": "pass it to the logger: `volt.loggers.CSVLogger(..., flush_logs_every_n_steps=N)`",
     "track_grad_norm": "log `torch.nn.utils.get_total_norm` of the gradients in `on_before_optimizer_step`",
     "terminate_on_nan": "use `detect_anomaly=True`",
     "prepare_data_per_node": "set `self.prepare_data_per_node` in your LightningModule/DataModule `__init__`",
-    "stochastic_weight_avg": "use the `StochasticWeightAveraging` callback",
+    "stochastic_weight_avg": "pass `callbacks=[volt.callbacks.StochasticWeightAveraging(swa_lrs=...)]`",
     "amp_backend": "use `precision='16-mixed'`",
     "amp_level": "use `precision='16-mixed'`",
     "move_metrics_to_cpu": "remove it: volt keeps metrics on their device and reads them only when printing",
-    "multiple_trainloader_mode": "wrap the loaders in `CombinedLoader(loaders, mode=...)`",
+    "multiple_trainloader_mode": "wrap the loaders in `volt.trainer.combined.CombinedLoader(loaders, mode=...)`",
     "replace_sampler_ddp": "use `use_distributed_sampler=`",
-    "log_gpu_memory": "use the `DeviceStatsMonitor` callback",
-    "weights_save_path": "use `callbacks=[ModelCheckpoint(dirpath=...)]`",
+    "log_gpu_memory": "pass `callbacks=[volt.callbacks.DeviceStatsMonitor()]`",
+    "weights_save_path": "use `callbacks=[volt.callbacks.ModelCheckpoint(dirpath=...)]`",
     "reload_dataloaders_every_epoch": "use `reload_dataloaders_every_n_epochs=1`",
     "distributed_backend": "use `strategy=` (e.g. 'ddp')",
     "truncated_bptt_steps": "use manual optimization and split the sequence in `training_step`",
@@ -355,6 +358,11 @@ class Trainer:
         try:
             with anomaly:
                 return self._run_stage(fn, model, datamodule, ckpt_path, weights_only)
+        except _TunerExitException:  # a `Tuner` search is done (volt/tuner): end the call before anything runs
+            hooks.call("teardown", fn)
+            self.strategy.teardown()
+            self.state.status, self.state.stage = "finished", None
+            return None
         except BaseException as exception:
             self.state.status = "interrupted"
             if isinstance(exception, KeyboardInterrupt):
@@ -458,6 +466,14 @@ class Trainer:
         complete, so that a run resumed from it continues exactly (at once when none is running). ModelCheckpoint
         saves this way."""
         self._checkpoints.schedule(filepath, weights_only)
+
+    def trial_run(self, callbacks: Iterable[Callback] = ()) -> "TrialRun":
+        """A `with` block of throwaway training steps or evaluation batches inside the running call, seen only by
+        `callbacks` and logged nowhere, after which weights, optimizer, RNG, loop position and metrics are as they
+        were: the tuner's searches run in it (volt/trainer/trial.py)."""
+        from volt.trainer.trial import TrialRun
+
+        return TrialRun(self, callbacks)
 
     def at_checkpoint_point(self, fn: Callable[[], None]) -> None:
         """Run `fn()` at the fit loop's next checkpoint point, after the checkpoints scheduled before it (at once

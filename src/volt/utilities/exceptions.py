@@ -8,3 +8,8 @@ class MisconfigurationException(Exception):
 class TrainingStopped(SystemExit):
     """Raised after a graceful stop (SIGTERM, Ctrl-C, a SLURM requeue signal) has saved its checkpoint; exits the
     process with status 1 and its message."""
+
+
+class _TunerExitException(Exception):
+    """Raised by a tuner callback once its search is done when `Tuner` runs it: the Trainer ends the call there
+    (teardown hooks, no training), as Lightning does."""
