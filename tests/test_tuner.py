@@ -12,7 +12,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 import volt
-from helpers import BoringModel, dataset
+from helpers import BoringModel, MemoryLogger, dataset
 from volt.callbacks import BatchSizeFinder, EarlyStopping, LearningRateFinder, ModelCheckpoint
 from volt.loggers import CSVLogger
 from volt.tuner import Tuner
@@ -28,22 +28,44 @@ class Net(BoringModel):
         super().__init__()
         self.layer = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Dropout(0.2), torch.nn.ReLU(),
                                          torch.nn.Linear(16, 1))
-        self.lr, self.batch_size, self.generator_seed = lr, batch_size, generator_seed
+        self.save_hyperparameters("lr")
+        self.lr, self.batch_size = lr, batch_size
+        # the sampler's own generator, kept across dataloader calls: the search draws from it too
+        self.generator = None if generator_seed is None else torch.Generator().manual_seed(generator_seed)
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=self.lr)
 
     def train_dataloader(self):
-        generator = None if self.generator_seed is None else torch.Generator().manual_seed(self.generator_seed)
-        return DataLoader(dataset(64), batch_size=self.batch_size, shuffle=True, generator=generator)
+        return DataLoader(dataset(64), batch_size=self.batch_size, shuffle=True, generator=self.generator)
 
     def val_dataloader(self):
         return DataLoader(dataset(16, seed=1), batch_size=self.batch_size)
 
 
+class CallLogger(MemoryLogger):
+    """Keeps every call, hyperparameters and graphs included."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def log_hyperparams(self, params, *args, **kwargs):
+        self.calls.append(("hparams", dict(params)))
+
+    def log_graph(self, model, input_array=None):
+        self.calls.append(("graph",))
+
+    def log_metrics(self, metrics, step=None):
+        self.calls.append(("metrics", step, dict(metrics)))
+
+    def finalize(self, status):
+        self.calls.append(("finalize", status))
+
+
 def make_trainer(root, **options):
     defaults = dict(default_root_dir=root, max_epochs=2, enable_progress_bar=False, enable_model_summary=False,
-                    logger=CSVLogger(root), log_every_n_steps=2,
+                    logger=[CSVLogger(root), CallLogger()], log_every_n_steps=2,
                     callbacks=[ModelCheckpoint(monitor="val_loss", save_top_k=2), EarlyStopping("val_loss")])
     defaults.update(options)
     return volt.Trainer(**defaults)
@@ -85,6 +107,9 @@ def assert_same_run(a, b, root_a, root_b):
             state_a, state_b = callback.state_dict(), states_b[callback.state_key]
             assert str(state_a).replace(str(root_a), "") == str(state_b).replace(str(root_b), ""), callback.state_key
     assert files(root_a) == files(root_b)  # same log version, same rows, same checkpoints, nothing left over
+    calls = [[logger.calls for logger in trainer.loggers if isinstance(logger, CallLogger)]
+             for trainer in (trainer_a, trainer_b)]
+    assert calls[0] == calls[1]  # hyperparameters logged once, no metrics from the search
 
 
 @pytest.mark.parametrize("generator_seed", [None, 5])
@@ -227,6 +252,7 @@ def test_lr_find_errors(tmp_path):
         tuner.lr_find(Net(), min_lr=1.0, max_lr=0.1)
     model = Net()
     del model.lr
+    del model.hparams["lr"]
     model.configure_optimizers = lambda: torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(AttributeError, match=r"should have one of these fields: \('lr', 'learning_rate'\)"):
         tuner.lr_find(model)
