@@ -100,3 +100,14 @@ def test_volt_fit_trains_the_example_end_to_end(tmp_path):
     assert checkpoint["hyper_parameters"] == {"hidden_size": 256, "lr": 3e-3, "dropout": 0.1}
     (state,) = [value for key, value in checkpoint["callbacks"].items() if key.startswith("ModelCheckpoint")]
     assert float(state["best_model_score"]) == pytest.approx(best_score, abs=1e-4)
+
+
+def test_lr_find_picture_of_the_example(tmp_path, capsys, one_torch_thread):
+    """`python -m volt.examples.lr_find PATH`, which draws the README's picture: a PNG and the suggestion."""
+    from volt.examples.lr_find import main
+
+    main([str(tmp_path / "lr.png")])
+    assert (tmp_path / "lr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    suggestion = float(re.search(r"Suggested learning rate: (\S+)", capsys.readouterr().out).group(1))
+    assert 1e-4 < suggestion < 1e-1
+    assert os.listdir(tmp_path) == ["lr.png"]
