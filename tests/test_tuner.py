@@ -42,6 +42,10 @@ class Net(BoringModel):
     def val_dataloader(self):
         return DataLoader(dataset(16, seed=1), batch_size=self.batch_size)
 
+    def on_train_epoch_end(self):
+        if self.logger is not None:  # user code writing to the logger itself, which a search must not reach
+            self.logger.log_metrics({"epoch_end": float(self.current_epoch)}, step=self.global_step)
+
 
 class CallLogger(MemoryLogger):
     """Keeps every call, hyperparameters and graphs included."""
@@ -190,7 +194,7 @@ def test_tuner_sets_the_suggestion_where_the_module_keeps_its_rate(tmp_path):
     model = Net()
     model.step_size = 0.05
     finder = Tuner(make_trainer(tmp_path, logger=False, enable_checkpointing=False, callbacks=None)).lr_find(
-        model, num_training=20, max_lr=0.5, attr_name="step_size")
+        model, num_training=20, max_lr=0.5, attr_name="step_size", early_stop_threshold=None)
     assert model.step_size == finder.suggestion() and model.lr == 0.05
 
 
@@ -420,3 +424,28 @@ def test_import_paths():
     assert is_oom_error(torch.cuda.OutOfMemoryError("CUDA out of memory.")) and is_oom_error(MemoryError())
     assert is_oom_error(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 bytes"))
     assert not is_oom_error(RuntimeError("shape mismatch")) and not is_oom_error(ValueError("out of memory"))
+
+
+def test_trial_run_needs_a_running_call(tmp_path):
+    trainer = make_trainer(tmp_path, logger=False, callbacks=None)
+    with pytest.raises(RuntimeError, match="needs a running Trainer call"):
+        with trainer.trial_run():
+            pass
+
+
+def test_lr_find_writes_nothing_with_tensorboard(tmp_path):
+    """A module writing to `self.logger.experiment` itself runs during the search, and the search leaves no file:
+    the log folder appears only with the fit after it."""
+    from volt.loggers import TensorBoardLogger
+
+    class Writes(Net):
+        def training_step(self, batch, batch_idx):
+            self.logger.experiment.add_scalar("custom", 1.0, self.global_step)
+            return super().training_step(batch, batch_idx)
+
+    trainer = make_trainer(tmp_path, logger=TensorBoardLogger(tmp_path), callbacks=None)
+    model = Writes()
+    assert len(Tuner(trainer).lr_find(model, num_training=8, early_stop_threshold=None).results["lr"]) == 8
+    assert os.listdir(tmp_path) == []
+    trainer.fit(model)
+    assert os.listdir(tmp_path / "lightning_logs") == ["version_0"]

@@ -8,7 +8,7 @@ The tuner's searches (volt/tuner) run them from a callback hook (`on_fit_start`,
         trial.reload_dataloaders()        # after changing the batch size the dataloader hooks read
 
 Inside the block the loops run as usual on the module and datamodule (their hooks included), but only the given
-callbacks receive callback hooks, nothing reaches the loggers, `self.log` goes to a throwaway store, and the loops'
+callbacks receive callback hooks, the loggers are a stand-in that writes nothing, `self.log` goes to a throwaway store, and the loops'
 info lines ("fit stopped: max_steps reached") are not shown; in fit, the learning-rate schedulers do not step and
 there is no sanity check, no validation and no `max_epochs`.
 
@@ -27,6 +27,7 @@ from typing import Any, Dict, Iterable, List, Tuple
 import torch
 
 from volt.callbacks.callback import Callback
+from volt.loggers.logger import Logger
 from volt.trainer.data import resumable_sampler, shutdown_workers
 from volt.trainer.hooks import Hooks
 from volt.trainer.results import Results
@@ -66,7 +67,7 @@ class TrialRun:
         if trainer.state.fn == "fit":
             for name, value in _FIT_SETTINGS.items():
                 setattr(trainer, name, copy.copy(value))
-        trainer.callbacks, trainer.loggers = callbacks, []
+        trainer.callbacks, trainer.loggers = callbacks, [_DiscardingLogger()] if trainer.loggers else []
         trainer._hooks = Hooks(trainer, callbacks, model, trainer.datamodule)
         trainer._results = Results(trainer)  # each trial gets a fresh one, too
         _VOLT_LOG.addFilter(_warnings_only)
@@ -207,6 +208,36 @@ class _SamplerGenerators(Callback):
 
     def on_predict_start(self, trainer, pl_module) -> None:
         self._record(trainer.predict_loop.loaders or [])
+
+
+class _DiscardingLogger(Logger):
+    """The loggers' stand-in during a trial: module code that writes to `self.logger` or its `experiment` runs, and
+    nothing is written (Lightning's DummyLogger)."""
+
+    name = version = ""
+
+    def log_metrics(self, metrics, step=None) -> None:
+        pass
+
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        pass
+
+    @property
+    def experiment(self) -> "_Discard":
+        return _Discard()
+
+
+class _Discard:
+    """Any attribute, call or item of it is itself: `logger.experiment.add_image(...)` does nothing."""
+
+    def __getattr__(self, name: str) -> "_Discard":
+        return self
+
+    def __call__(self, *args: Any, **kwargs: Any) -> "_Discard":
+        return self
+
+    def __getitem__(self, key: Any) -> "_Discard":
+        return self
 
 
 def _plain_copy(state: Dict[str, Any]) -> Dict[str, Any]:
