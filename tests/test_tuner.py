@@ -8,7 +8,6 @@ import random
 import numpy as np
 import pytest
 import torch
-from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 import volt

@@ -8,9 +8,10 @@ The tuner's searches (volt/tuner) run them from a callback hook (`on_fit_start`,
         trial.reload_dataloaders()        # after changing the batch size the dataloader hooks read
 
 Inside the block the loops run as usual on the module and datamodule (their hooks included), but only the given
-callbacks receive callback hooks, the loggers are a stand-in that writes nothing, `self.log` goes to a throwaway store, and the loops'
-info lines ("fit stopped: max_steps reached") are not shown; in fit, the learning-rate schedulers do not step and
-there is no sanity check, no validation and no `max_epochs`.
+callbacks receive callback hooks, the loggers are a stand-in that writes nothing (`self.logger.experiment...` still
+runs), `self.log` goes to a throwaway store, and the loops' info lines ("fit stopped: max_steps reached") are not
+shown; in fit, the learning-rate schedulers do not step and there is no sanity check, no validation and no
+`max_epochs`.
 
 When the block ends, even by an exception, everything the trials changed is as it was when it began: the module's
 state_dict and gradients, the optimizers' state, the precision plugin's loss scale, the RNG streams (torch, CUDA,
@@ -22,6 +23,7 @@ running loop's dataloaders are made again, so the run continues with whatever ba
 import copy
 import io
 import logging
+import pickle
 from typing import Any, Dict, Iterable, List, Tuple
 
 import torch
@@ -62,7 +64,13 @@ class TrialRun:
         self._loop_state = copy.deepcopy(trainer.fit_loop.state.state_dict())
         self._modes = [module.training for module in model.modules()]
         self._rng = get_rng_states()
-        self._saved = _plain_copy(self._state())  # fails here, before any trial, if something is not plain data
+        try:  # fails here, before any trial, if something is not plain data
+            self._saved = _plain_copy(self._state())
+        except pickle.UnpicklingError as error:
+            raise RuntimeError(
+                "A trial run keeps the module's, optimizers' and precision plugin's state as plain data (tensors, "
+                f"numbers, strings, lists, dicts), as checkpoints do; this state holds something else: {error}"
+            ) from error
         callbacks = [*self.callbacks, self._generators]
         if trainer.state.fn == "fit":
             for name, value in _FIT_SETTINGS.items():
