@@ -382,6 +382,7 @@ def test_batch_size_search_until_the_dataset_or_max_val(tmp_path):
     trainer = make_trainer(tmp_path, logger=False, enable_checkpointing=False, callbacks=None)
     assert Tuner(trainer).scale_batch_size(MemoryBound(limit=10**6)) == 256  # 200 samples: 256 holds them all
     assert Tuner(trainer).scale_batch_size(MemoryBound(limit=10**6), max_val=48) == 48
+    assert Tuner(trainer).scale_batch_size(MemoryBound(limit=10**6), init_val=64, max_val=48) == 48
     model = MemoryBound(limit=10**6)
     assert Tuner(trainer).scale_batch_size(model, init_val=4, max_trials=3) == 16 and max(model.tried) == 16
 
@@ -448,3 +449,25 @@ def test_lr_find_writes_nothing_with_tensorboard(tmp_path):
     assert os.listdir(tmp_path) == []
     trainer.fit(model)
     assert os.listdir(tmp_path / "lightning_logs") == ["version_0"]
+
+
+class LaterSearch(LearningRateFinder):
+    """Lightning's documented pattern: search at a later epoch (fine-tuning), not at fit start."""
+
+    def on_fit_start(self, trainer, pl_module):
+        return
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == 1:
+            self.lr_find(trainer, pl_module)
+
+
+def test_search_in_the_middle_of_a_fit_leaves_it_unchanged(tmp_path):
+    """A search from `on_train_epoch_start` of epoch 1, inside the running loop: it gets all its points (its loss
+    smoothing counts its own steps), and the fit goes on exactly as without it."""
+    model, trainer, _ = run(tmp_path / "plain")
+    finder = LaterSearch(num_training_steps=15, update_attr=False)
+    callbacks = [finder, ModelCheckpoint(monitor="val_loss", save_top_k=2), EarlyStopping("val_loss")]
+    tuned, tuned_trainer, _ = run(tmp_path / "tuned", callbacks=callbacks)
+    assert len(finder.optimal_lr.results["lr"]) == 15
+    assert_same_run((model, trainer), (tuned, tuned_trainer), tmp_path / "plain", tmp_path / "tuned")

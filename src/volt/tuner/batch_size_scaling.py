@@ -2,15 +2,16 @@
 
 Each trial sets the batch size where the module or datamodule keeps it (`batch_arg_name`), makes the dataloaders
 again and runs `steps_per_trial` training steps (or evaluation batches). A trial that runs out of memory marks the
-bound: CUDA's out-of-memory error, or on the CPU a `MemoryError` or the allocator's failure (Lightning stops at CUDA
-only). "power" doubles the size until a trial fails and keeps the last size that ran; "binsearch" then halves the
+bound: CUDA's out-of-memory error, or on the CPU a `MemoryError` or the allocator's failure (Lightning recognises
+CUDA's only). "power" doubles the size until a trial fails and keeps the last size that ran; "binsearch" then halves the
 gap between the largest size that ran and the smallest that failed, and keeps the largest that ran, less `margin`.
 
 The trials run inside `trainer.trial_run` (volt/trainer/trial.py), so the run goes on from exactly the state before
 the search, with the found batch size in the module (or datamodule) and in its dataloaders. The sizes tried are
-Lightning's; volt differs in that it never returns a size it did not run (Lightning returns `max_val`, or `1`, or a
-halved size, untested in some cases), never tries a size already known to fail, and says so when even batch size 1
-runs out of memory.
+Lightning's, with its results where Lightning's trials run what it means to run. volt differs in that its first trial
+runs `init_val` (Lightning's runs the module's previous batch size), it returns only a size that ran (Lightning can
+return `max_val`, `1` or a halved size untried), it never retries a size that failed (Lightning's binsearch can, for
+ever, from a size at least the dataset's length), and it says so when even batch size 1 runs out of memory.
 """
 import logging
 from typing import Optional
@@ -35,9 +36,10 @@ def _scale_batch_size(trainer, mode: str = "power", steps_per_trial: int = 3, in
         return None
     with trainer.trial_run() as trial:
         search = _Search(trainer, trial, batch_arg_name, steps_per_trial, max_val)
-        size = search.power(init_val, max_trials) if mode == "power" else search.binsearch(init_val, max_trials)
-        if mode == "binsearch" and margin > 0 and max(1, int(size * (1 - margin))) != size:
-            reduced = max(1, int(size * (1 - margin)))
+        start = min(init_val, max_val)
+        size = search.power(start, max_trials) if mode == "power" else search.binsearch(start, max_trials)
+        reduced = max(1, int(size * (1 - margin))) if mode == "binsearch" else size
+        if reduced != size:
             _info(f"Applying margin of {margin:.1%}, reducing batch size from {size} to {reduced}")
             size = reduced
         lightning_setattr(trainer.lightning_module, batch_arg_name, size)

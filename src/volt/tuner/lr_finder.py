@@ -5,10 +5,11 @@ linearly), record the smoothed loss at each rate, and suggest the rate where the
 as a trial (`trainer.trial_run`, volt/trainer/trial.py), so the run afterwards starts from exactly the state before
 the search: weights, optimizer, RNG streams, loop counters, callbacks, logs (Lightning restores less, #6675, through
 a temporary checkpoint file that `weights_only` loading could refuse, #21757). The rates, the smoothing and the
-suggestion are Lightning's, so a seeded run gets Lightning's suggestion. volt differs in two places: the search
-always runs its `num_training` steps (`max_epochs` does not cut it short), and its loss smoothing counts the
-search's own steps, so a search started after some training (a `LearningRateFinder` subclass run at a later epoch)
-smooths as one started at step 0.
+suggestion are Lightning's, so a seeded run gets Lightning's suggestion; that includes the smoothing's bias
+correction, which counts one step ahead, so the first points read low (about half the loss at the first). volt
+differs in two places: the search always runs its `num_training` steps (`max_epochs` does not cut it short), and
+the smoothing counts the search's own steps, so a search started after some training (a `LearningRateFinder`
+subclass run at a later epoch) smooths as one started at step 0 (Lightning's stops after its first step there).
 """
 import logging
 import math
