@@ -1,9 +1,11 @@
 """Resume cost against the position in the epoch, and checkpoint save cost against a plain torch.save.
 
 1. Resume: one epoch of a map-style dataset whose samples cost real time to load (and of the same samples as an
-   IterableDataset, which volt resumes by replaying), with a checkpoint at several positions in the epoch. For each,
-   a fresh Trainer and model resume with `fit(ckpt_path=...)`; the time from the `fit` call to the first resumed
-   `training_step` is reported. Map-style resume skips consumed batches at the sampler level, so it should stay flat.
+   IterableDataset, which volt resumes by replaying, and as a stateful IterableDataset, whose `state_dict()` volt
+   saves and restores), with a checkpoint at several positions in the epoch. For each, a fresh Trainer and model
+   resume with `fit(ckpt_path=...)`; the time from the `fit` call to the first resumed `training_step` is reported.
+   Map-style resume skips consumed batches at the sampler level and a stateful stream starts where it stood, so
+   both should stay flat.
 2. Save: `torch.save` of a model + optimizer state, the same followed by fsync (what durability costs anyway), volt's
    atomic `save_checkpoint` (temporary file, fsync, rename, folder fsync) and the whole `trainer.save_checkpoint`
    (state gathering, callbacks' state, loop state, RNG) at a few model sizes.
@@ -54,6 +56,26 @@ class SlowStream(IterableDataset):
 
     def __iter__(self):
         return (self.data[i] for i in range(len(self.data)))
+
+
+class SlowStatefulStream(SlowStream):
+    """The same stream, resumable: `state_dict()`/`load_state_dict()` hold its position, where a resumed run starts."""
+
+    def __init__(self, n: int, load_s: float) -> None:
+        super().__init__(n, load_s)
+        self.position, self._start = 0, 0
+
+    def __iter__(self):
+        self.position, self._start = self._start, 0
+        while self.position < len(self.data):
+            self.position += 1
+            yield self.data[self.position - 1]
+
+    def state_dict(self):
+        return {"position": self.position}
+
+    def load_state_dict(self, state):
+        self._start = state["position"]
 
 
 class Net(volt.LightningModule):
@@ -161,12 +183,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as root:
         map_style = resume_times(SlowData(n, args.load_ms / 1000), positions, os.path.join(root, "map"), args.repeats)
         stream = resume_times(SlowStream(n, args.load_ms / 1000), positions, os.path.join(root, "it"), args.repeats)
+        stateful = resume_times(SlowStatefulStream(n, args.load_ms / 1000), positions, os.path.join(root, "st"),
+                                args.repeats)
         print(f"\nResume: time from fit(ckpt_path=...) to the first resumed training_step "
               f"({args.batches} batches of {BATCH}, {args.load_ms} ms to load a sample)")
-        print(f"{'position in epoch':>18} | {'map-style (sampler skip)':>24} | {'iterable (replay)':>18}")
-        print(f"{'-' * 18}-+-{'-' * 24}-+-{'-' * 18}")
-        for (position, a), b in zip(map_style.items(), stream.values()):
-            print(f"{position:>17.0%} | {a * 1000:>21.1f} ms | {b * 1000:>15.1f} ms")
+        columns = ["map-style (sampler skip)", "iterable (replay)", "stateful iterable (state_dict)"]
+        print(f"{'position in epoch':>18} | " + " | ".join(f"{c:>{len(c)}}" for c in columns))
+        print(f"{'-' * 18}-+-" + "-+-".join("-" * len(c) for c in columns))
+        for position, times in zip(map_style, zip(map_style.values(), stream.values(), stateful.values())):
+            cells = [f"{t * 1000:>{len(c) - 3}.1f} ms" for t, c in zip(times, columns)]
+            print(f"{position:>17.0%} | " + " | ".join(cells))
 
         rows = save_times([float(s) for s in args.sizes.split(",")], root, args.repeats)
         print("\nCheckpoint save time (model + Adam state)")

@@ -3,7 +3,8 @@
     python run_training.py config.json
 
 The run uses every source of randomness exact resume has to get right: a shuffled DataLoader without a
-generator, dropout, numpy and `random` in `training_step`, numpy/torch/`random` noise inside the dataset (in the
+generator (or a stream: "iterable" True, "stateful", "hf"; torchdata's StatefulDataLoader with "stateful_loader"),
+dropout, numpy and `random` in `training_step`, numpy/torch/`random` noise inside the dataset (in the
 worker processes when `num_workers` > 0), step and epoch LR schedulers, optional fp16 autocast with a GradScaler,
 accumulation, validation inside the epoch, EarlyStopping and a ModelCheckpoint; optionally BatchNorm and more
 callbacks with state of their own (weight averaging, fine-tuning, an accumulation schedule). It can send itself a signal
@@ -19,7 +20,7 @@ import sys
 import numpy as np
 import torch
 from torch.nn import functional as F
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
 import volt
 from volt.callbacks import EarlyStopping, ModelCheckpoint
@@ -28,8 +29,8 @@ from volt.utilities.seed import get_rng_states
 
 DEFAULTS = dict(
     root=None, seed=7, seed_workers=False, max_epochs=3, max_steps=-1, n=24, batch_size=4, num_workers=0,
-    persistent_workers=False,
-    iterable=False, generator=False, accumulate=1, val_check_interval=1.0, precision="32-true", early_stopping=False,
+    persistent_workers=False, iterable=False, stateful_loader=False, generator=False, accumulate=1,
+    val_check_interval=1.0, precision="32-true", early_stopping=False,
     checkpoint={"every_n_train_steps": 1, "save_last": True, "save_top_k": -1},
     save_everywhere=False, signal=None, crash_at_step=None, ckpt_path=None, log_every_n_steps=1, tensorboard=False,
     schedulers=("step", "epoch"), batchnorm=False, callbacks={},
@@ -63,6 +64,54 @@ class NoisyStream(IterableDataset):
         g = torch.Generator().manual_seed(int(torch.randint(2**31, ())))
         order = torch.randperm(len(self.data), generator=g).tolist()
         return ((self.data.x[i] + 0.01 * torch.randn(6, generator=g), self.data.y[i]) for i in order)
+
+
+class StatefulNoisyStream(IterableDataset):
+    """A user's own resumable stream: fixed points in order plus noise from a generator of its own, seeded from the
+    global RNG when iteration starts, with the `state_dict()`/`load_state_dict()` pair (its position and the
+    generator's state), so a resumed run continues it without replaying. In worker processes, worker w yields every
+    num_workers-th point. `served` counts the points this copy produced."""
+
+    def __init__(self, n: int) -> None:
+        self.data = NoisyData(n)
+        self.position, self.generator, self._resume, self.served = 0, None, None, 0
+
+    def __iter__(self):
+        info = get_worker_info()
+        first, step = (info.id, info.num_workers) if info is not None else (0, 1)
+        state, self._resume = self._resume or None, None  # {}: saved before this copy had started
+        self.generator = torch.Generator()
+        if state is None:
+            self.position = first
+            self.generator.manual_seed(int(torch.randint(2**31, ())))
+        else:
+            self.position = state["position"]
+            self.generator.set_state(state["generator"])
+        while self.position < len(self.data.x):
+            i = self.position
+            self.position += step
+            self.served += 1
+            yield self.data.x[i] + 0.01 * torch.randn(6, generator=self.generator), self.data.y[i]
+
+    def state_dict(self):
+        return {"position": self.position, "generator": self.generator.get_state()} if self.generator else {}
+
+    def load_state_dict(self, state):
+        self._resume = state
+
+
+def hugging_face_stream(n: int):
+    """The same points as a Hugging Face `datasets` IterableDataset (built locally, two shards)."""
+    import datasets
+
+    data = NoisyData(n)
+    table = datasets.Dataset.from_dict({"x": data.x.tolist(), "y": data.y.tolist()})
+    return table.to_iterable_dataset(num_shards=2).with_format("torch")
+
+
+def collate_pairs(rows):
+    """Hugging Face rows ({"x": ..., "y": ...}) as the (x, y) batches the model takes."""
+    return torch.stack([row["x"] for row in rows]), torch.stack([row["y"] for row in rows])
 
 
 class Net(volt.LightningModule):
@@ -170,11 +219,16 @@ class Crash(volt.Callback):
 
 
 def loaders(cfg):
-    data = NoisyStream(cfg["n"]) if cfg["iterable"] else NoisyData(cfg["n"])
+    streams = {True: NoisyStream, "stateful": StatefulNoisyStream, "hf": hugging_face_stream}
+    data = streams[cfg["iterable"]](cfg["n"]) if cfg["iterable"] else NoisyData(cfg["n"])
     options = dict(batch_size=cfg["batch_size"], num_workers=cfg["num_workers"],
                    persistent_workers=cfg["persistent_workers"] and cfg["num_workers"] > 0)
     generator = torch.Generator().manual_seed(3) if cfg["generator"] else None  # the order's own generator
-    train = DataLoader(data, shuffle=not cfg["iterable"], generator=generator, **options)
+    loader = DataLoader
+    if cfg["stateful_loader"]:
+        from torchdata.stateful_dataloader import StatefulDataLoader as loader
+    collate = {"collate_fn": collate_pairs} if cfg["iterable"] == "hf" else {}
+    train = loader(data, shuffle=not cfg["iterable"], generator=generator, **options, **collate)
     val = DataLoader(NoisyData(8), **options)
     return train, val
 

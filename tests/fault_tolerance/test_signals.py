@@ -1,6 +1,7 @@
 """Graceful stop: SIGTERM / Ctrl-C finish the batch, save a checkpoint that resumes exactly, and exit with a clear
 message; SIGUSR1 under SLURM also requeues the job, and the requeued job resumes by itself."""
 import os
+import re
 import signal
 import sys
 
@@ -96,7 +97,9 @@ def test_signal_outside_the_training_loop_is_not_lost(tmp_path):
         signal.signal(signal.SIGTERM, previous)
 
 
-def test_slurm_requeue_then_the_requeued_job_resumes_by_itself(tmp_path, reference, monkeypatch):
+def test_slurm_requeue_then_the_requeued_job_resumes_by_itself(tmp_path, reference, monkeypatch, caplog):
+    """The requeued job logs the same three lines as a job restarted by torch's elastic agent: the restart, what
+    was lost (nothing: the stop saved where it was) and the time to recover."""
     requeued = tmp_path / "requeued.txt"
     script = f"import sys; open({str(requeued)!r}, 'w').write(sys.argv[1])"
     monkeypatch.setenv("SLURM_JOB_ID", "4242")
@@ -107,8 +110,16 @@ def test_slurm_requeue_then_the_requeued_job_resumes_by_itself(tmp_path, referen
     assert requeued.read_text() == "4242"
 
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")  # what SLURM sets in the requeued job
+    caplog.set_level("INFO", logger="volt")
     run_training.run(cfg)  # no ckpt_path: a requeued job resumes from its last checkpoint
     assert_same(load_final(tmp_path), reference)
+    last = tmp_path / "ckpt" / "last.ckpt"
+    assert "Restart 1 of SLURM job 4242 (requeued). Resuming from the newest checkpoint (ckpt_path='last')." \
+        in caplog.messages
+    assert (f"Lost to the restart: nothing; the previous run stopped on SIGUSR1 at global step 5 and saved the "
+            f"checkpoint resumed from ({last}).") in caplog.messages
+    assert re.search(r"Recovered \d+\.\d s after the stop on SIGUSR1: training again from global step 5 \(\d+\.\d s "
+                     r"of it in this process's fit: loading the checkpoint and positioning the data\)\.", caplog.text)
 
 
 def test_failing_requeue_command_still_saves_and_says_so(tmp_path, monkeypatch):

@@ -26,6 +26,12 @@ class DDPStrategy(ParallelStrategy):
         stall_warning: seconds a rank may stay at the same place (batch, epoch end, collective) before rank 0 logs
             where every rank is and whether the ranks are out of step (0: never). Default: the VOLT_STALL_WARNING
             environment variable, else 300, or half the timeout when that is shorter.
+        max_restarts: how often the ranks are restarted after one fails (default: the VOLT_MAX_RESTARTS environment
+            variable, else 0: a failed rank ends the job). Above 0, the process that calls `fit` supervises, as
+            `torchrun --max-restarts` does: torch's elastic agent runs your script in every rank and restarts the
+            whole group after a failure, and `fit` resumes from the newest checkpoint by itself (keep
+            `ModelCheckpoint(save_last=True)` so that there is one). The code after `fit` runs in the ranks too;
+            the supervising process exits when they end. One node; under torchrun or SLURM their own restarts apply.
 
     Extra keyword arguments go to `torch.nn.parallel.DistributedDataParallel` (find_unused_parameters,
     static_graph, gradient_as_bucket_view, bucket_cap_mb, ...).
@@ -36,9 +42,10 @@ class DDPStrategy(ParallelStrategy):
     def __init__(self, accelerator: Optional[str] = None, parallel_devices: Optional[List[torch.device]] = None,
                  cluster_environment: Optional[ClusterEnvironment] = None,
                  process_group_backend: Optional[str] = None, timeout: Optional[timedelta] = None,
-                 start_method: str = "popen", stall_warning: Optional[float] = None, **kwargs: Any) -> None:
+                 start_method: str = "popen", stall_warning: Optional[float] = None,
+                 max_restarts: Optional[int] = None, **kwargs: Any) -> None:
         super().__init__(accelerator, parallel_devices, cluster_environment, process_group_backend, timeout,
-                         start_method, stall_warning)
+                         start_method, stall_warning, max_restarts)
         allowed = set(inspect.signature(DistributedDataParallel.__init__).parameters) - {
             "self", "module", "device_ids", "output_device", "process_group"}
         unknown = sorted(set(kwargs) - allowed)

@@ -6,6 +6,10 @@ Launchers:
   NODE_RANK, LOCAL_RANK, WORLD_SIZE set. A process that already sees LOCAL_RANK does not launch again.
 - `SpawnLauncher` ("ddp_spawn", "ddp_fork"/"ddp_notebook"): this process starts every local rank with
   multiprocessing and waits; rank 0 sends back the trained weights and the results.
+- `ElasticLauncher` ("ddp" with `max_restarts` > 0): this process supervises; torch's elastic agent (what
+  `torchrun --max-restarts` runs) re-runs the command in every local rank and restarts the whole group when a rank
+  fails. The restarted ranks resume from the newest checkpoint (trainer/recovery.py); the failure record and the
+  positions the ranks published stay in the agent's store, which outlives restarts, and explain each restart.
 
 Failures never hang: each rank runs a `Watchdog` thread that, a few times a second and without touching the
 training step, looks for (a) a failure record in the rendezvous store, written by the rank that raised (its rank,
@@ -59,8 +63,8 @@ class RankFailedError(RuntimeError):
 
 
 def failure_record(rank_info: Dict[str, Any], exc: Optional[BaseException] = None, reason: str = "") -> Dict[str, Any]:
-    """Plain-data description of a failure: who failed, and how."""
-    record = dict(rank_info)
+    """Plain-data description of a failure: who failed, how, and when (wall-clock seconds)."""
+    record = {**rank_info, "time": time.time()}
     if exc is not None:
         record["error"] = f"{type(exc).__name__}: {exc}".strip()
         record["traceback"] = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
@@ -83,6 +87,17 @@ def describe_failure(record: Dict[str, Any], full: bool = True) -> str:
     if full or not record.get("traceback"):
         return head
     return f"{head}\n(its traceback is printed by rank 0 and by rank {record.get('rank', '?')})"
+
+
+def failure_summary(record: Dict[str, Any]) -> str:
+    """One line on who failed and how (for the line a restarted job logs)."""
+    who = f"rank {record.get('rank', '?')} of {record.get('world_size', '?')}"
+    lines = (record.get("error") or "").strip().splitlines()
+    error = lines[0][:300] if lines else "unknown error"
+    if record.get("victim"):
+        return (f"{who} lost its connection to another rank ({error}); that rank ended without a failure record, "
+                "so it was killed (SIGKILL, the out-of-memory killer) or its machine failed")
+    return f"{who} failed: {error}"
 
 
 def describe_timeout_positions(positions: List[Optional[Dict[str, Any]]]) -> str:
@@ -309,7 +324,7 @@ class Watchdog:
             self._left = (self._where, self._since, now)
             self._where, self._since = here["where"], now
         self._beat += 1
-        here.update({"for": round(now - self._since, 1), "beat": self._beat})
+        here.update({"for": round(now - self._since, 1), "beat": self._beat, "time": time.time()})
         with self._store_lock:
             if not self.in_stage or self._store is None:  # the stage ended meanwhile (`end_stage`)
                 return
@@ -458,10 +473,39 @@ def _exit_now(message: str) -> None:
     os._exit(1)
 
 
-def failure_key() -> str:
-    """The store key of this job's failure record (torchrun restarts get a fresh one)."""
+def failure_key(attempt: Optional[int] = None) -> str:
+    """The store key of this job's failure record, per attempt (default: this one): restarts by torch's elastic
+    agent share one store, and each attempt gets fresh keys."""
     run = os.environ.get("TORCHELASTIC_RUN_ID", "")
-    return f"volt/failure/{run}/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") if attempt is None else attempt
+    return f"volt/failure/{run}/{attempt}"
+
+
+def previous_attempt() -> Optional[Dict[str, Any]]:
+    """In a group restarted by torch's elastic agent, what the previous attempt left in the agent's store (which
+    outlives restarts): its failure record ("failure"), the furthest global step its ranks reached ("step", from
+    the record and their published positions) and when it failed ("time": the record's time, else when its ranks
+    last published). None without such a store (torchrun without an agent store, one process) or when nothing was
+    left."""
+    attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+    if attempt == 0 or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    store = connect_store(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]))
+    if store is None:
+        return None
+    key = failure_key(attempt - 1)
+    keys = [key] + [f"{key}/where/{rank}" for rank in range(int(os.environ.get("WORLD_SIZE", "1")))]
+    try:
+        found = [json.loads(store.get(k)) if store.check([k]) else None for k in keys]
+    except Exception:  # the store went away
+        return None
+    failure, positions = found[0], [p for p in found[1:] if p is not None]
+    steps = [p["step"] for p in positions + [failure or {}] if p.get("step") is not None]
+    seen = [p["time"] for p in positions if "time" in p]
+    if failure is None and not positions:
+        return None
+    return {"failure": failure, "step": max(steps) if steps else None,
+            "time": failure["time"] if failure and "time" in failure else (max(seen) if seen else None)}
 
 
 def connect_store(host: str, port: int):
@@ -627,6 +671,49 @@ def _wait_for_children(watchdog: Watchdog) -> None:
         sys.stderr.flush()
         sys.stdout.flush()
         os._exit(1)
+
+
+# ====================================================================== "ddp" with restarts
+class RestartsExhaustedError(RuntimeError):
+    """A rank failed again after the last restart `max_restarts` allows."""
+
+
+class ElasticLauncher:
+    """Runs this process's command in every local rank under torch's elastic agent, which restarts the whole group
+    when a rank fails, at most `max_restarts` times (see the module docstring).
+
+    This process trains nothing: as under torchrun, the whole script, including the code after `fit`, runs in the
+    ranks, and this process exits when the group ends: with status 0 once every rank succeeded, else with
+    `RestartsExhaustedError` naming the rank that failed last.
+    """
+
+    def __init__(self, num_local: int, max_restarts: int, main_address: str, main_port: int) -> None:
+        self.num_local = num_local
+        self.max_restarts = max_restarts
+        self.main_address = main_address
+        self.main_port = main_port
+
+    def run(self) -> None:
+        from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+        from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+        command = script_command()
+        config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=self.num_local, run_id=f"volt-{os.getpid()}",
+                              rdzv_backend="static", rdzv_endpoint=f"{self.main_address}:{self.main_port}",
+                              rdzv_configs={"rank": 0}, max_restarts=self.max_restarts)
+        log.info(f"Running {self.num_local} ranks under torch's elastic agent: after a failure the group is restarted "
+                 f"(at most {self.max_restarts} time{'s' if self.max_restarts != 1 else ''}) and resumes from the "
+                 "newest checkpoint.")
+        try:
+            elastic_launch(config, command[0])(*command[1:])
+        except ChildFailedError as err:
+            rank, failure = err.get_first_failure()
+            raise RestartsExhaustedError(
+                f"Rank {rank} (local rank {failure.local_rank}, pid {failure.pid}) failed after the last restart "
+                f"that max_restarts={self.max_restarts} allows: {exit_reason(failure.exitcode)}. The job stops "
+                "here; a later run resumes with `trainer.fit(..., ckpt_path='last')`."
+            ) from None
+        raise SystemExit(0)
 
 
 # ====================================================================== "ddp_spawn" / "ddp_fork"

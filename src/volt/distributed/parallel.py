@@ -10,6 +10,10 @@ so far (they differ between ranks there: accumulating batches skip the all-reduc
 checkpoint is written (`gather_object`), never per step; a checkpoint written inside a window grows by world size x
 the gradients.
 
+A rank that dies ends the job (launcher.py), unless restarts are allowed: `max_restarts` (or VOLT_MAX_RESTARTS)
+runs the ranks under torch's elastic agent, as `torchrun --max-restarts` does, and a restarted group resumes from
+the newest checkpoint by itself (trainer/recovery.py).
+
 On the same number of ranks, with the same seed (the sample order is a function of the seed and the epoch), each
 rank takes back its own state and the resumed run matches the uninterrupted one exactly, inside an accumulation
 window too. A run may also resume on another number of ranks (or another strategy). What is kept exactly then:
@@ -41,6 +45,7 @@ DEFAULT_TIMEOUT = timedelta(minutes=30)  # long enough for a slow checkpoint wri
 DEFAULT_STALL_WARNING = 300.0
 TIMEOUT_ENV = "VOLT_COLLECTIVE_TIMEOUT"
 STALL_WARNING_ENV = "VOLT_STALL_WARNING"
+MAX_RESTARTS_ENV = "VOLT_MAX_RESTARTS"
 _START_METHODS = ("popen", "spawn", "fork", "forkserver")
 _REDUCE_OPS = {"mean": "sum", "avg": "sum", "sum": "sum", "max": "max", "min": "min"}
 
@@ -65,11 +70,18 @@ class ParallelStrategy(Strategy):
     def __init__(self, accelerator: Optional[str] = None, parallel_devices: Optional[List[torch.device]] = None,
                  cluster_environment: Optional[ClusterEnvironment] = None,
                  process_group_backend: Optional[str] = None, timeout: Optional[timedelta] = None,
-                 start_method: str = "popen", stall_warning: Optional[float] = None) -> None:
+                 start_method: str = "popen", stall_warning: Optional[float] = None,
+                 max_restarts: Optional[int] = None) -> None:
         super().__init__(accelerator=accelerator if isinstance(accelerator, str) else None)
         if start_method not in _START_METHODS:
             raise MisconfigurationException(
                 f"start_method={start_method!r} is not supported; choose one of {', '.join(_START_METHODS)}."
+            )
+        self.max_restarts = max_restarts_setting(max_restarts)
+        if self.max_restarts and start_method != "popen":
+            raise MisconfigurationException(
+                f"max_restarts={self.max_restarts} restarts ranks by running your script again, which "
+                f"start_method={start_method!r} does not do. Use strategy='ddp' (start_method='popen')."
             )
         self.parallel_devices = list(parallel_devices) if parallel_devices is not None else None
         self.cluster_environment = cluster_environment
@@ -91,6 +103,7 @@ class ParallelStrategy(Strategy):
         if self.accelerator is None:
             self.accelerator = device_type
         devices = self.parallel_devices or [_device(device_type, i) for i in device_ids]
+        self._check_restarts(env, num_nodes)
         if isinstance(env, LightningEnvironment):
             world = self._own_world(env, devices, num_nodes)
         else:
@@ -104,6 +117,21 @@ class ParallelStrategy(Strategy):
         if self.node_rank >= num_nodes:
             raise MisconfigurationException(f"NODE_RANK={self.node_rank} must be below num_nodes={num_nodes}.")
         self.set_local_rank(env.local_rank() if env.creates_processes_externally else 0)
+
+    def _check_restarts(self, env: ClusterEnvironment, num_nodes: int) -> None:
+        """`max_restarts` is for volt's own launcher, on one node; elsewhere the launcher decides."""
+        if not self.max_restarts:
+            return
+        if not env.creates_processes_externally:
+            if num_nodes > 1:
+                raise MisconfigurationException(
+                    f"max_restarts={self.max_restarts} restarts the ranks of one node. On {num_nodes} nodes, start "
+                    "them with torchrun (`--nnodes`, `--rdzv-backend c10d`, `--max-restarts`) or SLURM (`--requeue`)."
+                )
+        elif os.environ.get("TORCHELASTIC_MAX_RESTARTS") != str(self.max_restarts):
+            rank_zero.rank_zero_warn(
+                f"max_restarts={self.max_restarts} is for volt's own launcher; this process was started by "
+                f"{type(env).__name__}, which decides about restarts (torchrun --max-restarts, SLURM --requeue).")
 
     def _own_world(self, env: LightningEnvironment, devices: List[torch.device], num_nodes: int) -> int:
         """volt's launcher (or the user, with plain variables) starts devices x num_nodes processes."""
@@ -181,9 +209,11 @@ class ParallelStrategy(Strategy):
     def launch(self, function: Callable, *args: Any, **kwargs: Any) -> Any:
         if self.launches_in_child_processes:
             return self._launch_spawn(function, args)
+        env = self.cluster_environment
+        if self.max_restarts and not env.creates_processes_externally:  # this process supervises; it never returns
+            _launcher.ElasticLauncher(self.num_processes, self.max_restarts, env.main_address, env.main_port).run()
         watchdog = self._get_watchdog()
-        if not self.cluster_environment.creates_processes_externally and self.num_processes > 1:
-            env = self.cluster_environment
+        if not env.creates_processes_externally and self.num_processes > 1:
             _launcher.ScriptLauncher(self.num_processes, self.node_rank, self.world_size, env.main_address,
                                      env.main_port).start(watchdog)
         return self.run_guarded(function, *args, **kwargs)
@@ -211,8 +241,12 @@ class ParallelStrategy(Strategy):
             if peer is not None and symptom:
                 raise _launcher.RankFailedError(peer, full=self.is_global_zero) from None
             record = _launcher.failure_record(self.rank_info(), exc)
+            if self.position_source is not None:  # how far training got: a restarted job reports what was lost
+                record["step"] = self.position_source.steps_done()
             if positions is not None:
                 record["positions"] = positions
+            elif symptom:  # a peer went away without a record of its own (killed): this rank is its victim
+                record["victim"] = True
             watchdog.publish(record)
             watchdog.stop_children()
             _record_for_torchelastic(exc)
@@ -244,7 +278,7 @@ class ParallelStrategy(Strategy):
         os.environ["MASTER_ADDR"] = env.main_address
         os.environ["MASTER_PORT"] = str(env.main_port)
         dist.init_process_group(self.process_group_backend, rank=self.global_rank, world_size=self.world_size,
-                                timeout=self.timeout)
+                                timeout=self.timeout, store=_attempt_store(self.timeout))
         atexit.register(self._destroy_process_group)
 
     def _destroy_process_group(self) -> None:
@@ -408,6 +442,36 @@ def stall_warning_seconds(stall_warning: Optional[float], timeout: timedelta) ->
             "(0 turns the stall warning off)."
         )
     return float(stall_warning)
+
+
+def max_restarts_setting(max_restarts: Optional[int]) -> int:
+    """The argument, else VOLT_MAX_RESTARTS, else 0 (a failed rank ends the job)."""
+    if max_restarts is None:
+        raw = os.environ.get(MAX_RESTARTS_ENV)
+        if raw is None:
+            return 0
+        if not raw.strip().isdigit():
+            raise MisconfigurationException(
+                f"{MAX_RESTARTS_ENV}={raw!r} must be a whole number >= 0: how often the ranks are restarted after "
+                f"one fails (e.g. {MAX_RESTARTS_ENV}=3); or unset it."
+            )
+        return int(raw)
+    if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
+        raise MisconfigurationException(
+            f"max_restarts={max_restarts!r} must be an int >= 0: how often the ranks are restarted after one fails "
+            "(0: a failed rank ends the job)."
+        )
+    return max_restarts
+
+
+def _attempt_store(timeout: timedelta) -> Optional["dist.Store"]:
+    """Under torch's elastic agent the rendezvous store outlives a restart of the group, and what the process group
+    writes there while it forms (each rank's address) must be per attempt: a restarted rank would otherwise read
+    the address of a dead rank of the previous attempt and fail to connect. None elsewhere: torch makes the store."""
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False, timeout=timeout)
+    return dist.PrefixStore(f"volt/attempt/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
 def _seconds_from_env(name: str, zero_allowed: bool, example: str) -> Optional[float]:

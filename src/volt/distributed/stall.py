@@ -10,7 +10,8 @@ that times out carries every rank's position in its failure record.
 
 A position is plain data: `where` (the text shown), `place` (the loop part: stage and counters), `waiting` (in a
 collective, backward's gradient all-reduce included, or at the rendezvous), `for` (seconds since `where` last changed), `beat` (counts the rank's publications) and, added by the reader,
-`silent` (seconds since the rank last published, when that is long).
+`silent` (seconds since the rank last published, when that is long). `step` (optimizer steps done in fit) and
+`time` (wall clock, added by the watchdog) tell a restarted job what the failure cost (trainer/recovery.py).
 """
 import os
 import sys
@@ -39,16 +40,19 @@ class PositionSource(Protocol):
     def place(self) -> str:  # the Trainer call and its counters, e.g. 'fit: epoch 0, 12 train batches done'
         ...
 
+    def steps_done(self) -> Optional[int]:  # optimizer steps so far in fit, else None (a restarted job's "lost")
+        ...
+
 
 def position(source: PositionSource, frame, joined: bool) -> Dict[str, Any]:
     """This rank's position inside a Trainer call: `frame` is the training thread's innermost frame (or the frame a
     collective raised in); `joined` is False while the process group is still forming."""
     if not joined:
-        place, detail, waiting = JOINING, "", True
+        place, detail, waiting, step = JOINING, "", True, None
     else:
-        place = source.place()
+        place, step = source.place(), source.steps_done()
         detail, waiting = activity(frame, source.loop_files) if frame is not None else ("", False)
-    return {"where": f"{place}; {detail}" if detail else place, "place": place, "waiting": waiting}
+    return {"where": f"{place}; {detail}" if detail else place, "place": place, "waiting": waiting, "step": step}
 
 
 def activity(frame, loop_files: FrozenSet[str] = frozenset()) -> Tuple[str, bool]:

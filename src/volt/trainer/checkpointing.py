@@ -11,7 +11,8 @@ This module answers "where is X saved and restored" (the file format itself, ato
                                                                                                  (after on_fit_start)
     MixedPrecision                the GradScaler                            restore_precision
     loops.fit_loop                loop cursor, RNG streams, should_stop,    restore_loops
-                                  self.log accumulators, pending gradients
+                                  self.log accumulators, pending gradients,
+                                  an iterable stream's state_dict()
     loops.fit_loop.loggers        each logger's state_dict()                restore_loggers      (first of all)
     epoch, global_step, pytorch-lightning_version, hyper_parameters, hparams_name, datamodule_hyper_parameters:
                                   Lightning's keys; hparams are read by `load_from_checkpoint` (volt/module.py)
@@ -25,6 +26,9 @@ and only the loop part can still change before the point, the checkpoint is asse
 part taken again at the point; inside a training batch, where validation may follow and change callback state, it
 is assembled at the point. `Trainer.save_checkpoint` writes at once.
 
+A process restarted after a failure (torch's elastic agent, a SLURM requeue) resumes from "last" when `fit` gets no
+`ckpt_path`, and logs what the failure cost (volt/trainer/recovery.py).
+
 Several processes: every rank assembles the checkpoint (the per-rank loop state is gathered to rank 0, which writes).
 On the same number of ranks each rank takes back its own RNG streams, epoch accumulators and pending gradients; on
 another number, rank 0's (volt/distributed/ddp.py says what stays exact).
@@ -34,13 +38,13 @@ import os
 from typing import Any, Dict, List, Optional
 
 from volt.loggers.utils import VersionedLogDir
-from volt.trainer.signals import requeued_job
+from volt.trainer import recovery
 from volt.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
 VOLT_VERSION = "0.1.0"
 LIGHTNING_COMPAT_VERSION = "2.6.6"  # written as `pytorch-lightning_version`, so Lightning loads volt checkpoints
 # The loop state that differs between processes: a multi-process checkpoint keeps every rank's.
-_PER_RANK_STATE = ("rng", "results", "grads", "epoch_rng", "sampler_rng")
+_PER_RANK_STATE = ("rng", "results", "grads", "epoch_rng", "sampler_rng", "stream")
 
 
 class Checkpoints:
@@ -48,6 +52,7 @@ class Checkpoints:
 
     def __init__(self, trainer) -> None:
         self.trainer = trainer
+        self.restart: Optional[recovery.Restart] = None  # this fit is a restarted job's (`resolve`)
 
     # ================================================================== what goes in
     def dump(self, weights_only: bool = False) -> Dict[str, Any]:
@@ -110,7 +115,10 @@ class Checkpoints:
             "loggers": [logger.state_dict() for logger in trainer.loggers],
             # inside an accumulation window: the gradients summed so far
             "grads": trainer.strategy.accumulated_grads() if fit_loop.grads_pending else None,
+            "stream": fit_loop.stream_state(),  # where an iterable training stream stands, if it can say
         }
+        if trainer._signals.stopping:  # a graceful stop writes this checkpoint: resuming from it loses nothing
+            state["stopped_by"] = trainer._signals.stopping
         if trainer.world_size > 1:
             per_rank = trainer.strategy.gather_object({key: state[key] for key in _PER_RANK_STATE})
             if per_rank is not None and len(per_rank) > 1:  # a single entry: the main process after a spawn
@@ -148,17 +156,19 @@ class Checkpoints:
     # ================================================================== what ckpt_path names
     def resolve(self, fn: str, ckpt_path) -> Optional[str]:
         """`ckpt_path` as a file path: "last" (newest `last*.ckpt`, continuing that run's log version), "best",
-        "hpc" (Lightning's SLURM checkpoints), a path, or None (a requeued SLURM job resumes from "hpc" or "last")."""
-        if ckpt_path is None and fn == "fit" and requeued_job():
+        "hpc" (Lightning's SLURM checkpoints), a path, or None (a restarted job resumes from "hpc" or "last":
+        volt/trainer/recovery.py)."""
+        self.restart = recovery.detect() if ckpt_path is None and fn == "fit" else None
+        if self.restart is not None:
             ckpt_path = "hpc" if self._hpc_checkpoint() else "last"
-            rank_zero_info(f"This SLURM job was requeued: resuming from its last checkpoint (ckpt_path={ckpt_path!r}).")
+            self.restart.announce(ckpt_path)
         if ckpt_path is None:
             return None
         if ckpt_path == "best":
             return self._best(fn)
         if ckpt_path == "last":
             last = self._find_last()
-            if last is None:
+            if last is None and self.restart is None:  # a restart says so itself
                 rank_zero_warn(f'`.{fn}(ckpt_path="last")` found no last checkpoint; starting from scratch.')
             return last
         if ckpt_path == "hpc":
@@ -226,13 +236,17 @@ class Checkpoints:
         """Load the checkpoint at `path` (already resolved); None when there is none. Safe unless
         `weights_only=False` was passed explicitly."""
         self.trainer.ckpt_path = path
-        if path is None:
-            return None
-        from volt.checkpoint import load_checkpoint
+        checkpoint = None
+        if path is not None:
+            from volt.checkpoint import load_checkpoint
 
-        rank_zero_info(f"Restoring states from the checkpoint path at {path}")
-        return load_checkpoint(path, map_location=self.trainer.strategy.root_device,
-                               weights_only=weights_only is not False)
+            rank_zero_info(f"Restoring states from the checkpoint path at {path}")
+            checkpoint = load_checkpoint(path, map_location=self.trainer.strategy.root_device,
+                                         weights_only=weights_only is not False)
+        if self.restart is not None:
+            self.restart.loaded(path, checkpoint)
+            self.trainer.fit_loop.on_resume_point = self.restart.recovered
+        return checkpoint
 
     # ================================================================== restoring, in named steps
     def restore_before_optimizers(self, checkpoint: Dict[str, Any]) -> None:
@@ -302,6 +316,8 @@ class Checkpoints:
                 state.update(per_rank[trainer.global_rank])
         else:
             _note_world_size_change(saved_world, trainer.world_size, mid_epoch=not state.get("epoch_done"))
+            state["stream"] = None  # rank 0's position in its own shard of a stream: no use to another rank
+        state.pop("stopped_by", None)  # read by recovery.Restart.loaded
         trainer.should_stop = bool(state.pop("should_stop", False))
         trainer._results.eval_log_steps = state.pop("eval_log_steps", 0)
         grads = state.pop("grads", None)

@@ -18,13 +18,17 @@ Persistent workers (`persistent_workers=True`) keep their streams across epochs,
 epoch end could carry. For them each batch carries a seed instead (`SeededBatch`: a seed drawn for the epoch from the
 global RNG, plus the batch's position) that the worker reseeds from before fetching it, so a batch's random values
 depend only on the epoch and the batch; their values differ from Lightning's.
+
+An iterable dataset has no sampler to skip in. When the stream can say where it stands (`stateful_stream`: the
+loader's or the dataset's `state_dict()`/`load_state_dict()`), the fit loop saves that state in checkpoints and a
+resumed run continues from it at once; otherwise the consumed batches are replayed.
 """
 import copy
 import functools
 import math
 import os
 import random
-from typing import Any, Callable, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -276,6 +280,34 @@ def wrap_loader(loader: Any, *, sequential: bool = False, sampler_fn: Optional[C
     return wrapped
 
 
+def stateful_stream(loader: Any) -> Tuple[Optional[Any], str]:
+    """The object whose `state_dict()`/`load_state_dict()` say where an iterable training stream stands, or None and
+    why there is none (the replay notice says it).
+
+    The loader comes first (torchdata's StatefulDataLoader, which also follows its worker processes; any iterable
+    with the pair). Else the dataset (a Hugging Face `datasets` IterableDataset, a user's own), but only without
+    worker processes: each worker iterates a copy of the dataset, so the copy in this process never moves. The
+    pair's contract: `state_dict()` (plain data) describes the position reached by what was consumed so far, and
+    after `load_state_dict(state)` the next iteration continues from there, with the same values (a stream that
+    draws random numbers keeps its generator's state in it).
+    """
+    if _has_state_pair(loader):
+        return loader, ""
+    dataset = loader.dataset if isinstance(loader, DataLoader) else loader
+    name = type(dataset).__name__
+    if not _has_state_pair(dataset):
+        return None, f"the training data ({name}) has no state_dict()/load_state_dict()"
+    if loader.num_workers > 0:
+        return None, (f"the training dataset ({name}) has a state_dict(), but it runs in {loader.num_workers} "
+                      "DataLoader worker processes whose progress this process cannot see (torchdata's "
+                      "StatefulDataLoader can)")
+    return dataset, ""
+
+
+def _has_state_pair(obj: Any) -> bool:
+    return callable(getattr(obj, "state_dict", None)) and callable(getattr(obj, "load_state_dict", None))
+
+
 def shutdown_workers(loader: Any) -> None:
     """Stop the persistent worker processes of a wrapped loader when its run ends. Left to garbage collection,
     they outlive the run, and a later fork (the next run's workers) can inherit their queue threads mid-operation
@@ -286,14 +318,18 @@ def shutdown_workers(loader: Any) -> None:
         loader._iterator = None
 
 
-def set_sampler_epoch(loader: Any, epoch: int) -> None:
+def set_data_epoch(loader: Any, epoch: int) -> None:
     """Call `set_epoch` once on each sampler of `loader` that has it (DistributedSampler and the like), whether it
-    is the loader's sampler or the one inside its batch sampler (wrappers forward the attribute)."""
-    samplers = {id(s): s for s in (getattr(loader, "sampler", None),
-                                   getattr(getattr(loader, "batch_sampler", None), "sampler", None)) if s is not None}
-    for sampler in samplers.values():
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
+    is the loader's sampler or the one inside its batch sampler (wrappers forward the attribute), and on an
+    iterable dataset that has it. Hugging Face `datasets` streams need it (as their Trainer calls it): their shuffle
+    order is per epoch, and a state they were resumed from applies until the epoch changes. Lightning calls it on
+    samplers only."""
+    dataset = loader.dataset if isinstance(loader, DataLoader) else None
+    candidates = (getattr(loader, "sampler", None), getattr(getattr(loader, "batch_sampler", None), "sampler", None),
+                  dataset if isinstance(dataset, IterableDataset) else None)
+    for obj in {id(c): c for c in candidates if c is not None}.values():
+        if hasattr(obj, "set_epoch"):
+            obj.set_epoch(epoch)
 
 
 def resumable_sampler(loader: Any) -> Optional[ResumableSampler]:

@@ -30,8 +30,9 @@
 Exact resume: ModelCheckpoint and a graceful stop write only at a checkpoint point (`Trainer.schedule_checkpoint`,
 volt/trainer/checkpointing.py), where a batch or an epoch end is complete, so the loop state (progress.LoopState)
 has nothing half done. A resumed run rebuilds the interrupted epoch's data order from the RNG
-state the epoch started with, skips the consumed batches at the sampler level (iterable datasets: replays them), and
-continues from the checkpoint's RNG state at the matching point: right before its next batch.
+state the epoch started with, skips the consumed batches at the sampler level (iterable datasets: restores the
+stream's saved state when it has one, else replays them), and continues from the checkpoint's RNG state at the
+matching point: right before its next batch.
 """
 import math
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
@@ -39,7 +40,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 import torch
 
 from volt.trainer.data import (distributed_sampler_fn, limit_batches, loader_length, loaders_stale, resumable_sampler,
-                              set_sampler_epoch, wrap_loader)
+                              set_data_epoch, stateful_stream, wrap_loader)
 from volt.trainer.eval_loop import EvalLoop
 from volt.trainer.progress import LoopState
 from volt.utilities.exceptions import MisconfigurationException
@@ -60,6 +61,13 @@ class FitLoop:
         self.train_source: Any = None  # the dataloaders passed to `Trainer.fit`, if any
         self._resumed_rng: Optional[dict] = None  # RNG state at the moment the checkpoint was taken
         self._resumed_results: Optional[dict] = None  # self.log state from the checkpoint
+        self._resumed_stream: Optional[dict] = None  # the iterable training stream's state from the checkpoint
+        # Called once when a run reaches the point where it is ready to train (a resumed one: the checkpoint's
+        # point, its data repositioned): checkpointing.py times recoveries with it.
+        self.on_resume_point: Optional[Callable[[], None]] = None
+        self.stream: Any = None  # what says where an iterable training stream stands (data.stateful_stream)
+        self._no_stream_why = ""  # why there is none, for the replay notice
+        self._stream_state: Optional[dict] = None  # the stream's state before the batch fetched ahead
         self._unit_running = False  # a batch or an epoch end is running: work for the checkpoint point waits
         self._at_point: List[Callable[[], None]] = []
         self.grads_pending = False  # the last batch accumulated gradients without stepping: a checkpoint keeps them
@@ -85,13 +93,13 @@ class FitLoop:
             return
         mid_epoch = self.state.batch_idx > 0  # resumed inside an epoch: its end still has to run
         if self.done and not mid_epoch:
-            self._restore_rng()
+            self._reach_resume_point()
             return
         if self.val_loop.loaders is None and self._validates_in_epoch(self.state.epoch):
             self.val_loop.enabled_or_setup()  # as Lightning: progress bars know the validation size at train start
         hooks.call("on_train_start")
         if not mid_epoch:
-            self._restore_rng()
+            self._reach_resume_point()
         try:
             while mid_epoch or not self.done:
                 mid_epoch = False
@@ -201,6 +209,7 @@ class FitLoop:
         s = self.state
         self._resumed_rng = state.pop("rng", None)
         self._resumed_results = state.pop("results", None)
+        self._resumed_stream = state.pop("stream", None)
         s.load_state_dict(state)
         if s.epoch_done:
             s.epoch += 1
@@ -229,19 +238,23 @@ class FitLoop:
             states["train_sampler_generator"] = generator.get_state()
         return states
 
-    def _restore_rng(self) -> None:
-        """Continue with the RNG state of the checkpoint, at the point of the resumed run that matches it."""
+    def _reach_resume_point(self) -> None:
+        """The run is where the checkpoint was taken (or, not resumed, about to train): continue with the
+        checkpoint's RNG state, and tell `on_resume_point` once."""
         if self._resumed_rng is not None:
             set_rng_states(self._resumed_rng)
             generator = _sampler_generator(self.train_loader)
             if generator is not None and "train_sampler_generator" in self._resumed_rng:
                 generator.set_state(self._resumed_rng["train_sampler_generator"])
             self._resumed_rng = None
+        if self.on_resume_point is not None:
+            notify, self.on_resume_point = self.on_resume_point, None
+            notify()
 
     def _end_epoch(self) -> None:
         trainer, hooks, s = self.trainer, self.trainer._hooks, self.state
         results = trainer._results
-        self._restore_rng()  # resumed after the epoch's last batch: nothing drew from the RNG since
+        self._reach_resume_point()  # resumed after the epoch's last batch: nothing drew from the RNG since
         self._unit_running = True
         s.epoch_done = True
         results.epoch_end(results.train)  # epoch values are visible to the epoch-end hooks
@@ -273,6 +286,8 @@ class FitLoop:
         self._train_loaded_epoch = trainer.current_epoch
         sampler_fn = distributed_sampler_fn(trainer, train=True)
         self.train_loader = wrap_loader(source, sequential=bool(trainer.overfit_batches), sampler_fn=sampler_fn)
+        sampled = resumable_sampler(self.train_loader) is not None  # map-style: resumes by sampler-level skipping
+        self.stream, self._no_stream_why = (None, "") if sampled else stateful_stream(self.train_loader)
         limit = trainer.limit_train_batches
         if trainer.overfit_batches:
             limit = trainer.overfit_batches
@@ -305,30 +320,21 @@ class FitLoop:
         """Yield (batch, is_last) for this epoch, resuming mid-epoch exactly when a checkpoint says so."""
         s = self.state
         loader = self.train_loader
-        set_sampler_epoch(loader, s.epoch)
+        set_data_epoch(loader, s.epoch)
 
         skip = s.batch_idx
         n = self.num_training_batches
         if skip >= n:  # resumed after the epoch's last batch
-            self._restore_rng()
+            self._reach_resume_point()
             return
         resumable = resumable_sampler(loader)
         if skip and self._resumed_rng is not None:
-            # Mid-epoch resume: rebuild the epoch's iterator from the RNG state the epoch started with, skip what the
-            # interrupted run consumed, then continue from the RNG state of the checkpoint.
-            if s.epoch_rng is not None:
-                set_rng_states(s.epoch_rng)
-            if resumable is not None:
-                resumable.resume(skip, s.sampler_rng)
-            iterator = iter(loader)
-            if resumable is None:
-                for _ in range(skip):  # no sampler (iterable datasets): replay, loading and dropping each batch
-                    next(iterator, None)
+            iterator = self._resumed_iterator(skip, resumable)
         else:
             s.epoch_rng = get_rng_states()
             iterator = iter(loader)
         if n != math.inf:
-            self._restore_rng()
+            self._reach_resume_point()
             remaining = int(n) - skip
             for i in range(remaining):
                 batch = next(iterator, _END)
@@ -339,12 +345,44 @@ class FitLoop:
                 yield batch, i == remaining - 1
             return
         # no length: look one batch ahead to know which batch is the last
+        stream = self.stream
         current = next(iterator, _END)
-        self._restore_rng()  # the interrupted run had fetched this batch, too, before its checkpoint
+        self._reach_resume_point()  # the interrupted run had fetched this batch, too, before its checkpoint
         while current is not _END:
+            if stream is not None:  # a checkpoint after `current` resumes before the batch fetched next
+                self._stream_state = stream.state_dict()
             upcoming = next(iterator, _END)
             yield current, upcoming is _END
             current = upcoming
+
+    def _resumed_iterator(self, skip: int, resumable) -> Iterator[Any]:
+        """The interrupted epoch's iterator, rebuilt from the RNG state the epoch started with and positioned after
+        its first `skip` batches: by the sampler (map-style data), by the stream's saved state, or by replaying."""
+        s = self.state
+        if s.epoch_rng is not None:
+            set_rng_states(s.epoch_rng)
+        if resumable is not None:
+            resumable.resume(skip, s.sampler_rng)
+            return iter(self.train_loader)
+        saved, self._resumed_stream = self._resumed_stream, None
+        if self.stream is not None and saved is not None:
+            self.stream.load_state_dict(saved)
+            return iter(self.train_loader)
+        why = self._no_stream_why or "the checkpoint holds no state of the training stream for this process"
+        rank_zero_info(f"Resuming inside an epoch of iterable data: {why}; replaying {skip:,} batches to reach the "
+                       "resume point.")
+        iterator = iter(self.train_loader)
+        for _ in range(skip):  # loading and dropping each batch
+            next(iterator, None)
+        return iterator
+
+    def stream_state(self) -> Optional[Dict[str, Any]]:
+        """Where the iterable training stream stands at this checkpoint point (None at an epoch boundary, or when
+        the stream cannot say): after the batches consumed so far, not counting one fetched ahead."""
+        s = self.state
+        if self.stream is None or s.batch_idx == 0 or s.epoch_done:
+            return None
+        return self._stream_state if self.num_training_batches == math.inf else self.stream.state_dict()
 
     def forward_batches(self) -> None:
         """Run `training_step` once more on every training batch of this epoch, under `no_grad`: no backward, no
@@ -354,7 +392,7 @@ class FitLoop:
 
         trainer, hooks = self.trainer, self.trainer._hooks
         results, trainer._results = trainer._results, Results(trainer)  # a throwaway sink for what training_step logs
-        set_sampler_epoch(self.train_loader, self.state.epoch)
+        set_data_epoch(self.train_loader, self.state.epoch)
         try:
             with torch.no_grad():
                 for batch_idx, batch in enumerate(self.train_loader):

@@ -69,6 +69,11 @@ class LoopPosition:
         return f"fit: after the training loop (status {trainer.state.status})"
 
 
+    def steps_done(self) -> Optional[int]:
+        """The optimizer steps done so far in `fit` (None in the other stages)."""
+        return self.trainer.fit_loop.state.global_step if self.trainer.state.fn == "fit" else None
+
+
 def _eval_batch(loop) -> str:
     text = f"{'validation' if loop.stage == 'validate' else loop.stage} batch {loop.batch_idx}"
     return f"{text} of dataloader {loop.dataloader_idx}" if loop.dataloader_idx else text

@@ -10,7 +10,7 @@ the Trainer turns into SystemExit(1) after the exception hooks, as Lightning doe
 SLURM: with `SLURM_JOB_ID` set, SIGUSR1 (`VOLT_REQUEUE_SIGNAL`: a name such as "SIGUSR2", or "" to leave the signal
 alone) saves and then runs `scontrol requeue <job id>` (`VOLT_REQUEUE_COMMAND`, where `{job_id}` is replaced; setting
 it also turns requeueing on outside SLURM). In the requeued job (`SLURM_RESTART_COUNT` > 0), `fit` without a
-`ckpt_path` resumes from "last" by itself.
+`ckpt_path` resumes from "last" by itself (trainer/recovery.py).
 
 Several processes (DDP): every rank must stop after the same batch, even when the signal reaches only some ranks or
 reaches them at different batches. volt adds no per-step collective for this: a rank that received a signal tells
@@ -68,6 +68,7 @@ class StopSignals:
         self._requeue_signal: Optional[int] = None
         self._previous: Dict[int, object] = {}
         self.coordinator = None  # agrees with the other ranks on when to stop (None: a single process)
+        self.stopping: Optional[str] = None  # the signal being acted on while its checkpoint is written
 
     def install(self, coordinator=None) -> None:
         """Catch SIGTERM, SIGINT and the requeue signal until `restore` (only possible in the main thread)."""
@@ -133,7 +134,11 @@ class StopSignals:
         callback = trainer.checkpoint_callback
         if callback is not None and callback.save_last:  # its own `last`: a resumed run updates it, not `last-v1`
             callback.last_model_path = path
-        trainer.save_checkpoint(path)
+        self.stopping = name  # the checkpoint records it: a restarted job then knows that nothing was lost
+        try:
+            trainer.save_checkpoint(path)
+        finally:
+            self.stopping = None
         message = (f"Training stopped by {name} at epoch {trainer.current_epoch}, global step {trainer.global_step};"
                    f" saved {path}. Resume with `trainer.fit(..., ckpt_path='last')`.")
         if signum == self._requeue_signal and trainer.is_global_zero:
