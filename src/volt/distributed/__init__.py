@@ -13,6 +13,7 @@ _LAZY = {
     "LightningEnvironment": "volt.distributed.environments",
     "ParallelStrategy": "volt.distributed.parallel",
     "RankFailedError": "volt.distributed.launcher",
+    "RestartsExhaustedError": "volt.distributed.launcher",
     "SLURMEnvironment": "volt.distributed.environments",
     "TorchElasticEnvironment": "volt.distributed.environments",
 }

@@ -68,7 +68,6 @@ class LoopPosition:
             return f"fit: epoch {state.epoch}, {done} train batch{'' if done == 1 else 'es'} done"
         return f"fit: after the training loop (status {trainer.state.status})"
 
-
     def steps_done(self) -> Optional[int]:
         """The optimizer steps done so far in `fit` (None in the other stages)."""
         return self.trainer.fit_loop.state.global_step if self.trainer.state.fn == "fit" else None
