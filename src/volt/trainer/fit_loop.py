@@ -349,8 +349,8 @@ class FitLoop:
         current = next(iterator, _END)
         self._reach_resume_point()  # the interrupted run had fetched this batch, too, before its checkpoint
         while current is not _END:
-            if stream is not None:  # a checkpoint after `current` resumes before the batch fetched next
-                self._stream_state = stream.state_dict()
+            if stream is not None:  # a checkpoint after `current` resumes before the batch fetched next (one
+                self._stream_state = stream.state_dict()  # state_dict() a batch: ~30 us for a `datasets` stream)
             upcoming = next(iterator, _END)
             yield current, upcoming is _END
             current = upcoming
