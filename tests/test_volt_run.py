@@ -143,7 +143,7 @@ def test_bad_command_lines_exit_as_python_does(tmp_path, capsys):
 def test_a_lightning_name_volt_lacks_says_so(tmp_path):
     write(tmp_path / "names.py", """
         import lightning as L
-        for attempt in ("from lightning.pytorch.callbacks import StochasticWeightAveraging",
+        for attempt in ("from lightning.pytorch.accelerators import XLAAccelerator",
                         "import lightning.pytorch.loops", "L.Fabric",
                         "from lightning.pytorch.strategies import DeepSpeedStrategy"):
             try:
@@ -158,8 +158,8 @@ def test_a_lightning_name_volt_lacks_says_so(tmp_path):
     result = run(["names.py"], tmp_path)
     assert result.returncode == 0, result.stderr[-4000:]
     assert result.stdout.splitlines() == [
-        "NotProvidedError volt does not provide lightning.pytorch.callbacks.StochasticWeightAveraging: planned for "
-        "volt, not built yet.",
+        "NotProvidedError volt does not provide lightning.pytorch.accelerators.XLAAccelerator: volt trains on CPU, "
+        "CUDA and MPS devices; TPU/XLA is not supported.",
         "NotProvidedError volt does not provide lightning.pytorch.loops: Lightning's internal machinery, which volt's "
         "own loop replaces (see volt/trainer/fit_loop.py).",
         "NotProvidedError volt does not provide lightning.Fabric: volt has no Fabric; put the model in a "
