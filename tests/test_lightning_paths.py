@@ -251,6 +251,18 @@ def test_hparams_yaml_round_trip(tmp_path):
         assert load_hparams_from_yaml(tmp_path / "missing.yaml") == {}
 
 
+@pytest.mark.parametrize("use_omegaconf", [True, False])
+def test_hparams_yaml_is_written_as_lightning_writes_it(tmp_path, quiet_lightning, use_omegaconf):
+    from pytorch_lightning.core.saving import save_hparams_to_yaml as lightning_save
+
+    from volt.core.saving import save_hparams_to_yaml
+
+    hparams = {"lr": 0.1, "net": {"width": 8, "act": "relu"}, "layers": [1, 2], "name": "b"}
+    save_hparams_to_yaml(tmp_path / "volt.yaml", hparams, use_omegaconf=use_omegaconf)
+    lightning_save(tmp_path / "lightning.yaml", hparams, use_omegaconf=use_omegaconf)
+    assert (tmp_path / "volt.yaml").read_text() == (tmp_path / "lightning.yaml").read_text()
+
+
 def test_dummy_logger_accepts_anything_and_copies():
     from volt.loggers.logger import DummyLogger
 
