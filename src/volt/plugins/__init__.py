@@ -6,20 +6,26 @@ Each kind goes where the Trainer uses it: the precision plugin runs the forward 
 environment tells the strategy the ranks, the checkpoint I/O plugin is `trainer.strategy.checkpoint_io`, and
 TorchSyncBatchNorm is `sync_batchnorm=True`.
 """
-from volt.distributed.environments import ClusterEnvironment
-from volt.plugins.io import AsyncCheckpointIO, CheckpointIO, TorchCheckpointIO
-from volt.plugins.layer_sync import LayerSync, TorchSyncBatchNorm
-from volt.trainer.precision import DoublePrecision, HalfPrecision, MixedPrecision, Precision
+import importlib
 
-__all__ = [
-    "AsyncCheckpointIO",
-    "CheckpointIO",
-    "ClusterEnvironment",
-    "DoublePrecision",
-    "HalfPrecision",
-    "LayerSync",
-    "MixedPrecision",
-    "Precision",
-    "TorchCheckpointIO",
-    "TorchSyncBatchNorm",
-]
+# Each loads on first use: the Trainer imports this package, and `import volt` stays cheap.
+_LAZY = {
+    "AsyncCheckpointIO": "volt.plugins.io",
+    "CheckpointIO": "volt.plugins.io",
+    "ClusterEnvironment": "volt.distributed.environments",
+    "DoublePrecision": "volt.trainer.precision",
+    "HalfPrecision": "volt.trainer.precision",
+    "LayerSync": "volt.plugins.layer_sync",
+    "MixedPrecision": "volt.trainer.precision",
+    "Precision": "volt.trainer.precision",
+    "TorchCheckpointIO": "volt.plugins.io",
+    "TorchSyncBatchNorm": "volt.plugins.layer_sync",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'volt.plugins' has no attribute {name!r}")

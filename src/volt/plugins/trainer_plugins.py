@@ -1,10 +1,7 @@
 """`Trainer(plugins=...)`: the plugins sorted by kind, each checked once with a clear error."""
-from dataclasses import dataclass
 from typing import Any, Optional
 
 from volt.distributed.environments import ClusterEnvironment
-from volt.plugins.io import CheckpointIO
-from volt.plugins.layer_sync import LayerSync, TorchSyncBatchNorm
 from volt.trainer.precision import Precision
 from volt.utilities.exceptions import MisconfigurationException
 
@@ -12,20 +9,25 @@ _KINDS = "a precision plugin (MixedPrecision, HalfPrecision, DoublePrecision, Pr
          "a CheckpointIO or TorchSyncBatchNorm"
 
 
-@dataclass
 class TrainerPlugins:
-    precision: Optional[Precision] = None
-    cluster_environment: Optional[ClusterEnvironment] = None
-    checkpoint_io: Optional[CheckpointIO] = None
-    layer_sync: Optional[LayerSync] = None
+    """The plugins a Trainer was given, one of each kind at most (None: the kind's default)."""
+
+    def __init__(self) -> None:
+        self.precision: Optional[Precision] = None
+        self.cluster_environment: Optional[ClusterEnvironment] = None
+        self.checkpoint_io = None  # a CheckpointIO (volt/plugins/io)
+        self.layer_sync = None  # TorchSyncBatchNorm
 
 
 def parse_plugins(plugins: Any, precision_flag: Any) -> TrainerPlugins:
     """Sort `plugins` (one plugin or a list) by kind. Two of one kind, an unknown object, or a precision plugin next
     to `Trainer(precision=...)` are errors."""
-    if plugins is None:
-        return TrainerPlugins()
     parsed = TrainerPlugins()
+    if plugins is None:
+        return parsed
+    from volt.plugins.io import CheckpointIO
+    from volt.plugins.layer_sync import LayerSync, TorchSyncBatchNorm
+
     for plugin in plugins if isinstance(plugins, (list, tuple)) else [plugins]:
         if isinstance(plugin, Precision):
             kind = "precision"
