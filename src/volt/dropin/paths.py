@@ -93,8 +93,7 @@ _OMITTED_MODULES: Dict[str, List[str]] = {
     "consolidates DeepSpeed/FSDP shards; volt's checkpoints are full files": ["utilities.consolidate_checkpoint"],
     "Lightning's test-suite helpers": ["utilities.testing"],
     _TENSOR_PARALLEL: ["strategies.model_parallel"],
-    _PLANNED: ["callbacks.batch_size_finder", "callbacks.checkpoint", "callbacks.lr_finder",
-               "callbacks.rich_model_summary", "tuner", "utilities.memory"],
+    _PLANNED: ["callbacks.checkpoint", "callbacks.rich_model_summary"],
 }
 
 _OMITTED_NAMES: Dict[str, List[str]] = {
@@ -106,8 +105,9 @@ _OMITTED_NAMES: Dict[str, List[str]] = {
     _HELPER: ["BType", "CHECKPOINT_PAST_HPARAMS_KEYS", "CONVERSION_DTYPES", "LEFTOVER_PARAMS_NAME", "LayerSummary",
               "LightningDoublePrecisionModule", "MODULE_OPTIMIZERS", "NOT_APPLICABLE", "PARAMETER_NUM_UNITS",
               "UNKNOWN_SIZE", "RegisterRecordFunction", "ScheduleWrapper", "call_register_accelerators", "clean_namespace", "collect_init_args", "comet_experiment", "convert",
-              "convert_inf", "do_nothing_closure", "get_init_args", "has_len_all_ranks", "merge_dicts",
-              "parse_batch_shape", "parse_class_init_keys", "rank_zero_module", "save_hyperparameters",
+              "convert_inf", "do_nothing_closure", "get_init_args", "has_len_all_ranks", "is_cuda_out_of_memory", "is_cudnn_snafu", "is_out_of_cpu_memory",
+              "merge_dicts",
+              "parse_batch_shape", "parse_class_init_keys", "rank_zero_module", "recursive_detach", "save_hyperparameters",
               "update_hparams", "warning_cache"],
     "parts of RichProgressBar's display; restyle it with RichProgressBarTheme": [
         "BatchesProcessedColumn", "CustomBarColumn", "CustomInfiniteTask", "CustomProgress", "CustomTimeColumn",
@@ -125,7 +125,7 @@ _OMITTED_NAMES: Dict[str, List[str]] = {
         "Fabric", "is_wrapped"],
     "Fabric's monitor, which takes a Fabric; with the Trainer, use the ThroughputMonitor callback": [
         "ThroughputMonitor"],
-    _PLANNED: ["BatchSizeFinder", "Checkpoint", "LearningRateFinder"],
+    _PLANNED: ["Checkpoint"],
 }
 
 MISSING_MODULES: Dict[str, str] = {module: reason for reason, modules in _OMITTED_MODULES.items() for module in modules}
