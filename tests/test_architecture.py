@@ -1,12 +1,12 @@
 """The package's layers point one way: a module imports only from its own layer or from lower ones, and no two
 modules import each other, directly or through others (imports inside functions count too).
 
-    5  volt, volt.cli, volt.examples            entry points
-    4  volt.trainer                             the Trainer, its loops, hook dispatch, checkpoints of a run
+    5  volt, volt.cli, volt.examples, volt.demos, volt.dropin   entry points, demo models, `volt run`
+    4  volt.trainer, volt.plugins               the Trainer, its loops, hook dispatch, checkpoints of a run; plugins
     3  volt.module, volt.datamodule, volt.callbacks,  what users subclass and plug in; the tuner's searches
-       volt.tuner                               (they reach the Trainer through `trainer.trial_run`)
-    2  volt.distributed, volt.strategies        strategies, launcher, cluster environments
-    1  volt.checkpoint, volt.loggers, volt.profilers, volt.plot   files: checkpoints, logs, profiles, plots
+       volt.tuner, volt.core                    (they reach the Trainer through `trainer.trial_run`)
+    2  volt.distributed, volt.strategies, volt.accelerators   strategies, launcher, cluster environments, devices
+    1  volt.checkpoint, volt.loggers, volt.profilers, volt.plot, volt.plugins.io   files
     0  volt.utilities                           helpers with no volt dependency
 
 Inside volt.trainer, trainer.py is the top: nothing else in the package imports it.
@@ -21,11 +21,11 @@ import volt
 SRC = os.path.dirname(volt.__file__)
 LAYERS = [
     ["volt.utilities"],
-    ["volt.checkpoint", "volt.loggers", "volt.profilers", "volt.plot"],
-    ["volt.distributed", "volt.strategies"],
-    ["volt.module", "volt.datamodule", "volt.callbacks", "volt.tuner"],
-    ["volt.trainer"],
-    ["volt", "volt.cli", "volt.examples", "volt.__main__"],
+    ["volt.checkpoint", "volt.loggers", "volt.profilers", "volt.plot", "volt.plugins.io"],
+    ["volt.distributed", "volt.strategies", "volt.accelerators"],
+    ["volt.module", "volt.datamodule", "volt.callbacks", "volt.tuner", "volt.core", "volt.utilities.model_helpers"],
+    ["volt.trainer", "volt.plugins"],
+    ["volt", "volt.cli", "volt.examples", "volt.__main__", "volt.demos", "volt.dropin"],
 ]
 
 

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import volt
+from volt.accelerators import CPUAccelerator
 from helpers import BoringModel, loader, trainer
 
 
@@ -19,7 +20,7 @@ def test_gpus_without_a_gpu_names_the_problem(gpus):
 def test_gpus_zero_trains_on_the_cpu(gpus, tmp_path):
     run = trainer(tmp_path, gpus=gpus, limit_val_batches=0)
     run.fit(BoringModel())
-    assert run.accelerator == "cpu" and run.global_step == 4
+    assert isinstance(run.accelerator, CPUAccelerator) and run.global_step == 4
 
 
 def test_gpus_conflicting_with_accelerator():

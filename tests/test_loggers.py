@@ -66,11 +66,10 @@ def test_csv_rows_header_and_tensor_values(tmp_path):
     ]
 
 
-def test_csv_matches_lightning_byte_for_byte(tmp_path, monkeypatch):
+def test_csv_matches_lightning_byte_for_byte(tmp_path):
     pl_loggers = pytest.importorskip("pytorch_lightning.loggers")
-    # Lightning writes hparams.yaml with PyYAML (sorted keys), as volt does, unless omegaconf is installed (then in
-    # insertion order, through OmegaConf.save); the test extra installs omegaconf, so pin the PyYAML form.
-    monkeypatch.setattr("pytorch_lightning.core.saving._OMEGACONF_AVAILABLE", False)
+    # hparams.yaml: both write it with OmegaConf when it is installed (keys in insertion order; the test extra has
+    # it), else with PyYAML (keys sorted).
     calls = [
         ({"a": torch.tensor(1.5)}, 0),
         ({"a": 2.0, "b": torch.tensor(3)}, 1),

@@ -15,7 +15,8 @@ import importlib
 import inspect
 import os
 import sys
-from typing import Any, Callable, Dict, Iterable, List, Optional, Union
+from argparse import Namespace
+from typing import Any, Callable, Dict, Iterable, List, Optional, Type, Union
 
 import torch
 from torch.optim import Optimizer
@@ -36,7 +37,9 @@ __all__ = [
     "OptimizerCallable",
     "ReduceLROnPlateau",
     "SaveConfigCallback",
+    "cli_lightning_logo",
     "instantiate_class",
+    "instantiate_module",
     "main",
 ]
 
@@ -54,6 +57,10 @@ class ReduceLROnPlateau(torch.optim.lr_scheduler.ReduceLROnPlateau):
 # `def __init__(self, optimizer: OptimizerCallable = torch.optim.Adam)` then `optimizer(self.parameters())`.
 OptimizerCallable = Callable[[Iterable], Optimizer]
 LRSchedulerCallable = Callable[[Optimizer], Union[LRScheduler, ReduceLROnPlateau]]
+ArgsType = Optional[Union[List[str], Dict[str, Any], Namespace]]  # what `LightningCLI(args=...)` takes
+LRSchedulerTypeTuple = (LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+LRSchedulerTypeUnion = Union[LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau]
+LRSchedulerType = Union[Type[LRScheduler], Type[torch.optim.lr_scheduler.ReduceLROnPlateau]]
 
 
 @functools.lru_cache(maxsize=None)
@@ -510,6 +517,22 @@ def instantiate_class(args: Any, init: Dict[str, Any]) -> Any:
     return cls(*args, **init.get("init_args", {}))
 
 
+def instantiate_module(class_type: type, config: Dict[str, Any]) -> Any:
+    """Build `class_type` (or, with a "_class_path" key, that subclass of it) from `config` as the CLI would: values
+    are checked against the `__init__` signature and nested class configs are built too."""
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser(exit_on_error=False)
+    if "_class_path" in config:
+        parser.add_subclass_arguments(class_type, "module", fail_untyped=False)
+        config = {"class_path": config["_class_path"],
+                  "dict_kwargs": {key: value for key, value in config.items() if key != "_class_path"}}
+    else:
+        parser.add_class_arguments(class_type, "module", fail_untyped=False)
+    instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes  # jsonargparse<4.49
+    return instantiate(parser.parse_object({"module": config})).module
+
+
 def _automatic(registry: Dict[str, Any]) -> Dict[str, Any]:
     """The optimizers (or schedulers) the CLI builds itself: {nested key: class or tuple of base classes}."""
     return {key: classes for key, (classes, link_to) in registry.items() if link_to == "AUTOMATIC"}
@@ -533,6 +556,24 @@ def _with_class_path(classes, value) -> Dict[str, Any]:
     return {"class_path": f"{classes.__module__}.{classes.__qualname__}", "init_args": value}
 
 
+LIGHTNING_LOGO = r"""
+        __
+       / /
+      / /__
+     /__  /
+       / /
+      / /    volt
+     /_/
+"""
+
+
+def cli_lightning_logo() -> None:
+    """Print volt's logo (a lightning bolt), as Lightning's example scripts do before starting."""
+    print()
+    print("\033[0;33m" + LIGHTNING_LOGO + "\033[0m")
+    print()
+
+
 def _first_line(doc: Optional[str]) -> Optional[str]:
     lines = inspect.cleandoc(doc).splitlines() if doc else []
     return lines[0] if lines else None
@@ -554,13 +595,19 @@ class _DigitsCLI(LightningCLI):
 
 
 def main(args: Optional[List[str]] = None) -> None:
-    """The `volt` command: LightningCLI for the built-in digits example (see `volt.examples.digits`).
+    """The `volt` command: LightningCLI for the built-in digits example (see `volt.examples.digits`), and
+    `volt run script.py` to run a Lightning program on volt (see `volt.dropin.run`).
 
     `volt fit` trains it in seconds on a CPU and prints where the TensorBoard logs, the best checkpoint and the
     picture of its training curves are; `volt test --ckpt_path <that checkpoint>` evaluates it; `volt plot` draws
     the curves of any runs (see `volt.plot`). With no subcommand, prints the usage and exits with status 2, as a
     command missing a required argument does.
     """
+    args = sys.argv[1:] if args is None else list(args)
+    if args and args[0] == "run":  # `volt run script.py ...`: a Lightning program on volt (volt/dropin/run.py)
+        from volt.dropin.run import main as run
+
+        return run(args[1:])
     from volt.callbacks import ModelCheckpoint
     from volt.examples.digits import DigitsClassifier, DigitsDataModule
 
@@ -568,7 +615,6 @@ def main(args: Optional[List[str]] = None) -> None:
         # The example's model is tiny: one thread runs it fastest, and a second one that waits for a busy core can
         # make every step ten times slower.
         torch.set_num_threads(1)
-    args = sys.argv[1:] if args is None else list(args)
     if args[:1] == ["plot"]:  # not a Trainer method: its own parser, in volt.plot
         from volt.plot import main as plot
 

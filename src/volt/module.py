@@ -16,25 +16,10 @@ import torch
 from torch import nn
 
 from volt.utilities.apply_func import move_data_to_device
+from volt.utilities.parsing import AttributeDict
 from volt.utilities.rank_zero import rank_zero_warn
 
 log = logging.getLogger("volt")
-
-
-class AttributeDict(dict):
-    """A dict whose keys are also attributes: `self.hparams.lr` and `self.hparams["lr"]`."""
-
-    def __getattr__(self, key):
-        try:
-            return self[key]
-        except KeyError as err:
-            raise AttributeError(f"'hparams' has no attribute {key!r}") from err
-
-    def __setattr__(self, key, value):
-        self[key] = value
-
-    def __delattr__(self, key):
-        del self[key]
 
 
 class HyperparametersMixin:

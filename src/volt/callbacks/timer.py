@@ -9,10 +9,18 @@ from datetime import timedelta
 from typing import Any, Dict, Optional, Union
 
 from volt.callbacks.callback import Callback
+from volt.utilities.enums import LightningEnum
 from volt.utilities.exceptions import MisconfigurationException
 from volt.utilities.rank_zero import rank_zero_info
 
 _STAGES = ("train", "sanity_check", "validate", "test", "predict")
+
+
+class Interval(LightningEnum):
+    """When the Timer checks its budget (`Timer(interval=...)` takes these or the plain strings)."""
+
+    step = "step"
+    epoch = "epoch"
 
 
 class Timer(Callback):

@@ -136,9 +136,17 @@ class TorchElasticEnvironment(ClusterEnvironment):
 
 class SLURMEnvironment(ClusterEnvironment):
     """A SLURM job step started with `srun`: one task per rank. Interactive allocations (`salloc` then python)
-    are not srun steps and fall through to plain environment variables."""
+    are not srun steps and fall through to plain environment variables.
+
+    `auto_requeue=False` leaves the requeue signal alone: the job is not requeued when SLURM signals that its time is
+    up. `requeue_signal` is that signal (default SIGUSR1, or `VOLT_REQUEUE_SIGNAL`); see `volt/trainer/signals.py`.
+    """
 
     creates_processes_externally = True
+
+    def __init__(self, auto_requeue: bool = True, requeue_signal: Optional[int] = None) -> None:
+        self.auto_requeue = auto_requeue
+        self.requeue_signal = requeue_signal
 
     @staticmethod
     def detect() -> bool:
@@ -201,6 +209,9 @@ def find_free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+find_free_network_port = find_free_port  # Lightning's name
 
 
 def _require(key: str, source: str) -> str:

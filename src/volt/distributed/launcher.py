@@ -52,6 +52,7 @@ KILL_GRACE_S = 1.0  # SIGTERM, then SIGKILL after this long
 PUBLISH_S = 1.0  # how often a rank publishes its position and rank 0 reads all (less for a short stall_warning)
 
 _LAUNCHER_PID = "VOLT_LAUNCHER_PID"
+RUN_ENV_FLAG = "VOLT_DROPIN"  # "1" in a program run with `volt run` (volt/dropin/run.py) and the processes it starts
 
 
 class RankFailedError(RuntimeError):
@@ -578,13 +579,15 @@ def _signal(process: Any, sig: int) -> None:
 
 # ====================================================================== "ddp": re-run the script
 def script_command() -> List[str]:
-    """The command line that started this process, to start the other local ranks with."""
+    """The command line that started this process, to start the other local ranks with. A program run with
+    `volt run` (a Lightning program on volt) is run that way again."""
     import __main__
 
+    python = [sys.executable, "-m", "volt", "run"] if os.environ.get(RUN_ENV_FLAG) == "1" else [sys.executable]
     spec = getattr(__main__, "__spec__", None)
     if spec is not None and spec.name:
         module = spec.name[: -len(".__main__")] if spec.name.endswith(".__main__") else spec.name
-        return [sys.executable, "-m", module, *sys.argv[1:]]
+        return [*python, "-m", module, *sys.argv[1:]]
     script = sys.argv[0] if sys.argv else ""
     if not script or script == "-c" or not os.path.exists(script):
         raise MisconfigurationException(
@@ -592,7 +595,7 @@ def script_command() -> List[str]:
             "from a script (interactive session, notebook or `python -c`). Use strategy='ddp_notebook' (fork) or "
             "'ddp_spawn', or put the code in a file and run `python file.py`."
         )
-    return [sys.executable, os.path.abspath(script), *sys.argv[1:]]
+    return [*python, os.path.abspath(script), *sys.argv[1:]]
 
 
 class ScriptLauncher:

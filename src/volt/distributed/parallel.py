@@ -190,7 +190,7 @@ class ParallelStrategy(Strategy):
             env.set_global_rank(self.node_rank * len(self.parallel_devices) + local_rank)
         self.global_rank = env.global_rank()
         self.root_device = self.parallel_devices[local_rank]
-        rank_zero.rank_zero_only.rank = self.global_rank
+        rank_zero.set_rank(self.global_rank)
 
     def rank_info(self) -> Dict[str, Any]:
         return {"rank": self.global_rank, "world_size": self.world_size, "node": self.node_rank,

@@ -8,18 +8,19 @@ import torch
 
 from volt.distributed import launcher as _launcher
 from volt.distributed.ddp import DDPStrategy
-from volt.distributed.environments import LightningEnvironment, detect_environment
+from volt.distributed.environments import ClusterEnvironment, LightningEnvironment, detect_environment
 from volt.distributed.parallel import ParallelStrategy
 from volt.distributed.strategy import Strategy
 from volt.utilities.exceptions import MisconfigurationException
 
 
-def select_strategy(strategy: Any, accelerator: Any, devices: Any, num_nodes: int) -> Strategy:
+def select_strategy(strategy: Any, accelerator: Any, devices: Any, num_nodes: int,
+                    cluster_environment: Optional[ClusterEnvironment] = None) -> Strategy:
     """The strategy for the Trainer's arguments: a parallel one when several processes are asked for (or were
-    started by torchrun/SLURM), else one device."""
+    started by torchrun/SLURM, or by the `plugins=` cluster environment), else one device."""
     device_type = parse_accelerator(accelerator)
     device_ids = parse_devices(devices, device_type)
-    parallel = _parallel_strategy(strategy, device_type, device_ids, num_nodes)
+    parallel = _parallel_strategy(strategy, device_type, device_ids, num_nodes, cluster_environment)
     if parallel is not None:
         return parallel
     if isinstance(strategy, Strategy):
@@ -36,9 +37,15 @@ def select_strategy(strategy: Any, accelerator: Any, devices: Any, num_nodes: in
 
 
 def parse_accelerator(accelerator: Any) -> str:
-    """Resolve "auto"/"gpu"/"cuda"/"mps"/"cpu" to the device type that will be used."""
-    name = getattr(accelerator, "name", accelerator)
-    name = str(name).lower() if name is not None else "auto"
+    """Resolve "auto"/"gpu"/"cuda"/"mps"/"cpu" (or an Accelerator instance) to the device type that will be used."""
+    if accelerator is not None and not isinstance(accelerator, str):  # an Accelerator (volt/accelerators)
+        if getattr(accelerator, "device_type", None) not in ("cpu", "cuda", "mps"):
+            raise ValueError(
+                f"accelerator={accelerator!r} is not supported: volt trains on 'cpu', 'cuda' and 'mps' devices. Pass "
+                "one of those names, or CPUAccelerator(), CUDAAccelerator() or MPSAccelerator()."
+            )
+        accelerator = accelerator.device_type
+    name = str(accelerator).lower() if accelerator is not None else "auto"
     if name == "auto":
         if torch.cuda.is_available():
             return "cuda"
@@ -116,8 +123,8 @@ _NAMED = {
 }
 
 
-def _parallel_strategy(flag: Any, device_type: str, device_ids: List[int],
-                       num_nodes: int) -> Optional[ParallelStrategy]:
+def _parallel_strategy(flag: Any, device_type: str, device_ids: List[int], num_nodes: int,
+                       cluster_environment: Optional[ClusterEnvironment]) -> Optional[ParallelStrategy]:
     """The multi-process strategy for the Trainer's arguments, configured; None when one process is enough."""
     if isinstance(flag, ParallelStrategy):
         strategy = flag
@@ -126,7 +133,7 @@ def _parallel_strategy(flag: Any, device_type: str, device_ids: List[int],
             return None
         name = str(flag).lower() if flag is not None else "auto"
         if name == "auto":
-            if not (len(device_ids) > 1 or num_nodes > 1 or _launched_externally()):
+            if not (len(device_ids) > 1 or num_nodes > 1 or _launched_externally(cluster_environment)):
                 return None
             name = "ddp_fork" if _interactive() else "ddp"
         if name == "fsdp":
@@ -137,6 +144,8 @@ def _parallel_strategy(flag: Any, device_type: str, device_ids: List[int],
             strategy = _NAMED[name]()
         else:
             return None
+    if cluster_environment is not None:
+        strategy.cluster_environment = cluster_environment
     try:
         strategy.configure(device_type, device_ids, num_nodes)
     except MisconfigurationException as exc:
@@ -149,10 +158,10 @@ def _parallel_strategy(flag: Any, device_type: str, device_ids: List[int],
     return strategy
 
 
-def _launched_externally() -> bool:
-    """torchrun or srun started several processes for this job."""
-    env = detect_environment()
-    return not isinstance(env, LightningEnvironment) and env.world_size() > 1
+def _launched_externally(env: Optional[ClusterEnvironment] = None) -> bool:
+    """torchrun or srun (or the given environment) started several processes for this job."""
+    env = env or detect_environment()
+    return not isinstance(env, LightningEnvironment) and env.detect() and env.world_size() > 1
 
 
 def _interactive() -> bool:

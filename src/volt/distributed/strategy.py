@@ -11,7 +11,8 @@ class Strategy:
 
     strategy_name = "single_device"
 
-    def __init__(self, device: Optional[torch.device] = None, accelerator: Optional[str] = None) -> None:
+    def __init__(self, device: Optional[torch.device] = None, accelerator: Optional[str] = None,
+                 checkpoint_io: Optional[Any] = None) -> None:
         self.root_device = torch.device(device) if device is not None else torch.device("cpu")
         self.accelerator = accelerator
         self.model: Optional[torch.nn.Module] = None  # what forward passes go through (a DDP wrapper, say)
@@ -21,6 +22,20 @@ class Strategy:
         # Set by the Trainer: where its loops are, in words (distributed/stall.py's PositionSource), for the stall
         # reports of multi-process runs.
         self.position_source = None
+        self._checkpoint_io = checkpoint_io
+
+    @property
+    def checkpoint_io(self):
+        """The CheckpointIO plugin that writes, reads and removes checkpoint files (TorchCheckpointIO by default)."""
+        if self._checkpoint_io is None:
+            from volt.plugins.io import TorchCheckpointIO
+
+            self._checkpoint_io = TorchCheckpointIO()
+        return self._checkpoint_io
+
+    @checkpoint_io.setter
+    def checkpoint_io(self, checkpoint_io) -> None:
+        self._checkpoint_io = checkpoint_io
 
     # ------------------------------------------------------------------ topology
     world_size = 1
@@ -59,7 +74,8 @@ class Strategy:
         return module
 
     def teardown(self) -> None:
-        pass
+        if self._checkpoint_io is not None:
+            self._checkpoint_io.teardown()  # e.g. AsyncCheckpointIO finishes its write
 
     # ------------------------------------------------------------------ steps (go through `self.model` so wrappers see them)
     def training_step(self, *args: Any, **kwargs: Any) -> Any:

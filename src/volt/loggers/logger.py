@@ -84,3 +84,40 @@ class Logger(ABC):
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         """Continue the log from a checkpoint's `state_dict()`: the same run, and each step shown once (drop what the
         interrupted run logged after the checkpoint). Default: nothing (those later points stay)."""
+
+
+DummyExperiment = _DummyExperiment
+
+
+class DummyLogger(Logger):
+    """A logger that records nothing, and accepts any call: `self.logger.experiment.add_image(...)` and
+    `self.logger.log_table(...)` in user code run as no-ops where logging is switched off."""
+
+    def __init__(self) -> None:
+        self._experiment = _DummyExperiment()
+
+    @property
+    def experiment(self) -> _DummyExperiment:
+        return self._experiment
+
+    def log_metrics(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def log_hyperparams(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    @property
+    def name(self) -> str:
+        return ""
+
+    @property
+    def version(self) -> str:
+        return ""
+
+    def __getitem__(self, idx: int) -> "DummyLogger":
+        return self
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):  # copy, pickle and friends must see the real protocol, not a no-op
+            raise AttributeError(name)
+        return self._experiment.nop

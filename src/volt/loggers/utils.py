@@ -1,5 +1,6 @@
 """Helpers shared by volt's loggers: version discovery, hyperparameter conversion and hparams.yaml."""
 import enum
+import importlib.util
 import os
 import sys
 from argparse import Namespace
@@ -89,12 +90,15 @@ def _add_prefix(metrics: Mapping[str, Any], prefix: str, separator: str) -> Mapp
     return {f"{prefix}{separator}{key}": value for key, value in metrics.items()}
 
 
-def _save_hparams_to_yaml(path: str, hparams: Mapping[str, Any]) -> None:
-    """Write `hparams` as YAML; a value YAML cannot represent is left out with a warning, as Lightning does."""
+def _save_hparams_to_yaml(path: str, hparams: Mapping[str, Any], use_omegaconf: bool = True) -> None:
+    """Write `hparams` as YAML, as Lightning does: with OmegaConf when it is installed (keys in their order), else
+    with PyYAML (keys sorted), leaving out a value YAML cannot represent, with a warning."""
     import yaml  # ~10 ms: imported only when a logger actually writes hparams.yaml
 
     if isinstance(hparams, Namespace):
         hparams = vars(hparams)
+    if use_omegaconf and importlib.util.find_spec("omegaconf") is not None and _save_with_omegaconf(path, hparams):
+        return
     dumpable = {}
     for key, value in hparams.items():
         value = value.name if isinstance(value, enum.Enum) else value
@@ -108,6 +112,25 @@ def _save_hparams_to_yaml(path: str, hparams: Mapping[str, Any]) -> None:
     with open(tmp_path, "w", newline="") as file:
         yaml.dump(dumpable, file)
     os.replace(tmp_path, path)  # a crash mid-write leaves the previous file intact
+
+
+def _save_with_omegaconf(path: str, hparams: Mapping[str, Any]) -> bool:
+    """Write `hparams` with OmegaConf (nested OmegaConf configs resolved); False if it cannot represent them."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+    from omegaconf.errors import UnsupportedValueType, ValidationError
+
+    from volt.utilities.apply_func import apply_to_collection
+
+    plain = apply_to_collection(dict(hparams), (DictConfig, ListConfig), OmegaConf.to_container, resolve=True)
+    tmp_path = f"{path}.tmp"
+    try:
+        with open(tmp_path, "w", encoding="utf-8") as file:
+            OmegaConf.save(plain, file)
+    except (UnsupportedValueType, ValidationError):
+        os.remove(tmp_path)
+        return False
+    os.replace(tmp_path, path)
+    return True
 
 
 class RewritableLog:

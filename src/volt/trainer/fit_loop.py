@@ -280,7 +280,7 @@ class FitLoop:
         if source is None:
             source = trainer._hooks.call_dataloader_hook("train_dataloader")
         if isinstance(source, (list, tuple, dict)):
-            from volt.trainer.combined import CombinedLoader
+            from volt.utilities.combined_loader import CombinedLoader
 
             source = CombinedLoader(source, "max_size_cycle")
         self._train_loaded_epoch = trainer.current_epoch

@@ -1,6 +1,6 @@
 """Precision modes: what the forward runs under, how the loss is scaled, how the optimizer steps."""
 import contextlib
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -32,13 +32,11 @@ _NO_CONTEXT = contextlib.nullcontext()  # reusable: one object instead of a new 
 
 
 class Precision:
-    """Full precision (32-true): no autocast, no scaling."""
+    """Full precision (32-true): no autocast, no scaling. The base of the precision plugins, which
+    `Trainer(precision=...)` picks or `Trainer(plugins=[...])` takes (`volt.plugins`)."""
 
-    name = "32-true"
+    precision = "32-true"
     scaler = None
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
 
     def convert_module(self, module: torch.nn.Module) -> torch.nn.Module:
         return module
@@ -75,16 +73,23 @@ class Precision:
 
 
 class MixedPrecision(Precision):
-    """Autocast to fp16 (with a GradScaler) or bf16 (no scaler), on CPU or CUDA."""
+    """Autocast to fp16 ("16-mixed", with a GradScaler: `scaler`, or a new one) or bf16 ("bf16-mixed", no scaler),
+    on the device type `device` ("cpu", "cuda", ...)."""
 
-    def __init__(self, device: torch.device, precision: str) -> None:
-        super().__init__(device)
-        self.name = precision
+    def __init__(self, precision: str, device: str, scaler: Optional[torch.amp.GradScaler] = None) -> None:
+        if precision not in ("16-mixed", "bf16-mixed"):
+            raise ValueError(f"MixedPrecision(precision={precision!r}): choose '16-mixed' or 'bf16-mixed'.")
+        if scaler is not None and precision == "bf16-mixed":
+            raise ValueError("MixedPrecision: a GradScaler is only used with '16-mixed'; bf16 needs none.")
+        self.precision = precision
+        self.device = str(torch.device(device).type)
         self.dtype = torch.float16 if precision == "16-mixed" else torch.bfloat16
-        self.scaler = torch.amp.GradScaler(device.type) if precision == "16-mixed" else None
+        if precision == "16-mixed" and scaler is None:
+            scaler = torch.amp.GradScaler(self.device)
+        self.scaler = scaler
 
     def forward_context(self):
-        return torch.autocast(self.device.type, dtype=self.dtype)
+        return torch.autocast(self.device, dtype=self.dtype)
 
     def backward(self, loss, backward_fn, *args, **kwargs) -> None:
         if self.scaler is not None:
@@ -118,9 +123,10 @@ class TruePrecision(Precision):
 
     _DTYPES = {"64-true": torch.float64, "16-true": torch.float16, "bf16-true": torch.bfloat16}
 
-    def __init__(self, device: torch.device, precision: str) -> None:
-        super().__init__(device)
-        self.name = precision
+    def __init__(self, precision: str) -> None:
+        if precision not in self._DTYPES:
+            raise ValueError(f"{type(self).__name__}(precision={precision!r}): choose one of {list(self._DTYPES)}.")
+        self.precision = precision
         self.dtype = self._DTYPES[precision]
 
     def convert_module(self, module):
@@ -143,11 +149,29 @@ def _cast_floating(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return tensor.to(dtype) if tensor.is_floating_point() else tensor
 
 
+class HalfPrecision(TruePrecision):
+    """Weights, inputs and compute in fp16 ("16-true") or bf16 ("bf16-true")."""
+
+    _DTYPES = {"16-true": torch.float16, "bf16-true": torch.bfloat16}
+
+    def __init__(self, precision: str = "16-true") -> None:
+        super().__init__(precision)
+
+
+class DoublePrecision(TruePrecision):
+    """Weights, inputs and compute in float64."""
+
+    def __init__(self) -> None:
+        super().__init__("64-true")
+
+
 def make_precision(precision: str, device: torch.device) -> Precision:
     if precision == "32-true":
-        return Precision(device)
+        return Precision()
     if precision in ("16-mixed", "bf16-mixed"):
         if device.type == "mps" and precision == "16-mixed":
             raise ValueError("precision='16-mixed' is not supported on MPS; use 'bf16-mixed' or '32-true'.")
-        return MixedPrecision(device, precision)
-    return TruePrecision(device, precision)
+        return MixedPrecision(precision, device.type)
+    if precision == "64-true":
+        return DoublePrecision()
+    return HalfPrecision(precision)

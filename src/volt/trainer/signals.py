@@ -9,8 +9,10 @@ the Trainer turns into SystemExit(1) after the exception hooks, as Lightning doe
 
 SLURM: with `SLURM_JOB_ID` set, SIGUSR1 (`VOLT_REQUEUE_SIGNAL`: a name such as "SIGUSR2", or "" to leave the signal
 alone) saves and then runs `scontrol requeue <job id>` (`VOLT_REQUEUE_COMMAND`, where `{job_id}` is replaced; setting
-it also turns requeueing on outside SLURM). In the requeued job (`SLURM_RESTART_COUNT` > 0), `fit` without a
-`ckpt_path` resumes from "last" by itself (trainer/recovery.py).
+it also turns requeueing on outside SLURM). `Trainer(plugins=[SLURMEnvironment(auto_requeue=False)])` turns
+requeueing off (the signal is left alone); `SLURMEnvironment(requeue_signal=signal.SIGUSR2)` picks the signal. In the
+requeued job (`SLURM_RESTART_COUNT` > 0), `fit` without a `ckpt_path` resumes from "last" by itself
+(trainer/recovery.py).
 
 Several processes (DDP): every rank must stop after the same batch, even when the signal reaches only some ranks or
 reaches them at different batches. volt adds no per-step collective for this: a rank that received a signal tells
@@ -42,9 +44,18 @@ def requeued_job() -> bool:
     return slurm_job_id() is not None and int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
 
 
-def _requeue_signal() -> Optional[int]:
+def _requeue_signal(environment=None) -> Optional[int]:
+    """The signal that saves and requeues, or None: outside SLURM (unless VOLT_REQUEUE_COMMAND is set), or when the
+    Trainer's `plugins=[SLURMEnvironment(auto_requeue=False)]` says so."""
+    from volt.distributed.environments import SLURMEnvironment
+
+    slurm = environment if isinstance(environment, SLURMEnvironment) else None
+    if slurm is not None and not slurm.auto_requeue:
+        return None
     if slurm_job_id() is None and "VOLT_REQUEUE_COMMAND" not in os.environ:
         return None
+    if slurm is not None and slurm.requeue_signal is not None:
+        return int(slurm.requeue_signal)
     name = os.environ.get("VOLT_REQUEUE_SIGNAL", "SIGUSR1").strip()
     if not name:
         return None
@@ -63,7 +74,8 @@ class StopSignals:
 
     AGREEMENT_TIMEOUT_S = 60.0  # a peer that cannot agree this long is gone; the watchdog reports it
 
-    def __init__(self) -> None:
+    def __init__(self, environment=None) -> None:
+        self.environment = environment  # a `plugins=` ClusterEnvironment; a SLURMEnvironment's settings apply
         self.received: Optional[int] = None
         self._requeue_signal: Optional[int] = None
         self._previous: Dict[int, object] = {}
@@ -74,7 +86,7 @@ class StopSignals:
         """Catch SIGTERM, SIGINT and the requeue signal until `restore` (only possible in the main thread)."""
         self.received = None
         self.coordinator = coordinator
-        self._requeue_signal = _requeue_signal()
+        self._requeue_signal = _requeue_signal(self.environment)
         wanted = [signal.SIGTERM, signal.SIGINT] + ([self._requeue_signal] if self._requeue_signal else [])
         for signum in wanted:
             try:

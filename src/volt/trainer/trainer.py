@@ -15,6 +15,7 @@ from volt.distributed.selection import select_strategy
 from volt.distributed.strategy import Strategy
 from volt.loggers.logger import Logger
 from volt.module import LightningModule
+from volt.plugins.trainer_plugins import parse_plugins
 from volt.profilers import Profiler, make_profiler
 from volt.trainer.checkpointing import Checkpoints
 from volt.trainer.data import shutdown_workers
@@ -54,7 +55,7 @@ _REMOVED_ARGUMENTS = {
     "amp_backend": "use `precision='16-mixed'`",
     "amp_level": "use `precision='16-mixed'`",
     "move_metrics_to_cpu": "remove it: volt keeps metrics on their device and reads them only when printing",
-    "multiple_trainloader_mode": "wrap the loaders in `volt.trainer.combined.CombinedLoader(loaders, mode=...)`",
+    "multiple_trainloader_mode": "wrap the loaders in `volt.utilities.CombinedLoader(loaders, mode=...)`",
     "replace_sampler_ddp": "use `use_distributed_sampler=`",
     "log_gpu_memory": "pass `callbacks=[volt.callbacks.DeviceStatsMonitor()]`",
     "weights_save_path": "use `callbacks=[volt.callbacks.ModelCheckpoint(dirpath=...)]`",
@@ -64,21 +65,6 @@ _REMOVED_ARGUMENTS = {
     "max_steps_per_epoch": "use `limit_train_batches=`",
     "log_every_n_step": "use `log_every_n_steps=`",
 }
-
-
-class TrainerState:
-    """`fn` is the entry point running ("fit", "validate", "test", "predict"); `stage` is the loop running
-    ("train", "sanity_check", "validate", "test", "predict"); `status` is "initializing" / "running" /
-    "finished" / "interrupted"."""
-
-    def __init__(self) -> None:
-        self.fn: Optional[str] = None
-        self.stage: Optional[str] = None
-        self.status: str = "initializing"
-
-    @property
-    def finished(self) -> bool:
-        return self.status == "finished"
 
 
 class Trainer:
@@ -203,24 +189,26 @@ class Trainer:
         self.detect_anomaly = detect_anomaly
         self.reload_dataloaders_every_n_epochs = reload_dataloaders_every_n_epochs
         self.use_distributed_sampler = use_distributed_sampler
-        self.sync_batchnorm = sync_batchnorm
         self.deterministic = deterministic
         self.benchmark = benchmark
         self._default_root_dir = os.fspath(default_root_dir) if default_root_dir is not None else None
-        if plugins not in (None, []):
-            raise MisconfigurationException(
-                f"`plugins={plugins!r}` is not supported by volt; use `precision=` and `strategy=` arguments instead."
-            )
+        plugins = parse_plugins(plugins, precision)  # precision, cluster environment, checkpoint I/O, layer sync
+        self.sync_batchnorm = sync_batchnorm or plugins.layer_sync is not None
         self.profiler = make_profiler(profiler)
         _configure_determinism(deterministic, benchmark)
 
         # ---- hardware, precision
-        self.strategy = select_strategy(strategy, accelerator, devices, num_nodes)
-        self.precision = normalize_precision(precision)
-        self._precision = make_precision(self.precision, self.strategy.root_device)
+        self._accelerator_flag = accelerator
+        self.strategy = select_strategy(strategy, accelerator, devices, num_nodes, plugins.cluster_environment)
+        self._precision = plugins.precision or make_precision(normalize_precision(precision), self.strategy.root_device)
+        self.precision = self._precision.precision
         self.strategy.precision_plugin = self._precision
+        if plugins.checkpoint_io is not None:
+            self.strategy.checkpoint_io = plugins.checkpoint_io
 
         # ---- state
+        from volt.trainer.states import TrainerState  # its enums cost ~1.5 ms: paid by the first Trainer, not the import
+
         self.state = TrainerState()
         self.should_stop = False
         self.fit_loop = FitLoop(self)
@@ -236,7 +224,8 @@ class Trainer:
         self.optimizers: List[torch.optim.Optimizer] = []
         self.lr_scheduler_configs: list = []
         self.ckpt_path: Optional[str] = None
-        self._signals = StopSignals()  # SIGTERM / Ctrl-C / requeue during fit: a graceful stop (trainer/signals.py)
+        # SIGTERM / Ctrl-C / requeue during fit: a graceful stop (trainer/signals.py)
+        self._signals = StopSignals(plugins.cluster_environment)
 
         # ---- callbacks and loggers
         self.enable_checkpointing = enable_checkpointing is not False
@@ -666,8 +655,11 @@ class Trainer:
         return [d.index or 0 for d in (getattr(self.strategy, "parallel_devices", None) or [self.strategy.root_device])]
 
     @property
-    def accelerator(self) -> str:
-        return self.strategy.root_device.type
+    def accelerator(self):
+        """The Accelerator in use (the instance passed as `accelerator=`, else one for the device type)."""
+        from volt.accelerators import accelerator_for
+
+        return accelerator_for(self._accelerator_flag, self.strategy.root_device.type)
 
     @property
     def precision_plugin(self):

@@ -1,6 +1,7 @@
 """Walk nested batches (tuples, lists, dicts, dataclasses, namedtuples) and transform the tensors in them."""
 import dataclasses
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -56,3 +57,22 @@ def first_tensor(data):
         if found is not None:
             return found
     return None
+
+
+def convert_tensors_to_scalars(data: Any) -> Any:
+    """Every one-element tensor in `data` replaced by its Python number."""
+
+    def to_item(tensor: torch.Tensor) -> Any:
+        if tensor.numel() != 1:
+            raise ValueError(f"convert_tensors_to_scalars: a tensor of shape {tuple(tensor.shape)} is not a scalar.")
+        return tensor.item()
+
+    return apply_to_collection(data, torch.Tensor, to_item)
+
+
+def convert_to_tensors(data: Any, device: Any) -> Any:
+    """Numbers and numpy arrays in `data` made tensors, and every tensor moved to `device`."""
+    import numpy as np
+
+    data = apply_to_collection(data, (int, float, np.ndarray, np.number), torch.as_tensor, wrong_dtype=bool)
+    return move_data_to_device(data, device)

@@ -1,6 +1,33 @@
-"""Finding a hyperparameter by name where Lightning users keep it: on the module, in `module.hparams`, on the
-datamodule or in its `hparams` (the tuner reads and sets `lr` and `batch_size` this way). Lightning's names."""
+"""Hyperparameter helpers (Lightning's names): AttributeDict (what `self.hparams` is), and finding a
+hyperparameter by name where Lightning users keep it: on the module, in `module.hparams`, on the datamodule or in
+its `hparams` (the tuner reads and sets `lr` and `batch_size` this way)."""
+import pickle
 from typing import Any, List
+
+
+class AttributeDict(dict):
+    """A dict whose keys are also attributes: `self.hparams.lr` and `self.hparams["lr"]`."""
+
+    def __getattr__(self, key):
+        try:
+            return self[key]
+        except KeyError as err:
+            raise AttributeError(f"'hparams' has no attribute {key!r}") from err
+
+    def __setattr__(self, key, value):
+        self[key] = value
+
+    def __delattr__(self, key):
+        del self[key]
+
+
+def is_picklable(obj: object) -> bool:
+    """Whether `obj` survives `pickle.dumps`."""
+    try:
+        pickle.dumps(obj)
+    except (pickle.PicklingError, AttributeError, TypeError):
+        return False
+    return True
 
 
 def _holders(model: Any, attribute: str) -> List[Any]:

@@ -1,12 +1,17 @@
 """Seeding and the RNG snapshots that exact resume relies on."""
 import os
 import random
-from typing import Optional
+from contextlib import contextmanager
+from typing import Iterator, Optional
 
 import numpy as np
 import torch
 
 from volt.utilities.rank_zero import rank_zero_info, rank_zero_only
+
+
+min_seed_value = 0
+max_seed_value = 2**32 - 1
 
 
 def seed_everything(seed=None, workers: bool = False, verbose: bool = True) -> int:
@@ -18,7 +23,7 @@ def seed_everything(seed=None, workers: bool = False, verbose: bool = True) -> i
     if seed is None:
         seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
     seed = int(seed)
-    if not (0 <= seed <= 2**32 - 1):
+    if not (min_seed_value <= seed <= max_seed_value):
         raise ValueError(f"seed_everything: {seed} is out of range; use an integer in [0, 2**32 - 1].")
     if verbose:
         rank_zero_info(f"Seed set to {seed}")
@@ -57,6 +62,25 @@ def _mixed_seeds(value: int, count: int) -> list:
         value = (value * 6364136223846793005 + 1) & mask
         seeds.append(value)
     return seeds
+
+
+def reset_seed() -> None:
+    """Seed again with the seed `seed_everything` set (in a process started later, e.g. a spawned rank)."""
+    seed = os.environ.get("PL_GLOBAL_SEED")
+    if seed is not None:
+        seed_everything(int(seed), workers=bool(int(os.environ.get("PL_SEED_WORKERS", "0"))), verbose=False)
+
+
+@contextmanager
+def isolate_rng(include_cuda: bool = True) -> Iterator[None]:
+    """Run the block, then put the global RNG states (torch, numpy, random, CUDA) back as they were before it."""
+    states = get_rng_states()
+    if not include_cuda:
+        states.pop("cuda", None)
+    try:
+        yield
+    finally:
+        set_rng_states(states)
 
 
 def get_rng_states() -> dict:

@@ -1,4 +1,4 @@
-"""CombinedLoader: iterate several loaders at once; each batch is a list/dict with one batch from each."""
+"""CombinedLoader (Lightning's `utilities.combined_loader`): iterate several loaders at once; each batch is a list/dict with one batch from each."""
 from typing import Any, Dict, Iterator, List, Mapping, Union
 
 _MODES = ("max_size_cycle", "min_size", "max_size")

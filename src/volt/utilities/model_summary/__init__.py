@@ -193,11 +193,16 @@ def summary_totals(total_parameters, trainable_parameters, model_size, total_tra
         ("Trainable params", get_human_readable_count(trainable_parameters)),
         ("Non-trainable params", get_human_readable_count(total_parameters - trainable_parameters)),
         ("Total params", get_human_readable_count(total_parameters)),
-        ("Total estimated model params size (MB)", f"{model_size:,.3f}"),
+        ("Total estimated model params size (MB)", get_formatted_model_size(model_size)),
         ("Modules in train mode", str(total_training_modes["train"])),
         ("Modules in eval mode", str(total_training_modes["eval"])),
         ("Total Flops", get_human_readable_count(total_flops)),
     ]
+
+
+def get_formatted_model_size(total_model_size: float) -> str:
+    """A model size in MB as the summary prints it: 1234.5678 -> '1,234.568'."""
+    return f"{total_model_size:,.3f}"
 
 
 def get_human_readable_count(number: int) -> str:
@@ -254,4 +259,5 @@ def _prepare_example_input(model: nn.Module, example: Any) -> Any:
 
 ModelSummary = Summary  # Lightning's name for the summary object
 
-__all__ = ["ModelSummary", "Summary", "format_summary_table", "get_human_readable_count", "summarize"]
+__all__ = ["ModelSummary", "Summary", "format_summary_table", "get_formatted_model_size", "get_human_readable_count",
+           "summarize"]
