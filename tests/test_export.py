@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 import volt
-from tests.helpers import loader, trainer
+from helpers import loader, trainer
 
 # torch 2.10+ deprecates TorchScript (torch.jit.*) and says so on every call; to_torchscript still has to work.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*` is deprecated:DeprecationWarning")

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from tests.helpers import BoringModel, loader, trainer
+from helpers import BoringModel, loader, trainer
 from volt.callbacks import ModelCheckpoint
 from volt.cli import main as volt_main
 from volt.loggers import CSVLogger, TensorBoardLogger

@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from tests.helpers import BoringModel, loader, trainer
+from helpers import BoringModel, loader, trainer
 from volt.profilers import PyTorchProfiler
 from volt.utilities.exceptions import MisconfigurationException
 
