@@ -34,14 +34,16 @@ state the epoch started with, skips the consumed batches at the sampler level (i
 stream's saved state when it has one, else replays them), and continues from the checkpoint's RNG state at the
 matching point: right before its next batch.
 """
+import itertools
 import math
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 
-from volt.trainer.data import (distributed_sampler_fn, limit_batches, loader_length, loaders_stale, resumable_sampler,
-                              set_data_epoch, stateful_stream, wrap_loader)
+from volt.trainer.data import (DataLoaderIter, distributed_sampler_fn, limit_batches, loader_length, loaders_stale,
+                              resumable_sampler, set_data_epoch, stateful_stream, wrap_loader)
 from volt.trainer.eval_loop import EvalLoop
+from volt.trainer.hooks import step_caller, takes_dataloader_iter
 from volt.trainer.progress import LoopState
 from volt.utilities.exceptions import MisconfigurationException
 from volt.utilities.rank_zero import rank_zero_info, rank_zero_warn
@@ -73,6 +75,8 @@ class FitLoop:
         self.grads_pending = False  # the last batch accumulated gradients without stepping: a checkpoint keeps them
         self._epoch_outputs: List[Any] = []
         self._user_optimizer_step = False  # what the module overrides, read once per fit in `run`
+        self._training_step: Callable[..., Any] = _no_closure  # the strategy's step, adapted to the signature (`run`)
+        self._iterating = False  # `training_step(self, dataloader_iter)`: the step fetches its own batches
         self._collect_outputs = False
         self._train_loaded_epoch = 0
         self._log_step = 0
@@ -82,6 +86,9 @@ class FitLoop:
         trainer, hooks = self.trainer, self.trainer._hooks
         self._user_optimizer_step = hooks.module_overrides("optimizer_step")
         self._collect_outputs = hooks.module_overrides("training_epoch_end")  # 1.x: keep every batch's outputs
+        module = trainer.lightning_module
+        self._training_step = step_caller(module, "training_step", trainer.strategy.training_step)
+        self._iterating = takes_dataloader_iter(module, "training_step")
         if self._should_sanity_check():
             self._sanity_check()
         if self._resumed_results is not None:  # after the sanity check, which clears the metric dicts
@@ -142,19 +149,34 @@ class FitLoop:
         validates = self._validates_in_epoch(s.epoch)
         # resumed right after the batch that ended this epoch early (max_steps, a stop): only the epoch end is left
         batches = () if s.batch_idx and self._stops_in_epoch() else self._epoch_batches()
+        iterating = self._iterating
+        if iterating:
+            batches = self._iterator_steps(batches)
         for batch, is_last in batches:
             self._unit_running = True
             batch_idx = s.batch_idx
             self._log_step = s.batches_stepped
-            batch = hooks.prepare_batch(batch, 0)
+            if iterating:  # `dataloader_iter`: the step gets the iterator, the hooks the batch it fetched last
+                step_input, batch, hook_idx = batch, batch.batch, batch.batch_idx
+            else:
+                step_input = batch = hooks.prepare_batch(batch, 0)
+                hook_idx = batch_idx
             trainer._results.on_batch_start(batch)
-            if hooks.call("on_train_batch_start", batch, batch_idx) == -1:
+            if hooks.call("on_train_batch_start", batch, hook_idx) == -1:
                 self._step_schedulers("epoch", plateau=False)
                 break
-            if automatic:
-                outputs, stepped = self._automatic_batch(batch, batch_idx, is_last)
-            else:
-                outputs, stepped = self._manual_batch(batch, batch_idx), True
+            try:
+                if automatic:
+                    outputs, stepped = self._automatic_batch(step_input, batch_idx, is_last)
+                else:
+                    outputs, stepped = self._manual_batch(step_input, batch_idx), True
+            except StopIteration:
+                if not iterating:
+                    raise
+                break  # the step found the epoch's batches used up: as in Lightning, the epoch ends here
+            if iterating:
+                batch, hook_idx, is_last = step_input.batch, step_input.batch_idx, step_input.done
+                self._count_fetched(step_input)
             self.grads_pending = not stepped
             s.batch_idx += 1
             s.total_batch_idx += 1
@@ -164,7 +186,7 @@ class FitLoop:
                 self._step_schedulers("step", plateau=False)
             if schedulers and is_last:
                 self._step_schedulers("epoch", plateau=False)
-            hooks.call("on_train_batch_end", outputs, batch, batch_idx)
+            hooks.call("on_train_batch_end", outputs, batch, hook_idx)
             if stepped:
                 self._log_step_metrics()
             if validates and self._should_validate(is_last):
@@ -175,6 +197,27 @@ class FitLoop:
             if self._stops_in_epoch() or is_last or s.batch_idx >= n:
                 break
         self._end_epoch()
+
+    def _iterator_steps(self, batches: Iterator[Tuple[Any, bool]]) -> Iterator[Tuple[DataLoaderIter, bool]]:
+        """For `training_step(self, dataloader_iter)`: the epoch's batches in one iterator, handed to each step
+        until its last batch is fetched; with it, whether the step starts the epoch's last batch."""
+        s = self.state
+        start = s.batch_idx
+        fetcher = DataLoaderIter((batch, start + i, 0, is_last) for i, (batch, is_last) in enumerate(batches))
+        while not fetcher.done:
+            yield fetcher, s.batch_idx + 1 >= self.num_training_batches
+
+    def _count_fetched(self, fetcher: DataLoaderIter) -> None:
+        """Count the batches a `dataloader_iter` step fetched as consumed (the loop adds the step's one)."""
+        s = self.state
+        extra = fetcher.batch_idx - s.batch_idx
+        if fetcher.fetched == 0 or extra < 0:
+            raise MisconfigurationException(
+                "`training_step(self, dataloader_iter)` returned without fetching a batch. Call "
+                "`batch, batch_idx, dataloader_idx = next(dataloader_iter)` in every step."
+            )
+        s.batch_idx += extra
+        s.total_batch_idx += extra
 
     def _stops_in_epoch(self) -> bool:
         trainer = self.trainer
@@ -393,15 +436,23 @@ class FitLoop:
         trainer, hooks = self.trainer, self.trainer._hooks
         results, trainer._results = trainer._results, Results(trainer)  # a throwaway sink for what training_step logs
         set_data_epoch(self.train_loader, self.state.epoch)
+        limit = None if self.num_training_batches == math.inf else int(self.num_training_batches)
+        batches = itertools.islice(enumerate(self.train_loader), limit)
+        if self._iterating:  # each step fetches from one iterator, until it is used up
+            fetcher = DataLoaderIter((batch, i, 0, i + 1 == limit) for i, batch in batches)
+            batches = ((0, fetcher) for _ in iter(lambda: fetcher.done, True))
         try:
             with torch.no_grad():
-                for batch_idx, batch in enumerate(self.train_loader):
-                    if batch_idx >= self.num_training_batches:
-                        break
-                    batch = hooks.prepare_batch(batch, 0)
+                for batch_idx, batch in batches:
+                    if not self._iterating:
+                        batch = hooks.prepare_batch(batch, 0)
                     trainer._results.on_batch_start(batch)
                     with trainer.precision_plugin.forward_context():
-                        hooks.call_step("training_step", trainer.strategy.training_step, batch, batch_idx)
+                        try:
+                            hooks.call_step("training_step", self._training_step, batch, batch_idx)
+                        except StopIteration:
+                            if not self._iterating:
+                                raise
         finally:
             trainer._results = results
 
@@ -415,11 +466,12 @@ class FitLoop:
         divisor = 1 if accumulate == 1 else self._accumulation_divisor(batch_idx)
         optimizer = trainer.optimizers[0] if trainer.optimizers else None
         zero_grad = optimizer is not None and window_pos == 0
+        training_step = self._training_step
         result: List[Any] = []
 
         def closure():
             with precision.forward_context():
-                output = hooks.call_step("training_step", strategy.training_step, batch, batch_idx)
+                output = hooks.call_step("training_step", training_step, batch, batch_idx)
             loss = _loss_from(output)
             if zero_grad:
                 self.zero_grad(optimizer, batch_idx)
@@ -468,7 +520,7 @@ class FitLoop:
     def _manual_batch(self, batch: Any, batch_idx: int) -> Any:
         trainer = self.trainer
         with trainer.precision_plugin.forward_context():
-            output = trainer._hooks.call_step("training_step", trainer.strategy.training_step, batch, batch_idx)
+            output = trainer._hooks.call_step("training_step", self._training_step, batch, batch_idx)
         if isinstance(output, torch.Tensor):
             outputs = {"loss": output.detach()}
         elif isinstance(output, dict):
