@@ -207,3 +207,42 @@ def test_dataloader_idx_in_the_signature_must_match_the_number_of_dataloaders(qu
         trainer.test(plain_module(volt)(), [numbers(2), numbers(2)])
     with pytest.raises(RuntimeError, match="no `dataloader_idx`"):
         quiet_lightning.Trainer(**QUIET).test(plain_module(quiet_lightning)(), [numbers(2), numbers(2)])
+
+
+def test_a_step_set_to_none_on_the_instance_is_missing_as_in_lightning(tmp_path, quiet_lightning):
+    """`model.validation_step = None` turns validation and the sanity check off in fit; validate/test without
+    their step raise before running, in both frameworks; a step assigned in `__init__` runs."""
+    def run(pl):
+        calls = []
+
+        class Watch(pl.Callback):
+            def on_sanity_check_start(self, trainer, pl_module):
+                calls.append("sanity")
+
+            def on_validation_start(self, trainer, pl_module):
+                calls.append("validation")
+
+        model = plain_module(pl)()
+        model.validation_step = None
+        trainer = pl.Trainer(**QUIET, max_epochs=1, callbacks=[Watch()], default_root_dir=tmp_path)
+        trainer.fit(model, numbers(4), numbers(4))
+        errors = []
+        for method in (trainer.validate, trainer.test):
+            if method == trainer.test:
+                model.test_step = None
+            with pytest.raises(pl.utilities.exceptions.MisconfigurationException) as error:
+                method(model, numbers(2), verbose=False)
+            errors.append(str(error.value).split("(")[0])
+
+        class Assigned(plain_module(pl)):
+            def __init__(self):
+                super().__init__()
+                self.validation_step = lambda batch, batch_idx: calls.append("assigned")
+
+        pl.Trainer(**QUIET, max_epochs=1, num_sanity_val_steps=0).fit(Assigned(), numbers(2), numbers(2))
+        return calls, errors
+
+    runs = {name: run(pl) for name, pl in (("pl", quiet_lightning), ("volt", volt))}
+    assert runs["volt"][0] == runs["pl"][0] == ["assigned"]  # no sanity check, no validation; the assigned step ran
+    assert runs["volt"][1] == ["No `validation_step`", "No `test_step`"]
+    assert runs["pl"][1] == runs["volt"][1]

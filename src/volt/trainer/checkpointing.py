@@ -111,7 +111,7 @@ class Checkpoints:
             "rng": fit_loop.rng_state(),
             "should_stop": trainer.should_stop,
             "results": trainer._results.state_dict() if trainer.state.fn == "fit" else None,
-            "eval_log_steps": trainer._results.eval_log_steps,
+            "eval_log_steps": list(fit_loop.val_loop.log_steps),
             "loggers": [logger.state_dict() for logger in trainer.loggers],
             # inside an accumulation window: the gradients summed so far
             "grads": trainer.strategy.accumulated_grads() if fit_loop.grads_pending else None,
@@ -319,7 +319,7 @@ class Checkpoints:
             state["stream"] = None  # rank 0's position in its own shard of a stream: no use to another rank
         state.pop("stopped_by", None)  # read by recovery.Restart.loaded
         trainer.should_stop = bool(state.pop("should_stop", False))
-        trainer._results.eval_log_steps = state.pop("eval_log_steps", 0)
+        trainer.fit_loop.val_loop.resume_log_steps(state.pop("eval_log_steps", None))
         grads = state.pop("grads", None)
         if grads:
             trainer.strategy.load_accumulated_grads(grads)

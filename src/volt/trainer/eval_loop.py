@@ -51,6 +51,10 @@ class EvalLoop:
         self.keeps_ranks_in_step = False  # validation/test under DDP: same batch count on every rank (docstring)
         self.batch_idx = 0
         self.dataloader_idx = 0
+        # batches run per dataloader since the loaders were made (sanity check aside): the loggers' x axis for
+        # evaluation step metrics, as in Lightning; a resumed fit continues the checkpoint's (`resume_log_steps`)
+        self.log_steps: List[int] = []
+        self._resumed_log_steps: Optional[List[int]] = None
 
     # ------------------------------------------------------------------ data
     def setup_data(self) -> None:
@@ -75,6 +79,13 @@ class EvalLoop:
         if trainer.fast_dev_run:
             limit = int(trainer.fast_dev_run)
         self.num_batches = [limit_batches(length, limit, _LIMIT[self.stage]) for length in lengths]
+        resumed, self._resumed_log_steps = self._resumed_log_steps, None
+        self.log_steps = resumed if resumed is not None and len(resumed) == len(loaders) else [0] * len(loaders)
+
+    def resume_log_steps(self, log_steps: Any) -> None:
+        """Continue the evaluation x axis of a checkpoint's fit once the loaders are made (an int: an older
+        checkpoint's single count)."""
+        self._resumed_log_steps = [log_steps] if isinstance(log_steps, int) else log_steps
 
     @property
     def current_batch_indices(self) -> List[int]:
@@ -144,10 +155,12 @@ class EvalLoop:
             if not trainer.sanity_checking:
                 results.log_to_loggers(to_log)
         hooks.call(f"on_{self.hook}_end")
+        per_dataloader = self._per_dataloader(epoch_values)
+        results.eval.reset()  # as in Lightning: a logged torchmetrics object starts the next run with no state
         if stage != "predict":
             hooks.call_module(f"on_{'validation' if stage == 'validate' else stage}_model_train")
         results.active = results.train
-        return self._per_dataloader(epoch_values)
+        return per_dataloader
 
     def _run_dataloaders(self, step_name, step_fn, max_batches, collect_outputs) -> List[List[Any]]:
         """Each dataloader's batches in turn. Returns the outputs per dataloader for the 1.x epoch-end hooks;
@@ -198,7 +211,7 @@ class EvalLoop:
                 self.predictions[fetcher.dataloader_idx].append(output)
             hooks.call(f"on_{self.hook}_batch_end", output, fetcher.batch, fetcher.batch_idx, *extra)
             if self.stage != "predict":
-                results.log_eval_step()
+                self._log_eval_step(fetcher.dataloader_idx)
         return outputs
 
     def _all_batches(self, max_batches: Optional[int]):
@@ -251,9 +264,14 @@ class EvalLoop:
                 hooks.call(f"on_{self.hook}_batch_end", output, batch, batch_idx, *extra)
                 batch_idx += 1
                 if self.stage != "predict":
-                    results.log_eval_step()
+                    self._log_eval_step(dataloader_idx)
         finally:
             results.filler = False
+
+    def _log_eval_step(self, dataloader_idx: int) -> None:
+        self.trainer._results.log_eval_step(self.log_steps[dataloader_idx])
+        if not self.trainer.sanity_checking:
+            self.log_steps[dataloader_idx] += 1
 
     def _per_dataloader(self, metrics: Dict[str, torch.Tensor]) -> List[Dict[str, float]]:
         """Split epoch metrics by the dataloader they were logged for; those logged in epoch-level hooks go to every

@@ -130,6 +130,12 @@ class FitLoop:
         return False
 
     @property
+    def batches_stepped(self) -> int:
+        """Training batches that ended with an optimizer step (Lightning's `_batches_that_stepped`): the x axis of
+        the step metrics, which callbacks that write to the loggers themselves use too."""
+        return self.state.batches_stepped
+
+    @property
     def can_stop_early(self) -> bool:
         trainer, s = self.trainer, self.state
         met_epochs = s.epoch >= trainer.min_epochs if trainer.min_epochs else True

@@ -413,6 +413,8 @@ class Trainer:
             hooks.call("on_fit_end")
             result = None
         else:
+            if self.enable_autolog_hparams:  # as Lightning, every stage: TensorBoard's hp_metric placeholder in each
+                self._results.log_hyperparams(model, datamodule)
             loop = self._eval_loop(fn)
             loop.loaders = None
             result = loop.run()
@@ -724,6 +726,7 @@ def _check_model(fn: str, model: Any, trainer: "Trainer") -> None:
             "`volt.LightningModule` (or `import volt as pl; pl.LightningModule`)."
         )
     if fn != "fit":
+        _check_eval_step(fn, model)
         return
     if not model.automatic_optimization:
         if trainer.gradient_clip_val:
@@ -741,6 +744,26 @@ def _check_model(fn: str, model: Any, trainer: "Trainer") -> None:
             f"No `training_step()` method defined in {type(model).__name__}. `Trainer.fit` needs "
             "`training_step(self, batch, batch_idx)` returning the loss."
         )
+    if not implements(model, LightningModule, "configure_optimizers"):
+        raise MisconfigurationException(
+            f"No `configure_optimizers()` method defined in {type(model).__name__}, so `Trainer.fit` would train "
+            "nothing. Return an optimizer from it, e.g. `torch.optim.Adam(self.parameters(), lr=1e-3)`."
+        )
+
+
+def _check_eval_step(fn: str, model: LightningModule) -> None:
+    """validate/test need the module's step; predict's default step calls `forward`, so it needs one of them."""
+    name = {"validate": "validation_step", "test": "test_step", "predict": "predict_step"}[fn]
+    if fn == "predict":
+        if model.predict_step is None:
+            raise MisconfigurationException("`predict_step` is None: `Trainer.predict` needs it, or the default one"
+                                            " that calls `forward`.")
+        if not implements(model, LightningModule, name) and not implements(model, LightningModule, "forward"):
+            raise MisconfigurationException(f"`Trainer.predict` needs {type(model).__name__}.predict_step() or "
+                                            "forward(): define one of them.")
+    elif not implements(model, LightningModule, name):
+        raise MisconfigurationException(f"No `{name}()` method defined in {type(model).__name__} to run "
+                                        f"`Trainer.{fn}`. Define `{name}(self, batch, batch_idx)`.")
 
 
 def _check_data_args(train, val, datamodule, fn) -> None:
