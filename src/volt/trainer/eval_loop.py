@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from volt.trainer.data import (DataLoaderIter, as_loader_list, distributed_sampler_fn, limit_batches, loader_length,
-                              resumable_sampler, wrap_loader)
+                              resumable_sampler, set_sampler_epoch, wrap_loader)
 from volt.trainer.hooks import step_caller, takes_dataloader_iter
 
 _STEP = {"validate": "validation_step", "test": "test_step", "predict": "predict_step"}
@@ -66,18 +66,13 @@ class EvalLoop:
             source = trainer._hooks.call_dataloader_hook(_LOADER[self.stage], required=self.stage != "validate")
         loaders = as_loader_list(source, self.stage)
         sampler_fn = distributed_sampler_fn(trainer, train=False)
-        overfit = trainer.overfit_batches
         record = self.stage == "predict"  # the batches' sample indices, for prediction writers
         self.loaders = [wrap_loader(loader, sampler_fn=sampler_fn, record_batches=record) for loader in loaders]
         lengths = [loader_length(loader) for loader in self.loaders]
         self.keeps_ranks_in_step = self.stage != "predict" and trainer.world_size > 1
         if self.keeps_ranks_in_step:
             lengths = self._agreed_lengths(lengths)
-        limit = getattr(trainer, _LIMIT[self.stage])
-        if self.stage == "validate" and overfit:
-            limit = overfit
-        if trainer.fast_dev_run:
-            limit = int(trainer.fast_dev_run)
+        limit = getattr(trainer, _LIMIT[self.stage])  # `overfit_batches` and `fast_dev_run` set it (as Lightning)
         self.num_batches = [limit_batches(length, limit, _LIMIT[self.stage]) for length in lengths]
         resumed, self._resumed_log_steps = self._resumed_log_steps, None
         self.log_steps = resumed if resumed is not None and len(resumed) == len(loaders) else [0] * len(loaders)
@@ -127,6 +122,8 @@ class EvalLoop:
         results.active = results.eval
         results.num_dataloaders = len(self.loaders)
         in_fit = trainer.state.fn == "fit"
+        for loader in self.loaders:  # as Lightning: evaluation samplers get `set_epoch` too (some shuffle by epoch)
+            set_sampler_epoch(loader, trainer.current_epoch)
         if in_fit and not trainer.sanity_checking:
             hooks.call_module("on_validation_model_zero_grad")
         hooks.call_module(f"on_{stage if stage != 'validate' else 'validation'}_model_eval")

@@ -36,6 +36,7 @@ matching point: right before its next batch.
 """
 import itertools
 import math
+import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
@@ -80,6 +81,7 @@ class FitLoop:
         self._collect_outputs = False
         self._train_loaded_epoch = 0
         self._log_step = 0
+        self._last_validation = 0.0  # time.monotonic() when training started or the last validation ended
 
     # ------------------------------------------------------------------ the run
     def run(self) -> None:
@@ -105,6 +107,7 @@ class FitLoop:
         if self.val_loop.loaders is None and self._validates_in_epoch(self.state.epoch):
             self.val_loop.enabled_or_setup()  # as Lightning: progress bars know the validation size at train start
         hooks.call("on_train_start")
+        self._last_validation = time.monotonic()  # a time-based `val_check_interval` counts from here
         if not mid_epoch:
             self._reach_resume_point()
         try:
@@ -337,17 +340,16 @@ class FitLoop:
         self.train_loader = wrap_loader(source, sequential=bool(trainer.overfit_batches), sampler_fn=sampler_fn)
         sampled = resumable_sampler(self.train_loader) is not None  # map-style: resumes by sampler-level skipping
         self.stream, self._no_stream_why = (None, "") if sampled else stateful_stream(self.train_loader)
-        limit = trainer.limit_train_batches
-        if trainer.overfit_batches:
-            limit = trainer.overfit_batches
-        if trainer.fast_dev_run:
-            limit = int(trainer.fast_dev_run)
-        self.num_training_batches = limit_batches(loader_length(self.train_loader), limit, "limit_train_batches")
+        # `overfit_batches` and `fast_dev_run` set the limits (as in Lightning)
+        self.num_training_batches = limit_batches(loader_length(self.train_loader), trainer.limit_train_batches,
+                                                  "limit_train_batches")
         self.val_check_batch = self._val_check_batch()
 
     def _val_check_batch(self) -> float:
         trainer, n = self.trainer, self.num_training_batches
         interval = trainer.val_check_interval
+        if trainer._val_check_seconds is not None:  # by wall-clock time (`_should_validate`)
+            return math.inf
         if isinstance(interval, int) and not isinstance(interval, bool):
             if trainer.check_val_every_n_epoch is not None and n != math.inf and interval > n:
                 raise MisconfigurationException(
@@ -608,12 +610,15 @@ class FitLoop:
         """Whether validation runs after this batch, in an epoch that validates (`_validates_in_epoch`)."""
         trainer, s = self.trainer, self.state
         every = trainer.check_val_every_n_epoch
+        seconds = trainer._val_check_seconds
         if s.val_done_at_batch == s.batch_idx:
             return False
-        if is_last and self.val_check_batch == math.inf:
+        if is_last and (self._iterating or (self.val_check_batch == math.inf and seconds is None)):
             return True
         if trainer.should_stop and self.can_stop_early:
             return True
+        if seconds is not None:  # as Lightning 2.6: once the interval has passed since the last validation ended
+            return time.monotonic() - self._last_validation >= seconds
         if self.val_check_batch == math.inf:
             return is_last
         count = s.total_batch_idx if every is None else s.batch_idx
@@ -629,6 +634,7 @@ class FitLoop:
         trainer.state.stage = "validate"
         self.val_loop.run()
         trainer.state.stage = "train"
+        self._last_validation = time.monotonic()
 
     def _step_schedulers(self, interval: str, plateau: bool) -> None:
         trainer = self.trainer
