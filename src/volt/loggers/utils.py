@@ -29,7 +29,15 @@ class LogFiles:
             self.fs = fsspec.core.url_to_fs(path)[0]
 
     def open(self, path: str, mode: str = "r"):
-        return open(path, mode, newline="") if self.fs is None else self.fs.open(path, mode, newline="")
+        """A text file, UTF-8, newlines as written (csv needs that)."""
+        opener = open if self.fs is None else self.fs.open
+        return opener(path, mode, encoding="utf-8", newline="")
+
+    def remove(self, path: str) -> None:
+        if self.fs is None:
+            os.remove(path)
+        else:
+            self.fs.rm(path)
 
     def makedirs(self, path: str) -> None:
         if self.fs is None:
@@ -175,14 +183,14 @@ def _save_with_omegaconf(path: str, hparams: Mapping[str, Any]) -> bool:
     from volt.utilities.apply_func import apply_to_collection
 
     plain = apply_to_collection(dict(hparams), (DictConfig, ListConfig), OmegaConf.to_container, resolve=True)
-    tmp_path = f"{path}.tmp"
+    files, tmp_path = LogFiles(path), f"{path}.tmp"
     try:
-        with open(tmp_path, "w", encoding="utf-8") as file:
+        with files.open(tmp_path, "w") as file:
             OmegaConf.save(plain, file)
     except (UnsupportedValueType, ValidationError):
-        os.remove(tmp_path)
+        files.remove(tmp_path)
         return False
-    os.replace(tmp_path, path)
+    files.replace(tmp_path, path)
     return True
 
 

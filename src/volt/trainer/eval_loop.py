@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from volt.trainer.data import (DataLoaderIter, as_loader_list, distributed_sampler_fn, limit_batches, loader_length,
-                              resumable_sampler, set_sampler_epoch, wrap_loader)
+                              resumable_sampler, set_data_epoch, wrap_loader)
 from volt.trainer.hooks import step_caller, takes_dataloader_iter
 
 _STEP = {"validate": "validation_step", "test": "test_step", "predict": "predict_step"}
@@ -123,7 +123,7 @@ class EvalLoop:
         results.num_dataloaders = len(self.loaders)
         in_fit = trainer.state.fn == "fit"
         for loader in self.loaders:  # as Lightning: evaluation samplers get `set_epoch` too (some shuffle by epoch)
-            set_sampler_epoch(loader, trainer.current_epoch)
+            set_data_epoch(loader, trainer.current_epoch)
         if in_fit and not trainer.sanity_checking:
             hooks.call_module("on_validation_model_zero_grad")
         hooks.call_module(f"on_{stage if stage != 'validate' else 'validation'}_model_eval")
