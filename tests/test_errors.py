@@ -47,6 +47,32 @@ def test_bad_training_step_outputs(tmp_path, output, message):
         fit(tmp_path, Returns(output))
 
 
+def test_training_step_without_return_warns_once(tmp_path, quiet_lightning):
+    """A forgotten `return loss` trains nothing: warned once per fit, as Lightning does; the weights stay put."""
+    model = Returns(lambda loss: None)
+    before = [p.clone() for p in model.parameters()]
+    with pytest.warns(UserWarning, match=r"`training_step` returned None \(epoch 0, batch 0\), so this batch "
+                                         "trained nothing") as record:
+        fit(tmp_path, model, max_epochs=2)
+    assert sum("returned None" in str(w.message) for w in record) == 1
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+    class PlNone(quiet_lightning.LightningModule):  # the oracle warns too
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(4, 1)
+
+        def training_step(self, batch, batch_idx):
+            self.layer(batch[0]).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    with pytest.warns(UserWarning, match="`training_step` returned `None`"):
+        quiet_lightning.Trainer(default_root_dir=tmp_path, max_epochs=1, logger=False, enable_checkpointing=False,
+                                enable_progress_bar=False, enable_model_summary=False).fit(PlNone(), loader())
+
+
 def test_optimizer_step_override_that_skips_the_closure(tmp_path):
     class Model(BoringModel):
         def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None):

@@ -78,6 +78,7 @@ class FitLoop:
         self._user_optimizer_step = False  # what the module overrides, read once per fit in `run`
         self._training_step: Callable[..., Any] = _no_closure  # the strategy's step, adapted to the signature (`run`)
         self._iterating = False  # `training_step(self, dataloader_iter)`: the step fetches its own batches
+        self._warned_no_loss = False
         self._collect_outputs = False
         self._train_loaded_epoch = 0
         self._log_step = 0
@@ -91,6 +92,7 @@ class FitLoop:
         module = trainer.lightning_module
         self._training_step = step_caller(module, "training_step", trainer.strategy.training_step)
         self._iterating = takes_dataloader_iter(module, "training_step")
+        self._warned_no_loss = False
         if self._should_sanity_check():
             self._sanity_check()
         if self._resumed_results is not None:  # after the sanity check, which clears the metric dicts
@@ -483,7 +485,9 @@ class FitLoop:
             loss = _loss_from(output)
             if zero_grad:
                 self.zero_grad(optimizer, batch_idx)
-            if loss is not None:
+            if loss is None:
+                self._warn_no_loss(batch_idx)
+            else:
                 if trainer.detect_anomaly:
                     _check_finite(loss, trainer)
                 if divisor != 1:
@@ -514,6 +518,17 @@ class FitLoop:
         if self._collect_outputs and outputs is not None:
             self._epoch_outputs.append(outputs)
         return outputs, stepped
+
+    def _warn_no_loss(self, batch_idx: int) -> None:
+        """Once per fit, as Lightning warns: a `training_step` that forgot its `return` trains nothing."""
+        if self._warned_no_loss:
+            return
+        self._warned_no_loss = True
+        rank_zero_warn(
+            f"`training_step` returned None (epoch {self.trainer.current_epoch}, batch {batch_idx}), so this batch "
+            "trained nothing: no backward, and the optimizer step had no gradients. Return the loss (a Tensor or "
+            "{'loss': ...}); if skipping batches is on purpose, ignore this warning (it is shown once per fit)."
+        )
 
     def _accumulation_divisor(self, batch_idx: int) -> int:
         """The loss divisor: the window size, or the size of the final partial window (volt differs from
