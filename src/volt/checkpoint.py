@@ -17,9 +17,11 @@ can leave one behind but nothing mistakes it for a checkpoint. Paths with a prot
 through fsspec, imported only when such a path is used.
 """
 import dataclasses
+import errno
 import os
 import pathlib
 import secrets
+import shutil
 import sys
 import zipfile
 from argparse import Namespace
@@ -148,10 +150,46 @@ def _write_atomic(path: PathLike, write: Callable[[Any], None]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(temp, path)
-    except BaseException:
+    except BaseException as error:
         _remove_quietly(temp)
+        out_of_space = _out_of_space(error)
+        if out_of_space is not None:
+            raise OSError(out_of_space.errno, _out_of_space_message(path, folder, out_of_space)) from error
         raise
     _fsync_dir(folder)
+
+
+_OUT_OF_SPACE = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}  # EDQUOT: not on Windows
+
+
+def _out_of_space(error: BaseException) -> Optional[OSError]:
+    """The OSError saying the disk (or quota, or file size limit) is full, if that is why the write failed. torch
+    reports it as "[enforce fail at inline_container.cc] ... unexpected pos" with the OSError as its context."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in _OUT_OF_SPACE:
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _size(nbytes: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if nbytes < 1024 or unit == "GiB":
+            return f"{nbytes} {unit}" if unit == "bytes" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
+    return ""
+
+
+def _out_of_space_message(path: str, folder: str, error: OSError) -> str:
+    try:
+        free = f"{_size(shutil.disk_usage(folder).free)} free there"
+    except OSError:
+        free = "free space unknown"
+    return (f"{os.strerror(error.errno)}: the checkpoint {path} could not be written ({free}). The file that was "
+            "at that path before, if any, is unchanged. Free some space, write fewer checkpoints "
+            "(ModelCheckpoint(save_top_k=...)), or write them elsewhere (ModelCheckpoint(dirpath=...)).")
 
 
 def save_checkpoint(checkpoint: Dict[str, Any], path: PathLike) -> None:
