@@ -1,4 +1,6 @@
 """User mistakes: each one gets a single clear error that names what is wrong and how to fix it."""
+import os
+
 import pytest
 import torch
 
@@ -248,3 +250,48 @@ def test_keyboard_interrupt_in_a_callback_ends_with_exit_status_1_after_cleanup(
         outcomes[name] = (stop.value.code, calls, logger.finalized)
     assert outcomes["volt"] == outcomes["lightning"] == (1, ["KeyboardInterrupt"], ["failed"])
 
+
+
+# ------------------------------------------------------------------------------------------ folders that cannot be written
+
+
+def test_checkpoint_folder_that_cannot_be_written_fails_at_fit_start(tmp_path):
+    """Found when fit starts, before any training (it was found at the first save, after an epoch)."""
+    blocker = tmp_path / "results"
+    blocker.write_text("a file where a folder is expected")
+    model = BoringModel()
+    with pytest.raises(PermissionError, match=r"The checkpoint folder \(ModelCheckpoint's dirpath\) '.*results/ckpts' "
+                                              r"cannot be written: '.*results' is a file, not a folder. Choose a folder"):
+        fit(tmp_path, model, callbacks=[ModelCheckpoint(dirpath=blocker / "ckpts")], enable_checkpointing=True)
+    assert model.global_step == 0
+    fit(tmp_path, BoringModel(), callbacks=[ModelCheckpoint(dirpath=blocker / "ckpts", save_top_k=0)],
+        enable_checkpointing=True)  # saves nothing: nothing to check
+
+
+def test_log_folder_that_cannot_be_written_fails_at_fit_start(tmp_path):
+    from volt.loggers import CSVLogger
+
+    (tmp_path / "logs").write_text("a file")
+    with pytest.raises(PermissionError, match=r"The log folder of CSVLogger '.*logs/run/version_0' cannot be written: "
+                                              "'.*logs' is a file, not a folder"):
+        fit(tmp_path, BoringModel(), logger=CSVLogger(tmp_path / "logs", name="run"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/sys/kernel"), reason="needs Linux's sysfs")
+def test_checkpoint_folder_on_a_filesystem_nobody_may_write_fails_at_fit_start(tmp_path):
+    with pytest.raises(PermissionError, match=r"'/sys/kernel/volt-checkpoints' cannot be written: cannot create files "
+                                              r"in '/sys/kernel' \(Permission denied\)"):
+        fit(tmp_path, BoringModel(), callbacks=[ModelCheckpoint(dirpath="/sys/kernel/volt-checkpoints")],
+            enable_checkpointing=True)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root may write anywhere")
+def test_read_only_checkpoint_folder_fails_at_fit_start(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        with pytest.raises(PermissionError, match=r"cannot create files in '.*locked' \(Permission denied\)"):
+            fit(tmp_path, BoringModel(), callbacks=[ModelCheckpoint(dirpath=locked)], enable_checkpointing=True)
+    finally:
+        locked.chmod(0o700)

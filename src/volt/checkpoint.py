@@ -23,6 +23,7 @@ import pathlib
 import secrets
 import shutil
 import sys
+import tempfile
 import zipfile
 from argparse import Namespace
 from collections import Counter, OrderedDict
@@ -98,6 +99,31 @@ def remove_checkpoint(path: PathLike) -> None:
 
 # ----------------------------------------------------------------------------------------------------------------
 # atomic writes
+
+
+def check_writable_folder(path: PathLike, what: str) -> None:
+    """Raise one clear error now if files cannot be created in folder `path` (or in the folder that would hold it,
+    while it does not exist yet), so that a run finds out at fit start instead of at its first save. Creates
+    nothing that stays; remote paths are not checked."""
+    if is_remote(path):
+        return
+    folder = os.path.abspath(_local(path))
+    existing = folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    problem = None
+    if not os.path.isdir(existing):
+        problem = f"{existing!r} is a file, not a folder"
+    else:
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".volt-write-check-", dir=existing)
+            os.close(fd)
+            os.remove(probe)
+        except OSError as error:
+            problem = f"cannot create files in {existing!r} ({error.strerror})"
+    if problem is not None:
+        raise PermissionError(f"{what} {folder!r} cannot be written: {problem}. Choose a folder this process can "
+                              "write to (checked when fit starts, so that the run does not fail at its first save).")
 
 
 def _fsync_dir(folder: str) -> None:

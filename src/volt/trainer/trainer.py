@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List,
 import torch
 
 from volt.callbacks.callback import Callback
+from volt.checkpoint import check_writable_folder
 from volt.datamodule import LightningDataModule
 from volt.distributed.selection import select_strategy
 from volt.distributed.strategy import Strategy
@@ -436,6 +437,10 @@ class Trainer:
         checkpoint = checkpoints.load(ckpt_path, weights_only)
         if checkpoint is not None and fn == "fit":  # before the loggers' folders are read or anything is logged
             checkpoints.restore_loggers(checkpoint)
+        if fn == "fit" and self.is_global_zero:  # a folder no log can be written to: say so now, not after an epoch
+            for logger in self.loggers:
+                if isinstance(logger.log_dir, str):
+                    check_writable_folder(logger.log_dir, f"The log folder of {type(logger).__name__}")
         if self.profiler is not None:
             self.profiler.lightning_module = model
             self.profiler.setup(stage=fn, local_rank=self.local_rank if self.world_size > 1 else None,
