@@ -204,6 +204,36 @@ def test_nan_loss_with_detect_anomaly(tmp_path):
         fit(tmp_path, Returns(lambda loss: loss * float("nan")), detect_anomaly=True)
 
 
+class NanFrom(BoringModel):
+    """The loss becomes NaN from global step `start` on (as after a diverging update)."""
+
+    def __init__(self, start):
+        super().__init__()
+        self.start = start
+
+    def training_step(self, batch, batch_idx):
+        loss = self.loss(batch)
+        return loss * float("nan") if self.global_step >= self.start else loss
+
+
+def test_non_finite_loss_warns_once_with_where(tmp_path):
+    with pytest.warns(UserWarning, match=r"The training loss is nan at epoch 0, batch 3 \(global step 4\). The loss "
+                                         r"is checked every 2 steps \(`log_every_n_steps`\) and at each epoch end, so "
+                                         "it may have become non-finite a few steps earlier") as record:
+        fit(tmp_path, NanFrom(start=2), max_epochs=3, log_every_n_steps=2)
+    assert sum("The training loss is" in str(w.message) for w in record) == 1
+
+
+def test_non_finite_loss_check_adds_no_per_step_sync(tmp_path, monkeypatch):
+    """The loss is read back from the device only where step metrics are written and at each epoch end: with
+    `log_every_n_steps=50`, 3 epochs of 4 steps check 3 times, not 12."""
+    calls = []
+    real_isfinite = torch.isfinite
+    monkeypatch.setattr(torch, "isfinite", lambda tensor: calls.append(1) or real_isfinite(tensor))
+    fit(tmp_path, BoringModel(), max_epochs=3, log_every_n_steps=50)
+    assert len(calls) == 3
+
+
 def test_nan_gradient_with_detect_anomaly(tmp_path):
     """A finite loss whose backward produces NaN: torch's anomaly mode names the backward function."""
     with pytest.raises(RuntimeError, match="returned nan values"):

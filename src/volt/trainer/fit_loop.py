@@ -78,7 +78,8 @@ class FitLoop:
         self._user_optimizer_step = False  # what the module overrides, read once per fit in `run`
         self._training_step: Callable[..., Any] = _no_closure  # the strategy's step, adapted to the signature (`run`)
         self._iterating = False  # `training_step(self, dataloader_iter)`: the step fetches its own batches
-        self._warned_no_loss = False
+        self._warned_no_loss = False  # each warned once per fit
+        self._warned_non_finite = False
         self._collect_outputs = False
         self._train_loaded_epoch = 0
         self._log_step = 0
@@ -92,7 +93,7 @@ class FitLoop:
         module = trainer.lightning_module
         self._training_step = step_caller(module, "training_step", trainer.strategy.training_step)
         self._iterating = takes_dataloader_iter(module, "training_step")
-        self._warned_no_loss = False
+        self._warned_no_loss = self._warned_non_finite = False
         if self._should_sanity_check():
             self._sanity_check()
         if self._resumed_results is not None:  # after the sanity check, which clears the metric dicts
@@ -199,7 +200,7 @@ class FitLoop:
                 self._step_schedulers("epoch", plateau=False)
             hooks.call("on_train_batch_end", outputs, batch, hook_idx)
             if stepped:
-                self._log_step_metrics()
+                self._log_step_metrics(outputs, hook_idx, is_last)
             if validates and self._should_validate(is_last):
                 self.run_validation()
             if schedulers and stepped:
@@ -677,14 +678,34 @@ class FitLoop:
                     continue
             trainer._hooks.call_module("lr_scheduler_step", config.scheduler, metric)
 
-    def _log_step_metrics(self) -> None:
+    def _log_step_metrics(self, outputs: Any, batch_idx: int, is_last: bool) -> None:
         trainer = self.trainer
         every = trainer.log_every_n_steps
         results = trainer._results
-        if trainer.fast_dev_run or (every > 0 and (self._log_step + 1) % every == 0) or trainer.should_stop:
+        writes = trainer.fast_dev_run or (every > 0 and (self._log_step + 1) % every == 0) or trainer.should_stop
+        if writes:
             results.log_to_loggers(results.take_step_logs(), step=self._log_step)
         else:  # not written this step (`logged_metrics` already shows the latest values, as in Lightning)
             results.train.pending.clear()
+        if (writes or is_last) and not self._warned_non_finite:
+            self._check_loss(outputs, batch_idx)
+
+    def _check_loss(self, outputs: Any, batch_idx: int) -> None:
+        """Warn once per fit about a NaN or infinite loss. Checked only where step metrics are written and at each
+        epoch's end, never per step: the check waits for the device, and training must not."""
+        loss = outputs.get("loss") if isinstance(outputs, dict) else None
+        if not isinstance(loss, torch.Tensor) or bool(torch.isfinite(loss).all()):
+            return
+        self._warned_non_finite = True
+        trainer = self.trainer
+        every = f"every {trainer.log_every_n_steps} steps (`log_every_n_steps`) and " if trainer.log_every_n_steps else ""
+        rank_zero_warn(
+            f"The training loss is {loss.float().mean().item()} at epoch {trainer.current_epoch}, batch {batch_idx} "
+            f"(global step {trainer.global_step}). The loss is checked {every}at each epoch end, so it may have "
+            "become non-finite a few steps earlier; weights updated from it are likely non-finite too. Check the "
+            "data, lower the learning rate or clip gradients (`gradient_clip_val`); `Trainer(detect_anomaly=True)` "
+            "stops at the first such step. A non-finite monitored value never counts as a best checkpoint."
+        )
 
 
 def _sampler_generator(loader: Any) -> Optional[torch.Generator]:
