@@ -14,6 +14,7 @@ This module answers "where is X saved and restored" (the file format itself, ato
                                   self.log accumulators, pending gradients,
                                   an iterable stream's state_dict()
     loops.fit_loop.loggers        each logger's state_dict()                restore_loggers      (first of all)
+    loops.*  (Lightning's layout) progress counters for Lightning's resume  (read by Lightning; volt reads its own)
     epoch, global_step, pytorch-lightning_version, hyper_parameters, hparams_name, datamodule_hyper_parameters:
                                   Lightning's keys; hparams are read by `load_from_checkpoint` (volt/module.py)
 
@@ -34,11 +35,13 @@ On the same number of ranks each rank takes back its own RNG streams, epoch accu
 another number, rank 0's (volt/distributed/ddp.py says what stays exact).
 """
 import glob
+import math
 import os
 from typing import Any, Dict, List, Optional
 
 from volt.loggers.utils import VersionedLogDir
 from volt.trainer import recovery
+from volt.trainer.progress import lightning_loops
 from volt.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
 VOLT_VERSION = "0.1.0"
@@ -87,7 +90,14 @@ class Checkpoints:
         trainer = self.trainer
         checkpoint["epoch"] = trainer.current_epoch
         checkpoint["global_step"] = trainer.global_step
-        checkpoint["loops"] = {"fit_loop": self.loop_state()}
+        fit_loop = trainer.fit_loop
+        state = fit_loop.state
+        val_batches = sum(fit_loop.val_loop.num_batches) if state.val_done_at_batch == state.batch_idx else 0
+        loops = lightning_loops(state, last_batch=state.batch_idx >= fit_loop.num_training_batches,
+                                manual=not trainer.lightning_module.automatic_optimization,
+                                val_batches=int(val_batches) if val_batches != math.inf else 0)
+        loops["fit_loop"].update(self.loop_state())  # volt's exact cursor, beside Lightning's counters
+        checkpoint["loops"] = loops
         if not weights_only:
             checkpoint["optimizer_states"] = [trainer.strategy.optimizer_state(opt) for opt in trainer.optimizers]
             checkpoint["lr_schedulers"] = [config.scheduler.state_dict() for config in trainer.lr_scheduler_configs]

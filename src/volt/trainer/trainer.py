@@ -188,7 +188,7 @@ class Trainer:
                 ("reload_dataloaders_every_n_epochs", reload_dataloaders_every_n_epochs, 0, False)):
             if value is not None or not optional:
                 _check_int(name, value, minimum, optional)
-        self.max_epochs = max_epochs  # None: decided when fit starts (`_resolve_max_epochs`), as in Lightning
+        self.max_epochs = max_epochs  # None: decided when fit starts (`_default_max_epochs`), as in Lightning
         self.min_epochs = min_epochs
         self.max_steps = max_steps
         self.min_steps = min_steps
@@ -771,12 +771,14 @@ class Trainer:
 
 
 # ====================================================================== construction helpers
+_MINUS_ONE_MEANS = {"max_epochs": " (-1: no limit)", "max_steps": " (-1: no limit)",
+                    "num_sanity_val_steps": " (-1: all batches)"}
+
+
 def _check_int(name: str, value: Any, minimum: int, optional: bool = False) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        meaning = " (-1: no limit)" if minimum == -1 and name != "num_sanity_val_steps" else (
-            " (-1: all batches)" if minimum == -1 else "")
-        raise MisconfigurationException(
-            f"`Trainer({name}={value!r})` must be an int >= {minimum}{meaning}{' or None' if optional else ''}.")
+        raise MisconfigurationException(f"`Trainer({name}={value!r})` must be an int >= {minimum}"
+                                        f"{_MINUS_ONE_MEANS.get(name, '')}{' or None' if optional else ''}.")
 
 
 _BAREBONES_OFF = {"enable_checkpointing": "checkpointing", "enable_progress_bar": "the progress bar",
