@@ -215,3 +215,25 @@ def test_init_module_creates_on_device_in_precision_and_can_skip_init(tmp_path, 
         assert torch.get_default_dtype() == torch.float32
         with pl.Trainer(logger=False, accelerator="cpu").init_module():
             assert Initialised().weight.dtype == torch.float32
+
+
+def test_restoring_messages_as_lightning(tmp_path, caplog, quiet_lightning):
+    """Resuming says where the states come from and when they are all back, in Lightning's words (scripts and log
+    scrapers look for them)."""
+    import logging
+
+    messages = {}
+    for name, pl in (("volt", volt), ("pl", quiet_lightning)):
+        trainer = quiet_trainer(pl, tmp_path / name, max_epochs=1)
+        trainer.fit(module_class(pl)(), data(4))
+        path = str(tmp_path / name / "first.ckpt")
+        trainer.save_checkpoint(path)
+        logger = logging.getLogger("pytorch_lightning" if name == "pl" else "volt")
+        previous, logger.level = logger.level, logging.INFO
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            quiet_trainer(pl, tmp_path / name, max_epochs=2).fit(module_class(pl)(), data(4), ckpt_path=path)
+        logger.setLevel(previous)
+        messages[name] = [r.getMessage().replace(path, "<path>") for r in caplog.records if "estor" in r.getMessage()]
+    assert messages["volt"] == messages["pl"] == ["Restoring states from the checkpoint path at <path>",
+                                                  "Restored all states from the checkpoint at <path>"]
