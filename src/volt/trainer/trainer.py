@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List,
 import torch
 
 from volt.callbacks.callback import Callback
-from volt.checkpoint import check_writable_folder
 from volt.datamodule import LightningDataModule
 from volt.distributed.selection import select_strategy
 from volt.distributed.strategy import Strategy
@@ -438,6 +437,8 @@ class Trainer:
         if checkpoint is not None and fn == "fit":  # before the loggers' folders are read or anything is logged
             checkpoints.restore_loggers(checkpoint)
         if fn == "fit" and self.is_global_zero:  # a folder no log can be written to: say so now, not after an epoch
+            from volt.checkpoint import check_writable_folder  # volt.checkpoint is not loaded by `import volt`
+
             for logger in self.loggers:
                 if isinstance(logger.log_dir, str):
                     check_writable_folder(logger.log_dir, f"The log folder of {type(logger).__name__}")
