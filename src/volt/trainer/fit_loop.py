@@ -704,7 +704,7 @@ class FitLoop:
             f"(global step {trainer.global_step}). The loss is checked {every}at each epoch end, so it may have "
             "become non-finite a few steps earlier; weights updated from it are likely non-finite too. Check the "
             "data, lower the learning rate or clip gradients (`gradient_clip_val`); `Trainer(detect_anomaly=True)` "
-            "stops at the first such step. A non-finite monitored value never counts as a best checkpoint."
+            "stops at the first such step. ModelCheckpoint ranks a NaN monitored value worst."
         )
 
 
