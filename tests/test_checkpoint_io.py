@@ -287,6 +287,59 @@ def test_failed_save_keeps_the_old_file_and_leaves_no_temporary_file(tmp_path, m
     assert load_checkpoint(path)["step"] == 1
 
 
+_FULL_DISK_FIT = """
+import sys, torch, volt
+from helpers import BoringModel
+from volt.callbacks import ModelCheckpoint
+
+class Big(BoringModel):  # a ~80 KB checkpoint: one fits on the 128 KB disk, a second copy beside it does not
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("ballast", torch.zeros(10_000))
+
+trainer = volt.Trainer(default_root_dir=sys.argv[1], max_epochs=3, logger=False, enable_progress_bar=False,
+                       enable_model_summary=False, limit_val_batches=0,
+                       callbacks=[ModelCheckpoint(dirpath=sys.argv[1], filename="model", save_top_k=-1,
+                                                  enable_version_counter=False)])  # overwritten each epoch
+try:
+    trainer.fit(Big())
+except OSError as error:
+    print("ERRNO", error.errno)
+    print("MESSAGE", error)
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="a small private tmpfs needs Linux namespaces")
+def test_full_disk_during_a_save_names_the_file_and_keeps_the_previous_checkpoint(tmp_path):
+    """A real full disk (a 128 KB tmpfs in a private mount namespace): the second save of model.ckpt fails with one
+    message naming the file and the full disk, instead of torch's "[enforce fail at inline_container.cc]", and the
+    model.ckpt of the epoch before is intact."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    script = tmp_path / "fit.py"
+    script.write_text(_FULL_DISK_FIT)
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([tests_dir, os.environ.get("PYTHONPATH", "")])}
+    shell = (f'mount -t tmpfs -o size=128k tmpfs "{disk}" || exit 77; "{sys.executable}" "{script}" "{disk}"; '
+             f'ls -A "{disk}"; cp "{disk}/model.ckpt" "{tmp_path}/kept.ckpt"')
+    try:
+        done = subprocess.run(["unshare", "-rm", "sh", "-c", shell], capture_output=True, text=True, env=env,
+                              timeout=120)
+    except FileNotFoundError:
+        pytest.skip("unshare is not installed")
+    if done.returncode == 77 or "unshare:" in done.stderr:
+        pytest.skip(f"cannot mount a private tmpfs here: {done.stderr.strip()[-200:]}")
+    assert "ERRNO 28" in done.stdout, done.stdout + done.stderr
+    message = done.stdout.split("MESSAGE ", 1)[1]
+    assert message.startswith(f"[Errno 28] No space left on device: the checkpoint {disk}/model.ckpt could not be "
+                              "written (")
+    assert "The file that was at that path before, if any, is unchanged." in message
+    assert "inline_container" not in message
+    assert done.stdout.splitlines()[-1] == "model.ckpt", done.stdout  # no temporary file left beside it
+    kept = torch.load(tmp_path / "kept.ckpt", weights_only=True)  # the epoch-0 checkpoint, whole
+    assert (kept["epoch"], kept["global_step"]) == (0, 4)
+
+
 def test_save_writes_to_a_hidden_temporary_file_in_the_same_folder(tmp_path, monkeypatch):
     real_save, written_to = torch.save, []
 

@@ -1,4 +1,6 @@
 """User mistakes: each one gets a single clear error that names what is wrong and how to fix it."""
+import os
+
 import pytest
 import torch
 
@@ -45,6 +47,32 @@ class Returns(BoringModel):
 def test_bad_training_step_outputs(tmp_path, output, message):
     with pytest.raises(MisconfigurationException, match=message):
         fit(tmp_path, Returns(output))
+
+
+def test_training_step_without_return_warns_once(tmp_path, quiet_lightning):
+    """A forgotten `return loss` trains nothing: warned once per fit, as Lightning does; the weights stay put."""
+    model = Returns(lambda loss: None)
+    before = [p.clone() for p in model.parameters()]
+    with pytest.warns(UserWarning, match=r"`training_step` returned None \(epoch 0, batch 0\), so this batch "
+                                         "trained nothing") as record:
+        fit(tmp_path, model, max_epochs=2)
+    assert sum("returned None" in str(w.message) for w in record) == 1
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+    class PlNone(quiet_lightning.LightningModule):  # the oracle warns too
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(4, 1)
+
+        def training_step(self, batch, batch_idx):
+            self.layer(batch[0]).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    with pytest.warns(UserWarning, match="`training_step` returned `None`"):
+        quiet_lightning.Trainer(default_root_dir=tmp_path, max_epochs=1, logger=False, enable_checkpointing=False,
+                                enable_progress_bar=False, enable_model_summary=False).fit(PlNone(), loader())
 
 
 def test_optimizer_step_override_that_skips_the_closure(tmp_path):
@@ -176,6 +204,36 @@ def test_nan_loss_with_detect_anomaly(tmp_path):
         fit(tmp_path, Returns(lambda loss: loss * float("nan")), detect_anomaly=True)
 
 
+class NanFrom(BoringModel):
+    """The loss becomes NaN from global step `start` on (as after a diverging update)."""
+
+    def __init__(self, start):
+        super().__init__()
+        self.start = start
+
+    def training_step(self, batch, batch_idx):
+        loss = self.loss(batch)
+        return loss * float("nan") if self.global_step >= self.start else loss
+
+
+def test_non_finite_loss_warns_once_with_where(tmp_path):
+    with pytest.warns(UserWarning, match=r"The training loss is nan at epoch 0, batch 3 \(global step 4\). The loss "
+                                         r"is checked every 2 steps \(`log_every_n_steps`\) and at each epoch end, so "
+                                         "it may have become non-finite a few steps earlier") as record:
+        fit(tmp_path, NanFrom(start=2), max_epochs=3, log_every_n_steps=2)
+    assert sum("The training loss is" in str(w.message) for w in record) == 1
+
+
+def test_non_finite_loss_check_adds_no_per_step_sync(tmp_path, monkeypatch):
+    """The loss is read back from the device only where step metrics are written and at each epoch end: with
+    `log_every_n_steps=50`, 3 epochs of 4 steps check 3 times, not 12."""
+    calls = []
+    real_isfinite = torch.isfinite
+    monkeypatch.setattr(torch, "isfinite", lambda tensor: calls.append(1) or real_isfinite(tensor))
+    fit(tmp_path, BoringModel(), max_epochs=3, log_every_n_steps=50)
+    assert len(calls) == 3
+
+
 def test_nan_gradient_with_detect_anomaly(tmp_path):
     """A finite loss whose backward produces NaN: torch's anomaly mode names the backward function."""
     with pytest.raises(RuntimeError, match="returned nan values"):
@@ -222,3 +280,48 @@ def test_keyboard_interrupt_in_a_callback_ends_with_exit_status_1_after_cleanup(
         outcomes[name] = (stop.value.code, calls, logger.finalized)
     assert outcomes["volt"] == outcomes["lightning"] == (1, ["KeyboardInterrupt"], ["failed"])
 
+
+
+# ------------------------------------------------------------------------------------------ folders that cannot be written
+
+
+def test_checkpoint_folder_that_cannot_be_written_fails_at_fit_start(tmp_path):
+    """Found when fit starts, before any training (it was found at the first save, after an epoch)."""
+    blocker = tmp_path / "results"
+    blocker.write_text("a file where a folder is expected")
+    model = BoringModel()
+    with pytest.raises(PermissionError, match=r"The checkpoint folder \(ModelCheckpoint's dirpath\) '.*results/ckpts' "
+                                              r"cannot be written: '.*results' is a file, not a folder. Choose a folder"):
+        fit(tmp_path, model, callbacks=[ModelCheckpoint(dirpath=blocker / "ckpts")], enable_checkpointing=True)
+    assert model.global_step == 0
+    fit(tmp_path, BoringModel(), callbacks=[ModelCheckpoint(dirpath=blocker / "ckpts", save_top_k=0)],
+        enable_checkpointing=True)  # saves nothing: nothing to check
+
+
+def test_log_folder_that_cannot_be_written_fails_at_fit_start(tmp_path):
+    from volt.loggers import CSVLogger
+
+    (tmp_path / "logs").write_text("a file")
+    with pytest.raises(PermissionError, match=r"The log folder of CSVLogger '.*logs/run/version_0' cannot be written: "
+                                              "'.*logs' is a file, not a folder"):
+        fit(tmp_path, BoringModel(), logger=CSVLogger(tmp_path / "logs", name="run"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/sys/kernel"), reason="needs Linux's sysfs")
+def test_checkpoint_folder_on_a_filesystem_nobody_may_write_fails_at_fit_start(tmp_path):
+    with pytest.raises(PermissionError, match=r"'/sys/kernel/volt-checkpoints' cannot be written: cannot create files "
+                                              r"in '/sys/kernel' \(Permission denied\)"):
+        fit(tmp_path, BoringModel(), callbacks=[ModelCheckpoint(dirpath="/sys/kernel/volt-checkpoints")],
+            enable_checkpointing=True)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root may write anywhere")
+def test_read_only_checkpoint_folder_fails_at_fit_start(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        with pytest.raises(PermissionError, match=r"cannot create files in '.*locked' \(Permission denied\)"):
+            fit(tmp_path, BoringModel(), callbacks=[ModelCheckpoint(dirpath=locked)], enable_checkpointing=True)
+    finally:
+        locked.chmod(0o700)

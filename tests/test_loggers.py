@@ -475,6 +475,46 @@ def test_fit_writes_csv_like_lightning(tmp_path):
             assert (ours[key] == theirs[key]) or float(ours[key]) == pytest.approx(float(theirs[key]), rel=1e-5)
 
 
+def test_csv_logger_on_an_fsspec_url_as_lightning(tmp_path, monkeypatch):
+    """`CSVLogger("memory://...")` writes metrics.csv and hparams.yaml into fsspec's memory filesystem, finds the
+    versions already there, and resumes there; nothing lands in a local folder (it wrote to `./memory:/...`)."""
+    fsspec = pytest.importorskip("fsspec")
+    import volt
+
+    monkeypatch.chdir(tmp_path)
+    memory = fsspec.filesystem("memory")
+    files = {}
+    for name, pl in (("volt", volt), ("pl", pytest.importorskip("pytorch_lightning"))):
+        root = f"memory://csv-{name}"
+        loggers = [pl.loggers.CSVLogger(root) for _ in range(2)]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for logger in loggers:
+                fit_tiny(pl, logger, tmp_path / name)
+        assert [logger.log_dir for logger in loggers] == [f"{root}/lightning_logs/version_{v}" for v in (0, 1)]
+        files[name] = {path.split("/", 2)[2]: memory.cat(path) for path in memory.find(f"/csv-{name}")}
+    assert sorted(files["volt"]) == sorted(files["pl"]) == [
+        f"lightning_logs/version_{v}/{f}" for v in (0, 1) for f in ("hparams.yaml", "metrics.csv")]
+    assert files["volt"]["lightning_logs/version_1/hparams.yaml"] == b"lr: 0.1\n"
+    header = files["volt"]["lightning_logs/version_1/metrics.csv"].decode().splitlines()[0]
+    assert header == files["pl"]["lightning_logs/version_1/metrics.csv"].decode().splitlines()[0]
+    assert os.listdir(tmp_path) == []  # no local "memory:" folder
+
+    resumed = CSVLogger("memory://csv-volt", version=1)  # the resume pair cuts the remote file too
+    resumed.drop_from(5)
+    _, rows = read_csv_text(memory.cat("/csv-volt/lightning_logs/version_1/metrics.csv").decode())
+    assert rows and max(int(row["step"]) for row in rows) < 5
+    assert CSVLogger("file://" + str(tmp_path / "local")).log_dir == str(tmp_path / "local" / "lightning_logs" /
+                                                                         "version_0")
+
+
+def read_csv_text(text):
+    import io
+
+    reader = csv.DictReader(io.StringIO(text))
+    return reader.fieldnames, list(reader)
+
+
 def test_fit_then_test_with_tensorboard(tmp_path):
     import volt
 

@@ -21,17 +21,29 @@ def sched_config(scheduler, name=None, interval="epoch"):
 
 
 class StubTrainer:
+    """The Trainer surface the monitor reads; `global_step` also sets the loop's batches that stepped (the x axis),
+    as with one optimizer."""
+
     def __init__(self, optimizers, configs=(), **overrides):
         self.optimizers = list(optimizers)
         self.lr_scheduler_configs = list(configs)
         self.loggers = [RecordingLogger()]
-        self.global_step = 0
+        self.fit_loop = SimpleNamespace(batches_stepped=0)
         self.log_every_n_steps = 1
         self.should_stop = False
         self.fast_dev_run = False
         self.strategy = SimpleNamespace(root_device=torch.device("cpu"))
         self.callback_metrics = {}
-        self.__dict__.update(overrides)
+        for name, value in overrides.items():
+            setattr(self, name, value)
+
+    @property
+    def global_step(self):
+        return self.fit_loop.batches_stepped
+
+    @global_step.setter
+    def global_step(self, step):
+        self.fit_loop.batches_stepped = step
 
 
 def params(n=1):
@@ -145,9 +157,25 @@ def test_history_moves_when_an_optimizer_gains_a_parameter_group():
     assert monitor.lrs == {"lr-SGD/pg1": [0.1, 0.1], "lr-SGD/pg2": [0.01]}
 
 
+def test_log_key_prefix_goes_before_every_name():
+    adam = torch.optim.Adam(params(), lr=0.01)
+    sgd = torch.optim.SGD([{"params": params()}, {"params": params(), "name": "head"}], lr=0.1, momentum=0.9)
+    trainer = StubTrainer([adam, sgd], [sched_config(torch.optim.lr_scheduler.StepLR(adam, 1), name="warmup")])
+    monitor, names = names_after_start(trainer, log_key_prefix="optim/", log_momentum=True, logging_interval="epoch")
+    assert names == ["optim/warmup", "optim/lr-SGD/pg1", "optim/lr-SGD/head"]
+    monitor.on_train_epoch_start(trainer, None)
+    assert sorted(trainer.loggers[0].calls[0][1]) == [
+        "optim/lr-SGD/head", "optim/lr-SGD/head-momentum", "optim/lr-SGD/pg1", "optim/lr-SGD/pg1-momentum",
+        "optim/warmup", "optim/warmup-momentum"]
+    assert "optim/warmup" in trainer.callback_metrics and list(monitor.lrs) == names
+    assert names_after_start(StubTrainer([adam]), log_key_prefix=None)[1] == ["lr-Adam"]
+
+
 def test_errors():
     with pytest.raises(MisconfigurationException, match=r"logging_interval='batch'.*'step', 'epoch' or None"):
         LearningRateMonitor(logging_interval="batch")
+    with pytest.raises(MisconfigurationException, match=r"log_key_prefix=3\): use a string such as 'optim/'"):
+        LearningRateMonitor(log_key_prefix=3)
     trainer = StubTrainer([torch.optim.SGD(params(), lr=0.1)], loggers=[])
     with pytest.raises(MisconfigurationException, match="needs a logger.*logger=True"):
         LearningRateMonitor().on_train_start(trainer, None)
@@ -211,3 +239,49 @@ def test_fast_dev_run_has_no_logger_and_no_error(tmp_path):
     monitor = LearningRateMonitor()
     fit_with_monitor(volt, tmp_path, monitor, fast_dev_run=2)
     assert list(monitor.lrs) == ["lr-SGD"]
+
+
+def manual_two_optimizers(pl):
+    """Manual optimization stepping two optimizers per batch: global_step grows by 2 a batch."""
+
+    class TwoOptimizers(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.automatic_optimization = False
+            self.first, self.second = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, batch_idx):
+            opts = self.optimizers()
+            for opt in opts:
+                opt.zero_grad()
+            self.manual_backward((self.first(batch[0]) + self.second(batch[0])).sum())
+            for opt in opts:
+                opt.step()
+
+        def configure_optimizers(self):
+            return [torch.optim.SGD(self.first.parameters(), lr=0.1), torch.optim.Adam(self.second.parameters())]
+
+    return TwoOptimizers
+
+
+@pytest.mark.parametrize("interval", ["step", None])
+def test_manual_optimization_with_two_optimizers_logs_as_lightning(tmp_path, interval):
+    """The monitor logs at the Trainer's step-metric positions (batches that stepped), not at global_step, which
+    grows by two a batch here: with log_every_n_steps=2 it logged nothing before, and at the wrong steps."""
+    pl = pytest.importorskip("pytorch_lightning")
+    import volt
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from helpers import memory_logger_class
+
+    calls = {}
+    for name, framework in (("pl", pl), ("volt", volt)):
+        logger = memory_logger_class(framework.loggers.Logger)()
+        trainer = framework.Trainer(max_epochs=2, logger=logger, log_every_n_steps=2, enable_progress_bar=False,
+                                    enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path,
+                                    callbacks=[framework.callbacks.LearningRateMonitor(logging_interval=interval)])
+        trainer.fit(manual_two_optimizers(framework)(), DataLoader(TensorDataset(torch.randn(8, 2)), batch_size=2))
+        calls[name] = logger.metrics
+    assert calls["volt"] == calls["pl"]
+    steps = [step for step, metrics in calls["volt"]]
+    assert steps == ([1, 3, 5, 7] if interval == "step" else [0, 1, 3, 4, 5, 7])

@@ -65,8 +65,21 @@ def fit(tmp_path, model=None, **kwargs):
 def test_max_epochs_and_its_default(tmp_path):
     run, model = fit(tmp_path, max_epochs=2, num_sanity_val_steps=0)
     assert (run.current_epoch, run.global_step, len(model.seen["train"])) == (2, 8, 8)
-    assert volt.Trainer(logger=False).max_epochs == 1000  # Lightning's default when max_steps is -1
-    assert volt.Trainer(logger=False, max_steps=10).max_epochs == -1
+    # as Lightning: unset stays None until fit decides (1000, with a warning, unless max_steps or max_time ends it)
+    assert volt.Trainer(logger=False).max_epochs is None
+    assert volt.Trainer(logger=False, max_steps=10).max_epochs is None
+    run = trainer(tmp_path, max_epochs=None, limit_train_batches=1, max_steps=2, num_sanity_val_steps=0)
+    run.fit(Counting())
+    assert (run.max_epochs, run.global_step, run.current_epoch) == (-1, 2, 2)
+    run = trainer(tmp_path, max_epochs=None, limit_train_batches=1, max_time={"seconds": 0.5},
+                  num_sanity_val_steps=0)
+    run.fit(Counting())
+    assert run.max_epochs == -1
+    run = trainer(tmp_path, max_epochs=None, limit_train_batches=1, limit_val_batches=0,
+                  callbacks=[StopAtFirstBatch()])
+    with pytest.warns(UserWarning, match="`max_epochs` was not set. Setting it to 1000 epochs"):
+        run.fit(Counting())
+    assert run.max_epochs == 1000
 
 
 def test_max_steps_stops_inside_an_epoch(tmp_path):
@@ -171,7 +184,11 @@ def test_fast_dev_run_runs_n_batches_and_writes_nothing(tmp_path):
     run.fit(model)
     run.test(model, verbose=False)
     assert model.seen["train"] == [(0, 0)] and model.seen["validate"] == [(0, 0)] and model.seen["test"] == [0]
-    assert run.loggers == [] and os.listdir(tmp_path) == []
+    # as Lightning: the logger is a DummyLogger (user code calling `self.logger.experiment...` runs), nothing written
+    assert [type(logger).__name__ for logger in run.loggers] == ["DummyLogger"] and os.listdir(tmp_path) == []
+    run.logger.experiment.add_scalar("x", 1.0)
+    run.logger.log_table(key="t", data=[[1]])
+    assert volt.Trainer(fast_dev_run=True, logger=False).loggers == []
     run = trainer(tmp_path, fast_dev_run=3, max_epochs=10)
     model = Counting()
     run.fit(model)
@@ -486,8 +503,8 @@ def test_removed_1x_arguments_name_their_replacement(name, replacement):
     (dict(max_steps=-2), r"max_steps=-2\)` must be an int >= -1"),
     (dict(accumulate_grad_batches=0), r"accumulate_grad_batches=0\)` must be an int >= 1"),
     (dict(log_every_n_steps=-1), r"log_every_n_steps=-1\)` must be an int >= 0"),
-    (dict(limit_train_batches=-1), "limit_train_batches=-1` must be an int >= 0 or a float"),
-    (dict(limit_train_batches=1.5), "limit_train_batches=1.5` is a float above 1.0"),
+    (dict(limit_train_batches=-1), r"limit_train_batches=-1\)` must be a fraction of the batches in \[0.0, 1.0\] or an int"),
+    (dict(limit_train_batches=1.5), r"limit_train_batches=1.5\)` must be a fraction of the batches in \[0.0, 1.0\] or an"),
     (dict(limit_val_batches=0.01), "limit_val_batches=0.01` of 4 batches is less than one batch"),
     (dict(plugins=["something"]), "plugins=\\['something'\\] is not a plugin volt accepts"),
     (dict(strategy="horovod"), "strategy='horovod' is not supported"),

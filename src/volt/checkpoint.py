@@ -17,10 +17,13 @@ can leave one behind but nothing mistakes it for a checkpoint. Paths with a prot
 through fsspec, imported only when such a path is used.
 """
 import dataclasses
+import errno
 import os
 import pathlib
 import secrets
+import shutil
 import sys
+import tempfile
 import zipfile
 from argparse import Namespace
 from collections import Counter, OrderedDict
@@ -98,6 +101,31 @@ def remove_checkpoint(path: PathLike) -> None:
 # atomic writes
 
 
+def check_writable_folder(path: PathLike, what: str) -> None:
+    """Raise one clear error now if files cannot be created in folder `path` (or in the folder that would hold it,
+    while it does not exist yet), so that a run finds out at fit start instead of at its first save. Creates
+    nothing that stays; remote paths are not checked."""
+    if is_remote(path):
+        return
+    folder = os.path.abspath(_local(path))
+    existing = folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    problem = None
+    if not os.path.isdir(existing):
+        problem = f"{existing!r} is a file, not a folder"
+    else:
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".volt-write-check-", dir=existing)
+            os.close(fd)
+            os.remove(probe)
+        except OSError as error:
+            problem = f"cannot create files in {existing!r} ({error.strerror})"
+    if problem is not None:
+        raise PermissionError(f"{what} {folder!r} cannot be written: {problem}. Choose a folder this process can "
+                              "write to (checked when fit starts, so that the run does not fail at its first save).")
+
+
 def _fsync_dir(folder: str) -> None:
     """Make a rename in `folder` durable. Windows cannot open folders (and NTFS journals renames itself)."""
     if os.name == "nt":
@@ -148,10 +176,46 @@ def _write_atomic(path: PathLike, write: Callable[[Any], None]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(temp, path)
-    except BaseException:
+    except BaseException as error:
         _remove_quietly(temp)
+        out_of_space = _out_of_space(error)
+        if out_of_space is not None:
+            raise OSError(out_of_space.errno, _out_of_space_message(path, folder, out_of_space)) from error
         raise
     _fsync_dir(folder)
+
+
+_OUT_OF_SPACE = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}  # EDQUOT: not on Windows
+
+
+def _out_of_space(error: BaseException) -> Optional[OSError]:
+    """The OSError saying the disk (or quota, or file size limit) is full, if that is why the write failed. torch
+    reports it as "[enforce fail at inline_container.cc] ... unexpected pos" with the OSError as its context."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in _OUT_OF_SPACE:
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _size(nbytes: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if nbytes < 1024 or unit == "GiB":
+            return f"{nbytes} {unit}" if unit == "bytes" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
+    return ""
+
+
+def _out_of_space_message(path: str, folder: str, error: OSError) -> str:
+    try:
+        free = f"{_size(shutil.disk_usage(folder).free)} free there"
+    except OSError:
+        free = "free space unknown"
+    return (f"{os.strerror(error.errno)}: the checkpoint {path} could not be written ({free}). The file that was "
+            "at that path before, if any, is unchanged. Free some space, write fewer checkpoints "
+            "(ModelCheckpoint(save_top_k=...)), or write them elsewhere (ModelCheckpoint(dirpath=...)).")
 
 
 def save_checkpoint(checkpoint: Dict[str, Any], path: PathLike) -> None:

@@ -149,6 +149,9 @@ class LightningModule(HyperparametersMixin, nn.Module):
 
     @trainer.setter
     def trainer(self, trainer) -> None:
+        for child in self.children():  # a LightningModule inside this one sees the Trainer too, as in Lightning
+            if isinstance(child, LightningModule):
+                child.trainer = trainer
         self._trainer = trainer
 
     @property

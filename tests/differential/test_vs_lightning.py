@@ -378,9 +378,8 @@ def test_mid_epoch_lightning_checkpoint_resumes_as_lightning_does(tmp_path, name
     assert volt.logger.records[0][0] == int(name.split("step=")[1].split(".")[0])
 
 
-@pytest.mark.xfail(strict=True, reason="volt writes its own loop cursor under loops['fit_loop']; Lightning finds "
-                   "none of its progress keys there and silently restarts at epoch 0 (weights, optimizer restored)")
 def test_lightning_resumes_a_volt_checkpoint_at_the_next_epoch(tmp_path):
+    """volt writes Lightning's progress counters in `loops` beside its own cursor (it restarted at epoch 0)."""
     volt = fit("volt", tmp_path / "volt", enable_checkpointing=True,
                callbacks=lambda pl: [pl.callbacks.ModelCheckpoint(save_top_k=-1)])
     path = os.path.join(volt.trainer.checkpoint_callback.dirpath, "epoch=0-step=8.ckpt")

@@ -75,3 +75,63 @@ def test_volt_checkpoint_loads_in_lightning_for_weights_and_plain_hparams(tmp_pa
     restored = NoPathNet.load_from_checkpoint(path, data_dir=HPARAMS["data_dir"])
     assert dict(restored.hparams) == HPARAMS
     assert all(torch.equal(restored.state_dict()[k], v) for k, v in model.state_dict().items())
+
+
+def _resume_model_class(framework, manual=False):
+    """Records every training batch it runs as (epoch, batch_idx, global_step)."""
+
+    class Resumed(framework.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(4, 3)
+            self.automatic_optimization = not manual
+            self.ran = []
+
+        def training_step(self, batch, batch_idx):
+            self.ran.append((self.current_epoch, batch_idx, self.global_step))
+            loss = torch.nn.functional.mse_loss(self.layer(batch[0]), batch[1])
+            if manual:
+                optimizer = self.optimizers()
+                optimizer.zero_grad()
+                self.manual_backward(loss)
+                optimizer.step()
+            return loss
+
+        def validation_step(self, batch, batch_idx):
+            self.log("val_loss", torch.nn.functional.mse_loss(self.layer(batch[0]), batch[1]))
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    return Resumed
+
+
+@pytest.mark.parametrize("case, checkpoint_kwargs, validate, manual", [
+    ("epoch end after validation", {}, True, False),
+    ("epoch end without validation", {}, False, False),
+    ("inside the epoch", dict(every_n_train_steps=2, save_top_k=-1), True, False),
+    ("last batch, before the epoch end", dict(every_n_train_steps=4, save_top_k=-1), False, False),
+    ("manual optimization", {}, True, True),
+])
+def test_lightning_resumes_a_volt_checkpoint_where_it_resumes_its_own(case, checkpoint_kwargs, validate, manual,
+                                                                      tmp_path):
+    """volt writes Lightning's `loops` progress counters beside its own cursor, so Lightning 2.6.6 continues a volt
+    checkpoint at the epoch, batch and step it continues its own checkpoint from the same point (before, it silently
+    restarted at epoch 0)."""
+    resumed = {}
+    for name, writer in (("volt", volt), ("pl", pl)):
+        callback = writer.callbacks.ModelCheckpoint(dirpath=tmp_path / name, filename="{epoch}-{step}",
+                                                    **checkpoint_kwargs)
+        trainer = writer.Trainer(default_root_dir=tmp_path / name, max_epochs=1, logger=False,
+                                 enable_progress_bar=False, enable_model_summary=False, callbacks=[callback],
+                                 num_sanity_val_steps=0)
+        trainer.fit(_resume_model_class(writer, manual)(), _loader(), _loader() if validate else None)
+        path = sorted((tmp_path / name).glob("*.ckpt"))[0]  # the first one written
+        lightning = pl.Trainer(default_root_dir=tmp_path / f"resume-{name}", max_epochs=3, logger=False,
+                               enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+                               num_sanity_val_steps=0)
+        model = _resume_model_class(pl, manual)()
+        lightning.fit(model, _loader(), _loader() if validate else None, ckpt_path=path)
+        resumed[name] = (path.name, model.ran, lightning.global_step, lightning.current_epoch)
+    assert resumed["volt"] == resumed["pl"]
+    assert resumed["volt"][1], case  # it trained after the resume

@@ -22,13 +22,16 @@ class LearningRateMonitor(Callback):
             scheduler's own `interval`. Optimizers without a scheduler are logged at both.
         log_momentum: also log momentum (or Adam's first beta); 0 for optimizers that have neither.
         log_weight_decay: also log the parameter groups' weight decay.
+        log_key_prefix: put in front of every logged name (`"optim/"` logs `optim/lr-Adam`), and of the keys of
+            `lrs` (as Lightning after 2.6).
 
-    Step logging follows the Trainer's `log_every_n_steps`. The values also go into `trainer.callback_metrics`,
+    Step logging follows the Trainer's `log_every_n_steps`, at the x position of the Trainer's step metrics: training
+    batches that ended with an optimizer step (with manual optimization and several optimizers, not their steps). The values also go into `trainer.callback_metrics`,
     so e.g. ModelCheckpoint can monitor them. `lrs` holds every logged learning rate, by name.
     """
 
     def __init__(self, logging_interval: Optional[str] = None, log_momentum: bool = False,
-                 log_weight_decay: bool = False) -> None:
+                 log_weight_decay: bool = False, log_key_prefix: Optional[str] = None) -> None:
         if logging_interval not in (None, "step", "epoch"):
             raise MisconfigurationException(
                 f"LearningRateMonitor(logging_interval={logging_interval!r}): use 'step', 'epoch' or None."
@@ -36,6 +39,11 @@ class LearningRateMonitor(Callback):
         self.logging_interval = logging_interval
         self.log_momentum = log_momentum
         self.log_weight_decay = log_weight_decay
+        if log_key_prefix is not None and not isinstance(log_key_prefix, str):
+            raise MisconfigurationException(
+                f"LearningRateMonitor(log_key_prefix={log_key_prefix!r}): use a string such as 'optim/', or None."
+            )
+        self.log_key_prefix = log_key_prefix or ""
         self.lrs: Dict[str, List[float]] = {}
         self.last_momentum_values: Dict[str, Optional[float]] = {}
         self.last_weight_decay_values: Dict[str, Optional[float]] = {}
@@ -74,7 +82,7 @@ class LearningRateMonitor(Callback):
         device = trainer.strategy.root_device
         trainer.callback_metrics.update({name: torch.tensor(value, device=device) for name, value in stats.items()})
         for logger in trainer.loggers:
-            logger.log_metrics(stats, step=trainer.global_step)
+            logger.log_metrics(stats, step=trainer.fit_loop.batches_stepped)
 
     def _optimizer_stats(self, optimizer, names: List[str]) -> Dict[str, float]:
         stats = {}
@@ -110,14 +118,14 @@ class LearningRateMonitor(Callback):
         type_counts: Dict[type, int] = defaultdict(int)
         for config in trainer.lr_scheduler_configs:
             optimizer = config.scheduler.optimizer
-            base = config.name if config.name is not None else f"lr-{type(optimizer).__name__}"
+            base = self.log_key_prefix + (config.name if config.name is not None else f"lr-{type(optimizer).__name__}")
             result.append((self._group_names(optimizer, base, type_counts, count=config.name is None), optimizer,
                            config))
             seen.append(optimizer)
         for optimizer in trainer.optimizers:
             if any(optimizer is s for s in seen):
                 continue
-            base = f"lr-{type(optimizer).__name__}"
+            base = f"{self.log_key_prefix}lr-{type(optimizer).__name__}"
             result.append((self._group_names(optimizer, base, type_counts, count=True), optimizer, None))
             seen.append(optimizer)
         return result
@@ -146,4 +154,4 @@ def _logs_this_step(trainer) -> bool:
     every = trainer.log_every_n_steps
     if not every:
         return False
-    return (trainer.global_step + 1) % every == 0 or trainer.should_stop
+    return (trainer.fit_loop.batches_stepped + 1) % every == 0 or trainer.should_stop

@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Union
 import torch
 
 from volt.callbacks.callback import Callback
-from volt.checkpoint import atomic_symlink, checkpoint_exists, is_remote, remove_checkpoint
+from volt.checkpoint import atomic_symlink, check_writable_folder, checkpoint_exists, is_remote, remove_checkpoint
 from volt.utilities.exceptions import MisconfigurationException
 from volt.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
@@ -146,6 +146,8 @@ class ModelCheckpoint(Callback):
             )
         if trainer.is_global_zero and stage == "fit" and self.save_top_k != 0 and self._dir_has_files(self.dirpath):
             rank_zero_warn(f"Checkpoint directory {self.dirpath} exists and is not empty.")
+        if trainer.is_global_zero and stage == "fit" and not trainer.fast_dev_run and (self.save_top_k or self.save_last):
+            check_writable_folder(self.dirpath, "The checkpoint folder (ModelCheckpoint's dirpath)")
 
     def on_train_start(self, trainer, pl_module) -> None:
         self._last_time_checked = time.monotonic()

@@ -73,6 +73,13 @@ class Strategy:
         self.model = module
         return module
 
+    @contextlib.contextmanager
+    def tensor_init_context(self, empty_init: Optional[bool] = None):
+        """Tensors created in the block go to `root_device`; with `empty_init=True` they also skip torch's
+        initialisation functions (`Trainer.init_module`)."""
+        with self.root_device, _SkipInit(enabled=bool(empty_init)):
+            yield
+
     def teardown(self) -> None:
         if self._checkpoint_io is not None:
             self._checkpoint_io.teardown()  # e.g. AsyncCheckpointIO finishes its write
@@ -146,3 +153,17 @@ class Strategy:
 
 
 SingleDeviceStrategy = Strategy
+
+
+class _SkipInit(torch.overrides.TorchFunctionMode):
+    """Leaves tensors as torch.empty made them: `torch.nn.init` functions return their tensor untouched."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        super().__init__()
+        self.enabled = enabled
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if self.enabled and getattr(func, "__module__", None) == "torch.nn.init":
+            return kwargs["tensor"] if "tensor" in kwargs else args[0]
+        return func(*args, **kwargs)

@@ -1,4 +1,5 @@
-"""CSVLogger: metrics to `<save_dir>/<name>/version_N/metrics.csv`, hyperparameters to `hparams.yaml` beside it."""
+"""CSVLogger: metrics to `<save_dir>/<name>/version_N/metrics.csv`, hyperparameters to `hparams.yaml` beside it.
+`save_dir` may be a local folder or an fsspec URL (`memory://logs`, `s3://bucket/logs`), as in Lightning."""
 import csv
 import os
 from argparse import Namespace
@@ -9,12 +10,14 @@ import torch
 from volt.loggers.logger import Logger, rank_zero_experiment
 from volt.loggers.utils import (
     NAME_HPARAMS_FILE,
+    LogFiles,
     RewritableLog,
     VersionedLogDir,
     _add_prefix,
     _convert_params,
     _save_hparams_to_yaml,
     _version_dir,
+    local_path,
 )
 from volt.utilities.rank_zero import rank_zero_only, rank_zero_warn
 
@@ -37,7 +40,8 @@ class ExperimentWriter:
         self.metrics_keys: List[str] = []  # header of the file this writer started; empty until it starts one
         self._rows_logged = 0
         self._hparams_written = True
-        os.makedirs(log_dir, exist_ok=True)
+        self._files = LogFiles(log_dir)
+        self._files.makedirs(log_dir)
 
     def log_hparams(self, params: Mapping[str, Any]) -> None:
         """Record hyperparameters; `save()` writes them."""
@@ -61,7 +65,7 @@ class ExperimentWriter:
         rows = [{key: _to_number(value) for key, value in row.items()} for row in self.metrics]
         keys = set().union(*rows)
         if self.metrics_keys and keys.issubset(self.metrics_keys):
-            with open(self.metrics_file_path, "a", newline="") as file:
+            with self._files.open(self.metrics_file_path, "a") as file:
                 csv.DictWriter(file, fieldnames=self.metrics_keys).writerows(rows)
         else:
             self._rewrite(sorted(keys.union(self.metrics_keys)), self._rows_on_disk() + rows)
@@ -70,9 +74,9 @@ class ExperimentWriter:
     def drop_from(self, step: int) -> None:
         """Keep only rows with a step before `step`, on disk and in the buffer, whoever started the file."""
         self.metrics = [row for row in self.metrics if row["step"] < step]
-        if not os.path.isfile(self.metrics_file_path):
+        if not self._files.isfile(self.metrics_file_path):
             return
-        with open(self.metrics_file_path, newline="") as file:
+        with self._files.open(self.metrics_file_path) as file:
             reader = csv.DictReader(file)
             kept = [row for row in reader if float(row["step"]) < step]
             header = list(reader.fieldnames or [])
@@ -82,16 +86,16 @@ class ExperimentWriter:
         """Rows this writer already wrote (an older file that it did not start is overwritten, as Lightning does)."""
         if not self.metrics_keys:
             return []
-        with open(self.metrics_file_path, newline="") as file:
+        with self._files.open(self.metrics_file_path) as file:
             return list(csv.DictReader(file))
 
     def _rewrite(self, keys: List[str], rows: List[Dict[str, Any]]) -> None:
         tmp_path = f"{self.metrics_file_path}.tmp"
-        with open(tmp_path, "w", newline="") as file:
+        with self._files.open(tmp_path, "w") as file:
             writer = csv.DictWriter(file, fieldnames=keys)
             writer.writeheader()
             writer.writerows(rows)
-        os.replace(tmp_path, self.metrics_file_path)  # a crash mid-rewrite leaves the previous file intact
+        self._files.replace(tmp_path, self.metrics_file_path)  # a crash mid-rewrite leaves the previous file intact
         self.metrics_keys = keys
 
 
@@ -126,7 +130,7 @@ class CSVLogger(RewritableLog, VersionedLogDir, Logger):
                 f"CSVLogger(flush_logs_every_n_steps={flush_logs_every_n_steps!r}): expected a positive integer, "
                 "the number of steps between writes to metrics.csv."
             )
-        self._save_dir = os.fspath(save_dir)
+        self._save_dir = local_path(save_dir)
         self._name = name or ""
         self._version = version
         self._prefix = prefix
@@ -144,7 +148,7 @@ class CSVLogger(RewritableLog, VersionedLogDir, Logger):
         """The ExperimentWriter, created (with its folder) on first use."""
         if self._experiment is None:
             log_dir = self.log_dir
-            if os.path.isdir(log_dir) and os.listdir(log_dir):
+            if LogFiles(log_dir).has_files(log_dir):
                 rank_zero_warn(
                     f"Experiment logs directory {log_dir} exists and is not empty. Its metrics.csv and hparams.yaml"
                     " will be overwritten when new ones are saved."

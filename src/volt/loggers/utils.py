@@ -15,16 +15,77 @@ from volt.utilities.rank_zero import rank_zero_warn
 NAME_HPARAMS_FILE = "hparams.yaml"
 
 
+class LogFiles:
+    """The file operations of a log folder: local paths (and `file://` ones) through `os`, other URLs (`memory://`,
+    `s3://`, ...) through fsspec, imported only for them, as Lightning's loggers accept both."""
+
+    def __init__(self, path: str) -> None:
+        from volt.checkpoint import is_remote
+
+        self.fs = None
+        if is_remote(path):
+            import fsspec
+
+            self.fs = fsspec.core.url_to_fs(path)[0]
+
+    def open(self, path: str, mode: str = "r"):
+        """A text file, UTF-8, newlines as written (csv needs that)."""
+        opener = open if self.fs is None else self.fs.open
+        return opener(path, mode, encoding="utf-8", newline="")
+
+    def remove(self, path: str) -> None:
+        if self.fs is None:
+            os.remove(path)
+        else:
+            self.fs.rm(path)
+
+    def makedirs(self, path: str) -> None:
+        if self.fs is None:
+            os.makedirs(path, exist_ok=True)
+        else:
+            self.fs.makedirs(path, exist_ok=True)
+
+    def isfile(self, path: str) -> bool:
+        return os.path.isfile(path) if self.fs is None else self.fs.isfile(path)
+
+    def replace(self, source: str, target: str) -> None:
+        """Move `source` onto `target` (atomic on a local filesystem; object stores copy)."""
+        if self.fs is None:
+            os.replace(source, target)
+        else:
+            self.fs.mv(source, target)
+
+    def folders(self, path: str) -> List[str]:
+        """The names of the folders in `path` (none if it is missing or not a folder)."""
+        if self.fs is None:
+            try:
+                return [entry.name for entry in os.scandir(path) if entry.is_dir()]
+            except OSError:
+                return []
+        if not self.fs.isdir(path):
+            return []
+        return [entry["name"].rstrip("/").rsplit("/", 1)[-1] for entry in self.fs.listdir(path, detail=True)
+                if entry["type"] == "directory"]
+
+    def has_files(self, path: str) -> bool:
+        """Whether `path` is a folder with anything in it."""
+        if self.fs is None:
+            return os.path.isdir(path) and bool(os.listdir(path))
+        return self.fs.isdir(path) and bool(self.fs.ls(path))
+
+
+def local_path(path: Union[str, os.PathLike]) -> str:
+    """`path` as a string, a `file://` URL as the local path it names."""
+    path = os.fspath(path)
+    return path[len("file://"):] if path.startswith("file://") else path
+
+
 def _next_version(versions_root: str) -> int:
     """One more than the highest `version_N` directory under `versions_root` (0 when there is none)."""
-    try:
-        entries = list(os.scandir(versions_root))
-    except OSError:  # missing, or not a directory
-        return 0
     versions = []
-    for entry in entries:
-        if entry.is_dir() and entry.name.startswith("version_"):
-            number = entry.name.split("_")[1]  # as Lightning: "version_3_retry" counts as 3
+    for name in LogFiles(versions_root).folders(versions_root):
+        if name.startswith("version_"):
+            number = name.split("_")[1]  # as Lightning: "version_3_retry" counts as 3
             if number.isdigit():
                 versions.append(int(number))
     return max(versions) + 1 if versions else 0
@@ -108,10 +169,10 @@ def _save_hparams_to_yaml(path: str, hparams: Mapping[str, Any], use_omegaconf: 
             rank_zero_warn(f"Skipping '{key}' parameter because it is not possible to safely dump to YAML.")
         else:
             dumpable[key] = value
-    tmp_path = f"{path}.tmp"
-    with open(tmp_path, "w", newline="") as file:
+    files, tmp_path = LogFiles(path), f"{path}.tmp"
+    with files.open(tmp_path, "w") as file:
         yaml.dump(dumpable, file)
-    os.replace(tmp_path, path)  # a crash mid-write leaves the previous file intact
+    files.replace(tmp_path, path)  # a crash mid-write leaves the previous file intact
 
 
 def _save_with_omegaconf(path: str, hparams: Mapping[str, Any]) -> bool:
@@ -122,14 +183,14 @@ def _save_with_omegaconf(path: str, hparams: Mapping[str, Any]) -> bool:
     from volt.utilities.apply_func import apply_to_collection
 
     plain = apply_to_collection(dict(hparams), (DictConfig, ListConfig), OmegaConf.to_container, resolve=True)
-    tmp_path = f"{path}.tmp"
+    files, tmp_path = LogFiles(path), f"{path}.tmp"
     try:
-        with open(tmp_path, "w", encoding="utf-8") as file:
+        with files.open(tmp_path, "w") as file:
             OmegaConf.save(plain, file)
     except (UnsupportedValueType, ValidationError):
-        os.remove(tmp_path)
+        files.remove(tmp_path)
         return False
-    os.replace(tmp_path, path)
+    files.replace(tmp_path, path)
     return True
 
 

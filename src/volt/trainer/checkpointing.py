@@ -14,6 +14,7 @@ This module answers "where is X saved and restored" (the file format itself, ato
                                   self.log accumulators, pending gradients,
                                   an iterable stream's state_dict()
     loops.fit_loop.loggers        each logger's state_dict()                restore_loggers      (first of all)
+    loops.*  (Lightning's layout) progress counters for Lightning's resume  (read by Lightning; volt reads its own)
     epoch, global_step, pytorch-lightning_version, hyper_parameters, hparams_name, datamodule_hyper_parameters:
                                   Lightning's keys; hparams are read by `load_from_checkpoint` (volt/module.py)
 
@@ -34,11 +35,13 @@ On the same number of ranks each rank takes back its own RNG streams, epoch accu
 another number, rank 0's (volt/distributed/ddp.py says what stays exact).
 """
 import glob
+import math
 import os
 from typing import Any, Dict, List, Optional
 
 from volt.loggers.utils import VersionedLogDir
 from volt.trainer import recovery
+from volt.trainer.progress import lightning_loops
 from volt.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
 VOLT_VERSION = "0.1.0"
@@ -87,7 +90,14 @@ class Checkpoints:
         trainer = self.trainer
         checkpoint["epoch"] = trainer.current_epoch
         checkpoint["global_step"] = trainer.global_step
-        checkpoint["loops"] = {"fit_loop": self.loop_state()}
+        fit_loop = trainer.fit_loop
+        state = fit_loop.state
+        val_batches = sum(fit_loop.val_loop.num_batches) if state.val_done_at_batch == state.batch_idx else 0
+        loops = lightning_loops(state, last_batch=state.batch_idx >= fit_loop.num_training_batches,
+                                manual=not trainer.lightning_module.automatic_optimization,
+                                val_batches=int(val_batches) if val_batches != math.inf else 0)
+        loops["fit_loop"].update(self.loop_state())  # volt's exact cursor, beside Lightning's counters
+        checkpoint["loops"] = loops
         if not weights_only:
             checkpoint["optimizer_states"] = [trainer.strategy.optimizer_state(opt) for opt in trainer.optimizers]
             checkpoint["lr_schedulers"] = [config.scheduler.state_dict() for config in trainer.lr_scheduler_configs]
@@ -111,7 +121,7 @@ class Checkpoints:
             "rng": fit_loop.rng_state(),
             "should_stop": trainer.should_stop,
             "results": trainer._results.state_dict() if trainer.state.fn == "fit" else None,
-            "eval_log_steps": trainer._results.eval_log_steps,
+            "eval_log_steps": list(fit_loop.val_loop.log_steps),
             "loggers": [logger.state_dict() for logger in trainer.loggers],
             # inside an accumulation window: the gradients summed so far
             "grads": trainer.strategy.accumulated_grads() if fit_loop.grads_pending else None,
@@ -319,7 +329,7 @@ class Checkpoints:
             state["stream"] = None  # rank 0's position in its own shard of a stream: no use to another rank
         state.pop("stopped_by", None)  # read by recovery.Restart.loaded
         trainer.should_stop = bool(state.pop("should_stop", False))
-        trainer._results.eval_log_steps = state.pop("eval_log_steps", 0)
+        trainer.fit_loop.val_loop.resume_log_steps(state.pop("eval_log_steps", None))
         grads = state.pop("grads", None)
         if grads:
             trainer.strategy.load_accumulated_grads(grads)

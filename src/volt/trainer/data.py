@@ -399,3 +399,33 @@ def loaders_stale(trainer, loaded_epoch: int) -> bool:
     """`reload_dataloaders_every_n_epochs`: loaders made at `loaded_epoch` are due to be made again."""
     n = trainer.reload_dataloaders_every_n_epochs
     return bool(n) and trainer.current_epoch - loaded_epoch >= n
+
+
+class DataLoaderIter:
+    """What a step that takes `dataloader_iter` gets (Lightning 2.x's flavour): an iterator of `(batch, batch_idx,
+    dataloader_idx)` from which the step fetches the batches it needs, as they come from the loader (no transfer
+    hooks, no device move). The loops read the last fetch (`batch`, `batch_idx`, `dataloader_idx`) for the batch
+    hooks, `fetched` for the count, and `done`, set once the run's last batch is fetched.
+
+    `batches` yields `(batch, batch_idx, dataloader_idx, is_last)`.
+    """
+
+    def __init__(self, batches: Iterator[tuple]) -> None:
+        self._batches = batches
+        self.batch: Any = None
+        self.batch_idx = 0
+        self.dataloader_idx = 0
+        self.fetched = 0
+        self.done = False
+
+    def __iter__(self) -> "DataLoaderIter":
+        return self
+
+    def __next__(self) -> tuple:
+        item = None if self.done else next(self._batches, None)
+        if item is None:
+            self.done = True
+            raise StopIteration
+        self.batch, self.batch_idx, self.dataloader_idx, self.done = item
+        self.fetched += 1
+        return self.batch, self.batch_idx, self.dataloader_idx

@@ -17,13 +17,16 @@ first sample if it had none). A filler batch runs the step and its hooks, but wh
 its outputs are dropped, so metrics equal the single-process ones. Objects the step updates itself (a torchmetrics
 metric, a list) do see it, as they see Lightning's padded duplicates.
 """
+import inspect
+import itertools
 import math
 from typing import Any, Dict, List, Optional
 
 import torch
 
-from volt.trainer.data import (as_loader_list, distributed_sampler_fn, limit_batches, loader_length, resumable_sampler,
-                              wrap_loader)
+from volt.trainer.data import (DataLoaderIter, as_loader_list, distributed_sampler_fn, limit_batches, loader_length,
+                              resumable_sampler, set_data_epoch, wrap_loader)
+from volt.trainer.hooks import step_caller, takes_dataloader_iter
 
 _STEP = {"validate": "validation_step", "test": "test_step", "predict": "predict_step"}
 _HOOK = {"validate": "validation", "test": "test", "predict": "predict"}
@@ -48,6 +51,10 @@ class EvalLoop:
         self.keeps_ranks_in_step = False  # validation/test under DDP: same batch count on every rank (docstring)
         self.batch_idx = 0
         self.dataloader_idx = 0
+        # batches run per dataloader since the loaders were made (sanity check aside): the loggers' x axis for
+        # evaluation step metrics, as in Lightning; a resumed fit continues the checkpoint's (`resume_log_steps`)
+        self.log_steps: List[int] = []
+        self._resumed_log_steps: Optional[List[int]] = None
 
     # ------------------------------------------------------------------ data
     def setup_data(self) -> None:
@@ -59,19 +66,21 @@ class EvalLoop:
             source = trainer._hooks.call_dataloader_hook(_LOADER[self.stage], required=self.stage != "validate")
         loaders = as_loader_list(source, self.stage)
         sampler_fn = distributed_sampler_fn(trainer, train=False)
-        overfit = trainer.overfit_batches
         record = self.stage == "predict"  # the batches' sample indices, for prediction writers
         self.loaders = [wrap_loader(loader, sampler_fn=sampler_fn, record_batches=record) for loader in loaders]
         lengths = [loader_length(loader) for loader in self.loaders]
         self.keeps_ranks_in_step = self.stage != "predict" and trainer.world_size > 1
         if self.keeps_ranks_in_step:
             lengths = self._agreed_lengths(lengths)
-        limit = getattr(trainer, _LIMIT[self.stage])
-        if self.stage == "validate" and overfit:
-            limit = overfit
-        if trainer.fast_dev_run:
-            limit = int(trainer.fast_dev_run)
+        limit = getattr(trainer, _LIMIT[self.stage])  # `overfit_batches` and `fast_dev_run` set it (as Lightning)
         self.num_batches = [limit_batches(length, limit, _LIMIT[self.stage]) for length in lengths]
+        resumed, self._resumed_log_steps = self._resumed_log_steps, None
+        self.log_steps = resumed if resumed is not None and len(resumed) == len(loaders) else [0] * len(loaders)
+
+    def resume_log_steps(self, log_steps: Any) -> None:
+        """Continue the evaluation x axis of a checkpoint's fit once the loaders are made (an int: an older
+        checkpoint's single count)."""
+        self._resumed_log_steps = [log_steps] if isinstance(log_steps, int) else log_steps
 
     @property
     def current_batch_indices(self) -> List[int]:
@@ -113,6 +122,8 @@ class EvalLoop:
         results.active = results.eval
         results.num_dataloaders = len(self.loaders)
         in_fit = trainer.state.fn == "fit"
+        for loader in self.loaders:  # as Lightning: evaluation samplers get `set_epoch` too (some shuffle by epoch)
+            set_data_epoch(loader, trainer.current_epoch)
         if in_fit and not trainer.sanity_checking:
             hooks.call_module("on_validation_model_zero_grad")
         hooks.call_module(f"on_{stage if stage != 'validate' else 'validation'}_model_eval")
@@ -121,31 +132,19 @@ class EvalLoop:
 
         legacy_end = _LEGACY_EPOCH_END.get(stage)
         collect_outputs = legacy_end is not None and hooks.module_overrides(legacy_end)
-        all_outputs: List[List[Any]] = []
-        self.predictions = []
-        step_name = _STEP[stage]
-        step_fn = getattr(trainer.strategy, step_name)
-        num_loaders = len(self.loaders)
+        step_name, module = _STEP[stage], trainer.lightning_module
+        iterating = takes_dataloader_iter(module, step_name)
+        _check_dataloader_idx(module, stage, len(self.loaders) > 1, iterating)
+        step_fn = step_caller(module, step_name, getattr(trainer.strategy, step_name))
         grad_context = torch.inference_mode if (trainer.inference_mode and not in_fit) else torch.no_grad
         with grad_context():
-            for dataloader_idx, loader in enumerate(self.loaders):
-                limit = self.num_batches[dataloader_idx]
-                if max_batches is not None:
-                    limit = min(limit, max_batches)
-                outputs: List[Any] = []
-                predictions: List[Any] = []
-                self.dataloader_idx = dataloader_idx
-                extra = (dataloader_idx,) if num_loaders > 1 else ()
-                if limit > 0:
-                    self._run_dataloader(loader, limit, dataloader_idx, extra, step_name, step_fn, outputs,
-                                         predictions, collect_outputs)
-                all_outputs.append(outputs)
-                self.predictions.append(predictions)
+            run = self._run_iterator if iterating else self._run_dataloaders
+            all_outputs = run(step_name, step_fn, max_batches, collect_outputs)
 
         if stage != "predict":
             results.epoch_end(results.eval)  # epoch values are visible to the epoch-end hooks
         if collect_outputs:
-            hooks.call_module(legacy_end, all_outputs[0] if num_loaders == 1 else all_outputs)
+            hooks.call_module(legacy_end, all_outputs[0] if len(all_outputs) == 1 else all_outputs)
         hooks.call(f"on_{self.hook}_epoch_end")
         epoch_values: Dict[str, torch.Tensor] = {}
         if stage != "predict":
@@ -153,10 +152,81 @@ class EvalLoop:
             if not trainer.sanity_checking:
                 results.log_to_loggers(to_log)
         hooks.call(f"on_{self.hook}_end")
+        per_dataloader = self._per_dataloader(epoch_values)
+        results.eval.reset()  # as in Lightning: a logged torchmetrics object starts the next run with no state
         if stage != "predict":
             hooks.call_module(f"on_{'validation' if stage == 'validate' else stage}_model_train")
         results.active = results.train
-        return self._per_dataloader(epoch_values)
+        return per_dataloader
+
+    def _run_dataloaders(self, step_name, step_fn, max_batches, collect_outputs) -> List[List[Any]]:
+        """Each dataloader's batches in turn. Returns the outputs per dataloader for the 1.x epoch-end hooks;
+        predictions go to `self.predictions`."""
+        all_outputs: List[List[Any]] = []
+        self.predictions = []
+        num_loaders = len(self.loaders)
+        for dataloader_idx, loader in enumerate(self.loaders):
+            limit = self.num_batches[dataloader_idx]
+            if max_batches is not None:
+                limit = min(limit, max_batches)
+            outputs: List[Any] = []
+            predictions: List[Any] = []
+            self.dataloader_idx = dataloader_idx
+            extra = (dataloader_idx,) if num_loaders > 1 else ()
+            if limit > 0:
+                self._run_dataloader(loader, limit, dataloader_idx, extra, step_name, step_fn, outputs, predictions,
+                                     collect_outputs)
+            all_outputs.append(outputs)
+            self.predictions.append(predictions)
+        return all_outputs
+
+    def _run_iterator(self, step_name, step_fn, max_batches, collect_outputs) -> List[List[Any]]:
+        """`{stage}_step(self, dataloader_iter)`: one iterator over every dataloader's batches in turn, handed to the
+        step until the last batch is fetched (or the step finds it used up). As in Lightning, the batch-start hooks
+        see the batch the step fetched before, the batch-end hooks the one it fetched last. Returns the outputs per
+        dataloader for the 1.x epoch-end hooks; predictions go to `self.predictions`."""
+        trainer, hooks = self.trainer, self.trainer._hooks
+        results, precision = trainer._results, trainer.precision_plugin
+        multiple = len(self.loaders) > 1
+        outputs: List[List[Any]] = [[] for _ in self.loaders]
+        self.predictions = [[] for _ in self.loaders]
+        fetcher = DataLoaderIter(self._all_batches(max_batches))
+        while not fetcher.done:
+            extra = (fetcher.dataloader_idx,) if multiple else ()
+            self.batch_idx, self.dataloader_idx = fetcher.batch_idx, fetcher.dataloader_idx
+            results.on_batch_start(fetcher.batch, fetcher.dataloader_idx)
+            hooks.call(f"on_{self.hook}_batch_start", fetcher.batch, fetcher.batch_idx, *extra)
+            try:
+                with precision.forward_context():
+                    output = hooks.call_step(step_name, step_fn, fetcher, 0)
+            except StopIteration:
+                break
+            extra = (fetcher.dataloader_idx,) if multiple else ()
+            if collect_outputs and output is not None:
+                outputs[fetcher.dataloader_idx].append(output)
+            if self.stage == "predict" and self.return_predictions:
+                self.predictions[fetcher.dataloader_idx].append(output)
+            hooks.call(f"on_{self.hook}_batch_end", output, fetcher.batch, fetcher.batch_idx, *extra)
+            if self.stage != "predict":
+                self._log_eval_step(fetcher.dataloader_idx)
+        return outputs
+
+    def _all_batches(self, max_batches: Optional[int]):
+        """(batch, batch_idx, dataloader_idx, is_last) over every dataloader in turn, within the batch limits."""
+        def batches():
+            for dataloader_idx, loader in enumerate(self.loaders):
+                limit = self.num_batches[dataloader_idx]
+                limit = limit if max_batches is None else min(limit, max_batches)
+                count = None if limit == math.inf else int(limit)
+                for batch_idx, batch in itertools.islice(enumerate(loader), count):
+                    yield batch, batch_idx, dataloader_idx
+
+        items = batches()
+        current = next(items, None)
+        while current is not None:  # one batch ahead, to know which is the last
+            upcoming = next(items, None)
+            yield (*current, upcoming is None)
+            current = upcoming
 
     def _run_dataloader(self, loader, limit, dataloader_idx, extra, step_name, step_fn, outputs, predictions,
                         collect_outputs) -> None:
@@ -191,9 +261,14 @@ class EvalLoop:
                 hooks.call(f"on_{self.hook}_batch_end", output, batch, batch_idx, *extra)
                 batch_idx += 1
                 if self.stage != "predict":
-                    results.log_eval_step()
+                    self._log_eval_step(dataloader_idx)
         finally:
             results.filler = False
+
+    def _log_eval_step(self, dataloader_idx: int) -> None:
+        self.trainer._results.log_eval_step(self.log_steps[dataloader_idx])
+        if not self.trainer.sanity_checking:
+            self.log_steps[dataloader_idx] += 1
 
     def _per_dataloader(self, metrics: Dict[str, torch.Tensor]) -> List[Dict[str, float]]:
         """Split epoch metrics by the dataloader they were logged for; those logged in epoch-level hooks go to every
@@ -206,6 +281,28 @@ class EvalLoop:
             for d in out if idx is None or idx >= len(out) else [out[idx]]:
                 d[key] = value
         return out
+
+
+def _check_dataloader_idx(module, stage: str, multiple: bool, iterating: bool) -> None:
+    """The step and batch hooks take `dataloader_idx` exactly when there are several dataloaders (a step taking
+    `dataloader_iter` gets none), as Lightning checks before the loop starts, rather than a TypeError mid-run."""
+    hook, prefix = _HOOK[stage], {"validate": "val"}.get(stage, stage)
+    for name, expected in ((_STEP[stage], multiple and not iterating), (f"on_{hook}_batch_start", multiple),
+                           (f"on_{hook}_batch_end", multiple)):
+        try:
+            parameters = inspect.signature(getattr(module, name)).parameters
+        except (TypeError, ValueError):
+            continue
+        present = "dataloader_idx" in parameters or any(
+            p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters.values())
+        where = f"`{type(module).__name__}.{name}()`"
+        if expected and not present:
+            raise RuntimeError(f"You provided multiple `{prefix}_dataloader`s, but {where} has no `dataloader_idx` "
+                               "argument. Add `dataloader_idx=0` to its signature.")
+        required = "dataloader_idx" in parameters and parameters["dataloader_idx"].default is inspect.Parameter.empty
+        if not expected and required:
+            raise RuntimeError(f"You provided a single `{prefix}_dataloader`, but {where} requires a `dataloader_idx`"
+                               " argument. Remove it, or give it a default: `dataloader_idx=0`.")
 
 
 def _first_sample_batch(loader) -> Any:

@@ -34,14 +34,17 @@ state the epoch started with, skips the consumed batches at the sampler level (i
 stream's saved state when it has one, else replays them), and continues from the checkpoint's RNG state at the
 matching point: right before its next batch.
 """
+import itertools
 import math
+import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 
-from volt.trainer.data import (distributed_sampler_fn, limit_batches, loader_length, loaders_stale, resumable_sampler,
-                              set_data_epoch, stateful_stream, wrap_loader)
+from volt.trainer.data import (DataLoaderIter, distributed_sampler_fn, limit_batches, loader_length, loaders_stale,
+                              resumable_sampler, set_data_epoch, stateful_stream, wrap_loader)
 from volt.trainer.eval_loop import EvalLoop
+from volt.trainer.hooks import step_caller, takes_dataloader_iter
 from volt.trainer.progress import LoopState
 from volt.utilities.exceptions import MisconfigurationException
 from volt.utilities.rank_zero import rank_zero_info, rank_zero_warn
@@ -73,15 +76,24 @@ class FitLoop:
         self.grads_pending = False  # the last batch accumulated gradients without stepping: a checkpoint keeps them
         self._epoch_outputs: List[Any] = []
         self._user_optimizer_step = False  # what the module overrides, read once per fit in `run`
+        self._training_step: Callable[..., Any] = _no_closure  # the strategy's step, adapted to the signature (`run`)
+        self._iterating = False  # `training_step(self, dataloader_iter)`: the step fetches its own batches
+        self._warned_no_loss = False  # each warned once per fit
+        self._warned_non_finite = False
         self._collect_outputs = False
         self._train_loaded_epoch = 0
         self._log_step = 0
+        self._last_validation = 0.0  # time.monotonic() when training started or the last validation ended
 
     # ------------------------------------------------------------------ the run
     def run(self) -> None:
         trainer, hooks = self.trainer, self.trainer._hooks
         self._user_optimizer_step = hooks.module_overrides("optimizer_step")
         self._collect_outputs = hooks.module_overrides("training_epoch_end")  # 1.x: keep every batch's outputs
+        module = trainer.lightning_module
+        self._training_step = step_caller(module, "training_step", trainer.strategy.training_step)
+        self._iterating = takes_dataloader_iter(module, "training_step")
+        self._warned_no_loss = self._warned_non_finite = False
         if self._should_sanity_check():
             self._sanity_check()
         if self._resumed_results is not None:  # after the sanity check, which clears the metric dicts
@@ -98,6 +110,7 @@ class FitLoop:
         if self.val_loop.loaders is None and self._validates_in_epoch(self.state.epoch):
             self.val_loop.enabled_or_setup()  # as Lightning: progress bars know the validation size at train start
         hooks.call("on_train_start")
+        self._last_validation = time.monotonic()  # a time-based `val_check_interval` counts from here
         if not mid_epoch:
             self._reach_resume_point()
         try:
@@ -123,6 +136,12 @@ class FitLoop:
         return False
 
     @property
+    def batches_stepped(self) -> int:
+        """Training batches that ended with an optimizer step (Lightning's `_batches_that_stepped`): the x axis of
+        the step metrics, which callbacks that write to the loggers themselves use too."""
+        return self.state.batches_stepped
+
+    @property
     def can_stop_early(self) -> bool:
         trainer, s = self.trainer, self.state
         met_epochs = s.epoch >= trainer.min_epochs if trainer.min_epochs else True
@@ -142,19 +161,34 @@ class FitLoop:
         validates = self._validates_in_epoch(s.epoch)
         # resumed right after the batch that ended this epoch early (max_steps, a stop): only the epoch end is left
         batches = () if s.batch_idx and self._stops_in_epoch() else self._epoch_batches()
+        iterating = self._iterating
+        if iterating:
+            batches = self._iterator_steps(batches)
         for batch, is_last in batches:
             self._unit_running = True
             batch_idx = s.batch_idx
             self._log_step = s.batches_stepped
-            batch = hooks.prepare_batch(batch, 0)
+            if iterating:  # `dataloader_iter`: the step gets the iterator, the hooks the batch it fetched last
+                step_input, batch, hook_idx = batch, batch.batch, batch.batch_idx
+            else:
+                step_input = batch = hooks.prepare_batch(batch, 0)
+                hook_idx = batch_idx
             trainer._results.on_batch_start(batch)
-            if hooks.call("on_train_batch_start", batch, batch_idx) == -1:
+            if hooks.call("on_train_batch_start", batch, hook_idx) == -1:
                 self._step_schedulers("epoch", plateau=False)
                 break
-            if automatic:
-                outputs, stepped = self._automatic_batch(batch, batch_idx, is_last)
-            else:
-                outputs, stepped = self._manual_batch(batch, batch_idx), True
+            try:
+                if automatic:
+                    outputs, stepped = self._automatic_batch(step_input, batch_idx, is_last)
+                else:
+                    outputs, stepped = self._manual_batch(step_input, batch_idx), True
+            except StopIteration:
+                if not iterating:
+                    raise
+                break  # the step found the epoch's batches used up: as in Lightning, the epoch ends here
+            if iterating:
+                batch, hook_idx, is_last = step_input.batch, step_input.batch_idx, step_input.done
+                self._count_fetched(step_input)
             self.grads_pending = not stepped
             s.batch_idx += 1
             s.total_batch_idx += 1
@@ -164,9 +198,9 @@ class FitLoop:
                 self._step_schedulers("step", plateau=False)
             if schedulers and is_last:
                 self._step_schedulers("epoch", plateau=False)
-            hooks.call("on_train_batch_end", outputs, batch, batch_idx)
+            hooks.call("on_train_batch_end", outputs, batch, hook_idx)
             if stepped:
-                self._log_step_metrics()
+                self._log_step_metrics(outputs, hook_idx, is_last)
             if validates and self._should_validate(is_last):
                 self.run_validation()
             if schedulers and stepped:
@@ -175,6 +209,27 @@ class FitLoop:
             if self._stops_in_epoch() or is_last or s.batch_idx >= n:
                 break
         self._end_epoch()
+
+    def _iterator_steps(self, batches: Iterator[Tuple[Any, bool]]) -> Iterator[Tuple[DataLoaderIter, bool]]:
+        """For `training_step(self, dataloader_iter)`: the epoch's batches in one iterator, handed to each step
+        until its last batch is fetched; with it, whether the step starts the epoch's last batch."""
+        s = self.state
+        start = s.batch_idx
+        fetcher = DataLoaderIter((batch, start + i, 0, is_last) for i, (batch, is_last) in enumerate(batches))
+        while not fetcher.done:
+            yield fetcher, s.batch_idx + 1 >= self.num_training_batches
+
+    def _count_fetched(self, fetcher: DataLoaderIter) -> None:
+        """Count the batches a `dataloader_iter` step fetched as consumed (the loop adds the step's one)."""
+        s = self.state
+        extra = fetcher.batch_idx - s.batch_idx
+        if fetcher.fetched == 0 or extra < 0:
+            raise MisconfigurationException(
+                "`training_step(self, dataloader_iter)` returned without fetching a batch. Call "
+                "`batch, batch_idx, dataloader_idx = next(dataloader_iter)` in every step."
+            )
+        s.batch_idx += extra
+        s.total_batch_idx += extra
 
     def _stops_in_epoch(self) -> bool:
         trainer = self.trainer
@@ -288,17 +343,16 @@ class FitLoop:
         self.train_loader = wrap_loader(source, sequential=bool(trainer.overfit_batches), sampler_fn=sampler_fn)
         sampled = resumable_sampler(self.train_loader) is not None  # map-style: resumes by sampler-level skipping
         self.stream, self._no_stream_why = (None, "") if sampled else stateful_stream(self.train_loader)
-        limit = trainer.limit_train_batches
-        if trainer.overfit_batches:
-            limit = trainer.overfit_batches
-        if trainer.fast_dev_run:
-            limit = int(trainer.fast_dev_run)
-        self.num_training_batches = limit_batches(loader_length(self.train_loader), limit, "limit_train_batches")
+        # `overfit_batches` and `fast_dev_run` set the limits (as in Lightning)
+        self.num_training_batches = limit_batches(loader_length(self.train_loader), trainer.limit_train_batches,
+                                                  "limit_train_batches")
         self.val_check_batch = self._val_check_batch()
 
     def _val_check_batch(self) -> float:
         trainer, n = self.trainer, self.num_training_batches
         interval = trainer.val_check_interval
+        if trainer._val_check_seconds is not None:  # by wall-clock time (`_should_validate`)
+            return math.inf
         if isinstance(interval, int) and not isinstance(interval, bool):
             if trainer.check_val_every_n_epoch is not None and n != math.inf and interval > n:
                 raise MisconfigurationException(
@@ -393,15 +447,23 @@ class FitLoop:
         trainer, hooks = self.trainer, self.trainer._hooks
         results, trainer._results = trainer._results, Results(trainer)  # a throwaway sink for what training_step logs
         set_data_epoch(self.train_loader, self.state.epoch)
+        limit = None if self.num_training_batches == math.inf else int(self.num_training_batches)
+        batches = itertools.islice(enumerate(self.train_loader), limit)
+        if self._iterating:  # each step fetches from one iterator, until it is used up
+            fetcher = DataLoaderIter((batch, i, 0, i + 1 == limit) for i, batch in batches)
+            batches = ((0, fetcher) for _ in iter(lambda: fetcher.done, True))
         try:
             with torch.no_grad():
-                for batch_idx, batch in enumerate(self.train_loader):
-                    if batch_idx >= self.num_training_batches:
-                        break
-                    batch = hooks.prepare_batch(batch, 0)
+                for batch_idx, batch in batches:
+                    if not self._iterating:
+                        batch = hooks.prepare_batch(batch, 0)
                     trainer._results.on_batch_start(batch)
                     with trainer.precision_plugin.forward_context():
-                        hooks.call_step("training_step", trainer.strategy.training_step, batch, batch_idx)
+                        try:
+                            hooks.call_step("training_step", self._training_step, batch, batch_idx)
+                        except StopIteration:
+                            if not self._iterating:
+                                raise
         finally:
             trainer._results = results
 
@@ -415,15 +477,18 @@ class FitLoop:
         divisor = 1 if accumulate == 1 else self._accumulation_divisor(batch_idx)
         optimizer = trainer.optimizers[0] if trainer.optimizers else None
         zero_grad = optimizer is not None and window_pos == 0
+        training_step = self._training_step
         result: List[Any] = []
 
         def closure():
             with precision.forward_context():
-                output = hooks.call_step("training_step", strategy.training_step, batch, batch_idx)
+                output = hooks.call_step("training_step", training_step, batch, batch_idx)
             loss = _loss_from(output)
             if zero_grad:
                 self.zero_grad(optimizer, batch_idx)
-            if loss is not None:
+            if loss is None:
+                self._warn_no_loss(batch_idx)
+            else:
                 if trainer.detect_anomaly:
                     _check_finite(loss, trainer)
                 if divisor != 1:
@@ -455,6 +520,17 @@ class FitLoop:
             self._epoch_outputs.append(outputs)
         return outputs, stepped
 
+    def _warn_no_loss(self, batch_idx: int) -> None:
+        """Once per fit, as Lightning warns: a `training_step` that forgot its `return` trains nothing."""
+        if self._warned_no_loss:
+            return
+        self._warned_no_loss = True
+        rank_zero_warn(
+            f"`training_step` returned None (epoch {self.trainer.current_epoch}, batch {batch_idx}), so this batch "
+            "trained nothing: no backward, and the optimizer step had no gradients. Return the loss (a Tensor or "
+            "{'loss': ...}); if skipping batches is on purpose, ignore this warning (it is shown once per fit)."
+        )
+
     def _accumulation_divisor(self, batch_idx: int) -> int:
         """The loss divisor: the window size, or the size of the final partial window (volt differs from
         Lightning here: it divides a partial window of k batches by k, not by accumulate_grad_batches)."""
@@ -468,7 +544,7 @@ class FitLoop:
     def _manual_batch(self, batch: Any, batch_idx: int) -> Any:
         trainer = self.trainer
         with trainer.precision_plugin.forward_context():
-            output = trainer._hooks.call_step("training_step", trainer.strategy.training_step, batch, batch_idx)
+            output = trainer._hooks.call_step("training_step", self._training_step, batch, batch_idx)
         if isinstance(output, torch.Tensor):
             outputs = {"loss": output.detach()}
         elif isinstance(output, dict):
@@ -550,12 +626,15 @@ class FitLoop:
         """Whether validation runs after this batch, in an epoch that validates (`_validates_in_epoch`)."""
         trainer, s = self.trainer, self.state
         every = trainer.check_val_every_n_epoch
+        seconds = trainer._val_check_seconds
         if s.val_done_at_batch == s.batch_idx:
             return False
-        if is_last and self.val_check_batch == math.inf:
+        if is_last and (self._iterating or (self.val_check_batch == math.inf and seconds is None)):
             return True
         if trainer.should_stop and self.can_stop_early:
             return True
+        if seconds is not None:  # as Lightning 2.6: once the interval has passed since the last validation ended
+            return time.monotonic() - self._last_validation >= seconds
         if self.val_check_batch == math.inf:
             return is_last
         count = s.total_batch_idx if every is None else s.batch_idx
@@ -571,6 +650,7 @@ class FitLoop:
         trainer.state.stage = "validate"
         self.val_loop.run()
         trainer.state.stage = "train"
+        self._last_validation = time.monotonic()
 
     def _step_schedulers(self, interval: str, plateau: bool) -> None:
         trainer = self.trainer
@@ -598,14 +678,34 @@ class FitLoop:
                     continue
             trainer._hooks.call_module("lr_scheduler_step", config.scheduler, metric)
 
-    def _log_step_metrics(self) -> None:
+    def _log_step_metrics(self, outputs: Any, batch_idx: int, is_last: bool) -> None:
         trainer = self.trainer
         every = trainer.log_every_n_steps
         results = trainer._results
-        if trainer.fast_dev_run or (every > 0 and (self._log_step + 1) % every == 0) or trainer.should_stop:
+        writes = trainer.fast_dev_run or (every > 0 and (self._log_step + 1) % every == 0) or trainer.should_stop
+        if writes:
             results.log_to_loggers(results.take_step_logs(), step=self._log_step)
         else:  # not written this step (`logged_metrics` already shows the latest values, as in Lightning)
             results.train.pending.clear()
+        if (writes or is_last) and not self._warned_non_finite:
+            self._check_loss(outputs, batch_idx)
+
+    def _check_loss(self, outputs: Any, batch_idx: int) -> None:
+        """Warn once per fit about a NaN or infinite loss. Checked only where step metrics are written and at each
+        epoch's end, never per step: the check waits for the device, and training must not."""
+        loss = outputs.get("loss") if isinstance(outputs, dict) else None
+        if not isinstance(loss, torch.Tensor) or bool(torch.isfinite(loss).all()):
+            return
+        self._warned_non_finite = True
+        trainer = self.trainer
+        every = f"every {trainer.log_every_n_steps} steps (`log_every_n_steps`) and " if trainer.log_every_n_steps else ""
+        rank_zero_warn(
+            f"The training loss is {loss.float().mean().item()} at epoch {trainer.current_epoch}, batch {batch_idx} "
+            f"(global step {trainer.global_step}). The loss is checked {every}at each epoch end, so it may have "
+            "become non-finite a few steps earlier; weights updated from it are likely non-finite too. Check the "
+            "data, lower the learning rate or clip gradients (`gradient_clip_val`); `Trainer(detect_anomaly=True)` "
+            "stops at the first such step. ModelCheckpoint ranks a NaN monitored value worst."
+        )
 
 
 def _sampler_generator(loader: Any) -> Optional[torch.Generator]:

@@ -20,6 +20,7 @@ instance (`model.validation_step = fn`; assigning None removes it). `call` skips
 (`on_validation_model_eval` switching to eval mode, `optimizer_step`, `backward`, ...).
 """
 import functools
+import inspect
 from typing import Any, Callable, Dict, Iterable, List, Tuple
 
 from volt.callbacks.callback import Callback
@@ -46,6 +47,37 @@ def implements(obj: Any, base: type, name: str) -> bool:
         return instance[name] is not None
     own = getattr(type(obj), name, None)
     return own is not None and own is not getattr(base, name, None)
+
+
+def takes_dataloader_iter(module: LightningModule, name: str) -> bool:
+    """Whether step `name` takes `dataloader_iter` (Lightning 2.x's flavour: the step fetches its own batches)."""
+    return "dataloader_iter" in _positional_parameters(getattr(module, name))
+
+
+def step_caller(module: LightningModule, name: str, step: Callable[..., Any]) -> Callable[..., Any]:
+    """`step` (the strategy's method), called as `step(batch, batch_idx, *rest)` by the loops, adapted to what the
+    module's step takes. As Lightning decides: `batch_idx` is passed when the step names it, takes `*args`, or has
+    two or more positional parameters; a `dataloader_iter` step gets the iterator alone."""
+    parameters = _positional_parameters(getattr(module, name))
+    if "dataloader_iter" not in parameters and (
+            "batch_idx" in parameters or "*" in parameters or len(parameters) >= 2):
+        return step
+    return functools.partial(_without_batch_idx, step)
+
+
+def _without_batch_idx(step: Callable[..., Any], batch: Any, batch_idx: int, *rest: Any) -> Any:
+    return step(batch, *rest)
+
+
+def _positional_parameters(fn: Callable[..., Any]) -> List[str]:
+    """The names of `fn`'s positional parameters ("*" for `*args`), `self` excluded, decorators unwrapped."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # a builtin or C callable: assume the full Lightning signature
+        return ["batch", "batch_idx"]
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return [p.name if p.kind in kinds else "*" for p in signature.parameters.values()
+            if p.kind in kinds or p.kind is inspect.Parameter.VAR_POSITIONAL]
 
 
 def _is_monitoring(callback: Callback) -> bool:

@@ -52,6 +52,10 @@ class Precision:
     def forward_context(self):
         return _NO_CONTEXT
 
+    def tensor_init_context(self):
+        """The dtype of tensors created in `Trainer.init_module`: the default one, except for true precisions."""
+        return contextlib.nullcontext()
+
     def backward(self, loss: torch.Tensor, backward_fn: Callable, *args: Any, **kwargs: Any) -> None:
         backward_fn(loss, *args, **kwargs)
 
@@ -143,6 +147,9 @@ class TruePrecision(Precision):
             yield
         finally:
             torch.set_default_dtype(previous)
+
+    def tensor_init_context(self):
+        return self.forward_context()
 
 
 def _cast_floating(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Where the loops are: the cursor that goes into every checkpoint (plain data), and the same in words for the
 stall reports of multi-process runs."""
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Dict, Optional
 
 
@@ -30,10 +30,53 @@ class LoopState:
         return asdict(self)
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
-        for key, value in state.items():
-            if hasattr(self, key):
-                setattr(self, key, value)
+        """Take the cursor's fields from `state`; other entries (Lightning's progress counters) are not ours."""
+        for field in fields(self):
+            if field.name in state:
+                setattr(self, field.name, state[field.name])
 
+
+
+def lightning_loops(state: LoopState, last_batch: bool, manual: bool, val_batches: int) -> Dict[str, Any]:
+    """The cursor in Lightning 2.x's `loops` layout (progress counters), written beside volt's own so that
+    Lightning resumes a volt checkpoint at the same epoch, batch and step (volt reads its own entries). The counters
+    are those Lightning writes at the same point: after a batch (its `completed` lags by one, as Lightning's does in
+    `on_train_batch_end`), or at an epoch end. The per-epoch optimizer step count is an estimate (Lightning's
+    resume reads only the totals)."""
+    epoch_end, n, total = state.epoch_done, state.batch_idx, state.total_batch_idx
+    lag = 0 if epoch_end else 1
+    steps = state.global_step
+    epoch_steps = min(steps, n)
+
+    def batches(current: int, overall: int, lags: int, is_last: bool) -> Dict[str, Any]:
+        counts = [{"ready": c, "completed": max(c - lags, 0), "started": c, "processed": c} for c in (overall, current)]
+        return {"total": counts[0], "current": counts[1], "is_last_batch": is_last}
+
+    def steps_progress(overall: int, current: int, started: bool = False) -> Dict[str, Any]:
+        extra = (lambda c: {"started": c}) if started else (lambda c: {})
+        return {"total": {"ready": overall, "completed": overall, **extra(overall)},
+                "current": {"ready": current, "completed": current, **extra(current)}}
+
+    automatic, manual_steps = (0, steps) if manual else (steps, 0)
+    epochs = {"ready": state.epoch + 1, "completed": state.epoch, "started": state.epoch + 1,
+              "processed": state.epoch + (1 if epoch_end else 0)}
+    fit_loop = {
+        "state_dict": {},
+        "epoch_loop.state_dict": {"_batches_that_stepped": max(state.batches_stepped - lag, 0)},
+        "epoch_loop.batch_progress": batches(n, total, lag, last_batch or epoch_end),
+        "epoch_loop.scheduler_progress": steps_progress(0, 0),
+        "epoch_loop.automatic_optimization.state_dict": {},
+        "epoch_loop.automatic_optimization.optim_progress": {"optimizer": {
+            "step": steps_progress(automatic, 0 if manual else epoch_steps),
+            "zero_grad": steps_progress(automatic, 0 if manual else epoch_steps, started=True)}},
+        "epoch_loop.manual_optimization.state_dict": {},
+        "epoch_loop.manual_optimization.optim_step_progress": steps_progress(manual_steps, epoch_steps if manual else 0),
+        "epoch_loop.val_loop.state_dict": {},
+        "epoch_loop.val_loop.batch_progress": batches(val_batches, val_batches, 0, val_batches > 0),
+        "epoch_progress": {"total": dict(epochs), "current": dict(epochs)},
+    }
+    idle = {"state_dict": {}, "batch_progress": batches(0, 0, 0, False)}
+    return {"fit_loop": fit_loop, "validate_loop": idle, "test_loop": dict(idle), "predict_loop": dict(idle)}
 
 
 class LoopPosition:

@@ -32,7 +32,9 @@ LOG_OPTIONS: Dict[str, Tuple[bool, bool, bool, bool]] = {
 }
 
 _REDUCE_FX = {"mean": "mean", "avg": "mean", "sum": "sum", "max": "max", "min": "min"}
-_TORCH_REDUCE_FX = {torch.mean: "mean", torch.sum: "sum", torch.max: "max", torch.min: "min"}
+# torch's reductions, and Python's builtins as Lightning accepts them
+_TORCH_REDUCE_FX = {torch.mean: "mean", torch.sum: "sum", torch.max: "max", torch.min: "min", sum: "sum", max: "max",
+                    min: "min"}
 _COMPACT_EVERY = 1024  # fold pending epoch values into one tensor after this many, so memory stays flat
 
 
@@ -41,16 +43,16 @@ class _Metric:
 
     __slots__ = ("name", "fx", "on_step", "on_epoch", "prog_bar", "logger", "reduce", "sync_dist", "sync_group",
                  "step_key", "epoch_key", "last", "values", "sizes", "filler_value", "metric_obj", "updated",
-                 "dataloader_idx")
+                 "dataloader_idx", "arguments")
 
-    def __init__(self, name, fx, on_step, on_epoch, prog_bar, logger, reduce, sync_dist, sync_group):
-        self.name, self.fx = name, fx
+    def __init__(self, name, fx, on_step, on_epoch, prog_bar, logger, reduce, sync_dist, sync_group, suffix=""):
+        self.name, self.fx = name + suffix, fx
         self.on_step, self.on_epoch = on_step, on_epoch
         self.prog_bar, self.logger, self.reduce = prog_bar, logger, reduce
         self.sync_dist, self.sync_group = sync_dist, sync_group
-        forked = on_step and on_epoch
-        self.step_key = f"{name}_step" if forked else name
-        self.epoch_key = f"{name}_epoch" if forked else name
+        forked = on_step and on_epoch  # as Lightning: `loss_step/dataloader_idx_0`, the dataloader suffix last
+        self.step_key = f"{name}_step{suffix}" if forked else self.name
+        self.epoch_key = f"{name}_epoch{suffix}" if forked else self.name
         self.last: Optional[torch.Tensor] = None
         self.values: List[torch.Tensor] = []
         self.sizes: List[int] = []
@@ -58,6 +60,7 @@ class _Metric:
         self.metric_obj = None  # a torchmetrics.Metric logged directly: computed at epoch end
         self.updated = False
         self.dataloader_idx: Optional[int] = None  # the eval dataloader it was logged for; None: all of them
+        self.arguments: Optional[tuple] = None  # the `self.log` arguments as passed, to see a call that differs
 
     def accumulate(self, value: torch.Tensor, batch_size: int) -> None:
         self.values.append(value)
@@ -147,7 +150,6 @@ class Results:
         self.dataloader_idx: int = 0
         self.num_dataloaders: int = 1
         self.filler = False  # an evaluation batch run only to keep this rank in step with the others (eval_loop)
-        self.eval_log_steps = 0  # evaluation batches that wrote step metrics: their loggers' x axis
 
     # ------------------------------------------------------------------ called by the loops
     def on_batch_start(self, batch, dataloader_idx: int = 0) -> None:
@@ -167,16 +169,20 @@ class Results:
             sync_dist: bool, sync_dist_group: Any, add_dataloader_idx: bool, batch_size: Optional[int],
             rank_zero_only: bool) -> None:
         active = self.active
-        key = name
+        key, suffix = name, ""
         if not active.training and add_dataloader_idx and self.num_dataloaders > 1 and fx not in _EPOCH_HOOKS:
-            key = f"{name}/dataloader_idx_{self.dataloader_idx}"
+            suffix = f"/dataloader_idx_{self.dataloader_idx}"
+            key = name + suffix
         metric = active.metrics.get(key)
         if metric is None or metric.fx != fx:
-            metric = self._new_metric(fx, key, value, prog_bar, logger, on_step, on_epoch, reduce_fx, sync_dist,
-                                      sync_dist_group)
+            metric = self._new_metric(fx, name, suffix, value, prog_bar, logger, on_step, on_epoch, reduce_fx,
+                                      sync_dist, sync_dist_group)
             if not active.training and fx not in _EPOCH_HOOKS:
                 metric.dataloader_idx = self.dataloader_idx
+            metric.arguments = (on_step, on_epoch, prog_bar, logger, reduce_fx, sync_dist)
             active.metrics[key] = metric
+        elif metric.arguments != (on_step, on_epoch, prog_bar, logger, reduce_fx, sync_dist):
+            self._check_same_options(metric, on_step, on_epoch, prog_bar, logger, reduce_fx, sync_dist)
 
         if metric.metric_obj is not None:
             value = getattr(metric.metric_obj, "_forward_cache", None)
@@ -228,7 +234,27 @@ class Results:
         return reduce_weighted(strategy, value * weight if metric.reduce == "mean" else value, weight,
                                metric.reduce, metric.sync_group)
 
-    def _new_metric(self, fx, key, value, prog_bar, logger, on_step, on_epoch, reduce_fx, sync_dist, sync_group):
+    def _check_same_options(self, metric: _Metric, on_step, on_epoch, prog_bar, logger, reduce_fx, sync_dist) -> None:
+        """A name logged again in the same hook must keep its options (once the defaults are filled in): its step
+        and epoch values are one series. Lightning raises too."""
+        default_step, default_epoch, _, _ = LOG_OPTIONS[metric.fx]
+        given = dict(on_step=default_step if on_step is None else bool(on_step),
+                     on_epoch=default_epoch if on_epoch is None else bool(on_epoch), prog_bar=prog_bar, logger=logger,
+                     reduce_fx=_parse_reduce_fx(reduce_fx, metric.name), sync_dist=sync_dist)
+        first = dict(on_step=metric.on_step, on_epoch=metric.on_epoch, prog_bar=metric.prog_bar, logger=metric.logger,
+                     reduce_fx=metric.reduce, sync_dist=metric.sync_dist)
+        changed = [name for name in given if given[name] != first[name]]
+        if changed:
+            raise MisconfigurationException(
+                f"You called `self.log({metric.name!r}, ...)` twice in `{metric.fx}` with different arguments: "
+                + ", ".join(f"{name}={first[name]!r} first, then {name}={given[name]!r}" for name in changed)
+                + ". Log each variant under its own name, or pass the same arguments each time."
+            )
+        metric.arguments = (on_step, on_epoch, prog_bar, logger, reduce_fx, sync_dist)
+
+    def _new_metric(self, fx, name, suffix, value, prog_bar, logger, on_step, on_epoch, reduce_fx, sync_dist,
+                    sync_group):
+        key = name + suffix
         if fx is None:
             raise MisconfigurationException(
                 f"`self.log({key!r}, ...)` was called outside of a Trainer hook; log from a step or hook."
@@ -254,7 +280,7 @@ class Results:
                 f"`self.log({key!r}, ..., on_step=False, on_epoch=False)` logs nothing; set one of them to True."
             )
         reduce = _parse_reduce_fx(reduce_fx, key)
-        metric = _Metric(key, fx, on_step, on_epoch, prog_bar, logger, reduce, sync_dist, sync_group)
+        metric = _Metric(name, fx, on_step, on_epoch, prog_bar, logger, reduce, sync_dist, sync_group, suffix)
         if _is_torchmetric(value):
             metric.metric_obj = value
         # a name forked into _step/_epoch must not collide with another logged name
@@ -303,12 +329,12 @@ class Results:
 
     # ------------------------------------------------------------------ writes to the loggers
     def log_to_loggers(self, metrics: Dict[str, torch.Tensor], step: Optional[int] = None) -> None:
-        """Send metrics to every logger, converting tensors to floats here (the only host sync for logging)."""
+        """Send training step or epoch metrics to every logger at `step` (default: the optimizer steps done), with
+        the epoch added; a logged "step" value is the x position instead, as in Lightning."""
         trainer = self.trainer
         if not metrics or not trainer.loggers:
             return
-        self.logged_metrics.update(metrics)
-        scalars = {k: (v.item() if isinstance(v, torch.Tensor) else float(v)) for k, v in metrics.items()}
+        scalars = self._scalars(metrics)
         if step is None:
             stepped = trainer.fit_loop.state.batches_stepped
             step = max(stepped - 1, 0) if trainer.state.fn == "fit" else stepped
@@ -316,18 +342,25 @@ class Results:
             step = int(scalars.pop("step"))
         else:
             scalars.setdefault("epoch", trainer.current_epoch)
-        step = max(int(step), 0)
-        for logger in trainer.loggers:
-            logger.log_metrics(scalars, step=step)
-            logger.save()
+        self._write(scalars, step)
 
-    def log_eval_step(self) -> None:
-        """After an evaluation batch: its step values go to the loggers (never during the sanity check)."""
-        if self.eval.pending and not self.trainer.sanity_checking:
-            self.log_to_loggers(self.take_step_logs(self.eval), step=self.eval_log_steps)
-            self.eval_log_steps += 1
+    def log_eval_step(self, step: int) -> None:
+        """After an evaluation batch: its step values go to the loggers at `step`, the batch's position in its
+        dataloader, as they are (no epoch added), and never during the sanity check."""
+        if self.eval.pending and not self.trainer.sanity_checking and self.trainer.loggers:
+            self._write(self._scalars(self.take_step_logs(self.eval)), step)
         else:
             self.eval.pending = {}
+
+    def _scalars(self, metrics: Dict[str, torch.Tensor]) -> Dict[str, float]:
+        """Floats for the loggers: the one place logging reads values on the host."""
+        self.logged_metrics.update(metrics)
+        return {k: (v.item() if isinstance(v, torch.Tensor) else float(v)) for k, v in metrics.items()}
+
+    def _write(self, scalars: Dict[str, float], step: int) -> None:
+        for logger in self.trainer.loggers:
+            logger.log_metrics(scalars, step=max(int(step), 0))
+            logger.save()
 
     def log_hyperparams(self, model, datamodule) -> None:
         """The module's and datamodule's `save_hyperparameters` values, and the graph, to every logger (rank 0)."""
@@ -382,7 +415,8 @@ class Results:
         self.train.pending, self.eval.pending = {}, {}
 
 
-_NOT_SAVED = ("sync_group", "metric_obj")  # a process group and a torchmetrics object are not plain data
+# not plain data: a process group, a torchmetrics object, the `self.log` arguments (reduce_fx may be a function)
+_NOT_SAVED = ("sync_group", "metric_obj", "arguments")
 _EPOCH_HOOKS = frozenset(fx for fx, options in LOG_OPTIONS.items() if options is _EPOCH_ONLY)
 
 

@@ -1,11 +1,14 @@
 """The Trainer: Lightning's arguments, the entry points (fit, validate, test, predict) and the properties users
 read. The loops, hook dispatch, checkpoints and logging it runs live beside it in this package."""
+import ast
+import functools
 import importlib.util
+import inspect
 import math
 import os
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import torch
 
@@ -67,9 +70,36 @@ _REMOVED_ARGUMENTS = {
 }
 
 
+def _defaults_from_env(init: Callable[..., None]) -> Callable[..., None]:
+    """`PL_TRAINER_<ARGUMENT>` environment variables give the Trainer's defaults, as in Lightning
+    (`PL_MYTRAINER_...` for a subclass `MyTrainer`): `PL_TRAINER_MAX_EPOCHS=3`. A value is read as a Python literal
+    (`3`, `False`, `'gpu'`, `[0, 1]`), else as the string itself; arguments passed explicitly win."""
+    names = [name for name, parameter in inspect.signature(init).parameters.items()
+             if parameter.kind is inspect.Parameter.KEYWORD_ONLY]
+
+    @functools.wraps(init)
+    def init_with_env_defaults(self, *args: Any, **kwargs: Any) -> None:
+        prefix = f"PL_{type(self).__name__.upper()}_"
+        for name in names:
+            value = os.environ.get(prefix + name.upper())
+            if value and name not in kwargs:
+                kwargs[name] = _env_value(value)
+        init(self, *args, **kwargs)
+
+    return init_with_env_defaults
+
+
+def _env_value(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return text
+
+
 class Trainer:
     """Runs fit/validate/test/predict for a LightningModule, with PyTorch Lightning 2.x's arguments."""
 
+    @_defaults_from_env
     def __init__(
         self,
         *,
@@ -138,47 +168,48 @@ class Trainer:
                            " to Lightning's model registry (litmodels). ModelCheckpoint writes checkpoints only.")
         self.barebones = barebones
         if barebones:
-            for name, value in (("enable_checkpointing", enable_checkpointing), ("enable_progress_bar", enable_progress_bar),
-                                ("enable_model_summary", enable_model_summary), ("logger", logger)):
-                if value:
-                    raise MisconfigurationException(
-                        f"`Trainer(barebones=True)` turns off {name}; remove `{name}={value!r}` or barebones."
-                    )
-            enable_checkpointing = enable_progress_bar = enable_model_summary = False
-            logger = False
-        self.fast_dev_run = _check_fast_dev_run(fast_dev_run)
+            _check_barebones(enable_checkpointing=enable_checkpointing, enable_progress_bar=enable_progress_bar,
+                             enable_model_summary=enable_model_summary, logger=logger,
+                             log_every_n_steps=log_every_n_steps, num_sanity_val_steps=num_sanity_val_steps,
+                             fast_dev_run=fast_dev_run, detect_anomaly=detect_anomaly, profiler=profiler)
+            enable_checkpointing = enable_progress_bar = enable_model_summary = logger = False
+            log_every_n_steps = num_sanity_val_steps = 0
+        fast_dev_run = _check_fast_dev_run(fast_dev_run)
+        self.fast_dev_run = True if fast_dev_run == 1 else fast_dev_run  # as Lightning: True for one batch
 
         # ---- loop limits
-        self.max_epochs = max_epochs if max_epochs is not None else (1000 if max_steps == -1 else -1)
+        for name, value, minimum, optional in (
+                ("max_epochs", max_epochs, -1, True), ("min_epochs", min_epochs, 0, True),
+                ("max_steps", max_steps, -1, False), ("min_steps", min_steps, 0, True),
+                ("accumulate_grad_batches", accumulate_grad_batches, 1, False),
+                ("log_every_n_steps", log_every_n_steps, 0, True), ("num_sanity_val_steps", num_sanity_val_steps, -1, True),
+                ("check_val_every_n_epoch", check_val_every_n_epoch, 1, True),
+                ("reload_dataloaders_every_n_epochs", reload_dataloaders_every_n_epochs, 0, False)):
+            if value is not None or not optional:
+                _check_int(name, value, minimum, optional)
+        self.max_epochs = max_epochs  # None: decided when fit starts (`_default_max_epochs`), as in Lightning
         self.min_epochs = min_epochs
         self.max_steps = max_steps
         self.min_steps = min_steps
-        if self.fast_dev_run:
-            self.max_epochs, self.max_steps = 1, int(self.fast_dev_run)
-            num_sanity_val_steps, val_check_interval, check_val_every_n_epoch = 0, 1.0, 1
-            rank_zero_info(
-                f"Running in `fast_dev_run` mode: will run the requested loop using {int(self.fast_dev_run)} "
-                "batch(es). Logging and checkpointing is suppressed."
-            )
-        _check_int("max_steps", max_steps, minimum=-1)
-        _check_int("accumulate_grad_batches", accumulate_grad_batches, minimum=1)
-        self.limit_train_batches = 1.0 if limit_train_batches is None else limit_train_batches
-        self.limit_val_batches = 1.0 if limit_val_batches is None else limit_val_batches
-        self.limit_test_batches = 1.0 if limit_test_batches is None else limit_test_batches
-        self.limit_predict_batches = 1.0 if limit_predict_batches is None else limit_predict_batches
-        self.overfit_batches = _check_overfit(overfit_batches)
-        if self.overfit_batches:
-            rank_zero_info("`overfit_batches` is set: training uses the first batches in order, without shuffling.")
-        self.val_check_interval = 1.0 if val_check_interval is None else val_check_interval
-        if isinstance(self.val_check_interval, float) and not 0.0 < self.val_check_interval <= 1.0:
-            raise MisconfigurationException(
-                f"`val_check_interval={val_check_interval}` must be a fraction in (0.0, 1.0] or an int batch count."
-            )
+        self.limit_train_batches = _batch_limit("limit_train_batches", limit_train_batches)
+        self.limit_val_batches = _batch_limit("limit_val_batches", limit_val_batches)
+        self.limit_test_batches = _batch_limit("limit_test_batches", limit_test_batches)
+        self.limit_predict_batches = _batch_limit("limit_predict_batches", limit_predict_batches)
+        self.val_check_interval, self._val_check_seconds = _val_check_interval(val_check_interval)
         self.check_val_every_n_epoch = check_val_every_n_epoch
         self.num_sanity_val_steps = 2 if num_sanity_val_steps is None else num_sanity_val_steps
+        if self.fast_dev_run:
+            self._set_fast_dev_run_limits(int(self.fast_dev_run))
+        self.overfit_batches = _check_overfit(overfit_batches)
+        if self.overfit_batches:  # as Lightning: the same batches for training and validation, even in fast_dev_run
+            self.limit_train_batches = self.limit_val_batches = self.overfit_batches
+            rank_zero_info("`overfit_batches` is set: training uses the first batches in order, without shuffling.")
         self.log_every_n_steps = 50 if log_every_n_steps is None else log_every_n_steps
-        _check_int("log_every_n_steps", self.log_every_n_steps, minimum=0)
         self.accumulate_grad_batches = accumulate_grad_batches
+        if gradient_clip_val is not None and (isinstance(gradient_clip_val, bool)
+                                              or not isinstance(gradient_clip_val, (int, float))):
+            raise TypeError(f"`Trainer(gradient_clip_val={gradient_clip_val!r})` must be an int or a float (the norm "
+                            "or value to clip gradients at), or None.")
         self.gradient_clip_val = gradient_clip_val
         if gradient_clip_algorithm not in (None, "norm", "value"):
             raise MisconfigurationException(
@@ -235,6 +266,28 @@ class Trainer:
             callbacks, self.enable_checkpointing, self.enable_progress_bar, self.enable_model_summary, max_time
         )
         self.loggers = _build_loggers(logger, self.default_root_dir, bool(self.fast_dev_run))
+
+    def _default_max_epochs(self, warn: bool = False) -> int:
+        """What fit runs without `max_epochs` (decided when it starts, as in Lightning): 1000 epochs, unless
+        `max_steps` or a Timer (`max_time`) ends it; then no epoch limit (-1)."""
+        from volt.callbacks.timer import Timer
+
+        if self.max_steps != -1 or any(isinstance(callback, Timer) for callback in self.callbacks):
+            return -1
+        if warn:
+            rank_zero_warn("`max_epochs` was not set. Setting it to 1000 epochs. To train without an epoch limit, set "
+                           "`max_epochs=-1`.")
+        return 1000
+
+    def _set_fast_dev_run_limits(self, batches: int) -> None:
+        """`fast_dev_run=n`: n batches of each stage in one epoch, no sanity check, validation after the epoch (the
+        limits given are overridden, as Lightning does); the loggers are replaced by a DummyLogger."""
+        self.limit_train_batches = self.limit_val_batches = batches
+        self.limit_test_batches = self.limit_predict_batches = batches
+        self.max_epochs, self.max_steps, self.num_sanity_val_steps = 1, batches, 0
+        self.val_check_interval, self._val_check_seconds, self.check_val_every_n_epoch = 1.0, None, 1
+        rank_zero_info(f"Running in `fast_dev_run` mode: will run the requested loop using {batches} batch(es). "
+                       "Logging and checkpointing is suppressed.")
 
     # ================================================================== entry points
     def fit(self, model: LightningModule, train_dataloaders=None, val_dataloaders=None,
@@ -314,6 +367,8 @@ class Trainer:
     def _launch(self, fn: str, model: LightningModule, datamodule, ckpt_path, weights_only):
         """Check the model, attach it, and run the stage in every process the strategy starts."""
         _check_model(fn, model, self)
+        if fn == "fit" and self.max_epochs is None:
+            self.max_epochs = self._default_max_epochs(warn=True)
         self.state.fn, self.state.status = fn, "running"
         self.state.stage = {"fit": "train"}.get(fn, fn)
         self.should_stop = False
@@ -381,6 +436,12 @@ class Trainer:
         checkpoint = checkpoints.load(ckpt_path, weights_only)
         if checkpoint is not None and fn == "fit":  # before the loggers' folders are read or anything is logged
             checkpoints.restore_loggers(checkpoint)
+        if fn == "fit" and self.is_global_zero:  # a folder no log can be written to: say so now, not after an epoch
+            from volt.checkpoint import check_writable_folder  # volt.checkpoint is not loaded by `import volt`
+
+            for logger in self.loggers:
+                if isinstance(logger.log_dir, str):
+                    check_writable_folder(logger.log_dir, f"The log folder of {type(logger).__name__}")
         if self.profiler is not None:
             self.profiler.lightning_module = model
             self.profiler.setup(stage=fn, local_rank=self.local_rank if self.world_size > 1 else None,
@@ -413,6 +474,8 @@ class Trainer:
             hooks.call("on_fit_end")
             result = None
         else:
+            if self.enable_autolog_hparams:  # as Lightning, every stage: TensorBoard's hp_metric placeholder in each
+                self._results.log_hyperparams(model, datamodule)
             loop = self._eval_loop(fn)
             loop.loaders = None
             result = loop.run()
@@ -455,6 +518,18 @@ class Trainer:
         complete, so that a run resumed from it continues exactly (at once when none is running). ModelCheckpoint
         saves this way."""
         self._checkpoints.schedule(filepath, weights_only)
+
+    @contextmanager
+    def init_module(self, empty_init: Optional[bool] = None) -> Iterator[None]:
+        """Modules created in this block get their tensors on the Trainer's device and, for the true precisions
+        ("64-true", "16-true", "bf16-true"), in its dtype, with no copy made first. `empty_init=True` also skips
+        their initialisation (uninitialised memory, for weights a checkpoint will replace).
+
+            with trainer.init_module():
+                model = MyModel()
+        """
+        with self.strategy.tensor_init_context(empty_init), self.precision_plugin.tensor_init_context():
+            yield
 
     def trial_run(self, callbacks: Iterable[Callback] = ()) -> "TrialRun":
         """A `with` block of throwaway training steps or evaluation batches inside the running call, seen only by
@@ -616,9 +691,10 @@ class Trainer:
         if batches == math.inf:
             return self.max_steps if self.max_steps != -1 else math.inf
         per_epoch = math.ceil(batches / self.accumulate_grad_batches)
-        if self.max_epochs == -1:
+        max_epochs = self.max_epochs if self.max_epochs is not None else self._default_max_epochs()
+        if max_epochs == -1:
             return self.max_steps if self.max_steps != -1 else math.inf
-        total = per_epoch * self.max_epochs
+        total = per_epoch * max_epochs
         return min(total, self.max_steps) if self.max_steps != -1 else total
 
     @property
@@ -652,7 +728,9 @@ class Trainer:
 
     @property
     def device_ids(self) -> list:
-        return [d.index or 0 for d in (getattr(self.strategy, "parallel_devices", None) or [self.strategy.root_device])]
+        """The device indices of this node (CPU processes count from 0), as in Lightning."""
+        devices = getattr(self.strategy, "parallel_devices", None) or [self.strategy.root_device]
+        return [device.index or position for position, device in enumerate(devices)]
 
     @property
     def accelerator(self):
@@ -694,9 +772,82 @@ class Trainer:
 
 
 # ====================================================================== construction helpers
-def _check_int(name: str, value: Any, minimum: int) -> None:
+_MINUS_ONE_MEANS = {"max_epochs": " (-1: no limit)", "max_steps": " (-1: no limit)",
+                    "num_sanity_val_steps": " (-1: all batches)"}
+
+
+def _check_int(name: str, value: Any, minimum: int, optional: bool = False) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise MisconfigurationException(f"`Trainer({name}={value!r})` must be an int >= {minimum}.")
+        raise MisconfigurationException(f"`Trainer({name}={value!r})` must be an int >= {minimum}"
+                                        f"{_MINUS_ONE_MEANS.get(name, '')}{' or None' if optional else ''}.")
+
+
+_BAREBONES_OFF = {"enable_checkpointing": "checkpointing", "enable_progress_bar": "the progress bar",
+                  "enable_model_summary": "the model summary", "logger": "logging", "log_every_n_steps": "logging",
+                  "num_sanity_val_steps": "the sanity check", "fast_dev_run": "the development run",
+                  "detect_anomaly": "anomaly detection", "profiler": "profiling"}
+
+
+def _check_barebones(**values: Any) -> None:
+    """`barebones=True` turns off everything that costs speed: a value asking for one of them is refused, as in
+    Lightning."""
+    for name, value in values.items():
+        if value is not None and value is not False and not (isinstance(value, int) and value == 0):
+            raise MisconfigurationException(
+                f"`Trainer(barebones=True)` leaves out everything that costs speed, {_BAREBONES_OFF[name]} included; "
+                f"remove `{name}={value!r}` or `barebones=True`."
+            )
+
+
+def _batch_limit(name: str, value: Any) -> Union[int, float]:
+    """A `limit_*_batches` value: a fraction in [0.0, 1.0] or a number of batches (a whole float counts as one,
+    as in Lightning); None is 1.0."""
+    if value is None:
+        return 1.0
+    if not isinstance(value, bool) and isinstance(value, (int, float)) and value >= 0:
+        if isinstance(value, int) or value <= 1.0:
+            return value
+        if value % 1.0 == 0:
+            return int(value)
+    raise MisconfigurationException(
+        f"`Trainer({name}={value!r})` must be a fraction of the batches in [0.0, 1.0] or an int number of batches.")
+
+
+def _val_check_interval(value: Any) -> Tuple[Any, Optional[float]]:
+    """(`val_check_interval`, its seconds when it is a duration). A fraction of the epoch in (0.0, 1.0], a number
+    of batches, or, as in Lightning 2.6, a wall-clock interval: "DD:HH:MM:SS", a `timedelta` or a dict of
+    `timedelta` arguments."""
+    if value is None:
+        return 1.0, None
+    if isinstance(value, (str, dict, timedelta)):
+        return value, _interval_seconds(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 or (
+            isinstance(value, float) and value > 1.0 and value % 1.0):
+        raise MisconfigurationException(
+            f"`Trainer(val_check_interval={value!r})` must be a fraction of the epoch in (0.0, 1.0], an int number of "
+            "batches, or a duration: 'DD:HH:MM:SS', a datetime.timedelta or a dict like {'minutes': 30}.")
+    return (int(value) if isinstance(value, float) and value > 1.0 else value), None
+
+
+def _interval_seconds(value: Union[str, dict, timedelta]) -> float:
+    """The seconds of a time-based `val_check_interval`."""
+    example = "use 'DD:HH:MM:SS' (e.g. '00:01:30:00'), a datetime.timedelta, or a dict like {'hours': 1}"
+    if isinstance(value, str):
+        parts = value.split(":")
+        if len(parts) != 4 or not all(part.strip().isdigit() for part in parts):
+            raise MisconfigurationException(f"`Trainer(val_check_interval={value!r})` is not a duration: {example}.")
+        days, hours, minutes, seconds = (int(part) for part in parts)
+        value = timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+    elif isinstance(value, dict):
+        try:
+            value = timedelta(**value)
+        except TypeError as error:
+            raise MisconfigurationException(
+                f"`Trainer(val_check_interval={value!r})` is not a duration ({error}): {example}.") from None
+    seconds = value.total_seconds()
+    if seconds <= 0:
+        raise MisconfigurationException(f"`Trainer(val_check_interval={value!r})` must be a positive duration.")
+    return seconds
 
 
 def _check_fast_dev_run(value: Union[int, bool]) -> int:
@@ -724,6 +875,7 @@ def _check_model(fn: str, model: Any, trainer: "Trainer") -> None:
             "`volt.LightningModule` (or `import volt as pl; pl.LightningModule`)."
         )
     if fn != "fit":
+        _check_eval_step(fn, model)
         return
     if not model.automatic_optimization:
         if trainer.gradient_clip_val:
@@ -741,6 +893,26 @@ def _check_model(fn: str, model: Any, trainer: "Trainer") -> None:
             f"No `training_step()` method defined in {type(model).__name__}. `Trainer.fit` needs "
             "`training_step(self, batch, batch_idx)` returning the loss."
         )
+    if not implements(model, LightningModule, "configure_optimizers"):
+        raise MisconfigurationException(
+            f"No `configure_optimizers()` method defined in {type(model).__name__}, so `Trainer.fit` would train "
+            "nothing. Return an optimizer from it, e.g. `torch.optim.Adam(self.parameters(), lr=1e-3)`."
+        )
+
+
+def _check_eval_step(fn: str, model: LightningModule) -> None:
+    """validate/test need the module's step; predict's default step calls `forward`, so it needs one of them."""
+    name = {"validate": "validation_step", "test": "test_step", "predict": "predict_step"}[fn]
+    if fn == "predict":
+        if model.predict_step is None:
+            raise MisconfigurationException("`predict_step` is None: `Trainer.predict` needs it, or the default one"
+                                            " that calls `forward`.")
+        if not implements(model, LightningModule, name) and not implements(model, LightningModule, "forward"):
+            raise MisconfigurationException(f"`Trainer.predict` needs {type(model).__name__}.predict_step() or "
+                                            "forward(): define one of them.")
+    elif not implements(model, LightningModule, name):
+        raise MisconfigurationException(f"No `{name}()` method defined in {type(model).__name__} to run "
+                                        f"`Trainer.{fn}`. Define `{name}(self, batch, batch_idx)`.")
 
 
 def _check_data_args(train, val, datamodule, fn) -> None:
@@ -810,7 +982,16 @@ def _build_callbacks(callbacks, enable_checkpointing, enable_progress_bar, enabl
 
 
 def _build_loggers(logger, default_root_dir: str, fast_dev_run: bool) -> list:
-    if fast_dev_run or logger is False:
+    loggers = _make_loggers(logger, default_root_dir)
+    if fast_dev_run and loggers:  # as Lightning: code that writes to `self.logger` runs, and nothing is written
+        from volt.loggers.logger import DummyLogger
+
+        return [DummyLogger()]
+    return loggers
+
+
+def _make_loggers(logger, default_root_dir: str) -> list:
+    if logger is False:
         return []
     if logger is None or logger is True:
         if importlib.util.find_spec("tensorboardX") is not None:
