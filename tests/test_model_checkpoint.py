@@ -54,7 +54,7 @@ class StubTrainer:
     def at_checkpoint_point(self, fn):
         fn()
 
-    def schedule_checkpoint(self, filepath, weights_only=False):
+    def schedule_checkpoint(self, filepath, weights_only=False, background=False):
         os.makedirs(os.path.dirname(filepath), exist_ok=True)
         self.files_before_each_save.append(sorted(os.listdir(os.path.dirname(filepath))))
         state = {"global_step": self.global_step, "weights_only": weights_only}
@@ -438,7 +438,7 @@ def test_other_ranks_follow_rank_zero_and_never_touch_files(tmp_path):
             return str(tmp_path / "from_rank_0") if isinstance(obj, str) else True  # rank 0's dirpath, "time is up"
 
     class Rank1Trainer(StubTrainer):
-        def schedule_checkpoint(self, filepath, weights_only=False):
+        def schedule_checkpoint(self, filepath, weights_only=False, background=False):
             self.files_before_each_save.append(filepath)  # every rank calls this; only rank 0 writes
 
     rank0_dir = tmp_path / "from_rank_0"

@@ -10,6 +10,10 @@ checkpoint folders keep working. volt differs in four ways, all about safety:
 - a file that drops out of the top k (or an old `last.ckpt`) is removed only after every file of the current save,
   including the `last` link, is in place, so the folder always holds a complete, linked set;
 - nothing is written under `fast_dev_run`, not even the final `last.ckpt` (Lightning writes that one).
+Under a strategy with `state_dict_type="sharded"` (FSDP's default) each checkpoint is a folder with the same name;
+top-k, `-vN` versions, `last` (also as a link) and removal treat it as a file. With `async_save=True` (volt's) the
+checkpoint is copied at the point and written in the background; the files it makes obsolete are removed, and the
+`last` link moved, only once it is durable.
 """
 import os
 import re
@@ -56,6 +60,9 @@ class ModelCheckpoint(Callback):
         save_on_train_epoch_end: save at the end of the training epoch (True) or after validation (False). Default:
             at the training epoch end when validation runs exactly once per epoch at its end (or never).
         enable_version_counter: a name already taken gets `-v1`, `-v2`, ... instead of being overwritten.
+        async_save: (volt) write each checkpoint in the background: training stalls only while the checkpoint is
+            copied to CPU memory, at most one write is in flight (the next save and the end of fit wait for it),
+            and a failed write raises there. Resume from such a checkpoint is exact as from any other.
     """
 
     CHECKPOINT_JOIN_CHAR = "-"
@@ -81,6 +88,7 @@ class ModelCheckpoint(Callback):
         every_n_epochs: Optional[int] = None,
         save_on_train_epoch_end: Optional[bool] = None,
         enable_version_counter: bool = True,
+        async_save: bool = False,
     ):
         _check_arguments(mode, save_last, save_top_k, monitor, every_n_train_steps, every_n_epochs,
                          train_time_interval)
@@ -104,6 +112,8 @@ class ModelCheckpoint(Callback):
         self._train_time_interval: Optional[timedelta] = train_time_interval
         self._save_on_train_epoch_end = save_on_train_epoch_end
         self._enable_version_counter = enable_version_counter
+        self.async_save = bool(async_save)
+        self._being_written: set = set()  # paths of background writes not yet durable: taken names all the same
 
         # Public results, as in Lightning.
         self.current_score: Optional[torch.Tensor] = None
@@ -300,8 +310,8 @@ class ModelCheckpoint(Callback):
         return trainer.strategy.reduce_boolean_decision(better)
 
     def file_exists(self, filepath: str, trainer) -> bool:
-        """Whether `filepath` exists, as seen by rank 0 (the only rank that writes)."""
-        exists = trainer.is_global_zero and checkpoint_exists(filepath)
+        """Whether `filepath` exists (or is being written in the background), as seen by rank 0."""
+        exists = trainer.is_global_zero and (filepath in self._being_written or checkpoint_exists(filepath))
         return trainer.strategy.reduce_boolean_decision(exists, all=False)
 
     def to_yaml(self, filepath: Optional[str] = None) -> None:
@@ -463,9 +473,12 @@ class ModelCheckpoint(Callback):
     def _save_checkpoint(self, trainer, filepath: str) -> None:
         self._last_global_step_saved = trainer.global_step  # first, so that the checkpoint records this save
         self._last_checkpoint_saved = filepath
-        trainer.schedule_checkpoint(filepath, self.save_weights_only)
+        trainer.schedule_checkpoint(filepath, self.save_weights_only, background=self.async_save)
+        if self.async_save:
+            self._being_written.add(filepath)
 
-        def notify_loggers() -> None:
+        def notify_loggers() -> None:  # runs once the checkpoint is durable (see `Trainer.at_checkpoint_point`)
+            self._being_written.discard(filepath)
             if trainer.is_global_zero:
                 for logger in trainer.loggers:
                     logger.after_save_checkpoint(self)
@@ -476,7 +489,6 @@ class ModelCheckpoint(Callback):
         def link() -> None:
             if trainer.is_global_zero:
                 atomic_symlink(target, linkpath)
-            trainer.strategy.barrier("ModelCheckpoint._link_checkpoint")
 
         trainer.at_checkpoint_point(link)
 

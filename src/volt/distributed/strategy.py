@@ -98,6 +98,10 @@ class Strategy:
         return contextlib.nullcontext()
 
     # ------------------------------------------------------------------ checkpoint contents (sharded strategies gather)
+    # How checkpoints are stored: "full" (one file, rank 0 writes) or "sharded" (a folder every rank writes its part
+    # of; parallel.py, volt/sharded_checkpoint.py).
+    state_dict_type = "full"
+
     def lightning_module_state_dict(self) -> Dict[str, Any]:
         """The full model state dict, as a checkpoint stores it (every rank calls this; rank 0's is saved)."""
         return self.lightning_module.state_dict()
@@ -112,6 +116,37 @@ class Strategy:
     def load_optimizer_state_dict(self, optimizer, state: Dict[str, Any]) -> None:
         optimizer.load_state_dict(state)
 
+    # The state as this rank holds it, through torch.distributed.checkpoint's state-dict API (FSDP: DTensors, this
+    # rank's shards; otherwise the full tensors): what a sharded checkpoint stores, and the shapes it is read into.
+    def sharded_model_state(self) -> Dict[str, Any]:
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+        return get_model_state_dict(self.lightning_module)
+
+    def sharded_optimizer_state(self, optimizer, initialize: bool = False) -> Dict[str, Any]:
+        """By parameter name. torch's API creates the state of an optimizer that has not stepped yet by stepping it
+        with zero gradients: done only with `initialize=True` (shapes to read a checkpoint into); a save must not
+        change training, so otherwise such an optimizer's state is taken as it is (empty)."""
+        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+        optimizer = getattr(optimizer, "optimizer", optimizer)  # a LightningOptimizer
+        if optimizer.state or initialize:
+            return get_optimizer_state_dict(self.lightning_module, optimizer)
+        names = {id(p): name for name, p in self.lightning_module.named_parameters()}
+        return {"state": {}, "param_groups": [
+            {**{k: v for k, v in group.items() if k != "params"}, "params": [names[id(p)] for p in group["params"]]}
+            for group in optimizer.param_groups]}
+
+    def load_sharded_model_state(self, state_dict: Dict[str, Any], strict: bool = True) -> None:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        set_model_state_dict(self.lightning_module, state_dict, options=StateDictOptions(strict=strict))
+
+    def load_sharded_optimizer_state(self, optimizer, state: Dict[str, Any]) -> None:
+        from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+
+        set_optimizer_state_dict(self.lightning_module, getattr(optimizer, "optimizer", optimizer), state)
+
     def accumulated_grads(self) -> Dict[str, torch.Tensor]:
         """This rank's gradients summed so far in an unfinished accumulation window, by parameter name."""
         return {name: p.grad for name, p in self.lightning_module.named_parameters() if p.grad is not None}
@@ -125,6 +160,10 @@ class Strategy:
     # ------------------------------------------------------------------ collectives
     def barrier(self, name: Optional[str] = None) -> None:
         pass
+
+    def background_process_group(self) -> Any:
+        """The process group for collectives run from a background thread (sharded checkpoint writes); None here."""
+        return None
 
     def broadcast(self, obj: Any, src: int = 0) -> Any:
         return obj
