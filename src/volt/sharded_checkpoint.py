@@ -193,9 +193,9 @@ def _publish(temp: str, target: str, world_size: int) -> None:
 
 
 class ShardedCheckpoint:
-    """A complete sharded checkpoint folder, read safely. `read` takes what comes back before the optimizers exist
-    (shaped like the loading model where it is given), `read_optimizer_states` the rest; `consolidated` all of it,
-    in the single-file layout."""
+    """A complete sharded checkpoint folder, read safely, in parts: `read` the plain data (and pending gradients),
+    `read_model` and `read_optimizer_states` the tensors, into the loading ranks' own shapes (once the model and the
+    optimizers exist); `consolidated` all of it, in the single-file layout."""
 
     def __init__(self, path: PathLike) -> None:
         self.path = os.path.abspath(_local(path))
@@ -214,20 +214,16 @@ class ShardedCheckpoint:
         self.world_size = int(info["world_size"])
         self.entries = _reader(self.path).read_metadata().state_dict_metadata
 
-    def read(self, ranks: Iterable[int] = (), model: Optional[Dict[str, torch.Tensor]] = None,
-             map_location: Any = None) -> Dict[str, Any]:
-        """Everything but the optimizers' tensors. `model` (name -> tensor, e.g. a DTensor: this rank's shard) gives
-        the shapes and placements to read the weights into; others are read whole. The own parts of `ranks` go to
-        `loops.fit_loop.per_rank`, the single-file place for them."""
+    def read(self, ranks: Iterable[int] = (), map_location: Any = None) -> Dict[str, Any]:
+        """Everything but the tensors of the model and the optimizers (`read_model`, `read_optimizer_states`): the
+        common part, the pending gradients, and the own parts of `ranks` in `loops.fit_loop.per_rank`, the
+        single-file place for them."""
         wanted: Dict[str, Any] = {_COMMON: None}
         own_keys = {rank: f"{_RANK}{rank}" for rank in ranks if f"{_RANK}{rank}" in self.entries}
         wanted.update({key: None for key in own_keys.values()})
-        wanted.update(self._tensors(_MODEL, model or {}, map_location))
         wanted.update(self._tensors(_GRADS, {}, map_location))
         self._load(wanted, map_location)
         checkpoint = wanted[_COMMON]
-        if "state_dict" in checkpoint:
-            checkpoint["state_dict"] = {**checkpoint["state_dict"], **_with_prefix(wanted, _MODEL)}
         fit_loop = (checkpoint.get("loops") or {}).get("fit_loop")
         if isinstance(fit_loop, dict):
             grads = _with_prefix(wanted, _GRADS)
@@ -237,12 +233,22 @@ class ShardedCheckpoint:
                 fit_loop["per_rank"] = [wanted.get(own_keys.get(rank)) for rank in range(self.world_size)]
         return checkpoint
 
+    def read_model(self, checkpoint: Dict[str, Any], template: Optional[Dict[str, torch.Tensor]] = None,
+                   map_location: Any = None) -> None:
+        """Fill `checkpoint["state_dict"]` (of a checkpoint `read` returned) with the weights, read into the shapes
+        and placements of `template` (name -> tensor as the loading model holds it; a DTensor reads only its
+        shard) where it has them, else whole."""
+        if "state_dict" in checkpoint:
+            wanted = self._tensors(_MODEL, template or {}, map_location)
+            self._load(wanted, map_location)
+            checkpoint["state_dict"] = {**checkpoint["state_dict"], **_with_prefix(wanted, _MODEL)}
+
     def read_optimizer_states(self, checkpoint: Dict[str, Any],
                               template: Callable[[int], Optional[Dict[str, Any]]] = lambda i: None,
-                              map_location: Any = None) -> List[Dict[str, Any]]:
-        """The optimizer states of a checkpoint that `read` returned, with their tensors. `template(i)`, called only
-        when optimizer i has tensors, gives its state dict as it is now (by parameter name; DTensors: this rank's
-        shards) to read them into."""
+                              map_location: Any = None) -> None:
+        """Fill `checkpoint["optimizer_states"]` with their tensors. `template(i)`, called only when optimizer i has
+        tensors, gives its state dict as it is now (by parameter name; DTensors: this rank's shards) to read them
+        into."""
         states = []
         for i, rest in enumerate(checkpoint.get("optimizer_states") or []):
             prefix = _OPTIMIZER.format(i)
@@ -259,15 +265,18 @@ class ShardedCheckpoint:
                 param, _, name = key.rpartition("/")
                 state[params[param]][name] = tensor
             states.append({**rest, "state": state})
-        return states
+        if "optimizer_states" in checkpoint:
+            checkpoint["optimizer_states"] = states
 
     def consolidated(self, optimizer_states: bool = True, map_location: Any = None) -> Dict[str, Any]:
         """The whole checkpoint as one file holds it: full tensors, optimizer states by parameter index, every
         rank's own part in `loops.fit_loop.per_rank`."""
         checkpoint = self.read(range(self.world_size), map_location=map_location)
+        self.read_model(checkpoint, map_location=map_location)
         if optimizer_states:
-            checkpoint["optimizer_states"] = [optimizer_state_by_index(state) for state in
-                                              self.read_optimizer_states(checkpoint, map_location=map_location)]
+            self.read_optimizer_states(checkpoint, map_location=map_location)
+            if "optimizer_states" in checkpoint:
+                checkpoint["optimizer_states"] = [optimizer_state_by_index(s) for s in checkpoint["optimizer_states"]]
         else:
             checkpoint.pop("optimizer_states", None)
         return checkpoint

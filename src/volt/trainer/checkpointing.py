@@ -115,7 +115,7 @@ class Checkpoints:
         self.restart: Optional[recovery.Restart] = None  # this fit is a restarted job's (`resolve`)
         self._writing = None  # the background write in flight (volt.checkpoint.PendingWrite): at most one
         self._wrote_in_background = False  # since the stage began: its end waits for the writes, on every rank
-        self._sharded_source = None  # a sharded checkpoint being restored: its optimizer states are read later
+        self._sharded_source = None  # a checkpoint folder being restored: its tensors are read in the restore steps
         self._grads_averaged_at: Optional[tuple] = None
 
     @property
@@ -366,15 +366,16 @@ class Checkpoints:
         return checkpoint
 
     def _read_sharded(self, path: str) -> Dict[str, Any]:
-        """A checkpoint folder, read by each rank for itself: the weights into this strategy's shapes (FSDP: this
-        rank's shards), this rank's own loop state if the world size is the same. The optimizer states come later,
-        once the optimizers exist (`restore_optimizers_and_schedulers`)."""
+        """A checkpoint folder, read by each rank for itself: now its plain data, with this rank's own loop state if
+        the world size is the same; the weights and the optimizer states once the module and the optimizers exist,
+        into this strategy's shapes (FSDP: this rank's shards), in `restore_module` and
+        `restore_optimizers_and_schedulers`."""
         from volt.sharded_checkpoint import ShardedCheckpoint
 
         strategy = self.trainer.strategy
         source = ShardedCheckpoint(path)
         ranks = [strategy.global_rank] if source.world_size == strategy.world_size else []
-        checkpoint = source.read(ranks, model=strategy.sharded_model_state(), map_location=strategy.root_device)
+        checkpoint = source.read(ranks, map_location=strategy.root_device)
         self._sharded_source = source
         return checkpoint
 
@@ -397,12 +398,15 @@ class Checkpoints:
 
     def restore_module(self, checkpoint: Dict[str, Any]) -> None:
         trainer = self.trainer
+        if self._sharded_source is not None:  # a folder's weights, read into this strategy's own shapes
+            strategy = trainer.strategy
+            self._sharded_source.read_model(checkpoint, strategy.sharded_model_state(), strategy.root_device)
         if trainer._hooks.module_overrides("on_load_checkpoint"):
             trainer._hooks.call_module("on_load_checkpoint", checkpoint)
         if "state_dict" not in checkpoint:
             raise KeyError(f"The checkpoint {trainer.ckpt_path} has no 'state_dict'; it is not a model checkpoint.")
         strict = trainer.lightning_module.strict_loading
-        if self._sharded_source is not None:  # read into this strategy's own shapes
+        if self._sharded_source is not None:
             trainer.strategy.load_sharded_model_state(checkpoint["state_dict"], strict=strict)
         else:
             trainer.strategy.load_model_state_dict(checkpoint["state_dict"], strict=strict)
@@ -429,14 +433,12 @@ class Checkpoints:
         from volt.sharded_checkpoint import optimizer_state_by_name
 
         trainer, strategy = self.trainer, self.trainer.strategy
-        states = checkpoint.get("optimizer_states", [])
-        if self._sharded_source is not None:
-            optimizers = trainer.optimizers
-            states = self._sharded_source.read_optimizer_states(
+        optimizers = trainer.optimizers
+        if self._sharded_source is not None:  # a folder's: read into the optimizers' own shapes
+            self._sharded_source.read_optimizer_states(
                 checkpoint, lambda i: strategy.sharded_optimizer_state(optimizers[i], initialize=True)
                 if i < len(optimizers) else None, map_location=strategy.root_device)
-            self._sharded_source = None
-        for optimizer, state in zip(trainer.optimizers, states):
+        for optimizer, state in zip(optimizers, checkpoint.get("optimizer_states", [])):
             if optimizer_state_by_name(state):
                 strategy.load_sharded_optimizer_state(optimizer, state)
             else:
