@@ -301,10 +301,18 @@ class ShardedCheckpoint:
         """Fill `wanted` in place, in this process alone (no collectives): every rank reads what it needs."""
         import torch.distributed.checkpoint as dcp
 
-        if wanted:
+        if not wanted:
+            return
+        try:
             with _single_process_is_intended():
                 dcp.load(wanted, storage_reader=_reader(self.path), planner=_load_planner(self.path, map_location),
                          no_dist=True)
+        except dcp.CheckpointException as error:  # DCP wraps errors raised while reading: volt's own come out
+            for failure in error.failures.values():
+                cause = failure[0] if isinstance(failure, tuple) else failure
+                if isinstance(cause, CheckpointError):
+                    raise cause from None
+            raise
 
 
 @contextlib.contextmanager
@@ -387,13 +395,23 @@ def _load_planner(path: str, map_location: Any):
                         loaded = torch.load(value, map_location=self.map_location, weights_only=True)
                 except Exception as err:
                     raise CheckpointError(
-                        f"Refused to load the entry {key!r} of {self.path}: it is not plain data ({err}). Nothing in "
-                        "it was executed. volt writes plain data only: this folder was changed by another tool."
+                        f"Refused to load the entry {key!r} of {self.path}: it is not plain data ({_why(value, err)}). "
+                        "Nothing in it was executed. volt writes plain data only: another tool wrote this entry."
                     ) from err
                 self.state_dict[key] = loaded
 
         _classes["planner"] = SafeLoadPlanner
     return _classes["planner"](path, map_location)
+
+
+def _why(value, error: Exception) -> str:
+    """The code an entry references (read without running it), or torch's first line about it."""
+    try:
+        value.seek(0)
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(value)
+    except Exception:
+        names = []
+    return f"it references {', '.join(sorted(names))}" if names else str(error).splitlines()[0]
 
 
 def _metadata_unpickler(f, path: str):
@@ -441,7 +459,7 @@ def load(path: PathLike, map_location: Any = None, weights_only: Optional[bool] 
     """A checkpoint file or folder, in the single-file layout (`load_checkpoint`'s safety and errors for a file; a
     folder is always read safely). `optimizer_states=False` leaves a folder's optimizer states unread, for callers
     that need the weights or hyperparameters only."""
-    if is_sharded_checkpoint(path):
+    if not is_remote(path) and os.path.isdir(_local(path)):
         return ShardedCheckpoint(path).consolidated(optimizer_states=optimizer_states, map_location=map_location)
     return load_checkpoint(path, map_location=map_location, weights_only=weights_only)
 

