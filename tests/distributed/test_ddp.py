@@ -81,7 +81,7 @@ def test_ddp_matches_one_process_and_agrees_across_ranks(tmp_path, reference):
 
 @pytest.mark.timeout(60)
 def test_fsdp_matches_one_process_and_writes_full_checkpoints(tmp_path, reference):
-    run(tmp_path, {**TRAINING, "strategy": "fsdp", "phases": ["equiv", "resume"]})
+    run(tmp_path, {**TRAINING, "strategy": "fsdp_full", "phases": ["equiv", "resume"]})
     ranks = reports(tmp_path)
     assert_same_weights(ranks[0]["weights"], reference["weights"])  # the full state dict lands on rank 0
     assert ranks[1]["weights"] == {}

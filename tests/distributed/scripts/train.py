@@ -135,6 +135,10 @@ def trainer(**kwargs) -> volt.Trainer:
         from volt.strategies import DDPStrategy
 
         strategy = DDPStrategy(start_method="spawn", find_unused_parameters=True)
+    if strategy == "fsdp_full":  # one checkpoint file, gathered to rank 0 (FSDP's default is a sharded folder)
+        from volt.strategies import FSDPStrategy
+
+        strategy = FSDPStrategy(state_dict_type="full")
     defaults = dict(accelerator="cpu", devices=OPTIONS.get("devices", 2), num_nodes=OPTIONS.get("num_nodes", 1),
                     strategy=strategy, logger=False, enable_progress_bar=False, enable_model_summary=False,
                     default_root_dir=OUT, num_sanity_val_steps=0)
@@ -182,7 +186,7 @@ def phase_equiv(report: dict) -> None:
         world_size=t.world_size,
         gradient_syncs=getattr(model, "syncs", None),
     )
-    if t.strategy.strategy_name == "fsdp":
+    if t.strategy.strategy_name == "fsdp" and t.strategy.state_dict_type == "full":
         restored = Net()
         restored.load_state_dict(torch.load(checkpoint.best_model_path, weights_only=True)["state_dict"])
         report["checkpoint_loads"] = True
