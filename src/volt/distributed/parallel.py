@@ -8,27 +8,28 @@ Checkpoints come in two forms (`state_dict_type`). "full": one file in the singl
 the model and optimizer state are whole (FSDP gathers them to rank 0), and each rank's own training state (its RNG
 streams and `self.log` epoch accumulators) is gathered into it (`gather_object`, at saves only, never per step).
 "sharded": a folder that every rank writes its own part of, in parallel, with torch.distributed.checkpoint
-(volt/sharded_checkpoint.py): FSDP's shards by their owners, replicated tensors spread over the ranks, and each
-rank's own training state by that rank; nothing is gathered. Either form loads into any strategy and any number of
-ranks. Inside a gradient-accumulation window each rank has summed gradients of its own batches (accumulating
-batches skip the all-reduce); a checkpoint written there first averages them over the ranks, in place, as the
-window's last backward would have, and stores that one average: a checkpoint does not grow with world size x model
-size, and the run that wrote it continues from the same average as a run resumed from it.
+(volt/sharded_checkpoint.py): FSDP's shards by their owners, replicated tensors spread over the ranks, each rank's own
+training state by that rank; nothing is gathered. Either form loads into any strategy on any number of ranks.
+Inside a gradient-accumulation window each rank has summed the gradients of its own batches (accumulating batches
+skip the all-reduce): a checkpoint written there first averages them over the ranks, in place, as the window's last
+backward would, and stores that one average. So no checkpoint grows with world size x model size, and the run that
+saved continues from exactly what a resumed run starts from.
 
 A rank that dies ends the job (launcher.py), unless restarts are allowed: `max_restarts` (or VOLT_MAX_RESTARTS)
 runs the ranks under torch's elastic agent, as `torchrun --max-restarts` does, and a restarted group resumes from
 the newest checkpoint by itself (trainer/recovery.py).
 
 On the same number of ranks, with the same seed (the sample order is a function of the seed and the epoch), each
-rank takes back its own state and the resumed run matches the uninterrupted one exactly, bit for bit, inside an
-accumulation window too. (Averaging at the save changes the rounding of the window's sum, not its value: a run that
-saves inside a window and one that does not agree to float rounding, not bit for bit.) A run may also resume on
-another number of ranks (or another strategy). What is kept exactly then: weights, optimizer, scheduler and
-precision state, the epoch and step counters and the callbacks' state; pending accumulation gradients (every rank
-continues from their average, which the window's end averages with the new ranks' gradients); from the next epoch
-on, each epoch's sample order re-split over the new ranks. Not kept: mid-epoch, the batch cursor counts this rank's
-batches, so the rest of the interrupted epoch is not exactly the samples no rank had seen; every rank continues
-from rank 0's RNG streams and epoch accumulators.
+rank takes back its own state and the resumed run matches the uninterrupted one bit for bit, inside an accumulation
+window too. (The average changes the rounding of the window's sum, not its value: compared with a run that did not
+save inside that window, e.g. when a stop signal wrote the checkpoint, the result agrees to float rounding.) A run may
+also resume on another number of ranks (or another strategy). Kept exactly then: weights, optimizer, scheduler and
+precision state, the epoch and step counters, the callbacks' state, and the pending gradients (every rank starts
+from their average, to which the window's remaining batches add). From the next epoch on, each epoch's sample order
+is re-split over the new ranks, so each global batch holds the same samples when batch size x ranks stays the same
+(the optimizer then sees the same means, to float rounding). Not kept: mid-epoch, the batch cursor counts this rank's
+batches, so the rest of the interrupted epoch is not exactly the samples no rank had seen; every rank continues from
+rank 0's RNG streams and epoch accumulators.
 """
 import atexit
 import io
