@@ -17,6 +17,8 @@ from volt.utilities.exceptions import MisconfigurationException
 
 
 class _SingleProcess:
+    state_dict_type = "full"
+
     def broadcast(self, obj, src=0):
         return obj
 

@@ -15,6 +15,7 @@ from volt.callbacks import ModelCheckpoint
 from volt.checkpoint import (CheckpointError, checkpoint_exists, load_checkpoint, remove_checkpoint,
                              save_checkpoint)
 from volt.sharded_checkpoint import ShardedCheckpoint, load, main, save_sharded
+from volt.strategies import SingleDeviceStrategy
 
 
 def _equal(actual, expected, where="checkpoint"):
@@ -234,3 +235,32 @@ def test_volt_checkpoint_command_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["shard", str(tmp_path / "missing.pt"), str(tmp_path / "b.ckpt")])
     assert exit_info.value.code == 1 and "Checkpoint file not found" in capsys.readouterr().err
+
+
+class _ShardedOneDevice(SingleDeviceStrategy):
+    """One process writing its checkpoints as sharded folders (what FSDP does on several ranks)."""
+
+    state_dict_type = "sharded"
+
+
+def test_folders_in_one_process_and_remote_folders_refused(tmp_path):
+    every_4_steps = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=4, save_top_k=-1)
+    expected = _fit(tmp_path, [every_4_steps])
+    volt.seed_everything(0)
+    model = BoringModel()
+    trainer(tmp_path, max_epochs=2, strategy=_ShardedOneDevice(), callbacks=[
+        ModelCheckpoint(dirpath=tmp_path / "folders", every_n_train_steps=4, save_top_k=-1)],
+        enable_checkpointing=True).fit(model, loader(n=16, seed=0))
+    _equal(model.state_dict(), expected, "the same training, saving folders")
+    assert sorted(os.listdir(tmp_path / "folders")) == sorted(os.listdir(tmp_path / "ckpt"))
+    for name in os.listdir(tmp_path / "ckpt"):
+        file, folder = torch.load(tmp_path / "ckpt" / name, weights_only=True), load(tmp_path / "folders" / name)
+        _equal(folder["state_dict"], file["state_dict"], name)
+        _equal(folder["optimizer_states"], file["optimizer_states"], name)
+    resumed = _fit(tmp_path, [], ckpt_path=tmp_path / "folders" / "epoch=0-step=4.ckpt")
+    _equal(resumed, expected, "resumed from a folder")
+
+    remote = ModelCheckpoint(dirpath="memory://bucket/ckpt", every_n_train_steps=4)
+    with pytest.raises(ValueError, match="Sharded checkpoints are folders .*got dirpath='memory://bucket/ckpt'"):
+        trainer(tmp_path, strategy=_ShardedOneDevice(), callbacks=[remote], enable_checkpointing=True).fit(
+            BoringModel(), loader(n=16, seed=0))

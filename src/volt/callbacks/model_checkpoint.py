@@ -154,6 +154,11 @@ class ModelCheckpoint(Callback):
                 f"ModelCheckpoint(save_last='link') needs a local folder (symlinks), got dirpath={self.dirpath!r}."
                 " Use save_last=True for remote storage."
             )
+        if is_remote(self.dirpath) and trainer.strategy.state_dict_type == "sharded":
+            raise ValueError(
+                f"Sharded checkpoints are folders written by every rank, in a local or mounted shared folder; got "
+                f"dirpath={self.dirpath!r}. Use a mounted path, or the strategy's state_dict_type='full' (one file)."
+            )
         if trainer.is_global_zero and stage == "fit" and self.save_top_k != 0 and self._dir_has_files(self.dirpath):
             rank_zero_warn(f"Checkpoint directory {self.dirpath} exists and is not empty.")
 

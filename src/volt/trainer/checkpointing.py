@@ -158,8 +158,8 @@ class Checkpoints:
         checkpoint["global_step"] = trainer.global_step
         checkpoint["loops"] = {"fit_loop": self.loop_state()}
         if not weights_only:
-            storage = self.storage
-            checkpoint["optimizer_states"] = [storage.optimizer_state(trainer.strategy, opt) for opt in trainer.optimizers]
+            storage, strategy = self.storage, trainer.strategy
+            checkpoint["optimizer_states"] = [storage.optimizer_state(strategy, opt) for opt in trainer.optimizers]
             checkpoint["lr_schedulers"] = [config.scheduler.state_dict() for config in trainer.lr_scheduler_configs]
             precision_state = trainer.precision_plugin.state_dict()
             if precision_state:
