@@ -145,15 +145,23 @@ def run(size_m: int, ranks: int, mode: str, args, scratch: str) -> dict:
 
 
 def table(results: list) -> str:
+    """Markdown: per cell the stall per save; for background saves also how long the loop was blocked, and when
+    the checkpoint was durable."""
     lines = ["| parameters (checkpoint) | ranks | " + " | ".join(MODES) + " |",
              "|---|---:|" + "---:|" * len(MODES)]
     keys = sorted({(r["params"], r["ranks"]) for r in results})
     for params, ranks in keys:
         row = {r["mode"]: r for r in results if (r["params"], r["ranks"]) == (params, ranks)}
         size = max(r["checkpoint_bytes"] for r in row.values()) / 1e9
-        cells = [f"{row[m]['stall']:.2f} s ({row[m]['durable']:.2f} s)" if m in row else "" for m in MODES]
+        cells = [_cell(row[mode]) if mode in row else "" for mode in MODES]
         lines.append(f"| {params / 1e6:.0f}M ({size:.1f} GB) | {ranks} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _cell(result: dict) -> str:
+    if result["mode"].endswith("sync") and not result["mode"].endswith("async"):
+        return f"**{result['stall']:.2f} s**"
+    return f"**{result['stall']:.2f} s** (blocked {result['blocked']:.2f} s; durable {result['durable']:.1f} s)"
 
 
 def main() -> None:
@@ -165,10 +173,15 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=3, help="training steps between saves")
     parser.add_argument("--timeout", type=float, default=900)
     parser.add_argument("--json", help="also write the measurements here")
+    parser.add_argument("--table", help="only print the table of measurements written by --json")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker(json.loads(args.worker))
+        return
+    if args.table:
+        with open(args.table) as f:
+            print(table(json.load(f)))
         return
     results = []
     for size_m in (int(s) for s in args.sizes.split(",")):
@@ -183,7 +196,7 @@ def main() -> None:
                 if args.json:
                     with open(args.json, "w") as f:
                         json.dump(results, f, indent=1)
-    print("\nstall per save (durable after), median over the saves of a run:\n")
+    print("\nstall per save, median over the saves of a run:\n")
     print(table(results))
 
 
