@@ -6,7 +6,8 @@ the training path by `launcher.Watchdog`, which also publishes where each rank i
 
 Checkpoints come in two forms (`state_dict_type`). "full": one file in the single-device layout, written by rank 0;
 the model and optimizer state are whole (FSDP gathers them to rank 0), and each rank's own training state (its RNG
-streams and `self.log` epoch accumulators) is gathered into it (`gather_object`, at saves only, never per step).
+streams, `self.log` epoch accumulators, the position of a stateful stream) is gathered into it (`gather_object`, at
+saves only, never per step).
 "sharded": a folder that every rank writes its own part of, in parallel, with torch.distributed.checkpoint
 (volt/sharded_checkpoint.py): FSDP's shards by their owners, replicated tensors spread over the ranks, each rank's own
 training state by that rank; nothing is gathered. Either form loads into any strategy on any number of ranks.
