@@ -18,6 +18,7 @@ from volt.utilities.exceptions import MisconfigurationException
 
 class _SingleProcess:
     state_dict_type = "full"
+    is_global_zero = True
 
     def broadcast(self, obj, src=0):
         return obj
@@ -27,6 +28,10 @@ class _SingleProcess:
 
     def barrier(self, name=None):
         pass
+
+    def remove_checkpoint(self, filepath):  # as the real strategies do: rank 0 removes
+        if self.is_global_zero:
+            os.remove(filepath)
 
 
 class StubTrainer:
@@ -436,6 +441,8 @@ def test_save_on_exception(tmp_path):
 
 def test_other_ranks_follow_rank_zero_and_never_touch_files(tmp_path):
     class Rank1(_SingleProcess):
+        is_global_zero = False
+
         def broadcast(self, obj, src=0):
             return str(tmp_path / "from_rank_0") if isinstance(obj, str) else True  # rank 0's dirpath, "time is up"
 

@@ -1,5 +1,5 @@
 """Sharded checkpoint folders and background writes in one process: the folder format (round trip, atomic
-replacement, completeness, safe loading, removal), `save_checkpoint(background=True)`, and ModelCheckpoint's
+replacement, completeness, safe loading, removal), background writes (AsyncCheckpointIO), and ModelCheckpoint's
 `async_save` through the Trainer (exact resume, versions of names still being written, a failed write surfacing).
 The multi-process behaviour is in tests/distributed/test_sharded_checkpoints.py."""
 import logging
@@ -14,6 +14,7 @@ from helpers import BoringModel, loader, trainer
 from volt.callbacks import ModelCheckpoint
 from volt.checkpoint import (CheckpointError, checkpoint_exists, load_checkpoint, remove_checkpoint,
                              save_checkpoint)
+from volt.plugins import AsyncCheckpointIO
 from volt.sharded_checkpoint import ShardedCheckpoint, load, main, save_sharded
 from volt.strategies import SingleDeviceStrategy
 
@@ -150,7 +151,7 @@ def test_removing_a_folder_checkpoint(tmp_path):
 
 def test_a_background_write_is_a_copy_and_runs_follow_ups_once_durable(tmp_path):
     weights = torch.zeros(3)
-    pending = save_checkpoint({"w": weights, "steps": [1]}, tmp_path / "a.ckpt", background=True)
+    pending = AsyncCheckpointIO().save_checkpoint({"w": weights, "steps": [1]}, tmp_path / "a.ckpt")
     weights += 1  # training goes on: the checkpoint holds the value at the save
     seen = []
     pending.then(lambda: seen.append(checkpoint_exists(tmp_path / "a.ckpt")))
@@ -164,7 +165,7 @@ def test_a_background_write_is_a_copy_and_runs_follow_ups_once_durable(tmp_path)
 def test_a_failed_background_write_is_logged_at_once_and_raised_by_wait(tmp_path, caplog):
     (tmp_path / "taken.ckpt").mkdir()  # a plain folder: never replaced
     with caplog.at_level(logging.ERROR, logger="volt"):
-        pending = save_checkpoint({"w": torch.zeros(1)}, tmp_path / "taken.ckpt", background=True)
+        pending = AsyncCheckpointIO().save_checkpoint({"w": torch.zeros(1)}, tmp_path / "taken.ckpt")
         pending.then(lambda: pytest.fail("a follow-up ran after a failed write"))
         with pytest.raises(RuntimeError, match="taken.ckpt in the background .* failed: FileExistsError") as error:
             pending.wait()

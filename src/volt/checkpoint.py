@@ -20,9 +20,10 @@ A checkpoint may also be a folder that every rank writes its part of (`volt/shar
 this module); it counts as a checkpoint once its completion marker is in it. The functions here that find, replace,
 link and remove checkpoints take either kind.
 
-`save_checkpoint(..., background=True)` copies the checkpoint's tensors and containers (the stall) and writes the
-copy in a thread; the `PendingWrite` it returns is how the Trainer waits for it, chains the file work that must
-follow it (`then`), and hears of its failure (`wait` raises it).
+A checkpoint written in the background is a `PendingWrite`: how the Trainer waits for it, chains the file work that
+must follow it (`then`), and hears of its failure (`wait` raises it). Files are written in the background by
+`AsyncCheckpointIO` (volt/plugins/io), which stages the checkpoint (`stage`) and starts one (`PendingWrite.start`);
+folders by torch.distributed.checkpoint's async_save (volt/sharded_checkpoint.py).
 """
 import dataclasses
 import os
@@ -246,26 +247,16 @@ def _libc():
     return libc if hasattr(libc, "renameat2") else None
 
 
-def save_checkpoint(checkpoint: Dict[str, Any], path: PathLike, background: bool = False) -> Optional["PendingWrite"]:
+def save_checkpoint(checkpoint: Dict[str, Any], path: PathLike) -> None:
     """Write `checkpoint` to `path` atomically and durably, creating missing folders.
 
     On any failure (including a crash or a kill) the file already at `path` is left as it was. Raises TypeError,
-    before writing anything, if the checkpoint holds a value that a safe load could not read back. With
-    `background=True`, the checkpoint is copied (its tensors to CPU memory) and the copy is written in a thread:
-    the returned `PendingWrite` says when it is durable.
+    before writing anything, if the checkpoint holds a value that a safe load could not read back.
     """
     if not isinstance(checkpoint, dict):
         raise TypeError(f"save_checkpoint expects a dict, got {type(checkpoint).__name__}.")
     checkpoint = _plain(checkpoint, "checkpoint", {})
-    if not background:
-        _write_atomic(path, lambda f: torch.save(checkpoint, f))
-        return None
-    staged = stage(checkpoint)
-    pending = PendingWrite(os.fspath(path))
-    thread = threading.Thread(target=pending.run, args=(lambda: _write_atomic(path, lambda f: torch.save(staged, f)),),
-                              name="volt-checkpoint-writer", daemon=True)
-    thread.start()
-    return pending
+    _write_atomic(path, lambda f: torch.save(checkpoint, f))
 
 
 def stage(obj: Any) -> Any:
@@ -284,7 +275,8 @@ class PendingWrite:
 
     `then(fn)` runs `fn` once the checkpoint is durable (in the writer's thread, or at once if it already is), for
     file work that must follow it: pointing a link at it, deleting the checkpoints it replaces. If the write fails,
-    the follow-ups do not run, the error is logged at once on this rank, and `wait()` raises it.
+    the follow-ups do not run, the error is logged at once on this rank, and the first `wait()` raises it (the
+    Trainer and a CheckpointIO plugin may both wait for one write: its failure is reported once).
     """
 
     def __init__(self, path: str) -> None:
@@ -292,7 +284,15 @@ class PendingWrite:
         self._lock = threading.Lock()
         self._finished = threading.Event()
         self._error: Optional[BaseException] = None
+        self._reported = False
         self._followups: list = []
+
+    @classmethod
+    def start(cls, path: PathLike, write: Callable[[], None]) -> "PendingWrite":
+        """Run `write` in a new writer thread."""
+        pending = cls(os.fspath(path))
+        threading.Thread(target=pending.run, args=(write,), name="volt-checkpoint-writer", daemon=True).start()
+        return pending
 
     def run(self, write: Callable[[], None]) -> None:
         """Run `write` (in the writer's thread), then the follow-ups; record the first failure."""
@@ -325,9 +325,12 @@ class PendingWrite:
     def wait(self) -> None:
         """Block until the checkpoint is durable; raise the error if writing it (or a follow-up) failed."""
         self._finished.wait()
-        if self._error is not None:
+        with self._lock:
+            error = None if self._reported else self._error
+            self._reported = True
+        if error is not None:
             raise RuntimeError(f"Writing the checkpoint {self.path} in the background (or the file work after it) "
-                               f"failed: {self._error!r}. The checkpoints before it are intact.") from self._error
+                               f"failed: {error!r}. The checkpoints before it are intact.") from error
 
 
 def atomic_symlink(target: PathLike, link_path: PathLike) -> None:

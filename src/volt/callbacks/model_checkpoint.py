@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional, Union
 import torch
 
 from volt.callbacks.callback import Callback
-from volt.checkpoint import atomic_symlink, checkpoint_exists, is_remote, remove_checkpoint
+from volt.checkpoint import atomic_symlink, checkpoint_exists, is_remote
 from volt.utilities.exceptions import MisconfigurationException
 from volt.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
@@ -113,7 +113,7 @@ class ModelCheckpoint(Callback):
         self._save_on_train_epoch_end = save_on_train_epoch_end
         self._enable_version_counter = enable_version_counter
         self.async_save = bool(async_save)
-        self._being_written: set = set()  # paths of background writes not yet durable: taken names all the same
+        self._being_written: set = set()  # paths scheduled but not yet durable: taken names all the same
 
         # Public results, as in Lightning.
         self.current_score: Optional[torch.Tensor] = None
@@ -479,8 +479,7 @@ class ModelCheckpoint(Callback):
         self._last_global_step_saved = trainer.global_step  # first, so that the checkpoint records this save
         self._last_checkpoint_saved = filepath
         trainer.schedule_checkpoint(filepath, self.save_weights_only, background=self.async_save)
-        if self.async_save:
-            self._being_written.add(filepath)
+        self._being_written.add(filepath)  # until it is durable: at the checkpoint point, or after a background write
 
         def notify_loggers() -> None:  # runs once the checkpoint is durable (see `Trainer.at_checkpoint_point`)
             self._being_written.discard(filepath)
@@ -524,9 +523,8 @@ class ModelCheckpoint(Callback):
 
     def _remove_all(self, trainer, paths: List[str]) -> None:
         def remove() -> None:
-            if trainer.is_global_zero:
-                for path in paths:
-                    remove_checkpoint(path)
+            for path in paths:
+                trainer.strategy.remove_checkpoint(path)  # rank 0 removes, through the CheckpointIO plugin
 
         if paths:
             trainer.at_checkpoint_point(remove)

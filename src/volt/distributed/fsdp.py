@@ -158,6 +158,7 @@ class FSDPStrategy(ParallelStrategy):
 
     def teardown(self) -> None:
         self.model = self.lightning_module  # the module stays sharded; a later stage reuses the shards
+        super().teardown()
 
     # ------------------------------------------------------------------ full checkpoints: whole tensors, usual layout
     # (sharded ones use the Strategy's `sharded_*` methods: torch.distributed.checkpoint's API handles FSDP2)

@@ -440,6 +440,7 @@ class ParallelStrategy(Strategy):
     def teardown(self) -> None:
         if self.model is not self.lightning_module:
             self.model = self.lightning_module
+        super().teardown()
 
 
 def collective_timeout(timeout: Optional[timedelta]) -> timedelta:

@@ -74,8 +74,34 @@ class Strategy:
         return module
 
     def teardown(self) -> None:
+        """The end of a stage: the checkpoint I/O plugin finishes its work (AsyncCheckpointIO: the write in flight)."""
         if self._checkpoint_io is not None:
-            self._checkpoint_io.teardown()  # e.g. AsyncCheckpointIO finishes its write
+            self._checkpoint_io.teardown()
+
+    # ------------------------------------------------------------------ checkpoint files (through `checkpoint_io`)
+    def save_checkpoint(self, checkpoint: Dict[str, Any], filepath, storage_options: Optional[Any] = None) -> Any:
+        """Write a checkpoint file through `checkpoint_io` (rank 0 writes). Returns what the plugin's save returns:
+        from an AsyncCheckpointIO, the write in flight (a volt.checkpoint.PendingWrite)."""
+        if self.is_global_zero:
+            return self.checkpoint_io.save_checkpoint(checkpoint, filepath, storage_options=storage_options)
+        return None
+
+    def load_checkpoint(self, checkpoint_path, weights_only: Optional[bool] = None) -> Dict[str, Any]:
+        """Read a checkpoint file through `checkpoint_io`, its tensors onto this process's device."""
+        return self.checkpoint_io.load_checkpoint(checkpoint_path, map_location=self.root_device,
+                                                  weights_only=weights_only)
+
+    def remove_checkpoint(self, filepath) -> None:
+        """Delete a checkpoint (rank 0 does): a file through `checkpoint_io`; a sharded checkpoint folder, which
+        torch.distributed.checkpoint wrote, as volt/checkpoint.py removes one."""
+        if not self.is_global_zero:
+            return
+        from volt.checkpoint import is_sharded_checkpoint, remove_checkpoint
+
+        if is_sharded_checkpoint(filepath):
+            remove_checkpoint(filepath)
+        else:
+            self.checkpoint_io.remove_checkpoint(filepath)
 
     # ------------------------------------------------------------------ steps (go through `self.model` so wrappers see them)
     def training_step(self, *args: Any, **kwargs: Any) -> Any:

@@ -35,9 +35,10 @@ writes its part of with torch.distributed.checkpoint (`ShardedFolder`, volt/shar
 optimizers' tensors as each rank holds them, each rank's own loop state by that rank. Both forms hold the keys above
 and load into any strategy on any number of ranks; `resolve` and ModelCheckpoint treat a folder as a file.
 
-Written in the background (`ModelCheckpoint(async_save=True)`, `schedule(..., background=True)`): the checkpoint is
-assembled at the point as always, staged (its tensors copied to CPU memory: the only stall) and written by a thread
-(a folder: DCP's async_save, on a gloo group of its own). At most one write is in flight: the next save waits for
+Written in the background (`ModelCheckpoint(async_save=True)`, `schedule(..., background=True)`, or every save with
+`Trainer(plugins=[AsyncCheckpointIO()])`): the checkpoint is assembled at the point as always, staged (its tensors
+copied to CPU memory: the only stall) and written by a thread (a file: AsyncCheckpointIO around the strategy's
+CheckpointIO plugin; a folder: DCP's async_save, on a gloo group of its own). At most one write is in flight: the next save waits for
 it, as do the end of fit and a failed run's teardown, and a write that failed raises there (it is logged at once).
 File work that must follow the writes (`after_writes`, the Trainer's `at_checkpoint_point`: a `last` link, deleting
 checkpoints that left the top k) runs once they are durable, in the writer's thread. Exact resume is unchanged.
@@ -65,8 +66,8 @@ _PER_RANK_STATE = ("rng", "results", "epoch_rng", "sampler_rng", "stream")
 
 
 class SingleFile:
-    """A checkpoint file that rank 0 writes (volt/checkpoint.py): whole tensors, each rank's own loop state gathered
-    into it."""
+    """A checkpoint file that rank 0 writes through the strategy's CheckpointIO plugin (default: volt's own files,
+    volt/checkpoint.py): whole tensors, each rank's own loop state gathered into it."""
 
     sharded = False
 
@@ -76,12 +77,16 @@ class SingleFile:
     def optimizer_state(self, strategy, optimizer) -> Dict[str, Any]:
         return strategy.optimizer_state(optimizer)
 
-    def write(self, trainer, checkpoint: Dict[str, Any], filepath, background: bool):
-        if not trainer.is_global_zero:
-            return None
-        from volt.checkpoint import save_checkpoint
+    def write(self, trainer, checkpoint: Dict[str, Any], filepath, background: bool, storage_options: Any = None):
+        """In the background: through an AsyncCheckpointIO around the plugin (unless the plugin is one)."""
+        from volt.plugins.io import AsyncCheckpointIO
 
-        return save_checkpoint(checkpoint, filepath, background=background)
+        strategy = trainer.strategy
+        if background and not isinstance(strategy.checkpoint_io, AsyncCheckpointIO):
+            if not trainer.is_global_zero:
+                return None
+            return AsyncCheckpointIO(strategy.checkpoint_io).save_checkpoint(checkpoint, filepath, storage_options)
+        return strategy.save_checkpoint(checkpoint, filepath, storage_options)
 
 
 class ShardedFolder:
@@ -96,9 +101,13 @@ class ShardedFolder:
     def optimizer_state(self, strategy, optimizer) -> Dict[str, Any]:
         return strategy.sharded_optimizer_state(optimizer)
 
-    def write(self, trainer, checkpoint: Dict[str, Any], filepath, background: bool):
+    def write(self, trainer, checkpoint: Dict[str, Any], filepath, background: bool, storage_options: Any = None):
         from volt.sharded_checkpoint import save_sharded
 
+        if storage_options is not None:
+            raise TypeError(f"storage_options={storage_options!r}: they are for the CheckpointIO plugin that writes "
+                            "checkpoint files; sharded checkpoint folders are written by torch.distributed.checkpoint. "
+                            "Use state_dict_type='full' to write files through the plugin.")
         strategy = trainer.strategy
         fit_loop = (checkpoint.get("loops") or {}).get("fit_loop")
         own = {key: fit_loop[key] for key in _PER_RANK_STATE} if fit_loop else None
@@ -208,9 +217,10 @@ class Checkpoints:
         return grads
 
     # ================================================================== writing
-    def save(self, filepath, weights_only: bool = False, background: bool = False) -> None:
+    def save(self, filepath, weights_only: bool = False, background: bool = False,
+             storage_options: Any = None) -> None:
         """Assemble and write a checkpoint now (every rank calls it)."""
-        self._write(self.dump(weights_only), filepath, background)
+        self._write(self.dump(weights_only), filepath, background, storage_options)
 
     def schedule(self, filepath, weights_only: bool = False, background: bool = False) -> None:
         """Write a checkpoint at the fit loop's next checkpoint point (see the module docstring)."""
@@ -227,9 +237,13 @@ class Checkpoints:
 
         trainer.fit_loop.at_checkpoint_point(write)
 
-    def _write(self, checkpoint: Dict[str, Any], filepath, background: bool) -> None:
+    def _write(self, checkpoint: Dict[str, Any], filepath, background: bool, storage_options: Any = None) -> None:
+        from volt.plugins.io import AsyncCheckpointIO
+
         self.wait()  # at most one write in flight
-        pending = self.storage.write(self.trainer, checkpoint, filepath, background)
+        strategy = self.trainer.strategy
+        background = background or isinstance(strategy.checkpoint_io, AsyncCheckpointIO)  # the plugin: every save
+        pending = self.storage.write(self.trainer, checkpoint, filepath, background, storage_options)
         if background:
             self._writing, self._wrote_in_background = pending, True
         else:
@@ -352,14 +366,13 @@ class Checkpoints:
         self._sharded_source = None
         checkpoint = None
         if path is not None:
-            from volt.checkpoint import is_sharded_checkpoint, load_checkpoint
+            from volt.checkpoint import is_sharded_checkpoint
 
             rank_zero_info(f"Restoring states from the checkpoint path at {path}")
             if is_sharded_checkpoint(path):
                 checkpoint = self._read_sharded(path)
             else:
-                checkpoint = load_checkpoint(path, map_location=self.trainer.strategy.root_device,
-                                             weights_only=weights_only is not False)
+                checkpoint = self.trainer.strategy.load_checkpoint(path, weights_only=weights_only)
         if self.restart is not None:
             self.restart.loaded(path, checkpoint)
             self.trainer.fit_loop.on_resume_point = self.restart.recovered

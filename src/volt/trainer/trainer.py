@@ -443,14 +443,15 @@ class Trainer:
     # ================================================================== checkpoints (volt/trainer/checkpointing.py)
     def save_checkpoint(self, filepath: Union[str, os.PathLike], weights_only: bool = False,
                         storage_options: Any = None) -> None:
-        """Write a checkpoint now, atomically (every rank calls it; rank 0 writes). Written from inside a batch, it
-        records the loop mid-batch: a run resumed from it continues with the next batch."""
+        """Write a checkpoint now, atomically (every rank calls it; rank 0 writes, through
+        `strategy.checkpoint_io`, which receives `storage_options`). Written from inside a batch, it records the loop
+        mid-batch: a run resumed from it continues with the next batch."""
         if self.lightning_module is None:
             raise RuntimeError(
                 "Saving a checkpoint is only possible if a model is attached to the Trainer. Did you call "
                 "`Trainer.save_checkpoint()` before calling `Trainer.{fit,validate,test,predict}`?"
             )
-        self._checkpoints.save(filepath, weights_only)
+        self._checkpoints.save(filepath, weights_only, storage_options=storage_options)
 
     def schedule_checkpoint(self, filepath: Union[str, os.PathLike], weights_only: bool = False,
                             background: bool = False) -> None:
