@@ -54,7 +54,8 @@ class FSDPStrategy(ParallelStrategy):
         mixed_precision: a `torch.distributed.fsdp.MixedPrecisionPolicy` (or use the Trainer's `precision`).
         state_dict_type: "sharded" (default): a checkpoint is a folder every rank writes its shards into; "full": one
             file with whole tensors, gathered to and written by rank 0 (the module docstring says why sharded).
-        timeout, stall_warning: as for `DDPStrategy`.
+        timeout, stall_warning, max_restarts: as for `DDPStrategy` (with `max_restarts` > 0 a failed rank restarts
+            the group and `fit` resumes from the newest checkpoint, a sharded folder by default).
     """
 
     strategy_name = "fsdp"
@@ -64,9 +65,10 @@ class FSDPStrategy(ParallelStrategy):
                  process_group_backend: Optional[str] = None, timeout: Optional[timedelta] = None,
                  auto_wrap_policy: Optional[Policy] = None, sharding_strategy: str = "FULL_SHARD",
                  cpu_offload: bool = False, mixed_precision: Any = None, state_dict_type: str = "sharded",
-                 start_method: str = "popen", stall_warning: Optional[float] = None) -> None:
+                 start_method: str = "popen", stall_warning: Optional[float] = None,
+                 max_restarts: Optional[int] = None) -> None:
         super().__init__(accelerator, parallel_devices, cluster_environment, process_group_backend, timeout,
-                         start_method, stall_warning, state_dict_type=state_dict_type)
+                         start_method, stall_warning, max_restarts, state_dict_type=state_dict_type)
         _fully_shard()
         if sharding_strategy not in _SHARDING:
             raise MisconfigurationException(

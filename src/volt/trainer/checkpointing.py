@@ -38,8 +38,9 @@ and load into any strategy on any number of ranks; `resolve` and ModelCheckpoint
 Written in the background (`ModelCheckpoint(async_save=True)`, `schedule(..., background=True)`, or every save with
 `Trainer(plugins=[AsyncCheckpointIO()])`): the checkpoint is assembled at the point as always, staged (its tensors
 copied to CPU memory: the only stall) and written by a thread (a file: AsyncCheckpointIO around the strategy's
-CheckpointIO plugin; a folder: DCP's async_save, on a gloo group of its own). At most one write is in flight: the next save waits for
-it, as do the end of fit and a failed run's teardown, and a write that failed raises there (it is logged at once).
+CheckpointIO plugin; a folder: DCP's async_save, on a gloo group of its own). At most one write is in flight: the
+next save waits for it, as do the end of fit and a failed run's teardown, and a write that failed raises there (it
+is logged at once).
 File work that must follow the writes (`after_writes`, the Trainer's `at_checkpoint_point`: a `last` link, deleting
 checkpoints that left the top k) runs once they are durable, in the writer's thread. Exact resume is unchanged.
 
