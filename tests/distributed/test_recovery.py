@@ -1,7 +1,8 @@
 """Automatic recovery: a rank SIGKILLed under `torchrun --max-restarts` or volt's own launcher with
-`DDPStrategy(max_restarts=...)`: the group restarts, the unchanged script resumes from the newest checkpoint (each
-rank continuing its own stream from its saved state, no replay) and ends bit-identical to an uninterrupted run;
-rank 0 logs the restart, what was lost and the time to recover. Script: scripts/recover.py.
+`DDPStrategy(max_restarts=...)` (and FSDP with background sharded checkpoints): the group restarts, the unchanged
+script resumes from the newest checkpoint (each rank continuing its own stream from its saved state, no replay) and
+ends bit-identical to an uninterrupted run; rank 0 logs the restart, what was lost and the time to recover. Script:
+scripts/recover.py.
 """
 import json
 import re
