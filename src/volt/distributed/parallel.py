@@ -22,7 +22,9 @@ the newest checkpoint by itself (trainer/recovery.py).
 
 On the same number of ranks, with the same seed (the sample order is a function of the seed and the epoch), each
 rank takes back its own state and the resumed run matches the uninterrupted one bit for bit, inside an accumulation
-window too. (The average changes the rounding of the window's sum, not its value: compared with a run that did not
+window too. (Except DDP on 3 or more ranks: DDP lays its gradient buckets out anew after its first step, and the
+all-reduce's order of summation depends on the layout, so the first step of a resumed run rounds differently; with
+`find_unused_parameters=True` DDP keeps its first layout and the match is bit for bit.) (The average changes the rounding of the window's sum, not its value: compared with a run that did not
 save inside that window, e.g. when a stop signal wrote the checkpoint, the result agrees to float rounding.) A run may
 also resume on another number of ranks (or another strategy). Kept exactly then: weights, optimizer, scheduler and
 precision state, the epoch and step counters, the callbacks' state, and the pending gradients (every rank starts

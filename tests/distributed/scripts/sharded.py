@@ -3,6 +3,7 @@
 Trains a small regression net (two Linear layers: under FSDP, two shard groups) with Adam on 64 samples, split over
 the ranks without shuffling, so that the k-th global batch holds the same samples on any number of ranks. Options:
   strategy         "ddp" | "fsdp" | "auto" (one process); devices (default 2); state_dict_type (default "sharded")
+  ddp_kwargs       more DDPStrategy arguments (e.g. find_unused_parameters)
   batch_size       per rank (default 8 // devices: the global batch stays 8); max_epochs (default 2)
   checkpoints      a list of ModelCheckpoint arguments (dirpath relative to OUT)
   resume_from      a checkpoint path, or "last"
@@ -86,7 +87,7 @@ def stall_writes_after(path: str) -> None:
 def make_strategy():
     name, state_dict_type = OPTIONS.get("strategy", "fsdp"), OPTIONS.get("state_dict_type", "sharded")
     if name == "ddp":
-        return DDPStrategy(state_dict_type=state_dict_type)
+        return DDPStrategy(state_dict_type=state_dict_type, **OPTIONS.get("ddp_kwargs", {}))
     if name == "fsdp":
         return FSDPStrategy(state_dict_type=state_dict_type)
     return name
