@@ -6,7 +6,8 @@ modules import each other, directly or through others (imports inside functions 
     3  volt.module, volt.datamodule, volt.callbacks,  what users subclass and plug in; the tuner's searches
        volt.tuner, volt.core                    (they reach the Trainer through `trainer.trial_run`)
     2  volt.distributed, volt.strategies, volt.accelerators   strategies, launcher, cluster environments, devices
-    1  volt.checkpoint, volt.loggers, volt.profilers, volt.plot, volt.plugins.io   files
+    1  volt.checkpoint, volt.sharded_checkpoint, volt.loggers, volt.profilers, volt.plot, volt.plugins.io
+                                                files: checkpoints (files and folders), logs, profiles, plots
     0  volt.utilities                           helpers with no volt dependency
 
 Inside volt.trainer, trainer.py is the top: nothing else in the package imports it.
@@ -21,7 +22,7 @@ import volt
 SRC = os.path.dirname(volt.__file__)
 LAYERS = [
     ["volt.utilities"],
-    ["volt.checkpoint", "volt.loggers", "volt.profilers", "volt.plot", "volt.plugins.io"],
+    ["volt.checkpoint", "volt.sharded_checkpoint", "volt.loggers", "volt.profilers", "volt.plot", "volt.plugins.io"],
     ["volt.distributed", "volt.strategies", "volt.accelerators"],
     ["volt.module", "volt.datamodule", "volt.callbacks", "volt.tuner", "volt.core", "volt.utilities.model_helpers"],
     ["volt.trainer", "volt.plugins"],

@@ -17,6 +17,9 @@ from volt.utilities.exceptions import MisconfigurationException
 
 
 class _SingleProcess:
+    state_dict_type = "full"
+    is_global_zero = True
+
     def broadcast(self, obj, src=0):
         return obj
 
@@ -25,6 +28,10 @@ class _SingleProcess:
 
     def barrier(self, name=None):
         pass
+
+    def remove_checkpoint(self, filepath):  # as the real strategies do: rank 0 removes
+        if self.is_global_zero:
+            os.remove(filepath)
 
 
 class StubTrainer:
@@ -54,7 +61,7 @@ class StubTrainer:
     def at_checkpoint_point(self, fn):
         fn()
 
-    def schedule_checkpoint(self, filepath, weights_only=False):
+    def schedule_checkpoint(self, filepath, weights_only=False, background=False):
         os.makedirs(os.path.dirname(filepath), exist_ok=True)
         self.files_before_each_save.append(sorted(os.listdir(os.path.dirname(filepath))))
         state = {"global_step": self.global_step, "weights_only": weights_only}
@@ -434,11 +441,13 @@ def test_save_on_exception(tmp_path):
 
 def test_other_ranks_follow_rank_zero_and_never_touch_files(tmp_path):
     class Rank1(_SingleProcess):
+        is_global_zero = False
+
         def broadcast(self, obj, src=0):
             return str(tmp_path / "from_rank_0") if isinstance(obj, str) else True  # rank 0's dirpath, "time is up"
 
     class Rank1Trainer(StubTrainer):
-        def schedule_checkpoint(self, filepath, weights_only=False):
+        def schedule_checkpoint(self, filepath, weights_only=False, background=False):
             self.files_before_each_save.append(filepath)  # every rank calls this; only rank 0 writes
 
     rank0_dir = tmp_path / "from_rank_0"

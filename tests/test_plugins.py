@@ -1,8 +1,10 @@
 """Trainer(plugins=[...]): precision plugins, cluster environments (SLURMEnvironment(auto_requeue=...)), checkpoint
 I/O plugins and TorchSyncBatchNorm, through the public API; and the checkpoint I/O plugins themselves."""
+import os
 import signal
 import threading
 import time
+from io import BytesIO
 
 import pytest
 import torch
@@ -11,6 +13,7 @@ import volt
 from helpers import BoringModel, loader
 from volt.plugins import (AsyncCheckpointIO, CheckpointIO, DoublePrecision, HalfPrecision, LayerSync, MixedPrecision,
                           Precision, TorchCheckpointIO, TorchSyncBatchNorm)
+from volt.callbacks import ModelCheckpoint
 from volt.plugins.environments import LightningEnvironment, SLURMEnvironment
 from volt.utilities.exceptions import MisconfigurationException
 
@@ -131,18 +134,19 @@ def test_async_checkpoint_io_writes_in_the_background_what_the_state_was_when_sa
     assert "two.ckpt" in slow.written
     io.teardown()
     assert torch.equal(slow.written["three.ckpt"]["w"], torch.full((3,), 2.0))
-    assert slow.threads == {"volt-checkpoint-writer_0"}
+    assert slow.threads == {"volt-checkpoint-writer"}
 
 
 def test_async_checkpoint_io_raises_a_failed_write_at_the_next_call_or_teardown():
     io = AsyncCheckpointIO(SlowIO(delay=0.05))
     io.save_checkpoint({"state_dict": {"w": torch.ones(1)}}, "fail.ckpt")
-    with pytest.raises(OSError, match="disk full writing fail.ckpt"):
+    with pytest.raises(RuntimeError, match="fail.ckpt in the background .* failed: OSError.*disk full") as error:
         io.teardown()
+    assert isinstance(error.value.__cause__, OSError)
     io.save_checkpoint({"state_dict": {"w": torch.ones(1)}}, "fail.ckpt")
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(RuntimeError, match="disk full"):
         io.save_checkpoint({"state_dict": {"w": torch.ones(1)}}, "ok.ckpt")
-    io.teardown()
+    io.teardown()  # the failure was reported once
 
 
 def test_async_checkpoint_io_defaults_to_volts_files(tmp_path):
@@ -150,6 +154,79 @@ def test_async_checkpoint_io_defaults_to_volts_files(tmp_path):
     io.save_checkpoint({"state_dict": {"w": torch.ones(2)}}, tmp_path / "a.ckpt")
     io.teardown()
     assert torch.equal(torch.load(tmp_path / "a.ckpt", weights_only=True)["state_dict"]["w"], torch.ones(2))
+
+
+class MemoryIO(CheckpointIO):
+    """Keeps checkpoints as bytes in a dict (nothing reaches the disk; removed ones move to `removed`) and records
+    every call, saves with their storage options and thread."""
+
+    def __init__(self) -> None:
+        self.files, self.removed, self.calls = {}, {}, []
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None):
+        self.calls.append(("save", os.path.basename(path), storage_options, threading.current_thread().name))
+        buffer = BytesIO()
+        torch.save(checkpoint, buffer)
+        self.files[os.path.basename(path)] = buffer.getvalue()
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None):
+        self.calls.append(("load", os.path.basename(path)))
+        return torch.load(BytesIO(self.files[os.path.basename(path)]), map_location=map_location, weights_only=True)
+
+    def remove_checkpoint(self, path):
+        self.calls.append(("remove", os.path.basename(path)))
+        self.removed[os.path.basename(path)] = self.files.pop(os.path.basename(path))
+
+
+def _fit_with_io(folder, plugins, ckpt_path=None):
+    """Two epochs of 4 steps, a top-1 checkpoint every 2 steps; the final weight."""
+    volt.seed_everything(0)
+    model = BoringModel()
+    every_2_steps = ModelCheckpoint(dirpath=folder, every_n_train_steps=2, save_top_k=1)
+    make_trainer(max_epochs=2, plugins=plugins, callbacks=[every_2_steps], enable_checkpointing=True,
+                 default_root_dir=folder).fit(model, loader(), ckpt_path=ckpt_path)
+    return model.layer.weight.detach().clone()
+
+
+_SAVED = ["epoch=0-step=2.ckpt", "epoch=0-step=4.ckpt", "epoch=1-step=6.ckpt", "epoch=1-step=8.ckpt"]
+
+
+def test_a_checkpoint_io_plugin_writes_reads_and_removes_every_checkpoint_file(tmp_path):
+    expected = _fit_with_io(tmp_path / "plain", None)
+    memory, folder = MemoryIO(), tmp_path / "memory"
+    assert torch.equal(_fit_with_io(folder, [memory]), expected)
+    assert [call[1] for call in memory.calls if call[0] == "save"] == _SAVED
+    assert [call[1] for call in memory.calls if call[0] == "remove"] == _SAVED[:-1]  # top 1: through the plugin
+    assert list(memory.files) == _SAVED[-1:] and not folder.exists()  # nothing of it on the disk
+
+    memory.files["epoch=0-step=4.ckpt"] = memory.removed["epoch=0-step=4.ckpt"]
+    memory.calls.clear()
+    assert torch.equal(_fit_with_io(folder, [memory], ckpt_path=folder / "epoch=0-step=4.ckpt"), expected)
+    assert memory.calls[0] == ("load", "epoch=0-step=4.ckpt")
+
+    trainer = make_trainer(plugins=[memory])
+    trainer.validate(BoringModel(), loader(), verbose=False)
+    trainer.save_checkpoint(tmp_path / "tagged.ckpt", storage_options={"bucket": "runs"})
+    assert memory.calls[-1][:3] == ("save", "tagged.ckpt", {"bucket": "runs"})
+    trainer = make_trainer()  # volt's own files take no storage options
+    trainer.validate(BoringModel(), loader(), verbose=False)
+    with pytest.raises(TypeError, match="TorchCheckpointIO.save_checkpoint takes no storage_options"):
+        trainer.save_checkpoint(tmp_path / "x.ckpt", storage_options={"bucket": "runs"})
+
+
+def test_an_async_checkpoint_io_plugin_writes_every_checkpoint_in_the_background_and_resumes_exactly(tmp_path):
+    expected = _fit_with_io(tmp_path / "plain", None)
+    memory, folder = MemoryIO(), tmp_path / "memory"
+    assert torch.equal(_fit_with_io(folder, [AsyncCheckpointIO(memory)]), expected)
+    saves = [call for call in memory.calls if call[0] == "save"]
+    assert [call[1] for call in saves] == _SAVED and {call[3] for call in saves} == {"volt-checkpoint-writer"}
+    # each removal follows the save that replaces it
+    assert [call[0] for call in memory.calls] == ["save"] + ["save", "remove"] * 3
+    assert list(memory.files) == _SAVED[-1:]
+
+    memory.files["epoch=0-step=4.ckpt"] = memory.removed["epoch=0-step=4.ckpt"]
+    resumed = _fit_with_io(folder, [AsyncCheckpointIO(memory)], ckpt_path=folder / "epoch=0-step=4.ckpt")
+    assert torch.equal(resumed, expected)
 
 
 class HandlerSpy(volt.Callback):

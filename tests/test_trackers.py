@@ -19,6 +19,7 @@ import torch
 
 import volt
 from volt.callbacks import ModelCheckpoint
+from volt.strategies import SingleDeviceStrategy
 
 from helpers import BoringModel, MemoryLogger, boring_model_class
 
@@ -813,3 +814,34 @@ def test_fit_resumed_by_a_new_trainer_in_the_same_process(tmp_path, wandb_dir):
     finish_wandb(tmp_path)
     assert [(row["trainer/global_step"], row["phase"]) for row in wandb_history(tmp_path, run_id)
             if "phase" in row] == phases
+
+
+class _ShardedOneDevice(SingleDeviceStrategy):
+    """One process writing its checkpoints as sharded folders (what FSDP does on several ranks)."""
+
+    state_dict_type = "sharded"
+
+
+def test_mlflow_uploads_checkpoint_folders(tmp_path, mlflow_store, request):
+    from volt.loggers import MLFlowLogger
+
+    logger = MLFlowLogger(experiment_name=request.node.name, log_model="all", **mlflow_store)
+    checkpoint = ModelCheckpoint(monitor="step", mode="max", save_top_k=1)
+    fit(tmp_path, logger, callbacks=[checkpoint], strategy=_ShardedOneDevice())
+    assert os.path.isdir(checkpoint.best_model_path)
+    name = Path(checkpoint.best_model_path).stem
+    files = {file.path for file in logger.experiment.list_artifacts(logger.run_id, f"{name}/{name}.ckpt")}
+    assert files == {f"{name}/{name}.ckpt/{file}" for file in os.listdir(checkpoint.best_model_path)}
+    assert f"{name}/{name}.ckpt/volt_checkpoint.json" in files
+
+
+def test_wandb_uploads_checkpoint_folders(tmp_path, wandb_dir):
+    from volt.loggers import WandbLogger
+
+    logger = WandbLogger(project="proj", save_dir=tmp_path, log_model=True)
+    checkpoint = ModelCheckpoint(monitor="step", mode="max", save_top_k=1)
+    fit(tmp_path, logger, callbacks=[checkpoint], strategy=_ShardedOneDevice())
+    finish_wandb(tmp_path)
+    _, _, metadata, files, _ = wandb_artifacts(tmp_path)[-1]
+    assert metadata["original_filename"] == os.path.basename(checkpoint.best_model_path)
+    assert sorted(files) == sorted(f"model.ckpt/{name}" for name in os.listdir(checkpoint.best_model_path))

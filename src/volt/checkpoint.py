@@ -15,6 +15,15 @@ Writes go to a temporary file in the target's folder, are flushed and fsynced, t
 old file or the new one, never half of one. Temporary names start with "." and never end in ".ckpt", so a crash
 can leave one behind but nothing mistakes it for a checkpoint. Paths with a protocol ("s3://", "memory://") go
 through fsspec, imported only when such a path is used.
+
+A checkpoint may also be a folder that every rank writes its part of (`volt/sharded_checkpoint.py`, which builds on
+this module); it counts as a checkpoint once its completion marker is in it. The functions here that find, replace,
+link and remove checkpoints take either kind.
+
+A checkpoint written in the background is a `PendingWrite`: how the Trainer waits for it, chains the file work that
+must follow it (`then`), and hears of its failure (`wait` raises it). Files are written in the background by
+`AsyncCheckpointIO` (volt/plugins/io), which stages the checkpoint (`stage`) and starts one (`PendingWrite.start`);
+folders by torch.distributed.checkpoint's async_save (volt/sharded_checkpoint.py).
 """
 import dataclasses
 import errno
@@ -24,6 +33,7 @@ import secrets
 import shutil
 import sys
 import tempfile
+import threading
 import zipfile
 from argparse import Namespace
 from collections import Counter, OrderedDict
@@ -34,7 +44,7 @@ from typing import Any, Callable, Dict, Optional, Union
 
 import torch
 
-from volt.utilities.rank_zero import rank_zero_warn
+from volt.utilities.rank_zero import log, rank_zero_warn
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -43,6 +53,8 @@ _LEAF_TYPES = (type(None), bool, int, float, complex, str, bytes, bytearray, tor
 _TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)
 _CONTAINER_TYPES = (list, tuple, set, dict, OrderedDict, Counter)
 _PLAIN_KEY_TYPES = (str, int, float, bool, type(None))
+# What makes a folder a complete sharded checkpoint: written last, just before the folder is renamed into place.
+SHARDED_MARKER = "volt_checkpoint.json"
 
 
 class CheckpointError(RuntimeError):
@@ -76,25 +88,51 @@ def _temp_name(basename: str) -> str:
     return f".{basename}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
 
 
+def is_sharded_checkpoint(path: PathLike) -> bool:
+    """Whether `path` (or what a link there points to) is a complete sharded checkpoint folder."""
+    return not is_remote(path) and os.path.isfile(os.path.join(_local(path), SHARDED_MARKER))
+
+
 def checkpoint_exists(path: PathLike) -> bool:
-    """Whether a file (or a link to one) exists at `path`, local or remote."""
+    """Whether a checkpoint file, or a complete sharded checkpoint folder, exists at `path` (links followed)."""
     if is_remote(path):
         fs, remote_path = _filesystem(path)
         return fs.isfile(remote_path)
-    return os.path.isfile(_local(path))
+    return os.path.isfile(_local(path)) or is_sharded_checkpoint(path)
 
 
 def remove_checkpoint(path: PathLike) -> None:
-    """Delete the file at `path` (a link itself, not its target); a missing file is not an error."""
+    """Delete the checkpoint at `path`: a file, a link (not its target) or a sharded checkpoint folder (moved to a
+    hidden name first, so a crash during the deletion never leaves half of it under its name). Missing: no error."""
     if is_remote(path):
         fs, remote_path = _filesystem(path)
         if fs.exists(remote_path):
             fs.rm(remote_path)
         return
+    path = _local(path)
+    if os.path.isdir(path) and not os.path.islink(path):
+        if not is_sharded_checkpoint(path):
+            rank_zero_warn(f"Not removing {path}: it is a folder but not a complete volt checkpoint.")
+            return
+        folder, basename = os.path.split(os.path.abspath(path))
+        doomed = os.path.join(folder, f".{basename}.del-{secrets.token_hex(4)}")
+        os.rename(path, doomed)
+        _remove_any(doomed)
+        return
     try:
-        os.remove(_local(path))
+        os.remove(path)
     except FileNotFoundError:
         pass
+
+
+def _remove_any(path: str) -> None:
+    """Delete a file, a link or a folder tree."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        import shutil
+
+        shutil.rmtree(path)
+    else:
+        os.remove(path)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -175,7 +213,7 @@ def _write_atomic(path: PathLike, write: Callable[[Any], None]) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(temp, path)
+        move_into_place(temp, path)
     except BaseException as error:
         _remove_quietly(temp)
         out_of_space = _out_of_space(error)
@@ -218,6 +256,61 @@ def _out_of_space_message(path: str, folder: str, error: OSError) -> str:
             "(ModelCheckpoint(save_top_k=...)), or write them elsewhere (ModelCheckpoint(dirpath=...)).")
 
 
+def move_into_place(temp: str, target: str) -> None:
+    """Rename `temp` (a file or a folder) to `target` in one atomic step, replacing what is there.
+
+    A file or a link over a file: `os.replace`. Where a folder is involved (a sharded checkpoint replacing another,
+    or a file replacing a folder) a plain rename cannot replace: the two are swapped atomically (Linux
+    `renameat2(RENAME_EXCHANGE)`) and the old one, now at `temp`, is deleted. A folder that is not a complete
+    checkpoint is never replaced (FileExistsError).
+    """
+    folder_involved = os.path.isdir(temp) or (os.path.isdir(target) and not os.path.islink(target))
+    if not folder_involved:
+        os.replace(temp, target)
+        return
+    if not os.path.lexists(target):
+        os.rename(temp, target)
+        return
+    if os.path.isdir(target) and not os.path.islink(target) and not is_sharded_checkpoint(target):
+        raise FileExistsError(f"{target} is a folder but not a volt checkpoint; not replacing it. Move it away, or "
+                              "save the checkpoint under another name.")
+    _exchange(temp, target)
+    _remove_any(temp)
+
+
+def _exchange(first: str, second: str) -> None:
+    """Swap two paths atomically (Linux renameat2 with RENAME_EXCHANGE). Where that is unavailable, two renames:
+    a crash between them leaves `second` missing and its old content under a hidden name beside it."""
+    libc = _libc()
+    if libc is not None:
+        import ctypes
+
+        at_cwd, rename_exchange = -100, 2
+        if libc.renameat2(at_cwd, os.fsencode(first), at_cwd, os.fsencode(second), rename_exchange) == 0:
+            return
+        error = ctypes.get_errno()
+        if error not in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: this filesystem cannot; rename instead
+            raise OSError(error, os.strerror(error), second)
+    folder, basename = os.path.split(second)
+    aside = os.path.join(folder, f".{basename}.old-{secrets.token_hex(4)}")
+    os.rename(second, aside)
+    os.rename(first, second)
+    os.rename(aside, first)
+
+
+def _libc():
+    """The C library, if it has renameat2 (glibc >= 2.28); else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+    return libc if hasattr(libc, "renameat2") else None
+
+
 def save_checkpoint(checkpoint: Dict[str, Any], path: PathLike) -> None:
     """Write `checkpoint` to `path` atomically and durably, creating missing folders.
 
@@ -230,8 +323,83 @@ def save_checkpoint(checkpoint: Dict[str, Any], path: PathLike) -> None:
     _write_atomic(path, lambda f: torch.save(checkpoint, f))
 
 
+def stage(obj: Any) -> Any:
+    """A copy of checkpoint data that later training cannot change: containers copied, tensors copied to CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return type(obj)((key, stage(value)) for key, value in obj.items())
+    if type(obj) in (list, tuple, set):
+        return type(obj)(stage(item) for item in obj)
+    return obj
+
+
+class PendingWrite:
+    """A checkpoint being written in the background.
+
+    `then(fn)` runs `fn` once the checkpoint is durable (in the writer's thread, or at once if it already is), for
+    file work that must follow it: pointing a link at it, deleting the checkpoints it replaces. If the write fails,
+    the follow-ups do not run, the error is logged at once on this rank, and the first `wait()` raises it (the
+    Trainer and a CheckpointIO plugin may both wait for one write: its failure is reported once).
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._finished = threading.Event()
+        self._error: Optional[BaseException] = None
+        self._reported = False
+        self._followups: list = []
+
+    @classmethod
+    def start(cls, path: PathLike, write: Callable[[], None]) -> "PendingWrite":
+        """Run `write` in a new writer thread."""
+        pending = cls(os.fspath(path))
+        threading.Thread(target=pending.run, args=(write,), name="volt-checkpoint-writer", daemon=True).start()
+        return pending
+
+    def run(self, write: Callable[[], None]) -> None:
+        """Run `write` (in the writer's thread), then the follow-ups; record the first failure."""
+        try:
+            write()
+            while True:  # follow-ups may be added while earlier ones run
+                with self._lock:
+                    if not self._followups:
+                        self._finished.set()
+                        return
+                    followup = self._followups.pop(0)
+                followup()
+        except BaseException as error:  # the writer thread must not die silently: recorded, logged, raised by wait()
+            self._error = error
+            log.error(f"Writing the checkpoint {self.path} in the background (or the file work after it) failed: "
+                      f"{error!r}. The run raises this error at its next checkpoint save or at the end of fit.")
+            self._finished.set()
+
+    def then(self, fn: Callable[[], None]) -> None:
+        with self._lock:
+            if not self._finished.is_set():
+                self._followups.append(fn)
+                return
+        if self._error is None:
+            fn()
+
+    def done(self) -> bool:
+        return self._finished.is_set()
+
+    def wait(self) -> None:
+        """Block until the checkpoint is durable; raise the error if writing it (or a follow-up) failed."""
+        self._finished.wait()
+        with self._lock:
+            error = None if self._reported else self._error
+            self._reported = True
+        if error is not None:
+            raise RuntimeError(f"Writing the checkpoint {self.path} in the background (or the file work after it) "
+                               f"failed: {error!r}. The checkpoints before it are intact.") from error
+
+
 def atomic_symlink(target: PathLike, link_path: PathLike) -> None:
-    """Point `link_path` at `target` (for `last.ckpt` with `save_last="link"`), replacing what was there atomically.
+    """Point `link_path` at `target` (a checkpoint file or folder; for `last.ckpt` with `save_last="link"`),
+    replacing what was there atomically.
 
     The link is relative, so the folder can be moved. Where links cannot be made (remote storage, Windows without
     the privilege, some filesystems) `link_path` becomes an atomic copy of `target` instead.
@@ -251,7 +419,7 @@ def atomic_symlink(target: PathLike, link_path: PathLike) -> None:
         _copy_atomic(target, link_path)
         return
     try:
-        os.replace(temp, link_path)
+        move_into_place(temp, link_path)  # also over a sharded checkpoint folder of that name
     except BaseException:
         _remove_quietly(temp)
         raise
@@ -261,6 +429,18 @@ def atomic_symlink(target: PathLike, link_path: PathLike) -> None:
 def _copy_atomic(source: PathLike, destination: PathLike) -> None:
     import shutil
 
+    if is_sharded_checkpoint(source) and not is_remote(destination):
+        folder, basename = os.path.split(os.path.abspath(_local(destination)))
+        temp = os.path.join(folder, _temp_name(basename))
+        try:
+            shutil.copytree(_local(source), temp)
+            move_into_place(temp, _local(destination))
+        except BaseException:
+            if os.path.lexists(temp):
+                _remove_any(temp)
+            raise
+        _fsync_dir(folder)
+        return
     with _open(source) as src:
         _write_atomic(destination, lambda dst: shutil.copyfileobj(src, dst, 16 * 1024 * 1024))
 
@@ -504,16 +684,24 @@ def _compatible_globals() -> list:
 
 
 def load_checkpoint(path: PathLike, map_location=None, weights_only: Optional[bool] = True) -> Dict[str, Any]:
-    """Load a checkpoint, safely by default: the file is read as data and nothing in it runs.
+    """Load a checkpoint file, safely by default: the file is read as data and nothing in it runs.
 
     `weights_only=None` means True (Lightning's spelling of the default). Pass `weights_only=False` only for a
     trusted file that holds arbitrary Python objects. A missing file raises FileNotFoundError; a damaged file, or
-    one that references code, raises CheckpointError saying which and what to do.
+    one that references code, raises CheckpointError saying which and what to do. (A sharded checkpoint folder:
+    `volt.sharded_checkpoint.load` reads either kind.)
     """
     weights_only = True if weights_only is None else weights_only
-    if not checkpoint_exists(path):
+    if not checkpoint_exists(path) or is_sharded_checkpoint(path):
+        if is_sharded_checkpoint(path):
+            raise IsADirectoryError(f"{os.fspath(path)} is a sharded checkpoint folder: read it with "
+                                    "volt.sharded_checkpoint.load, or make it one file with `volt checkpoint "
+                                    "consolidate`.")
         if not is_remote(path) and os.path.isdir(_local(path)):
-            raise IsADirectoryError(f"{os.fspath(path)} is a folder; pass the path of a checkpoint file in it.")
+            raise IsADirectoryError(
+                f"{os.fspath(path)} is a folder but not a complete checkpoint (it has no {SHARDED_MARKER}, which a "
+                "sharded save writes last): pass the path of a checkpoint file or of a complete checkpoint folder."
+            )
         raise FileNotFoundError(f"Checkpoint file not found: {os.fspath(path)}")
     allow = torch.serialization.safe_globals(_compatible_globals()) if weights_only else nullcontext()
     try:

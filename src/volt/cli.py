@@ -398,12 +398,14 @@ class LightningCLI:
         checkpoint trained with `--model.hidden_size 64` needs no `--model.hidden_size 64` again."""
         if self.subcommand is None:
             return
-        ckpt_path = self.config[self.subcommand].get("ckpt_path")
-        if not ckpt_path or not os.path.isfile(ckpt_path):  # "best", "last", remote paths: left to the Trainer
-            return
-        from volt.checkpoint import decode_hparams, load_checkpoint
+        from volt.checkpoint import checkpoint_exists, decode_hparams, is_remote
+        from volt.sharded_checkpoint import load
 
-        hparams = decode_hparams(load_checkpoint(ckpt_path, map_location="cpu").get("hyper_parameters") or {})
+        ckpt_path = self.config[self.subcommand].get("ckpt_path")
+        if not ckpt_path or is_remote(ckpt_path) or not checkpoint_exists(ckpt_path):  # "best", "last", remote paths:
+            return  # left to the Trainer
+        checkpoint = load(ckpt_path, map_location="cpu", optimizer_states=False)
+        hparams = decode_hparams(checkpoint.get("hyper_parameters") or {})
         if not hparams:
             return
         if self.subclass_mode_model and self.config[self.subcommand].get("model") is None:
@@ -600,8 +602,9 @@ def main(args: Optional[List[str]] = None) -> None:
 
     `volt fit` trains it in seconds on a CPU and prints where the TensorBoard logs, the best checkpoint and the
     picture of its training curves are; `volt test --ckpt_path <that checkpoint>` evaluates it; `volt plot` draws
-    the curves of any runs (see `volt.plot`). With no subcommand, prints the usage and exits with status 2, as a
-    command missing a required argument does.
+    the curves of any runs (see `volt.plot`); `volt checkpoint consolidate|shard` converts between sharded checkpoint
+    folders and files (see `volt.sharded_checkpoint`). With no subcommand, prints the usage and exits with status 2,
+    as a command missing a required argument does.
     """
     args = sys.argv[1:] if args is None else list(args)
     if args and args[0] == "run":  # `volt run script.py ...`: a Lightning program on volt (volt/dropin/run.py)
@@ -620,6 +623,11 @@ def main(args: Optional[List[str]] = None) -> None:
 
         plot(args[1:])
         return
+    if args[:1] == ["checkpoint"]:  # `volt checkpoint consolidate|shard`: its own parser, in volt.sharded_checkpoint
+        from volt.sharded_checkpoint import main as checkpoint
+
+        checkpoint(args[1:])
+        return
     cli = _DigitsCLI(
         DigitsClassifier,
         DigitsDataModule,
@@ -629,7 +637,8 @@ def main(args: Optional[List[str]] = None) -> None:
             "callbacks": [ModelCheckpoint(monitor="val_acc", mode="max", filename="{epoch}-{val_acc:.3f}")],
         },
         parser_kwargs={"prog": "volt", "description": "Train and evaluate volt's built-in digits example. (`volt plot"
-                                                      " --help`: draw the training curves of runs.)"},
+                                                      " --help`: draw the training curves of runs; `volt checkpoint "
+                                                      "--help`: convert sharded checkpoints.)"},
         args=args,
     )
     if cli.subcommand == "fit" and cli.trainer.is_global_zero:

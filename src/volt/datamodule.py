@@ -100,11 +100,12 @@ class LightningDataModule(HyperparametersMixin):
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Union[str, os.PathLike], map_location=None,
                              hparams_file=None, weights_only: bool = True, **kwargs: Any):
-        """Rebuild the datamodule from the hyperparameters saved in a checkpoint (or `hparams_file`'s, overridden by
-        `kwargs`), and its `state_dict`."""
-        from volt.checkpoint import load_checkpoint
+        """Rebuild the datamodule from the hyperparameters saved in a checkpoint file or folder (or `hparams_file`'s,
+        overridden by `kwargs`), and its `state_dict`."""
+        from volt.sharded_checkpoint import load
 
-        checkpoint = load_checkpoint(checkpoint_path, map_location=map_location or "cpu", weights_only=weights_only)
+        checkpoint = load(checkpoint_path, map_location=map_location or "cpu", weights_only=weights_only,
+                          optimizer_states=False)
         datamodule = _instantiate_from_checkpoint(cls, checkpoint, hparams_file, kwargs)
         if cls.__qualname__ in checkpoint:
             datamodule.load_state_dict(checkpoint[cls.__qualname__])

@@ -591,11 +591,14 @@ class LightningModule(HyperparametersMixin, nn.Module):
         """Rebuild the module from a checkpoint: saved hyperparameters (or `hparams_file`'s, overridden by `kwargs`)
         and weights.
 
-        Loading is safe by default (`weights_only=True`): the file is read as plain data and no code runs.
+        `checkpoint_path` is a checkpoint file or a sharded checkpoint folder (read whole, in this process; its
+        optimizer states are left unread). Loading is safe by default (`weights_only=True`): the checkpoint is read
+        as plain data and no code runs.
         """
-        from volt.checkpoint import load_checkpoint
+        from volt.sharded_checkpoint import load
 
-        checkpoint = load_checkpoint(checkpoint_path, map_location=map_location or "cpu", weights_only=weights_only)
+        checkpoint = load(checkpoint_path, map_location=map_location or "cpu", weights_only=weights_only,
+                          optimizer_states=False)
         model = _instantiate_from_checkpoint(cls, checkpoint, hparams_file, kwargs)
         model.on_load_checkpoint(checkpoint)
         if "state_dict" not in checkpoint:

@@ -56,9 +56,11 @@ def test_ddp_matches_one_process_and_agrees_across_ranks(tmp_path, reference):
         assert torch.equal(ranks[rank]["gathered"]["rank"], torch.tensor([0.0, 1.0]))
         assert torch.equal(ranks[rank]["gathered"]["pair"], torch.tensor([[0.0, 0.0], [1.0, 1.0]]))
 
-    # checkpoints: written by rank 0 only; both ranks agree on the best one
+    # checkpoints: written by rank 0 only, through the CheckpointIO plugin, which every rank tears down at the end of
+    # fit; both ranks agree on the best one
     assert ranks[0]["checkpoint_writers"] and set(ranks[0]["checkpoint_writers"]) == {0}
     assert ranks[1]["checkpoint_writers"] == []
+    assert ranks[0]["checkpoint_io_teardowns"] == ranks[1]["checkpoint_io_teardowns"] == 1
     assert ranks[0]["best_model_path"] == ranks[1]["best_model_path"] != ""
 
     # training sampler: the user's shuffle is kept, every epoch reshuffles (set_epoch), ranks split the data
@@ -81,13 +83,14 @@ def test_ddp_matches_one_process_and_agrees_across_ranks(tmp_path, reference):
 
 @pytest.mark.timeout(60)
 def test_fsdp_matches_one_process_and_writes_full_checkpoints(tmp_path, reference):
-    run(tmp_path, {**TRAINING, "strategy": "fsdp", "phases": ["equiv", "resume"]})
+    run(tmp_path, {**TRAINING, "strategy": "fsdp_full", "phases": ["equiv", "resume"]})
     ranks = reports(tmp_path)
     assert_same_weights(ranks[0]["weights"], reference["weights"])  # the full state dict lands on rank 0
     assert ranks[1]["weights"] == {}
     assert ranks[0]["metrics"]["val_loss"] == pytest.approx(reference["metrics"]["val_loss"], rel=1e-5)
     assert ranks[0]["checkpoint_loads"]  # the checkpoint loads into a plain, unsharded module
     assert set(ranks[0]["checkpoint_writers"]) == {0} and ranks[1]["checkpoint_writers"] == []
+    assert ranks[0]["checkpoint_io_teardowns"] == ranks[1]["checkpoint_io_teardowns"] == 1
     for name, value in ranks[0]["uninterrupted"].items():  # resume restores sharded weights and optimizer state
         assert torch.equal(ranks[0]["resumed"][name], value), name
 

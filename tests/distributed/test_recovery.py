@@ -1,7 +1,8 @@
 """Automatic recovery: a rank SIGKILLed under `torchrun --max-restarts` or volt's own launcher with
-`DDPStrategy(max_restarts=...)`: the group restarts, the unchanged script resumes from the newest checkpoint (each
-rank continuing its own stream from its saved state, no replay) and ends bit-identical to an uninterrupted run;
-rank 0 logs the restart, what was lost and the time to recover. Script: scripts/recover.py.
+`DDPStrategy(max_restarts=...)` (and FSDP with background sharded checkpoints): the group restarts, the unchanged
+script resumes from the newest checkpoint (each rank continuing its own stream from its saved state, no replay) and
+ends bit-identical to an uninterrupted run; rank 0 logs the restart, what was lost and the time to recover. Script:
+scripts/recover.py.
 """
 import json
 import re
@@ -89,3 +90,18 @@ def test_a_used_up_restart_budget_ends_with_a_clear_error(tmp_path):
                      r"job stops here; a later run resumes with `trainer\.fit\(\.\.\., ckpt_path='last'\)`\.",
                      output), output[-4000:]
     assert not list(tmp_path.glob("rank*.pt"))
+
+
+@pytest.mark.timeout(240)
+def test_fsdp_with_background_sharded_checkpoints_recovers_by_itself(tmp_path):
+    """`FSDPStrategy(max_restarts=1)`: checkpoints are sharded folders written in the background; rank 1 dies after
+    step 5 and the group resumes from the folder last.ckpt, ending bit-identical to an uninterrupted FSDP run."""
+    (tmp_path / "uninterrupted").mkdir()
+    (tmp_path / "killed").mkdir()
+    run(tmp_path / "uninterrupted", {"fsdp": True})
+    kill = {"rank": 1, "step": 5, "attempts": [0]}
+    output = run(tmp_path / "killed", {"fsdp": True, "max_restarts": 1, "kill": kill})
+    assert RESTART in output
+    assert "Lost to the failure: 1 optimizer step, run again from the checkpoint at global step 4" in output
+    assert (tmp_path / "killed" / "ckpt" / "last.ckpt" / "volt_checkpoint.json").is_file()  # a folder
+    assert_same_run(tmp_path / "killed", reports(tmp_path / "uninterrupted"))

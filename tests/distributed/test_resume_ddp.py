@@ -1,8 +1,9 @@
 """Exact resume on 2 gloo ranks from checkpoints written inside a gradient-accumulation window.
 
 Each rank's pending gradients (accumulating batches skip the all-reduce), RNG streams (dropout seeded per rank) and
-epoch metric (logged without sync_dist) differ; a resumed run must end bit-identical to the uninterrupted one on
-every rank. Script: scripts/resume_in_window.py.
+epoch metric (logged without sync_dist) differ; a resumed run of the same script must end bit-identical to the
+uninterrupted one on every rank, from a checkpoint file or a sharded checkpoint folder. Script:
+scripts/resume_in_window.py.
 """
 import json
 import subprocess
@@ -13,6 +14,7 @@ import pytest
 import torch
 
 from distributed.helpers import SCRIPTS, finish, script_env
+from volt.sharded_checkpoint import load
 
 pytestmark = pytest.mark.distributed
 SCRIPT = SCRIPTS / "resume_in_window.py"
@@ -45,19 +47,21 @@ def assert_equal_tensors(actual, expected, where) -> None:
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
-def test_resume_inside_an_accumulation_window_is_exact_on_every_rank(tmp_path, strategy):
-    full, _ = launch(tmp_path / "full", strategy=strategy)
+@pytest.mark.parametrize("strategy,state_dict_type", [("ddp", "full"), ("fsdp", "full"), ("fsdp", "sharded")])
+def test_resume_inside_an_accumulation_window_is_exact_on_every_rank(tmp_path, strategy, state_dict_type):
+    options = {"strategy": strategy, "state_dict_type": state_dict_type}
+    full, _ = launch(tmp_path / "full", **options)
     # inside a window: ModelCheckpoint after an in-epoch validation (which frees the gradients, as in Lightning),
     # and trainer.save_checkpoint from a batch hook, where each rank has summed gradients of its own
     checkpoints = [tmp_path / "full" / "ckpt" / "epoch=0-step=1.ckpt", tmp_path / "full" / "in_window.ckpt"]
     for path in checkpoints:
-        fit_loop = torch.load(path, weights_only=True)["loops"]["fit_loop"]
+        assert path.is_dir() == (state_dict_type == "sharded"), path
+        fit_loop = load(path)["loops"]["fit_loop"]
         assert fit_loop["grads"] is not None and len(fit_loop["per_rank"]) == 2, path
-    pending = [rank["grads"] for rank in fit_loop["per_rank"]]
-    assert pending[0].keys() == pending[1].keys() == {"net.0.weight", "net.0.bias", "net.3.weight", "net.3.bias"}
-    assert not torch.equal(pending[0]["net.0.weight"], pending[1]["net.0.weight"])
-    resumed, output = launch(tmp_path / "resumed", strategy=strategy, resume_from=[str(p) for p in checkpoints])
+        assert all("grads" not in rank for rank in fit_loop["per_rank"]), path
+    # the ranks' pending gradients are stored once: their average, from which every rank continues
+    assert fit_loop["grads"].keys() == {"net.0.weight", "net.0.bias", "net.3.weight", "net.3.bias"}
+    resumed, output = launch(tmp_path / "resumed", resume_from=[str(p) for p in checkpoints], **options)
     assert "Resuming a checkpoint written by" not in output
 
     assert sorted(full) == sorted(resumed) == [0, 1]

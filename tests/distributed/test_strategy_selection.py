@@ -84,8 +84,11 @@ def test_bad_strategy_options_are_named():
         DDPStrategy(timeout=30)
     with pytest.raises(MisconfigurationException, match="sharding_strategy='HYBRID_SHARD' is not supported"):
         FSDPStrategy(sharding_strategy="HYBRID_SHARD")
-    with pytest.raises(MisconfigurationException, match="full checkpoints only"):
-        FSDPStrategy(state_dict_type="sharded")
+    for strategy in (DDPStrategy, FSDPStrategy):
+        with pytest.raises(MisconfigurationException, match="state_dict_type='local' is not supported: use 'full' "
+                                                            r"\(one checkpoint file, written by rank 0\) or 'sharded'"):
+            strategy(state_dict_type="local")
+    assert (DDPStrategy().state_dict_type, FSDPStrategy().state_dict_type) == ("full", "sharded")
 
 
 def test_fsdp_without_fully_shard_is_a_clear_error(monkeypatch):

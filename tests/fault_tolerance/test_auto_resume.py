@@ -7,7 +7,7 @@ import os
 import pytest
 
 from volt import Trainer
-from volt.strategies import DDPStrategy
+from volt.strategies import DDPStrategy, FSDPStrategy
 from volt.utilities.exceptions import MisconfigurationException
 
 from . import run_training
@@ -66,6 +66,9 @@ def test_restart_settings_are_checked(monkeypatch):
         DDPStrategy()
     monkeypatch.setenv("VOLT_MAX_RESTARTS", "2")
     assert DDPStrategy().max_restarts == 2 and DDPStrategy(max_restarts=0).max_restarts == 0
+    assert FSDPStrategy().max_restarts == 2 and FSDPStrategy(max_restarts=1).max_restarts == 1
+    with pytest.raises(MisconfigurationException, match=r"max_restarts=1.5 must be an int >= 0"):
+        FSDPStrategy(max_restarts=1.5)
     with pytest.raises(MisconfigurationException, match=r"max_restarts=2 restarts the ranks of one node. On 2 nodes, "
                                                          r"start them with torchrun"):
         Trainer(accelerator="cpu", devices=2, num_nodes=2, strategy="ddp")

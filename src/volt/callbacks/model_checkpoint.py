@@ -10,6 +10,10 @@ checkpoint folders keep working. volt differs in four ways, all about safety:
 - a file that drops out of the top k (or an old `last.ckpt`) is removed only after every file of the current save,
   including the `last` link, is in place, so the folder always holds a complete, linked set;
 - nothing is written under `fast_dev_run`, not even the final `last.ckpt` (Lightning writes that one).
+Under a strategy with `state_dict_type="sharded"` (FSDP's default) each checkpoint is a folder with the same name;
+top-k, `-vN` versions, `last` (also as a link) and removal treat it as a file. With `async_save=True` (volt's) the
+checkpoint is copied at the point and written in the background; the files it makes obsolete are removed, and the
+`last` link moved, only once it is durable.
 """
 import os
 import re
@@ -21,7 +25,7 @@ from typing import Any, Dict, List, Optional, Union
 import torch
 
 from volt.callbacks.callback import Callback
-from volt.checkpoint import atomic_symlink, check_writable_folder, checkpoint_exists, is_remote, remove_checkpoint
+from volt.checkpoint import atomic_symlink, check_writable_folder, checkpoint_exists, is_remote
 from volt.utilities.exceptions import MisconfigurationException
 from volt.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
@@ -56,6 +60,9 @@ class ModelCheckpoint(Callback):
         save_on_train_epoch_end: save at the end of the training epoch (True) or after validation (False). Default:
             at the training epoch end when validation runs exactly once per epoch at its end (or never).
         enable_version_counter: a name already taken gets `-v1`, `-v2`, ... instead of being overwritten.
+        async_save: (volt) write each checkpoint in the background: training stalls only while the checkpoint is
+            copied to CPU memory, at most one write is in flight (the next save and the end of fit wait for it),
+            and a failed write raises there. Resume from such a checkpoint is exact as from any other.
     """
 
     CHECKPOINT_JOIN_CHAR = "-"
@@ -81,6 +88,7 @@ class ModelCheckpoint(Callback):
         every_n_epochs: Optional[int] = None,
         save_on_train_epoch_end: Optional[bool] = None,
         enable_version_counter: bool = True,
+        async_save: bool = False,
     ):
         _check_arguments(mode, save_last, save_top_k, monitor, every_n_train_steps, every_n_epochs,
                          train_time_interval)
@@ -104,6 +112,8 @@ class ModelCheckpoint(Callback):
         self._train_time_interval: Optional[timedelta] = train_time_interval
         self._save_on_train_epoch_end = save_on_train_epoch_end
         self._enable_version_counter = enable_version_counter
+        self.async_save = bool(async_save)
+        self._being_written: set = set()  # paths scheduled but not yet durable: taken names all the same
 
         # Public results, as in Lightning.
         self.current_score: Optional[torch.Tensor] = None
@@ -143,6 +153,11 @@ class ModelCheckpoint(Callback):
             raise ValueError(
                 f"ModelCheckpoint(save_last='link') needs a local folder (symlinks), got dirpath={self.dirpath!r}."
                 " Use save_last=True for remote storage."
+            )
+        if is_remote(self.dirpath) and trainer.strategy.state_dict_type == "sharded":
+            raise ValueError(
+                f"Sharded checkpoints are folders written by every rank, in a local or mounted shared folder; got "
+                f"dirpath={self.dirpath!r}. Use a mounted path, or the strategy's state_dict_type='full' (one file)."
             )
         if trainer.is_global_zero and stage == "fit" and self.save_top_k != 0 and self._dir_has_files(self.dirpath):
             rank_zero_warn(f"Checkpoint directory {self.dirpath} exists and is not empty.")
@@ -302,8 +317,8 @@ class ModelCheckpoint(Callback):
         return trainer.strategy.reduce_boolean_decision(better)
 
     def file_exists(self, filepath: str, trainer) -> bool:
-        """Whether `filepath` exists, as seen by rank 0 (the only rank that writes)."""
-        exists = trainer.is_global_zero and checkpoint_exists(filepath)
+        """Whether `filepath` exists (or is being written in the background), as seen by rank 0."""
+        exists = trainer.is_global_zero and (filepath in self._being_written or checkpoint_exists(filepath))
         return trainer.strategy.reduce_boolean_decision(exists, all=False)
 
     def to_yaml(self, filepath: Optional[str] = None) -> None:
@@ -465,9 +480,11 @@ class ModelCheckpoint(Callback):
     def _save_checkpoint(self, trainer, filepath: str) -> None:
         self._last_global_step_saved = trainer.global_step  # first, so that the checkpoint records this save
         self._last_checkpoint_saved = filepath
-        trainer.schedule_checkpoint(filepath, self.save_weights_only)
+        trainer.schedule_checkpoint(filepath, self.save_weights_only, background=self.async_save)
+        self._being_written.add(filepath)  # until it is durable: at the checkpoint point, or after a background write
 
-        def notify_loggers() -> None:
+        def notify_loggers() -> None:  # runs once the checkpoint is durable (see `Trainer.at_checkpoint_point`)
+            self._being_written.discard(filepath)
             if trainer.is_global_zero:
                 for logger in trainer.loggers:
                     logger.after_save_checkpoint(self)
@@ -478,7 +495,6 @@ class ModelCheckpoint(Callback):
         def link() -> None:
             if trainer.is_global_zero:
                 atomic_symlink(target, linkpath)
-            trainer.strategy.barrier("ModelCheckpoint._link_checkpoint")
 
         trainer.at_checkpoint_point(link)
 
@@ -509,9 +525,8 @@ class ModelCheckpoint(Callback):
 
     def _remove_all(self, trainer, paths: List[str]) -> None:
         def remove() -> None:
-            if trainer.is_global_zero:
-                for path in paths:
-                    remove_checkpoint(path)
+            for path in paths:
+                trainer.strategy.remove_checkpoint(path)  # rank 0 removes, through the CheckpointIO plugin
 
         if paths:
             trainer.at_checkpoint_point(remove)

@@ -3,7 +3,6 @@ import os
 from typing import Union
 
 from volt.callbacks.callback import Callback
-from volt.checkpoint import remove_checkpoint
 from volt.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
 
@@ -41,6 +40,5 @@ class OnExceptionCheckpoint(Callback):
         rank_zero_info(f"OnExceptionCheckpoint: saved {self.ckpt_path} after {type(exception).__name__}.")
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
-        if trainer.is_global_zero:
-            remove_checkpoint(self.ckpt_path)
+        trainer.strategy.remove_checkpoint(self.ckpt_path)  # rank 0, through the CheckpointIO plugin
 

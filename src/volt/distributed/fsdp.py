@@ -2,12 +2,20 @@
 
 Parameters, gradients and optimizer state are split across ranks; each wrapped submodule gathers its parameters
 for its forward and backward. The LightningModule's steps run through a small root module (`StepForward`) that is
-sharded last, so parameters that belong to no wrapped submodule are gathered too. Checkpoints hold the full
-(unsharded) state, in the same layout as single-device and DDP checkpoints, so they move freely between them.
+sharded last, so parameters that belong to no wrapped submodule are gathered too.
+
+Checkpoints are sharded by default (`state_dict_type="sharded"`): a folder that every rank writes its own shards
+into, in parallel (torch.distributed.checkpoint, volt/sharded_checkpoint.py). Lightning's default is "full", one file
+gathered to rank 0; volt's is sharded because FSDP is the strategy for models that do not fit one device: a full
+checkpoint gathers the whole model and optimizer state into rank 0's memory (about 16 bytes a parameter with Adam)
+and writes it through one process, a stall that grows with the model and not with the ranks, while a sharded one
+writes 1/world of it per rank. The folder loads anywhere a file does (another number of ranks, DDP, one device,
+`load_from_checkpoint`, `ckpt_path="last"`), and `volt checkpoint consolidate` turns it into one file;
+`state_dict_type="full"` writes the file directly.
 
 Inside a gradient-accumulation window each rank sums full, unsharded gradients, which FSDP2 keeps in its private
-per-parameter records rather than in `.grad`; checkpoints read them from there and resume puts them back, so resume
-is as exact as under DDP (see parallel.py), at the same cost: each rank's full gradients in the file.
+per-parameter records rather than in `.grad`; checkpoints read them from there (averaged over the ranks, see
+parallel.py) and resume puts them back, so resume is as exact as under DDP.
 """
 import contextlib
 from datetime import timedelta
@@ -44,8 +52,10 @@ class FSDPStrategy(ParallelStrategy):
             until backward: more memory, less communication).
         cpu_offload: keep sharded parameters, gradients and optimizer state in CPU memory.
         mixed_precision: a `torch.distributed.fsdp.MixedPrecisionPolicy` (or use the Trainer's `precision`).
-        state_dict_type: "full" (the only one: checkpoints hold whole tensors).
-        timeout, stall_warning: as for `DDPStrategy`.
+        state_dict_type: "sharded" (default): a checkpoint is a folder every rank writes its shards into; "full": one
+            file with whole tensors, gathered to and written by rank 0 (the module docstring says why sharded).
+        timeout, stall_warning, max_restarts: as for `DDPStrategy` (with `max_restarts` > 0 a failed rank restarts
+            the group and `fit` resumes from the newest checkpoint, a sharded folder by default).
     """
 
     strategy_name = "fsdp"
@@ -54,20 +64,16 @@ class FSDPStrategy(ParallelStrategy):
                  cluster_environment: Optional[ClusterEnvironment] = None,
                  process_group_backend: Optional[str] = None, timeout: Optional[timedelta] = None,
                  auto_wrap_policy: Optional[Policy] = None, sharding_strategy: str = "FULL_SHARD",
-                 cpu_offload: bool = False, mixed_precision: Any = None, state_dict_type: str = "full",
-                 start_method: str = "popen", stall_warning: Optional[float] = None) -> None:
+                 cpu_offload: bool = False, mixed_precision: Any = None, state_dict_type: str = "sharded",
+                 start_method: str = "popen", stall_warning: Optional[float] = None,
+                 max_restarts: Optional[int] = None) -> None:
         super().__init__(accelerator, parallel_devices, cluster_environment, process_group_backend, timeout,
-                         start_method, stall_warning)
+                         start_method, stall_warning, max_restarts, state_dict_type=state_dict_type)
         _fully_shard()
         if sharding_strategy not in _SHARDING:
             raise MisconfigurationException(
                 f"sharding_strategy={sharding_strategy!r} is not supported with FSDP2; use 'FULL_SHARD' or "
                 "'SHARD_GRAD_OP'."
-            )
-        if state_dict_type != "full":
-            raise MisconfigurationException(
-                f"state_dict_type={state_dict_type!r}: volt's FSDP writes full checkpoints only "
-                "(state_dict_type='full')."
             )
         self.auto_wrap_policy = auto_wrap_policy
         self.reshard_after_forward = _SHARDING[sharding_strategy]
@@ -154,8 +160,10 @@ class FSDPStrategy(ParallelStrategy):
 
     def teardown(self) -> None:
         self.model = self.lightning_module  # the module stays sharded; a later stage reuses the shards
+        super().teardown()
 
-    # ------------------------------------------------------------------ checkpoints: full tensors, usual layout
+    # ------------------------------------------------------------------ full checkpoints: whole tensors, usual layout
+    # (sharded ones use the Strategy's `sharded_*` methods: torch.distributed.checkpoint's API handles FSDP2)
     def _options(self, **kwargs: Any):
         from torch.distributed.checkpoint.state_dict import StateDictOptions
 
@@ -181,16 +189,13 @@ class FSDPStrategy(ParallelStrategy):
 
         if self._sharded is None:
             return optimizer.state_dict()
+        from volt.sharded_checkpoint import optimizer_state_by_index
+
         optimizer = getattr(optimizer, "optimizer", optimizer)
+        if not optimizer.state:  # not stepped yet: torch's API would step it to create the state
+            return optimizer.state_dict() if self.is_global_zero else {}
         state = get_optimizer_state_dict(self.lightning_module, optimizer, options=self._options(cpu_offload=True))
-        if not state:
-            return state  # ranks other than 0 get nothing (only rank 0 writes)
-        index = {name: i for i, name in enumerate(self._param_names(optimizer))}
-        return {
-            "state": {index[name]: value for name, value in state["state"].items()},
-            "param_groups": [{**group, "params": [index[name] for name in group["params"]]}
-                             for group in state["param_groups"]],
-        }
+        return optimizer_state_by_index(state) if state else state  # ranks other than 0 get nothing
 
     def load_optimizer_state_dict(self, optimizer, state: Dict[str, Any]) -> None:
         from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict

@@ -4,23 +4,35 @@ One process per device. The process group is gloo on CPU and nccl on CUDA; ranks
 environment (torchrun, SLURM, or volt's own launcher). Each rank runs the whole Trainer. Failures are watched off
 the training path by `launcher.Watchdog`, which also publishes where each rank is for stall reports (stall.py).
 
-Checkpoints hold full, unsharded state in the single-device layout, and each rank's own training state: its RNG
-streams, its `self.log` epoch accumulators and, inside a gradient-accumulation window, the gradients it has summed
-so far (they differ between ranks there: accumulating batches skip the all-reduce). Rank 0 gathers these when a
-checkpoint is written (`gather_object`), never per step; a checkpoint written inside a window grows by world size x
-the gradients.
+Checkpoints come in two forms (`state_dict_type`). "full": one file in the single-device layout, written by rank 0;
+the model and optimizer state are whole (FSDP gathers them to rank 0), and each rank's own training state (its RNG
+streams, `self.log` epoch accumulators, the position of a stateful stream) is gathered into it (`gather_object`, at
+saves only, never per step).
+"sharded": a folder that every rank writes its own part of, in parallel, with torch.distributed.checkpoint
+(volt/sharded_checkpoint.py): FSDP's shards by their owners, replicated tensors spread over the ranks, each rank's own
+training state by that rank; nothing is gathered. Either form loads into any strategy on any number of ranks.
+Inside a gradient-accumulation window each rank has summed the gradients of its own batches (accumulating batches
+skip the all-reduce): a checkpoint written there first averages them over the ranks, in place, as the window's last
+backward would, and stores that one average. So no checkpoint grows with world size x model size, and the run that
+saved continues from exactly what a resumed run starts from.
 
 A rank that dies ends the job (launcher.py), unless restarts are allowed: `max_restarts` (or VOLT_MAX_RESTARTS)
 runs the ranks under torch's elastic agent, as `torchrun --max-restarts` does, and a restarted group resumes from
 the newest checkpoint by itself (trainer/recovery.py).
 
 On the same number of ranks, with the same seed (the sample order is a function of the seed and the epoch), each
-rank takes back its own state and the resumed run matches the uninterrupted one exactly, inside an accumulation
-window too. A run may also resume on another number of ranks (or another strategy). What is kept exactly then:
-weights, optimizer, scheduler and precision state, the epoch and step counters and the callbacks' state; from the
-next epoch on, each epoch's sample order re-split over the new ranks. Not kept: mid-epoch, the batch cursor counts
-this rank's batches, so the rest of the interrupted epoch is not exactly the samples no rank had seen; every rank
-continues from rank 0's RNG streams, epoch accumulators and pending gradients.
+rank takes back its own state and the resumed run matches the uninterrupted one bit for bit, inside an accumulation
+window too. (Except DDP on 3 or more ranks: DDP lays its gradient buckets out anew after its first step, and the
+all-reduce's order of summation depends on the layout, so the first step of a resumed run rounds differently; with
+`find_unused_parameters=True` DDP keeps its first layout and the match is bit for bit.) (The average changes the rounding of the window's sum, not its value: compared with a run that did not
+save inside that window, e.g. when a stop signal wrote the checkpoint, the result agrees to float rounding.) A run may
+also resume on another number of ranks (or another strategy). Kept exactly then: weights, optimizer, scheduler and
+precision state, the epoch and step counters, the callbacks' state, and the pending gradients (every rank starts
+from their average, to which the window's remaining batches add). From the next epoch on, each epoch's sample order
+is re-split over the new ranks, so each global batch holds the same samples when batch size x ranks stays the same
+(the optimizer then sees the same means, to float rounding). Not kept: mid-epoch, the batch cursor counts this rank's
+batches, so the rest of the interrupted epoch is not exactly the samples no rank had seen; every rank continues from
+rank 0's RNG streams and epoch accumulators.
 """
 import atexit
 import io
@@ -71,8 +83,14 @@ class ParallelStrategy(Strategy):
                  cluster_environment: Optional[ClusterEnvironment] = None,
                  process_group_backend: Optional[str] = None, timeout: Optional[timedelta] = None,
                  start_method: str = "popen", stall_warning: Optional[float] = None,
-                 max_restarts: Optional[int] = None) -> None:
+                 max_restarts: Optional[int] = None, state_dict_type: str = "full") -> None:
         super().__init__(accelerator=accelerator if isinstance(accelerator, str) else None)
+        if state_dict_type not in ("full", "sharded"):
+            raise MisconfigurationException(
+                f"state_dict_type={state_dict_type!r} is not supported: use 'full' (one checkpoint file, written by "
+                "rank 0) or 'sharded' (a checkpoint folder that every rank writes its part of)."
+            )
+        self.state_dict_type = state_dict_type
         if start_method not in _START_METHODS:
             raise MisconfigurationException(
                 f"start_method={start_method!r} is not supported; choose one of {', '.join(_START_METHODS)}."
@@ -95,6 +113,7 @@ class ParallelStrategy(Strategy):
         self.node_rank = 0
         self.num_nodes = 1
         self._watchdog: Optional[_launcher.Watchdog] = None
+        self._background_group: Any = None
 
     # ------------------------------------------------------------------ topology (decided at Trainer construction)
     def configure(self, device_type: str, device_ids: List[int], num_nodes: int) -> None:
@@ -314,6 +333,13 @@ class ParallelStrategy(Strategy):
         else:
             dist.barrier()
 
+    def background_process_group(self) -> Any:
+        """A gloo group of all ranks for the collectives of background checkpoint writes, so that they never
+        interleave with the training's on the default group. Made at first use (every rank asks at the same save)."""
+        if self._background_group is None and self._distributed():
+            self._background_group = dist.new_group(backend="gloo", timeout=self.timeout)
+        return self._background_group
+
     def broadcast(self, obj: Any, src: int = 0) -> Any:
         if not self._distributed():
             return obj
@@ -416,6 +442,7 @@ class ParallelStrategy(Strategy):
     def teardown(self) -> None:
         if self.model is not self.lightning_module:
             self.model = self.lightning_module
+        super().teardown()
 
 
 def collective_timeout(timeout: Optional[timedelta]) -> timedelta:

@@ -81,8 +81,34 @@ class Strategy:
             yield
 
     def teardown(self) -> None:
+        """The end of a stage: the checkpoint I/O plugin finishes its work (AsyncCheckpointIO: the write in flight)."""
         if self._checkpoint_io is not None:
-            self._checkpoint_io.teardown()  # e.g. AsyncCheckpointIO finishes its write
+            self._checkpoint_io.teardown()
+
+    # ------------------------------------------------------------------ checkpoint files (through `checkpoint_io`)
+    def save_checkpoint(self, checkpoint: Dict[str, Any], filepath, storage_options: Optional[Any] = None) -> Any:
+        """Write a checkpoint file through `checkpoint_io` (rank 0 writes). Returns what the plugin's save returns:
+        from an AsyncCheckpointIO, the write in flight (a volt.checkpoint.PendingWrite)."""
+        if self.is_global_zero:
+            return self.checkpoint_io.save_checkpoint(checkpoint, filepath, storage_options=storage_options)
+        return None
+
+    def load_checkpoint(self, checkpoint_path, weights_only: Optional[bool] = None) -> Dict[str, Any]:
+        """Read a checkpoint file through `checkpoint_io`, its tensors onto this process's device."""
+        return self.checkpoint_io.load_checkpoint(checkpoint_path, map_location=self.root_device,
+                                                  weights_only=weights_only)
+
+    def remove_checkpoint(self, filepath) -> None:
+        """Delete a checkpoint (rank 0 does): a file through `checkpoint_io`; a sharded checkpoint folder, which
+        torch.distributed.checkpoint wrote, as volt/checkpoint.py removes one."""
+        if not self.is_global_zero:
+            return
+        from volt.checkpoint import is_sharded_checkpoint, remove_checkpoint
+
+        if is_sharded_checkpoint(filepath):
+            remove_checkpoint(filepath)
+        else:
+            self.checkpoint_io.remove_checkpoint(filepath)
 
     # ------------------------------------------------------------------ steps (go through `self.model` so wrappers see them)
     def training_step(self, *args: Any, **kwargs: Any) -> Any:
@@ -105,6 +131,10 @@ class Strategy:
         return contextlib.nullcontext()
 
     # ------------------------------------------------------------------ checkpoint contents (sharded strategies gather)
+    # How checkpoints are stored: "full" (one file, rank 0 writes) or "sharded" (a folder every rank writes its part
+    # of; parallel.py, volt/sharded_checkpoint.py).
+    state_dict_type = "full"
+
     def lightning_module_state_dict(self) -> Dict[str, Any]:
         """The full model state dict, as a checkpoint stores it (every rank calls this; rank 0's is saved)."""
         return self.lightning_module.state_dict()
@@ -119,6 +149,37 @@ class Strategy:
     def load_optimizer_state_dict(self, optimizer, state: Dict[str, Any]) -> None:
         optimizer.load_state_dict(state)
 
+    # The state as this rank holds it, through torch.distributed.checkpoint's state-dict API (FSDP: DTensors, this
+    # rank's shards; otherwise the full tensors): what a sharded checkpoint stores, and the shapes it is read into.
+    def sharded_model_state(self) -> Dict[str, Any]:
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+        return get_model_state_dict(self.lightning_module)
+
+    def sharded_optimizer_state(self, optimizer, initialize: bool = False) -> Dict[str, Any]:
+        """By parameter name. torch's API creates the state of an optimizer that has not stepped yet by stepping it
+        with zero gradients: done only with `initialize=True` (shapes to read a checkpoint into); a save must not
+        change training, so otherwise such an optimizer's state is taken as it is (empty)."""
+        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+        optimizer = getattr(optimizer, "optimizer", optimizer)  # a LightningOptimizer
+        if optimizer.state or initialize:
+            return get_optimizer_state_dict(self.lightning_module, optimizer)
+        names = {id(p): name for name, p in self.lightning_module.named_parameters()}
+        return {"state": {}, "param_groups": [
+            {**{k: v for k, v in group.items() if k != "params"}, "params": [names[id(p)] for p in group["params"]]}
+            for group in optimizer.param_groups]}
+
+    def load_sharded_model_state(self, state_dict: Dict[str, Any], strict: bool = True) -> None:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        set_model_state_dict(self.lightning_module, state_dict, options=StateDictOptions(strict=strict))
+
+    def load_sharded_optimizer_state(self, optimizer, state: Dict[str, Any]) -> None:
+        from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+
+        set_optimizer_state_dict(self.lightning_module, getattr(optimizer, "optimizer", optimizer), state)
+
     def accumulated_grads(self) -> Dict[str, torch.Tensor]:
         """This rank's gradients summed so far in an unfinished accumulation window, by parameter name."""
         return {name: p.grad for name, p in self.lightning_module.named_parameters() if p.grad is not None}
@@ -132,6 +193,10 @@ class Strategy:
     # ------------------------------------------------------------------ collectives
     def barrier(self, name: Optional[str] = None) -> None:
         pass
+
+    def background_process_group(self) -> Any:
+        """The process group for collectives run from a background thread (sharded checkpoint writes); None here."""
+        return None
 
     def broadcast(self, obj: Any, src: int = 0) -> Any:
         return obj

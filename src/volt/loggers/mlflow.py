@@ -213,13 +213,16 @@ class MLFlowLogger(Logger):
             self._checkpoint_callback = checkpoint_callback
 
     def _upload_checkpoints(self, checkpoint_callback) -> None:
-        """Each new or changed checkpoint file goes to the artifact folder named after it, with metadata.yaml and
-        aliases.txt ("latest", and "best" for the best model) beside it."""
+        """Each new or changed checkpoint file (or folder) goes to the artifact folder named after it, with
+        metadata.yaml and aliases.txt ("latest", and "best" for the best model) beside it."""
         import yaml
 
         for mtime, path, score in checkpoints_to_upload(checkpoint_callback, self._uploaded):
             artifact_path = os.path.splitext(os.path.basename(path))[0]
-            self.experiment.log_artifact(self._run_id, path, artifact_path)
+            if os.path.isdir(path):  # a sharded checkpoint folder: its files under <name>/<name>.ckpt/
+                self.experiment.log_artifacts(self._run_id, path, f"{artifact_path}/{os.path.basename(path)}")
+            else:
+                self.experiment.log_artifact(self._run_id, path, artifact_path)
             aliases = ["latest", "best"] if path == checkpoint_callback.best_model_path else ["latest"]
             with tempfile.TemporaryDirectory() as tmp_dir:
                 with open(os.path.join(tmp_dir, "metadata.yaml"), "w") as file:

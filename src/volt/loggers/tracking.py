@@ -6,6 +6,8 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 
+from volt.checkpoint import checkpoint_exists
+
 
 def require(module: str, package: str, extra: str, logger: str) -> None:
     """Fail at construction, not at the first write, when a tracker's client library is missing (found without
@@ -23,15 +25,15 @@ def to_number(value: Any) -> Any:
 
 
 def checkpoints_to_upload(callback, uploaded: Dict[str, float]) -> List[Tuple[float, str, Any]]:
-    """(modification time, path, score) of the checkpoint callback's files not uploaded since they last changed,
-    oldest first: its last, best and top-k files, as Lightning's loggers pick them."""
+    """(modification time, path, score) of the checkpoint callback's files (or sharded checkpoint folders) not
+    uploaded since they last changed, oldest first: its last, best and top-k files, as Lightning's loggers pick them."""
     scores: Dict[str, Any] = {}
     if callback.last_model_path:
         scores[callback.last_model_path] = callback.current_score
     if callback.best_model_path:
         scores[callback.best_model_path] = callback.best_model_score
     scores.update(callback.best_k_models)
-    found = sorted((os.path.getmtime(path), path, score) for path, score in scores.items() if os.path.isfile(path))
+    found = sorted((os.path.getmtime(path), path, score) for path, score in scores.items() if checkpoint_exists(path))
     return [entry for entry in found if uploaded.get(entry[1], float("-inf")) < entry[0]]
 
 

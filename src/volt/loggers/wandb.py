@@ -269,8 +269,8 @@ class WandbLogger(Logger):
             self._upload_checkpoints(checkpoint_callback)
 
     def _upload_checkpoints(self, checkpoint_callback) -> None:
-        """Each new or changed checkpoint file becomes a version of the "model" artifact (file `model.ckpt`),
-        aliased "latest", and "best" for the best model."""
+        """Each new or changed checkpoint file (or sharded checkpoint folder) becomes a version of the "model"
+        artifact (file or folder `model.ckpt`), aliased "latest", and "best" for the best model."""
         import wandb
 
         for mtime, path, score in checkpoints_to_upload(checkpoint_callback, self._uploaded):
@@ -278,7 +278,10 @@ class WandbLogger(Logger):
                 self._checkpoint_name = f"model-{self.experiment.id}"
             artifact = wandb.Artifact(name=self._checkpoint_name, type="model",
                                       metadata=checkpoint_metadata(checkpoint_callback, path, score))
-            artifact.add_file(path, name="model.ckpt", policy=self.add_file_policy)
+            if os.path.isdir(path):  # a sharded checkpoint folder
+                artifact.add_dir(path, name="model.ckpt", policy=self.add_file_policy)
+            else:
+                artifact.add_file(path, name="model.ckpt", policy=self.add_file_policy)
             aliases = ["latest", "best"] if path == checkpoint_callback.best_model_path else ["latest"]
             self.experiment.log_artifact(artifact, aliases=aliases)
             self._uploaded[path] = mtime

@@ -30,14 +30,33 @@ is assembled at the point. `Trainer.save_checkpoint` writes at once.
 A process restarted after a failure (torch's elastic agent, a SLURM requeue) resumes from "last" when `fit` gets no
 `ckpt_path`, and logs what the failure cost (volt/trainer/recovery.py).
 
-Several processes: every rank assembles the checkpoint (the per-rank loop state is gathered to rank 0, which writes).
-On the same number of ranks each rank takes back its own RNG streams, epoch accumulators and pending gradients; on
-another number, rank 0's (volt/distributed/ddp.py says what stays exact).
+Where a checkpoint is stored: the strategy's `state_dict_type` picks the form. "full" (one device, DDP by default):
+one file, written by rank 0 (`SingleFile`, volt/checkpoint.py). "sharded" (FSDP by default): a folder that every rank
+writes its part of with torch.distributed.checkpoint (`ShardedFolder`, volt/sharded_checkpoint.py): the model's and
+optimizers' tensors as each rank holds them, each rank's own loop state by that rank. Both forms hold the keys above
+and load into any strategy on any number of ranks; `resolve` and ModelCheckpoint treat a folder as a file.
+
+Written in the background (`ModelCheckpoint(async_save=True)`, `schedule(..., background=True)`, or every save with
+`Trainer(plugins=[AsyncCheckpointIO()])`): the checkpoint is assembled at the point as always, staged (its tensors
+copied to CPU memory: the only stall) and written by a thread (a file: AsyncCheckpointIO around the strategy's
+CheckpointIO plugin; a folder: DCP's async_save, on a gloo group of its own). At most one write is in flight: the
+next save waits for it, as do the end of fit and a failed run's teardown, and a write that failed raises there (it
+is logged at once).
+File work that must follow the writes (`after_writes`, the Trainer's `at_checkpoint_point`: a `last` link, deleting
+checkpoints that left the top k) runs once they are durable, in the writer's thread. Exact resume is unchanged.
+
+Several processes: every rank assembles the checkpoint. Each rank's own RNG streams and epoch accumulators go into
+`loops.fit_loop.per_rank` (gathered to rank 0 for a file, written by each rank in a folder); gradients pending in an
+accumulation window are averaged over the ranks first (in place, so the run continues from what it saved) and stored
+once. On the same number of ranks each rank takes back its own state; on another number, rank 0's
+(volt/distributed/parallel.py says what stays exact).
 """
 import glob
 import math
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
+
+import torch
 
 from volt.loggers.utils import VersionedLogDir
 from volt.trainer import recovery
@@ -47,7 +66,58 @@ from volt.utilities.rank_zero import rank_zero_info, rank_zero_warn
 VOLT_VERSION = "0.1.0"
 LIGHTNING_COMPAT_VERSION = "2.6.6"  # written as `pytorch-lightning_version`, so Lightning loads volt checkpoints
 # The loop state that differs between processes: a multi-process checkpoint keeps every rank's.
-_PER_RANK_STATE = ("rng", "results", "grads", "epoch_rng", "sampler_rng", "stream")
+_PER_RANK_STATE = ("rng", "results", "epoch_rng", "sampler_rng", "stream")
+
+
+class SingleFile:
+    """A checkpoint file that rank 0 writes through the strategy's CheckpointIO plugin (default: volt's own files,
+    volt/checkpoint.py): whole tensors, each rank's own loop state gathered into it."""
+
+    sharded = False
+
+    def model_state(self, strategy) -> Dict[str, Any]:
+        return strategy.lightning_module_state_dict()
+
+    def optimizer_state(self, strategy, optimizer) -> Dict[str, Any]:
+        return strategy.optimizer_state(optimizer)
+
+    def write(self, trainer, checkpoint: Dict[str, Any], filepath, background: bool, storage_options: Any = None):
+        """In the background: through an AsyncCheckpointIO around the plugin (unless the plugin is one)."""
+        from volt.plugins.io import AsyncCheckpointIO
+
+        strategy = trainer.strategy
+        if background and not isinstance(strategy.checkpoint_io, AsyncCheckpointIO):
+            if not trainer.is_global_zero:
+                return None
+            return AsyncCheckpointIO(strategy.checkpoint_io).save_checkpoint(checkpoint, filepath, storage_options)
+        return strategy.save_checkpoint(checkpoint, filepath, storage_options)
+
+
+class ShardedFolder:
+    """A checkpoint folder that every rank writes its part of (volt/sharded_checkpoint.py): the tensors as this rank
+    holds them (FSDP: its shards), and its own loop state."""
+
+    sharded = True
+
+    def model_state(self, strategy) -> Dict[str, Any]:
+        return strategy.sharded_model_state()
+
+    def optimizer_state(self, strategy, optimizer) -> Dict[str, Any]:
+        return strategy.sharded_optimizer_state(optimizer)
+
+    def write(self, trainer, checkpoint: Dict[str, Any], filepath, background: bool, storage_options: Any = None):
+        from volt.sharded_checkpoint import save_sharded
+
+        if storage_options is not None:
+            raise TypeError(f"storage_options={storage_options!r}: they are for the CheckpointIO plugin that writes "
+                            "checkpoint files; sharded checkpoint folders are written by torch.distributed.checkpoint. "
+                            "Use state_dict_type='full' to write files through the plugin.")
+        strategy = trainer.strategy
+        fit_loop = (checkpoint.get("loops") or {}).get("fit_loop")
+        own = {key: fit_loop[key] for key in _PER_RANK_STATE} if fit_loop else None
+        group = strategy.background_process_group() if background else None
+        return save_sharded(checkpoint, filepath, own=own, rank=strategy.global_rank,
+                            world_size=strategy.world_size, process_group=group, background=background)
 
 
 class Checkpoints:
@@ -56,6 +126,15 @@ class Checkpoints:
     def __init__(self, trainer) -> None:
         self.trainer = trainer
         self.restart: Optional[recovery.Restart] = None  # this fit is a restarted job's (`resolve`)
+        self._writing = None  # the background write in flight (volt.checkpoint.PendingWrite): at most one
+        self._wrote_in_background = False  # since the stage began: its end waits for the writes, on every rank
+        self._sharded_source = None  # a checkpoint folder being restored: its tensors are read in the restore steps
+        self._grads_averaged_at: Optional[tuple] = None
+
+    @property
+    def storage(self):
+        """How this run's checkpoints are stored: a file (`SingleFile`) or a folder (`ShardedFolder`)."""
+        return _SHARDED if self.trainer.strategy.state_dict_type == "sharded" else _SINGLE_FILE
 
     # ================================================================== what goes in
     def dump(self, weights_only: bool = False) -> Dict[str, Any]:
@@ -68,7 +147,7 @@ class Checkpoints:
         checkpoint: Dict[str, Any] = {
             "pytorch-lightning_version": LIGHTNING_COMPAT_VERSION,
             "volt_version": VOLT_VERSION,
-            "state_dict": trainer.strategy.lightning_module_state_dict(),
+            "state_dict": self.storage.model_state(trainer.strategy),
         }
         self._add_loop_part(checkpoint, weights_only)
         if not weights_only:
@@ -99,7 +178,8 @@ class Checkpoints:
         loops["fit_loop"].update(self.loop_state())  # volt's exact cursor, beside Lightning's counters
         checkpoint["loops"] = loops
         if not weights_only:
-            checkpoint["optimizer_states"] = [trainer.strategy.optimizer_state(opt) for opt in trainer.optimizers]
+            storage, strategy = self.storage, trainer.strategy
+            checkpoint["optimizer_states"] = [storage.optimizer_state(strategy, opt) for opt in trainer.optimizers]
             checkpoint["lr_schedulers"] = [config.scheduler.state_dict() for config in trainer.lr_scheduler_configs]
             precision_state = trainer.precision_plugin.state_dict()
             if precision_state:
@@ -108,9 +188,9 @@ class Checkpoints:
     def loop_state(self) -> Dict[str, Any]:
         """The loop's position and everything needed to continue from it exactly (see `restore_loops`).
 
-        With several ranks, each rank's own RNG streams, epoch accumulators and pending gradients are gathered
-        into `per_rank` (rank 0 writes the file); the top-level entries are rank 0's, for a resume on another
-        number of processes.
+        With several ranks, each rank's own RNG streams and epoch accumulators are gathered into `per_rank` for a
+        file (a folder has each rank write its own); the top-level entries are rank 0's, for a resume on another
+        number of processes. Pending gradients are the ranks' average (`_pending_grads`).
         """
         trainer = self.trainer
         fit_loop = trainer.fit_loop
@@ -124,23 +204,36 @@ class Checkpoints:
             "eval_log_steps": list(fit_loop.val_loop.log_steps),
             "loggers": [logger.state_dict() for logger in trainer.loggers],
             # inside an accumulation window: the gradients summed so far
-            "grads": trainer.strategy.accumulated_grads() if fit_loop.grads_pending else None,
+            "grads": self._pending_grads() if fit_loop.grads_pending else None,
             "stream": fit_loop.stream_state(),  # where an iterable training stream stands, if it can say
         }
         if trainer._signals.stopping:  # a graceful stop writes this checkpoint: resuming from it loses nothing
             state["stopped_by"] = trainer._signals.stopping
-        if trainer.world_size > 1:
+        if trainer.world_size > 1 and not self.storage.sharded:
             per_rank = trainer.strategy.gather_object({key: state[key] for key in _PER_RANK_STATE})
             if per_rank is not None and len(per_rank) > 1:  # a single entry: the main process after a spawn
                 state["per_rank"] = per_rank
         return state
 
-    # ================================================================== writing
-    def save(self, filepath, weights_only: bool = False) -> None:
-        """Assemble and write a checkpoint now (every rank calls it; rank 0 writes)."""
-        self._write(self.dump(weights_only), filepath)
+    def _pending_grads(self) -> Dict[str, torch.Tensor]:
+        """The accumulation window's gradients so far. With several ranks, averaged over them in place first (each
+        rank summed its own batches; the window's end would average them), so that the checkpoint holds one copy and
+        the run continues from what it saved. Once per batch: two checkpoints at one point hold the same values."""
+        trainer = self.trainer
+        grads = trainer.strategy.accumulated_grads()
+        position = (trainer.fit_loop.state.total_batch_idx, trainer.global_step)
+        if trainer.world_size > 1 and self._grads_averaged_at != position:
+            grads = _average_over_ranks(trainer.strategy, grads, dict(trainer.lightning_module.named_parameters()))
+            self._grads_averaged_at = position
+        return grads
 
-    def schedule(self, filepath, weights_only: bool = False) -> None:
+    # ================================================================== writing
+    def save(self, filepath, weights_only: bool = False, background: bool = False,
+             storage_options: Any = None) -> None:
+        """Assemble and write a checkpoint now (every rank calls it)."""
+        self._write(self.dump(weights_only), filepath, background, storage_options)
+
+    def schedule(self, filepath, weights_only: bool = False, background: bool = False) -> None:
         """Write a checkpoint at the fit loop's next checkpoint point (see the module docstring)."""
         trainer = self.trainer
         at_request = trainer.validating or trainer.fit_loop.state.epoch_done
@@ -148,20 +241,53 @@ class Checkpoints:
 
         def write() -> None:
             if checkpoint is None:
-                self.save(filepath, weights_only)
+                self.save(filepath, weights_only, background)
             else:
                 self._add_loop_part(checkpoint, weights_only)
-                self._write(checkpoint, filepath)
+                self._write(checkpoint, filepath, background)
 
         trainer.fit_loop.at_checkpoint_point(write)
 
-    def _write(self, checkpoint: Dict[str, Any], filepath) -> None:
-        trainer = self.trainer
-        if trainer.is_global_zero:
-            from volt.checkpoint import save_checkpoint
+    def _write(self, checkpoint: Dict[str, Any], filepath, background: bool, storage_options: Any = None) -> None:
+        from volt.plugins.io import AsyncCheckpointIO
 
-            save_checkpoint(checkpoint, filepath)
-        trainer.strategy.barrier("save_checkpoint")
+        self.wait()  # at most one write in flight
+        strategy = self.trainer.strategy
+        background = background or isinstance(strategy.checkpoint_io, AsyncCheckpointIO)  # the plugin: every save
+        pending = self.storage.write(self.trainer, checkpoint, filepath, background, storage_options)
+        if background:
+            self._writing, self._wrote_in_background = pending, True
+        else:
+            self.trainer.strategy.barrier("save_checkpoint")
+
+    def after_writes(self, fn: Callable[[], None]) -> None:
+        """Run `fn` once the checkpoints written so far are durable: now, or after the background write in flight
+        (in its thread: file work only, no collectives)."""
+        if self._writing is not None:
+            self._writing.then(fn)
+        else:
+            fn()
+
+    def wait(self) -> None:
+        """Block until the background write in flight, if any, is durable; raise its error if it failed."""
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            writing.wait()
+
+    def finish_writes(self, failure: Optional[BaseException] = None) -> None:
+        """The end of a stage: wait for the background write. After a success every rank then passes a barrier,
+        so that what follows finds every checkpoint in place. After a failure (`failure`, the run's error) a failed
+        write is noted on that error, not raised over it."""
+        wrote_in_background, self._wrote_in_background = self._wrote_in_background, False
+        if failure is None:
+            self.wait()
+            if wrote_in_background:
+                self.trainer.strategy.barrier("checkpoint_writes")
+            return
+        try:
+            self.wait()
+        except Exception as error:
+            failure.add_note(f"[volt] {error}")
 
     # ================================================================== what ckpt_path names
     def resolve(self, fn: str, ckpt_path) -> Optional[str]:
@@ -211,7 +337,7 @@ class Checkpoints:
         return os.path.join(root, f"hpc_ckpt_{max(numbers)}.ckpt") if numbers else None
 
     def _find_last(self) -> Optional[str]:
-        """The newest `last*.ckpt` in the checkpoint callbacks' folders.
+        """The newest `last*.ckpt` (a file or a complete checkpoint folder) in the checkpoint callbacks' folders.
 
         A callback without a `dirpath` writes into the logger's version folder. A new process (a requeued job, a
         rerun script) has a logger that would start a new version, so every version's `checkpoints` folder is
@@ -231,7 +357,9 @@ class Checkpoints:
                 folders.append(callback.resolve_dirpath(trainer))
         candidates = [os.path.join(folder, name) for folder in folders if os.path.isdir(folder)
                       for name in os.listdir(folder) if name.startswith("last") and name.endswith(".ckpt")]
-        candidates = [path for path in candidates if os.path.isfile(path)]  # not a link to a deleted file
+        from volt.checkpoint import checkpoint_exists
+
+        candidates = [path for path in candidates if checkpoint_exists(path)]  # not a link to a deleted file
         if not candidates:
             return None
         newest = max(candidates, key=os.path.getmtime)
@@ -244,18 +372,35 @@ class Checkpoints:
 
     def load(self, path: Optional[str], weights_only: Optional[bool]) -> Optional[Dict[str, Any]]:
         """Load the checkpoint at `path` (already resolved); None when there is none. Safe unless
-        `weights_only=False` was passed explicitly."""
+        `weights_only=False` was passed explicitly (a folder is always read safely)."""
         self.trainer.ckpt_path = path
+        self._sharded_source = None
         checkpoint = None
         if path is not None:
-            from volt.checkpoint import load_checkpoint
+            from volt.checkpoint import is_sharded_checkpoint
 
             rank_zero_info(f"Restoring states from the checkpoint path at {path}")
-            checkpoint = load_checkpoint(path, map_location=self.trainer.strategy.root_device,
-                                         weights_only=weights_only is not False)
+            if is_sharded_checkpoint(path):
+                checkpoint = self._read_sharded(path)
+            else:
+                checkpoint = self.trainer.strategy.load_checkpoint(path, weights_only=weights_only)
         if self.restart is not None:
             self.restart.loaded(path, checkpoint)
             self.trainer.fit_loop.on_resume_point = self.restart.recovered
+        return checkpoint
+
+    def _read_sharded(self, path: str) -> Dict[str, Any]:
+        """A checkpoint folder, read by each rank for itself: now its plain data, with this rank's own loop state if
+        the world size is the same; the weights and the optimizer states once the module and the optimizers exist,
+        into this strategy's shapes (FSDP: this rank's shards), in `restore_module` and
+        `restore_optimizers_and_schedulers`."""
+        from volt.sharded_checkpoint import ShardedCheckpoint
+
+        strategy = self.trainer.strategy
+        source = ShardedCheckpoint(path)
+        ranks = [strategy.global_rank] if source.world_size == strategy.world_size else []
+        checkpoint = source.read(ranks, map_location=strategy.root_device)
+        self._sharded_source = source
         return checkpoint
 
     # ================================================================== restoring, in named steps
@@ -277,12 +422,18 @@ class Checkpoints:
 
     def restore_module(self, checkpoint: Dict[str, Any]) -> None:
         trainer = self.trainer
+        if self._sharded_source is not None:  # a folder's weights, read into this strategy's own shapes
+            strategy = trainer.strategy
+            self._sharded_source.read_model(checkpoint, strategy.sharded_model_state(), strategy.root_device)
         if trainer._hooks.module_overrides("on_load_checkpoint"):
             trainer._hooks.call_module("on_load_checkpoint", checkpoint)
         if "state_dict" not in checkpoint:
             raise KeyError(f"The checkpoint {trainer.ckpt_path} has no 'state_dict'; it is not a model checkpoint.")
-        trainer.strategy.load_model_state_dict(checkpoint["state_dict"],
-                                               strict=trainer.lightning_module.strict_loading)
+        strict = trainer.lightning_module.strict_loading
+        if self._sharded_source is not None:
+            trainer.strategy.load_sharded_model_state(checkpoint["state_dict"], strict=strict)
+        else:
+            trainer.strategy.load_model_state_dict(checkpoint["state_dict"], strict=strict)
 
     def restore_datamodule(self, checkpoint: Dict[str, Any]) -> None:
         datamodule = self.trainer.datamodule
@@ -301,9 +452,21 @@ class Checkpoints:
                 callback.load_state_dict(state)
 
     def restore_optimizers_and_schedulers(self, checkpoint: Dict[str, Any]) -> None:
-        trainer = self.trainer
-        for optimizer, state in zip(trainer.optimizers, checkpoint.get("optimizer_states", [])):
-            trainer.strategy.load_optimizer_state_dict(optimizer, state)
+        """Optimizer states by parameter name (a folder's) go through torch.distributed.checkpoint's API, numbered
+        ones (a file's) through the strategy's own loading."""
+        from volt.sharded_checkpoint import optimizer_state_by_name
+
+        trainer, strategy = self.trainer, self.trainer.strategy
+        optimizers = trainer.optimizers
+        if self._sharded_source is not None:  # a folder's: read into the optimizers' own shapes
+            self._sharded_source.read_optimizer_states(
+                checkpoint, lambda i: strategy.sharded_optimizer_state(optimizers[i], initialize=True)
+                if i < len(optimizers) else None, map_location=strategy.root_device)
+        for optimizer, state in zip(optimizers, checkpoint.get("optimizer_states", [])):
+            if optimizer_state_by_name(state):
+                strategy.load_sharded_optimizer_state(optimizer, state)
+            else:
+                strategy.load_optimizer_state_dict(optimizer, state)
         for config, state in zip(trainer.lr_scheduler_configs, checkpoint.get("lr_schedulers", [])):
             config.scheduler.load_state_dict(state)
 
@@ -322,7 +485,7 @@ class Checkpoints:
         per_rank = state.pop("per_rank", None)
         saved_world = len(per_rank) if per_rank is not None else 1
         if saved_world == trainer.world_size:
-            if per_rank is not None:  # this rank's RNG, accumulators, pending gradients
+            if per_rank is not None:  # this rank's RNG and accumulators (and, from older files, pending gradients)
                 state.update(per_rank[trainer.global_rank])
         else:
             _note_world_size_change(saved_world, trainer.world_size, mid_epoch=not state.get("epoch_done"))
@@ -346,14 +509,39 @@ class Checkpoints:
                 logger.load_state_dict(state)
 
 
+_SINGLE_FILE, _SHARDED = SingleFile(), ShardedFolder()
+
+
+def _average_over_ranks(strategy, grads: Dict[str, torch.Tensor],
+                        params: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Average the pending gradients over the ranks, in place: one all-reduce per dtype and device. A parameter
+    without a gradient on this rank but with one on another counts as zeros here (and gets the average)."""
+    present = torch.tensor([name in grads for name in params], dtype=torch.int32, device=strategy.root_device)
+    present = strategy.reduce(present, reduce_op="max").tolist()
+    missing = {name: torch.zeros(param.shape, dtype=param.dtype, device=strategy.root_device)
+               for (name, param), flag in zip(params.items(), present) if flag and name not in grads}
+    ordered = [(name, grads.get(name, missing.get(name))) for name in params if name in grads or name in missing]
+    groups: Dict[tuple, list] = {}
+    for name, grad in ordered:
+        groups.setdefault((grad.dtype, grad.device), []).append(grad)
+    for tensors in groups.values():
+        flat = strategy.reduce(torch.cat([t.reshape(-1) for t in tensors]), reduce_op="mean")
+        for tensor, part in zip(tensors, flat.split([t.numel() for t in tensors])):
+            tensor.copy_(part.view_as(tensor))
+    if missing:
+        strategy.load_accumulated_grads(missing)
+    return dict(ordered)
+
+
 def _note_world_size_change(saved: int, now: int, mid_epoch: bool) -> None:
-    """Say what a resume on another number of processes keeps exactly (volt/distributed/ddp.py has the details)."""
+    """Say what a resume on another number of processes keeps exactly (volt/distributed/parallel.py has the
+    details)."""
     rest = (" The interrupted epoch continues after the number of batches each rank had run, so its remaining "
             "samples are not exactly the ones no rank had seen; from the next epoch on, the order is exact again."
             if mid_epoch else "")
     rank_zero_warn(
         f"Resuming a checkpoint written by {saved} process(es) on {now}: weights, optimizer, scheduler and precision "
-        "state, the epoch and step counters and the callbacks' state are restored exactly; RNG streams, epoch metric "
-        f"accumulators and pending accumulation gradients are rank 0's.{rest}"
+        "state, the epoch and step counters, the callbacks' state and pending accumulation gradients (the ranks' "
+        f"average) are restored exactly; RNG streams and epoch metric accumulators are rank 0's.{rest}"
     )
 

@@ -2,8 +2,8 @@
 
 Who restarts a job:
 - torch's elastic agent, under `torchrun --max-restarts N` or volt's own launcher with `DDPStrategy(max_restarts=N)`
-  (distributed/launcher.py, `ElasticLauncher`): when a rank dies, the agent stops the others and starts the whole
-  group again, at most N times. The new processes see TORCHELASTIC_RESTART_COUNT > 0.
+  or `FSDPStrategy(max_restarts=N)` (distributed/launcher.py, `ElasticLauncher`): when a rank dies, the agent stops
+  the others and starts the whole group again, at most N times. The new processes see TORCHELASTIC_RESTART_COUNT > 0.
 - SLURM: a requeued job (volt requeues on SIGUSR1, trainer/signals.py; `sbatch --requeue` after a node failure)
   sees SLURM_RESTART_COUNT > 0.
 

@@ -411,6 +411,7 @@ class Trainer:
             self.state.status = "interrupted"
             if isinstance(exception, KeyboardInterrupt):
                 rank_zero_info("Detected KeyboardInterrupt, attempting graceful shutdown ...")
+            self._checkpoints.finish_writes(failure=exception)  # a background write completes (or is noted)
             hooks.call("on_exception", exception)
             for logger in self.loggers:
                 logger.finalize("failed")
@@ -470,6 +471,7 @@ class Trainer:
             if checkpoint is not None:
                 checkpoints.restore_training_state(checkpoint)
             self.fit_loop.run()
+            checkpoints.finish_writes()  # background checkpoint writes are durable before on_fit_end
             self.state.stage = None
             hooks.call("on_fit_end")
             result = None
@@ -504,20 +506,23 @@ class Trainer:
     # ================================================================== checkpoints (volt/trainer/checkpointing.py)
     def save_checkpoint(self, filepath: Union[str, os.PathLike], weights_only: bool = False,
                         storage_options: Any = None) -> None:
-        """Write a checkpoint now, atomically (every rank calls it; rank 0 writes). Written from inside a batch, it
-        records the loop mid-batch: a run resumed from it continues with the next batch."""
+        """Write a checkpoint now, atomically (every rank calls it; rank 0 writes, through
+        `strategy.checkpoint_io`, which receives `storage_options`). Written from inside a batch, it records the loop
+        mid-batch: a run resumed from it continues with the next batch."""
         if self.lightning_module is None:
             raise RuntimeError(
                 "Saving a checkpoint is only possible if a model is attached to the Trainer. Did you call "
                 "`Trainer.save_checkpoint()` before calling `Trainer.{fit,validate,test,predict}`?"
             )
-        self._checkpoints.save(filepath, weights_only)
+        self._checkpoints.save(filepath, weights_only, storage_options=storage_options)
 
-    def schedule_checkpoint(self, filepath: Union[str, os.PathLike], weights_only: bool = False) -> None:
+    def schedule_checkpoint(self, filepath: Union[str, os.PathLike], weights_only: bool = False,
+                            background: bool = False) -> None:
         """Write a checkpoint at the fit loop's next checkpoint point, once the running batch or epoch end is
         complete, so that a run resumed from it continues exactly (at once when none is running). ModelCheckpoint
-        saves this way."""
-        self._checkpoints.schedule(filepath, weights_only)
+        saves this way. `background=True`: copy it there and write the copy in a thread while training goes on
+        (at most one such write in flight; the next save and the end of fit wait for it)."""
+        self._checkpoints.schedule(filepath, weights_only, background)
 
     @contextmanager
     def init_module(self, empty_init: Optional[bool] = None) -> Iterator[None]:
@@ -540,10 +545,11 @@ class Trainer:
         return TrialRun(self, callbacks)
 
     def at_checkpoint_point(self, fn: Callable[[], None]) -> None:
-        """Run `fn()` at the fit loop's next checkpoint point, after the checkpoints scheduled before it (at once
-        when no batch or epoch end is running): for file work that must follow them, such as pointing a `last`
-        link at a new file or deleting files that dropped out of the top k."""
-        self.fit_loop.at_checkpoint_point(fn)
+        """Run `fn()` at the fit loop's next checkpoint point, once the checkpoints scheduled before it are durable
+        (at once when no batch or epoch end is running): for file work that must follow them, such as pointing a
+        `last` link at a new file or deleting files that dropped out of the top k. After a background write, `fn`
+        runs in the writer's thread when the write is done, so it must not call collectives."""
+        self.fit_loop.at_checkpoint_point(lambda: self._checkpoints.after_writes(fn))
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
         # A module pickles without its Trainer link (as in Lightning); a Trainer sent to another process with its

@@ -6,6 +6,7 @@
 2 ranks, DDP on gloo, 2 epochs of a stateful stream of which each rank reads its own shard (its state is saved
 per rank); ModelCheckpoint every 2 optimizer steps with last.ckpt. Options:
   max_restarts  DDPStrategy(max_restarts=...) (volt's launcher)
+  fsdp          FSDPStrategy(max_restarts=...) instead: sharded checkpoint folders, written in the background
   kill          {"rank": r, "step": s, "attempts": [0, ...]}: rank r SIGKILLs itself at the start of the batch
                 after global step s, in the listed attempts (TORCHELASTIC_RESTART_COUNT, 0 for the first start),
                 after hanging for 1.5 s (so that every rank's watchdog publishes that step: what was lost)
@@ -90,20 +91,22 @@ class Kill(volt.Callback):
 
 def main() -> None:
     volt.seed_everything(7)
-    from volt.strategies import DDPStrategy
+    from volt.strategies import DDPStrategy, FSDPStrategy
 
+    fsdp = OPTIONS.get("fsdp", False)
     callbacks = [ModelCheckpoint(dirpath=os.path.join(OUT, "ckpt"), every_n_train_steps=2, save_last=True,
-                                 save_top_k=1)]
+                                 save_top_k=1, async_save=fsdp)]
     if OPTIONS.get("kill"):
         callbacks.append(Kill(**OPTIONS["kill"]))
-    trainer = volt.Trainer(accelerator="cpu", devices=2, strategy=DDPStrategy(max_restarts=OPTIONS.get("max_restarts")),
-                           max_epochs=2, callbacks=callbacks, logger=False, enable_progress_bar=False,
-                           enable_model_summary=False, default_root_dir=OUT)
+    strategy = (FSDPStrategy if fsdp else DDPStrategy)(max_restarts=OPTIONS.get("max_restarts"))
+    trainer = volt.Trainer(accelerator="cpu", devices=2, strategy=strategy, max_epochs=2, callbacks=callbacks,
+                           logger=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=OUT)
     data = DataLoader(RankStream(), batch_size=4)
     model = Net()
     trainer.fit(model, data)
-    torch.save({"weights": {k: v.clone() for k, v in model.state_dict().items()}, "global_step": trainer.global_step,
-                "served": data.dataset.served}, os.path.join(OUT, f"rank{trainer.global_rank}.pt"))
+    weights = {k: v.full_tensor() if hasattr(v, "full_tensor") else v.clone() for k, v in model.state_dict().items()}
+    torch.save({"weights": weights, "global_step": trainer.global_step, "served": data.dataset.served},
+               os.path.join(OUT, f"rank{trainer.global_rank}.pt"))
 
 
 if __name__ == "__main__":

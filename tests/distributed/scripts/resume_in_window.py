@@ -4,7 +4,8 @@ Ranks train with accumulate_grad_batches=3, shuffling, dropout drawing a differe
 metric logged without sync_dist (so each rank's differs). Without "resume_from", one uninterrupted run writes
 checkpoints inside accumulation windows: ModelCheckpoint after each in-epoch validation (every 2 batches) and
 `trainer.save_checkpoint` from on_train_batch_end at epoch 1, batch 4. With "resume_from" (a list of checkpoint
-paths), a fresh run resumes from each in turn. Options: strategy, devices.
+paths), a fresh run of the same script (same callbacks, writing elsewhere) resumes from each in turn. Options:
+strategy, devices, state_dict_type ("full"/"sharded", for ddp and fsdp), async_save (ModelCheckpoint's).
 
 Each rank writes OUT/rank{rank}.pt: {"runs": {name: final state}}, where name is "uninterrupted" or the checkpoint's
 file name, and the final state holds the weights, optimizer state, RNG state and the epoch metric of each epoch run.
@@ -19,6 +20,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import volt
 from volt.callbacks import ModelCheckpoint
+from volt.strategies import DDPStrategy, FSDPStrategy
 
 OUT = sys.argv[1]
 OPTIONS = json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}
@@ -66,10 +68,23 @@ def loaders():
     return DataLoader(train, batch_size=4, shuffle=True), DataLoader(val, batch_size=4)
 
 
+def make_strategy():
+    name, state_dict_type = OPTIONS.get("strategy", "ddp"), OPTIONS.get("state_dict_type")
+    if state_dict_type is None or name not in ("ddp", "fsdp"):
+        return name
+    return (DDPStrategy if name == "ddp" else FSDPStrategy)(state_dict_type=state_dict_type)
+
+
+def callbacks(folder: str) -> list:
+    every_validation = ModelCheckpoint(dirpath=os.path.join(OUT, folder), save_top_k=-1,
+                                       async_save=OPTIONS.get("async_save", False))
+    return [every_validation, SaveInWindow()]
+
+
 def fit(callbacks, ckpt_path=None) -> dict:
     volt.seed_everything(0)
     model = Net()
-    trainer = volt.Trainer(accelerator="cpu", devices=OPTIONS.get("devices", 2), strategy=OPTIONS.get("strategy", "ddp"),
+    trainer = volt.Trainer(accelerator="cpu", devices=OPTIONS.get("devices", 2), strategy=make_strategy(),
                            max_epochs=2, accumulate_grad_batches=3, val_check_interval=2, callbacks=callbacks,
                            enable_checkpointing=bool(callbacks), logger=False, enable_progress_bar=False,
                            enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=OUT)
@@ -88,11 +103,10 @@ def fit(callbacks, ckpt_path=None) -> dict:
 def main() -> None:
     runs = {}
     if "resume_from" in OPTIONS:
-        for path in OPTIONS["resume_from"]:
-            runs[os.path.basename(path)] = fit([], ckpt_path=path)
+        for i, path in enumerate(OPTIONS["resume_from"]):
+            runs[os.path.basename(path)] = fit(callbacks(f"ckpt-resumed-{i}"), ckpt_path=path)
     else:
-        every_validation = ModelCheckpoint(dirpath=os.path.join(OUT, "ckpt"), save_top_k=-1)
-        runs["uninterrupted"] = fit([every_validation, SaveInWindow()])
+        runs["uninterrupted"] = fit(callbacks("ckpt"))
     from volt.utilities.rank_zero import rank_zero_only
 
     torch.save({"runs": runs}, os.path.join(OUT, f"rank{rank_zero_only.rank}.pt"))

@@ -2,7 +2,8 @@
 
 Each rank writes what it saw to OUT_DIR/rank{global_rank}.pt (torch.save of a dict). Phases (option "phases"):
   equiv    fit without shuffling (options: batch_size, accumulate, clip); val metrics logged with sync_dist in
-           mean/sum/max/min; all_gather; records which ranks wrote checkpoint files and the final weights
+           mean/sum/max/min; all_gather; records which ranks wrote checkpoint files (through a CheckpointIO plugin)
+           and the final weights
   sampler  fit with shuffle=True for 2 epochs; records the training indices of every epoch and the val indices
   resume   fit with a checkpoint every 3 steps, then a second fit resumed from the step-3 checkpoint
   uneven   validate and test on shards of unequal length (11 samples, batch 5: 2 and 1 batches) and on a dataset
@@ -25,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 import volt
 from volt.callbacks import EarlyStopping, ModelCheckpoint
+from volt.plugins import TorchCheckpointIO
 
 OUT = sys.argv[1]
 OPTIONS = json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}
@@ -135,6 +137,10 @@ def trainer(**kwargs) -> volt.Trainer:
         from volt.strategies import DDPStrategy
 
         strategy = DDPStrategy(start_method="spawn", find_unused_parameters=True)
+    if strategy == "fsdp_full":  # one checkpoint file, gathered to rank 0 (FSDP's default is a sharded folder)
+        from volt.strategies import FSDPStrategy
+
+        strategy = FSDPStrategy(state_dict_type="full")
     defaults = dict(accelerator="cpu", devices=OPTIONS.get("devices", 2), num_nodes=OPTIONS.get("num_nodes", 1),
                     strategy=strategy, logger=False, enable_progress_bar=False, enable_model_summary=False,
                     default_root_dir=OUT, num_sanity_val_steps=0)
@@ -147,42 +153,47 @@ def weights(module) -> dict:
     return {k: v.detach().cpu().clone() for k, v in state.items()}
 
 
+class RecordingIO(TorchCheckpointIO):
+    """volt's own files, through a CheckpointIO plugin that notes which rank writes and when it is torn down."""
+
+    def __init__(self) -> None:
+        self.writers, self.teardowns = [], 0
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None):
+        from volt.utilities.rank_zero import rank_zero_only
+
+        self.writers.append(rank_zero_only.rank)
+        super().save_checkpoint(checkpoint, path, storage_options)
+
+    def teardown(self):
+        self.teardowns += 1
+
+
 def phase_equiv(report: dict) -> None:
-    import volt.checkpoint
-
-    from volt.utilities.rank_zero import rank_zero_only
-
-    writers = []
-    original = volt.checkpoint.save_checkpoint
-
-    def recording_save(checkpoint, path, *args, **kwargs):
-        writers.append(rank_zero_only.rank)
-        return original(checkpoint, path, *args, **kwargs)
-
-    volt.checkpoint.save_checkpoint = recording_save
+    io = RecordingIO()
     volt.seed_everything(0)
     model = Net()
     checkpoint = ModelCheckpoint(dirpath=os.path.join(OUT, "ckpt"), monitor="val_loss", save_top_k=1)
     # the ranks move checkpoint callbacks last: their states must still reach the right callbacks after a spawn
     extra = [EarlyStopping(monitor="val_loss", patience=100)] if OPTIONS.get("checkpoint_not_last") else []
-    t = trainer(max_epochs=2, accumulate_grad_batches=OPTIONS.get("accumulate", 1),
+    t = trainer(max_epochs=2, accumulate_grad_batches=OPTIONS.get("accumulate", 1), plugins=[io],
                 gradient_clip_val=OPTIONS.get("clip"), callbacks=[checkpoint, *extra], enable_model_summary=bool(extra))
     train, val = loaders(OPTIONS.get("batch_size", 4))
     t.fit(model, train, val)
-    volt.checkpoint.save_checkpoint = original
     report.update(
         weights=weights(model),
         metrics={k: float(v) for k, v in t.callback_metrics.items()},
         gathered=model.gathered,
         val_indices=model.val_indices,
-        checkpoint_writers=writers,
+        checkpoint_writers=io.writers,
+        checkpoint_io_teardowns=io.teardowns,
         best_model_path=checkpoint.best_model_path,
         best_model_score=None if checkpoint.best_model_score is None else float(checkpoint.best_model_score),
         global_step=t.global_step,
         world_size=t.world_size,
         gradient_syncs=getattr(model, "syncs", None),
     )
-    if t.strategy.strategy_name == "fsdp":
+    if t.strategy.strategy_name == "fsdp" and t.strategy.state_dict_type == "full":
         restored = Net()
         restored.load_state_dict(torch.load(checkpoint.best_model_path, weights_only=True)["state_dict"])
         report["checkpoint_loads"] = True

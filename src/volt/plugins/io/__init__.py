@@ -2,16 +2,13 @@
 
 `TorchCheckpointIO` is volt's own file format (`volt/checkpoint.py`): atomic writes (temporary file, fsync, rename)
 and safe loading (`weights_only=True`). `AsyncCheckpointIO` writes in a background thread. The Trainer keeps the
-plugin in use as `trainer.strategy.checkpoint_io`; pass another with `Trainer(plugins=[...])`.
+plugin in use as `trainer.strategy.checkpoint_io` and writes, reads and removes every checkpoint file through it
+(`Strategy.save_checkpoint`, `load_checkpoint`, `remove_checkpoint`); pass another with `Trainer(plugins=[...])`.
+Sharded checkpoint folders are written by torch.distributed.checkpoint instead (volt/sharded_checkpoint.py).
 """
 import os
 from abc import ABC, abstractmethod
-from concurrent.futures import Future
 from typing import Any, Dict, Optional, Union
-
-import torch
-
-from volt.utilities.apply_func import apply_to_collection
 
 PathLike = Union[str, os.PathLike]
 
@@ -62,51 +59,55 @@ class TorchCheckpointIO(CheckpointIO):
 
 class AsyncCheckpointIO(CheckpointIO):
     """Writes checkpoints in a background thread with `checkpoint_io` (default TorchCheckpointIO), so training goes on
-    while the file is written. The checkpoint's tensors are copied before `save_checkpoint` returns, so later
-    training steps cannot change what is saved. At most one write is in flight: the next save, a load, a removal and
-    `teardown` wait for it; a write that failed raises its error there."""
+    while the file is written. This is how volt writes every checkpoint file in the background: as a plugin,
+    `Trainer(plugins=[AsyncCheckpointIO()])`, every save is; `ModelCheckpoint(async_save=True)` wraps the Trainer's
+    CheckpointIO in one for its own saves.
+
+    `save_checkpoint` stages the checkpoint (its tensors copied to CPU memory, so later training steps cannot change
+    what is saved) and returns the write in flight, a `volt.checkpoint.PendingWrite`. At most one write is in flight:
+    the next save, a load or removal of the file being written, and `teardown` wait for it; a write that failed
+    raises its error there (once).
+    """
 
     def __init__(self, checkpoint_io: Optional[CheckpointIO] = None) -> None:
         self.checkpoint_io = checkpoint_io if checkpoint_io is not None else TorchCheckpointIO()
-        self._executor = None
-        self._pending: Optional[Future] = None
+        self._pending = None  # the write in flight (a PendingWrite)
 
-    def save_checkpoint(self, checkpoint: Dict[str, Any], path: PathLike, storage_options: Optional[Any] = None) -> None:
+    def save_checkpoint(self, checkpoint: Dict[str, Any], path: PathLike, storage_options: Optional[Any] = None):
+        from volt.checkpoint import PendingWrite, stage
+
         self.wait()
-        snapshot = apply_to_collection(checkpoint, torch.Tensor, _copy)
-        if self._executor is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="volt-checkpoint-writer")
-        self._pending = self._executor.submit(self.checkpoint_io.save_checkpoint, snapshot, path, storage_options)
+        staged = stage(checkpoint)
+        self._pending = PendingWrite.start(
+            path, lambda: self.checkpoint_io.save_checkpoint(staged, path, storage_options))
+        return self._pending
 
     def load_checkpoint(self, path: PathLike, map_location: Optional[Any] = None,
                         weights_only: Optional[bool] = None) -> Dict[str, Any]:
-        self.wait()
+        self._wait_for(path)
         return self.checkpoint_io.load_checkpoint(path, map_location=map_location, weights_only=weights_only)
 
     def remove_checkpoint(self, path: PathLike) -> None:
-        self.wait()
+        self._wait_for(path)
         self.checkpoint_io.remove_checkpoint(path)
+
+    def _wait_for(self, path: PathLike) -> None:
+        """Wait if `path` is being written. Other files need no wait, and must not: the Trainer removes the files a
+        new checkpoint replaces from the writer's thread, once it is written."""
+        if self._pending is not None and self._pending.path == os.fspath(path):
+            self.wait()
 
     def wait(self) -> None:
         """Block until the write in flight (if any) is done; raise its error if it failed."""
         pending, self._pending = self._pending, None
         if pending is not None:
-            pending.result()
+            pending.wait()
 
     def teardown(self) -> None:
         try:
             self.wait()
         finally:
-            if self._executor is not None:
-                self._executor.shutdown(wait=True)
-                self._executor = None
             self.checkpoint_io.teardown()
-
-
-def _copy(tensor: torch.Tensor) -> torch.Tensor:
-    return tensor.detach().clone()
 
 
 __all__ = ["AsyncCheckpointIO", "CheckpointIO", "TorchCheckpointIO"]
