@@ -1,0 +1,278 @@
+"""Run Lightning's own examples (examples/pytorch of Lightning 2.6) unmodified on volt and on Lightning, with the
+same data and seed, and compare what they log and save.
+
+    git -C LIGHTNING_REPO archive 2.6.5 examples/pytorch | tar -x -C /tmp/lex
+    python scripts/lightning_examples/run.py --examples /tmp/lex/examples/pytorch [--only NAME ...] [--work DIR]
+
+Each example that can run on this machine is copied byte for byte into two fresh folders and run from a fresh
+working directory with small arguments: once as `python -m volt run EXAMPLE ARGS` (volt), once as
+`python EXAMPLE ARGS` with pytorch-lightning 2.6.6 (the test extra's oracle; `lightning_alias/` on PYTHONPATH lets
+`import lightning` reach it). Lightning's demos download MNIST and WikiText-2, volt's generate stand-ins; for the
+Lightning run this script writes volt's stand-in data where Lightning's demos look first (torchvision's MNIST files,
+`./data/wikitext-2.txt`) and checks that they read back item for item, so both runs see the same data.
+
+Compared: every scalar each run logged (TensorBoard event files: tag, step, value) and the weights in every
+checkpoint it saved (same file names). Examples that cannot run here are listed with the reason. Needs the test
+extra (`pip install -e ".[test]"`) and, for the MNIST examples, torchvision (`pip install torchvision==0.28.0`, the
+CPU-compatible build for torch 2.13).
+"""
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+ALIAS_DIR = Path(__file__).resolve().parent / "lightning_alias"
+SMALL_CLI = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "5", "--trainer.limit_val_batches", "2",
+             "--trainer.limit_test_batches", "2", "--trainer.limit_predict_batches", "2"]
+
+
+@dataclasses.dataclass
+class Example:
+    path: str  # relative to examples/pytorch
+    args: Tuple[str, ...] = ()
+    needs: Tuple[str, ...] = ()  # importable packages it needs
+    data: Tuple[str, ...] = ()  # stand-in data the Lightning run gets: "mnist", "wikitext2"
+    skip: Optional[str] = None  # why it cannot run here
+
+
+EXAMPLES = [
+    Example("bug_report/bug_report_model.py"),
+    Example("basics/autoencoder.py", tuple(SMALL_CLI), needs=("torchvision",), data=("mnist",)),
+    Example("basics/backbone_image_classifier.py", tuple(SMALL_CLI), needs=("torchvision",), data=("mnist",)),
+    Example("basics/transformer.py", data=("wikitext2",)),
+    Example("basics/profiler_example.py", skip="downloads CIFAR-10 and pretrained ResNet-18 weights (no internet); "
+            "its trainer defaults ask for accelerator='gpu'"),
+    Example("domain_templates/computer_vision_fine_tuning.py",
+            skip="downloads the cats-and-dogs images and pretrained ResNet-50 weights (no internet)"),
+    Example("domain_templates/generative_adversarial_net.py",
+            skip="needs a GPU: Trainer(accelerator='gpu') is written into the program"),
+    Example("domain_templates/imagenet.py", skip="needs ImageNet on disk and torchvision's pretrained weights"),
+    Example("domain_templates/reinforce_learn_Qnet.py", skip="needs gym"),
+    Example("domain_templates/reinforce_learn_ppo.py", skip="needs gym"),
+    Example("domain_templates/semantic_segmentation.py",
+            skip="needs the KITTI dataset on disk; Trainer() is written into it (1,000 epochs of a U-Net)"),
+    Example("servable_module/production.py",
+            skip="downloads CIFAR-10 and pretrained ResNet-18 weights (no internet)"),
+    Example("fp8_distributed_transformer/train.py", skip="needs CUDA GPUs with FP8 and torchao"),
+    Example("tensor_parallel/train.py", skip="needs several CUDA GPUs (ModelParallelStrategy)"),
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--examples", required=True, type=Path, help="Lightning's examples/pytorch folder")
+    parser.add_argument("--work", type=Path, help="where to run (default: a new temporary folder)")
+    parser.add_argument("--only", nargs="*", help="run only the examples whose path contains one of these")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds per run")
+    args = parser.parse_args()
+    if not (args.examples / "bug_report" / "bug_report_model.py").is_file():
+        parser.error(f"--examples {args.examples}: not Lightning's examples/pytorch folder (no bug_report/ in it)")
+    work = args.work or Path(tempfile.mkdtemp(prefix="lightning-examples-"))
+    results = []
+    for example in EXAMPLES:
+        if args.only and not any(name in example.path for name in args.only):
+            continue
+        result = {"example": example.path, **run_example(example, args.examples, work, args.timeout)}
+        results.append(result)
+        print(summary_line(result), flush=True)
+    (work / "results.json").write_text(json.dumps(results, indent=1))
+    print(f"\n{markdown_table(results)}\n\nDetails: {work / 'results.json'}")
+
+
+def run_example(example: Example, examples: Path, work: Path, timeout: float) -> dict:
+    """Both runs of one example and their comparison, or why it was skipped."""
+    reason = example.skip or missing_packages(example.needs)
+    if reason:
+        return {"skipped": reason}
+    name = example.path.replace("/", "-").removesuffix(".py")
+    runs = {}
+    for framework in ("volt", "lightning"):
+        copy = work / framework / "examples" / "pytorch"
+        if not copy.exists():
+            copy_examples(examples, copy)
+        cwd = work / framework / "runs" / name
+        shutil.rmtree(cwd, ignore_errors=True)
+        cwd.mkdir(parents=True)
+        if framework == "lightning":
+            write_stand_in_data(example.data, cwd, datasets=copy.parent / "Datasets")
+        runs[framework] = run_once(framework, copy / example.path, list(example.args), cwd, timeout)
+    return {"runs": runs, **compare(runs["volt"], runs["lightning"])}
+
+
+def missing_packages(packages: Tuple[str, ...]) -> Optional[str]:
+    import importlib.util
+
+    missing = [p for p in packages if importlib.util.find_spec(p) is None]
+    return f"needs {', '.join(missing)}, not installed" if missing else None
+
+
+def copy_examples(source: Path, destination: Path) -> None:
+    """The examples' own files only (not the outputs of earlier runs in that folder)."""
+    shutil.copytree(source, destination, ignore=shutil.ignore_patterns("lightning_logs", "__pycache__", "data"))
+
+
+def run_once(framework: str, script: Path, args: List[str], cwd: Path, timeout: float) -> dict:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("VOLT_", "PL_", "MASTER_", "LOCAL_"))}
+    environment["OMP_NUM_THREADS"] = "1"  # same CPU kernels, same summation order in both runs
+    if framework == "volt":
+        environment["PYTHONPATH"] = str(REPO / "src")
+        command = [sys.executable, "-m", "volt", "run", str(script), *args]
+    else:
+        environment["PYTHONPATH"] = str(ALIAS_DIR)
+        command = [sys.executable, str(script), *args]
+    start = time.perf_counter()
+    try:
+        process = subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=timeout)
+        returncode, output = process.returncode, process.stdout + process.stderr
+    except subprocess.TimeoutExpired as error:
+        returncode, output = None, f"timed out after {timeout:.0f} s\n{error.stdout or ''}{error.stderr or ''}"
+    (cwd / "output.txt").write_text(output if isinstance(output, str) else output.decode(errors="replace"))
+    return {"returncode": returncode, "seconds": round(time.perf_counter() - start, 1), "cwd": str(cwd),
+            "output_tail": str(output)[-3000:] if returncode != 0 else ""}
+
+
+# ---- the same data for Lightning's demos -------------------------------------------------------------------------
+
+def write_stand_in_data(kinds: Tuple[str, ...], cwd: Path, datasets: Path) -> None:
+    """volt's generated data, written where Lightning's demos read before they download."""
+    if "mnist" in kinds:
+        # Lightning's MNIST() fetches torchvision's MNIST into ./data first, then opens the example's folder
+        for root in (cwd / "data", datasets):
+            write_mnist_files(root)
+    if "wikitext2" in kinds:
+        from volt.demos.transformer import generate_corpus
+
+        (cwd / "data").mkdir(parents=True, exist_ok=True)
+        (cwd / "data" / "wikitext-2.txt").write_text(generate_corpus(), encoding="utf8")
+
+
+def write_mnist_files(root: Path) -> None:
+    """volt's MNIST stand-in in torchvision's MNIST format (IDX files in <root>/MNIST/raw), checked on read-back."""
+    from torchvision.datasets import MNIST as TorchvisionMNIST
+
+    from volt.demos.mnist_datamodule import MNIST
+
+    raw = root / "MNIST" / "raw"
+    if (raw / "t10k-labels-idx1-ubyte").exists():
+        return
+    raw.mkdir(parents=True, exist_ok=True)
+    for train, prefix in ((True, "train"), (False, "t10k")):
+        dataset = MNIST(train=train, normalize=None)
+        images = torch.stack([dataset[i][0] for i in range(len(dataset))]).squeeze(1).mul(255).round().byte()
+        labels = torch.tensor([dataset[i][1] for i in range(len(dataset))], dtype=torch.uint8)
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", 2051, images)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", 2049, labels)
+        back = TorchvisionMNIST(str(root), train=train, download=False)
+        if not (torch.equal(back.data, images) and torch.equal(back.targets, labels.long())):
+            raise RuntimeError(f"torchvision reads {raw} differently from volt's MNIST stand-in")
+
+
+def write_idx(path: Path, magic: int, values: torch.Tensor) -> None:
+    """The IDX format of MNIST's files: big-endian magic and sizes, then the uint8 values."""
+    header = b"".join(n.to_bytes(4, "big") for n in (magic, *values.shape))
+    path.write_bytes(header + values.contiguous().numpy().tobytes())
+
+
+# ---- comparison ----------------------------------------------------------------------------------------------
+
+def compare(volt_run: dict, lightning_run: dict) -> dict:
+    if volt_run["returncode"] != 0 or lightning_run["returncode"] != 0:
+        return {"metrics": "not compared", "weights": "not compared"}
+    volt_dir, lightning_dir = Path(volt_run["cwd"]), Path(lightning_run["cwd"])
+    return {"metrics": compare_scalars(logged_scalars(volt_dir), logged_scalars(lightning_dir)),
+            "weights": compare_checkpoints(volt_dir, lightning_dir),
+            "final_metrics": final_values(logged_scalars(volt_dir))}
+
+
+def logged_scalars(run_dir: Path) -> Dict[str, List[Tuple[int, float]]]:
+    """tag -> [(step, value), ...] over all TensorBoard event files a run wrote."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    scalars: Dict[str, List[Tuple[int, float]]] = {}
+    for events in sorted(run_dir.rglob("events.out.tfevents.*")):
+        accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        accumulator.Reload()
+        for tag in accumulator.Tags()["scalars"]:
+            scalars.setdefault(tag, []).extend((e.step, e.value) for e in accumulator.Scalars(tag))
+    return scalars
+
+
+def final_values(scalars: Dict[str, List[Tuple[int, float]]]) -> Dict[str, float]:
+    return {tag: points[-1][1] for tag, points in sorted(scalars.items())}
+
+
+def compare_scalars(volt_scalars: dict, lightning_scalars: dict) -> str:
+    if not lightning_scalars:
+        return "nothing logged" if not volt_scalars else f"only volt logged {sorted(volt_scalars)}"
+    if set(volt_scalars) != set(lightning_scalars):
+        return (f"different tags: volt only {sorted(set(volt_scalars) - set(lightning_scalars))}, "
+                f"Lightning only {sorted(set(lightning_scalars) - set(volt_scalars))}")
+    worst = 0.0
+    for tag, points in lightning_scalars.items():
+        ours = volt_scalars[tag]
+        if [s for s, _ in ours] != [s for s, _ in points]:
+            return f"{tag}: logged at steps {[s for s, _ in ours]} on volt, {[s for s, _ in points]} on Lightning"
+        for (_, a), (_, b) in zip(ours, points):
+            worst = max(worst, abs(a - b) / max(abs(b), 1e-12))
+    count = sum(len(p) for p in lightning_scalars.values())
+    return f"equal ({count} points)" if worst == 0 else f"max relative difference {worst:.2e} ({count} points)"
+
+
+def compare_checkpoints(volt_dir: Path, lightning_dir: Path) -> str:
+    volt_files = {str(p.relative_to(volt_dir)) for p in volt_dir.rglob("*.ckpt")}
+    lightning_files = {str(p.relative_to(lightning_dir)) for p in lightning_dir.rglob("*.ckpt")}
+    if volt_files != lightning_files:
+        return f"different checkpoint files: volt {sorted(volt_files)}, Lightning {sorted(lightning_files)}"
+    if not volt_files:
+        return "no checkpoint saved"
+    worst = 0.0
+    for name in sorted(volt_files):
+        ours = torch.load(volt_dir / name, map_location="cpu", weights_only=True)["state_dict"]
+        theirs = torch.load(lightning_dir / name, map_location="cpu", weights_only=False)["state_dict"]
+        if list(ours) != list(theirs):
+            return f"{name}: different state_dict keys"
+        worst = max([worst] + [(ours[k].double() - theirs[k].double()).abs().max().item() for k in ours
+                               if ours[k].numel()])
+    files = ", ".join(sorted(volt_files))
+    return f"equal ({files})" if worst == 0 else f"max abs difference {worst:.2e} ({files})"
+
+
+def summary_line(result: dict) -> str:
+    if "skipped" in result:
+        return f"{result['example']}: skipped: {result['skipped']}"
+    runs = result["runs"]
+    status = {f: ("ok" if r["returncode"] == 0 else f"FAILED ({r['returncode']})") for f, r in runs.items()}
+    line = (f"{result['example']}: volt {status['volt']} {runs['volt']['seconds']} s, "
+            f"Lightning {status['lightning']} {runs['lightning']['seconds']} s; "
+            f"metrics {result['metrics']}; weights {result['weights']}")
+    for framework, run in runs.items():
+        if run["returncode"] != 0:
+            line += f"\n--- {framework} output (tail) ---\n{run['output_tail']}"
+    return line
+
+
+def markdown_table(results: List[dict]) -> str:
+    rows = ["| example | runs on volt | logged metrics vs Lightning | checkpoint weights vs Lightning |",
+            "|---|---|---|---|"]
+    for result in results:
+        if "skipped" in result:
+            rows.append(f"| {result['example']} | skipped: {result['skipped']} | | |")
+            continue
+        volt_run = result["runs"]["volt"]
+        runs = "yes" if volt_run["returncode"] == 0 else f"no (exit {volt_run['returncode']})"
+        rows.append(f"| {result['example']} | {runs} | {result['metrics']} | {result['weights']} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    main()
