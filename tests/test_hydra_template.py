@@ -280,7 +280,7 @@ def test_hydra_template_project_matches_lightning_under_volt_run(tmp_path):
     pytest.importorskip("torchmetrics")
     write_project(tmp_path / "volt")
     write_project(tmp_path / "lightning")
-    # both at once: most of each run is importing (Lightning's import alone is ~2 s of CPU)
+    # both at once: most of each run is importing torch, Hydra and the framework
     processes = {name: start_project(tmp_path / name, on_volt=name == "volt") for name in ("volt", "lightning")}
     ours, theirs = (summary(processes[name], tmp_path / name) for name in ("volt", "lightning"))
 

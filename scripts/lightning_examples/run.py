@@ -13,8 +13,8 @@ Lightning run this script writes volt's stand-in data where Lightning's demos lo
 
 Compared: every scalar each run logged (TensorBoard event files: tag, step, value) and the weights in every
 checkpoint it saved (same file names). Examples that cannot run here are listed with the reason. Needs the test
-extra (`pip install -e ".[test]"`) and, for the MNIST examples, torchvision (`pip install torchvision==0.28.0`, the
-CPU-compatible build for torch 2.13).
+extra (`pip install -e ".[test]"`) and, for the MNIST examples, a torchvision that imports with the installed torch
+(PyPI's torchvision 0.28 for torch 2.13 is a CUDA build: with the CPU torch it fails to import).
 """
 import argparse
 import dataclasses
@@ -32,6 +32,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[2]
 ALIAS_DIR = Path(__file__).resolve().parent / "lightning_alias"
+SEED_DIR = Path(__file__).resolve().parent / "seed"
 SMALL_CLI = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "5", "--trainer.limit_val_batches", "2",
              "--trainer.limit_test_batches", "2", "--trainer.limit_predict_batches", "2"]
 
@@ -43,10 +44,11 @@ class Example:
     needs: Tuple[str, ...] = ()  # importable packages it needs
     data: Tuple[str, ...] = ()  # stand-in data the Lightning run gets: "mnist", "wikitext2"
     skip: Optional[str] = None  # why it cannot run here
+    seed: Optional[int] = None  # for a program that does not seed itself: torch's seed at interpreter start
 
 
 EXAMPLES = [
-    Example("bug_report/bug_report_model.py"),
+    Example("bug_report/bug_report_model.py", seed=1234),
     Example("basics/autoencoder.py", tuple(SMALL_CLI), needs=("torchvision",), data=("mnist",)),
     Example("basics/backbone_image_classifier.py", tuple(SMALL_CLI), needs=("torchvision",), data=("mnist",)),
     Example("basics/transformer.py", data=("wikitext2",)),
@@ -105,15 +107,20 @@ def run_example(example: Example, examples: Path, work: Path, timeout: float) ->
         cwd.mkdir(parents=True)
         if framework == "lightning":
             write_stand_in_data(example.data, cwd, datasets=copy.parent / "Datasets")
-        runs[framework] = run_once(framework, copy / example.path, list(example.args), cwd, timeout)
+        runs[framework] = run_once(framework, copy / example.path, list(example.args), cwd, timeout, example.seed)
     return {"runs": runs, **compare(runs["volt"], runs["lightning"])}
 
 
 def missing_packages(packages: Tuple[str, ...]) -> Optional[str]:
-    import importlib.util
+    """Why an example cannot run for want of a package (installed is not enough: it must import)."""
+    import importlib
 
-    missing = [p for p in packages if importlib.util.find_spec(p) is None]
-    return f"needs {', '.join(missing)}, not installed" if missing else None
+    for package in packages:
+        try:
+            importlib.import_module(package)
+        except Exception as error:  # noqa: BLE001  (a broken build raises anything)
+            return f"needs {package}, which does not import here ({type(error).__name__}: {error})"
+    return None
 
 
 def copy_examples(source: Path, destination: Path) -> None:
@@ -121,14 +128,18 @@ def copy_examples(source: Path, destination: Path) -> None:
     shutil.copytree(source, destination, ignore=shutil.ignore_patterns("lightning_logs", "__pycache__", "data"))
 
 
-def run_once(framework: str, script: Path, args: List[str], cwd: Path, timeout: float) -> dict:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith(("VOLT_", "PL_", "MASTER_", "LOCAL_"))}
+def run_once(framework: str, script: Path, args: List[str], cwd: Path, timeout: float, seed: Optional[int]) -> dict:
+    environment = {k: v for k, v in os.environ.items()
+                   if not k.startswith(("VOLT_", "PL_", "MASTER_", "LOCAL_", "LIGHTNING_EXAMPLES_"))}
     environment["OMP_NUM_THREADS"] = "1"  # same CPU kernels, same summation order in both runs
+    paths = [REPO / "src"] if framework == "volt" else [ALIAS_DIR]
+    if seed is not None:
+        environment["LIGHTNING_EXAMPLES_SEED"] = str(seed)
+        paths.append(SEED_DIR)
+    environment["PYTHONPATH"] = os.pathsep.join(map(str, paths))
     if framework == "volt":
-        environment["PYTHONPATH"] = str(REPO / "src")
         command = [sys.executable, "-m", "volt", "run", str(script), *args]
     else:
-        environment["PYTHONPATH"] = str(ALIAS_DIR)
         command = [sys.executable, str(script), *args]
     start = time.perf_counter()
     try:
