@@ -55,6 +55,7 @@ class Example:
 
 EXAMPLES = [
     Example("bug_report/bug_report_model.py", seed=1234),
+    Example("bug_report/bug_report_model.ipynb", skip="a notebook: the program of bug_report_model.py"),
     Example("basics/autoencoder.py", tuple(SMALL_CLI), needs=("torchvision",), data=("mnist",)),
     Example("basics/backbone_image_classifier.py", tuple(SMALL_CLI), needs=("torchvision",), data=("mnist",)),
     Example("basics/transformer.py", data=("wikitext2",)),
@@ -68,7 +69,8 @@ EXAMPLES = [
     Example("domain_templates/reinforce_learn_Qnet.py", skip="needs gym"),
     Example("domain_templates/reinforce_learn_ppo.py", skip="needs gym"),
     Example("domain_templates/semantic_segmentation.py",
-            skip="needs the KITTI dataset on disk; Trainer() is written into it (1,000 epochs of a U-Net)"),
+            skip="needs the KITTI dataset on disk and torchvision; Trainer() is written into it (1,000 epochs of a "
+                 "U-Net)"),
     Example("servable_module/production.py",
             skip="downloads CIFAR-10 and pretrained ResNet-18 weights (no internet)"),
     Example("fp8_distributed_transformer/train.py", skip="needs CUDA GPUs with FP8 and torchao"),
