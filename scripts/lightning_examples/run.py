@@ -15,9 +15,10 @@ data. The transformer example trains 20 epochs (fixed in its code): both runs ge
 WikiText-2 stand-in, so that it takes minutes on a CPU.
 
 Compared: every scalar each run logged (TensorBoard event files: tag, step, value) and the weights in every
-checkpoint it saved (same file names). Examples that cannot run here are listed with the reason. Needs the test
-extra (`pip install -e ".[test]"`) and, for the MNIST examples, a torchvision that imports with the installed torch
-(PyPI's torchvision 0.28 for torch 2.13 is a CUDA build: with the CPU torch it fails to import).
+checkpoint it saved (same file names). Examples that cannot run here are listed with the reason. Exits 1 if a run
+fails or a comparison is not equal. Needs the test extra (`pip install -e ".[test]"`) and, for the MNIST examples, a
+torchvision that imports with the installed torch (PyPI's torchvision 0.28 for torch 2.13 is a CUDA build: with the
+CPU torch it fails to import).
 """
 import argparse
 import dataclasses
@@ -97,6 +98,15 @@ def main() -> None:
         print(summary_line(result), flush=True)
     (work / "results.json").write_text(json.dumps(results, indent=1))
     print(f"\n{markdown_table(results)}\n\nDetails: {work / 'results.json'}")
+    raise SystemExit(0 if all(matches(result) for result in results) else 1)
+
+
+def matches(result: dict) -> bool:
+    """Skipped, or both runs succeeded with equal logged values and equal checkpoint weights."""
+    if "skipped" in result:
+        return True
+    return (result["metrics"].startswith(("equal", "nothing logged"))
+            and result["weights"].startswith(("equal", "no checkpoint saved")))
 
 
 def run_example(example: Example, examples: Path, work: Path, timeout: float) -> dict:
