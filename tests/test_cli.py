@@ -284,6 +284,22 @@ def test_a_config_saved_by_lightnings_cli_runs_on_volt(quiet_lightning, user_pac
     assert (tmp_path / "volt" / "lightning_logs" / "version_0" / "config.yaml").is_file()
 
 
+def test_a_config_saved_by_volts_cli_runs_on_lightning(quiet_lightning, user_package, tmp_path):
+    """The other way round: volt's config.yaml states only arguments Lightning 2.6's Trainer has (no 1.x `gpus`)."""
+    from pytorch_lightning.cli import LightningCLI as LightningsCLI
+
+    LightningCLI(args=["fit", "--model", user_package, "--trainer.max_epochs", "1", "--trainer.default_root_dir",
+                       str(tmp_path / "volt"), *QUIET])
+    saved = (tmp_path / "volt" / "lightning_logs" / "version_0" / "config.yaml").read_text()
+    assert "gpus" not in saved
+    config = tmp_path / "config.yaml"
+    config.write_text(saved.replace("volt.", "pytorch_lightning.").replace("user_pkg", "user_pkg_lightning")
+                      .replace(str(tmp_path / "volt"), str(tmp_path / "lightning")))
+
+    cli = LightningsCLI(args=["fit", "--config", str(config)])
+    assert cli.trainer.global_step == 2 and (cli.model.hparams.width, cli.model.hparams.note) == (4, "none")
+
+
 def test_save_config_as_several_files_like_its_input(user_package, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "model.yaml").write_text(yaml.safe_dump({"class_path": user_package, "init_args": {"width": 3}}))

@@ -107,8 +107,10 @@ def _parser_class() -> type:
                 self.callback_keys.append(nested_key)
             if subclass_mode:
                 return self.add_subclass_arguments(lightning_class, nested_key, fail_untyped=False, required=required)
+            is_trainer = issubclass(lightning_class, Trainer)
+            # `gpus` (the 1.x form) stays out of configs: Lightning 2.x rejects a config.yaml that states it
             return self.add_class_arguments(lightning_class, nested_key, fail_untyped=False, sub_configs=True,
-                                            instantiate=not issubclass(lightning_class, Trainer))
+                                            instantiate=not is_trainer, skip={"gpus"} if is_trainer else None)
 
         def add_optimizer_args(self, optimizer_class=(Optimizer,), nested_key: str = "optimizer",
                                link_to: str = "AUTOMATIC") -> None:

@@ -42,8 +42,8 @@ class _Metric:
     """One logged name in one loop run: its options, its last step value and its epoch accumulator."""
 
     __slots__ = ("name", "fx", "on_step", "on_epoch", "prog_bar", "logger", "reduce", "sync_dist", "sync_group",
-                 "step_key", "epoch_key", "last", "values", "sizes", "filler_value", "metric_obj", "updated",
-                 "dataloader_idx", "arguments")
+                 "step_key", "epoch_key", "last", "values", "sizes", "folded", "filler_value", "metric_obj",
+                 "updated", "dataloader_idx", "arguments")
 
     def __init__(self, name, fx, on_step, on_epoch, prog_bar, logger, reduce, sync_dist, sync_group, suffix=""):
         self.name, self.fx = name + suffix, fx
@@ -56,6 +56,7 @@ class _Metric:
         self.last: Optional[torch.Tensor] = None
         self.values: List[torch.Tensor] = []
         self.sizes: List[int] = []
+        self.folded: Optional[List[torch.Tensor]] = None  # [reduced value, weight] of the batches compacted so far
         self.filler_value: Optional[torch.Tensor] = None  # logged on a filler batch (eval_loop): not accumulated
         self.metric_obj = None  # a torchmetrics.Metric logged directly: computed at epoch end
         self.updated = False
@@ -66,38 +67,48 @@ class _Metric:
         self.values.append(value)
         self.sizes.append(batch_size)
         if len(self.values) >= _COMPACT_EVERY:
-            self.values, self.sizes = [self._reduce_local()], [sum(self.sizes)]
+            self.folded = list(self._local_parts())
+            self.values, self.sizes = [], []
 
     def _reduce_local(self) -> torch.Tensor:
         """The epoch value over this process's batches (for "mean": the batch-size-weighted mean)."""
         total, weight = self._local_parts()
         return total / weight if self.reduce == "mean" else total
 
+    def has_values(self) -> bool:
+        return bool(self.values) or self.folded is not None
+
     def _local_parts(self) -> Tuple[torch.Tensor, torch.Tensor]:
-        """(this process's reduced values, their weight); for "mean" the total is the size-weighted sum."""
-        stacked = torch.stack([v.to(torch.get_default_dtype()) if not v.is_floating_point() else v
-                               for v in self.values])
-        weight = torch.tensor(float(sum(self.sizes)), dtype=stacked.dtype, device=stacked.device)
-        if self.reduce == "mean":
-            sizes = torch.tensor(self.sizes, dtype=stacked.dtype, device=stacked.device)
-            return (stacked * sizes).sum(), weight
-        if self.reduce == "sum":
-            return stacked.sum(), weight
-        return (stacked.max() if self.reduce == "max" else stacked.min()), weight
+        """(this process's reduced values, their weight); for "mean" the total is the size-weighted sum. Values
+        are float32 or float64, and sums add one batch at a time in logging order, as Lightning accumulates them:
+        the same epoch value to the last bit."""
+        parts = [] if self.folded is None else [self.folded[0].view(1)]  # the batches compacted earlier first
+        weight = float(sum(self.sizes)) + (0.0 if self.folded is None else self.folded[1].item())
+        if self.values:
+            stacked = torch.stack([v if v.dtype in (torch.float32, torch.float64) else v.to(torch.get_default_dtype())
+                                   for v in self.values])
+            if self.reduce == "mean":
+                stacked = stacked * torch.tensor(self.sizes, dtype=stacked.dtype, device=stacked.device)
+            parts.append(stacked)
+        terms = torch.cat(parts)
+        weight = torch.tensor(weight, dtype=terms.dtype, device=terms.device)
+        if self.reduce in ("mean", "sum"):
+            return _sequential_sum(terms), weight
+        return (terms.max() if self.reduce == "max" else terms.min()), weight
 
     def epoch_value(self, strategy) -> torch.Tensor:
         if self.metric_obj is not None:
             return self.metric_obj.compute()
         if self.sync_dist and strategy is not None and strategy.world_size > 1:
             return self._reduce_synced(strategy)
-        if not self.values:  # a rank that ran filler batches only shows their values in its unsynced metrics
+        if not self.has_values():  # a rank that ran filler batches only shows their values in its unsynced metrics
             return self.last if self.filler_value is None else self.filler_value
         return self._reduce_local()
 
     def _reduce_synced(self, strategy) -> Optional[torch.Tensor]:
         """The epoch value over all ranks. A rank without values of its own (filler batches only) still takes
         part, with no weight, so that every rank runs the same collectives."""
-        if self.values:
+        if self.has_values():
             total, weight = self._local_parts()
         elif self.filler_value is not None:
             total, weight = torch.zeros_like(self.filler_value), self.filler_value.new_zeros(())
@@ -217,7 +228,7 @@ class Results:
                 self.progress_bar_metrics[key_step] = value
         if metric.on_epoch:
             if fx in _EPOCH_HOOKS:  # logged once per epoch: the value is the epoch value
-                metric.values, metric.sizes = [value], [1]
+                metric.values, metric.sizes, metric.folded = [value], [1], None
                 self._publish_epoch(metric, value)
             elif self.filler:
                 metric.filler_value = value
@@ -418,6 +429,16 @@ class Results:
 # not plain data: a process group, a torchmetrics object, the `self.log` arguments (reduce_fx may be a function)
 _NOT_SAVED = ("sync_group", "metric_obj", "arguments")
 _EPOCH_HOOKS = frozenset(fx for fx, options in LOG_OPTIONS.items() if options is _EPOCH_ONLY)
+
+
+def _sequential_sum(terms: torch.Tensor) -> torch.Tensor:
+    """terms[0] + terms[1] + ..., one addition at a time in the terms' precision, as a running sum adds them (as
+    Lightning's does). `torch.sum` adds pairwise and `torch.cumsum` in float64 on the CPU: other last bits; numpy's
+    accumulate is strictly sequential. Runs at epoch end and every `_COMPACT_EVERY` batches, not per step."""
+    import numpy as np
+
+    totals = np.add.accumulate(terms.detach().cpu().numpy())
+    return torch.from_numpy(totals[-1:]).to(terms.device).squeeze(0)
 
 
 def _parse_reduce_fx(reduce_fx, name: str) -> str:
