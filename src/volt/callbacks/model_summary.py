@@ -5,6 +5,7 @@ import logging
 from typing import Any, Dict
 
 from volt.callbacks.callback import Callback
+from volt.utilities.imports import import_isolated
 from volt.utilities.model_summary import (SummaryData, summary_totals, format_summary_table, get_human_readable_count,
                                           summarize)
 
@@ -62,10 +63,8 @@ class RichModelSummary(ModelSummary):
     @staticmethod
     def summarize(summary_data: SummaryData, total_parameters: int, trainable_parameters: int, model_size: float,
                   total_training_modes: Dict[str, int], total_flops: int = 0, **summarize_kwargs: Any) -> None:
-        from rich import get_console
-        from rich.table import Table
-
-        table = Table(header_style=summarize_kwargs.get("header_style", "bold magenta"))
+        rich_table = import_isolated("rich.table")  # maybe the run's first rich import: keep its RNGs as they are
+        table = rich_table.Table(header_style=summarize_kwargs.get("header_style", "bold magenta"))
         right_aligned = {"Params", "FLOPs", "In sizes", "Out sizes"}
         for header, _ in summary_data:
             table.add_column(header, justify="right" if header in right_aligned else "left",
@@ -73,11 +72,11 @@ class RichModelSummary(ModelSummary):
         for row in zip(*(cells for _, cells in summary_data)):
             table.add_row(*row)
 
-        totals = Table.grid(expand=True)
+        totals = rich_table.Table.grid(expand=True)
         totals.add_column()
         for label, value in summary_totals(total_parameters, trainable_parameters, model_size, total_training_modes,
                                     total_flops):
             totals.add_row(f"[bold]{label}[/]: {value}")
-        console = get_console()
+        console = import_isolated("rich").get_console()
         console.print(table)
         console.print(totals)

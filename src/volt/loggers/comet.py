@@ -20,6 +20,7 @@ from typing import Any, Dict, Literal, Mapping, Optional, Union
 from volt.loggers.logger import Logger, rank_zero_experiment
 from volt.loggers.tracking import require, to_number
 from volt.loggers.utils import _convert_params
+from volt.utilities.imports import import_isolated
 from volt.utilities.rank_zero import rank_zero_only, rank_zero_warn
 
 FRAMEWORK_NAME = "pytorch-lightning"  # what Lightning's logger tells Comet; Comet's UI groups runs by it
@@ -195,6 +196,4 @@ class CometLogger(Logger):
 
 def _import_comet():
     os.environ["COMET_DISABLE_AUTO_LOGGING"] = "1"  # before the first import: no patching of torch and others
-    import comet_ml
-
-    return comet_ml
+    return import_isolated("comet_ml")  # it draws from `random` when imported

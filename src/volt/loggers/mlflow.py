@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Literal, Mapping, Optional, Union
 from volt.loggers.logger import Logger, rank_zero_experiment
 from volt.loggers.tracking import LatestRows, checkpoint_metadata, checkpoints_to_upload, require, to_number
 from volt.loggers.utils import _add_prefix, _convert_params, _flatten_dict
+from volt.utilities.imports import import_isolated
 from volt.utilities.rank_zero import rank_zero_only, rank_zero_warn
 
 log = logging.getLogger(__name__)
@@ -93,11 +94,10 @@ class MLFlowLogger(Logger):
         """The `mlflow.tracking.MlflowClient`; the experiment and run are created (or found) on first use."""
         if self._initialized:
             return self._client
-        import mlflow
-        from mlflow.tracking import MlflowClient
+        mlflow = import_isolated("mlflow")  # imported mid-run: it must not move the seeded run's RNGs
 
         mlflow.set_tracking_uri(self._tracking_uri)
-        self._client = client = MlflowClient(self._tracking_uri)
+        self._client = client = import_isolated("mlflow.tracking").MlflowClient(self._tracking_uri)
         if self._run_id is not None:
             self._experiment_id = client.get_run(self._run_id).info.experiment_id
         else:

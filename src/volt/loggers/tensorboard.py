@@ -1,7 +1,8 @@
 """TensorBoardLogger: TensorBoard event files (written with tensorboardX) in `<save_dir>/<name>/version_N/`.
 
 tensorboardX takes about a quarter of a second to import, so nothing here imports it until the first real write:
-hyperparameters are buffered until then, and `fit()` reaches its first training step without waiting for it.
+hyperparameters are buffered until then, and `fit()` reaches its first training step without waiting for it. That
+import happens mid-run, so it goes through `import_isolated`: it must not move the seeded run's random numbers.
 
 Scalars and hyperparameters go to an event file the logger writes itself, synchronously, and hands to the OS after
 every write (no fsync: these are logs, not checkpoints). tensorboardX's SummaryWriter instead queues events for a
@@ -32,6 +33,7 @@ from volt.loggers.utils import (
     _version_dir,
 )
 from volt.utilities.apply_func import move_data_to_device
+from volt.utilities.imports import import_isolated
 from volt.utilities.rank_zero import rank_zero_only, rank_zero_warn
 
 _writer_ids = itertools.count()
@@ -51,15 +53,15 @@ class _EventFile:
     """A TensorBoard event file (TFRecord framing: length, masked CRC, event, masked CRC), written synchronously."""
 
     def __init__(self, log_dir: str) -> None:
-        from tensorboardX.proto.event_pb2 import Event
+        event_pb2 = import_isolated("tensorboardX.proto.event_pb2")
 
         os.makedirs(log_dir, exist_ok=True)
         name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}{_unique_suffix()}"
         self._file = open(os.path.join(log_dir, name), "wb")
-        self.write(Event(wall_time=time.time(), file_version="brain.Event:2"))
+        self.write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
 
     def write(self, event) -> None:
-        from tensorboardX.record_writer import masked_crc32c
+        masked_crc32c = import_isolated("tensorboardX.record_writer").masked_crc32c
 
         data = event.SerializeToString()
         header = struct.pack("<Q", len(data))
@@ -146,17 +148,17 @@ class TensorBoardLogger(RewritableLog, VersionedLogDir, Logger):
     def experiment(self):
         """A `tensorboardX.SummaryWriter` on `log_dir`, created on first use, for images, histograms and the like."""
         if self._experiment is None:
-            from tensorboardX import SummaryWriter
+            tensorboardx = import_isolated("tensorboardX")
 
             self._open_events()  # first, so that a resume's purge marker sorts before the writer's file
             kwargs = {**self._kwargs, "filename_suffix": _unique_suffix() + self._kwargs.get("filename_suffix", "")}
-            self._experiment = SummaryWriter(log_dir=self.log_dir, **kwargs)
+            self._experiment = tensorboardx.SummaryWriter(log_dir=self.log_dir, **kwargs)
         return self._experiment
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, Any], step: Optional[int] = None) -> None:
         """Write scalars (numbers or one-element tensors, read now); a dict value goes to `add_scalars`."""
-        from tensorboardX.proto.summary_pb2 import Summary
+        summary_pb2 = import_isolated("tensorboardX.proto.summary_pb2")
 
         self.remember_logged(metrics, step)
         values = []
@@ -164,9 +166,9 @@ class TensorBoardLogger(RewritableLog, VersionedLogDir, Logger):
             if isinstance(value, dict):
                 self.experiment.add_scalars(key, {k: _to_float(f"{key}/{k}", v) for k, v in value.items()}, step)
             else:
-                values.append(Summary.Value(tag=key, simple_value=_to_float(key, value)))
+                values.append(summary_pb2.Summary.Value(tag=key, simple_value=_to_float(key, value)))
         if values:  # one event for the whole dict: what add_scalar would write, for a fraction of the cost
-            self._write(step, summary=Summary(value=values))
+            self._write(step, summary=summary_pb2.Summary(value=values))
             self._events.flush()
 
     @rank_zero_only
@@ -264,23 +266,23 @@ class TensorBoardLogger(RewritableLog, VersionedLogDir, Logger):
         self._write_pending_hparams()
 
     def _write(self, step: Optional[int], **fields: Any) -> None:
-        from tensorboardX.proto.event_pb2 import Event
+        event_pb2 = import_isolated("tensorboardX.proto.event_pb2")
 
         self._open_events()
-        event = Event(wall_time=time.time(), **fields)
+        event = event_pb2.Event(wall_time=time.time(), **fields)
         if step is not None:
             event.step = int(step)
         self._events.write(event)
 
     def _write_purge_marker(self) -> None:
-        from tensorboardX.proto.event_pb2 import SessionLog
+        session_log = import_isolated("tensorboardX.proto.event_pb2").SessionLog
 
         step, self._purge_step = self._purge_step, None
-        self._write(step, session_log=SessionLog(status=SessionLog.START))
+        self._write(step, session_log=session_log(status=session_log.START))
         self._events.flush()
 
     def _write_pending_hparams(self) -> None:
-        from tensorboardX.summary import hparams
+        hparams = import_isolated("tensorboardX.summary").hparams
 
         pending, self._pending_hparams = self._pending_hparams, []
         for params, metrics, step in pending:

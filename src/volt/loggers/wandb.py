@@ -26,6 +26,7 @@ from volt.loggers.logger import Logger, rank_zero_experiment
 from volt.loggers.tracking import checkpoint_metadata, checkpoints_to_upload, require
 from volt.loggers.utils import _add_prefix, _convert_params
 from volt.utilities.exceptions import MisconfigurationException
+from volt.utilities.imports import import_isolated
 from volt.utilities.rank_zero import rank_zero_only, rank_zero_warn
 
 _STEP_KEY = "trainer/global_step"
@@ -117,7 +118,7 @@ class WandbLogger(Logger):
     def experiment(self):
         """The `wandb` Run, started on first use (a run already started in this process is reused, as Lightning)."""
         if self._experiment is None:
-            import wandb
+            wandb = import_isolated("wandb")
 
             if wandb.run is not None and self._resume_row is None:
                 rank_zero_warn(
@@ -183,7 +184,7 @@ class WandbLogger(Logger):
     def log_table(self, key: str, columns: Optional[List[str]] = None, data: Optional[List[List[Any]]] = None,
                   dataframe: Any = None, step: Optional[int] = None) -> None:
         """Log a `wandb.Table` from columns and rows, or from a pandas DataFrame."""
-        import wandb
+        wandb = import_isolated("wandb")
 
         self.log_metrics({key: wandb.Table(columns=columns, data=data, dataframe=dataframe)}, step)
 
@@ -196,21 +197,21 @@ class WandbLogger(Logger):
     @rank_zero_only
     def log_image(self, key: str, images: List[Any], step: Optional[int] = None, **kwargs: Any) -> None:
         """Log images; each keyword holds one value per image (e.g. `caption=[...]`)."""
-        import wandb
+        wandb = import_isolated("wandb")
 
         self.log_metrics({key: _media(wandb.Image, "images", images, kwargs)}, step)
 
     @rank_zero_only
     def log_audio(self, key: str, audios: List[Any], step: Optional[int] = None, **kwargs: Any) -> None:
         """Log audio clips; each keyword holds one value per clip (e.g. `sample_rate=[...]`)."""
-        import wandb
+        wandb = import_isolated("wandb")
 
         self.log_metrics({key: _media(wandb.Audio, "audios", audios, kwargs)}, step)
 
     @rank_zero_only
     def log_video(self, key: str, videos: List[Any], step: Optional[int] = None, **kwargs: Any) -> None:
         """Log videos; each keyword holds one value per video (e.g. `fps=[...]`)."""
-        import wandb
+        wandb = import_isolated("wandb")
 
         self.log_metrics({key: _media(wandb.Video, "videos", videos, kwargs)}, step)
 
@@ -245,7 +246,7 @@ class WandbLogger(Logger):
     def download_artifact(artifact: str, save_dir: Optional[Union[str, os.PathLike]] = None,
                           artifact_type: Optional[str] = None, use_artifact: Optional[bool] = True) -> str:
         """Download an artifact (e.g. "entity/project/model-abc:best") and return its folder."""
-        import wandb
+        wandb = import_isolated("wandb")
 
         if wandb.run is not None and use_artifact:
             found = wandb.run.use_artifact(artifact)
@@ -271,7 +272,7 @@ class WandbLogger(Logger):
     def _upload_checkpoints(self, checkpoint_callback) -> None:
         """Each new or changed checkpoint file (or sharded checkpoint folder) becomes a version of the "model"
         artifact (file or folder `model.ckpt`), aliased "latest", and "best" for the best model."""
-        import wandb
+        wandb = import_isolated("wandb")
 
         for mtime, path, score in checkpoints_to_upload(checkpoint_callback, self._uploaded):
             if not self._checkpoint_name:

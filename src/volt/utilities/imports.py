@@ -3,8 +3,10 @@
 Each flag is a `RequirementCache`: it checks the installed distribution (never imports the package) the first time
 it is used, so importing this module costs nothing.
 """
+import importlib
 import platform
 import sys
+from types import ModuleType
 from typing import Callable, Optional
 
 
@@ -66,6 +68,22 @@ def compare_version(package: str, op: Callable, version: str, use_base_version: 
     if use_base_version:
         installed = Version(installed.base_version)
     return op(installed, Version(version))
+
+
+def import_isolated(name: str) -> ModuleType:
+    """Import `name`, a package a feature loads on first use, leaving the global RNG states as they were.
+
+    Some packages draw random numbers when imported (comet_ml, which tensorboardX imports when installed, draws from
+    `random`; so does rich). Imported lazily in the middle of a seeded run, they would shift its random numbers, and
+    only in the first run of a process: later runs find the package imported. Already imported: a dict look-up.
+    """
+    module = sys.modules.get(name)
+    if module is None:
+        from volt.utilities.seed import isolate_rng
+
+        with isolate_rng():
+            module = importlib.import_module(name)
+    return module
 
 
 _IS_WINDOWS = platform.system() == "Windows"

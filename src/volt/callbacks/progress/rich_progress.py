@@ -12,6 +12,7 @@ from datetime import timedelta
 from typing import Any, Dict, Optional, Union
 
 from volt.callbacks.progress.progress_bar import SwitchableBar
+from volt.utilities.imports import import_isolated
 
 _monotonic = time.monotonic
 
@@ -106,14 +107,14 @@ class RichProgressBar(SwitchableBar):
     def _init_progress(self, trainer) -> None:
         if self.is_disabled or self.progress is not None:
             return
-        from rich.console import Console
-        from rich.progress import Progress, TextColumn
+        rich_console = import_isolated("rich.console")  # the run's first rich import: keep its RNGs as they are
+        rich_progress = import_isolated("rich.progress")
 
         self._reset_progress_bar_ids()
-        self.progress = Progress(
+        self.progress = rich_progress.Progress(
             *self.configure_columns(trainer),
-            TextColumn("{task.fields[metrics]}", style=self.theme.metrics),
-            console=Console(**self._console_kwargs),
+            rich_progress.TextColumn("{task.fields[metrics]}", style=self.theme.metrics),
+            console=rich_console.Console(**self._console_kwargs),
             auto_refresh=False,
         )
         self.progress.start()
