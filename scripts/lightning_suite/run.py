@@ -1,0 +1,123 @@
+"""Run Lightning's own test suite (tests/tests_pytorch of Lightning's repository) on volt, directory by directory,
+and tabulate passed/failed/errors/skipped per directory.
+
+Lightning's tests are not part of volt: check them out anywhere outside this repository, e.g. for release 2.6.5
+(with Lightning's pyproject.toml, whose pytest settings its CI uses):
+
+    git clone --depth 1 --branch 2.6.5 https://github.com/Lightning-AI/pytorch-lightning lightning-src
+    python scripts/lightning_suite/run.py lightning-src/tests/tests_pytorch results/         # every directory
+    python scripts/lightning_suite/run.py lightning-src/tests/tests_pytorch results/ callbacks trainer
+    python scripts/lightning_suite/run.py --table results/                                    # the table again
+    python scripts/lightning_suite/run.py --table before/ after/                              # before -> after
+
+Each directory runs in its own pytest process, as Lightning's CI runs the suite (from tests/tests_pytorch), through
+volt's opt-in for test suites (`-p volt.dropin.pytest_plugin`: Lightning's module names resolve to volt) and
+`lightning_suite_shims.py` (the test plumbing Lightning's conftest imports), with a per-test timeout. Tests that
+need a GPU, TPU or a standalone multi-process launch are skipped by Lightning's own RunIf conditions. The output
+folder gets `<dir>.xml` (JUnit), `<dir>.log` and `results.json` (one entry per test: directory, test id, outcome,
+first line of the failure).
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+OUTCOMES = ("passed", "failed", "errors", "skipped")
+
+
+def targets(tests_dir: Path):
+    """The suite's directories (and top-level test files), in the order the table lists them."""
+    return [p.name for p in sorted(tests_dir.iterdir())
+            if (p.is_dir() and any(p.rglob("test_*.py"))) or (p.is_file() and p.name.startswith("test_"))]
+
+
+def run_one(tests_dir: Path, out: Path, target: str, timeout: int) -> float:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), env.get("PYTHONPATH", "")) if p)
+    env.pop("PL_RUN_STANDALONE_TESTS", None)
+    command = [sys.executable, "-m", "pytest", "-p", "volt.dropin.pytest_plugin", "-p", "lightning_suite_shims",
+               "-q", "--color=no", "-p", "no:cacheprovider", "--continue-on-collection-errors", f"--timeout={timeout}", f"--junitxml={out / target}.xml",
+               "-o", "junit_family=xunit1", target]
+    start = time.perf_counter()
+    with open(out / f"{target}.log", "w") as log:
+        subprocess.run(command, cwd=tests_dir, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return time.perf_counter() - start
+
+
+def read_results(out: Path):
+    """One dict per test case in the JUnit files of `out`."""
+    results = []
+    for xml in sorted(out.glob("*.xml")):
+        target = xml.stem
+        for case in ElementTree.parse(xml).getroot().iter("testcase"):
+            outcome, message = "passed", ""
+            for tag, name in (("failure", "failed"), ("error", "errors"), ("skipped", "skipped")):
+                element = case.find(tag)
+                if element is not None:
+                    outcome = name
+                    message = (element.get("message") or element.text or "").strip().splitlines()
+                    message = message[0][:300] if message else ""
+                    break
+            file = case.get("file") or case.get("classname", "").replace(".", "/") + ".py"
+            results.append({"dir": target, "test": f"{file}::{case.get('name')}", "outcome": outcome,
+                            "message": message})
+    return results
+
+
+def counts(results):
+    table = {}
+    for result in results:
+        row = table.setdefault(result["dir"], dict.fromkeys(OUTCOMES, 0))
+        row[result["outcome"]] += 1
+    return table
+
+
+def print_table(outs):
+    tables = [counts(read_results(out)) for out in outs]
+    directories = sorted({d for table in tables for d in table})
+    empty = dict.fromkeys(OUTCOMES, 0)
+    if len(tables) == 1:
+        print("| directory | passed | failed | errors | skipped |\n|---|---:|---:|---:|---:|")
+        rows = [(d, [tables[0].get(d, empty)[o] for o in OUTCOMES]) for d in directories]
+        rows.append(("**total**", [sum(t[o] for t in tables[0].values()) for o in OUTCOMES]))
+        for name, values in rows:
+            print(f"| {name} | " + " | ".join(str(v) for v in values) + " |")
+        return
+    print("| directory | passed | failed | errors | skipped |\n|---|---:|---:|---:|---:|")
+    before, after = tables[0], tables[-1]
+    for d in directories + ["**total**"]:
+        if d == "**total**":
+            b = {o: sum(t[o] for t in before.values()) for o in OUTCOMES}
+            a = {o: sum(t[o] for t in after.values()) for o in OUTCOMES}
+        else:
+            b, a = before.get(d, empty), after.get(d, empty)
+        print(f"| {d} | " + " | ".join(f"{b[o]} -> {a[o]}" for o in OUTCOMES) + " |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("tests_dir", nargs="?", help="Lightning's tests/tests_pytorch")
+    parser.add_argument("out", nargs="+", help="output folder (with --table: one, or before and after)")
+    parser.add_argument("--timeout", type=int, default=60, help="seconds per test (pytest-timeout)")
+    parser.add_argument("--table", action="store_true", help="only print the table of finished runs")
+    args = parser.parse_args()
+    if args.table:
+        print_table([Path(p) for p in [args.tests_dir, *args.out] if p])
+        return
+    tests_dir, out, only = Path(args.tests_dir).resolve(), Path(args.out[0]).resolve(), args.out[1:]
+    out.mkdir(parents=True, exist_ok=True)
+    for target in only or targets(tests_dir):
+        seconds = run_one(tests_dir, out, target, args.timeout)
+        row = counts(read_results(out)).get(target, dict.fromkeys(OUTCOMES, 0))
+        print(f"{target:16s} {seconds:7.0f} s  " + "  ".join(f"{o} {row[o]}" for o in OUTCOMES), flush=True)
+    (out / "results.json").write_text(json.dumps(read_results(out), indent=1))
+    print_table([out])
+
+
+if __name__ == "__main__":
+    main()
