@@ -165,6 +165,8 @@ class _NotProvided:
     def __getattr__(self, name: str):
         if name.startswith("__"):
             raise AttributeError(name)
+        if name == "is_available":  # skip conditions such as `XLAAccelerator.is_available()`: a device volt lacks
+            return lambda *args, **kwargs: False
         raise self._error
 
     def __mro_entries__(self, bases):
