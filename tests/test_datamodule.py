@@ -47,3 +47,15 @@ def test_str_lists_dataloaders_and_sizes_as_lightning(stage, quiet_lightning):
                                          "{Test dataloader: None}", "{Predict dataloader: size=NA}"]
     else:
         assert texts[0].splitlines()[:2] == ["{Train dataloader: None}", "{Validation dataloader: None}"]
+
+
+def test_from_datasets_loaders_as_lightning(quiet_lightning):
+    """The loaders `from_datasets` builds: shuffled for training only, pinned memory, the given batch size."""
+    dataset = TensorDataset(torch.zeros(8, 2))
+    described = []
+    for package in (pl, quiet_lightning):
+        data = package.LightningDataModule.from_datasets(dataset, val_dataset=[dataset, Stream()], batch_size=4)
+        loaders = [data.train_dataloader(), *data.val_dataloader()]
+        described.append([(type(loader.sampler).__name__, loader.pin_memory, loader.batch_size) for loader in loaders])
+    assert described[0] == described[1]
+    assert described[0][0] == ("RandomSampler", True, 4)
