@@ -246,6 +246,12 @@ _install()
 from volt.dropin import NotProvidedError as _NOT_PROVIDED  # noqa: E402  (after the stand-ins are in place)
 
 
+def pytest_configure(config):
+    """Lightning's CI has pytest-rerunfailures, whose `flaky` marker some test files use (its pytest settings make
+    an unknown marker an error). Registered here; no test is rerun."""
+    config.addinivalue_line("markers", "flaky(reruns): rerun a flaky test (pytest-rerunfailures; not rerun here)")
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_make_collect_report(collector):
     """While a test file is imported, Lightning names volt lacks become placeholders (see the module docstring)."""

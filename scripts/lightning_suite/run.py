@@ -18,8 +18,10 @@ folder gets `<dir>.xml` (JUnit), `<dir>.log` and `results.json` (one entry per t
 first line of the failure).
 """
 import argparse
+import collections
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -69,6 +71,48 @@ def read_results(out: Path):
     return results
 
 
+INTERNAL, MISSING, DIFFERENT = "Lightning internals", "feature not in volt", "public behaviour difference"
+# (pattern of the failure's first line, kind, cause); the first match decides, the rest are behaviour differences
+RULES = [
+    (r"volt does not provide \S+: (Lightning's internal machinery|an internal helper|Lightning's test-suite helpers"
+     r"|Lightning's hook mixin)", INTERNAL, "imports a private Lightning module or helper"),
+    (r"has no attribute '_\w+'|cannot import name '_\w+'|no attribute 'connectors'", INTERNAL,
+     "reads a private attribute (trainer._data_connector, ...)"),
+    (r"'(FitLoop|EvaluationLoop|PredictionLoop|_\w+Loop)' object has no attribute", INTERNAL,
+     "Lightning's loop objects (fit_loop.epoch_loop, progress trackers, loop state_dict)"),
+    (r"'\w*Strategy' object has no attribute|'\w*Accelerator' object has no attribute", INTERNAL,
+     "Lightning's strategy/accelerator internals"),
+    (r"module 'lightning\.\S+' has no attribute '(cuda|mps|xla|cpu)'", INTERNAL,
+     "patches Lightning's device-count helpers (conftest's mock_cuda_count)"),
+    (r"volt does not provide \S+: (?P<cause>[^.;]+)", MISSING, None),
+    (r"mode='sequential' is not supported", MISSING, "CombinedLoader(mode='sequential')"),
+    (r"Timeout \(>", DIFFERENT, "timed out (mostly ddp_spawn)"),
+]
+
+
+def classify(message: str):
+    """(kind, cause) of a failure, from its first line."""
+    for pattern, kind, cause in RULES:
+        match = re.search(pattern, message)
+        if match:
+            return kind, cause or match.group("cause")
+    return DIFFERENT, re.sub(r"\s+", " ", message)[:70]
+
+
+def print_kinds(results, top: int = 12) -> None:
+    """Failures (and errors) by kind, with each kind's most frequent causes."""
+    by_kind = collections.defaultdict(collections.Counter)
+    for result in results:
+        if result["outcome"] in ("failed", "errors"):
+            kind, cause = classify(result["message"])
+            by_kind[kind][cause] += 1
+    for kind in (INTERNAL, MISSING, DIFFERENT):
+        causes = by_kind[kind]
+        print(f"\n{kind}: {sum(causes.values())}")
+        for cause, n in causes.most_common(top):
+            print(f"  {n:5d}  {cause}")
+
+
 def counts(results):
     table = {}
     for result in results:
@@ -102,12 +146,14 @@ def print_table(outs):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("tests_dir", nargs="?", help="Lightning's tests/tests_pytorch")
-    parser.add_argument("out", nargs="+", help="output folder (with --table: one, or before and after)")
+    parser.add_argument("out", nargs="*", help="output folder, then directories to run (default: all)")
     parser.add_argument("--timeout", type=int, default=60, help="seconds per test (pytest-timeout)")
     parser.add_argument("--table", action="store_true", help="only print the table of finished runs")
+    parser.add_argument("--kinds", action="store_true", help="only print the failures of a finished run by kind")
     args = parser.parse_args()
-    if args.table:
-        print_table([Path(p) for p in [args.tests_dir, *args.out] if p])
+    if args.kinds or args.table:  # the positional arguments are output folders (with --table: before, after)
+        folders = [Path(p) for p in [args.tests_dir, *args.out]]
+        print_kinds(read_results(folders[-1])) if args.kinds else print_table(folders)
         return
     tests_dir, out, only = Path(args.tests_dir).resolve(), Path(args.out[0]).resolve(), args.out[1:]
     out.mkdir(parents=True, exist_ok=True)
@@ -117,6 +163,7 @@ def main() -> None:
         print(f"{target:16s} {seconds:7.0f} s  " + "  ".join(f"{o} {row[o]}" for o in OUTCOMES), flush=True)
     (out / "results.json").write_text(json.dumps(read_results(out), indent=1))
     print_table([out])
+    print_kinds(read_results(out))
 
 
 if __name__ == "__main__":
