@@ -625,3 +625,45 @@ def test_datamodule_and_dataloaders_together_is_an_error(tmp_path):
     with pytest.raises(MisconfigurationException, match="cannot pass `train_dataloader` or `val_dataloaders` to "
                                                         r"`trainer.fit\(datamodule=...\)`"):
         trainer(tmp_path).fit(BoringModel(), loader(), datamodule=DataModule())
+
+
+def _clipping_module_class(pl, clip_val=None):
+    """A module whose `configure_gradient_clipping` calls `clip_gradients(optimizer)`, giving `clip_val` if set."""
+    from helpers import boring_model_class
+
+    class Clipping(boring_model_class(pl)):
+        def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+            if clip_val is None:
+                self.clip_gradients(optimizer)
+            else:
+                self.clip_gradients(optimizer, gradient_clip_val=clip_val)
+
+    return Clipping
+
+
+def test_clip_gradients_takes_the_trainers_settings_as_lightning(tmp_path, quiet_lightning):
+    """`self.clip_gradients(optimizer)` clips with the Trainer's value and algorithm (volt used to skip it)."""
+    weights = []
+    for pl in (volt, quiet_lightning):
+        torch.manual_seed(0)
+        model = _clipping_module_class(pl)()
+        pl.Trainer(default_root_dir=tmp_path, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                   enable_model_summary=False, max_steps=3, gradient_clip_val=1e-3,
+                   gradient_clip_algorithm="value").fit(model)
+        weights.append(model.layer.weight.detach().clone())
+    torch.manual_seed(0)
+    unclipped = _clipping_module_class(volt)()
+    trainer(tmp_path, max_steps=3).fit(unclipped)
+    torch.testing.assert_close(weights[0], weights[1])
+    assert not torch.allclose(weights[0], unclipped.layer.weight)
+
+
+def test_clip_gradients_value_that_contradicts_the_trainer_is_an_error(tmp_path, quiet_lightning):
+    for pl in (volt, quiet_lightning):
+        model = _clipping_module_class(pl, clip_val=0.01)()
+        with pytest.raises(Exception, match=r"gradient_clip_val=0.0001\)` and have passed `clip_gradients\("
+                                            r"gradient_clip_val=0.01\)`") as error:
+            pl.Trainer(default_root_dir=tmp_path, logger=False, enable_checkpointing=False,
+                       enable_progress_bar=False, enable_model_summary=False, max_steps=1,
+                       gradient_clip_val=1e-4).fit(model)
+        assert type(error.value).__name__ == "MisconfigurationException"

@@ -381,9 +381,21 @@ class LightningModule(HyperparametersMixin, nn.Module):
         self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def clip_gradients(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
-        """Clip the gradients of `optimizer`'s parameters by 2-norm ("norm") or by value ("value")."""
+        """Clip the gradients of `optimizer`'s parameters by 2-norm ("norm") or by value ("value"). What is left out
+        is the Trainer's (`Trainer(gradient_clip_val=..., gradient_clip_algorithm=...)`), as in Lightning."""
+        trainer_val = self._trainer.gradient_clip_val if self._trainer is not None else None
+        if gradient_clip_val is None:
+            gradient_clip_val = trainer_val
+        elif trainer_val is not None and trainer_val != gradient_clip_val:
+            from volt.utilities.exceptions import MisconfigurationException
+
+            raise MisconfigurationException(
+                f"You have set `Trainer(gradient_clip_val={trainer_val!r})` and have passed "
+                f"`clip_gradients(gradient_clip_val={gradient_clip_val!r})`: set the value in one place only.")
         if gradient_clip_val is None or gradient_clip_val <= 0:
             return
+        if gradient_clip_algorithm is None and self._trainer is not None:
+            gradient_clip_algorithm = self._trainer.gradient_clip_algorithm
         algorithm = gradient_clip_algorithm or "norm"
         if algorithm not in ("norm", "value"):
             raise ValueError(f"gradient_clip_algorithm={algorithm!r} is not supported; use 'norm' or 'value'.")
