@@ -667,3 +667,43 @@ def test_clip_gradients_value_that_contradicts_the_trainer_is_an_error(tmp_path,
                        enable_progress_bar=False, enable_model_summary=False, max_steps=1,
                        gradient_clip_val=1e-4).fit(model)
         assert type(error.value).__name__ == "MisconfigurationException"
+
+
+@pytest.mark.parametrize(("strict", "strict_loading", "outcome"), [
+    (None, False, "loads"), (False, False, "loads"), (True, False, "conflict"), (False, True, "conflict")])
+def test_load_from_checkpoint_strict_against_strict_loading_as_lightning(strict, strict_loading, outcome, tmp_path,
+                                                                         quiet_lightning):
+    """A `strict=` that contradicts the module's own `strict_loading` is an error, in volt as in Lightning."""
+    from helpers import boring_model_class
+
+    for pl in (volt, quiet_lightning):
+        class Loading(boring_model_class(pl)):
+            def __init__(self):
+                super().__init__()
+                self.strict_loading = strict_loading
+
+        path = tmp_path / f"{pl.__name__}.ckpt"
+        run = pl.Trainer(default_root_dir=tmp_path, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, max_steps=1)
+        run.fit(Loading())
+        run.save_checkpoint(path)
+        if outcome == "conflict":
+            with pytest.raises(ValueError, match=r"strict=.* in conflict with `?Loading.strict_loading"):
+                Loading.load_from_checkpoint(path, strict=strict)
+        else:
+            assert isinstance(Loading.load_from_checkpoint(path, strict=strict), Loading)
+
+
+def test_load_from_checkpoint_without_weights_warns_and_keeps_initial_weights(saved):
+    """As Lightning: a checkpoint whose state_dict is empty loads (even with strict=True), with a warning."""
+    path, _ = saved
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["state_dict"] = {}
+    torch.save(checkpoint, path)
+    torch.manual_seed(0)
+    initial = AllArgs(**checkpoint["hyper_parameters"]).state_dict()
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match="contains no parameters"):
+        loaded = AllArgs.load_from_checkpoint(path, strict=True)
+    for name, tensor in loaded.state_dict().items():
+        assert torch.equal(tensor, initial[name])

@@ -615,7 +615,13 @@ class LightningModule(HyperparametersMixin, nn.Module):
         model.on_load_checkpoint(checkpoint)
         if "state_dict" not in checkpoint:
             raise KeyError(f"{checkpoint_path} has no 'state_dict': it is not a model checkpoint.")
-        model.load_state_dict(checkpoint["state_dict"], strict=model.strict_loading if strict is None else strict)
+        if strict is not None and model._strict_loading is not None and strict != model._strict_loading:
+            raise ValueError(f"load_from_checkpoint(..., strict={strict!r}) is in conflict with "
+                             f"`{cls.__name__}.strict_loading={model._strict_loading!r}`: set the same value in both.")
+        if not checkpoint["state_dict"]:  # as Lightning: the model keeps its initial weights, with a warning
+            rank_zero_warn(f"The state dict in {str(checkpoint_path)!r} contains no parameters.")
+        else:
+            model.load_state_dict(checkpoint["state_dict"], strict=model.strict_loading if strict is None else strict)
         if map_location is not None and not callable(map_location) and not isinstance(map_location, dict):
             model.to(map_location)
         return model
