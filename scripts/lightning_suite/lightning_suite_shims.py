@@ -18,6 +18,7 @@ Nothing here changes what volt does; it only lets Lightning's tests reach volt's
 """
 import builtins
 import contextlib
+import os
 import signal
 import sys
 import types
@@ -122,9 +123,8 @@ def _runif_reasons(*, min_cuda_gpus=0, min_torch=None, max_torch=None, min_pytho
     return reasons, markers
 
 
-def _install() -> None:
+def _install_conftest_stand_ins() -> None:
     import volt.accelerators
-    import volt.utilities.imports as imports
 
     _CONFTEST_ONLY.update({
         "lightning.fabric.plugins.environments.lightning": _stand_in(
@@ -141,6 +141,13 @@ def _install() -> None:
     if "XLAAccelerator" not in volt.accelerators.__dict__:
         volt.accelerators.XLAAccelerator = _NoXLA
         _CONFTEST_ATTRIBUTES.append((volt.accelerators, "XLAAccelerator"))
+
+
+def _install(conftest: bool) -> None:
+    import volt.utilities.imports as imports
+
+    if conftest:
+        _install_conftest_stand_ins()
     testing = _stand_in("lightning.pytorch.utilities.testing", _runif_reasons=_runif_reasons)
     sys.modules["lightning.pytorch.utilities.testing"] = sys.modules["pytorch_lightning.utilities.testing"] = testing
     flags = {"_TORCH_GREATER_EQUAL_2_2": "torch>=2.2.0", "_TORCH_GREATER_EQUAL_2_3": "torch>=2.3.0",
@@ -242,8 +249,20 @@ def _placeholders_for_missing_names():
         builtins.__import__ = original
 
 
-_install()
+# A process that a test started (a ddp_spawn rank, a subprocess; see sitecustomize.py): it imports Lightning's test
+# files when it unpickles a test's function, so it gets the same stand-ins, and placeholders at every import.
+_CHILD = os.environ.get("VOLT_LIGHTNING_SUITE_CHILD") == "1"
+if _CHILD:
+    import volt.dropin
+
+    volt.dropin.install()  # before the stand-ins: install() refuses to run once a Lightning name is loaded
+_install(conftest=not _CHILD)
 from volt.dropin import NotProvidedError as _NOT_PROVIDED  # noqa: E402  (after the stand-ins are in place)
+
+if _CHILD:
+    builtins.__import__ = _lenient_import(builtins.__import__)
+else:
+    os.environ["VOLT_LIGHTNING_SUITE_CHILD"] = "1"  # for the processes the tests start
 
 
 def pytest_configure(config):
