@@ -551,6 +551,11 @@ class LightningModule(HyperparametersMixin, nn.Module):
         `torch.jit.load`. Returns the ScriptModule. (torch deprecates TorchScript from 2.10: prefer `to_onnx` or
         `torch.export` for new code.)
         """
+        from volt.utilities.rank_zero import rank_zero_deprecation
+
+        rank_zero_deprecation("`LightningModule.to_torchscript` is deprecated, as in Lightning, where it has been "
+                              "deprecated in v2.7 and will be removed in v2.8: TorchScript is deprecated in PyTorch. "
+                              "Export with `to_onnx` or `torch.export.export()` instead.")
         if method not in ("script", "trace"):
             raise ValueError(f"to_torchscript(method={method!r}): use 'script' or 'trace'.")
         if method == "trace":
