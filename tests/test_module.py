@@ -707,3 +707,30 @@ def test_load_from_checkpoint_without_weights_warns_and_keeps_initial_weights(sa
         loaded = AllArgs.load_from_checkpoint(path, strict=True)
     for name, tensor in loaded.state_dict().items():
         assert torch.equal(tensor, initial[name])
+
+
+def test_save_hyperparameters_in_parent_and_subclass_keeps_both_as_lightning(tmp_path, quiet_lightning):
+    """A parent `__init__` saving its arguments, then the subclass saving its own: both sets stay, in volt as in
+    Lightning, in `hparams` and in the checkpoint."""
+    from helpers import boring_model_class
+
+    for pl in (volt, quiet_lightning):
+        class Parent(boring_model_class(pl)):
+            def __init__(self, batch_size=64):
+                super().__init__()
+                self.save_hyperparameters()
+
+        class Child(Parent):
+            def __init__(self, *args, child_arg=1200, **kwargs):
+                super().__init__(*args, **kwargs)
+                self.save_hyperparameters()
+
+        assert dict(Child().hparams) == {"batch_size": 64, "child_arg": 1200}  # the parent's default stays
+        model = Child(batch_size=179)
+        assert dict(model.hparams) == {"batch_size": 179, "child_arg": 1200}
+        run = pl.Trainer(default_root_dir=tmp_path, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, max_steps=1)
+        run.fit(model)
+        path = tmp_path / f"{pl.__name__}.ckpt"
+        run.save_checkpoint(path)
+        assert dict(Child.load_from_checkpoint(path).hparams) == {"batch_size": 179, "child_arg": 1200}

@@ -73,7 +73,12 @@ class HyperparametersMixin:
         self._hparams_initial = copy.deepcopy(self._hparams)
 
     def _set_hparams(self, hp: Mapping) -> None:
-        self._hparams = AttributeDict(hp)
+        """Add to what earlier calls saved (a parent class's `__init__` that saves its own arguments, then the
+        subclass's), as Lightning does."""
+        if hasattr(self, "_hparams"):
+            self._hparams.update(hp)
+        else:
+            self._hparams = AttributeDict(hp)
 
     @property
     def hparams(self) -> AttributeDict:
