@@ -9,13 +9,17 @@ Lightning's tests are not part of volt: check them out anywhere outside this rep
     python scripts/lightning_suite/run.py lightning-src/tests/tests_pytorch results/ callbacks trainer
     python scripts/lightning_suite/run.py --table results/                                    # the table again
     python scripts/lightning_suite/run.py --table before/ after/                              # before -> after
+    python scripts/lightning_suite/run.py --kinds results/                        # failures by kind, top causes
+    python scripts/lightning_suite/run.py --changes before/ after/                # tests whose outcome changed
 
 Each directory runs in its own pytest process, as Lightning's CI runs the suite (from tests/tests_pytorch), through
 volt's opt-in for test suites (`-p volt.dropin.pytest_plugin`: Lightning's module names resolve to volt) and
-`lightning_suite_shims.py` (the test plumbing Lightning's conftest imports), with a per-test timeout. Tests that
-need a GPU, TPU or a standalone multi-process launch are skipped by Lightning's own RunIf conditions. The output
-folder gets `<dir>.xml` (JUnit), `<dir>.log` and `results.json` (one entry per test: directory, test id, outcome,
-first line of the failure).
+`lightning_suite_shims.py` (the test plumbing Lightning's conftest imports; `sitecustomize.py` gives it to the
+processes tests start), with a per-test timeout (pytest-timeout). Tests that need a GPU, TPU or a standalone
+multi-process launch are skipped by Lightning's own RunIf conditions. The output folder gets `<dir>.xml` (JUnit),
+`<dir>.log` and `results.json` (one entry per test: directory, test id, outcome, first line of the failure).
+Tests write into the checkout's tests/tests_pytorch (Lightning's conftest runs them there): run one suite at a time
+per checkout. Which volt runs is whichever `import volt` finds (PYTHONPATH first).
 """
 import argparse
 import collections
@@ -123,6 +127,16 @@ def print_kinds(results, top: int = 12) -> None:
             print(f"  {n:5d}  {cause}")
 
 
+def print_changes(before, after) -> None:
+    """The tests whose outcome differs between two runs (`before -> after`), with the first line before."""
+    old = {r["test"]: r for r in before}
+    for result in after:
+        previous = old.get(result["test"])
+        if previous is not None and previous["outcome"] != result["outcome"]:
+            print(f"{previous['outcome']:>7} -> {result['outcome']:<7} {result['test'].split('tests_pytorch/')[-1]}"
+                  f"  | {previous['message'][:90]}")
+
+
 def counts(results):
     table = {}
     for result in results:
@@ -160,10 +174,15 @@ def main() -> None:
     parser.add_argument("--timeout", type=int, default=60, help="seconds per test (pytest-timeout)")
     parser.add_argument("--table", action="store_true", help="only print the table of finished runs")
     parser.add_argument("--kinds", action="store_true", help="only print the failures of a finished run by kind")
+    parser.add_argument("--changes", action="store_true", help="only print the tests whose outcome differs between "
+                                                               "two finished runs (before, after)")
     args = parser.parse_args()
-    if args.kinds or args.table:  # the positional arguments are output folders (with --table: before, after)
+    if args.kinds or args.table or args.changes:  # the positional arguments are output folders (before, after)
         folders = [Path(p) for p in [args.tests_dir, *args.out]]
-        print_kinds(read_results(folders[-1])) if args.kinds else print_table(folders)
+        if args.changes:
+            print_changes(read_results(folders[0]), read_results(folders[-1]))
+        else:
+            print_kinds(read_results(folders[-1])) if args.kinds else print_table(folders)
         return
     tests_dir, out, only = Path(args.tests_dir).resolve(), Path(args.out[0]).resolve(), args.out[1:]
     out.mkdir(parents=True, exist_ok=True)
