@@ -734,3 +734,10 @@ def test_save_hyperparameters_in_parent_and_subclass_keeps_both_as_lightning(tmp
         path = tmp_path / f"{pl.__name__}.ckpt"
         run.save_checkpoint(path)
         assert dict(Child.load_from_checkpoint(path).hparams) == {"batch_size": 179, "child_arg": 1200}
+
+        class IgnoringChild(Parent):
+            def __init__(self, batch_size=64, child_arg=1200):
+                super().__init__(batch_size)
+                self.save_hyperparameters(ignore="batch_size")
+
+        assert dict(IgnoringChild().hparams) == {"child_arg": 1200}  # the subclass's ignore drops the parent's

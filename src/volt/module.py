@@ -67,9 +67,9 @@ class HyperparametersMixin:
         else:
             hp = dict(init_args)
             self._hparams_name = "kwargs"
-        for name in ignore:
-            hp.pop(name, None)
         self._set_hparams(hp)
+        for name in ignore:  # also from what an earlier call (a parent class's `__init__`) saved, as Lightning
+            self._hparams.pop(name, None)
         self._hparams_initial = copy.deepcopy(self._hparams)
 
     def _set_hparams(self, hp: Mapping) -> None:
