@@ -88,6 +88,8 @@ RULES = [
      "Lightning's loop objects (fit_loop.epoch_loop, progress trackers, loop state_dict)"),
     (r"'\w*Strategy' object has no attribute|'\w*Accelerator' object has no attribute", INTERNAL,
      "Lightning's strategy/accelerator internals"),
+    (r"rich_progress'? (has no|.*does not have the) attribute '[A-Z]\w+'", INTERNAL,
+     "patches rich's classes where Lightning's rich_progress module imported them"),
     (r"module 'lightning\.\S+' has no attribute '(cuda|mps|xla|cpu)'", INTERNAL,
      "patches Lightning's device-count helpers (conftest's mock_cuda_count)"),
     (r"volt does not provide \S+: (?P<cause>.+?)(;|\. |\.$|$)", MISSING, None),
