@@ -8,12 +8,17 @@ would stop every test. This plugin supplies stand-ins written for this harness, 
 - for the conftest only: removed as soon as the conftest is loaded, so a test that imports the same private name
   still fails (and is counted as a test of Lightning's internals);
 - for the whole run: `lightning.pytorch.utilities.testing._runif_reasons` (RunIf, which most test files import) and
-  the torch/Python version flags the tests read for their skip conditions.
+  the torch/Python version flags the tests read for their skip conditions (and the `flaky` marker of the
+  rerun plugin Lightning's CI has; nothing is rerun).
+
 Lightning's test files import private Lightning names at the top (`from lightning.pytorch.loops import _Loop`), so
 one such import would stop every test of the file, most of which use only the public API. While pytest imports a
 test file, a Lightning name volt does not provide is bound to a `_NotProvided` placeholder instead: the file's tests
 run, and a test that uses the name fails with volt's own error (NotProvidedError, or AttributeError for a private
-name), which `run.py` counts as a test of Lightning's internals.
+name), which `run.py` counts as a test of Lightning's internals. Processes the tests start (ddp_spawn ranks) load this
+module too (see `sitecustomize.py`), with placeholders at every import, since they import test files to unpickle
+test functions.
+
 Nothing here changes what volt does; it only lets Lightning's tests reach volt's public API.
 """
 import builtins
