@@ -136,3 +136,26 @@ def test_to_torchscript_bad_arguments():
     with pytest.raises(ValueError, match=r"TwoInputs.to_torchscript\(method='trace'\)` needs an input .* pass"
                                          r" `example_inputs`"):
         TwoInputs().to_torchscript(method="trace")
+
+
+def test_to_torchscript_warns_it_is_deprecated_as_lightning(quiet_lightning):
+    """Lightning 2.6.6 deprecates `to_torchscript` (TorchScript is deprecated in PyTorch); volt warns the same way."""
+    import warnings
+
+    class LightningNet(quiet_lightning.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = nn.Linear(4, 1)
+
+        def forward(self, x):
+            return self.layer(x)
+
+    for model in (Net(), LightningNet()):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model.to_torchscript()
+        deprecations = [w for w in caught if issubclass(w.category, DeprecationWarning)
+                        and "to_torchscript" in str(w.message)]
+        assert len(deprecations) == 1
+        assert "has been deprecated in v2.7 and will be removed in v2.8" in str(deprecations[0].message)
+        assert deprecations[0].category.__name__ == "LightningDeprecationWarning"

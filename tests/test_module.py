@@ -625,3 +625,119 @@ def test_datamodule_and_dataloaders_together_is_an_error(tmp_path):
     with pytest.raises(MisconfigurationException, match="cannot pass `train_dataloader` or `val_dataloaders` to "
                                                         r"`trainer.fit\(datamodule=...\)`"):
         trainer(tmp_path).fit(BoringModel(), loader(), datamodule=DataModule())
+
+
+def _clipping_module_class(pl, clip_val=None):
+    """A module whose `configure_gradient_clipping` calls `clip_gradients(optimizer)`, giving `clip_val` if set."""
+    from helpers import boring_model_class
+
+    class Clipping(boring_model_class(pl)):
+        def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+            if clip_val is None:
+                self.clip_gradients(optimizer)
+            else:
+                self.clip_gradients(optimizer, gradient_clip_val=clip_val)
+
+    return Clipping
+
+
+def test_clip_gradients_takes_the_trainers_settings_as_lightning(tmp_path, quiet_lightning):
+    """`self.clip_gradients(optimizer)` clips with the Trainer's value and algorithm (volt used to skip it)."""
+    weights = []
+    for pl in (volt, quiet_lightning):
+        torch.manual_seed(0)
+        model = _clipping_module_class(pl)()
+        pl.Trainer(default_root_dir=tmp_path, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                   enable_model_summary=False, max_steps=3, gradient_clip_val=1e-3,
+                   gradient_clip_algorithm="value").fit(model)
+        weights.append(model.layer.weight.detach().clone())
+    torch.manual_seed(0)
+    unclipped = _clipping_module_class(volt)()
+    trainer(tmp_path, max_steps=3).fit(unclipped)
+    torch.testing.assert_close(weights[0], weights[1])
+    assert not torch.allclose(weights[0], unclipped.layer.weight)
+
+
+def test_clip_gradients_value_that_contradicts_the_trainer_is_an_error(tmp_path, quiet_lightning):
+    for pl in (volt, quiet_lightning):
+        model = _clipping_module_class(pl, clip_val=0.01)()
+        with pytest.raises(Exception, match=r"gradient_clip_val=0.0001\)` and have passed `clip_gradients\("
+                                            r"gradient_clip_val=0.01\)`") as error:
+            pl.Trainer(default_root_dir=tmp_path, logger=False, enable_checkpointing=False,
+                       enable_progress_bar=False, enable_model_summary=False, max_steps=1,
+                       gradient_clip_val=1e-4).fit(model)
+        assert type(error.value).__name__ == "MisconfigurationException"
+
+
+@pytest.mark.parametrize(("strict", "strict_loading", "outcome"), [
+    (None, False, "loads"), (False, False, "loads"), (True, False, "conflict"), (False, True, "conflict")])
+def test_load_from_checkpoint_strict_against_strict_loading_as_lightning(strict, strict_loading, outcome, tmp_path,
+                                                                         quiet_lightning):
+    """A `strict=` that contradicts the module's own `strict_loading` is an error, in volt as in Lightning."""
+    from helpers import boring_model_class
+
+    for pl in (volt, quiet_lightning):
+        class Loading(boring_model_class(pl)):
+            def __init__(self):
+                super().__init__()
+                self.strict_loading = strict_loading
+
+        path = tmp_path / f"{pl.__name__}.ckpt"
+        run = pl.Trainer(default_root_dir=tmp_path, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, max_steps=1)
+        run.fit(Loading())
+        run.save_checkpoint(path)
+        if outcome == "conflict":
+            with pytest.raises(ValueError, match=r"strict=.* in conflict with `?Loading.strict_loading"):
+                Loading.load_from_checkpoint(path, strict=strict)
+        else:
+            assert isinstance(Loading.load_from_checkpoint(path, strict=strict), Loading)
+
+
+def test_load_from_checkpoint_without_weights_warns_and_keeps_initial_weights(saved):
+    """As Lightning: a checkpoint whose state_dict is empty loads (even with strict=True), with a warning."""
+    path, _ = saved
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["state_dict"] = {}
+    torch.save(checkpoint, path)
+    torch.manual_seed(0)
+    initial = AllArgs(**checkpoint["hyper_parameters"]).state_dict()
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match="contains no parameters"):
+        loaded = AllArgs.load_from_checkpoint(path, strict=True)
+    for name, tensor in loaded.state_dict().items():
+        assert torch.equal(tensor, initial[name])
+
+
+def test_save_hyperparameters_in_parent_and_subclass_keeps_both_as_lightning(tmp_path, quiet_lightning):
+    """A parent `__init__` saving its arguments, then the subclass saving its own: both sets stay, in volt as in
+    Lightning, in `hparams` and in the checkpoint."""
+    from helpers import boring_model_class
+
+    for pl in (volt, quiet_lightning):
+        class Parent(boring_model_class(pl)):
+            def __init__(self, batch_size=64):
+                super().__init__()
+                self.save_hyperparameters()
+
+        class Child(Parent):
+            def __init__(self, *args, child_arg=1200, **kwargs):
+                super().__init__(*args, **kwargs)
+                self.save_hyperparameters()
+
+        assert dict(Child().hparams) == {"batch_size": 64, "child_arg": 1200}  # the parent's default stays
+        model = Child(batch_size=179)
+        assert dict(model.hparams) == {"batch_size": 179, "child_arg": 1200}
+        run = pl.Trainer(default_root_dir=tmp_path, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, max_steps=1)
+        run.fit(model)
+        path = tmp_path / f"{pl.__name__}.ckpt"
+        run.save_checkpoint(path)
+        assert dict(Child.load_from_checkpoint(path).hparams) == {"batch_size": 179, "child_arg": 1200}
+
+        class IgnoringChild(Parent):
+            def __init__(self, batch_size=64, child_arg=1200):
+                super().__init__(batch_size)
+                self.save_hyperparameters(ignore="batch_size")
+
+        assert dict(IgnoringChild().hparams) == {"child_arg": 1200}  # the subclass's ignore drops the parent's

@@ -68,3 +68,38 @@ def test_unknown_profiler_is_a_clear_error(tmp_path):
 def test_simple_profiler_rejects_unbalanced_stop():
     with pytest.raises(ValueError, match="never started"):
         SimpleProfiler().stop("nothing")
+
+
+def _tiny_module(package):
+    """Tiny, built on `package` (volt or Lightning)."""
+    class Tiny(package.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(4, 1)
+
+        def training_step(self, batch, batch_idx):
+            return self.layer(batch[0]).pow(2).mean()
+
+        def on_train_epoch_end(self):
+            pass
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    return Tiny()
+
+
+def test_simple_profiler_durations_by_action_as_lightning(tmp_path, quiet_lightning):
+    """`recorded_durations` maps each action to its calls' durations, under the action names Lightning records."""
+    calls = {}
+    for name, package in (("volt", pl), ("lightning", quiet_lightning)):
+        profiler = package.profilers.SimpleProfiler()
+        trainer = package.Trainer(max_epochs=1, default_root_dir=tmp_path / name, profiler=profiler, logger=False,
+                                  enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
+        trainer.fit(_tiny_module(package), _loader())
+        assert all(d >= 0 for durations in profiler.recorded_durations.values() for d in durations)
+        calls[name] = {action: len(durations) for action, durations in profiler.recorded_durations.items()}
+    assert calls["volt"]["[LightningModule]Tiny.on_train_epoch_end"] == 1
+    assert calls["lightning"]["[LightningModule]Tiny.on_train_epoch_end"] == 1
+    assert calls["volt"]["[Strategy]Strategy.training_step"] == 4
+    assert calls["lightning"]["[Strategy]SingleDeviceStrategy.training_step"] == 4

@@ -385,6 +385,30 @@ def test_fit_with_rich_bar(tmp_path):
     assert "Epoch 0/0" in out and "8/8" in out and "train_loss:" in out and "val_loss:" in out
 
 
+def test_rich_bars_stay_readable_after_the_run_as_lightning(tmp_path, quiet_lightning):
+    """After fit, and after validate, the last run's bars can be read (`train_progress_bar.total`), as in Lightning;
+    nothing is drawn after the run ends."""
+    import pytorch_lightning.demos.boring_classes as lightning_demos
+
+    import volt
+    from volt.demos.boring_classes import BoringModel
+
+    read = []
+    for package, model_class in ((volt, BoringModel), (quiet_lightning, lightning_demos.BoringModel)):
+        file = io.StringIO()
+        bar = package.callbacks.RichProgressBar(console_kwargs={"file": file, "force_terminal": True})
+        trainer = package.Trainer(default_root_dir=tmp_path, max_steps=3, limit_val_batches=2, logger=False,
+                                  enable_checkpointing=False, enable_model_summary=False, callbacks=[bar])
+        trainer.fit(model_class())
+        after_fit = (bar.train_progress_bar.total, bar.train_progress_bar.completed)
+        trainer.validate(model_class(), verbose=False)
+        drawn = len(file.getvalue())
+        bar.print("after")
+        read.append((after_fit, bar.val_progress_bar.completed, len(file.getvalue()) == drawn))
+    assert read[0] == read[1]
+    assert read[0][1:] == (2, True) and read[0][0][1] == 3
+
+
 def test_mid_epoch_validation_shows_where_training_paused(tmp_path, capsys):
     fit_tiny(tmp_path, logger=False, val_check_interval=0.5)
     lines = capsys.readouterr().out.replace("\r", "\n").splitlines()

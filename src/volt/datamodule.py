@@ -41,6 +41,20 @@ class LightningDataModule(HyperparametersMixin):
     def predict_dataloader(self):
         raise NotImplementedError(f"{type(self).__name__} does not define `predict_dataloader`.")
 
+    def __str__(self) -> str:
+        """Each dataloader hook and the size of its dataset(s) as of now (`None` where the hook fails, e.g. before
+        `setup`), one line each, as Lightning prints a data module."""
+        hooks = (("Train dataloader", self.train_dataloader), ("Validation dataloader", self.val_dataloader),
+                 ("Test dataloader", self.test_dataloader), ("Predict dataloader", self.predict_dataloader))
+        lines = []
+        for title, hook in hooks:
+            try:
+                loaders = hook()
+            except Exception:  # not set up (or not defined): str() of a data module must not raise
+                loaders = None
+            lines.append(f"{{{title}: {_describe_loaders(loaders)}}}")
+        return os.linesep.join(lines)
+
     def transfer_batch_to_device(self, batch: Any, device, dataloader_idx: int) -> Any:
         from volt.utilities.apply_func import move_data_to_device
 
@@ -69,7 +83,8 @@ class LightningDataModule(HyperparametersMixin):
 
         def loader(ds, shuffle: bool):
             shuffle &= not isinstance(ds, IterableDataset)
-            return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers)
+            # pinned memory, as Lightning: faster copies to a GPU (torch ignores it, with a warning, without one)
+            return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, pin_memory=True)
 
         def loaders(ds, shuffle: bool = False):
             if isinstance(ds, Mapping):
@@ -110,3 +125,15 @@ class LightningDataModule(HyperparametersMixin):
         if cls.__qualname__ in checkpoint:
             datamodule.load_state_dict(checkpoint[cls.__qualname__])
         return datamodule
+
+
+def _describe_loaders(loaders) -> str:
+    """`size=N` for one DataLoader (`NA` for a dataset without a length), `1. size=N ; 2. ...` for several."""
+    if isinstance(loaders, DataLoader):
+        return f"size={len(loaders.dataset) if hasattr(loaders.dataset, '__len__') else 'NA'}"
+    if isinstance(loaders, Mapping):
+        loaders = list(loaders.values())
+    if isinstance(loaders, (list, tuple)) and loaders:
+        return " ; ".join(f"{i}. {_describe_loaders(loader)}" if isinstance(loader, DataLoader) else "None"
+                          for i, loader in enumerate(loaders, start=1))
+    return "None"

@@ -67,13 +67,18 @@ class HyperparametersMixin:
         else:
             hp = dict(init_args)
             self._hparams_name = "kwargs"
-        for name in ignore:
-            hp.pop(name, None)
         self._set_hparams(hp)
+        for name in ignore:  # also from what an earlier call (a parent class's `__init__`) saved, as Lightning
+            self._hparams.pop(name, None)
         self._hparams_initial = copy.deepcopy(self._hparams)
 
     def _set_hparams(self, hp: Mapping) -> None:
-        self._hparams = AttributeDict(hp)
+        """Add to what earlier calls saved (a parent class's `__init__` that saves its own arguments, then the
+        subclass's), as Lightning does."""
+        if hasattr(self, "_hparams"):
+            self._hparams.update(hp)
+        else:
+            self._hparams = AttributeDict(hp)
 
     @property
     def hparams(self) -> AttributeDict:
@@ -381,9 +386,21 @@ class LightningModule(HyperparametersMixin, nn.Module):
         self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def clip_gradients(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
-        """Clip the gradients of `optimizer`'s parameters by 2-norm ("norm") or by value ("value")."""
+        """Clip the gradients of `optimizer`'s parameters by 2-norm ("norm") or by value ("value"). What is left out
+        is the Trainer's (`Trainer(gradient_clip_val=..., gradient_clip_algorithm=...)`), as in Lightning."""
+        trainer_val = self._trainer.gradient_clip_val if self._trainer is not None else None
+        if gradient_clip_val is None:
+            gradient_clip_val = trainer_val
+        elif trainer_val is not None and trainer_val != gradient_clip_val:
+            from volt.utilities.exceptions import MisconfigurationException
+
+            raise MisconfigurationException(
+                f"You have set `Trainer(gradient_clip_val={trainer_val!r})` and have passed "
+                f"`clip_gradients(gradient_clip_val={gradient_clip_val!r})`: set the value in one place only.")
         if gradient_clip_val is None or gradient_clip_val <= 0:
             return
+        if gradient_clip_algorithm is None and self._trainer is not None:
+            gradient_clip_algorithm = self._trainer.gradient_clip_algorithm
         algorithm = gradient_clip_algorithm or "norm"
         if algorithm not in ("norm", "value"):
             raise ValueError(f"gradient_clip_algorithm={algorithm!r} is not supported; use 'norm' or 'value'.")
@@ -539,6 +556,11 @@ class LightningModule(HyperparametersMixin, nn.Module):
         `torch.jit.load`. Returns the ScriptModule. (torch deprecates TorchScript from 2.10: prefer `to_onnx` or
         `torch.export` for new code.)
         """
+        from volt.utilities.rank_zero import rank_zero_deprecation
+
+        rank_zero_deprecation("`LightningModule.to_torchscript` is deprecated, as in Lightning, where it has been "
+                              "deprecated in v2.7 and will be removed in v2.8: TorchScript is deprecated in PyTorch. "
+                              "Export with `to_onnx` or `torch.export.export()` instead.")
         if method not in ("script", "trace"):
             raise ValueError(f"to_torchscript(method={method!r}): use 'script' or 'trace'.")
         if method == "trace":
@@ -603,7 +625,13 @@ class LightningModule(HyperparametersMixin, nn.Module):
         model.on_load_checkpoint(checkpoint)
         if "state_dict" not in checkpoint:
             raise KeyError(f"{checkpoint_path} has no 'state_dict': it is not a model checkpoint.")
-        model.load_state_dict(checkpoint["state_dict"], strict=model.strict_loading if strict is None else strict)
+        if strict is not None and model._strict_loading is not None and strict != model._strict_loading:
+            raise ValueError(f"load_from_checkpoint(..., strict={strict!r}) is in conflict with "
+                             f"`{cls.__name__}.strict_loading={model._strict_loading!r}`: set the same value in both.")
+        if not checkpoint["state_dict"]:  # as Lightning: the model keeps its initial weights, with a warning
+            rank_zero_warn(f"The state dict in {str(checkpoint_path)!r} contains no parameters.")
+        else:
+            model.load_state_dict(checkpoint["state_dict"], strict=model.strict_loading if strict is None else strict)
         if map_location is not None and not callable(map_location) and not isinstance(map_location, dict):
             model.to(map_location)
         return model

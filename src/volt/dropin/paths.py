@@ -42,6 +42,7 @@ FABRIC_PROVIDED: Dict[str, str] = {
     "accelerators.cuda": "volt.accelerators",
     "accelerators.mps": "volt.accelerators",
     "accelerators.registry": "volt.accelerators",
+    "plugins": "volt.plugins",
     "plugins.environments": "volt.plugins.environments",
     "plugins.environments.cluster_environment": "volt.distributed.environments",
     "plugins.environments.lightning": "volt.distributed.environments",

@@ -41,10 +41,11 @@ class Profiler:
         """The stage is over (also after an error): release whatever `start` acquired."""
 
     def reset(self) -> None:
-        """Forget what was recorded (called after each stage's report)."""
+        """Forget what was recorded (called when a stage starts: each stage reports its own actions, and what a stage
+        recorded stays readable after it, e.g. `SimpleProfiler.recorded_durations`)."""
 
     def describe(self, stage: str = "") -> None:
-        """Print the summary, or write it to `dirpath/filename` when a filename is given; then reset."""
+        """Print the summary, or write it to `dirpath/filename` when a filename is given."""
         report = self.summary()
         if stage:
             report = f"{stage.upper()} {report}"
@@ -54,7 +55,6 @@ class Profiler:
                 f.write(report)
         else:
             print(report)
-        self.reset()
 
     @property
     def output_dir(self) -> str:

@@ -12,7 +12,8 @@ class SimpleProfiler(Profiler):
     def __init__(self, dirpath: Optional[str] = None, filename: Optional[str] = None) -> None:
         super().__init__(dirpath, filename)
         self._started: Dict[str, float] = {}
-        self.recorded: Dict[str, List[float]] = defaultdict(list)
+        # action -> the duration of each call, in seconds (Lightning's public attribute name)
+        self.recorded_durations: Dict[str, List[float]] = defaultdict(list)
         self._begin = time.perf_counter()
 
     def start(self, action_name: str) -> None:
@@ -24,15 +25,15 @@ class SimpleProfiler(Profiler):
         start = self._started.pop(action_name, None)
         if start is None:
             raise ValueError(f"Attempting to stop recording an action ({action_name}) which was never started.")
-        self.recorded[action_name].append(time.perf_counter() - start)
+        self.recorded_durations[action_name].append(time.perf_counter() - start)
 
     def reset(self) -> None:
-        self.recorded.clear()
+        self.recorded_durations.clear()
         self._begin = time.perf_counter()
 
     def summary(self) -> str:
         total_run = time.perf_counter() - self._begin
-        rows = sorted(((name, len(d), sum(d)) for name, d in self.recorded.items()), key=lambda r: -r[2])
+        rows = sorted(((name, len(d), sum(d)) for name, d in self.recorded_durations.items()), key=lambda r: -r[2])
         width = max([len("Action")] + [len(r[0]) for r in rows]) + 2
         lines = ["Profiler Report", "",
                  f"{'Action':<{width}}| {'Mean duration (s)':>18} | {'Num calls':>10} | {'Total time (s)':>15} | "

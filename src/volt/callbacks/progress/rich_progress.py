@@ -61,7 +61,8 @@ class RichProgressBar(SwitchableBar):
         self.theme = theme if theme is not None else RichProgressBarTheme()
         self._console_kwargs = dict(console_kwargs or {})
         self._enabled = True
-        self.progress = None
+        self.progress = None  # the last run's bars: readable after it ends (e.g. `train_progress_bar.total`)
+        self._live = False  # whether `progress` is drawing now
         self._reset_progress_bar_ids()
         self._train_n = 0
         self._train_total: Optional[float] = None
@@ -70,7 +71,7 @@ class RichProgressBar(SwitchableBar):
 
     def __getstate__(self) -> dict:
         # the live display holds a console and locks; a pickled callback starts without them
-        return {**vars(self), "progress": None}
+        return {**vars(self), "progress": None, "_live": False}
 
     @property
     def train_progress_bar(self):
@@ -105,7 +106,7 @@ class RichProgressBar(SwitchableBar):
         return _default_columns(self.theme)
 
     def _init_progress(self, trainer) -> None:
-        if self.is_disabled or self.progress is not None:
+        if self.is_disabled or self._live:
             return
         rich_console = import_isolated("rich.console")  # the run's first rich import: keep its RNGs as they are
         rich_progress = import_isolated("rich.progress")
@@ -118,11 +119,12 @@ class RichProgressBar(SwitchableBar):
             auto_refresh=False,
         )
         self.progress.start()
+        self._live = True
 
     def _stop_progress(self) -> None:
-        if self.progress is not None:
+        if self._live:
             self.progress.stop()
-            self.progress = None
+            self._live = False
 
     def _add_task(self, total: Union[int, float], description: str):
         if self.theme.description:
@@ -136,7 +138,7 @@ class RichProgressBar(SwitchableBar):
         return task_id
 
     def _hide(self, task_id) -> None:
-        if self.progress is not None and task_id is not None:
+        if self._live and task_id is not None:
             self.progress.update(task_id, visible=False)
 
     def _draw(self) -> None:
@@ -179,7 +181,7 @@ class RichProgressBar(SwitchableBar):
         if self._leave and self.train_progress_bar_id is not None:
             self._stop_progress()  # the finished epoch's bar stays printed; the next one starts below it
             self._init_progress(trainer)
-        if self.progress is None:
+        if not self._live:
             self._init_progress(trainer)
         total = self.total_train_batches
         description = self._train_description(trainer.current_epoch)
@@ -201,7 +203,7 @@ class RichProgressBar(SwitchableBar):
         self._redraw_train(trainer, pl_module)
 
     def _redraw_train(self, trainer, pl_module) -> None:
-        if self.progress is None or self.train_progress_bar_id is None or self.is_disabled:
+        if not self._live or self.train_progress_bar_id is None or self.is_disabled:
             self._next_draw = math.inf
             return
         self.progress.update(self.train_progress_bar_id, completed=self._train_n,
@@ -277,7 +279,7 @@ class RichProgressBar(SwitchableBar):
         self.reset_dataloader_idx_tracker()
 
     def _advance(self, task_id, n: int) -> None:
-        if self.progress is None or task_id is None or self.is_disabled:
+        if not self._live or task_id is None or self.is_disabled:
             return
         if _monotonic() >= self._next_draw or n == self._eval_total:
             self.progress.update(task_id, completed=n)
@@ -293,7 +295,7 @@ class RichProgressBar(SwitchableBar):
 
     def print(self, *args: Any, **kwargs: Any) -> None:
         """Print above the live bars (through their console)."""
-        if self.progress is not None:
+        if self._live:
             self.progress.console.print(*args, **kwargs)
         else:
             print(*args, **kwargs)

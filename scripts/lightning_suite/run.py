@@ -1,0 +1,202 @@
+"""Run Lightning's own test suite (tests/tests_pytorch of Lightning's repository) on volt, directory by directory,
+and tabulate passed/failed/errors/skipped per directory.
+
+Lightning's tests are not part of volt: check them out anywhere outside this repository, e.g. for release 2.6.5
+(with Lightning's pyproject.toml, whose pytest settings its CI uses):
+
+    git clone --depth 1 --branch 2.6.5 https://github.com/Lightning-AI/pytorch-lightning lightning-src
+    python scripts/lightning_suite/run.py lightning-src/tests/tests_pytorch results/         # every directory
+    python scripts/lightning_suite/run.py lightning-src/tests/tests_pytorch results/ callbacks trainer
+    python scripts/lightning_suite/run.py --table results/                                    # the table again
+    python scripts/lightning_suite/run.py --table before/ after/                              # before -> after
+    python scripts/lightning_suite/run.py --kinds results/                        # failures by kind, top causes
+    python scripts/lightning_suite/run.py --changes before/ after/                # tests whose outcome changed
+
+Each directory runs in its own pytest process, as Lightning's CI runs the suite (from tests/tests_pytorch), through
+volt's opt-in for test suites (`-p volt.dropin.pytest_plugin`: Lightning's module names resolve to volt) and
+`lightning_suite_shims.py` (the test plumbing Lightning's conftest imports; `sitecustomize.py` gives it to the
+processes tests start), with a per-test timeout (pytest-timeout). Tests that need a GPU, TPU or a standalone
+multi-process launch are skipped by Lightning's own RunIf conditions. The output folder gets `<dir>.xml` (JUnit),
+`<dir>.log` and `results.json` (one entry per test: directory, test id, outcome, first line of the failure).
+Tests write into the checkout's tests/tests_pytorch (Lightning's conftest runs them there): run one suite at a time
+per checkout. Which volt runs is whichever `import volt` finds (PYTHONPATH first).
+"""
+import argparse
+import collections
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+OUTCOMES = ("passed", "failed", "errors", "skipped")
+
+
+def targets(tests_dir: Path):
+    """The suite's directories (and top-level test files), in the order the table lists them."""
+    return [p.name for p in sorted(tests_dir.iterdir())
+            if (p.is_dir() and any(p.rglob("test_*.py"))) or (p.is_file() and p.name.startswith("test_"))]
+
+
+def run_one(tests_dir: Path, out: Path, target: str, timeout: int) -> float:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), env.get("PYTHONPATH", "")) if p)
+    env.pop("PL_RUN_STANDALONE_TESTS", None)
+    command = [sys.executable, "-m", "pytest", "-p", "volt.dropin.pytest_plugin", "-p", "lightning_suite_shims",
+               "-q", "--color=no", "-p", "no:cacheprovider", "--continue-on-collection-errors", f"--timeout={timeout}", f"--junitxml={out / target}.xml",
+               "-o", "junit_family=xunit1", target]
+    start = time.perf_counter()
+    with open(out / f"{target}.log", "w") as log:
+        subprocess.run(command, cwd=tests_dir, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return time.perf_counter() - start
+
+
+def read_results(out: Path):
+    """One dict per test case in the JUnit files of `out`."""
+    results = []
+    for xml in sorted(out.glob("*.xml")):
+        target = xml.stem
+        for case in ElementTree.parse(xml).getroot().iter("testcase"):
+            outcome, message = "passed", ""
+            for tag, name in (("failure", "failed"), ("error", "errors"), ("skipped", "skipped")):
+                element = case.find(tag)
+                if element is not None:
+                    outcome = name
+                    message = (element.get("message") or element.text or "").strip().splitlines()
+                    message = message[0][:300] if message else ""
+                    break
+            file = case.get("file") or case.get("classname", "").replace(".", "/") + ".py"
+            results.append({"dir": target, "test": f"{file}::{case.get('name')}", "outcome": outcome,
+                            "message": message})
+    return results
+
+
+INTERNAL, MISSING, DIFFERENT = "Lightning internals", "feature not in volt", "public behaviour difference"
+SETUP = "not a volt failure (data Lightning's CI downloads)"
+TIMEOUT = "timed out (undecided: the per-test limit on a loaded machine)"
+# (pattern of the failure's first line, kind, cause); the first match decides, the rest are behaviour differences
+RULES = [
+    (r"No checkpoints found in folder .*legacy/checkpoints", SETUP, "legacy checkpoints (tests/legacy, not in git)"),
+    (r"volt does not provide \S+: (Lightning's internal machinery|an internal helper|Lightning's test-suite helpers"
+     r"|Lightning's hook mixin)", INTERNAL, "imports a private Lightning module or helper"),
+    (r"(has no|does not have the) attribute '_\w+'|cannot import name '_\w+'|no attribute 'connectors'", INTERNAL,
+     "reads or patches a private attribute (trainer._data_connector, ...)"),
+    (r"'(FitLoop|EvaluationLoop|PredictionLoop|_\w+Loop)' object has no attribute", INTERNAL,
+     "Lightning's loop objects (fit_loop.epoch_loop, progress trackers, loop state_dict)"),
+    (r"'\w*Strategy' object has no attribute|'\w*Accelerator' object has no attribute", INTERNAL,
+     "Lightning's strategy/accelerator internals"),
+    (r"rich_progress'? (has no|.*does not have the) attribute '[A-Z]\w+'", INTERNAL,
+     "patches rich's classes where Lightning's rich_progress module imported them"),
+    (r"module 'lightning\.\S+' has no attribute '(cuda|mps|xla|cpu)'", INTERNAL,
+     "patches Lightning's device-count helpers (conftest's mock_cuda_count)"),
+    (r"volt does not provide \S+: (?P<cause>.+?)(;|\. |\.$|$)", MISSING, None),
+    (r"mode='sequential' is not supported", MISSING, "CombinedLoader(mode='sequential')"),
+    (r"Timeout \(>", TIMEOUT, "mostly ddp_spawn runs, each rank importing torch, volt and the test file"),
+    (r"Regex pattern did not match\.", DIFFERENT, "raises the same exception type, with other wording"),
+    (r"Regex pattern did not match any of", DIFFERENT, "warns, with other wording"),
+    (r"DID NOT RAISE", DIFFERENT, "accepts what Lightning refuses"),
+    (r"DID NOT WARN", DIFFERENT, "no warning where Lightning warns"),
+    (r"RankFailedError|ProcessRaisedException", DIFFERENT, "a multi-process (ddp/ddp_spawn) run fails"),
+    (r"zombie thread: <Thread\(volt-watchdog", DIFFERENT, "volt's DDP watchdog thread outlives the test"),
+    (r'"add_stub" not implemented for .UInt32', DIFFERENT,
+     "checkpoints hold RNG states as uint32 tensors (volt resumes exactly; the test subtracts every tensor)"),
+]
+
+
+def classify(message: str):
+    """(kind, cause) of a failure, from its first line."""
+    for pattern, kind, cause in RULES:
+        match = re.search(pattern, message)
+        if match:
+            return kind, cause or match.group("cause")
+    return DIFFERENT, re.sub(r"\s+", " ", message)[:70]
+
+
+def print_kinds(results, top: int = 12) -> None:
+    """Failures (and errors) by kind, with each kind's most frequent causes."""
+    by_kind = collections.defaultdict(collections.Counter)
+    for result in results:
+        if result["outcome"] in ("failed", "errors"):
+            kind, cause = classify(result["message"])
+            by_kind[kind][cause] += 1
+    for kind in (INTERNAL, MISSING, DIFFERENT, TIMEOUT, SETUP):
+        causes = by_kind[kind]
+        print(f"\n{kind}: {sum(causes.values())}")
+        for cause, n in causes.most_common(top):
+            print(f"  {n:5d}  {cause}")
+
+
+def print_changes(before, after) -> None:
+    """The tests whose outcome differs between two runs (`before -> after`), with the first line before."""
+    old = {r["test"]: r for r in before}
+    for result in after:
+        previous = old.get(result["test"])
+        if previous is not None and previous["outcome"] != result["outcome"]:
+            print(f"{previous['outcome']:>7} -> {result['outcome']:<7} {result['test'].split('tests_pytorch/')[-1]}"
+                  f"  | {previous['message'][:90]}")
+
+
+def counts(results):
+    table = {}
+    for result in results:
+        row = table.setdefault(result["dir"], dict.fromkeys(OUTCOMES, 0))
+        row[result["outcome"]] += 1
+    return table
+
+
+def print_table(outs):
+    tables = [counts(read_results(out)) for out in outs]
+    directories = sorted({d for table in tables for d in table})
+    empty = dict.fromkeys(OUTCOMES, 0)
+    if len(tables) == 1:
+        print("| directory | passed | failed | errors | skipped |\n|---|---:|---:|---:|---:|")
+        rows = [(d, [tables[0].get(d, empty)[o] for o in OUTCOMES]) for d in directories]
+        rows.append(("**total**", [sum(t[o] for t in tables[0].values()) for o in OUTCOMES]))
+        for name, values in rows:
+            print(f"| {name} | " + " | ".join(str(v) for v in values) + " |")
+        return
+    print("| directory | passed | failed | errors | skipped |\n|---|---:|---:|---:|---:|")
+    before, after = tables[0], tables[-1]
+    for d in directories + ["**total**"]:
+        if d == "**total**":
+            b = {o: sum(t[o] for t in before.values()) for o in OUTCOMES}
+            a = {o: sum(t[o] for t in after.values()) for o in OUTCOMES}
+        else:
+            b, a = before.get(d, empty), after.get(d, empty)
+        print(f"| {d} | " + " | ".join(f"{b[o]} -> {a[o]}" for o in OUTCOMES) + " |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("tests_dir", nargs="?", help="Lightning's tests/tests_pytorch")
+    parser.add_argument("out", nargs="*", help="output folder, then directories to run (default: all)")
+    parser.add_argument("--timeout", type=int, default=60, help="seconds per test (pytest-timeout)")
+    parser.add_argument("--table", action="store_true", help="only print the table of finished runs")
+    parser.add_argument("--kinds", action="store_true", help="only print the failures of a finished run by kind")
+    parser.add_argument("--changes", action="store_true", help="only print the tests whose outcome differs between "
+                                                               "two finished runs (before, after)")
+    args = parser.parse_args()
+    if args.kinds or args.table or args.changes:  # the positional arguments are output folders (before, after)
+        folders = [Path(p) for p in [args.tests_dir, *args.out]]
+        if args.changes:
+            print_changes(read_results(folders[0]), read_results(folders[-1]))
+        else:
+            print_kinds(read_results(folders[-1])) if args.kinds else print_table(folders)
+        return
+    tests_dir, out, only = Path(args.tests_dir).resolve(), Path(args.out[0]).resolve(), args.out[1:]
+    out.mkdir(parents=True, exist_ok=True)
+    for target in only or targets(tests_dir):
+        seconds = run_one(tests_dir, out, target, args.timeout)
+        row = counts(read_results(out)).get(target, dict.fromkeys(OUTCOMES, 0))
+        print(f"{target:16s} {seconds:7.0f} s  " + "  ".join(f"{o} {row[o]}" for o in OUTCOMES), flush=True)
+    (out / "results.json").write_text(json.dumps(read_results(out), indent=1))
+    print_table([out])
+    print_kinds(read_results(out))
+
+
+if __name__ == "__main__":
+    main()
