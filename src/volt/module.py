@@ -596,6 +596,7 @@ class LightningModule(HyperparametersMixin, nn.Module):
         as plain data and no code runs.
         """
         from volt.sharded_checkpoint import load
+        from volt.utilities.compile import state_dict_for
 
         checkpoint = load(checkpoint_path, map_location=map_location or "cpu", weights_only=weights_only,
                           optimizer_states=False)
@@ -603,7 +604,8 @@ class LightningModule(HyperparametersMixin, nn.Module):
         model.on_load_checkpoint(checkpoint)
         if "state_dict" not in checkpoint:
             raise KeyError(f"{checkpoint_path} has no 'state_dict': it is not a model checkpoint.")
-        model.load_state_dict(checkpoint["state_dict"], strict=model.strict_loading if strict is None else strict)
+        model.load_state_dict(state_dict_for(model, checkpoint["state_dict"]),
+                              strict=model.strict_loading if strict is None else strict)
         if map_location is not None and not callable(map_location) and not isinstance(map_location, dict):
             model.to(map_location)
         return model

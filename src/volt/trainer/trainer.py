@@ -31,6 +31,7 @@ from volt.trainer.progress import LoopPosition
 from volt.trainer.results import Results
 from volt.trainer.signals import StopSignals
 from volt.trainer.spawn import apply_results, collect_results
+from volt.utilities.compile import compile_options, compile_steps, resolve_compiled
 from volt.utilities.exceptions import MisconfigurationException, _TunerExitException
 from volt.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
@@ -144,6 +145,7 @@ class Trainer:
         default_root_dir: Optional[Union[str, os.PathLike]] = None,
         enable_autolog_hparams: bool = True,
         model_registry: Optional[str] = None,
+        compile: Union[bool, Dict[str, Any], None] = None,
         gpus: Optional[Union[int, str, List[int]]] = None,
         **removed: Any,
     ) -> None:
@@ -226,6 +228,8 @@ class Trainer:
         plugins = parse_plugins(plugins, precision)  # precision, cluster environment, checkpoint I/O, layer sync
         self.sync_batchnorm = sync_batchnorm or plugins.layer_sync is not None
         self.profiler = make_profiler(profiler)
+        self._compile_options = compile_options(compile)  # volt extension: torch.compile the module's steps
+        self._compiler: Optional[Callable] = None
         _configure_determinism(deterministic, benchmark)
 
         # ---- hardware, precision
@@ -366,6 +370,7 @@ class Trainer:
     # failures and cleanup) -> `_run_stage` (setup, restore, the loop, teardown, in Lightning's hook order).
     def _launch(self, fn: str, model: LightningModule, datamodule, ckpt_path, weights_only):
         """Check the model, attach it, and run the stage in every process the strategy starts."""
+        model, self._compiler = resolve_compiled(model, self._compile_options)  # torch.compile(model): its module
         _check_model(fn, model, self)
         if fn == "fit" and self.max_epochs is None:
             self.max_epochs = self._default_max_epochs(warn=True)
@@ -456,6 +461,8 @@ class Trainer:
         hooks.call("configure_sharded_model")
         model = self.precision_plugin.convert_module(model)
         self.strategy.setup_module(model)
+        if self._compiler is not None:
+            compile_steps(model, self._compiler, LightningModule)
 
         # 2. what comes back before the optimizers exist
         if checkpoint is not None:
