@@ -194,7 +194,8 @@ class Checkpoints:
         """
         trainer = self.trainer
         fit_loop = trainer.fit_loop
-        for logger in trainer.loggers:  # rows logged before this checkpoint are on disk before it is
+        trainer._results.flush_logger_writes()  # rows logged before this checkpoint are on disk before it is
+        for logger in trainer.loggers:
             logger.save()
         state = {
             **fit_loop.state.state_dict(),

@@ -41,8 +41,9 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 
-from volt.trainer.data import (DataLoaderIter, distributed_sampler_fn, limit_batches, loader_length, loaders_stale,
-                              resumable_sampler, set_data_epoch, stateful_stream, wrap_loader)
+from volt.trainer.data import (DataLoaderIter, DevicePrefetcher, distributed_sampler_fn, limit_batches, loader_length,
+                              loaders_stale, prefetchable, resumable_sampler, set_data_epoch, stateful_stream,
+                              wrap_loader)
 from volt.trainer.eval_loop import EvalLoop
 from volt.trainer.hooks import step_caller, takes_dataloader_iter
 from volt.trainer.progress import LoopState
@@ -159,9 +160,13 @@ class FitLoop:
         automatic = trainer.lightning_module.automatic_optimization
         schedulers = automatic and bool(trainer.lr_scheduler_configs)
         validates = self._validates_in_epoch(s.epoch)
-        # resumed right after the batch that ended this epoch early (max_steps, a stop): only the epoch end is left
-        batches = () if s.batch_idx and self._stops_in_epoch() else self._epoch_batches()
         iterating = self._iterating
+        # on a GPU, batches may come prefetched, already on the device (`_prefetches`); not to a step that fetches
+        # its own (`dataloader_iter`)
+        prefetch = not iterating and self._prefetches()
+        prepare = _prepared if prefetch else hooks.prepare_batch
+        # resumed right after the batch that ended this epoch early (max_steps, a stop): only the epoch end is left
+        batches = () if s.batch_idx and self._stops_in_epoch() else self._epoch_batches(prefetch)
         if iterating:
             batches = self._iterator_steps(batches)
         for batch, is_last in batches:
@@ -171,7 +176,7 @@ class FitLoop:
             if iterating:  # `dataloader_iter`: the step gets the iterator, the hooks the batch it fetched last
                 step_input, batch, hook_idx = batch, batch.batch, batch.batch_idx
             else:
-                step_input = batch = hooks.prepare_batch(batch, 0)
+                step_input = batch = prepare(batch, 0)
                 hook_idx = batch_idx
             trainer._results.on_batch_start(batch)
             if hooks.call("on_train_batch_start", batch, hook_idx) == -1:
@@ -340,7 +345,8 @@ class FitLoop:
             source = CombinedLoader(source, "max_size_cycle")
         self._train_loaded_epoch = trainer.current_epoch
         sampler_fn = distributed_sampler_fn(trainer, train=True)
-        self.train_loader = wrap_loader(source, sequential=bool(trainer.overfit_batches), sampler_fn=sampler_fn)
+        self.train_loader = wrap_loader(source, sequential=bool(trainer.overfit_batches), sampler_fn=sampler_fn,
+                                        pin_memory=trainer.strategy.root_device.type == "cuda")
         sampled = resumable_sampler(self.train_loader) is not None  # map-style: resumes by sampler-level skipping
         self.stream, self._no_stream_why = (None, "") if sampled else stateful_stream(self.train_loader)
         # `overfit_batches` and `fast_dev_run` set the limits (as in Lightning)
@@ -370,8 +376,18 @@ class FitLoop:
             return math.inf
         return max(1, int(n * interval))
 
-    def _epoch_batches(self) -> Iterator[Tuple[Any, bool]]:
-        """Yield (batch, is_last) for this epoch, resuming mid-epoch exactly when a checkpoint says so."""
+    def _prefetches(self) -> bool:
+        """Whether the next batch is copied to the GPU while the current one trains (trainer/data.py's
+        DevicePrefetcher): on CUDA, with volt's own batch transfer (transfer hooks a user overrides keep running in
+        their place, batch by batch), from a loader with worker processes (`prefetchable`), unless a stateful stream's
+        saved position must stay that of the batches consumed."""
+        trainer = self.trainer
+        return (trainer.strategy.root_device.type == "cuda" and not trainer._hooks.custom_transfer
+                and prefetchable(self.train_loader) and self.stream is None)
+
+    def _epoch_batches(self, prefetch: bool = False) -> Iterator[Tuple[Any, bool]]:
+        """Yield (batch, is_last) for this epoch, resuming mid-epoch exactly when a checkpoint says so; with
+        `prefetch`, on the GPU already, one batch fetched ahead."""
         s = self.state
         loader = self.train_loader
         set_data_epoch(loader, s.epoch)
@@ -387,6 +403,10 @@ class FitLoop:
         else:
             s.epoch_rng = get_rng_states()
             iterator = iter(loader)
+        if prefetch:  # fetches the first batch now, before the RNG restore below (the interrupted run had fetched it)
+            hooks = self.trainer._hooks
+            iterator = DevicePrefetcher(iterator, lambda batch: hooks.prepare_batch(batch, 0),
+                                        self.trainer.strategy.root_device)
         if n != math.inf:
             self._reach_resume_point()
             remaining = int(n) - skip
@@ -719,6 +739,11 @@ def _torch_backward(loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
 
 def _no_closure() -> None:
     return None
+
+
+def _prepared(batch: Any, dataloader_idx: int) -> Any:
+    """A prefetched batch: converted and moved to the device already."""
+    return batch
 
 
 def _loss_from(output: Any) -> Optional[torch.Tensor]:

@@ -6,7 +6,7 @@ import importlib.util
 import inspect
 import math
 import os
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
@@ -418,6 +418,8 @@ class Trainer:
                 rank_zero_info("Detected KeyboardInterrupt, attempting graceful shutdown ...")
             self._checkpoints.finish_writes(failure=exception)  # a background write completes (or is noted)
             hooks.call("on_exception", exception)
+            with suppress(Exception):  # rows whose values can no longer be read (a failed device) are dropped
+                self._results.flush_logger_writes()
             for logger in self.loggers:
                 logger.finalize("failed")
             self.strategy.teardown()
@@ -489,6 +491,7 @@ class Trainer:
             loop.loaders = None
             result = loop.run()
         hooks.call("teardown", fn)
+        self._results.flush_logger_writes()
         for logger in self.loggers:
             logger.finalize("success")
         if self.profiler is not None and self.is_global_zero:
