@@ -13,6 +13,7 @@ the first 200 steps of every round are not timed.
     python benchmarks/compile_overhead.py [--steps 1000] [--rounds 9]
 """
 import argparse
+import logging
 import os
 import statistics
 import sys
@@ -81,6 +82,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=9)
     args = parser.parse_args()
     torch.set_num_threads(1)
+    logging.getLogger("volt").setLevel(logging.ERROR)  # its info lines (model summary) would interleave the table
     from torch._dynamo.utils import counters
 
     dataset = overhead.make_data(args.steps)

@@ -112,6 +112,7 @@ warnings.filterwarnings("ignore")
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 framework, steps, hidden, every = {framework!r}, {steps}, {hidden}, {every}
+torch.set_num_threads(1)
 if framework == "volt":
     import volt as pl
     from volt.callbacks import ModelCheckpoint
@@ -150,8 +151,7 @@ path = sorted((os.path.join(root, f) for f in os.listdir(root) if f.endswith(".c
 checkpoint = torch.load(path, weights_only=False)
 
 
-def size(value):
-    """Bytes `value` adds to a torch.save file (the file's fixed overhead, about 1.2 KiB, taken off)."""
+def size(value):  # bytes `value` adds to a torch.save file (its fixed overhead, about 1.2 KiB, taken off)
     buffers = [__import__("io").BytesIO() for _ in range(2)]
     torch.save(value, buffers[0])
     torch.save(None, buffers[1])

@@ -241,3 +241,34 @@ def test_batches_reach_the_gpu_in_order_and_intact(tmp_path, num_workers):
     trainer(tmp_path, accelerator="gpu", devices=1, max_epochs=1).fit(
         Record(), DataLoader(TensorDataset(x, y), batch_size=8, num_workers=num_workers))
     assert torch.equal(torch.cat(seen).cpu(), x[:, 0])
+
+
+@cuda
+def test_overridden_transfer_hooks_keep_their_place_on_cuda(tmp_path):
+    """With the transfer hooks overridden, nothing is prefetched: each batch's hooks run right before its step."""
+    calls = []
+
+    class Hooked(Classifier):
+        def on_before_batch_transfer(self, batch, dataloader_idx):
+            calls.append("on_before_batch_transfer")
+            return batch
+
+        def transfer_batch_to_device(self, batch, device, dataloader_idx):
+            calls.append("transfer_batch_to_device")
+            return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
+        def on_after_batch_transfer(self, batch, dataloader_idx):
+            calls.append("on_after_batch_transfer")
+            return batch
+
+        def on_train_batch_start(self, batch, batch_idx):
+            calls.append("on_train_batch_start")
+
+        def on_train_batch_end(self, outputs, batch, batch_idx):
+            calls.append("on_train_batch_end")
+
+    x, y = torch.randn(32, 8), torch.randint(0, 3, (32,))
+    trainer(tmp_path, accelerator="gpu", devices=1).fit(
+        Hooked(), DataLoader(TensorDataset(x, y), batch_size=8, num_workers=2))
+    assert calls == ["on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer",
+                     "on_train_batch_start", "on_train_batch_end"] * 4

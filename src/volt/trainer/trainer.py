@@ -98,7 +98,11 @@ def _env_value(text: str) -> Any:
 
 
 class Trainer:
-    """Runs fit/validate/test/predict for a LightningModule, with PyTorch Lightning 2.x's arguments."""
+    """Runs fit/validate/test/predict for a LightningModule, with PyTorch Lightning 2.x's arguments.
+
+    One volt extension: `compile=True`, or a dict of `torch.compile` keyword arguments, compiles the module's
+    `forward` and steps (volt/utilities/compile.py), as passing `torch.compile(model)` does.
+    """
 
     @_defaults_from_env
     def __init__(
