@@ -6,6 +6,8 @@
      framework adds in Python; tensor storage is allocated in C++ and not traced);
    * RSS: the resident set's high-water mark (VmHWM) minus the resident size right before training started
      (after imports, data and model), i.e. what training added at its peak, tensors included.
+   Each process first runs its contender for 2 steps on a tiny model, so that imports and one-time set-up
+   (torch's compiler, which the first optimizer loads; loggers volt imports lazily) are not counted.
    Contenders: the raw loop (no logger, no checkpoint); volt with Trainer defaults (TensorBoard logger,
    ModelCheckpoint, progress bar, model summary); volt with `barebones=True`; pytorch-lightning 2.6.6 with defaults.
 2. Checkpoint size: volt's and Lightning's checkpoint of the same model and optimizer (Adam), written by
@@ -43,14 +45,16 @@ def rss_kib(field):
                 return int(line.split()[1])
 
 
-g = torch.Generator().manual_seed(0)
-x, y = torch.randn(steps * 32, 256, generator=g), torch.randint(0, 10, (steps * 32,), generator=g)
-data = TensorDataset(x, y)
-torch.manual_seed(0)
-net = torch.nn.Sequential(torch.nn.Linear(256, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, hidden),
-                          torch.nn.ReLU(), torch.nn.Linear(hidden, 10))
+def make(steps, hidden):
+    g = torch.Generator().manual_seed(0)
+    data = TensorDataset(torch.randn(steps * 32, 256, generator=g), torch.randint(0, 10, (steps * 32,), generator=g))
+    torch.manual_seed(0)
+    return data, torch.nn.Sequential(torch.nn.Linear(256, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, hidden),
+                                     torch.nn.ReLU(), torch.nn.Linear(hidden, 10))
+
+
 if contender == "raw":
-    def train():
+    def train(data, net):
         opt = torch.optim.Adam(net.parameters(), lr=1e-3)
         for xb, yb in DataLoader(data, batch_size=32):
             loss = torch.nn.functional.cross_entropy(net(xb), yb)
@@ -66,7 +70,7 @@ else:
         logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
 
     class Model(pl.LightningModule):
-        def __init__(self):
+        def __init__(self, net):
             super().__init__()
             self.net = net
 
@@ -79,17 +83,18 @@ else:
             return torch.optim.Adam(self.parameters(), lr=1e-3)
 
     options = dict(barebones=True) if contender == "volt barebones" else {{}}
-    trainer = pl.Trainer(max_epochs=1, default_root_dir=tempfile.mkdtemp(), **options)
-    model = Model()
     sys.stdout = sys.stderr = open(os.devnull, "w")
 
-    def train():
-        trainer.fit(model, DataLoader(data, batch_size=32))
+    def train(data, net):
+        trainer = pl.Trainer(max_epochs=1, default_root_dir=tempfile.mkdtemp(), **options)
+        trainer.fit(Model(net), DataLoader(data, batch_size=32))
 
+train(*make(2, 8))  # warm-up: imports and one-time set-up (torch's compiler, lazily imported loggers) not counted
+data, net = make(steps, hidden)
 before = rss_kib("VmRSS")
 if measure == "tracemalloc":
     tracemalloc.start()
-train()
+train(data, net)
 result = {{"hwm_kib": rss_kib("VmHWM"), "before_kib": before}}
 if measure == "tracemalloc":
     result["traced_peak"] = tracemalloc.get_traced_memory()[1]
