@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import volt
 from volt.callbacks import ModelCheckpoint
+from volt.utilities.compile import from_compiled, to_uncompiled
 
 pytestmark = pytest.mark.compile
 dynamo = pytest.importorskip("torch._dynamo")
@@ -169,3 +170,19 @@ def test_compile_arguments_are_checked():
         volt.Trainer(compile="yes")
     with pytest.raises(ValueError, match="choose one"):
         volt.Trainer(compile=True, logger=False).fit(torch.compile(Regressor()), data())
+
+
+def test_from_compiled_and_to_uncompiled():
+    """Lightning's helpers: the module inside torch.compile with its steps compiled, and back."""
+    module = Regressor()
+    assert from_compiled(torch.compile(module, backend="aot_eager")) is module
+    assert {"forward", "training_step", "validation_step", "log", "log_dict"} <= set(vars(module))
+    assert "test_step" not in vars(module)  # not defined by the class: stays undefined
+    assert to_uncompiled(module) is module
+    assert not {"forward", "training_step", "log"} & set(vars(module))
+    with pytest.raises(ValueError, match="expects a compiled LightningModule, got an uncompiled Regressor"):
+        to_uncompiled(module)
+    with pytest.raises(ValueError, match="expects the result of `torch.compile"):
+        from_compiled(module)
+    with pytest.raises(ValueError, match="got a compiled Linear"):
+        from_compiled(torch.compile(torch.nn.Linear(2, 2)))

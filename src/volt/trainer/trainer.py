@@ -468,7 +468,7 @@ class Trainer:
         model = self.precision_plugin.convert_module(model)
         self.strategy.setup_module(model)
         if self._compiler is not None:
-            compile_steps(model, self._compiler, LightningModule)
+            compile_steps(model, self._compiler)
 
         # 2. what comes back before the optimizers exist
         if checkpoint is not None:

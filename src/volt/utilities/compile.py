@@ -7,7 +7,8 @@ Two ways in, with the same result:
 Either way `forward` and each step the module defines (`training_step`, `validation_step`, `test_step`,
 `predict_step`) are compiled as a whole: forward, loss and the backward graph derived from them. `self.log` and
 `self.log_dict` run eagerly between the graphs, because volt's bookkeeping changes from step to step and would make
-dynamo recompile. The module keeps its compiled steps after the run.
+dynamo recompile. The module keeps its compiled steps after the run (`to_uncompiled(model)` removes them;
+`from_compiled` and `to_uncompiled` are Lightning's helpers of the same names).
 
 Recompiles: dynamo compiles a step once per input shape it has not seen. When a shape changes (a smaller last
 batch, say), it compiles once more with that dimension dynamic, and that graph serves every later size: expect one
@@ -70,17 +71,49 @@ def resolve_compiled(model: Any, options: Optional[Dict[str, Any]]) -> Tuple[Any
     return model, None
 
 
-def compile_steps(module: torch.nn.Module, compiler: Callable[[Callable], Callable], base: type) -> None:
-    """Replace, on this instance, `forward` and the steps its class overrides from `base` (LightningModule) with
+def compile_steps(module: torch.nn.Module, compiler: Callable[[Callable], Callable]) -> None:
+    """Replace, on this instance, `forward` and the steps its class overrides (from LightningModule's defaults) with
     `compiler(step)`; once per module. A step left at its default is not run at all, so it stays as it is."""
     if module in _compiled_modules:
         return
+    base = _lightning_module_class(type(module))
     for name in _COMPILED_NAMES:
         if getattr(type(module), name) is not getattr(base, name):
             setattr(module, name, compiler(getattr(module, name)))
     for name in _EAGER_NAMES:
         setattr(module, name, torch.compiler.disable(getattr(module, name)))
     _compiled_modules.add(module)
+
+
+def from_compiled(model: Any) -> Any:
+    """The LightningModule inside `torch.compile(model)`, with its steps compiled with the same settings."""
+    module, compiler = resolve_compiled(model, None)
+    if compiler is None:
+        raise ValueError(f"`from_compiled` expects the result of `torch.compile(model)`, got {type(model).__name__}.")
+    if _lightning_module_class(type(module)) is None:
+        raise ValueError(f"`from_compiled` expects a compiled LightningModule, got a compiled {type(module).__name__}.")
+    compile_steps(module, compiler)
+    return module
+
+
+def to_uncompiled(model: Any) -> Any:
+    """The LightningModule with its own, uncompiled steps again (from `torch.compile(model)` or a module whose steps
+    volt compiled)."""
+    module, compiler = resolve_compiled(model, None)
+    if compiler is None and module not in _compiled_modules:
+        raise ValueError(f"`to_uncompiled` expects a compiled LightningModule, got an uncompiled "
+                         f"{type(module).__name__}.")
+    if module in _compiled_modules:
+        for name in _COMPILED_NAMES + _EAGER_NAMES:
+            module.__dict__.pop(name, None)
+        _compiled_modules.discard(module)
+    return module
+
+
+def _lightning_module_class(cls: type) -> Optional[type]:
+    """LightningModule among `cls`'s bases, found as the first class to define `training_step` (this module sits
+    below volt.module, so it does not import it); None for any other module."""
+    return next((klass for klass in reversed(cls.__mro__) if "training_step" in vars(klass)), None)
 
 
 # ---------------------------------------------------------------------- checkpoint keys
