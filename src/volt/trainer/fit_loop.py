@@ -37,7 +37,8 @@ matching point: right before its next batch.
 import itertools
 import math
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from collections import deque
+from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Tuple
 
 import torch
 
@@ -48,6 +49,7 @@ from volt.trainer.eval_loop import EvalLoop
 from volt.trainer.hooks import step_caller, takes_dataloader_iter
 from volt.trainer.progress import LoopState
 from volt.utilities.exceptions import MisconfigurationException
+from volt.utilities.host_copy import HostCopy
 from volt.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from volt.utilities.seed import get_rng_states, set_rng_states
 
@@ -81,6 +83,7 @@ class FitLoop:
         self._iterating = False  # `training_step(self, dataloader_iter)`: the step fetches its own batches
         self._warned_no_loss = False  # each warned once per fit
         self._warned_non_finite = False
+        self._loss_checks: Deque[Tuple[HostCopy, int, int, int]] = deque()  # on their way to the host (`_check_loss`)
         self._collect_outputs = False
         self._train_loaded_epoch = 0
         self._log_step = 0
@@ -95,6 +98,7 @@ class FitLoop:
         self._training_step = step_caller(module, "training_step", trainer.strategy.training_step)
         self._iterating = takes_dataloader_iter(module, "training_step")
         self._warned_no_loss = self._warned_non_finite = False
+        self._loss_checks.clear()
         if self._should_sanity_check():
             self._sanity_check()
         if self._resumed_results is not None:  # after the sanity check, which clears the metric dicts
@@ -322,6 +326,7 @@ class FitLoop:
             hooks.call_module("training_epoch_end", self._epoch_outputs)
         self._epoch_outputs = []
         hooks.call("on_train_epoch_end")
+        self._read_loss_checks(wait=True)  # the epoch's loss checks, landed or not (the loop pauses here anyway)
         self._step_schedulers("epoch", plateau=True)
         _, to_log = results.epoch_end(results.train)
         results.log_to_loggers(to_log, step=s.batches_stepped - 1)
@@ -712,20 +717,33 @@ class FitLoop:
 
     def _check_loss(self, outputs: Any, batch_idx: int) -> None:
         """Warn once per fit about a NaN or infinite loss. Checked only where step metrics are written and at each
-        epoch's end, never per step: the check waits for the device, and training must not."""
+        epoch's end, never per step, and without waiting for the device: the check's result comes to the host by a
+        non-blocking copy (HostCopy) and is read once it has landed (on the CPU: at once), at the latest after the
+        epoch-end hooks (`_read_loss_checks`)."""
         loss = outputs.get("loss") if isinstance(outputs, dict) else None
-        if not isinstance(loss, torch.Tensor) or bool(torch.isfinite(loss).all()):
-            return
-        self._warned_non_finite = True
-        trainer = self.trainer
-        every = f"every {trainer.log_every_n_steps} steps (`log_every_n_steps`) and " if trainer.log_every_n_steps else ""
-        rank_zero_warn(
-            f"The training loss is {loss.float().mean().item()} at epoch {trainer.current_epoch}, batch {batch_idx} "
-            f"(global step {trainer.global_step}). The loss is checked {every}at each epoch end, so it may have "
-            "become non-finite a few steps earlier; weights updated from it are likely non-finite too. Check the "
-            "data, lower the learning rate or clip gradients (`gradient_clip_val`); `Trainer(detect_anomaly=True)` "
-            "stops at the first such step. ModelCheckpoint ranks a NaN monitored value worst."
-        )
+        if isinstance(loss, torch.Tensor):
+            trainer = self.trainer
+            check = HostCopy({"finite": torch.isfinite(loss).all(), "loss": loss.detach().float().mean()})
+            self._loss_checks.append((check, trainer.current_epoch, batch_idx, trainer.global_step))
+        self._read_loss_checks(wait=False)
+
+    def _read_loss_checks(self, wait: bool) -> None:
+        checks = self._loss_checks
+        while checks and (wait or checks[0][0].ready()):
+            check, epoch, batch_idx, global_step = checks.popleft()
+            values = check.numbers()
+            if values["finite"] or self._warned_non_finite:
+                continue
+            self._warned_non_finite = True
+            every = self.trainer.log_every_n_steps
+            every = f"every {every} steps (`log_every_n_steps`) and " if every else ""
+            rank_zero_warn(
+                f"The training loss is {values['loss']} at epoch {epoch}, batch {batch_idx} (global step "
+                f"{global_step}). The loss is checked {every}at each epoch end, so it may have become non-finite a "
+                "few steps earlier; weights updated from it are likely non-finite too. Check the data, lower the "
+                "learning rate or clip gradients (`gradient_clip_val`); `Trainer(detect_anomaly=True)` stops at the "
+                "first such step. ModelCheckpoint ranks a NaN monitored value worst."
+            )
 
 
 def _sampler_generator(loader: Any) -> Optional[torch.Generator]:
