@@ -54,6 +54,7 @@ from volt.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from volt.utilities.seed import get_rng_states, set_rng_states
 
 _END = object()
+_NO_KWARGS: Dict[str, Any] = {}  # the automatic step's optimizer.step() arguments: none (never written to)
 
 
 class FitLoop:
@@ -92,8 +93,8 @@ class FitLoop:
     # ------------------------------------------------------------------ the run
     def run(self) -> None:
         trainer, hooks = self.trainer, self.trainer._hooks
-        self._user_optimizer_step = hooks.module_overrides("optimizer_step")
-        self._collect_outputs = hooks.module_overrides("training_epoch_end")  # 1.x: keep every batch's outputs
+        self._user_optimizer_step = "optimizer_step" in hooks.module_overrides
+        self._collect_outputs = "training_epoch_end" in hooks.module_overrides  # 1.x: keep every batch's outputs
         module = trainer.lightning_module
         self._training_step = step_caller(module, "training_step", trainer.strategy.training_step)
         self._iterating = takes_dataloader_iter(module, "training_step")
@@ -160,15 +161,19 @@ class FitLoop:
         hooks.call("on_train_epoch_start")
         self._epoch_outputs = []
         n = self.num_training_batches
-        # fixed for the epoch, so the batch loop below does not ask again at every batch
+        # fixed for the epoch, so the batch loop below does not ask again at every batch: what runs, and the hooks
+        # it calls, bound (None: nothing implements the hook)
         automatic = trainer.lightning_module.automatic_optimization
         schedulers = automatic and bool(trainer.lr_scheduler_configs)
         validates = self._validates_in_epoch(s.epoch)
         iterating = self._iterating
+        batch_start, batch_end = hooks.callers["on_train_batch_start"], hooks.callers["on_train_batch_end"]
+        training_step = self._training_step_caller()
+        step_optimizer = hooks.bind_step("optimizer_step", self._step_optimizer)
         # on a GPU, batches may come prefetched, already on the device (`_prefetches`); not to a step that fetches
         # its own (`dataloader_iter`)
         prefetch = not iterating and self._prefetches()
-        prepare = _prepared if prefetch else hooks.prepare_batch
+        prepare = hooks.prepare_batch if hooks.prepares_batches and not prefetch else None
         # resumed right after the batch that ended this epoch early (max_steps, a stop): only the epoch end is left
         batches = () if s.batch_idx and self._stops_in_epoch() else self._epoch_batches(prefetch)
         if iterating:
@@ -180,17 +185,19 @@ class FitLoop:
             if iterating:  # `dataloader_iter`: the step gets the iterator, the hooks the batch it fetched last
                 step_input, batch, hook_idx = batch, batch.batch, batch.batch_idx
             else:
-                step_input = batch = prepare(batch, 0)
-                hook_idx = batch_idx
+                if prepare is not None:
+                    batch = prepare(batch, 0)
+                step_input, hook_idx = batch, batch_idx
             trainer._results.on_batch_start(batch)
-            if hooks.call("on_train_batch_start", batch, hook_idx) == -1:
+            if batch_start is not None and batch_start(batch, hook_idx) == -1:
                 self._step_schedulers("epoch", plateau=False)
                 break
             try:
                 if automatic:
-                    outputs, stepped = self._automatic_batch(step_input, batch_idx, is_last)
+                    outputs, stepped = self._automatic_batch(step_input, batch_idx, is_last, training_step,
+                                                             step_optimizer)
                 else:
-                    outputs, stepped = self._manual_batch(step_input, batch_idx), True
+                    outputs, stepped = self._manual_batch(step_input, batch_idx, training_step), True
             except StopIteration:
                 if not iterating:
                     raise
@@ -207,7 +214,8 @@ class FitLoop:
                 self._step_schedulers("step", plateau=False)
             if schedulers and is_last:
                 self._step_schedulers("epoch", plateau=False)
-            hooks.call("on_train_batch_end", outputs, batch, hook_idx)
+            if batch_end is not None:
+                batch_end(outputs, batch, hook_idx)
             if stepped:
                 self._log_step_metrics(outputs, hook_idx, is_last)
             if validates and self._should_validate(is_last):
@@ -471,6 +479,7 @@ class FitLoop:
 
         trainer, hooks = self.trainer, self.trainer._hooks
         results, trainer._results = trainer._results, Results(trainer)  # a throwaway sink for what training_step logs
+        training_step = self._training_step_caller()
         set_data_epoch(self.train_loader, self.state.epoch)
         limit = None if self.num_training_batches == math.inf else int(self.num_training_batches)
         batches = itertools.islice(enumerate(self.train_loader), limit)
@@ -483,32 +492,47 @@ class FitLoop:
                     if not self._iterating:
                         batch = hooks.prepare_batch(batch, 0)
                     trainer._results.on_batch_start(batch)
-                    with trainer.precision_plugin.forward_context():
-                        try:
-                            hooks.call_step("training_step", self._training_step, batch, batch_idx)
-                        except StopIteration:
-                            if not self._iterating:
-                                raise
+                    try:
+                        training_step(batch, batch_idx)
+                    except StopIteration:
+                        if not self._iterating:
+                            raise
         finally:
             trainer._results = results
 
     # ------------------------------------------------------------------ one batch
-    def _automatic_batch(self, batch: Any, batch_idx: int, is_last: bool) -> Tuple[Any, bool]:
+    def _training_step_caller(self) -> Callable[..., Any]:
+        """training_step bound for the batches of an epoch: through the strategy (so a DDP/FSDP wrapper sees the
+        call), under the precision plugin's forward context when it has one."""
         trainer = self.trainer
-        hooks, strategy, precision = trainer._hooks, trainer.strategy, trainer.precision_plugin
+        step = trainer._hooks.bind_step("training_step", self._training_step)
+        precision = trainer.precision_plugin
+        if not precision.wraps_forward:
+            return step
+
+        def in_forward_context(*args: Any) -> Any:
+            with precision.forward_context():
+                return step(*args)
+
+        return in_forward_context
+
+    def _automatic_batch(self, batch: Any, batch_idx: int, is_last: bool, training_step: Callable[..., Any],
+                         step_optimizer: Callable[..., Any]) -> Tuple[Any, bool]:
+        """One batch of automatic optimization; `training_step` and `step_optimizer` are the steps bound for the
+        epoch (`Hooks.bind_step`)."""
+        trainer = self.trainer
         accumulate = trainer.accumulate_grad_batches
         window_pos = batch_idx % accumulate
         accumulating = accumulate > 1 and not (window_pos == accumulate - 1 or is_last)
         divisor = 1 if accumulate == 1 else self._accumulation_divisor(batch_idx)
         optimizer = trainer.optimizers[0] if trainer.optimizers else None
         zero_grad = optimizer is not None and window_pos == 0
-        training_step = self._training_step
         result: List[Any] = []
 
         def closure():
-            with precision.forward_context():
-                output = hooks.call_step("training_step", training_step, batch, batch_idx)
-            loss = _loss_from(output)
+            output = training_step(batch, batch_idx)
+            # the common case, a loss tensor, without a call
+            loss = output if isinstance(output, torch.Tensor) and output.requires_grad else _loss_from(output)
             if zero_grad:
                 self.zero_grad(optimizer, batch_idx)
             if loss is None:
@@ -523,15 +547,15 @@ class FitLoop:
             return loss
 
         if optimizer is None or accumulating:
-            with strategy.no_backward_sync(accumulating):
+            with trainer.strategy.no_backward_sync(accumulating):
                 closure()
             stepped = False
         else:
             if self._user_optimizer_step:
-                hooks.call_module("optimizer_step", trainer.current_epoch, batch_idx,
-                                  strategy._lightning_optimizers[0], closure)
-            else:  # what LightningOptimizer.step does, one call shorter
-                self.optimizer_step(optimizer, closure)
+                trainer._hooks.call_module("optimizer_step", trainer.current_epoch, batch_idx,
+                                           trainer.strategy._lightning_optimizers[0], closure)
+            else:  # what LightningOptimizer.step does, two calls shorter
+                step_optimizer(optimizer, closure, _NO_KWARGS, True)
             if not result:
                 raise MisconfigurationException(
                     "`optimizer_step` did not run the optimizer closure. Call "
@@ -540,7 +564,7 @@ class FitLoop:
                 )
             stepped = True
         output, loss = result[-1]
-        outputs = _batch_outputs(output, loss)
+        outputs = {"loss": loss.detach()} if loss is not None and output is loss else _batch_outputs(output, loss)
         if self._collect_outputs and outputs is not None:
             self._epoch_outputs.append(outputs)
         return outputs, stepped
@@ -566,10 +590,8 @@ class FitLoop:
                 return int(n) - full_windows_end
         return accumulate
 
-    def _manual_batch(self, batch: Any, batch_idx: int) -> Any:
-        trainer = self.trainer
-        with trainer.precision_plugin.forward_context():
-            output = trainer._hooks.call_step("training_step", self._training_step, batch, batch_idx)
+    def _manual_batch(self, batch: Any, batch_idx: int, training_step: Callable[..., Any]) -> Any:
+        output = training_step(batch, batch_idx)
         if isinstance(output, torch.Tensor):
             outputs = {"loss": output.detach()}
         elif isinstance(output, dict):
@@ -583,8 +605,10 @@ class FitLoop:
     # ------------------------------------------------------------------ the parts of a step (manual optimization too)
     def zero_grad(self, optimizer, batch_idx: int) -> None:
         hooks = self.trainer._hooks
-        hooks.call("on_before_zero_grad", optimizer)
-        if hooks.module_overrides("optimizer_zero_grad"):
+        before = hooks.callers["on_before_zero_grad"]
+        if before is not None:
+            before(optimizer)
+        if "optimizer_zero_grad" in hooks.module_overrides:
             hooks.call_module("optimizer_zero_grad", self.trainer.current_epoch, batch_idx, optimizer)
         else:
             optimizer.zero_grad()
@@ -593,27 +617,35 @@ class FitLoop:
         """on_before_backward -> backward (the module's hook, under the precision plugin's loss scaling) ->
         on_after_backward; `manual_backward` comes here too."""
         hooks = self.trainer._hooks
-        hooks.call("on_before_backward", loss)
-        backward_fn = self._module_backward if hooks.module_overrides("backward") else _torch_backward
+        before, after = hooks.callers["on_before_backward"], hooks.callers["on_after_backward"]
+        if before is not None:
+            before(loss)
+        backward_fn = self._module_backward if "backward" in hooks.module_overrides else torch.Tensor.backward
         self.trainer.precision_plugin.backward(loss, backward_fn, *args, **kwargs)
-        hooks.call("on_after_backward")
+        if after is not None:
+            after()
 
     def _module_backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
         self.trainer._hooks.call_module("backward", loss, *args, **kwargs)
 
     def optimizer_step(self, optimizer, closure: Optional[Callable[[], Any]] = None, **kwargs: Any) -> Any:
-        """Every optimizer step, automatic and manual (`LightningOptimizer.step`): the closure, then
-        on_before_optimizer_step and clipping, then the precision plugin's step."""
-        return self.trainer._hooks.call_step("optimizer_step", self._step_optimizer, optimizer, closure, kwargs)
+        """An optimizer step through `LightningOptimizer.step` (manual optimization, a module's `optimizer_step`)."""
+        automatic = self.trainer.lightning_module.automatic_optimization
+        return self.trainer._hooks.call_step("optimizer_step", self._step_optimizer, optimizer, closure, kwargs,
+                                             automatic)
 
-    def _step_optimizer(self, optimizer, closure: Optional[Callable[[], Any]], kwargs: Dict[str, Any]) -> Any:
+    def _step_optimizer(self, optimizer, closure: Optional[Callable[[], Any]], kwargs: Dict[str, Any],
+                        automatic: bool) -> Any:
+        """Every optimizer step, automatic and manual: the closure, then on_before_optimizer_step and clipping,
+        then the precision plugin's step."""
         trainer = self.trainer
         hooks = trainer._hooks
-        automatic = trainer.lightning_module.automatic_optimization
+        before = hooks.callers["on_before_optimizer_step"]
 
         def after_closure():
-            hooks.call("on_before_optimizer_step", optimizer)
-            if automatic and (trainer.gradient_clip_val or hooks.module_overrides("configure_gradient_clipping")):
+            if before is not None:
+                before(optimizer)
+            if automatic and (trainer.gradient_clip_val or "configure_gradient_clipping" in hooks.module_overrides):
                 hooks.call_module("configure_gradient_clipping", optimizer, trainer.gradient_clip_val,
                                   trainer.gradient_clip_algorithm if trainer.gradient_clip_val else None)
 
@@ -626,7 +658,7 @@ class FitLoop:
     def _should_sanity_check(self) -> bool:
         trainer = self.trainer
         return (trainer.num_sanity_val_steps != 0 and trainer.limit_val_batches != 0
-                and trainer._hooks.module_overrides("validation_step"))
+                and "validation_step" in trainer._hooks.module_overrides)
 
     def _sanity_check(self) -> None:
         trainer, hooks = self.trainer, self.trainer._hooks
@@ -645,7 +677,7 @@ class FitLoop:
         every = trainer.check_val_every_n_epoch
         if every is not None and (epoch + 1) % every != 0:
             return False
-        return trainer.limit_val_batches != 0 and trainer._hooks.module_overrides("validation_step")
+        return trainer.limit_val_batches != 0 and "validation_step" in trainer._hooks.module_overrides
 
     def _should_validate(self, is_last: bool) -> bool:
         """Whether validation runs after this batch, in an epoch that validates (`_validates_in_epoch`)."""
@@ -751,22 +783,11 @@ def _sampler_generator(loader: Any) -> Optional[torch.Generator]:
     return resumable.own_generator() if resumable is not None else None
 
 
-def _torch_backward(loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
-    loss.backward(*args, **kwargs)
-
-
 def _no_closure() -> None:
     return None
 
 
-def _prepared(batch: Any, dataloader_idx: int) -> Any:
-    """A prefetched batch: converted and moved to the device already."""
-    return batch
-
-
 def _loss_from(output: Any) -> Optional[torch.Tensor]:
-    if isinstance(output, torch.Tensor) and output.requires_grad:  # the common case, first
-        return output
     if output is None:
         return None
     if isinstance(output, torch.Tensor):

@@ -239,9 +239,11 @@ class Trainer:
         # ---- hardware, precision
         self._accelerator_flag = accelerator
         self.strategy = select_strategy(strategy, accelerator, devices, num_nodes, plugins.cluster_environment)
-        self._precision = plugins.precision or make_precision(normalize_precision(precision), self.strategy.root_device)
-        self.precision = self._precision.precision
-        self.strategy.precision_plugin = self._precision
+        # a plain attribute, not a property: the training step reads it
+        self.precision_plugin = plugins.precision or make_precision(normalize_precision(precision),
+                                                                    self.strategy.root_device)
+        self.precision = self.precision_plugin.precision
+        self.strategy.precision_plugin = self.precision_plugin
         if plugins.checkpoint_io is not None:
             self.strategy.checkpoint_io = plugins.checkpoint_io
 
@@ -760,12 +762,8 @@ class Trainer:
         return accelerator_for(self._accelerator_flag, self.strategy.root_device.type)
 
     @property
-    def precision_plugin(self):
-        return self._precision
-
-    @property
     def scaler(self):
-        return self._precision.scaler
+        return self.precision_plugin.scaler
 
     @property
     def lr_schedulers(self) -> list:
