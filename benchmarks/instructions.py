@@ -2,7 +2,8 @@
 function calls.
 
 Wall-clock ratios on a shared or virtual machine wander by +-10% or more from run to run; the number of instructions
-a step executes does not. Each contender runs once under callgrind and marks the start of steps `--first` and
+a step executes does not. Each contender runs once under callgrind, uninstrumented (fast) until step `--first`,
+where it switches the instrumentation on (callgrind_control) and marks the start of steps `--first` and
 `--first + --steps` with a call to getppid(), which callgrind is told to dump its counters before: the second dump
 holds exactly the instructions of the steps in between (each from the start of its training_step to the start of the
 next one: backward, optimizer step, batch-end hooks, logging, fetching the next batch), without the imports and
@@ -32,13 +33,14 @@ import subprocess
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from typing import Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.join(os.path.dirname(HERE), "src")
 CONTENDERS = ("raw", "volt", "volt-bare", "lightning")
 
 _RUN = r"""
-import os, sys, tempfile, warnings, torch
+import os, subprocess, sys, tempfile, warnings, torch
 sys.path[:0] = [{here!r}, {src!r}]
 import overhead
 torch.set_num_threads(1)
@@ -50,9 +52,18 @@ class Marks:
     calls = 0
 
     def start(self):
-        os.getppid()  # callgrind dumps its counters before each getppid call (--dump-before)
+        # callgrind has run uninstrumented so far (--instr-atstart=no): switch it on, running Python meanwhile
+        # (valgrind serves the request between blocks of guest code, not while the process waits in a system call)
+        switch = subprocess.Popen(["callgrind_control", "--instr=on", str(os.getpid())],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while switch.poll() is None:
+            sum(range(10000))
+        if switch.returncode != 0:
+            raise SystemExit("callgrind_control could not switch the instrumentation on")
+        self.stop()
 
-    stop = start
+    def stop(self):
+        os.getppid()  # callgrind dumps its counters before each getppid call (--dump-before)
 
 
 counter = overhead._CallCounter() if {count_calls} else Marks()
@@ -80,12 +91,13 @@ def _script(contender: str, first: int, steps: int, count_calls: bool) -> str:
     return _RUN.format(here=HERE, src=SRC, contender=contender, first=first, steps=steps, count_calls=count_calls)
 
 
-def instructions(contender: str, first: int, steps: int) -> float:
-    """Instructions per step of steps first .. first + steps - 1."""
+def instructions(contender: str, first: int, steps: int, keep: Optional[str] = None) -> float:
+    """Instructions per step of steps first .. first + steps - 1 (their callgrind dump copied into `keep`)."""
     with tempfile.TemporaryDirectory() as tmp:
         out_file = os.path.join(tmp, "cg")
         out = subprocess.run(
-            ["valgrind", "--tool=callgrind", "--dump-before=getppid", f"--callgrind-out-file={out_file}",
+            ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--dump-before=getppid",
+             f"--callgrind-out-file={out_file}",
              sys.executable, "-c", _script(contender, first, steps, False)],
             capture_output=True, text=True)
         dumps = sorted(glob.glob(out_file + ".*"))
@@ -94,6 +106,8 @@ def instructions(contender: str, first: int, steps: int) -> float:
                              f"{out.stderr[-3000:]}")
         with open(out_file + ".2") as window:
             totals = re.search(r"^totals: (\d+)", window.read(), re.MULTILINE)
+        if keep:
+            shutil.copy(out_file + ".2", os.path.join(keep, f"callgrind.{contender}"))
     return int(totals.group(1)) / steps
 
 
@@ -112,6 +126,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200, help="steps counted (a multiple of 100)")
     parser.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS))
     parser.add_argument("--jobs", type=int, default=2, help="callgrind runs at a time")
+    parser.add_argument("--keep", metavar="DIR", help="keep each contender's callgrind dump of the counted steps "
+                        "there, as callgrind.<contender> (read them with callgrind_annotate)")
     args = parser.parse_args()
     if args.steps <= 0 or args.steps % 100:
         parser.error("--steps must be a positive multiple of 100 (the redraw period), so that the counted steps "
@@ -130,7 +146,8 @@ def main() -> None:
         print("valgrind is not installed (apt install valgrind): skipping the instruction count.")
         return
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # instruction counts do not mind sharing the machine
-        per_step = dict(zip(contenders, pool.map(lambda c: instructions(c, args.first, args.steps), contenders)))
+        per_step = dict(zip(contenders, pool.map(lambda c: instructions(c, args.first, args.steps, args.keep),
+                                                 contenders)))
     print(f"Instructions per training step (callgrind, {window})")
     for contender, count in per_step.items():
         print(f"  {contender:<11}{count / 1e6:8.3f} M   {count / per_step['raw']:.3f}x")

@@ -279,12 +279,9 @@ class LightningModule(HyperparametersMixin, nn.Module):
                 "speed so it is disabled under this setting."
             )
             return
-        trainer._results.log(
-            self._current_fx_name, name, value, prog_bar=prog_bar, logger=True if logger is None else logger,
-            on_step=on_step, on_epoch=on_epoch, reduce_fx=reduce_fx, enable_graph=enable_graph,
-            sync_dist=sync_dist, sync_dist_group=sync_dist_group, add_dataloader_idx=add_dataloader_idx,
-            batch_size=batch_size, rank_zero_only=rank_zero_only,
-        )
+        trainer._results.log(self._current_fx_name, name, value, prog_bar, True if logger is None else logger, on_step,
+                             on_epoch, reduce_fx, enable_graph, sync_dist, sync_dist_group, add_dataloader_idx,
+                             batch_size, rank_zero_only)
 
     def log_dict(self, dictionary: Mapping[str, Any], prog_bar: bool = False, logger: Optional[bool] = None,
                  on_step: Optional[bool] = None, on_epoch: Optional[bool] = None, reduce_fx: Any = "mean",

@@ -527,14 +527,22 @@ class FitLoop:
         divisor = 1 if accumulate == 1 else self._accumulation_divisor(batch_idx)
         optimizer = trainer.optimizers[0] if trainer.optimizers else None
         zero_grad = optimizer is not None and window_pos == 0
+        hooks = trainer._hooks
+        before_zero_grad = hooks.callers["on_before_zero_grad"]
+        user_zero_grad = "optimizer_zero_grad" in hooks.module_overrides
         result: List[Any] = []
 
         def closure():
             output = training_step(batch, batch_idx)
             # the common case, a loss tensor, without a call
             loss = output if isinstance(output, torch.Tensor) and output.requires_grad else _loss_from(output)
-            if zero_grad:
-                self.zero_grad(optimizer, batch_idx)
+            if zero_grad:  # on_before_zero_grad -> optimizer_zero_grad
+                if before_zero_grad is not None:
+                    before_zero_grad(optimizer)
+                if user_zero_grad:
+                    hooks.call_module("optimizer_zero_grad", trainer.current_epoch, batch_idx, optimizer)
+                else:
+                    optimizer.zero_grad()
             if loss is None:
                 self._warn_no_loss(batch_idx)
             else:
@@ -552,8 +560,8 @@ class FitLoop:
             stepped = False
         else:
             if self._user_optimizer_step:
-                trainer._hooks.call_module("optimizer_step", trainer.current_epoch, batch_idx,
-                                           trainer.strategy._lightning_optimizers[0], closure)
+                hooks.call_module("optimizer_step", trainer.current_epoch, batch_idx,
+                                  trainer.strategy._lightning_optimizers[0], closure)
             else:  # what LightningOptimizer.step does, two calls shorter
                 step_optimizer(optimizer, closure, _NO_KWARGS, True)
             if not result:
@@ -603,16 +611,6 @@ class FitLoop:
         return outputs
 
     # ------------------------------------------------------------------ the parts of a step (manual optimization too)
-    def zero_grad(self, optimizer, batch_idx: int) -> None:
-        hooks = self.trainer._hooks
-        before = hooks.callers["on_before_zero_grad"]
-        if before is not None:
-            before(optimizer)
-        if "optimizer_zero_grad" in hooks.module_overrides:
-            hooks.call_module("optimizer_zero_grad", self.trainer.current_epoch, batch_idx, optimizer)
-        else:
-            optimizer.zero_grad()
-
     def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
         """on_before_backward -> backward (the module's hook, under the precision plugin's loss scaling) ->
         on_after_backward; `manual_backward` comes here too."""

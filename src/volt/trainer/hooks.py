@@ -185,8 +185,7 @@ class Hooks:
 
     def bind_step(self, name: str, step: Callable[..., Any]) -> Callable[..., Any]:
         """`call_step(name, step, *args)` bound once, for a loop that runs the step every batch."""
-        plan = ((f"[Strategy]{type(self.trainer.strategy).__name__}.{name}", step, True),)
-        return functools.partial(self._run, name, plan)
+        return functools.partial(self._run_step, name, step)
 
     def call_dataloader_hook(self, name: str, required: bool = True) -> Any:
         """The loaders from the datamodule if it defines `name`, else from the module (None if neither does and
@@ -234,8 +233,22 @@ class Hooks:
             fx["_current_fx_name"] = previous
 
 
+    def _run_step(self, name: str, step: Callable[..., Any], *args: Any) -> Any:
+        """`_run` for a step, one method: the same naming of the running hook, without the plan's loop."""
+        fx = self._fx
+        previous = fx["_current_fx_name"]
+        fx["_current_fx_name"] = name
+        try:
+            return step(*args)
+        finally:
+            fx["_current_fx_name"] = previous
+
+
 class ProfiledHooks(Hooks):
     """The same dispatch, timing every method with `trainer.profiler` (used only when a profiler is set)."""
+
+    def _run_step(self, name: str, step: Callable[..., Any], *args: Any) -> Any:
+        return self._run(name, ((f"[Strategy]{type(self.trainer.strategy).__name__}.{name}", step, True),), *args)
 
     def _run(self, name: str, plan: Iterable[_Call], *args: Any) -> Any:
         profiler = self.trainer.profiler

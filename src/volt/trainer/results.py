@@ -178,10 +178,12 @@ class Results:
         return self.batch_size
 
     # ------------------------------------------------------------------ self.log
-    def log(self, fx: Optional[str], name: str, value: Any, *, prog_bar: bool, logger: bool,
+    def log(self, fx: Optional[str], name: str, value: Any, prog_bar: bool, logger: bool,
             on_step: Optional[bool], on_epoch: Optional[bool], reduce_fx: Any, enable_graph: bool,
             sync_dist: bool, sync_dist_group: Any, add_dataloader_idx: bool, batch_size: Optional[int],
             rank_zero_only: bool) -> None:
+        """`LightningModule.log`'s work (its arguments in its order: passed by position, as keyword matching costs
+        more than the rest of a step's logging)."""
         active = self.active
         key, suffix = name, ""
         if not active.training and add_dataloader_idx and self.num_dataloaders > 1 and fx not in _EPOCH_HOOKS:
