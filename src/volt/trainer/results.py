@@ -68,7 +68,9 @@ class _Metric:
         self.values.append(value)
         self.sizes.append(batch_size)
         if len(self.values) >= _COMPACT_EVERY:
-            self.folded = list(self._local_parts())
+            weight = float(sum(self.sizes)) + (0.0 if self.folded is None else self.folded[1].item())
+            # the weight stays on the host, so reading it back never waits for the device
+            self.folded = [self._local_parts()[0], torch.tensor(weight, dtype=torch.float64)]
             self.values, self.sizes = [], []
 
     def _reduce_local(self) -> torch.Tensor:
@@ -89,7 +91,7 @@ class _Metric:
             stacked = torch.stack([v if v.dtype in (torch.float32, torch.float64) else v.to(torch.get_default_dtype())
                                    for v in self.values])
             if self.reduce == "mean":
-                stacked = stacked * torch.tensor(self.sizes, dtype=stacked.dtype, device=stacked.device)
+                stacked = stacked * torch.tensor(self.sizes, dtype=stacked.dtype).to(stacked.device, non_blocking=True)
             parts.append(stacked)
         terms = torch.cat(parts)
         # made on the host and copied without waiting (this also runs every _COMPACT_EVERY training steps)
