@@ -1,16 +1,31 @@
-"""Per-step overhead as a count of CPU instructions (valgrind's callgrind): a measure the machine's load cannot move.
+"""Per-step overhead as counts the machine's load cannot move: CPU instructions (valgrind's callgrind) and Python
+function calls.
 
-Wall-clock ratios on a shared or virtual machine wander by +-10% from run to run; the number of instructions a step
-executes does not. Each contender (the raw loop and volt, set up as in `overhead.py`) runs under callgrind twice,
-for a short and a long epoch; the difference, divided by the extra steps, is the cost of one step without the
-start-up. Time-based behaviour is pinned so that it matches a native run: the progress bar redraws every 100
-batches (its 0.1 s limit gives about that at ~1 ms a step; under valgrind every step would take longer than that).
-Instructions are not time: the interpreter runs fewer instructions per cycle than torch's kernels, so a framework's
-share of the wall-clock time is somewhat larger than its share of instructions.
+Wall-clock ratios on a shared or virtual machine wander by +-10% or more from run to run; the number of instructions
+a step executes does not. Each contender runs once under callgrind, uninstrumented (fast) until step `--first`,
+where it switches the instrumentation on (callgrind_control) and marks the start of steps `--first` and
+`--first + --steps` with a call to getppid(), which callgrind is told to dump its counters before: the second dump
+holds exactly the instructions of the steps in between (each from the start of its training_step to the start of the
+next one: backward, optimizer step, batch-end hooks, logging, fetching the next batch), without the imports and
+the set-up. The contenders (set up as in `overhead.py`: tiny MLP, batch 32, Adam, one
+`self.log("loss", loss, prog_bar=True)` a step):
 
-    python benchmarks/instructions.py [--short 250] [--long 450]      (needs valgrind; takes a few minutes)
+    raw          the hand-written loop
+    volt         Trainer defaults: progress bar, TensorBoard logger, checkpointing, model summary
+    volt-bare    the same with logger=False, enable_checkpointing=False
+    lightning    pytorch-lightning with its defaults, as `volt` (when installed)
+
+Time-based behaviour is pinned so that it matches a native run: the progress bars redraw every 100 batches (volt's
+0.1 s limit gives about that at ~1 ms a step; under valgrind every step would take longer than that). Python calls
+per step are counted with sys.setprofile over the same steps of a plain run. Instructions are not time: the
+interpreter runs fewer instructions per cycle than torch's kernels, so a framework's share of the wall-clock time is
+somewhat larger than its share of instructions.
+
+    python benchmarks/instructions.py [--first 200] [--steps 200] [--contenders raw volt volt-bare lightning]
+    (needs valgrind; a few minutes: each contender's callgrind run starts Python and torch under valgrind)
 """
 import argparse
+import glob
 import os
 import re
 import shutil
@@ -18,56 +33,124 @@ import subprocess
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from typing import Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.join(os.path.dirname(HERE), "src")
+CONTENDERS = ("raw", "volt", "volt-bare", "lightning")
 
 _RUN = r"""
-import os, sys, tempfile, torch
+import os, subprocess, sys, tempfile, warnings, torch
 sys.path[:0] = [{here!r}, {src!r}]
 import overhead
 torch.set_num_threads(1)
-dataset = overhead.make_data({steps})
-if {contender!r} == "raw":
-    overhead.raw_loop(dataset)
-else:
-    import volt
-    from volt.callbacks import TQDMProgressBar
+contender = {contender!r}
+overhead.COUNTED = ({first}, {first} + {steps})
 
-    TQDMProgressBar.min_refresh_interval = 0.0
-    sys.stderr = open(os.devnull, "w")
-    overhead.framework_loop(volt, dataset, tempfile.mkdtemp(), callbacks=[TQDMProgressBar(refresh_rate=100)])
+
+class Marks:
+    calls = 0
+
+    def start(self):
+        # callgrind has run uninstrumented so far (--instr-atstart=no): switch it on, running Python meanwhile
+        # (valgrind serves the request between blocks of guest code, not while the process waits in a system call)
+        switch = subprocess.Popen(["callgrind_control", "--instr=on", str(os.getpid())],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while switch.poll() is None:
+            sum(range(10000))
+        if switch.returncode != 0:
+            raise SystemExit("callgrind_control could not switch the instrumentation on")
+        self.stop()
+
+    def stop(self):
+        os.getppid()  # callgrind dumps its counters before each getppid call (--dump-before)
+
+
+counter = overhead._CallCounter() if {count_calls} else Marks()
+dataset = overhead.make_data({first} + {steps} + 1)
+if contender == "raw":
+    overhead.raw_loop(dataset, counter)
+else:
+    warnings.filterwarnings("ignore")
+    if contender == "lightning":
+        import pytorch_lightning as pl
+    else:
+        import volt as pl
+        pl.callbacks.TQDMProgressBar.min_refresh_interval = 0.0
+    options = dict(logger=False, enable_checkpointing=False) if contender == "volt-bare" else {{}}
+    out = sys.stdout
+    sys.stdout = sys.stderr = open(os.devnull, "w")
+    overhead.framework_loop(pl, dataset, tempfile.mkdtemp(), counter,
+                            callbacks=[pl.callbacks.TQDMProgressBar(refresh_rate=100)], **options)
+    sys.stdout = out
+print("calls", counter.calls / {steps})
 """
 
 
-def instructions(contender: str, steps: int) -> int:
+def _script(contender: str, first: int, steps: int, count_calls: bool) -> str:
+    return _RUN.format(here=HERE, src=SRC, contender=contender, first=first, steps=steps, count_calls=count_calls)
+
+
+def instructions(contender: str, first: int, steps: int, keep: Optional[str] = None) -> float:
+    """Instructions per step of steps first .. first + steps - 1 (their callgrind dump copied into `keep`)."""
     with tempfile.TemporaryDirectory() as tmp:
+        out_file = os.path.join(tmp, "cg")
         out = subprocess.run(
-            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={os.path.join(tmp, 'cg')}",
-             sys.executable, "-c", _RUN.format(here=HERE, src=SRC, steps=steps, contender=contender)],
+            ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--dump-before=getppid",
+             f"--callgrind-out-file={out_file}",
+             sys.executable, "-c", _script(contender, first, steps, False)],
             capture_output=True, text=True)
-    found = re.search(r"Collected : (\d+)", out.stderr)
+        dumps = sorted(glob.glob(out_file + ".*"))
+        if out.returncode != 0 or len(dumps) != 2:
+            raise SystemExit(f"callgrind run of {contender} failed ({len(dumps)} dumps, expected 2):\n"
+                             f"{out.stderr[-3000:]}")
+        with open(out_file + ".2") as window:
+            totals = re.search(r"^totals: (\d+)", window.read(), re.MULTILINE)
+        if keep:
+            shutil.copy(out_file + ".2", os.path.join(keep, f"callgrind.{contender}"))
+    return int(totals.group(1)) / steps
+
+
+def python_calls(contender: str, first: int, steps: int) -> float:
+    out = subprocess.run([sys.executable, "-c", _script(contender, first, steps, True)], capture_output=True,
+                         text=True)
+    found = re.search(r"calls ([\d.]+)", out.stdout)
     if out.returncode != 0 or not found:
-        raise SystemExit(f"callgrind run of {contender} failed:\n{out.stderr[-3000:]}")
-    return int(found.group(1))
+        raise SystemExit(f"counting the Python calls of {contender} failed:\n{out.stderr[-3000:]}")
+    return float(found.group(1))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--short", type=int, default=250, help="steps of the short run (at least 201)")
-    parser.add_argument("--long", type=int, default=450, help="steps of the long run")
+    parser.add_argument("--first", type=int, default=200, help="the first counted step (the ones before warm up)")
+    parser.add_argument("--steps", type=int, default=200, help="steps counted (a multiple of 100)")
+    parser.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS))
+    parser.add_argument("--jobs", type=int, default=2, help="callgrind runs at a time")
+    parser.add_argument("--keep", metavar="DIR", help="keep each contender's callgrind dump of the counted steps "
+                        "there, as callgrind.<contender> (read them with callgrind_annotate)")
     args = parser.parse_args()
+    if args.steps <= 0 or args.steps % 100:
+        parser.error("--steps must be a positive multiple of 100 (the redraw period), so that the counted steps "
+                     "hold the same share of redraws and logger writes as a long run")
+    contenders = ["raw", *[c for c in args.contenders if c != "raw"]]
+    if "lightning" in contenders and subprocess.run([sys.executable, "-c", "import pytorch_lightning"],
+                                                    capture_output=True).returncode != 0:
+        print("pytorch-lightning is not installed: leaving it out")
+        contenders.remove("lightning")
+    window = f"steps {args.first}-{args.first + args.steps - 1}"
+    calls = {c: python_calls(c, args.first, args.steps) for c in contenders}
+    print(f"Python calls per training step (sys.setprofile, {window})")
+    for contender in contenders:
+        print(f"  {contender:<11}{calls[contender]:8.1f}   +{calls[contender] - calls['raw']:.1f}")
     if shutil.which("valgrind") is None:
         print("valgrind is not installed (apt install valgrind): skipping the instruction count.")
         return
-    extra = args.long - args.short
-    runs = [(contender, steps) for contender in ("raw", "volt") for steps in (args.short, args.long)]
-    with ThreadPoolExecutor(max_workers=2) as pool:  # instruction counts do not mind sharing the machine
-        counts = dict(zip(runs, pool.map(lambda run: instructions(*run), runs)))
-    per_step = {c: (counts[(c, args.long)] - counts[(c, args.short)]) / extra for c in ("raw", "volt")}
-    print(f"Instructions per training step (callgrind, {args.long} - {args.short} steps), tiny MLP, batch 32")
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # instruction counts do not mind sharing the machine
+        per_step = dict(zip(contenders, pool.map(lambda c: instructions(c, args.first, args.steps, args.keep),
+                                                 contenders)))
+    print(f"Instructions per training step (callgrind, {window})")
     for contender, count in per_step.items():
-        print(f"  {contender:<6}{count / 1e6:8.3f} M   {count / per_step['raw']:.3f}x")
+        print(f"  {contender:<11}{count / 1e6:8.3f} M   {count / per_step['raw']:.3f}x")
 
 
 if __name__ == "__main__":

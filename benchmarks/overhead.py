@@ -93,8 +93,8 @@ def raw_loop(dataset: TensorDataset, counter: "_CallCounter | None" = None) -> t
 
 
 def framework_loop(pl, dataset: TensorDataset, root: str, counter: "_CallCounter | None" = None,
-                   callbacks=None) -> tuple:
-    """The same model and data through a framework's Trainer with its defaults."""
+                   callbacks=None, **trainer_kwargs) -> tuple:
+    """The same model and data through a framework's Trainer with its defaults (`trainer_kwargs` change them)."""
     stamps = []
 
     class Model(pl.LightningModule):
@@ -114,7 +114,7 @@ def framework_loop(pl, dataset: TensorDataset, root: str, counter: "_CallCounter
         def configure_optimizers(self):
             return torch.optim.Adam(self.parameters(), lr=1e-3)
 
-    trainer = pl.Trainer(max_epochs=1, default_root_dir=root, callbacks=callbacks)
+    trainer = pl.Trainer(max_epochs=1, default_root_dir=root, callbacks=callbacks, **trainer_kwargs)
     trainer.fit(Model(), DataLoader(dataset, batch_size=32))
     # stamps are taken inside training_step; step i's full cost lies between stamp i and stamp i+1
     return _per_step(stamps)

@@ -108,9 +108,11 @@ def _parser_class() -> type:
             if subclass_mode:
                 return self.add_subclass_arguments(lightning_class, nested_key, fail_untyped=False, required=required)
             is_trainer = issubclass(lightning_class, Trainer)
-            # `gpus` (the 1.x form) stays out of configs: Lightning 2.x rejects a config.yaml that states it
+            # `gpus` (the 1.x form) and `compile` (a volt extension of the Python API) stay out of configs:
+            # Lightning 2.x rejects a config.yaml that states either
             return self.add_class_arguments(lightning_class, nested_key, fail_untyped=False, sub_configs=True,
-                                            instantiate=not is_trainer, skip={"gpus"} if is_trainer else None)
+                                            instantiate=not is_trainer,
+                                            skip={"gpus", "compile"} if is_trainer else None)
 
         def add_optimizer_args(self, optimizer_class=(Optimizer,), nested_key: str = "optimizer",
                                link_to: str = "AUTOMATIC") -> None:

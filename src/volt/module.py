@@ -284,12 +284,9 @@ class LightningModule(HyperparametersMixin, nn.Module):
                 "speed so it is disabled under this setting."
             )
             return
-        trainer._results.log(
-            self._current_fx_name, name, value, prog_bar=prog_bar, logger=True if logger is None else logger,
-            on_step=on_step, on_epoch=on_epoch, reduce_fx=reduce_fx, enable_graph=enable_graph,
-            sync_dist=sync_dist, sync_dist_group=sync_dist_group, add_dataloader_idx=add_dataloader_idx,
-            batch_size=batch_size, rank_zero_only=rank_zero_only,
-        )
+        trainer._results.log(self._current_fx_name, name, value, prog_bar, True if logger is None else logger, on_step,
+                             on_epoch, reduce_fx, enable_graph, sync_dist, sync_dist_group, add_dataloader_idx,
+                             batch_size, rank_zero_only)
 
     def log_dict(self, dictionary: Mapping[str, Any], prog_bar: bool = False, logger: Optional[bool] = None,
                  on_step: Optional[bool] = None, on_epoch: Optional[bool] = None, reduce_fx: Any = "mean",
@@ -618,6 +615,7 @@ class LightningModule(HyperparametersMixin, nn.Module):
         as plain data and no code runs.
         """
         from volt.sharded_checkpoint import load
+        from volt.utilities.compile import state_dict_for
 
         checkpoint = load(checkpoint_path, map_location=map_location or "cpu", weights_only=weights_only,
                           optimizer_states=False)
@@ -631,7 +629,8 @@ class LightningModule(HyperparametersMixin, nn.Module):
         if not checkpoint["state_dict"]:  # as Lightning: the model keeps its initial weights, with a warning
             rank_zero_warn(f"The state dict in {str(checkpoint_path)!r} contains no parameters.")
         else:
-            model.load_state_dict(checkpoint["state_dict"], strict=model.strict_loading if strict is None else strict)
+            model.load_state_dict(state_dict_for(model, checkpoint["state_dict"]),
+                                  strict=model.strict_loading if strict is None else strict)
         if map_location is not None and not callable(map_location) and not isinstance(map_location, dict):
             model.to(map_location)
         return model

@@ -5,6 +5,8 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
+from volt.utilities.compile import plain_name, plain_state_dict, state_dict_for
+
 
 class Strategy:
     """One process, one device. Collectives are identities."""
@@ -136,11 +138,13 @@ class Strategy:
     state_dict_type = "full"
 
     def lightning_module_state_dict(self) -> Dict[str, Any]:
-        """The full model state dict, as a checkpoint stores it (every rank calls this; rank 0's is saved)."""
-        return self.lightning_module.state_dict()
+        """The full model state dict, as a checkpoint stores it (every rank calls this; rank 0's is saved); keys
+        name compiled submodules as uncompiled ones (volt/utilities/compile.py)."""
+        return plain_state_dict(self.lightning_module.state_dict())
 
     def load_model_state_dict(self, state_dict: Dict[str, Any], strict: bool = True) -> None:
-        self.lightning_module.load_state_dict(state_dict, strict=strict)
+        module = self.lightning_module
+        module.load_state_dict(state_dict_for(module, state_dict), strict=strict)
 
     def optimizer_state(self, optimizer) -> Dict[str, Any]:
         """The optimizer's full state dict, in torch's usual layout (parameters numbered in order)."""
@@ -182,11 +186,12 @@ class Strategy:
 
     def accumulated_grads(self) -> Dict[str, torch.Tensor]:
         """This rank's gradients summed so far in an unfinished accumulation window, by parameter name."""
-        return {name: p.grad for name, p in self.lightning_module.named_parameters() if p.grad is not None}
+        return {plain_name(name): p.grad for name, p in self.lightning_module.named_parameters() if p.grad is not None}
 
     def load_accumulated_grads(self, grads: Dict[str, torch.Tensor]) -> None:
         """Put back what `accumulated_grads` returned: the window's next backward adds to it."""
         for name, param in self.lightning_module.named_parameters():
+            name = plain_name(name)
             if name in grads:
                 param.grad = grads[name].to(param.device)
 

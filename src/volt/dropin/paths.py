@@ -84,7 +84,7 @@ _OMITTED_MODULES: Dict[str, List[str]] = {
                  "utilities.model_summary.model_summary_deepspeed"],
     _INTERNAL: ["loggers.utilities", "loops", "overrides", "plugins.io.wrapper", "strategies.launchers",
                 "trainer.call", "trainer.configuration_validator", "trainer.connectors", "trainer.setup",
-                "utilities.argparse", "utilities.compile", "utilities.signature_utils"],
+                "utilities.argparse", "utilities.signature_utils"],
     _HOSTED: ["loggers.litlogger", "serve", "utilities.model_registry"],
     _LEGACY: ["utilities.migration", "utilities.upgrade_checkpoint"],
     _NO_INTEGRATION: ["plugins.precision.bitsandbytes", "plugins.precision.transformer_engine"],

@@ -160,7 +160,7 @@ class Checkpoints:
                 checkpoint[f"{prefix}hyper_parameters"] = encode_hparams(dict(owner.hparams))
         if not weights_only:
             hooks.call("on_save_checkpoint", checkpoint)
-        elif hooks.module_overrides("on_save_checkpoint"):
+        elif "on_save_checkpoint" in hooks.module_overrides:
             hooks.call_module("on_save_checkpoint", checkpoint)
         return checkpoint
 
@@ -194,7 +194,8 @@ class Checkpoints:
         """
         trainer = self.trainer
         fit_loop = trainer.fit_loop
-        for logger in trainer.loggers:  # rows logged before this checkpoint are on disk before it is
+        trainer._results.flush_logger_writes()  # rows logged before this checkpoint are on disk before it is
+        for logger in trainer.loggers:
             logger.save()
         state = {
             **fit_loop.state.state_dict(),
@@ -425,7 +426,7 @@ class Checkpoints:
         if self._sharded_source is not None:  # a folder's weights, read into this strategy's own shapes
             strategy = trainer.strategy
             self._sharded_source.read_model(checkpoint, strategy.sharded_model_state(), strategy.root_device)
-        if trainer._hooks.module_overrides("on_load_checkpoint"):
+        if "on_load_checkpoint" in trainer._hooks.module_overrides:
             trainer._hooks.call_module("on_load_checkpoint", checkpoint)
         if "state_dict" not in checkpoint:
             raise KeyError(f"The checkpoint {trainer.ckpt_path} has no 'state_dict'; it is not a model checkpoint.")

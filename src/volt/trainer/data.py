@@ -22,6 +22,9 @@ depend only on the epoch and the batch; their values differ from Lightning's.
 An iterable dataset has no sampler to skip in. When the stream can say where it stands (`stateful_stream`: the
 loader's or the dataset's `state_dict()`/`load_state_dict()`), the fit loop saves that state in checkpoints and a
 resumed run continues from it at once; otherwise the consumed batches are replayed.
+
+On a GPU, host batches are pinned (the training loader's copy gets `pin_memory=True`), so their copies to the
+device are asynchronous, and `DevicePrefetcher` copies the next batch while the current one trains.
 """
 import copy
 import functools
@@ -34,6 +37,7 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, IterableDataset, SequentialSampler, get_worker_info
 
+from volt.utilities.apply_func import apply_to_collection
 from volt.utilities.exceptions import MisconfigurationException
 from volt.utilities.rank_zero import rank_zero_only
 from volt.utilities.seed import get_rng_states, pl_worker_init_function, set_rng_states
@@ -233,17 +237,20 @@ def is_map_style(loader: Any) -> bool:
 
 
 def wrap_loader(loader: Any, *, sequential: bool = False, sampler_fn: Optional[Callable] = None,
-                record_batches: bool = False) -> Any:
+                record_batches: bool = False, pin_memory: bool = False) -> Any:
     """Return a resumable shallow copy of `loader` (non-DataLoader iterables are returned as they are).
 
     `sequential` replaces the order with a SequentialSampler (overfit_batches); `sampler_fn(loader)` returns a
     distributed sampler to use instead of the loader's own; `record_batches` keeps each batch's sample indices
-    (`ResumableSampler.seen_batches`; loaders with a batch sampler only).
+    (`ResumableSampler.seen_batches`; loaders with a batch sampler only); `pin_memory` makes the copy pin its
+    batches (for a GPU).
     """
+    if pin_memory and isinstance(loader, DataLoader) and not loader.pin_memory:
+        loader = _copy_loader(loader)
+        loader.pin_memory = True
     if not is_map_style(loader):
         return loader
-    wrapped = copy.copy(loader)
-    wrapped.__dict__["_iterator"] = None
+    wrapped = _copy_loader(loader)
     sampler = loader.sampler
     if sequential:
         sampler = SequentialSampler(loader.dataset)
@@ -306,6 +313,66 @@ def stateful_stream(loader: Any) -> Tuple[Optional[Any], str]:
 
 def _has_state_pair(obj: Any) -> bool:
     return callable(getattr(obj, "state_dict", None)) and callable(getattr(obj, "load_state_dict", None))
+
+
+def _copy_loader(loader: DataLoader) -> DataLoader:
+    """A shallow copy that starts its own iterator (the user's DataLoader is never changed)."""
+    copied = copy.copy(loader)
+    copied.__dict__["_iterator"] = None
+    return copied
+
+
+def prefetchable(loader: Any) -> bool:
+    """Whether fetching `loader`'s next batch early changes nothing but timing: its samples are loaded in worker
+    processes, so the training process draws no random numbers for them (a loader that loads in this process may
+    draw for augmentations; drawing them a step early would shift the random streams of the step, and a resumed
+    run could not replay that)."""
+    return isinstance(loader, DataLoader) and loader.num_workers > 0
+
+
+class DevicePrefetcher:
+    """Iterates `batches` one batch ahead, copying the next batch to the GPU on a side stream while the current one
+    trains. `move(batch)` does the copy (volt's default transfer: precision conversion, `transfer_batch_to_device`);
+    it runs on the side stream and, from pinned memory, returns at once.
+
+    The first batch is fetched and its copy started when the prefetcher is made. Each batch handed out is safe to
+    use on the current stream: that stream waits for the copy, and the batch's tensors are recorded as used by it,
+    so their memory is not reused before the step that uses them has run.
+    """
+
+    def __init__(self, batches: Iterator, move: Callable[[Any], Any], device: torch.device) -> None:
+        self._batches = batches
+        self._move = move
+        self._stream = torch.cuda.Stream(device)
+        self._main = torch.cuda.current_stream(device)
+        self._next = self._fetch()
+
+    def __iter__(self) -> "DevicePrefetcher":
+        return self
+
+    def __next__(self) -> Any:
+        batch = self._next
+        if batch is _NO_BATCH:
+            raise StopIteration
+        self._main.wait_stream(self._stream)
+        batch = apply_to_collection(batch, torch.Tensor, self._used_by_main)
+        self._next = self._fetch()
+        return batch
+
+    def _fetch(self) -> Any:
+        batch = next(self._batches, _NO_BATCH)
+        if batch is _NO_BATCH:
+            return _NO_BATCH
+        with torch.cuda.stream(self._stream):
+            return self._move(batch)
+
+    def _used_by_main(self, tensor: torch.Tensor) -> torch.Tensor:
+        if tensor.is_cuda:
+            tensor.record_stream(self._main)
+        return tensor
+
+
+_NO_BATCH = object()
 
 
 def shutdown_workers(loader: Any) -> None:

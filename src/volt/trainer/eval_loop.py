@@ -131,7 +131,7 @@ class EvalLoop:
         hooks.call(f"on_{self.hook}_epoch_start")
 
         legacy_end = _LEGACY_EPOCH_END.get(stage)
-        collect_outputs = legacy_end is not None and hooks.module_overrides(legacy_end)
+        collect_outputs = legacy_end is not None and legacy_end in hooks.module_overrides
         step_name, module = _STEP[stage], trainer.lightning_module
         iterating = takes_dataloader_iter(module, step_name)
         _check_dataloader_idx(module, stage, len(self.loaders) > 1, iterating)

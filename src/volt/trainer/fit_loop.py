@@ -37,20 +37,24 @@ matching point: right before its next batch.
 import itertools
 import math
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from collections import deque
+from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Tuple
 
 import torch
 
-from volt.trainer.data import (DataLoaderIter, distributed_sampler_fn, limit_batches, loader_length, loaders_stale,
-                              resumable_sampler, set_data_epoch, stateful_stream, wrap_loader)
+from volt.trainer.data import (DataLoaderIter, DevicePrefetcher, distributed_sampler_fn, limit_batches, loader_length,
+                              loaders_stale, prefetchable, resumable_sampler, set_data_epoch, stateful_stream,
+                              wrap_loader)
 from volt.trainer.eval_loop import EvalLoop
 from volt.trainer.hooks import step_caller, takes_dataloader_iter
 from volt.trainer.progress import LoopState
 from volt.utilities.exceptions import MisconfigurationException
+from volt.utilities.host_copy import HostCopy
 from volt.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from volt.utilities.seed import get_rng_states, set_rng_states
 
 _END = object()
+_NO_KWARGS: Dict[str, Any] = {}  # the automatic step's optimizer.step() arguments: none (never written to)
 
 
 class FitLoop:
@@ -80,6 +84,7 @@ class FitLoop:
         self._iterating = False  # `training_step(self, dataloader_iter)`: the step fetches its own batches
         self._warned_no_loss = False  # each warned once per fit
         self._warned_non_finite = False
+        self._loss_checks: Deque[Tuple[HostCopy, int, int, int]] = deque()  # on their way to the host (`_check_loss`)
         self._collect_outputs = False
         self._train_loaded_epoch = 0
         self._log_step = 0
@@ -88,12 +93,13 @@ class FitLoop:
     # ------------------------------------------------------------------ the run
     def run(self) -> None:
         trainer, hooks = self.trainer, self.trainer._hooks
-        self._user_optimizer_step = hooks.module_overrides("optimizer_step")
-        self._collect_outputs = hooks.module_overrides("training_epoch_end")  # 1.x: keep every batch's outputs
+        self._user_optimizer_step = "optimizer_step" in hooks.module_overrides
+        self._collect_outputs = "training_epoch_end" in hooks.module_overrides  # 1.x: keep every batch's outputs
         module = trainer.lightning_module
         self._training_step = step_caller(module, "training_step", trainer.strategy.training_step)
         self._iterating = takes_dataloader_iter(module, "training_step")
         self._warned_no_loss = self._warned_non_finite = False
+        self._loss_checks.clear()
         if self._should_sanity_check():
             self._sanity_check()
         if self._resumed_results is not None:  # after the sanity check, which clears the metric dicts
@@ -155,13 +161,21 @@ class FitLoop:
         hooks.call("on_train_epoch_start")
         self._epoch_outputs = []
         n = self.num_training_batches
-        # fixed for the epoch, so the batch loop below does not ask again at every batch
+        # fixed for the epoch, so the batch loop below does not ask again at every batch: what runs, and the hooks
+        # it calls, bound (None: nothing implements the hook)
         automatic = trainer.lightning_module.automatic_optimization
         schedulers = automatic and bool(trainer.lr_scheduler_configs)
         validates = self._validates_in_epoch(s.epoch)
-        # resumed right after the batch that ended this epoch early (max_steps, a stop): only the epoch end is left
-        batches = () if s.batch_idx and self._stops_in_epoch() else self._epoch_batches()
         iterating = self._iterating
+        batch_start, batch_end = hooks.callers["on_train_batch_start"], hooks.callers["on_train_batch_end"]
+        training_step = self._training_step_caller()
+        step_optimizer = hooks.bind_step("optimizer_step", self._step_optimizer)
+        # on a GPU, batches may come prefetched, already on the device (`_prefetches`); not to a step that fetches
+        # its own (`dataloader_iter`)
+        prefetch = not iterating and self._prefetches()
+        prepare = hooks.prepare_batch if hooks.prepares_batches and not prefetch else None
+        # resumed right after the batch that ended this epoch early (max_steps, a stop): only the epoch end is left
+        batches = () if s.batch_idx and self._stops_in_epoch() else self._epoch_batches(prefetch)
         if iterating:
             batches = self._iterator_steps(batches)
         for batch, is_last in batches:
@@ -171,17 +185,19 @@ class FitLoop:
             if iterating:  # `dataloader_iter`: the step gets the iterator, the hooks the batch it fetched last
                 step_input, batch, hook_idx = batch, batch.batch, batch.batch_idx
             else:
-                step_input = batch = hooks.prepare_batch(batch, 0)
-                hook_idx = batch_idx
+                if prepare is not None:
+                    batch = prepare(batch, 0)
+                step_input, hook_idx = batch, batch_idx
             trainer._results.on_batch_start(batch)
-            if hooks.call("on_train_batch_start", batch, hook_idx) == -1:
+            if batch_start is not None and batch_start(batch, hook_idx) == -1:
                 self._step_schedulers("epoch", plateau=False)
                 break
             try:
                 if automatic:
-                    outputs, stepped = self._automatic_batch(step_input, batch_idx, is_last)
+                    outputs, stepped = self._automatic_batch(step_input, batch_idx, is_last, training_step,
+                                                             step_optimizer)
                 else:
-                    outputs, stepped = self._manual_batch(step_input, batch_idx), True
+                    outputs, stepped = self._manual_batch(step_input, batch_idx, training_step), True
             except StopIteration:
                 if not iterating:
                     raise
@@ -198,7 +214,8 @@ class FitLoop:
                 self._step_schedulers("step", plateau=False)
             if schedulers and is_last:
                 self._step_schedulers("epoch", plateau=False)
-            hooks.call("on_train_batch_end", outputs, batch, hook_idx)
+            if batch_end is not None:
+                batch_end(outputs, batch, hook_idx)
             if stepped:
                 self._log_step_metrics(outputs, hook_idx, is_last)
             if validates and self._should_validate(is_last):
@@ -317,6 +334,7 @@ class FitLoop:
             hooks.call_module("training_epoch_end", self._epoch_outputs)
         self._epoch_outputs = []
         hooks.call("on_train_epoch_end")
+        self._read_loss_checks(wait=True)  # the epoch's loss checks, landed or not (the loop pauses here anyway)
         self._step_schedulers("epoch", plateau=True)
         _, to_log = results.epoch_end(results.train)
         results.log_to_loggers(to_log, step=s.batches_stepped - 1)
@@ -340,7 +358,8 @@ class FitLoop:
             source = CombinedLoader(source, "max_size_cycle")
         self._train_loaded_epoch = trainer.current_epoch
         sampler_fn = distributed_sampler_fn(trainer, train=True)
-        self.train_loader = wrap_loader(source, sequential=bool(trainer.overfit_batches), sampler_fn=sampler_fn)
+        self.train_loader = wrap_loader(source, sequential=bool(trainer.overfit_batches), sampler_fn=sampler_fn,
+                                        pin_memory=trainer.strategy.root_device.type == "cuda")
         sampled = resumable_sampler(self.train_loader) is not None  # map-style: resumes by sampler-level skipping
         self.stream, self._no_stream_why = (None, "") if sampled else stateful_stream(self.train_loader)
         # `overfit_batches` and `fast_dev_run` set the limits (as in Lightning)
@@ -370,8 +389,18 @@ class FitLoop:
             return math.inf
         return max(1, int(n * interval))
 
-    def _epoch_batches(self) -> Iterator[Tuple[Any, bool]]:
-        """Yield (batch, is_last) for this epoch, resuming mid-epoch exactly when a checkpoint says so."""
+    def _prefetches(self) -> bool:
+        """Whether the next batch is copied to the GPU while the current one trains (trainer/data.py's
+        DevicePrefetcher): on CUDA, with volt's own batch transfer (transfer hooks a user overrides keep running in
+        their place, batch by batch), from a loader with worker processes (`prefetchable`), unless a stateful stream's
+        saved position must stay that of the batches consumed."""
+        trainer = self.trainer
+        return (trainer.strategy.root_device.type == "cuda" and not trainer._hooks.custom_transfer
+                and prefetchable(self.train_loader) and self.stream is None)
+
+    def _epoch_batches(self, prefetch: bool = False) -> Iterator[Tuple[Any, bool]]:
+        """Yield (batch, is_last) for this epoch, resuming mid-epoch exactly when a checkpoint says so; with
+        `prefetch`, on the GPU already, one batch fetched ahead."""
         s = self.state
         loader = self.train_loader
         set_data_epoch(loader, s.epoch)
@@ -387,6 +416,10 @@ class FitLoop:
         else:
             s.epoch_rng = get_rng_states()
             iterator = iter(loader)
+        if prefetch:  # fetches the first batch now, before the RNG restore below (the interrupted run had fetched it)
+            hooks = self.trainer._hooks
+            iterator = DevicePrefetcher(iterator, lambda batch: hooks.prepare_batch(batch, 0),
+                                        self.trainer.strategy.root_device)
         if n != math.inf:
             self._reach_resume_point()
             remaining = int(n) - skip
@@ -446,6 +479,7 @@ class FitLoop:
 
         trainer, hooks = self.trainer, self.trainer._hooks
         results, trainer._results = trainer._results, Results(trainer)  # a throwaway sink for what training_step logs
+        training_step = self._training_step_caller()
         set_data_epoch(self.train_loader, self.state.epoch)
         limit = None if self.num_training_batches == math.inf else int(self.num_training_batches)
         batches = itertools.islice(enumerate(self.train_loader), limit)
@@ -458,34 +492,57 @@ class FitLoop:
                     if not self._iterating:
                         batch = hooks.prepare_batch(batch, 0)
                     trainer._results.on_batch_start(batch)
-                    with trainer.precision_plugin.forward_context():
-                        try:
-                            hooks.call_step("training_step", self._training_step, batch, batch_idx)
-                        except StopIteration:
-                            if not self._iterating:
-                                raise
+                    try:
+                        training_step(batch, batch_idx)
+                    except StopIteration:
+                        if not self._iterating:
+                            raise
         finally:
             trainer._results = results
 
     # ------------------------------------------------------------------ one batch
-    def _automatic_batch(self, batch: Any, batch_idx: int, is_last: bool) -> Tuple[Any, bool]:
+    def _training_step_caller(self) -> Callable[..., Any]:
+        """training_step bound for the batches of an epoch: through the strategy (so a DDP/FSDP wrapper sees the
+        call), under the precision plugin's forward context when it has one."""
         trainer = self.trainer
-        hooks, strategy, precision = trainer._hooks, trainer.strategy, trainer.precision_plugin
+        step = trainer._hooks.bind_step("training_step", self._training_step)
+        precision = trainer.precision_plugin
+        if not precision.wraps_forward:
+            return step
+
+        def in_forward_context(*args: Any) -> Any:
+            with precision.forward_context():
+                return step(*args)
+
+        return in_forward_context
+
+    def _automatic_batch(self, batch: Any, batch_idx: int, is_last: bool, training_step: Callable[..., Any],
+                         step_optimizer: Callable[..., Any]) -> Tuple[Any, bool]:
+        """One batch of automatic optimization; `training_step` and `step_optimizer` are the steps bound for the
+        epoch (`Hooks.bind_step`)."""
+        trainer = self.trainer
         accumulate = trainer.accumulate_grad_batches
         window_pos = batch_idx % accumulate
         accumulating = accumulate > 1 and not (window_pos == accumulate - 1 or is_last)
         divisor = 1 if accumulate == 1 else self._accumulation_divisor(batch_idx)
         optimizer = trainer.optimizers[0] if trainer.optimizers else None
         zero_grad = optimizer is not None and window_pos == 0
-        training_step = self._training_step
+        hooks = trainer._hooks
+        before_zero_grad = hooks.callers["on_before_zero_grad"]
+        user_zero_grad = "optimizer_zero_grad" in hooks.module_overrides
         result: List[Any] = []
 
         def closure():
-            with precision.forward_context():
-                output = hooks.call_step("training_step", training_step, batch, batch_idx)
-            loss = _loss_from(output)
-            if zero_grad:
-                self.zero_grad(optimizer, batch_idx)
+            output = training_step(batch, batch_idx)
+            # the common case, a loss tensor, without a call
+            loss = output if isinstance(output, torch.Tensor) and output.requires_grad else _loss_from(output)
+            if zero_grad:  # on_before_zero_grad -> optimizer_zero_grad
+                if before_zero_grad is not None:
+                    before_zero_grad(optimizer)
+                if user_zero_grad:
+                    hooks.call_module("optimizer_zero_grad", trainer.current_epoch, batch_idx, optimizer)
+                else:
+                    optimizer.zero_grad()
             if loss is None:
                 self._warn_no_loss(batch_idx)
             else:
@@ -498,15 +555,15 @@ class FitLoop:
             return loss
 
         if optimizer is None or accumulating:
-            with strategy.no_backward_sync(accumulating):
+            with trainer.strategy.no_backward_sync(accumulating):
                 closure()
             stepped = False
         else:
             if self._user_optimizer_step:
                 hooks.call_module("optimizer_step", trainer.current_epoch, batch_idx,
-                                  strategy._lightning_optimizers[0], closure)
-            else:  # what LightningOptimizer.step does, one call shorter
-                self.optimizer_step(optimizer, closure)
+                                  trainer.strategy._lightning_optimizers[0], closure)
+            else:  # what LightningOptimizer.step does, two calls shorter
+                step_optimizer(optimizer, closure, _NO_KWARGS, True)
             if not result:
                 raise MisconfigurationException(
                     "`optimizer_step` did not run the optimizer closure. Call "
@@ -515,7 +572,7 @@ class FitLoop:
                 )
             stepped = True
         output, loss = result[-1]
-        outputs = _batch_outputs(output, loss)
+        outputs = {"loss": loss.detach()} if loss is not None and output is loss else _batch_outputs(output, loss)
         if self._collect_outputs and outputs is not None:
             self._epoch_outputs.append(outputs)
         return outputs, stepped
@@ -541,10 +598,8 @@ class FitLoop:
                 return int(n) - full_windows_end
         return accumulate
 
-    def _manual_batch(self, batch: Any, batch_idx: int) -> Any:
-        trainer = self.trainer
-        with trainer.precision_plugin.forward_context():
-            output = trainer._hooks.call_step("training_step", self._training_step, batch, batch_idx)
+    def _manual_batch(self, batch: Any, batch_idx: int, training_step: Callable[..., Any]) -> Any:
+        output = training_step(batch, batch_idx)
         if isinstance(output, torch.Tensor):
             outputs = {"loss": output.detach()}
         elif isinstance(output, dict):
@@ -556,39 +611,39 @@ class FitLoop:
         return outputs
 
     # ------------------------------------------------------------------ the parts of a step (manual optimization too)
-    def zero_grad(self, optimizer, batch_idx: int) -> None:
-        hooks = self.trainer._hooks
-        hooks.call("on_before_zero_grad", optimizer)
-        if hooks.module_overrides("optimizer_zero_grad"):
-            hooks.call_module("optimizer_zero_grad", self.trainer.current_epoch, batch_idx, optimizer)
-        else:
-            optimizer.zero_grad()
-
     def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
         """on_before_backward -> backward (the module's hook, under the precision plugin's loss scaling) ->
         on_after_backward; `manual_backward` comes here too."""
         hooks = self.trainer._hooks
-        hooks.call("on_before_backward", loss)
-        backward_fn = self._module_backward if hooks.module_overrides("backward") else _torch_backward
+        before, after = hooks.callers["on_before_backward"], hooks.callers["on_after_backward"]
+        if before is not None:
+            before(loss)
+        backward_fn = self._module_backward if "backward" in hooks.module_overrides else torch.Tensor.backward
         self.trainer.precision_plugin.backward(loss, backward_fn, *args, **kwargs)
-        hooks.call("on_after_backward")
+        if after is not None:
+            after()
 
     def _module_backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
         self.trainer._hooks.call_module("backward", loss, *args, **kwargs)
 
     def optimizer_step(self, optimizer, closure: Optional[Callable[[], Any]] = None, **kwargs: Any) -> Any:
-        """Every optimizer step, automatic and manual (`LightningOptimizer.step`): the closure, then
-        on_before_optimizer_step and clipping, then the precision plugin's step."""
-        return self.trainer._hooks.call_step("optimizer_step", self._step_optimizer, optimizer, closure, kwargs)
+        """An optimizer step through `LightningOptimizer.step` (manual optimization, a module's `optimizer_step`)."""
+        automatic = self.trainer.lightning_module.automatic_optimization
+        return self.trainer._hooks.call_step("optimizer_step", self._step_optimizer, optimizer, closure, kwargs,
+                                             automatic)
 
-    def _step_optimizer(self, optimizer, closure: Optional[Callable[[], Any]], kwargs: Dict[str, Any]) -> Any:
+    def _step_optimizer(self, optimizer, closure: Optional[Callable[[], Any]], kwargs: Dict[str, Any],
+                        automatic: bool) -> Any:
+        """Every optimizer step, automatic and manual: the closure, then on_before_optimizer_step and clipping,
+        then the precision plugin's step."""
         trainer = self.trainer
         hooks = trainer._hooks
-        automatic = trainer.lightning_module.automatic_optimization
+        before = hooks.callers["on_before_optimizer_step"]
 
         def after_closure():
-            hooks.call("on_before_optimizer_step", optimizer)
-            if automatic and (trainer.gradient_clip_val or hooks.module_overrides("configure_gradient_clipping")):
+            if before is not None:
+                before(optimizer)
+            if automatic and (trainer.gradient_clip_val or "configure_gradient_clipping" in hooks.module_overrides):
                 hooks.call_module("configure_gradient_clipping", optimizer, trainer.gradient_clip_val,
                                   trainer.gradient_clip_algorithm if trainer.gradient_clip_val else None)
 
@@ -601,7 +656,7 @@ class FitLoop:
     def _should_sanity_check(self) -> bool:
         trainer = self.trainer
         return (trainer.num_sanity_val_steps != 0 and trainer.limit_val_batches != 0
-                and trainer._hooks.module_overrides("validation_step"))
+                and "validation_step" in trainer._hooks.module_overrides)
 
     def _sanity_check(self) -> None:
         trainer, hooks = self.trainer, self.trainer._hooks
@@ -620,7 +675,7 @@ class FitLoop:
         every = trainer.check_val_every_n_epoch
         if every is not None and (epoch + 1) % every != 0:
             return False
-        return trainer.limit_val_batches != 0 and trainer._hooks.module_overrides("validation_step")
+        return trainer.limit_val_batches != 0 and "validation_step" in trainer._hooks.module_overrides
 
     def _should_validate(self, is_last: bool) -> bool:
         """Whether validation runs after this batch, in an epoch that validates (`_validates_in_epoch`)."""
@@ -692,20 +747,33 @@ class FitLoop:
 
     def _check_loss(self, outputs: Any, batch_idx: int) -> None:
         """Warn once per fit about a NaN or infinite loss. Checked only where step metrics are written and at each
-        epoch's end, never per step: the check waits for the device, and training must not."""
+        epoch's end, never per step, and without waiting for the device: the check's result comes to the host by a
+        non-blocking copy (HostCopy) and is read once it has landed (on the CPU: at once), at the latest after the
+        epoch-end hooks (`_read_loss_checks`)."""
         loss = outputs.get("loss") if isinstance(outputs, dict) else None
-        if not isinstance(loss, torch.Tensor) or bool(torch.isfinite(loss).all()):
-            return
-        self._warned_non_finite = True
-        trainer = self.trainer
-        every = f"every {trainer.log_every_n_steps} steps (`log_every_n_steps`) and " if trainer.log_every_n_steps else ""
-        rank_zero_warn(
-            f"The training loss is {loss.float().mean().item()} at epoch {trainer.current_epoch}, batch {batch_idx} "
-            f"(global step {trainer.global_step}). The loss is checked {every}at each epoch end, so it may have "
-            "become non-finite a few steps earlier; weights updated from it are likely non-finite too. Check the "
-            "data, lower the learning rate or clip gradients (`gradient_clip_val`); `Trainer(detect_anomaly=True)` "
-            "stops at the first such step. ModelCheckpoint ranks a NaN monitored value worst."
-        )
+        if isinstance(loss, torch.Tensor):
+            trainer = self.trainer
+            check = HostCopy({"finite": torch.isfinite(loss).all(), "loss": loss.detach().float().mean()})
+            self._loss_checks.append((check, trainer.current_epoch, batch_idx, trainer.global_step))
+        self._read_loss_checks(wait=False)
+
+    def _read_loss_checks(self, wait: bool) -> None:
+        checks = self._loss_checks
+        while checks and (wait or checks[0][0].ready()):
+            check, epoch, batch_idx, global_step = checks.popleft()
+            values = check.numbers()
+            if values["finite"] or self._warned_non_finite:
+                continue
+            self._warned_non_finite = True
+            every = self.trainer.log_every_n_steps
+            every = f"every {every} steps (`log_every_n_steps`) and " if every else ""
+            rank_zero_warn(
+                f"The training loss is {values['loss']} at epoch {epoch}, batch {batch_idx} (global step "
+                f"{global_step}). The loss is checked {every}at each epoch end, so it may have become non-finite a "
+                "few steps earlier; weights updated from it are likely non-finite too. Check the data, lower the "
+                "learning rate or clip gradients (`gradient_clip_val`); `Trainer(detect_anomaly=True)` stops at the "
+                "first such step. ModelCheckpoint ranks a NaN monitored value worst."
+            )
 
 
 def _sampler_generator(loader: Any) -> Optional[torch.Generator]:
@@ -713,17 +781,11 @@ def _sampler_generator(loader: Any) -> Optional[torch.Generator]:
     return resumable.own_generator() if resumable is not None else None
 
 
-def _torch_backward(loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
-    loss.backward(*args, **kwargs)
-
-
 def _no_closure() -> None:
     return None
 
 
 def _loss_from(output: Any) -> Optional[torch.Tensor]:
-    if isinstance(output, torch.Tensor) and output.requires_grad:  # the common case, first
-        return output
     if output is None:
         return None
     if isinstance(output, torch.Tensor):

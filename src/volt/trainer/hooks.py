@@ -16,12 +16,14 @@ Lightning's order is callbacks, then the module, except:
 
 An object implements a hook when its class overrides the base class's method, or when the hook is assigned on the
 instance (`model.validation_step = fn`; assigning None removes it). `call` skips the module's no-op defaults;
+a loop that calls a hook every batch takes its bound call from `callers` once (None: nothing implements it, so
+the batch makes no call at all);
 `call_module` runs the module's hook even when it is the default, for the hooks whose default does the work
 (`on_validation_model_eval` switching to eval mode, `optimizer_step`, `backward`, ...).
 """
 import functools
 import inspect
-from typing import Any, Callable, Dict, Iterable, List, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from volt.callbacks.callback import Callback
 from volt.datamodule import LightningDataModule
@@ -95,21 +97,26 @@ class Hooks:
         self.datamodule = datamodule
         self._fx = module.__dict__  # plain dict writes: nn.Module.__setattr__ is slow on the hot path
         self._callbacks = list(callbacks)
-        self._module_overrides = {name for name in MODULE_HOOKS if implements(module, LightningModule, name)} | {
-            name for name in LEGACY_MODULE_HOOKS if callable(getattr(module, name, None))}
+        #: The LightningModule hooks the module implements (`name in hooks.module_overrides`: no call, hot-path cheap).
+        self.module_overrides = frozenset(
+            {name for name in MODULE_HOOKS if implements(module, LightningModule, name)}
+            | {name for name in LEGACY_MODULE_HOOKS if callable(getattr(module, name, None))})
         self._plans: Dict[str, Tuple[_Call, ...]] = {
-            name: self._plan(name) for name in {*CALLBACK_HOOKS, *DATAMODULE_HOOKS, *self._module_overrides}}
+            name: self._plan(name) for name in {*CALLBACK_HOOKS, *DATAMODULE_HOOKS, *self.module_overrides}}
+        #: Every hook's call with its implementations bound (what `call(name, *args)` runs), or None when nothing
+        #: implements it.
+        self.callers: Dict[str, Optional[Callable[..., Any]]] = {
+            name: functools.partial(self._run, name, plan) if plan else None for name, plan in self._plans.items()}
         self._transfer_plans = [(name, self._transfer_plan(name)) for name in TRANSFER_HOOKS]
         # the default chain is the module's own transfer_batch_to_device: a no-op for CPU tensors on CPU
-        self.custom_transfer = any(name in self._module_overrides for name in TRANSFER_HOOKS) or (
+        self.custom_transfer = any(name in self.module_overrides for name in TRANSFER_HOOKS) or (
             datamodule is not None and any(implements(datamodule, LightningDataModule, n) for n in TRANSFER_HOOKS))
-        self._batch_needs_work = (self.custom_transfer or trainer.strategy.root_device.type != "cpu"
-                                  or trainer.precision_plugin.converts_input)
+        #: Whether `prepare_batch` does anything (plain CPU training: it returns the batch as it is).
+        self.prepares_batches = (self.custom_transfer or trainer.strategy.root_device.type != "cpu"
+                                 or trainer.precision_plugin.converts_input)
         self._single: Dict[Tuple[str, str], Tuple[_Call, ...]] = {}  # call_module / call_step plans, made on first use
 
     # ------------------------------------------------------------------ what implements what
-    def module_overrides(self, name: str) -> bool:
-        return name in self._module_overrides
 
     def callbacks_implementing(self, name: str) -> List[Callback]:
         return [cb for cb in self._callbacks if implements(cb, Callback, name)]
@@ -119,7 +126,7 @@ class Hooks:
         callbacks = [(f"[Callback]{cb.state_key}.{name}", functools.partial(getattr(cb, name), trainer, module), False)
                      for cb in self.callbacks_implementing(name)]
         own = [(f"[LightningModule]{type(module).__name__}.{name}", getattr(module, name), True)
-               ] if name in self._module_overrides else []
+               ] if name in self.module_overrides else []
         data = [(f"[LightningDataModule]{type(datamodule).__name__}.{name}", getattr(datamodule, name), False)
                 ] if name in DATAMODULE_HOOKS and datamodule is not None and implements(
                     datamodule, LightningDataModule, name) else []
@@ -137,37 +144,35 @@ class Hooks:
         """The datamodule's transfer hook if it overrides it, else the module's (Lightning warns when both do)."""
         module, datamodule = self.module, self.datamodule
         if datamodule is not None and implements(datamodule, LightningDataModule, name):
-            if name in self._module_overrides:
+            if name in self.module_overrides:
                 rank_zero_warn(f"You have overridden `{name}` in both `LightningModule` and `LightningDataModule`. "
                                "It will use the implementation from `LightningDataModule` instance.")
             return ((f"[LightningDataModule]{type(datamodule).__name__}.{name}", getattr(datamodule, name), True),)
-        if name == "transfer_batch_to_device" or name in self._module_overrides:
+        if name == "transfer_batch_to_device" or name in self.module_overrides:
             return ((f"[LightningModule]{type(module).__name__}.{name}", getattr(module, name), True),)
         return ()
 
     # ------------------------------------------------------------------ calling
     def call(self, name: str, *args: Any) -> Any:
         """Run hook `name` on everything that implements it, in Lightning's order; returns the module's result."""
-        plan = self._plans.get(name)
-        if not plan:
-            return None
-        return self._run(name, plan, args)
+        caller = self.callers.get(name)
+        return None if caller is None else caller(*args)
 
     def call_callbacks(self, name: str, *args: Any) -> None:
         """Run hook `name` on the callbacks alone (a checkpoint restore calls the module's and the callbacks'
         `on_load_checkpoint` at different points, as Lightning does)."""
-        self._run(name, [call for call in self._plans.get(name, ()) if not call[2]], args)
+        self._run(name, [call for call in self._plans.get(name, ()) if not call[2]], *args)
 
     def call_module(self, name: str, *args: Any, **kwargs: Any) -> Any:
         """Run the module's hook `name` alone, its default included (hooks whose default does the work)."""
         if kwargs:
             method = functools.partial(getattr(self.module, name), **kwargs)
-            return self._run(name, ((f"[LightningModule]{type(self.module).__name__}.{name}", method, True),), args)
+            return self._run(name, ((f"[LightningModule]{type(self.module).__name__}.{name}", method, True),), *args)
         plan = self._single.get(("module", name))
         if plan is None:
             plan = self._single["module", name] = (
                 (f"[LightningModule]{type(self.module).__name__}.{name}", getattr(self.module, name), True),)
-        return self._run(name, plan, args)
+        return self._run(name, plan, *args)
 
     def call_step(self, name: str, step: Callable[..., Any], *args: Any) -> Any:
         """A training/validation/test/predict step, or the optimizer step: `step` is the strategy's method (so a
@@ -176,7 +181,11 @@ class Hooks:
         if plan is None or plan[0][1] != step:
             plan = self._single["step", name] = (
                 (f"[Strategy]{type(self.trainer.strategy).__name__}.{name}", step, True),)
-        return self._run(name, plan, args)
+        return self._run(name, plan, *args)
+
+    def bind_step(self, name: str, step: Callable[..., Any]) -> Callable[..., Any]:
+        """`call_step(name, step, *args)` bound once, for a loop that runs the step every batch."""
+        return functools.partial(self._run_step, name, step)
 
     def call_dataloader_hook(self, name: str, required: bool = True) -> Any:
         """The loaders from the datamodule if it defines `name`, else from the module (None if neither does and
@@ -187,7 +196,7 @@ class Hooks:
         elif not implements(self.module, LightningModule, name) and name != "train_dataloader" and not required:
             return None
         try:
-            return self._run(name, ((f"[{label}]{type(owner).__name__}.{name}", getattr(owner, name), True),), ())
+            return self._run(name, ((f"[{label}]{type(owner).__name__}.{name}", getattr(owner, name), True),))
         except NotImplementedError:
             if required or name == "train_dataloader":
                 raise
@@ -196,7 +205,7 @@ class Hooks:
     def prepare_batch(self, batch: Any, dataloader_idx: int) -> Any:
         """Precision's input conversion, then on_before_batch_transfer -> transfer_batch_to_device ->
         on_after_batch_transfer, each returning the batch for the next. Nothing at all for plain CPU training."""
-        if not self._batch_needs_work:
+        if not self.prepares_batches:
             return batch
         batch = self.trainer.precision_plugin.convert_input(batch)
         device = self.trainer.strategy.root_device
@@ -205,10 +214,10 @@ class Hooks:
         for name, plan in self._transfer_plans:
             if plan:
                 args = (batch, device, dataloader_idx) if name == "transfer_batch_to_device" else (batch, dataloader_idx)
-                batch = self._run(name, plan, args)
+                batch = self._run(name, plan, *args)
         return batch
 
-    def _run(self, name: str, plan: Iterable[_Call], args: tuple) -> Any:
+    def _run(self, name: str, plan: Iterable[_Call], *args: Any) -> Any:
         """The one call path: name the running hook for `self.log`, call each method, restore the name."""
         fx = self._fx
         previous = fx["_current_fx_name"]
@@ -224,10 +233,24 @@ class Hooks:
             fx["_current_fx_name"] = previous
 
 
+    def _run_step(self, name: str, step: Callable[..., Any], *args: Any) -> Any:
+        """`_run` for a step, one method: the same naming of the running hook, without the plan's loop."""
+        fx = self._fx
+        previous = fx["_current_fx_name"]
+        fx["_current_fx_name"] = name
+        try:
+            return step(*args)
+        finally:
+            fx["_current_fx_name"] = previous
+
+
 class ProfiledHooks(Hooks):
     """The same dispatch, timing every method with `trainer.profiler` (used only when a profiler is set)."""
 
-    def _run(self, name: str, plan: Iterable[_Call], args: tuple) -> Any:
+    def _run_step(self, name: str, step: Callable[..., Any], *args: Any) -> Any:
+        return self._run(name, ((f"[Strategy]{type(self.trainer.strategy).__name__}.{name}", step, True),), *args)
+
+    def _run(self, name: str, plan: Iterable[_Call], *args: Any) -> Any:
         profiler = self.trainer.profiler
         fx = self._fx
         previous = fx["_current_fx_name"]

@@ -49,6 +49,12 @@ class Precision:
         """Whether `convert_input` does anything (true half/double precision casts floating-point inputs)."""
         return type(self).convert_input is not Precision.convert_input
 
+    @property
+    def wraps_forward(self) -> bool:
+        """Whether `forward_context` does anything (mixed precision autocasts the forward); the training step skips
+        it when not."""
+        return type(self).forward_context is not Precision.forward_context
+
     def forward_context(self):
         return _NO_CONTEXT
 

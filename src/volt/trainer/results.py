@@ -1,15 +1,16 @@
 """Storage for `self.log` (per-step values, per-epoch accumulators, the Trainer's three metric dicts) and the
 writes to the loggers.
 
-Values stay detached tensors on their device. Nothing here calls `.item()` on the training hot path: a logger write
-(`log_to_loggers`) or a progress bar redraw converts a value when it actually writes or prints it, so logging adds
-no host sync to a training step.
+Values stay detached tensors on their device. Nothing here calls `.item()`: a logger write (`log_to_loggers`, through
+trainer/logger_writes.py) or a progress bar redraw reads a value when it actually writes or prints it, from a copy
+to the host that it does not wait for, so logging adds no host sync to a training step.
 """
 import math
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
+from volt.trainer.logger_writes import LoggerWrites
 from volt.utilities.apply_func import first_tensor
 from volt.utilities.exceptions import MisconfigurationException
 
@@ -67,7 +68,9 @@ class _Metric:
         self.values.append(value)
         self.sizes.append(batch_size)
         if len(self.values) >= _COMPACT_EVERY:
-            self.folded = list(self._local_parts())
+            weight = float(sum(self.sizes)) + (0.0 if self.folded is None else self.folded[1].item())
+            # the weight stays on the host, so reading it back never waits for the device
+            self.folded = [self._local_parts()[0], torch.tensor(weight, dtype=torch.float64)]
             self.values, self.sizes = [], []
 
     def _reduce_local(self) -> torch.Tensor:
@@ -88,10 +91,11 @@ class _Metric:
             stacked = torch.stack([v if v.dtype in (torch.float32, torch.float64) else v.to(torch.get_default_dtype())
                                    for v in self.values])
             if self.reduce == "mean":
-                stacked = stacked * torch.tensor(self.sizes, dtype=stacked.dtype, device=stacked.device)
+                stacked = stacked * torch.tensor(self.sizes, dtype=stacked.dtype).to(stacked.device, non_blocking=True)
             parts.append(stacked)
         terms = torch.cat(parts)
-        weight = torch.tensor(weight, dtype=terms.dtype, device=terms.device)
+        # made on the host and copied without waiting (this also runs every _COMPACT_EVERY training steps)
+        weight = torch.tensor(weight, dtype=terms.dtype).to(terms.device, non_blocking=True)
         if self.reduce in ("mean", "sum"):
             return _sequential_sum(terms), weight
         return (terms.max() if self.reduce == "max" else terms.min()), weight
@@ -161,6 +165,7 @@ class Results:
         self.dataloader_idx: int = 0
         self.num_dataloaders: int = 1
         self.filler = False  # an evaluation batch run only to keep this rank in step with the others (eval_loop)
+        self._logger_writes = LoggerWrites()  # logged rows whose values are still on their way from the device
 
     # ------------------------------------------------------------------ called by the loops
     def on_batch_start(self, batch, dataloader_idx: int = 0) -> None:
@@ -175,10 +180,12 @@ class Results:
         return self.batch_size
 
     # ------------------------------------------------------------------ self.log
-    def log(self, fx: Optional[str], name: str, value: Any, *, prog_bar: bool, logger: bool,
+    def log(self, fx: Optional[str], name: str, value: Any, prog_bar: bool, logger: bool,
             on_step: Optional[bool], on_epoch: Optional[bool], reduce_fx: Any, enable_graph: bool,
             sync_dist: bool, sync_dist_group: Any, add_dataloader_idx: bool, batch_size: Optional[int],
             rank_zero_only: bool) -> None:
+        """`LightningModule.log`'s work (its arguments in its order: passed by position, as keyword matching costs
+        more than the rest of a step's logging)."""
         active = self.active
         key, suffix = name, ""
         if not active.training and add_dataloader_idx and self.num_dataloaders > 1 and fx not in _EPOCH_HOOKS:
@@ -341,37 +348,30 @@ class Results:
     # ------------------------------------------------------------------ writes to the loggers
     def log_to_loggers(self, metrics: Dict[str, torch.Tensor], step: Optional[int] = None) -> None:
         """Send training step or epoch metrics to every logger at `step` (default: the optimizer steps done), with
-        the epoch added; a logged "step" value is the x position instead, as in Lightning."""
+        the epoch added; a logged "step" value is the x position instead, as in Lightning. Each row is written once
+        its values are on the host, without waiting for the device (trainer/logger_writes.py);
+        `flush_logger_writes` writes what is still on its way."""
         trainer = self.trainer
         if not metrics or not trainer.loggers:
             return
-        scalars = self._scalars(metrics)
+        self.logged_metrics.update(metrics)
         if step is None:
             stepped = trainer.fit_loop.state.batches_stepped
             step = max(stepped - 1, 0) if trainer.state.fn == "fit" else stepped
-        if "step" in scalars:
-            step = int(scalars.pop("step"))
-        else:
-            scalars.setdefault("epoch", trainer.current_epoch)
-        self._write(scalars, step)
+        self._logger_writes.add(trainer.loggers, metrics, step, trainer.current_epoch)
+
+    def flush_logger_writes(self) -> None:
+        """Write every logged row to the loggers now, waiting for the device if it must (before a checkpoint is
+        assembled, and when a run ends)."""
+        self._logger_writes.flush(self.trainer.loggers)
 
     def log_eval_step(self, step: int) -> None:
         """After an evaluation batch: its step values go to the loggers at `step`, the batch's position in its
         dataloader, as they are (no epoch added), and never during the sanity check."""
         if self.eval.pending and not self.trainer.sanity_checking and self.trainer.loggers:
-            self._write(self._scalars(self.take_step_logs(self.eval)), step)
+            self._logger_writes.add(self.trainer.loggers, self.take_step_logs(self.eval), step, epoch=None)
         else:
             self.eval.pending = {}
-
-    def _scalars(self, metrics: Dict[str, torch.Tensor]) -> Dict[str, float]:
-        """Floats for the loggers: the one place logging reads values on the host."""
-        self.logged_metrics.update(metrics)
-        return {k: (v.item() if isinstance(v, torch.Tensor) else float(v)) for k, v in metrics.items()}
-
-    def _write(self, scalars: Dict[str, float], step: int) -> None:
-        for logger in self.trainer.loggers:
-            logger.log_metrics(scalars, step=max(int(step), 0))
-            logger.save()
 
     def log_hyperparams(self, model, datamodule) -> None:
         """The module's and datamodule's `save_hyperparameters` values, and the graph, to every logger (rank 0)."""
@@ -406,6 +406,7 @@ class Results:
         for key, metric in self.train.metrics.items():
             if metric.metric_obj is None:
                 train[key] = {slot: getattr(metric, slot) for slot in _Metric.__slots__ if slot not in _NOT_SAVED}
+                train[key]["values"] = _stacked(metric.values)
         return {"train": train, "callback_metrics": dict(self.callback_metrics),
                 "logged_metrics": dict(self.logged_metrics), "progress_bar_metrics": dict(self.progress_bar_metrics)}
 
@@ -414,6 +415,8 @@ class Results:
             metric = _Metric.__new__(_Metric)
             for slot in _Metric.__slots__:
                 setattr(metric, slot, saved.get(slot))
+            if isinstance(metric.values, torch.Tensor):
+                metric.values = list(metric.values.unbind(0))
             self.train.metrics[key] = metric
         self.callback_metrics.update(state["callback_metrics"])
         self.logged_metrics.update(state["logged_metrics"])
@@ -428,6 +431,15 @@ class Results:
 
 # not plain data: a process group, a torchmetrics object, the `self.log` arguments (reduce_fx may be a function)
 _NOT_SAVED = ("sync_group", "metric_obj", "arguments")
+
+
+def _stacked(values: List[Any]) -> Any:
+    """An epoch's accumulated step values as one tensor when they share dtype and device: one storage of 4 bytes
+    a value in the checkpoint instead of a separate tensor (~250 bytes) each. Unstacked on load, bit for bit."""
+    if values and all(isinstance(v, torch.Tensor) and v.dim() == 0 for v in values) and \
+            len({(v.dtype, v.device) for v in values}) == 1:
+        return torch.stack([v.detach() for v in values])
+    return values
 _EPOCH_HOOKS = frozenset(fx for fx, options in LOG_OPTIONS.items() if options is _EPOCH_ONLY)
 
 

@@ -6,7 +6,7 @@ import importlib.util
 import inspect
 import math
 import os
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
@@ -31,6 +31,7 @@ from volt.trainer.progress import LoopPosition
 from volt.trainer.results import Results
 from volt.trainer.signals import StopSignals
 from volt.trainer.spawn import apply_results, collect_results
+from volt.utilities.compile import compile_options, compile_steps, resolve_compiled
 from volt.utilities.exceptions import MisconfigurationException, _TunerExitException
 from volt.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
@@ -97,7 +98,11 @@ def _env_value(text: str) -> Any:
 
 
 class Trainer:
-    """Runs fit/validate/test/predict for a LightningModule, with PyTorch Lightning 2.x's arguments."""
+    """Runs fit/validate/test/predict for a LightningModule, with PyTorch Lightning 2.x's arguments.
+
+    One volt extension: `compile=True`, or a dict of `torch.compile` keyword arguments, compiles the module's
+    `forward` and steps (volt/utilities/compile.py), as passing `torch.compile(model)` does.
+    """
 
     @_defaults_from_env
     def __init__(
@@ -144,6 +149,7 @@ class Trainer:
         default_root_dir: Optional[Union[str, os.PathLike]] = None,
         enable_autolog_hparams: bool = True,
         model_registry: Optional[str] = None,
+        compile: Union[bool, Dict[str, Any], None] = None,
         gpus: Optional[Union[int, str, List[int]]] = None,
         **removed: Any,
     ) -> None:
@@ -226,14 +232,18 @@ class Trainer:
         plugins = parse_plugins(plugins, precision)  # precision, cluster environment, checkpoint I/O, layer sync
         self.sync_batchnorm = sync_batchnorm or plugins.layer_sync is not None
         self.profiler = make_profiler(profiler)
+        self._compile_options = compile_options(compile)  # volt extension: torch.compile the module's steps
+        self._compiler: Optional[Callable] = None
         _configure_determinism(deterministic, benchmark)
 
         # ---- hardware, precision
         self._accelerator_flag = accelerator
         self.strategy = select_strategy(strategy, accelerator, devices, num_nodes, plugins.cluster_environment)
-        self._precision = plugins.precision or make_precision(normalize_precision(precision), self.strategy.root_device)
-        self.precision = self._precision.precision
-        self.strategy.precision_plugin = self._precision
+        # a plain attribute, not a property: the training step reads it
+        self.precision_plugin = plugins.precision or make_precision(normalize_precision(precision),
+                                                                    self.strategy.root_device)
+        self.precision = self.precision_plugin.precision
+        self.strategy.precision_plugin = self.precision_plugin
         if plugins.checkpoint_io is not None:
             self.strategy.checkpoint_io = plugins.checkpoint_io
 
@@ -366,6 +376,7 @@ class Trainer:
     # failures and cleanup) -> `_run_stage` (setup, restore, the loop, teardown, in Lightning's hook order).
     def _launch(self, fn: str, model: LightningModule, datamodule, ckpt_path, weights_only):
         """Check the model, attach it, and run the stage in every process the strategy starts."""
+        model, self._compiler = resolve_compiled(model, self._compile_options)  # torch.compile(model): its module
         _check_model(fn, model, self)
         if fn == "fit" and self.max_epochs is None:
             self.max_epochs = self._default_max_epochs(warn=True)
@@ -413,6 +424,8 @@ class Trainer:
                 rank_zero_info("Detected KeyboardInterrupt, attempting graceful shutdown ...")
             self._checkpoints.finish_writes(failure=exception)  # a background write completes (or is noted)
             hooks.call("on_exception", exception)
+            with suppress(Exception):  # rows whose values can no longer be read (a failed device) are dropped
+                self._results.flush_logger_writes()
             for logger in self.loggers:
                 logger.finalize("failed")
             self.strategy.teardown()
@@ -456,6 +469,8 @@ class Trainer:
         hooks.call("configure_sharded_model")
         model = self.precision_plugin.convert_module(model)
         self.strategy.setup_module(model)
+        if self._compiler is not None:
+            compile_steps(model, self._compiler)
 
         # 2. what comes back before the optimizers exist
         if checkpoint is not None:
@@ -482,6 +497,7 @@ class Trainer:
             loop.loaders = None
             result = loop.run()
         hooks.call("teardown", fn)
+        self._results.flush_logger_writes()
         for logger in self.loggers:
             logger.finalize("success")
         if self.profiler is not None and self.is_global_zero:
@@ -746,12 +762,8 @@ class Trainer:
         return accelerator_for(self._accelerator_flag, self.strategy.root_device.type)
 
     @property
-    def precision_plugin(self):
-        return self._precision
-
-    @property
     def scaler(self):
-        return self._precision.scaler
+        return self.precision_plugin.scaler
 
     @property
     def lr_schedulers(self) -> list:

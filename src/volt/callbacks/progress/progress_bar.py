@@ -1,15 +1,22 @@
 """ProgressBar: the base class of volt's progress bars and of users' custom ones.
 
 It knows how many batches each stage has and which metrics to show. Metric values stay tensors in the Trainer;
-`get_metrics` turns them into numbers, and a bar calls it only when it actually redraws, so showing a metric
-costs no host sync on steps that are not drawn.
+`get_metrics` turns them into numbers, and a bar calls it only when it actually redraws. A redraw at a training
+batch end never waits for the device: it shows the newest values whose copy to the host has landed (on a GPU, from
+a redraw or two before; on the CPU, the current ones). Every other redraw (epoch and validation ends) shows the
+current values.
 """
-from typing import Any, Dict, Optional, Union
+import contextlib
+from collections import deque
+from typing import Any, Deque, Dict, Iterator, Optional, Union
 
 import torch
 
 from volt.callbacks.callback import Callback
+from volt.utilities.host_copy import HostCopy
 from volt.utilities.rank_zero import rank_zero_warn
+
+_IN_FLIGHT = 4  # at most this many redraws' copies wait to land; older ones are dropped
 
 
 class ProgressBar(Callback):
@@ -22,6 +29,9 @@ class ProgressBar(Callback):
         self._trainer = None
         self._current_eval_dataloader_idx: Optional[int] = None
         self._warned_duplicates = False
+        self._values_may_lag = False  # set around the redraws at training batch ends
+        self._in_flight: Deque[HostCopy] = deque()
+        self._landed: Dict[str, Any] = {}
 
     @property
     def trainer(self):
@@ -114,8 +124,8 @@ class ProgressBar(Callback):
     def get_metrics(self, trainer, pl_module) -> Dict[str, Union[int, str, float, Dict[str, float]]]:
         """The items shown next to the bar: `v_num` (the logger version) and every `self.log(..., prog_bar=True)`.
 
-        Tensor values become Python numbers here, which syncs with the device, so call this only to draw.
-        Override it to change what is shown (e.g. `items.pop("v_num", None)`).
+        Tensor values become Python numbers here; at a training batch end without waiting for the device (see the
+        module docstring). Override it to change what is shown (e.g. `items.pop("v_num", None)`).
         """
         standard = get_standard_metrics(trainer)
         logged = trainer.progress_bar_metrics
@@ -129,9 +139,32 @@ class ProgressBar(Callback):
                     "it. Log under another name, or override `get_metrics()` in the progress bar callback."
                 )
         items = dict(standard)
-        for name, value in logged.items():
-            items[name] = _to_number(value)
+        items.update(self._host_values(logged))
         return items
+
+    @contextlib.contextmanager
+    def values_may_lag(self) -> Iterator[None]:
+        """Within this block `get_metrics` does not wait for the device (a bar's redraw at a training batch end)."""
+        self._values_may_lag = True
+        try:
+            yield
+        finally:
+            self._values_may_lag = False
+
+    def _host_values(self, values: Dict[str, Any]) -> Dict[str, Any]:
+        copy = HostCopy({name: value for name, value in values.items() if not isinstance(value, dict)})
+        if not self._values_may_lag or copy.ready():
+            self._in_flight.clear()
+            self._landed = copy.numbers()
+        else:
+            self._in_flight.append(copy)
+            if len(self._in_flight) > _IN_FLIGHT:
+                self._in_flight.popleft()
+            while self._in_flight and self._in_flight[0].ready():
+                self._landed = self._in_flight.popleft().numbers()
+        shown = {name: value for name, value in self._landed.items() if name in values}
+        shown.update({name: _to_number(value) for name, value in values.items() if isinstance(value, dict)})
+        return shown
 
 
 def get_standard_metrics(trainer) -> Dict[str, Union[int, str]]:

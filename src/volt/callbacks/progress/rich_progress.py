@@ -197,7 +197,8 @@ class RichProgressBar(SwitchableBar):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         n = self._train_n = batch_idx + 1
         if _monotonic() >= self._next_draw or n == self._train_total:
-            self._redraw_train(trainer, pl_module)
+            with self.values_may_lag():  # a training step never waits for the device to show its metrics
+                self._redraw_train(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self._redraw_train(trainer, pl_module)

@@ -3,7 +3,7 @@
 Bars: "Sanity Checking", "Epoch N" (training; validation gets its own bar below it), "Validation", "Testing",
 "Predicting". Speed is the point: a batch end that does not redraw costs a counter, a modulo and a clock read.
 A bar redraws every `refresh_rate` batches but at most once per `min_refresh_interval` seconds (always on the last
-batch), and only a redraw reads the metric values (`get_metrics`, which syncs with the device).
+batch), and only a redraw reads the metric values (`get_metrics`; at a batch end without waiting for the device).
 """
 import math
 import os
@@ -179,7 +179,8 @@ class TQDMProgressBar(SwitchableBar):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         n = self._train_n = batch_idx + 1
         if (n % self._every == 0 and _monotonic() >= self._train_next_draw) or n == self._train_total:
-            self._redraw_train(trainer, pl_module)
+            with self.values_may_lag():  # a training step never waits for the device to show its metrics
+                self._redraw_train(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self._redraw_train(trainer, pl_module)  # the batches since the last redraw, and the epoch-end metrics
