@@ -70,6 +70,9 @@ def test_training_step_without_return_warns_once(tmp_path, quiet_lightning):
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
+    from pytorch_lightning.loops.optimization.automatic import Closure
+
+    Closure.warning_cache.clear()  # Lightning warns once per process; an earlier test may have seen it
     with pytest.warns(UserWarning, match="`training_step` returned `None`"):
         quiet_lightning.Trainer(default_root_dir=tmp_path, max_epochs=1, logger=False, enable_checkpointing=False,
                                 enable_progress_bar=False, enable_model_summary=False).fit(PlNone(), loader())
