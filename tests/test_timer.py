@@ -50,7 +50,9 @@ def test_duration_formats(duration, seconds):
 
 
 @pytest.mark.parametrize("duration, match", [
-    ("1:30", "format DD:HH:MM:SS"), ({"fortnights": 1}, "timedelta arguments"), (90, "'DD:HH:MM:SS' string"),
+    ("1:30", r"Timer\(duration='1:30'\) is not a duration: use 'DD:HH:MM:SS'"),
+    ({"fortnights": 1}, r"is not a duration \(.*fortnights.*\): use 'DD:HH:MM:SS'"),
+    (90, r"Timer\(duration=90\) is not a duration: use 'DD:HH:MM:SS' .*, a datetime.timedelta, or a dict"),
 ])
 def test_bad_duration(duration, match):
     with pytest.raises(MisconfigurationException, match=match):

@@ -114,7 +114,7 @@ def test_max_time_adds_a_timer_that_stops_training(tmp_path):
     assert run.global_step == 0  # the budget is checked at fit start too
     assert [isinstance(cb, Timer) for cb in volt.Trainer(max_time="00:12:00:00", logger=False).callbacks].count(True)
     assert volt.Trainer(max_time=timedelta(hours=1), logger=False) is not None
-    with pytest.raises(MisconfigurationException, match=r"'soon'\) is not a valid duration: use the format DD:HH:MM"):
+    with pytest.raises(MisconfigurationException, match=r"'soon'\) is not a duration: use 'DD:HH:MM:SS'"):
         volt.Trainer(max_time="soon", logger=False)
     own = Timer(duration={"minutes": 5})  # as Lightning: a Timer in the callbacks wins over max_time
     assert [cb for cb in volt.Trainer(max_time={"seconds": 1}, callbacks=[own]).callbacks if isinstance(cb, Timer)] \

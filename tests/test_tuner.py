@@ -174,7 +174,9 @@ def test_callback_trains_with_the_suggestion_when_the_optimizer_exists(tmp_path)
 class HparamsNet(Net):
     def __init__(self, learning_rate: float = 0.05, encoder: torch.nn.Module = None):
         super().__init__()
-        self.save_hyperparameters()  # `encoder` is an nn.Module: Lightning's temporary checkpoint failed (#21757)
+        # `encoder` is an nn.Module: Lightning's temporary checkpoint failed (#21757). `ignore` also drops the `lr`
+        # that Net's `__init__` saved, as in Lightning, so the rate lives in `hparams.learning_rate` only.
+        self.save_hyperparameters(ignore=["lr"])
         del self.lr
 
     def configure_optimizers(self):

@@ -3,12 +3,12 @@
 The Trainer's `max_time` argument adds one of these. The elapsed training time is saved in checkpoints, so a
 resumed run keeps counting against the same budget.
 """
-import re
 import time
 from datetime import timedelta
 from typing import Any, Dict, Optional, Union
 
 from volt.callbacks.callback import Callback
+from volt.utilities.durations import duration_seconds
 from volt.utilities.enums import LightningEnum
 from volt.utilities.exceptions import MisconfigurationException
 from volt.utilities.rank_zero import rank_zero_info
@@ -40,7 +40,7 @@ class Timer(Callback):
                  verbose: bool = True) -> None:
         if interval not in ("step", "epoch"):
             raise MisconfigurationException(f"Timer(interval={interval!r}): use 'step' or 'epoch'.")
-        self._duration = _parse_duration(duration)
+        self._duration = None if duration is None else duration_seconds(duration, f"Timer(duration={duration!r})")
         self._interval = interval
         self._verbose = verbose
         self._start_time: Dict[str, Optional[float]] = dict.fromkeys(_STAGES)
@@ -127,35 +127,6 @@ class Timer(Callback):
         if should_stop and self._verbose:
             elapsed = timedelta(seconds=int(self.time_elapsed()))
             rank_zero_info(f"Time limit reached. Elapsed time is {elapsed}. Signaling Trainer to stop.")
-
-
-def _parse_duration(duration: Any) -> Optional[float]:
-    """Seconds in a "DD:HH:MM:SS" string, a timedelta or a dict of timedelta arguments."""
-    if duration is None:
-        return None
-    if isinstance(duration, str):
-        match = re.fullmatch(r"(\d+):(\d\d):(\d\d):(\d\d)", duration.strip())
-        if not match:
-            raise MisconfigurationException(
-                f"Timer(duration={duration!r}) is not a valid duration: use the format DD:HH:MM:SS, "
-                "e.g. '00:12:00:00' for 12 hours."
-            )
-        days, hours, minutes, seconds = (int(part) for part in match.groups())
-        duration = timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
-    elif isinstance(duration, dict):
-        try:
-            duration = timedelta(**duration)
-        except TypeError as err:
-            raise MisconfigurationException(
-                f"Timer(duration={duration!r}): a dict must hold timedelta arguments (weeks, days, hours, minutes, "
-                f"seconds, ...): {err}"
-            ) from None
-    if not isinstance(duration, timedelta):
-        raise MisconfigurationException(
-            f"Timer(duration={duration!r}): use a 'DD:HH:MM:SS' string, a datetime.timedelta or a dict such as "
-            "{'hours': 12}."
-        )
-    return duration.total_seconds()
 
 
 def _stage(stage: Any) -> str:

@@ -32,6 +32,7 @@ from volt.trainer.results import Results
 from volt.trainer.signals import StopSignals
 from volt.trainer.spawn import apply_results, collect_results
 from volt.utilities.compile import compile_options, compile_steps, resolve_compiled
+from volt.utilities.durations import duration_seconds
 from volt.utilities.exceptions import MisconfigurationException, _TunerExitException
 from volt.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
@@ -849,20 +850,7 @@ def _val_check_interval(value: Any) -> Tuple[Any, Optional[float]]:
 
 def _interval_seconds(value: Union[str, dict, timedelta]) -> float:
     """The seconds of a time-based `val_check_interval`."""
-    example = "use 'DD:HH:MM:SS' (e.g. '00:01:30:00'), a datetime.timedelta, or a dict like {'hours': 1}"
-    if isinstance(value, str):
-        parts = value.split(":")
-        if len(parts) != 4 or not all(part.strip().isdigit() for part in parts):
-            raise MisconfigurationException(f"`Trainer(val_check_interval={value!r})` is not a duration: {example}.")
-        days, hours, minutes, seconds = (int(part) for part in parts)
-        value = timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
-    elif isinstance(value, dict):
-        try:
-            value = timedelta(**value)
-        except TypeError as error:
-            raise MisconfigurationException(
-                f"`Trainer(val_check_interval={value!r})` is not a duration ({error}): {example}.") from None
-    seconds = value.total_seconds()
+    seconds = duration_seconds(value, f"`Trainer(val_check_interval={value!r})`")
     if seconds <= 0:
         raise MisconfigurationException(f"`Trainer(val_check_interval={value!r})` must be a positive duration.")
     return seconds
