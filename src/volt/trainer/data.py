@@ -38,6 +38,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, IterableDataset, SequentialSampler, get_worker_info
 
 from volt.utilities.apply_func import apply_to_collection
+from volt.utilities.combined_loader import CombinedLoader
 from volt.utilities.exceptions import MisconfigurationException
 from volt.utilities.rank_zero import rank_zero_only
 from volt.utilities.seed import get_rng_states, pl_worker_init_function, set_rng_states
@@ -391,6 +392,10 @@ def set_data_epoch(loader: Any, epoch: int) -> None:
     iterable dataset that has it. Hugging Face `datasets` streams need it (as their Trainer calls it): their shuffle
     order is per epoch, and a state they were resumed from applies until the epoch changes. Lightning calls it on
     samplers only."""
+    if isinstance(loader, CombinedBatches):
+        for part in loader.combined.flattened:
+            set_data_epoch(part, epoch)
+        return
     dataset = loader.dataset if isinstance(loader, DataLoader) else None
     candidates = (getattr(loader, "sampler", None), getattr(getattr(loader, "batch_sampler", None), "sampler", None),
                   dataset if isinstance(dataset, IterableDataset) else None)
@@ -442,6 +447,8 @@ def as_loader_list(loaders: Any, stage: str) -> List[Any]:
     """Normalise what a `*_dataloader` hook or argument returned to a list of loaders."""
     if loaders is None:
         return []
+    if isinstance(loaders, CombinedLoader):  # sequential: its loaders in turn, as a list of them would run
+        return list(loaders.flattened) if loaders.mode == "sequential" else [CombinedBatches(loaders)]
     if isinstance(loaders, Mapping):
         return list(loaders.values())
     if isinstance(loaders, Sequence) and not isinstance(loaders, (str, bytes)) and not hasattr(loaders, "dataset"):
@@ -452,6 +459,33 @@ def as_loader_list(loaders: Any, stage: str) -> List[Any]:
             f"got {type(loaders).__name__}."
         )
     return [loaders]
+
+
+def training_loader(source: Any) -> Any:
+    """The training data as the fit loop iterates it: several loaders (a list, tuple or dict, or a CombinedLoader
+    in any mode but sequential) give one combined batch per step; a single loader is returned as it is."""
+    if isinstance(source, (list, tuple, dict)):
+        source = CombinedLoader(source, "max_size_cycle")
+    if not isinstance(source, CombinedLoader):
+        return source
+    if source.mode == "sequential":
+        raise ValueError('`Trainer.fit()` does not support the `CombinedLoader(mode="sequential")` mode. The '
+                         "available modes are: ['min_size', 'max_size_cycle', 'max_size']")
+    return CombinedBatches(source)
+
+
+class CombinedBatches:
+    """A CombinedLoader as the loops iterate any loader: its batches alone (iterating it pairs each with its
+    batch_idx and dataloader_idx, which the loops count themselves), and a length known before iterating."""
+
+    def __init__(self, combined: CombinedLoader) -> None:
+        self.combined = combined
+
+    def __iter__(self) -> Iterator[Any]:
+        return (batch for batch, _, _ in iter(self.combined))
+
+    def __len__(self) -> int:
+        return self.combined.num_batches  # type: ignore[return-value]
 
 
 def distributed_sampler_fn(trainer, train: bool) -> Optional[Callable]:
