@@ -134,7 +134,8 @@ def fit_and_validate(pl, root, mode):
     trainer = pl.Trainer(max_epochs=2, logger=logger, log_every_n_steps=1, num_sanity_val_steps=0,
                          default_root_dir=root, **QUIET)
     model = two_loader_module(pl)()
-    train = pl.utilities.CombinedLoader({"short": loader(n=4, seed=1), "long": loader(n=10, seed=2)}, mode)
+    train = {"short": loader(n=4, seed=1, shuffle=True), "long": loader(n=10, seed=2, shuffle=True)}
+    train = pl.utilities.CombinedLoader(train, mode) if mode else train  # a plain dict trains as max_size_cycle
     trainer.fit(model, train)
     fitted = [(step, {key: round(value, 5) for key, value in sorted(metrics.items())})
               for step, metrics in logger.metrics]
@@ -146,12 +147,12 @@ def fit_and_validate(pl, root, mode):
     return fitted, validated, [{key: round(value, 5) for key, value in r.items()} for r in results]
 
 
-@pytest.mark.parametrize("mode", ["max_size_cycle", "min_size"])
+@pytest.mark.parametrize("mode", ["max_size_cycle", "min_size", None])
 def test_fit_on_a_combined_loader_and_sequential_validate_as_lightning(tmp_path, quiet_lightning, mode):
     theirs = fit_and_validate(quiet_lightning, tmp_path / "pl", mode)
     ours = fit_and_validate(volt, tmp_path / "volt", mode)
     assert ours == theirs
-    steps_per_epoch = 5 if mode == "max_size_cycle" else 2
+    steps_per_epoch = 2 if mode == "min_size" else 5
     assert len(ours[0]) > 2 * steps_per_epoch  # the fit did train on the combined batches, every epoch
     assert {"val_loss/dataloader_idx_1", "seen/dataloader_idx_1"} <= set(ours[2][1])
 

@@ -239,13 +239,20 @@ def is_map_style(loader: Any) -> bool:
 
 def wrap_loader(loader: Any, *, sequential: bool = False, sampler_fn: Optional[Callable] = None,
                 record_batches: bool = False, pin_memory: bool = False) -> Any:
-    """Return a resumable shallow copy of `loader` (non-DataLoader iterables are returned as they are).
+    """Return a resumable shallow copy of `loader` (non-DataLoader iterables are returned as they are; the loaders
+    in a CombinedLoader are wrapped one by one).
 
     `sequential` replaces the order with a SequentialSampler (overfit_batches); `sampler_fn(loader)` returns a
     distributed sampler to use instead of the loader's own; `record_batches` keeps each batch's sample indices
     (`ResumableSampler.seen_batches`; loaders with a batch sampler only); `pin_memory` makes the copy pin its
     batches (for a GPU).
     """
+    if isinstance(loader, CombinedBatches):  # each of its loaders is wrapped, as Lightning puts samplers in each
+        combined = CombinedLoader(loader.combined.iterables, loader.combined.mode)
+        combined.flattened = [wrap_loader(part, sequential=sequential, sampler_fn=sampler_fn,
+                                          record_batches=record_batches, pin_memory=pin_memory)
+                              for part in combined.flattened]
+        return CombinedBatches(combined)
     if pin_memory and isinstance(loader, DataLoader) and not loader.pin_memory:
         loader = _copy_loader(loader)
         loader.pin_memory = True
