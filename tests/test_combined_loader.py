@@ -134,9 +134,11 @@ def fit_and_validate(pl, root, mode):
     trainer = pl.Trainer(max_epochs=2, logger=logger, log_every_n_steps=1, num_sanity_val_steps=0,
                          default_root_dir=root, **QUIET)
     model = two_loader_module(pl)()
-    train = {"short": loader(n=4, seed=1, shuffle=True), "long": loader(n=10, seed=2, shuffle=True)}
-    train = pl.utilities.CombinedLoader(train, mode) if mode else train  # a plain dict trains as max_size_cycle
+    given = {"short": loader(n=4, seed=1, shuffle=True), "long": loader(n=10, seed=2, shuffle=True)}
+    train = pl.utilities.CombinedLoader(given, mode) if mode else given  # a plain dict trains as max_size_cycle
     trainer.fit(model, train)
+    shown = trainer.train_dataloader  # the loaders in the structure given (the Trainer's copies of them)
+    assert {key: len(dl) for key, dl in shown.items()} == {"short": 2, "long": 5}
     fitted = [(step, {key: round(value, 5) for key, value in sorted(metrics.items())})
               for step, metrics in logger.metrics]
     logger.metrics.clear()
@@ -179,7 +181,9 @@ def test_validate_with_a_max_size_combined_loader_as_lightning(tmp_path, quiet_l
 
         trainer = pl.Trainer(logger=False, default_root_dir=tmp_path, **QUIET)
         val = pl.utilities.CombinedLoader([loader(n=4, seed=3), loader(n=10, seed=4)], "max_size")
-        return [{key: round(value, 4) for key, value in r.items()} for r in trainer.validate(Pairs(), val, verbose=False)]
+        results = trainer.validate(Pairs(), val, verbose=False)
+        assert [len(dl) for dl in trainer.val_dataloaders] == [2, 5]  # the list given
+        return [{key: round(value, 4) for key, value in r.items()} for r in results]
 
     ours, theirs = validate(volt), validate(quiet_lightning)
     assert ours == theirs and ours[0]["parts"] == 7.0

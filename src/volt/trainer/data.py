@@ -387,6 +387,10 @@ def shutdown_workers(loader: Any) -> None:
     """Stop the persistent worker processes of a wrapped loader when its run ends. Left to garbage collection,
     they outlive the run, and a later fork (the next run's workers) can inherit their queue threads mid-operation
     and hang."""
+    if isinstance(loader, CombinedBatches):
+        for part in loader.combined.flattened:
+            shutdown_workers(part)
+        return
     iterator = getattr(loader, "_iterator", None) if isinstance(loader, DataLoader) else None
     if iterator is not None and hasattr(iterator, "_shutdown_workers"):
         iterator._shutdown_workers()
@@ -493,6 +497,12 @@ class CombinedBatches:
 
     def __len__(self) -> int:
         return self.combined.num_batches  # type: ignore[return-value]
+
+
+def as_given(loader: Any) -> Any:
+    """A loader as the Trainer's dataloader properties show it: a CombinedLoader's loaders in the structure they
+    were given in (as Lightning's do), any other loader as it is."""
+    return loader.combined.iterables if isinstance(loader, CombinedBatches) else loader
 
 
 def distributed_sampler_fn(trainer, train: bool) -> Optional[Callable]:
