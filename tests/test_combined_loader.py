@@ -187,3 +187,24 @@ def test_validate_with_a_max_size_combined_loader_as_lightning(tmp_path, quiet_l
 
     ours, theirs = validate(volt), validate(quiet_lightning)
     assert ours == theirs and ours[0]["parts"] == 7.0
+
+
+
+def test_fit_on_several_loaders_resumes_mid_epoch_exactly(tmp_path):
+    """A checkpoint taken inside an epoch of combined, shuffled loaders resumes to the weights of a run never
+    interrupted (the consumed combined batches are replayed from the epoch's saved RNG state)."""
+    def fit(root, ckpt_path=None, save=False):
+        volt.seed_everything(0, verbose=False)
+        model = two_loader_module(volt)()
+        every_step = volt.callbacks.ModelCheckpoint(dirpath=root, every_n_train_steps=1, save_top_k=-1,
+                                                    filename="{step}")
+        trainer = volt.Trainer(max_epochs=2, logger=False, default_root_dir=root, callbacks=[every_step] if save else [],
+                               **{**QUIET, "enable_checkpointing": save})
+        train = {"short": loader(n=4, seed=1, shuffle=True), "long": loader(n=10, seed=2, shuffle=True)}
+        trainer.fit(model, CombinedLoader(train, "max_size_cycle"), ckpt_path=ckpt_path)
+        return model.layer.weight
+
+    whole = fit(tmp_path / "whole", save=True)
+    for step in (2, 7):  # inside the first and the second epoch (5 batches each)
+        resumed = fit(tmp_path / f"from-{step}", ckpt_path=tmp_path / "whole" / f"step={step}.ckpt")
+        assert torch.equal(resumed, whole), f"resumed from step {step}"

@@ -308,6 +308,8 @@ def stateful_stream(loader: Any) -> Tuple[Optional[Any], str]:
     """
     if _has_state_pair(loader):
         return loader, ""
+    if isinstance(loader, CombinedBatches):
+        return None, "the training data is a CombinedLoader, whose position a checkpoint does not hold"
     dataset = loader.dataset if isinstance(loader, DataLoader) else loader
     name = type(dataset).__name__
     if not _has_state_pair(dataset):
