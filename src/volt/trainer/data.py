@@ -460,7 +460,7 @@ def as_loader_list(loaders: Any, stage: str) -> List[Any]:
     """Normalise what a `*_dataloader` hook or argument returned to a list of loaders."""
     if loaders is None:
         return []
-    if isinstance(loaders, CombinedLoader):  # sequential: its loaders in turn, as a list of them would run
+    if isinstance(loaders, CombinedLoader):  # sequential runs its loaders in turn (as a list); other modes are one
         return list(loaders.flattened) if loaders.mode == "sequential" else [CombinedBatches(loaders)]
     if isinstance(loaders, Mapping):
         return list(loaders.values())
