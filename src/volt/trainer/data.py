@@ -38,6 +38,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, IterableDataset, SequentialSampler, get_worker_info
 
 from volt.utilities.apply_func import apply_to_collection
+from volt.utilities.combined_loader import CombinedLoader
 from volt.utilities.exceptions import MisconfigurationException
 from volt.utilities.rank_zero import rank_zero_only
 from volt.utilities.seed import get_rng_states, pl_worker_init_function, set_rng_states
@@ -238,13 +239,20 @@ def is_map_style(loader: Any) -> bool:
 
 def wrap_loader(loader: Any, *, sequential: bool = False, sampler_fn: Optional[Callable] = None,
                 record_batches: bool = False, pin_memory: bool = False) -> Any:
-    """Return a resumable shallow copy of `loader` (non-DataLoader iterables are returned as they are).
+    """Return a resumable shallow copy of `loader` (non-DataLoader iterables are returned as they are; the loaders
+    in a CombinedLoader are wrapped one by one).
 
     `sequential` replaces the order with a SequentialSampler (overfit_batches); `sampler_fn(loader)` returns a
     distributed sampler to use instead of the loader's own; `record_batches` keeps each batch's sample indices
     (`ResumableSampler.seen_batches`; loaders with a batch sampler only); `pin_memory` makes the copy pin its
     batches (for a GPU).
     """
+    if isinstance(loader, CombinedBatches):  # each of its loaders is wrapped, as Lightning puts samplers in each
+        combined = CombinedLoader(loader.combined.iterables, loader.combined.mode)
+        combined.flattened = [wrap_loader(part, sequential=sequential, sampler_fn=sampler_fn,
+                                          record_batches=record_batches, pin_memory=pin_memory)
+                              for part in combined.flattened]
+        return CombinedBatches(combined)
     if pin_memory and isinstance(loader, DataLoader) and not loader.pin_memory:
         loader = _copy_loader(loader)
         loader.pin_memory = True
@@ -300,6 +308,8 @@ def stateful_stream(loader: Any) -> Tuple[Optional[Any], str]:
     """
     if _has_state_pair(loader):
         return loader, ""
+    if isinstance(loader, CombinedBatches):
+        return None, "the training data is a CombinedLoader, whose position a checkpoint does not hold"
     dataset = loader.dataset if isinstance(loader, DataLoader) else loader
     name = type(dataset).__name__
     if not _has_state_pair(dataset):
@@ -379,6 +389,10 @@ def shutdown_workers(loader: Any) -> None:
     """Stop the persistent worker processes of a wrapped loader when its run ends. Left to garbage collection,
     they outlive the run, and a later fork (the next run's workers) can inherit their queue threads mid-operation
     and hang."""
+    if isinstance(loader, CombinedBatches):
+        for part in loader.combined.flattened:
+            shutdown_workers(part)
+        return
     iterator = getattr(loader, "_iterator", None) if isinstance(loader, DataLoader) else None
     if iterator is not None and hasattr(iterator, "_shutdown_workers"):
         iterator._shutdown_workers()
@@ -391,6 +405,10 @@ def set_data_epoch(loader: Any, epoch: int) -> None:
     iterable dataset that has it. Hugging Face `datasets` streams need it (as their Trainer calls it): their shuffle
     order is per epoch, and a state they were resumed from applies until the epoch changes. Lightning calls it on
     samplers only."""
+    if isinstance(loader, CombinedBatches):
+        for part in loader.combined.flattened:
+            set_data_epoch(part, epoch)
+        return
     dataset = loader.dataset if isinstance(loader, DataLoader) else None
     candidates = (getattr(loader, "sampler", None), getattr(getattr(loader, "batch_sampler", None), "sampler", None),
                   dataset if isinstance(dataset, IterableDataset) else None)
@@ -442,6 +460,8 @@ def as_loader_list(loaders: Any, stage: str) -> List[Any]:
     """Normalise what a `*_dataloader` hook or argument returned to a list of loaders."""
     if loaders is None:
         return []
+    if isinstance(loaders, CombinedLoader):  # sequential runs its loaders in turn (as a list); other modes are one
+        return list(loaders.flattened) if loaders.mode == "sequential" else [CombinedBatches(loaders)]
     if isinstance(loaders, Mapping):
         return list(loaders.values())
     if isinstance(loaders, Sequence) and not isinstance(loaders, (str, bytes)) and not hasattr(loaders, "dataset"):
@@ -452,6 +472,39 @@ def as_loader_list(loaders: Any, stage: str) -> List[Any]:
             f"got {type(loaders).__name__}."
         )
     return [loaders]
+
+
+def training_loader(source: Any) -> Any:
+    """The training data as the fit loop iterates it: several loaders (a list, tuple or dict, or a CombinedLoader
+    in any mode but sequential) give one combined batch per step; a single loader is returned as it is."""
+    if isinstance(source, (list, tuple, dict)):
+        source = CombinedLoader(source, "max_size_cycle")
+    if not isinstance(source, CombinedLoader):
+        return source
+    if source.mode == "sequential":
+        raise ValueError('`Trainer.fit()` does not support the `CombinedLoader(mode="sequential")` mode. The '
+                         "available modes are: ['min_size', 'max_size_cycle', 'max_size']")
+    return CombinedBatches(source)
+
+
+class CombinedBatches:
+    """A CombinedLoader as the loops iterate any loader: its batches alone (iterating it pairs each with its
+    batch_idx and dataloader_idx, which the loops count themselves), and a length known before iterating."""
+
+    def __init__(self, combined: CombinedLoader) -> None:
+        self.combined = combined
+
+    def __iter__(self) -> Iterator[Any]:
+        return (batch for batch, _, _ in iter(self.combined))
+
+    def __len__(self) -> int:
+        return self.combined.num_batches  # type: ignore[return-value]
+
+
+def as_given(loader: Any) -> Any:
+    """A loader as the Trainer's dataloader properties show it: a CombinedLoader's loaders in the structure they
+    were given in (as Lightning's do), any other loader as it is."""
+    return loader.combined.iterables if isinstance(loader, CombinedBatches) else loader
 
 
 def distributed_sampler_fn(trainer, train: bool) -> Optional[Callable]:

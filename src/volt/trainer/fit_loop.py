@@ -44,7 +44,7 @@ import torch
 
 from volt.trainer.data import (DataLoaderIter, DevicePrefetcher, distributed_sampler_fn, limit_batches, loader_length,
                               loaders_stale, prefetchable, resumable_sampler, set_data_epoch, stateful_stream,
-                              wrap_loader)
+                              training_loader, wrap_loader)
 from volt.trainer.eval_loop import EvalLoop
 from volt.trainer.hooks import step_caller, takes_dataloader_iter
 from volt.trainer.progress import LoopState
@@ -352,10 +352,7 @@ class FitLoop:
         source = self.train_source
         if source is None:
             source = trainer._hooks.call_dataloader_hook("train_dataloader")
-        if isinstance(source, (list, tuple, dict)):
-            from volt.utilities.combined_loader import CombinedLoader
-
-            source = CombinedLoader(source, "max_size_cycle")
+        source = training_loader(source)
         self._train_loaded_epoch = trainer.current_epoch
         sampler_fn = distributed_sampler_fn(trainer, train=True)
         self.train_loader = wrap_loader(source, sequential=bool(trainer.overfit_batches), sampler_fn=sampler_fn,

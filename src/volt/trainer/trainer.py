@@ -21,7 +21,7 @@ from volt.module import LightningModule
 from volt.plugins.trainer_plugins import parse_plugins
 from volt.profilers import Profiler, make_profiler
 from volt.trainer.checkpointing import Checkpoints
-from volt.trainer.data import shutdown_workers
+from volt.trainer.data import as_given, shutdown_workers
 from volt.trainer.eval_loop import EvalLoop
 from volt.trainer.fit_loop import FitLoop
 from volt.trainer.hooks import Hooks, ProfiledHooks, implements
@@ -772,22 +772,22 @@ class Trainer:
 
     @property
     def train_dataloader(self):
-        return self.fit_loop.train_loader
+        return as_given(self.fit_loop.train_loader)
 
     @property
     def val_dataloaders(self):
         loaders = self.fit_loop.val_loop.loaders or self.validate_loop.loaders
-        return loaders[0] if loaders and len(loaders) == 1 else loaders
+        return as_given(loaders[0]) if loaders and len(loaders) == 1 else loaders
 
     @property
     def test_dataloaders(self):
         loaders = self.test_loop.loaders
-        return loaders[0] if loaders and len(loaders) == 1 else loaders
+        return as_given(loaders[0]) if loaders and len(loaders) == 1 else loaders
 
     @property
     def predict_dataloaders(self):
         loaders = self.predict_loop.loaders
-        return loaders[0] if loaders and len(loaders) == 1 else loaders
+        return as_given(loaders[0]) if loaders and len(loaders) == 1 else loaders
 
 
 # ====================================================================== construction helpers

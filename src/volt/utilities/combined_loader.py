@@ -1,44 +1,174 @@
-"""CombinedLoader (Lightning's `utilities.combined_loader`): iterate several loaders at once; each batch is a list/dict with one batch from each."""
-from typing import Any, Dict, Iterator, List, Mapping, Union
+"""CombinedLoader (Lightning's `utilities.combined_loader`): iterate several loaders as one. Iterating it yields
+`(batch, batch_idx, dataloader_idx)`, as Lightning's does."""
+import math
+from typing import Any, Callable, Dict, Iterator, List, Tuple, Union
 
-_MODES = ("max_size_cycle", "min_size", "max_size")
+from torch.utils.data import DataLoader
+
+_MODES: Dict[str, Callable] = {"min_size": min, "max_size_cycle": max, "max_size": max, "sequential": sum}
+_END = object()  # what `next(iterator, _END)` gives once an iterator is used up
 
 
 class CombinedLoader:
-    """`max_size_cycle` (default) cycles the shorter loaders until the longest ends; `min_size` stops with the
-    shortest; `max_size` runs to the longest and gives None for loaders that ran out."""
+    """Iterate a list, tuple or dict (nested as deep as wanted) of loaders in one of four modes:
 
-    def __init__(self, iterables: Union[List[Any], Dict[str, Any]], mode: str = "max_size_cycle") -> None:
+    * `min_size` (default): one batch from each loader per step, until the shortest ends;
+    * `max_size_cycle`: until the longest ends, restarting the shorter ones as they run out;
+    * `max_size`: until the longest ends, with None for loaders that ran out;
+    * `sequential`: each loader's batches in turn, `dataloader_idx` saying whose they are.
+
+    In the first three modes a batch has the structure of `iterables`, with a batch in place of each loader.
+    """
+
+    def __init__(self, iterables: Any, mode: str = "min_size") -> None:
         if mode not in _MODES:
-            raise ValueError(f"CombinedLoader mode={mode!r} is not supported; choose one of {_MODES}.")
-        self.iterables = iterables
+            raise ValueError(f"Unsupported mode {mode!r}, please select one of: {list(_MODES)}.")
+        self._iterables = iterables
+        self._flattened, self._rebuild = _flatten(iterables)
         self.mode = mode
-        self._keys = list(iterables) if isinstance(iterables, Mapping) else None
-        self._loaders = list(iterables.values()) if isinstance(iterables, Mapping) else list(iterables)
+        self._iterator: Union[Iterator[Tuple[Any, int, int]], None] = None
+
+    @property
+    def iterables(self) -> Any:
+        """The loaders as given."""
+        return self._iterables
+
+    @property
+    def flattened(self) -> List[Any]:
+        """The loaders as a flat list (in the order their batches appear)."""
+        return self._flattened
+
+    @flattened.setter
+    def flattened(self, flattened: List[Any]) -> None:
+        if len(flattened) != len(self._flattened):
+            raise ValueError(f"Mismatch in flattened length ({len(flattened)}) and existing length "
+                             f"({len(self._flattened)}): set one loader for each of `flattened`.")
+        self._flattened = list(flattened)
+        self._iterables = self._rebuild(self._flattened)
+
+    @property
+    def sampler(self) -> Any:
+        """Each loader's sampler (None where it has none), in the structure of `iterables`."""
+        return self._rebuild([getattr(loader, "sampler", None) for loader in self._flattened])
+
+    @property
+    def batch_sampler(self) -> Any:
+        """Each loader's batch sampler (None where it has none), in the structure of `iterables`."""
+        return self._rebuild([getattr(loader, "batch_sampler", None) for loader in self._flattened])
+
+    @property
+    def num_batches(self) -> Union[int, float]:
+        """How many batches an iteration yields (inf if it depends on a loader without a length). Unlike `len()`,
+        known before `iter()` (volt's own: the Trainer sizes its loops with it without starting any loader)."""
+        if not self._flattened:
+            return 0
+        return _MODES[self.mode]([_length(loader) for loader in self._flattened])
 
     def __len__(self) -> int:
-        lengths = [len(loader) for loader in self._loaders]
-        return min(lengths) if self.mode == "min_size" else max(lengths)
+        if self._iterator is None:
+            raise RuntimeError("Please call `iter(combined_loader)` first.")
+        return self.num_batches  # type: ignore[return-value]
 
-    def _pack(self, items: List[Any]) -> Any:
-        return dict(zip(self._keys, items)) if self._keys is not None else items
+    def __iter__(self) -> "CombinedLoader":
+        if self.mode == "sequential":
+            self._iterator = self._sequential()
+        else:
+            combine = {"min_size": _min_size, "max_size_cycle": _max_size_cycle, "max_size": _max_size}[self.mode]
+            steps = combine(self._flattened)
+            self._iterator = ((self._rebuild(batches), batch_idx, 0) for batch_idx, batches in enumerate(steps))
+        return self
 
-    def __iter__(self) -> Iterator[Any]:
-        iterators = [iter(loader) for loader in self._loaders]
-        if self.mode == "min_size":
-            for items in zip(*iterators):
-                yield self._pack(list(items))
+    def __next__(self) -> Tuple[Any, int, int]:
+        if self._iterator is None:
+            raise RuntimeError("Please call `iter(combined_loader)` first.")
+        return next(self._iterator)
+
+    def reset(self) -> None:
+        """Forget the running iteration and stop the loaders' worker processes."""
+        self._iterator = None
+        for loader in self._flattened:
+            if isinstance(loader, DataLoader):
+                running = loader.__dict__.get("_iterator")
+                if running is not None and hasattr(running, "_shutdown_workers"):
+                    running._shutdown_workers()
+                loader.__dict__["_iterator"] = None
+
+    def _sequential(self) -> Iterator[Tuple[Any, int, int]]:
+        """Start each loader only when its turn comes, so that only one has worker processes at a time."""
+        for dataloader_idx, loader in enumerate(self._flattened):
+            for batch_idx, batch in enumerate(loader):
+                yield batch, batch_idx, dataloader_idx
+
+
+def _min_size(loaders: List[Any]) -> Iterator[List[Any]]:
+    iterators = [iter(loader) for loader in loaders]
+    while iterators:
+        batches = []
+        for iterator in iterators:
+            batch = next(iterator, _END)
+            if batch is _END:
+                return
+            batches.append(batch)
+        yield batches
+
+
+def _max_size_cycle(loaders: List[Any]) -> Iterator[List[Any]]:
+    """Ends when the last loader that had not yet run out does; the others restart each time they run out."""
+    iterators = [iter(loader) for loader in loaders]
+    ran_out = [False] * len(loaders)
+    while iterators:
+        batches = []
+        for i, loader in enumerate(loaders):
+            batch = next(iterators[i], _END)
+            if batch is _END:
+                ran_out[i] = True
+                if all(ran_out):
+                    return
+                iterators[i] = iter(loader)
+                batch = next(iterators[i], _END)
+                if batch is _END:  # an empty loader cannot be cycled
+                    return
+            batches.append(batch)
+        yield batches
+
+
+def _max_size(loaders: List[Any]) -> Iterator[List[Any]]:
+    iterators = [iter(loader) for loader in loaders]
+    while True:
+        batches = [next(iterator, None) for iterator in iterators]
+        if all(batch is None for batch in batches):
             return
-        total = len(self)
-        for _ in range(total):
-            items = []
-            for i, it in enumerate(iterators):
-                try:
-                    items.append(next(it))
-                except StopIteration:
-                    if self.mode == "max_size":
-                        items.append(None)
-                        continue
-                    iterators[i] = iter(self._loaders[i])
-                    items.append(next(iterators[i]))
-            yield self._pack(items)
+        yield batches
+
+
+def _length(loader: Any) -> Union[int, float]:
+    try:
+        return len(loader)
+    except (TypeError, NotImplementedError):
+        return math.inf
+
+
+def _flatten(tree: Any) -> Tuple[List[Any], Callable[[List[Any]], Any]]:
+    """The loaders in `tree` (lists, tuples and dicts of them; a container holding only numbers or strings counts as
+    one loader) and a function that puts a list of the same length back into that structure."""
+    if isinstance(tree, dict):
+        children, rebuild_node = list(tree.values()), lambda values: type(tree)(zip(tree.keys(), values))
+    elif isinstance(tree, tuple) and hasattr(tree, "_fields"):  # a namedtuple
+        children, rebuild_node = list(tree), (lambda values: type(tree)(*values))
+    elif isinstance(tree, (list, tuple)):
+        children, rebuild_node = list(tree), (lambda values: type(tree)(values))
+    else:
+        return [tree], lambda values: values[0]
+    if all(isinstance(child, (int, float, str)) for child in children):
+        return [tree], lambda values: values[0]
+    flat: List[Any] = []
+    parts = []
+    for child in children:
+        leaves, rebuild_child = _flatten(child)
+        parts.append((len(flat), len(leaves), rebuild_child))
+        flat += leaves
+
+    def rebuild(values: List[Any]) -> Any:
+        return rebuild_node([rebuild_child(values[start:start + n]) for start, n, rebuild_child in parts])
+
+    return flat, rebuild
