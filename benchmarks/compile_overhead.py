@@ -49,6 +49,12 @@ def raw_loop(dataset) -> tuple:
     return overhead._per_step(stamps)
 
 
+@torch.compiler.disable
+def _record_stamp() -> None:
+    """Outside dynamo: traced, the growing list would be guarded on and recompile the step's tail at every step."""
+    Model.stamps.append(overhead._stamp())
+
+
 class Model(volt.LightningModule):
     """Defined once, at module level: dynamo reuses its compiled steps for every new instance."""
 
@@ -62,7 +68,7 @@ class Model(volt.LightningModule):
         x, y = batch
         loss = torch.nn.functional.cross_entropy(self.net(x), y)
         self.log("loss", loss, prog_bar=True)
-        Model.stamps.append(overhead._stamp())
+        _record_stamp()
         return loss
 
     def configure_optimizers(self):
