@@ -113,7 +113,23 @@ class ManualOptimBoringModel(BoringModel):
         return loss
 
 
-class BoringDataModule(LightningDataModule):
+class _StageLoaders(LightningDataModule):
+    """One DataLoader per stage over the `random_<stage>` dataset that `setup` makes."""
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.random_train)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.random_val)
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(self.random_test)
+
+    def predict_dataloader(self) -> DataLoader:
+        return DataLoader(self.random_predict)
+
+
+class BoringDataModule(_StageLoaders):
     """256 random vectors of size 32, split in four blocks of 64 for train, validation, test and predict."""
 
     def __init__(self) -> None:
@@ -130,20 +146,8 @@ class BoringDataModule(LightningDataModule):
         if stage == "predict":
             self.random_predict = Subset(self.random_full, indices=range(192, 256))
 
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.random_train)
 
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.random_val)
-
-    def test_dataloader(self) -> DataLoader:
-        return DataLoader(self.random_test)
-
-    def predict_dataloader(self) -> DataLoader:
-        return DataLoader(self.random_predict)
-
-
-class BoringDataModuleNoLen(LightningDataModule):
+class BoringDataModuleNoLen(_StageLoaders):
     """Iterable datasets without a length: 512 training, 128 validation, 256 test and 64 predict vectors."""
 
     def setup(self, stage: str) -> None:
@@ -155,18 +159,6 @@ class BoringDataModuleNoLen(LightningDataModule):
             self.random_test = RandomIterableDataset(32, 256)
         if stage == "predict":
             self.random_predict = RandomIterableDataset(32, 64)
-
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.random_train)
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.random_val)
-
-    def test_dataloader(self) -> DataLoader:
-        return DataLoader(self.random_test)
-
-    def predict_dataloader(self) -> DataLoader:
-        return DataLoader(self.random_predict)
 
 
 class IterableBoringDataModule(LightningDataModule):
