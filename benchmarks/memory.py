@@ -18,12 +18,10 @@
     python benchmarks/memory.py [--steps 400] [--hidden 1024] [--no-lightning]
 """
 import argparse
-import io
 import json
 import os
 import subprocess
 import sys
-import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.join(os.path.dirname(HERE), "src")
@@ -102,12 +100,17 @@ sys.__stdout__.write(json.dumps(result) + "\n")
 """
 
 
-def peak_memory(contender: str, measure: str, steps: int, hidden: int) -> dict:
-    code = _TRAIN.format(src=SRC, contender=contender, measure=measure, steps=steps, hidden=hidden)
+def _run_fresh(code: str, what: str) -> dict:
+    """Run `code` in a fresh interpreter (nothing imported or allocated before) and return its last JSON line."""
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
     if out.returncode != 0:
-        raise RuntimeError(f"{contender} ({measure}) failed:\n{out.stderr[-3000:]}")
+        raise RuntimeError(f"{what} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def peak_memory(contender: str, measure: str, steps: int, hidden: int) -> dict:
+    code = _TRAIN.format(src=SRC, contender=contender, measure=measure, steps=steps, hidden=hidden)
+    return _run_fresh(code, f"{contender} ({measure})")
 
 
 _CHECKPOINT = r"""
@@ -175,10 +178,7 @@ sys.__stdout__.write(json.dumps(result) + "\n")
 
 def checkpoint_sizes(framework: str, steps: int, hidden: int, every: int) -> dict:
     code = _CHECKPOINT.format(src=SRC, framework=framework, steps=steps, hidden=hidden, every=every)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
-    if out.returncode != 0:
-        raise RuntimeError(f"{framework} checkpoint failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return _run_fresh(code, f"{framework} checkpoint")
 
 
 def _kib(n: float) -> str:
