@@ -68,10 +68,13 @@ class _Metric:
         self.values.append(value)
         self.sizes.append(batch_size)
         if len(self.values) >= _COMPACT_EVERY:
-            weight = float(sum(self.sizes)) + (0.0 if self.folded is None else self.folded[1].item())
             # the weight stays on the host, so reading it back never waits for the device
-            self.folded = [self._local_parts()[0], torch.tensor(weight, dtype=torch.float64)]
+            self.folded = [self._local_parts()[0], torch.tensor(self._host_weight(), dtype=torch.float64)]
             self.values, self.sizes = [], []
+
+    def _host_weight(self) -> float:
+        """The summed batch sizes of this epoch's values, folded ones included (kept on the host)."""
+        return float(sum(self.sizes)) + (0.0 if self.folded is None else self.folded[1].item())
 
     def _reduce_local(self) -> torch.Tensor:
         """The epoch value over this process's batches (for "mean": the batch-size-weighted mean)."""
@@ -86,7 +89,7 @@ class _Metric:
         are float32 or float64, and sums add one batch at a time in logging order, as Lightning accumulates them:
         the same epoch value to the last bit."""
         parts = [] if self.folded is None else [self.folded[0].view(1)]  # the batches compacted earlier first
-        weight = float(sum(self.sizes)) + (0.0 if self.folded is None else self.folded[1].item())
+        weight = self._host_weight()
         if self.values:
             stacked = torch.stack([v if v.dtype in (torch.float32, torch.float64) else v.to(torch.get_default_dtype())
                                    for v in self.values])
@@ -445,12 +448,13 @@ _EPOCH_HOOKS = frozenset(fx for fx, options in LOG_OPTIONS.items() if options is
 
 def _sequential_sum(terms: torch.Tensor) -> torch.Tensor:
     """terms[0] + terms[1] + ..., one addition at a time in the terms' precision, as a running sum adds them (as
-    Lightning's does). `torch.sum` adds pairwise and `torch.cumsum` in float64 on the CPU: other last bits; numpy's
-    accumulate is strictly sequential. Runs at epoch end and every `_COMPACT_EVERY` batches, not per step."""
-    import numpy as np
-
-    totals = np.add.accumulate(terms.detach().cpu().numpy())
-    return torch.from_numpy(totals[-1:]).to(terms.device).squeeze(0)
+    Lightning's does): `torch.sum` adds pairwise and would differ in the last bits. The additions stay on the
+    terms' device, so the sum never waits for it. Runs at epoch end and every `_COMPACT_EVERY` batches, not per
+    step."""
+    total = terms[0]
+    for term in terms[1:]:
+        total = total + term
+    return total
 
 
 def _parse_reduce_fx(reduce_fx, name: str) -> str:
