@@ -38,9 +38,9 @@ class Returns(BoringModel):
 
 
 @pytest.mark.parametrize("output, message", [
-    (lambda loss: [loss], "must return a Tensor, a dict with a 'loss' key, or None .*it returned list"),
+    (lambda loss: [loss], "must return a Tensor, a dict, or None .*it returned list"),
     (lambda loss: float(loss), "it returned float"),
-    (lambda loss: {"total": loss}, r"returned a dict without a 'loss' key \(keys: \['total'\]\). Put the loss under"),
+    (lambda loss: {"total": loss}, r"the 'loss' key needs to be present \(keys: \['total'\]\). Put the loss under"),
     (lambda loss: {"loss": 1.0}, "The loss returned by `training_step` must be a Tensor, not float"),
     (lambda loss: loss.detach(), "does not require grad.*without `.detach\\(\\)`"),
 ])
@@ -147,8 +147,8 @@ def test_no_training_data(tmp_path):
     class NoData(BoringModel):
         train_dataloader = volt.LightningModule.train_dataloader
 
-    with pytest.raises(NotImplementedError, match="`train_dataloader` is not defined. Pass `train_dataloaders=` or a"
-                                                  " datamodule to `Trainer.fit`"):
+    with pytest.raises(MisconfigurationException, match="`train_dataloader` must be implemented to be used with the "
+                                                        "Lightning Trainer: define `train_dataloader\\(self\\)`"):
         fit(tmp_path, NoData())
 
 

@@ -6,6 +6,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Union
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from volt.module import HyperparametersMixin, _instantiate_from_checkpoint
+from volt.utilities.exceptions import dataloader_not_implemented
 
 
 class LightningDataModule(HyperparametersMixin):
@@ -30,16 +31,16 @@ class LightningDataModule(HyperparametersMixin):
         """Clean up after a stage."""
 
     def train_dataloader(self):
-        raise NotImplementedError(f"{type(self).__name__} does not define `train_dataloader`.")
+        raise dataloader_not_implemented("train_dataloader")
 
     def val_dataloader(self):
-        raise NotImplementedError(f"{type(self).__name__} does not define `val_dataloader`.")
+        raise dataloader_not_implemented("val_dataloader")
 
     def test_dataloader(self):
-        raise NotImplementedError(f"{type(self).__name__} does not define `test_dataloader`.")
+        raise dataloader_not_implemented("test_dataloader")
 
     def predict_dataloader(self):
-        raise NotImplementedError(f"{type(self).__name__} does not define `predict_dataloader`.")
+        raise dataloader_not_implemented("predict_dataloader")
 
     def __str__(self) -> str:
         """Each dataloader hook and the size of its dataset(s) as of now (`None` where the hook fails, e.g. before

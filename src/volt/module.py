@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from volt.utilities.apply_func import move_data_to_device
+from volt.utilities.exceptions import dataloader_not_implemented
 from volt.utilities.parsing import AttributeDict
 from volt.utilities.rank_zero import rank_zero_warn
 
@@ -272,17 +273,17 @@ class LightningModule(HyperparametersMixin, nn.Module):
             rank_zero_only: bool = False) -> None:
         """Record a metric. Defaults depend on the hook (training: per step; validation/test: per epoch mean)."""
         trainer = self._trainer
-        if trainer is None or trainer._results is None:
-            rank_zero_warn(
-                "You are trying to `self.log()` but the `self.trainer` reference is not registered on the model yet."
-                " This is most likely because the model hasn't been passed to the `Trainer`"
-            )
-            return
-        if trainer.barebones:
-            rank_zero_warn(
-                "You are trying to `self.log()` but `Trainer(barebones=True)` is configured. Logging can impact raw "
-                "speed so it is disabled under this setting."
-            )
+        if trainer is None or trainer._results is None or trainer.barebones:
+            if trainer is not None and trainer.barebones:
+                rank_zero_warn(
+                    "You are trying to `self.log()` but `Trainer(barebones=True)` is configured. Logging can impact "
+                    "raw speed so it is disabled under this setting."
+                )
+            else:
+                rank_zero_warn(
+                    "You are trying to `self.log()` but the `self.trainer` reference is not registered on the model "
+                    "yet. This is most likely because the model hasn't been passed to the `Trainer`"
+                )
             return
         trainer._results.log(self._current_fx_name, name, value, prog_bar, True if logger is None else logger, on_step,
                              on_epoch, reduce_fx, enable_graph, sync_dist, sync_dist_group, add_dataloader_idx,
@@ -421,19 +422,16 @@ class LightningModule(HyperparametersMixin, nn.Module):
         """Called at the end of fit/validate/test/predict on every process."""
 
     def train_dataloader(self):
-        raise NotImplementedError(
-            "`train_dataloader` is not defined. Pass `train_dataloaders=` or a datamodule to `Trainer.fit`, or "
-            "define `train_dataloader` in your LightningModule."
-        )
+        raise dataloader_not_implemented("train_dataloader")
 
     def val_dataloader(self):
-        raise NotImplementedError("`val_dataloader` is not defined.")
+        raise dataloader_not_implemented("val_dataloader")
 
     def test_dataloader(self):
-        raise NotImplementedError("`test_dataloader` is not defined.")
+        raise dataloader_not_implemented("test_dataloader")
 
     def predict_dataloader(self):
-        raise NotImplementedError("`predict_dataloader` is not defined.")
+        raise dataloader_not_implemented("predict_dataloader")
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         """Hook: move a batch to the device (tensors in nested collections)."""

@@ -456,7 +456,7 @@ def limit_batches(num_batches: Union[int, float], limit: Union[int, float], name
     return limited
 
 
-def as_loader_list(loaders: Any, stage: str) -> List[Any]:
+def as_loader_list(loaders: Any) -> List[Any]:
     """Normalise what a `*_dataloader` hook or argument returned to a list of loaders."""
     if loaders is None:
         return []
@@ -466,12 +466,17 @@ def as_loader_list(loaders: Any, stage: str) -> List[Any]:
         return list(loaders.values())
     if isinstance(loaders, Sequence) and not isinstance(loaders, (str, bytes)) and not hasattr(loaders, "dataset"):
         return list(loaders)
-    if not hasattr(loaders, "__iter__"):
-        raise TypeError(
-            f"The {stage} dataloader must be a DataLoader or another iterable (or a list/dict of them), "
-            f"got {type(loaders).__name__}."
-        )
     return [loaders]
+
+
+def check_iterable(loaders: Any, found_in: str) -> None:
+    """Each loader given (alone, or in a list, dict or CombinedLoader) can be iterated, else Lightning's TypeError
+    saying where the bad value came from (`found_in`: "passed to `Trainer.fit(train_dataloaders=...)`", ...)."""
+    flat = loaders.flattened if isinstance(loaders, CombinedLoader) else CombinedLoader(loaders).flattened
+    for loader in flat:
+        if not isinstance(loader, DataLoader) and not hasattr(loader, "__iter__"):
+            raise TypeError(f"An invalid dataloader was {found_in}. Found {loader}: use a DataLoader or another "
+                            "iterable, or a list or dict of them.")
 
 
 def training_loader(source: Any) -> Any:

@@ -24,8 +24,8 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from volt.trainer.data import (DataLoaderIter, as_loader_list, distributed_sampler_fn, limit_batches, loader_length,
-                              resumable_sampler, set_data_epoch, wrap_loader)
+from volt.trainer.data import (DataLoaderIter, as_loader_list, check_iterable, distributed_sampler_fn, limit_batches,
+                              loader_length, resumable_sampler, set_data_epoch, wrap_loader)
 from volt.trainer.hooks import step_caller, takes_dataloader_iter
 
 _STEP = {"validate": "validation_step", "test": "test_step", "predict": "predict_step"}
@@ -62,9 +62,12 @@ class EvalLoop:
         trainer = self.trainer
         self.loaded_epoch = trainer.current_epoch
         source = self.source
-        if source is None:
-            source = trainer._hooks.call_dataloader_hook(_LOADER[self.stage], required=self.stage != "validate")
-        loaders = as_loader_list(source, self.stage)
+        if source is None:  # required unless it is fit's validation
+            source = trainer._hooks.call_dataloader_hook(_LOADER[self.stage], required=trainer.state.fn != "fit")
+        else:
+            argument = "val_dataloaders" if trainer.state.fn == "fit" else "dataloaders"
+            check_iterable(source, f"passed to `Trainer.{trainer.state.fn}({argument}=...)`")
+        loaders = as_loader_list(source)
         sampler_fn = distributed_sampler_fn(trainer, train=False)
         record = self.stage == "predict"  # the batches' sample indices, for prediction writers
         self.loaders = [wrap_loader(loader, sampler_fn=sampler_fn, record_batches=record) for loader in loaders]

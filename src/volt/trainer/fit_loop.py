@@ -38,13 +38,13 @@ import itertools
 import math
 import time
 from collections import deque
-from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import torch
 
-from volt.trainer.data import (DataLoaderIter, DevicePrefetcher, distributed_sampler_fn, limit_batches, loader_length,
-                              loaders_stale, prefetchable, resumable_sampler, set_data_epoch, stateful_stream,
-                              training_loader, wrap_loader)
+from volt.trainer.data import (DataLoaderIter, DevicePrefetcher, check_iterable, distributed_sampler_fn, limit_batches,
+                              loader_length, loaders_stale, prefetchable, resumable_sampler, set_data_epoch,
+                              stateful_stream, training_loader, wrap_loader)
 from volt.trainer.eval_loop import EvalLoop
 from volt.trainer.hooks import step_caller, takes_dataloader_iter
 from volt.trainer.progress import LoopState
@@ -52,6 +52,7 @@ from volt.utilities.exceptions import MisconfigurationException
 from volt.utilities.host_copy import HostCopy
 from volt.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from volt.utilities.seed import get_rng_states, set_rng_states
+from volt.utilities.warnings import PossibleUserWarning
 
 _END = object()
 _NO_KWARGS: Dict[str, Any] = {}  # the automatic step's optimizer.step() arguments: none (never written to)
@@ -352,6 +353,8 @@ class FitLoop:
         source = self.train_source
         if source is None:
             source = trainer._hooks.call_dataloader_hook("train_dataloader")
+        else:
+            check_iterable(source, "passed to `Trainer.fit(train_dataloaders=...)`")
         source = training_loader(source)
         self._train_loaded_epoch = trainer.current_epoch
         sampler_fn = distributed_sampler_fn(trainer, train=True)
@@ -363,6 +366,12 @@ class FitLoop:
         self.num_training_batches = limit_batches(loader_length(self.train_loader), trainer.limit_train_batches,
                                                   "limit_train_batches")
         self.val_check_batch = self._val_check_batch()
+        if trainer.loggers and 0 < self.num_training_batches < trainer.log_every_n_steps and not trainer.fast_dev_run:
+            rank_zero_warn(
+                f"The number of training batches ({self.num_training_batches}) is smaller than the logging interval "
+                f"Trainer(log_every_n_steps={trainer.log_every_n_steps}), so an epoch can end without a step metric "
+                "logged. Set a lower `log_every_n_steps` to see logs for each training epoch.",
+                category=PossibleUserWarning)
 
     def _val_check_batch(self) -> float:
         trainer, n = self.trainer, self.num_training_batches
@@ -370,8 +379,9 @@ class FitLoop:
         if trainer._val_check_seconds is not None:  # by wall-clock time (`_should_validate`)
             return math.inf
         if isinstance(interval, int) and not isinstance(interval, bool):
-            if trainer.check_val_every_n_epoch is not None and n != math.inf and interval > n:
-                raise MisconfigurationException(
+            if (trainer.check_val_every_n_epoch is not None and n != math.inf and interval > n
+                    and trainer.limit_val_batches > 0):
+                raise ValueError(
                     f"`val_check_interval` ({interval}) must be less than or equal to the number of the training "
                     f"batches ({n}). If you want to disable validation set `limit_val_batches` to 0.0 instead. "
                     "If you want to validate based on the total training batches, set `check_val_every_n_epoch=None`."
@@ -599,10 +609,15 @@ class FitLoop:
         output = training_step(batch, batch_idx)
         if isinstance(output, torch.Tensor):
             outputs = {"loss": output.detach()}
-        elif isinstance(output, dict):
+        elif isinstance(output, Mapping):
             outputs = {k: (v.detach() if isinstance(v, torch.Tensor) and k == "loss" else v) for k, v in output.items()}
+        elif output is None:
+            outputs = None
         else:
-            outputs = output
+            raise MisconfigurationException(
+                "In manual optimization, `training_step` must either return a Tensor or have no return (a dict of "
+                f"values for `on_train_batch_end` works too); it returned {type(output).__name__}."
+            )
         if self._collect_outputs and outputs is not None:
             self._epoch_outputs.append(outputs)
         return outputs
@@ -787,10 +802,10 @@ def _loss_from(output: Any) -> Optional[torch.Tensor]:
         return None
     if isinstance(output, torch.Tensor):
         loss = output
-    elif isinstance(output, dict):
+    elif isinstance(output, Mapping):
         if "loss" not in output:
             raise MisconfigurationException(
-                "In automatic optimization, `training_step` returned a dict without a 'loss' key "
+                "In automatic optimization, when `training_step` returns a dict, the 'loss' key needs to be present "
                 f"(keys: {sorted(output)}). Put the loss under 'loss', or return None to skip the batch."
             )
         loss = output["loss"]
@@ -798,8 +813,8 @@ def _loss_from(output: Any) -> Optional[torch.Tensor]:
             return None
     else:
         raise MisconfigurationException(
-            f"In automatic optimization, `training_step` must return a Tensor, a dict with a 'loss' key, or None "
-            f"(to skip the batch); it returned {type(output).__name__}."
+            "In automatic optimization, `training_step` must return a Tensor, a dict, or None (to skip the batch; "
+            f"a dict holds the loss under 'loss'); it returned {type(output).__name__}."
         )
     if not isinstance(loss, torch.Tensor):
         raise MisconfigurationException(
@@ -817,7 +832,7 @@ def _batch_outputs(output: Any, loss: Optional[torch.Tensor]) -> Any:
     """What on_train_batch_end receives: a dict with the (detached, accumulation-scaled) loss."""
     if output is None:
         return None
-    if isinstance(output, dict):
+    if isinstance(output, Mapping):
         return {**output, "loss": loss.detach() if loss is not None else None}
     return {"loss": loss.detach()}
 

@@ -28,6 +28,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 from volt.callbacks.callback import Callback
 from volt.datamodule import LightningDataModule
 from volt.module import LightningModule
+from volt.trainer.data import check_iterable
 from volt.utilities.rank_zero import rank_zero_warn
 
 CALLBACK_HOOKS = [name for name in vars(Callback) if name.startswith("on_") or name in ("setup", "teardown")]
@@ -189,18 +190,29 @@ class Hooks:
 
     def call_dataloader_hook(self, name: str, required: bool = True) -> Any:
         """The loaders from the datamodule if it defines `name`, else from the module (None if neither does and
-        they are optional)."""
+        they are optional). As in Lightning, a required hook that nobody defines raises the default hook's
+        MisconfigurationException, and one set to None (or returning something that is not iterable) a TypeError."""
         owner, label = self.module, "LightningModule"
         if self.datamodule is not None and implements(self.datamodule, LightningDataModule, name):
             owner, label = self.datamodule, "LightningDataModule"
-        elif not implements(self.module, LightningModule, name) and name != "train_dataloader" and not required:
-            return None
+        elif not implements(self.module, LightningModule, name):
+            if not required:
+                return None
+            if getattr(self.module, name) is None:
+                fn = self.trainer.state.fn
+                raise TypeError(
+                    f"An invalid dataloader was passed to `Trainer.{fn}({'train_' if fn == 'fit' else ''}dataloaders="
+                    f"...)`. Found None. Either pass the dataloader to the `.{fn}()` method OR implement "
+                    f"`def {name}(self):` in your LightningModule/LightningDataModule."
+                )
         try:
-            return self._run(name, ((f"[{label}]{type(owner).__name__}.{name}", getattr(owner, name), True),))
+            loaders = self._run(name, ((f"[{label}]{type(owner).__name__}.{name}", getattr(owner, name), True),))
         except NotImplementedError:
-            if required or name == "train_dataloader":
+            if required:
                 raise
             return None
+        check_iterable(loaders, f"returned from `{type(owner).__name__}.{name}()`")
+        return loaders
 
     def prepare_batch(self, batch: Any, dataloader_idx: int) -> Any:
         """Precision's input conversion, then on_before_batch_transfer -> transfer_batch_to_device ->

@@ -203,11 +203,17 @@ class Trainer:
         self.limit_test_batches = _batch_limit("limit_test_batches", limit_test_batches)
         self.limit_predict_batches = _batch_limit("limit_predict_batches", limit_predict_batches)
         self.val_check_interval, self._val_check_seconds = _val_check_interval(val_check_interval)
+        if check_val_every_n_epoch is None and isinstance(val_check_interval, float):
+            raise MisconfigurationException(
+                "`val_check_interval` should be an integer or a time-based duration (str 'DD:HH:MM:SS', "
+                "datetime.timedelta, or dict kwargs for timedelta) when `check_val_every_n_epoch=None`: a fraction of "
+                f"an epoch ({val_check_interval}) needs epochs to count in."
+            )
         self.check_val_every_n_epoch = check_val_every_n_epoch
         self.num_sanity_val_steps = 2 if num_sanity_val_steps is None else num_sanity_val_steps
         if self.fast_dev_run:
             self._set_fast_dev_run_limits(int(self.fast_dev_run))
-        self.overfit_batches = _check_overfit(overfit_batches)
+        self.overfit_batches = _batch_limit("overfit_batches", overfit_batches)
         if self.overfit_batches:  # as Lightning: the same batches for training and validation, even in fast_dev_run
             self.limit_train_batches = self.limit_val_batches = self.overfit_batches
             rank_zero_info("`overfit_batches` is set: training uses the first batches in order, without shuffling.")
@@ -801,10 +807,10 @@ def _check_int(name: str, value: Any, minimum: int, optional: bool = False) -> N
                                         f"{_MINUS_ONE_MEANS.get(name, '')}{' or None' if optional else ''}.")
 
 
-_BAREBONES_OFF = {"enable_checkpointing": "checkpointing", "enable_progress_bar": "the progress bar",
-                  "enable_model_summary": "the model summary", "logger": "logging", "log_every_n_steps": "logging",
-                  "num_sanity_val_steps": "the sanity check", "fast_dev_run": "the development run",
-                  "detect_anomaly": "anomaly detection", "profiler": "profiling"}
+_BAREBONES_OFF = {"enable_checkpointing": "Checkpointing", "enable_progress_bar": "The progress bar",
+                  "enable_model_summary": "The model summary", "logger": "Logging", "log_every_n_steps": "Logging",
+                  "num_sanity_val_steps": "Sanity checking", "fast_dev_run": "The development run",
+                  "detect_anomaly": "Anomaly detection", "profiler": "Profiling"}
 
 
 def _check_barebones(**values: Any) -> None:
@@ -812,24 +818,37 @@ def _check_barebones(**values: Any) -> None:
     Lightning."""
     for name, value in values.items():
         if value is not None and value is not False and not (isinstance(value, int) and value == 0):
-            raise MisconfigurationException(
-                f"`Trainer(barebones=True)` leaves out everything that costs speed, {_BAREBONES_OFF[name]} included; "
-                f"remove `{name}={value!r}` or `barebones=True`."
+            raise ValueError(
+                f"`Trainer(barebones=True, {name}={value!r})` was passed. {_BAREBONES_OFF[name]} can impact raw speed "
+                f"so it is disabled in barebones mode: remove `{name}={value!r}` or `barebones=True`."
             )
+    rank_zero_info("You are running in `Trainer(barebones=True)` mode: everything that may impact raw speed is off "
+                   "(checkpointing, progress bar, model summary, logging and `self.log`, sanity check, development "
+                   "run, anomaly detection, profiling).")
 
 
 def _batch_limit(name: str, value: Any) -> Union[int, float]:
-    """A `limit_*_batches` value: a fraction in [0.0, 1.0] or a number of batches (a whole float counts as one,
-    as in Lightning); None is 1.0."""
+    """A `limit_*_batches` (or `overfit_batches`, numeric `val_check_interval`) value: a fraction in [0.0, 1.0] or
+    a number of batches (a whole float counts as one, as in Lightning); None is 1.0. An explicit 1 or 1.0 is
+    logged with what it means, as Lightning does (the two are easily confused)."""
     if value is None:
         return 1.0
+    if value == 1 and type(value) in (int, float):
+        what = {"limit_train_batches": ("1 batch per epoch", "100% of the batches per epoch"),
+                "val_check_interval": ("validation will run after every batch",
+                                       "validation will run at the end of the training epoch")}
+        one, all_ = what.get(name, ("1 batch", "100% of the batches"))
+        if name != "val_check_interval":
+            one, all_ = f"{one} will be used", f"{all_} will be used"
+        rank_zero_info(f"`Trainer({name}={value})` was configured so {one if isinstance(value, int) else all_}.")
     if not isinstance(value, bool) and isinstance(value, (int, float)) and value >= 0:
         if isinstance(value, int) or value <= 1.0:
             return value
         if value % 1.0 == 0:
             return int(value)
     raise MisconfigurationException(
-        f"`Trainer({name}={value!r})` must be a fraction of the batches in [0.0, 1.0] or an int number of batches.")
+        f"You have passed invalid value {value!r} for `{name}`: `Trainer({name}={value!r})` must be a fraction of the "
+        "batches in [0.0, 1.0] or an int number of batches.")
 
 
 def _val_check_interval(value: Any) -> Tuple[Any, Optional[float]]:
@@ -843,9 +862,10 @@ def _val_check_interval(value: Any) -> Tuple[Any, Optional[float]]:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 or (
             isinstance(value, float) and value > 1.0 and value % 1.0):
         raise MisconfigurationException(
-            f"`Trainer(val_check_interval={value!r})` must be a fraction of the epoch in (0.0, 1.0], an int number of "
-            "batches, or a duration: 'DD:HH:MM:SS', a datetime.timedelta or a dict like {'minutes': 30}.")
-    return (int(value) if isinstance(value, float) and value > 1.0 else value), None
+            f"You have passed invalid value {value!r} for `val_check_interval`: `Trainer(val_check_interval={value!r})` "
+            "must be a fraction of the epoch in (0.0, 1.0], an int number of batches, or a duration: 'DD:HH:MM:SS', a "
+            "datetime.timedelta or a dict like {'minutes': 30}.")
+    return _batch_limit("val_check_interval", value), None
 
 
 def _interval_seconds(value: Union[str, dict, timedelta]) -> float:
@@ -861,17 +881,12 @@ def _check_fast_dev_run(value: Union[int, bool]) -> int:
         return int(value)
     if not isinstance(value, int) or value < 0:
         raise MisconfigurationException(
-            f"`fast_dev_run={value!r}` must be a bool or a positive int (the number of batches to run)."
+            f"fast_dev_run={value!r} is not a valid configuration. It should be >= 0: a bool or an int (the number of "
+            "batches to run)."
         )
     return value
 
 
-def _check_overfit(value: Union[int, float]) -> Union[int, float]:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (isinstance(value, float) and value > 1):
-        raise MisconfigurationException(
-            f"`overfit_batches={value!r}` must be an int batch count or a fraction in [0.0, 1.0]."
-        )
-    return value
 
 
 def _check_model(fn: str, model: Any, trainer: "Trainer") -> None:
