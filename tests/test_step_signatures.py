@@ -199,11 +199,11 @@ def test_dataloader_idx_in_the_signature_must_match_the_number_of_dataloaders(qu
             pass
 
     trainer = volt.Trainer(**QUIET)
-    with pytest.raises(RuntimeError, match=r"single `val_dataloader`, but `Single.validation_step\(\)` requires a "
-                                           r"`dataloader_idx` argument. Remove it, or give it a default"):
+    with pytest.raises(RuntimeError, match=r"single `val_dataloader`, but have included `dataloader_idx` in "
+                                           r"`Single.validation_step\(\)`. Either remove the argument or give it a"):
         trainer.validate(Single(), numbers(2))
-    with pytest.raises(RuntimeError, match=r"multiple `test_dataloader`s, but `BatchOnly.test_step\(\)` has no "
-                                           r"`dataloader_idx` argument. Add `dataloader_idx=0`"):
+    with pytest.raises(RuntimeError, match=r"multiple `test_dataloader`, but no `dataloader_idx` argument in "
+                                           r"`BatchOnly.test_step\(\)`. Try adding `dataloader_idx=0`"):
         trainer.test(plain_module(volt)(), [numbers(2), numbers(2)])
     with pytest.raises(RuntimeError, match="no `dataloader_idx`"):
         quiet_lightning.Trainer(**QUIET).test(plain_module(quiet_lightning)(), [numbers(2), numbers(2)])

@@ -446,7 +446,8 @@ def limit_batches(num_batches: Union[int, float], limit: Union[int, float], name
         if limit in (0.0, 1.0):
             return 0 if limit == 0.0 else math.inf
         raise MisconfigurationException(
-            f"`{name}={limit}` is a fraction, but the dataloader has no length. Use an int number of batches."
+            f"When using an `IterableDataset` (a dataloader without a length), `Trainer({name})` must be `1.0` or an "
+            f"int number of batches, not the fraction {limit}."
         )
     limited = int(num_batches * limit)
     if limit > 0 and limited == 0 and num_batches > 0:
@@ -487,8 +488,8 @@ def training_loader(source: Any) -> Any:
     if not isinstance(source, CombinedLoader):
         return source
     if source.mode == "sequential":
-        raise ValueError('`Trainer.fit()` does not support the `CombinedLoader(mode="sequential")` mode. The '
-                         "available modes are: ['min_size', 'max_size_cycle', 'max_size']")
+        raise ValueError('`Trainer.fit()`\'s `FitLoop` does not support the `CombinedLoader(mode="sequential")` '
+                         "mode. The available modes are: ['min_size', 'max_size_cycle', 'max_size']")
     return CombinedBatches(source)
 
 
@@ -506,10 +507,12 @@ class CombinedBatches:
         return self.combined.num_batches  # type: ignore[return-value]
 
 
-def as_given(loader: Any) -> Any:
-    """A loader as the Trainer's dataloader properties show it: a CombinedLoader's loaders in the structure they
-    were given in (as Lightning's do), any other loader as it is."""
-    return loader.combined.iterables if isinstance(loader, CombinedBatches) else loader
+def as_given(loaders: Any) -> Any:
+    """Loaders as the Trainer's dataloader properties show them (as Lightning's do): a CombinedLoader's loaders in
+    the structure they were given in, anything else (a loader, a list or dict of them) as it is."""
+    if isinstance(loaders, CombinedBatches):
+        return loaders.combined.iterables
+    return loaders.iterables if isinstance(loaders, CombinedLoader) else loaders
 
 
 def distributed_sampler_fn(trainer, train: bool) -> Optional[Callable]:
@@ -520,7 +523,7 @@ def distributed_sampler_fn(trainer, train: bool) -> Optional[Callable]:
     return trainer.strategy.train_sampler_fn() if train else trainer.strategy.eval_sampler_fn()
 
 
-def loaders_stale(trainer, loaded_epoch: int) -> bool:
+def loaders_stale(trainer, loaded_epoch: float) -> bool:
     """`reload_dataloaders_every_n_epochs`: loaders made at `loaded_epoch` are due to be made again."""
     n = trainer.reload_dataloaders_every_n_epochs
     return bool(n) and trainer.current_epoch - loaded_epoch >= n

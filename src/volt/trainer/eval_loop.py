@@ -24,8 +24,8 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from volt.trainer.data import (DataLoaderIter, as_loader_list, check_iterable, distributed_sampler_fn, limit_batches,
-                              loader_length, resumable_sampler, set_data_epoch, wrap_loader)
+from volt.trainer.data import (DataLoaderIter, as_given, as_loader_list, check_iterable, distributed_sampler_fn,
+                              limit_batches, loader_length, resumable_sampler, set_data_epoch, wrap_loader)
 from volt.trainer.hooks import step_caller, takes_dataloader_iter
 
 _STEP = {"validate": "validation_step", "test": "test_step", "predict": "predict_step"}
@@ -43,10 +43,11 @@ class EvalLoop:
         self.stage = stage
         self.hook = _HOOK[stage]
         self.loaders: Optional[List[Any]] = None  # resolved on first run (or again when reloading)
+        self.shown_loaders: Any = None  # what the Trainer's `*_dataloaders` property shows (`setup_data`)
         self.num_batches: List[float] = []
-        self.loaded_epoch = 0  # the epoch at which the loaders were last made (reload_dataloaders_every_n_epochs)
+        self.loaded_epoch: float = 0  # the epoch its loaders were last made at (reload_dataloaders_every_n_epochs)
         self.source: Any = None  # the dataloaders passed to the Trainer call, if any
-        self.predictions: List[List[Any]] = []
+        self.predictions_per_dataloader: List[List[Any]] = []  # predict: each dataloader's step outputs
         self.return_predictions = True  # predict: keep every step's output (`Trainer.predict(return_predictions=)`)
         self.keeps_ranks_in_step = False  # validation/test under DDP: same batch count on every rank (docstring)
         self.batch_idx = 0
@@ -61,6 +62,8 @@ class EvalLoop:
         """Resolve the dataloaders (argument, datamodule or module hook), wrap them and size them."""
         trainer = self.trainer
         self.loaded_epoch = trainer.current_epoch
+        if trainer.sanity_checking and not trainer.fit_loop.validates_in_epoch(trainer.current_epoch):
+            self.loaded_epoch = -math.inf  # as Lightning: the first validation reloads them all the same
         source = self.source
         if source is None:  # required unless it is fit's validation
             source = trainer._hooks.call_dataloader_hook(_LOADER[self.stage], required=trainer.state.fn != "fit")
@@ -71,6 +74,11 @@ class EvalLoop:
         sampler_fn = distributed_sampler_fn(trainer, train=False)
         record = self.stage == "predict"  # the batches' sample indices, for prediction writers
         self.loaders = [wrap_loader(loader, sampler_fn=sampler_fn, record_batches=record) for loader in loaders]
+        # the Trainer's `*_dataloaders`: the user's own loaders, unless other samplers were put in (as in Lightning)
+        if sampler_fn is None:
+            self.shown_loaders = as_given(source)
+        else:
+            self.shown_loaders = as_given(self.loaders[0]) if len(self.loaders) == 1 else self.loaders
         lengths = [loader_length(loader) for loader in self.loaders]
         self.keeps_ranks_in_step = self.stage != "predict" and trainer.world_size > 1
         if self.keeps_ranks_in_step:
@@ -84,6 +92,13 @@ class EvalLoop:
         """Continue the evaluation x axis of a checkpoint's fit once the loaders are made (an int: an older
         checkpoint's single count)."""
         self._resumed_log_steps = [log_steps] if isinstance(log_steps, int) else log_steps
+
+    @property
+    def predictions(self) -> List[Any]:
+        """The last predict run's step outputs, as Lightning's loop holds them: a list (one dataloader), or one
+        list per dataloader (several)."""
+        per_dataloader = self.predictions_per_dataloader
+        return per_dataloader[0] if len(per_dataloader) == 1 else per_dataloader
 
     @property
     def current_batch_indices(self) -> List[int]:
@@ -164,9 +179,9 @@ class EvalLoop:
 
     def _run_dataloaders(self, step_name, step_fn, max_batches, collect_outputs) -> List[List[Any]]:
         """Each dataloader's batches in turn. Returns the outputs per dataloader for the 1.x epoch-end hooks;
-        predictions go to `self.predictions`."""
+        predictions go to `self.predictions_per_dataloader`."""
         all_outputs: List[List[Any]] = []
-        self.predictions = []
+        self.predictions_per_dataloader = []
         num_loaders = len(self.loaders)
         for dataloader_idx, loader in enumerate(self.loaders):
             limit = self.num_batches[dataloader_idx]
@@ -180,19 +195,19 @@ class EvalLoop:
                 self._run_dataloader(loader, limit, dataloader_idx, extra, step_name, step_fn, outputs, predictions,
                                      collect_outputs)
             all_outputs.append(outputs)
-            self.predictions.append(predictions)
+            self.predictions_per_dataloader.append(predictions)
         return all_outputs
 
     def _run_iterator(self, step_name, step_fn, max_batches, collect_outputs) -> List[List[Any]]:
         """`{stage}_step(self, dataloader_iter)`: one iterator over every dataloader's batches in turn, handed to the
         step until the last batch is fetched (or the step finds it used up). As in Lightning, the batch-start hooks
         see the batch the step fetched before, the batch-end hooks the one it fetched last. Returns the outputs per
-        dataloader for the 1.x epoch-end hooks; predictions go to `self.predictions`."""
+        dataloader for the 1.x epoch-end hooks; predictions go to `self.predictions_per_dataloader`."""
         trainer, hooks = self.trainer, self.trainer._hooks
         results, precision = trainer._results, trainer.precision_plugin
         multiple = len(self.loaders) > 1
         outputs: List[List[Any]] = [[] for _ in self.loaders]
-        self.predictions = [[] for _ in self.loaders]
+        self.predictions_per_dataloader = [[] for _ in self.loaders]
         fetcher = DataLoaderIter(self._all_batches(max_batches))
         while not fetcher.done:
             extra = (fetcher.dataloader_idx,) if multiple else ()
@@ -208,7 +223,7 @@ class EvalLoop:
             if collect_outputs and output is not None:
                 outputs[fetcher.dataloader_idx].append(output)
             if self.stage == "predict" and self.return_predictions:
-                self.predictions[fetcher.dataloader_idx].append(output)
+                self.predictions_per_dataloader[fetcher.dataloader_idx].append(output)
             hooks.call(f"on_{self.hook}_batch_end", output, fetcher.batch, fetcher.batch_idx, *extra)
             if self.stage != "predict":
                 self._log_eval_step(fetcher.dataloader_idx)
@@ -300,12 +315,13 @@ def _check_dataloader_idx(module, stage: str, multiple: bool, iterating: bool) -
             p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters.values())
         where = f"`{type(module).__name__}.{name}()`"
         if expected and not present:
-            raise RuntimeError(f"You provided multiple `{prefix}_dataloader`s, but {where} has no `dataloader_idx` "
-                               "argument. Add `dataloader_idx=0` to its signature.")
+            raise RuntimeError(f"You provided multiple `{prefix}_dataloader`, but no `dataloader_idx` argument in "
+                               f"{where}. Try adding `dataloader_idx=0` to its signature.")
         required = "dataloader_idx" in parameters and parameters["dataloader_idx"].default is inspect.Parameter.empty
         if not expected and required:
-            raise RuntimeError(f"You provided a single `{prefix}_dataloader`, but {where} requires a `dataloader_idx`"
-                               " argument. Remove it, or give it a default: `dataloader_idx=0`.")
+            raise RuntimeError(f"You provided only a single `{prefix}_dataloader`, but have included `dataloader_idx` "
+                               f"in {where}. Either remove the argument or give it a default value i.e. "
+                               "`dataloader_idx=0`.")
 
 
 def _first_sample_batch(loader) -> Any:

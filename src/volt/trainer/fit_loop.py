@@ -42,9 +42,9 @@ from typing import Any, Callable, Deque, Dict, Iterator, List, Mapping, Optional
 
 import torch
 
-from volt.trainer.data import (DataLoaderIter, DevicePrefetcher, check_iterable, distributed_sampler_fn, limit_batches,
-                              loader_length, loaders_stale, prefetchable, resumable_sampler, set_data_epoch,
-                              stateful_stream, training_loader, wrap_loader)
+from volt.trainer.data import (DataLoaderIter, DevicePrefetcher, as_given, check_iterable, distributed_sampler_fn,
+                              limit_batches, loader_length, loaders_stale, prefetchable, resumable_sampler,
+                              set_data_epoch, stateful_stream, training_loader, wrap_loader)
 from volt.trainer.eval_loop import EvalLoop
 from volt.trainer.hooks import step_caller, takes_dataloader_iter
 from volt.trainer.progress import LoopState
@@ -64,6 +64,7 @@ class FitLoop:
         self.state = LoopState()
         self.val_loop = EvalLoop(trainer, "validate")
         self.train_loader: Any = None
+        self.shown_loaders: Any = None  # what `trainer.train_dataloader` shows (`setup_train_data`)
         self.num_training_batches: float = math.inf
         self.val_check_batch: float = math.inf
         self.train_source: Any = None  # the dataloaders passed to `Trainer.fit`, if any
@@ -114,7 +115,7 @@ class FitLoop:
         if self.done and not mid_epoch:
             self._reach_resume_point()
             return
-        if self.val_loop.loaders is None and self._validates_in_epoch(self.state.epoch):
+        if self.val_loop.loaders is None and self.validates_in_epoch(self.state.epoch):
             self.val_loop.enabled_or_setup()  # as Lightning: progress bars know the validation size at train start
         hooks.call("on_train_start")
         self._last_validation = time.monotonic()  # a time-based `val_check_interval` counts from here
@@ -166,7 +167,7 @@ class FitLoop:
         # it calls, bound (None: nothing implements the hook)
         automatic = trainer.lightning_module.automatic_optimization
         schedulers = automatic and bool(trainer.lr_scheduler_configs)
-        validates = self._validates_in_epoch(s.epoch)
+        validates = self.validates_in_epoch(s.epoch)
         iterating = self._iterating
         batch_start, batch_end = hooks.callers["on_train_batch_start"], hooks.callers["on_train_batch_end"]
         training_step = self._training_step_caller()
@@ -355,11 +356,14 @@ class FitLoop:
             source = trainer._hooks.call_dataloader_hook("train_dataloader")
         else:
             check_iterable(source, "passed to `Trainer.fit(train_dataloaders=...)`")
-        source = training_loader(source)
+        given, source = source, training_loader(source)
         self._train_loaded_epoch = trainer.current_epoch
         sampler_fn = distributed_sampler_fn(trainer, train=True)
         self.train_loader = wrap_loader(source, sequential=bool(trainer.overfit_batches), sampler_fn=sampler_fn,
                                         pin_memory=trainer.strategy.root_device.type == "cuda")
+        # `trainer.train_dataloader`: the user's own loaders, unless other samplers were put in (as in Lightning)
+        resampled = sampler_fn is not None or trainer.overfit_batches
+        self.shown_loaders = as_given(self.train_loader if resampled else given)
         sampled = resumable_sampler(self.train_loader) is not None  # map-style: resumes by sampler-level skipping
         self.stream, self._no_stream_why = (None, "") if sampled else stateful_stream(self.train_loader)
         # `overfit_batches` and `fast_dev_run` set the limits (as in Lightning)
@@ -682,7 +686,9 @@ class FitLoop:
         trainer._results.reset_metric_dicts()
         set_rng_states(rng)
 
-    def _validates_in_epoch(self, epoch: int) -> bool:
+    def validates_in_epoch(self, epoch: int) -> bool:
+        """Whether validation runs in `epoch`: one the `check_val_every_n_epoch` period ends, with
+        `limit_val_batches` above 0 and a `validation_step`."""
         trainer = self.trainer
         every = trainer.check_val_every_n_epoch
         if every is not None and (epoch + 1) % every != 0:
@@ -690,7 +696,7 @@ class FitLoop:
         return trainer.limit_val_batches != 0 and "validation_step" in trainer._hooks.module_overrides
 
     def _should_validate(self, is_last: bool) -> bool:
-        """Whether validation runs after this batch, in an epoch that validates (`_validates_in_epoch`)."""
+        """Whether validation runs after this batch, in an epoch that validates (`validates_in_epoch`)."""
         trainer, s = self.trainer, self.state
         every = trainer.check_val_every_n_epoch
         seconds = trainer._val_check_seconds

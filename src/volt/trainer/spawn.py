@@ -29,7 +29,7 @@ def collect_results(trainer, output: Any) -> Optional[Dict[str, Any]]:
         "callbacks": _to_cpu(callbacks),
         "status": trainer.state.status,
         "should_stop": trainer.should_stop,
-        "predictions": trainer.predict_loop.predictions if trainer.state.fn == "predict" else None,
+        "predictions": trainer.predict_loop.predictions_per_dataloader if trainer.state.fn == "predict" else None,
     }
 
 
@@ -49,7 +49,7 @@ def apply_results(trainer, payload: Dict[str, Any]) -> Any:
         if callback.state_key in states:
             callback.load_state_dict(states[callback.state_key])
     if payload["predictions"] is not None:
-        trainer.predict_loop.predictions = payload["predictions"]
+        trainer.predict_loop.predictions_per_dataloader = payload["predictions"]
     trainer.state.status, trainer.state.stage = payload["status"], None
     trainer.should_stop = payload["should_stop"]
     return payload["output"]

@@ -21,7 +21,7 @@ from volt.module import LightningModule
 from volt.plugins.trainer_plugins import parse_plugins
 from volt.profilers import Profiler, make_profiler
 from volt.trainer.checkpointing import Checkpoints
-from volt.trainer.data import as_given, shutdown_workers
+from volt.trainer.data import shutdown_workers
 from volt.trainer.eval_loop import EvalLoop
 from volt.trainer.fit_loop import FitLoop
 from volt.trainer.hooks import Hooks, ProfiledHooks, implements
@@ -341,8 +341,7 @@ class Trainer:
         self._evaluate("predict", model, dataloaders, ckpt_path, False, datamodule, weights_only)
         if not self.predict_loop.return_predictions:
             return None
-        predictions = self.predict_loop.predictions
-        return predictions[0] if len(predictions) == 1 else predictions
+        return self.predict_loop.predictions
 
     def _evaluate(self, stage, model, dataloaders, ckpt_path, verbose, datamodule, weights_only):
         """validate/test/predict: the arguments, then `_launch`; prints the results table."""
@@ -686,6 +685,16 @@ class Trainer:
         return self.state.status == "interrupted"
 
     @property
+    def enable_validation(self) -> bool:
+        """Whether fit validates: a validation dataloader (argument or hook), a `validation_step` and
+        `limit_val_batches` above 0."""
+        module, datamodule = self.lightning_module, self.datamodule
+        if module is None or not self.limit_val_batches or not implements(module, LightningModule, "validation_step"):
+            return False
+        return (self.fit_loop.val_loop.source is not None or implements(module, LightningModule, "val_dataloader")
+                or (datamodule is not None and implements(datamodule, LightningDataModule, "val_dataloader")))
+
+    @property
     def num_training_batches(self) -> Union[int, float]:
         return self.fit_loop.num_training_batches
 
@@ -696,6 +705,8 @@ class Trainer:
 
     @property
     def num_sanity_val_batches(self) -> list:
+        if self.state.fn != "fit":  # fit's alone, as in Lightning
+            return []
         steps = self.num_sanity_val_steps
         return [b if steps == -1 else min(steps, b) for b in self.num_val_batches]
 
@@ -778,22 +789,20 @@ class Trainer:
 
     @property
     def train_dataloader(self):
-        return as_given(self.fit_loop.train_loader)
+        return self.fit_loop.shown_loaders
 
     @property
     def val_dataloaders(self):
-        loaders = self.fit_loop.val_loop.loaders or self.validate_loop.loaders
-        return as_given(loaders[0]) if loaders and len(loaders) == 1 else loaders
+        loop = self.fit_loop.val_loop if self.fit_loop.val_loop.loaders else self.validate_loop
+        return loop.shown_loaders if loop.loaders else loop.loaders
 
     @property
     def test_dataloaders(self):
-        loaders = self.test_loop.loaders
-        return as_given(loaders[0]) if loaders and len(loaders) == 1 else loaders
+        return self.test_loop.shown_loaders if self.test_loop.loaders else self.test_loop.loaders
 
     @property
     def predict_dataloaders(self):
-        loaders = self.predict_loop.loaders
-        return as_given(loaders[0]) if loaders and len(loaders) == 1 else loaders
+        return self.predict_loop.shown_loaders if self.predict_loop.loaders else self.predict_loop.loaders
 
 
 # ====================================================================== construction helpers
