@@ -93,6 +93,31 @@ def test_unknown_mode_and_length_without_len(quiet_lightning):
         assert len(iter(cls([DataLoader(Stream()), DataLoader(range(4))], "min_size"))) == 4
 
 
+def test_limits_cap_each_loader(quiet_lightning):
+    """`limits` (one for all, or one per loader of `flattened`) caps each loader's batches: `len()` counts them as
+    Lightning's does, and iteration stops there too (Lightning's non-sequential iterators ignore the limits and
+    leave stopping to its loops, which go by `len()`)."""
+    lengths = {"min_size": 3, "max_size_cycle": 3, "max_size": 3, "sequential": 5}
+    for mode, expected in lengths.items():
+        for cls in (CombinedLoader, oracle_class(quiet_lightning)):
+            combined = cls({"a": list(range(5)), "b": list(range(10, 13))}, mode)
+            assert combined.limits is None
+            combined.limits = 4 if mode == "min_size" else [2, float("inf")]
+            assert combined.limits == ([4, 4] if mode == "min_size" else [2, float("inf")])
+            iterated = [batch for batch, _, _ in iter(combined)]
+            batches = iterated if cls is CombinedLoader else batches
+            assert len(combined) == expected
+            with pytest.raises(ValueError, match=r"Mismatch in number of limits \(1\) and number of iterables \(2\)"):
+                combined.limits = [1]
+            combined.limits = None
+            assert combined.limits is None
+        if mode == "sequential":
+            assert batches == [0, 1, 10, 11, 12]
+        else:
+            last_a = {"min_size": 2, "max_size_cycle": 0, "max_size": None}[mode]  # "a" cut to 2 batches but in min_size
+            assert len(batches) == expected and batches[-1] == {"a": last_a, "b": 12}
+
+
 def test_reset_starts_over(quiet_lightning):
     for cls in (CombinedLoader, oracle_class(quiet_lightning)):
         combined = iter(cls(iterables(), "sequential"))

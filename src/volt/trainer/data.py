@@ -40,7 +40,7 @@ from torch.utils.data import BatchSampler, DataLoader, IterableDataset, Sequenti
 from volt.utilities.apply_func import apply_to_collection
 from volt.utilities.combined_loader import CombinedLoader
 from volt.utilities.exceptions import MisconfigurationException
-from volt.utilities.rank_zero import rank_zero_only
+from volt.utilities.rank_zero import rank_zero_only, rank_zero_warn
 from volt.utilities.seed import get_rng_states, pl_worker_init_function, set_rng_states
 
 
@@ -293,6 +293,19 @@ def wrap_loader(loader: Any, *, sequential: bool = False, sampler_fn: Optional[C
     else:
         object.__setattr__(wrapped, "sampler", ResumableSampler(sampler))
     return wrapped
+
+
+def warn_overfit_shuffling(loaders: Any, prefix: str) -> None:
+    """`overfit_batches` runs the first batches in order: warn, as Lightning does, when a loader would have shuffled
+    (a map-style one whose sampler is not sequential)."""
+    if isinstance(loaders, CombinedBatches):
+        loaders = loaders.combined.flattened
+    for loader in loaders if isinstance(loaders, list) else [loaders]:
+        if is_map_style(loader) and not isinstance(loader.sampler, SequentialSampler):
+            rank_zero_warn(f"You requested to overfit but enabled {prefix} dataloader shuffling. We are turning off "
+                           f"the {prefix} dataloader shuffling for you (`overfit_batches` runs the first batches in "
+                           "order).")
+            return
 
 
 def stateful_stream(loader: Any) -> Tuple[Optional[Any], str]:

@@ -25,7 +25,8 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from volt.trainer.data import (DataLoaderIter, as_given, as_loader_list, check_iterable, distributed_sampler_fn,
-                              limit_batches, loader_length, resumable_sampler, set_data_epoch, wrap_loader)
+                              limit_batches, loader_length, resumable_sampler, set_data_epoch, warn_overfit_shuffling,
+                              wrap_loader)
 from volt.trainer.hooks import step_caller, takes_dataloader_iter
 
 _STEP = {"validate": "validation_step", "test": "test_step", "predict": "predict_step"}
@@ -73,9 +74,13 @@ class EvalLoop:
         loaders = as_loader_list(source)
         sampler_fn = distributed_sampler_fn(trainer, train=False)
         record = self.stage == "predict"  # the batches' sample indices, for prediction writers
-        self.loaders = [wrap_loader(loader, sampler_fn=sampler_fn, record_batches=record) for loader in loaders]
+        overfit = trainer.state.fn == "fit" and bool(trainer.overfit_batches)  # as Lightning: fit's validation too
+        if overfit:
+            warn_overfit_shuffling(loaders, "val")
+        self.loaders = [wrap_loader(loader, sequential=overfit, sampler_fn=sampler_fn, record_batches=record)
+                        for loader in loaders]
         # the Trainer's `*_dataloaders`: the user's own loaders, unless other samplers were put in (as in Lightning)
-        if sampler_fn is None:
+        if sampler_fn is None and not overfit:
             self.shown_loaders = as_given(source)
         else:
             self.shown_loaders = as_given(self.loaders[0]) if len(self.loaders) == 1 else self.loaders
@@ -142,6 +147,14 @@ class EvalLoop:
         in_fit = trainer.state.fn == "fit"
         for loader in self.loaders:  # as Lightning: evaluation samplers get `set_epoch` too (some shuffle by epoch)
             set_data_epoch(loader, trainer.current_epoch)
+        # as Lightning: the whole run, its start and end hooks too, without autograd
+        grad_context = torch.inference_mode if (trainer.inference_mode and not in_fit) else torch.no_grad
+        with grad_context():
+            return self._run_hooks_and_batches(max_batches, in_fit)
+
+    def _run_hooks_and_batches(self, max_batches: Optional[int], in_fit: bool) -> List[Dict[str, float]]:
+        trainer, hooks, stage = self.trainer, self.trainer._hooks, self.stage
+        results = trainer._results
         if in_fit and not trainer.sanity_checking:
             hooks.call_module("on_validation_model_zero_grad")
         hooks.call_module(f"on_{stage if stage != 'validate' else 'validation'}_model_eval")
@@ -154,10 +167,8 @@ class EvalLoop:
         iterating = takes_dataloader_iter(module, step_name)
         _check_dataloader_idx(module, stage, len(self.loaders) > 1, iterating)
         step_fn = step_caller(module, step_name, getattr(trainer.strategy, step_name))
-        grad_context = torch.inference_mode if (trainer.inference_mode and not in_fit) else torch.no_grad
-        with grad_context():
-            run = self._run_iterator if iterating else self._run_dataloaders
-            all_outputs = run(step_name, step_fn, max_batches, collect_outputs)
+        run = self._run_iterator if iterating else self._run_dataloaders
+        all_outputs = run(step_name, step_fn, max_batches, collect_outputs)
 
         if stage != "predict":
             results.epoch_end(results.eval)  # epoch values are visible to the epoch-end hooks

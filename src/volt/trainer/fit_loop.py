@@ -44,7 +44,7 @@ import torch
 
 from volt.trainer.data import (DataLoaderIter, DevicePrefetcher, as_given, check_iterable, distributed_sampler_fn,
                               limit_batches, loader_length, loaders_stale, prefetchable, resumable_sampler,
-                              set_data_epoch, stateful_stream, training_loader, wrap_loader)
+                              set_data_epoch, stateful_stream, training_loader, warn_overfit_shuffling, wrap_loader)
 from volt.trainer.eval_loop import EvalLoop
 from volt.trainer.hooks import step_caller, takes_dataloader_iter
 from volt.trainer.progress import LoopState
@@ -117,6 +117,7 @@ class FitLoop:
             return
         if self.val_loop.loaders is None and self.validates_in_epoch(self.state.epoch):
             self.val_loop.enabled_or_setup()  # as Lightning: progress bars know the validation size at train start
+        _warn_eval_modules(trainer.lightning_module)
         hooks.call("on_train_start")
         self._last_validation = time.monotonic()  # a time-based `val_check_interval` counts from here
         if not mid_epoch:
@@ -359,6 +360,8 @@ class FitLoop:
         given, source = source, training_loader(source)
         self._train_loaded_epoch = trainer.current_epoch
         sampler_fn = distributed_sampler_fn(trainer, train=True)
+        if trainer.overfit_batches:
+            warn_overfit_shuffling(source, "train")
         self.train_loader = wrap_loader(source, sequential=bool(trainer.overfit_batches), sampler_fn=sampler_fn,
                                         pin_memory=trainer.strategy.root_device.type == "cuda")
         # `trainer.train_dataloader`: the user's own loaders, unless other samplers were put in (as in Lightning)
@@ -792,6 +795,16 @@ class FitLoop:
                 "learning rate or clip gradients (`gradient_clip_val`); `Trainer(detect_anomaly=True)` stops at the "
                 "first such step. ModelCheckpoint ranks a NaN monitored value worst."
             )
+
+
+def _warn_eval_modules(module: torch.nn.Module) -> None:
+    """As Lightning: submodules left in eval mode when training starts (e.g. a frozen backbone) are usually a
+    mistake, since the Trainer does not switch them to train mode."""
+    in_eval = sum(not submodule.training for submodule in module.modules())
+    if in_eval:
+        rank_zero_warn(f"Found {in_eval} module(s) in eval mode at the start of training. This may lead to unexpected "
+                       "behavior during training (dropout and batch norm act as in evaluation); if it is intentional, "
+                       "you can ignore this warning.", category=PossibleUserWarning)
 
 
 def _sampler_generator(loader: Any) -> Optional[torch.Generator]:

@@ -35,6 +35,7 @@ from volt.utilities.compile import compile_options, compile_steps, resolve_compi
 from volt.utilities.durations import duration_seconds
 from volt.utilities.exceptions import MisconfigurationException, _TunerExitException
 from volt.utilities.rank_zero import rank_zero_info, rank_zero_warn
+from volt.utilities.warnings import PossibleUserWarning
 
 if TYPE_CHECKING:
     from volt.trainer.trial import TrialRun
@@ -206,7 +207,7 @@ class Trainer:
         if check_val_every_n_epoch is None and isinstance(val_check_interval, float):
             raise MisconfigurationException(
                 "`val_check_interval` should be an integer or a time-based duration (str 'DD:HH:MM:SS', "
-                "datetime.timedelta, or dict kwargs for timedelta) when `check_val_every_n_epoch=None`: a fraction of "
+                "datetime.timedelta, or dict kwargs for timedelta) when `check_val_every_n_epoch=None`. A fraction of "
                 f"an epoch ({val_check_interval}) needs epochs to count in."
             )
         self.check_val_every_n_epoch = check_val_every_n_epoch
@@ -293,7 +294,7 @@ class Trainer:
             return -1
         if warn:
             rank_zero_warn("`max_epochs` was not set. Setting it to 1000 epochs. To train without an epoch limit, set "
-                           "`max_epochs=-1`.")
+                           "`max_epochs=-1`.", category=PossibleUserWarning)
         return 1000
 
     def _set_fast_dev_run_limits(self, batches: int) -> None:
@@ -705,10 +706,8 @@ class Trainer:
 
     @property
     def num_sanity_val_batches(self) -> list:
-        if self.state.fn != "fit":  # fit's alone, as in Lightning
-            return []
-        steps = self.num_sanity_val_steps
-        return [b if steps == -1 else min(steps, b) for b in self.num_val_batches]
+        steps = self.num_sanity_val_steps  # fit's validation loaders alone, as in Lightning
+        return [b if steps == -1 else min(steps, b) for b in self.fit_loop.val_loop.num_batches]
 
     @property
     def num_test_batches(self) -> list:

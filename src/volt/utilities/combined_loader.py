@@ -1,7 +1,8 @@
 """CombinedLoader (Lightning's `utilities.combined_loader`): iterate several loaders as one. Iterating it yields
 `(batch, batch_idx, dataloader_idx)`, as Lightning's does."""
+import itertools
 import math
-from typing import Any, Callable, Dict, Iterator, List, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 from torch.utils.data import DataLoader
 
@@ -27,6 +28,7 @@ class CombinedLoader:
         self._flattened, self._rebuild = _flatten(iterables)
         self.mode = mode
         self._iterator: Union[Iterator[Tuple[Any, int, int]], None] = None
+        self._limits: Optional[List[Union[int, float]]] = None
 
     @property
     def iterables(self) -> Any:
@@ -47,6 +49,21 @@ class CombinedLoader:
         self._iterables = self._rebuild(self._flattened)
 
     @property
+    def limits(self) -> Optional[List[Union[int, float]]]:
+        """The most batches taken from each loader of `flattened` (None: no limit; inf: the whole loader)."""
+        return self._limits
+
+    @limits.setter
+    def limits(self, limits: Union[int, float, List[Union[int, float]], None]) -> None:
+        """One limit for every loader, or a list with one per loader of `flattened`, or None."""
+        if isinstance(limits, (int, float)):
+            limits = [limits] * len(self._flattened)
+        elif isinstance(limits, list) and len(limits) != len(self._flattened):
+            raise ValueError(f"Mismatch in number of limits ({len(limits)}) and number of iterables "
+                             f"({len(self._flattened)}): give one limit, or one per loader of `flattened`.")
+        self._limits = limits
+
+    @property
     def sampler(self) -> Any:
         """Each loader's sampler (None where it has none), in the structure of `iterables`."""
         return self._rebuild([getattr(loader, "sampler", None) for loader in self._flattened])
@@ -62,7 +79,7 @@ class CombinedLoader:
         known before `iter()` (volt's own: the Trainer sizes its loops with it without starting any loader)."""
         if not self._flattened:
             return 0
-        return _MODES[self.mode]([_length(loader) for loader in self._flattened])
+        return _MODES[self.mode]([_length(loader) for loader in self._limited()])
 
     def __len__(self) -> int:
         if self._iterator is None:
@@ -74,7 +91,7 @@ class CombinedLoader:
             self._iterator = self._sequential()
         else:
             combine = {"min_size": _min_size, "max_size_cycle": _max_size_cycle, "max_size": _max_size}[self.mode]
-            steps = combine(self._flattened)
+            steps = combine(self._limited())
             self._iterator = ((self._rebuild(batches), batch_idx, 0) for batch_idx, batches in enumerate(steps))
         return self
 
@@ -95,9 +112,30 @@ class CombinedLoader:
 
     def _sequential(self) -> Iterator[Tuple[Any, int, int]]:
         """Start each loader only when its turn comes, so that only one has worker processes at a time."""
-        for dataloader_idx, loader in enumerate(self._flattened):
+        for dataloader_idx, loader in enumerate(self._limited()):
             for batch_idx, batch in enumerate(loader):
                 yield batch, batch_idx, dataloader_idx
+
+
+    def _limited(self) -> List[Any]:
+        """The loaders, each cut to its limit (`limits`)."""
+        if self._limits is None:
+            return self._flattened
+        return [loader if limit == math.inf else _Limited(loader, int(limit))
+                for loader, limit in zip(self._flattened, self._limits)]
+
+
+class _Limited:
+    """A loader's first `limit` batches, on each iteration."""
+
+    def __init__(self, loader: Any, limit: int) -> None:
+        self.loader, self.limit = loader, limit
+
+    def __iter__(self) -> Iterator[Any]:
+        return itertools.islice(self.loader, self.limit)
+
+    def __len__(self) -> int:
+        return min(_length(self.loader), self.limit)  # type: ignore[return-value]
 
 
 def _min_size(loaders: List[Any]) -> Iterator[List[Any]]:
