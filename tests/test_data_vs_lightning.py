@@ -179,3 +179,30 @@ def test_argument_info_and_warnings_as_lightning(caplog, tmp_path, quiet_lightni
                                              r"of the training batches \(4\)"):
             pl.Trainer(val_check_interval=5, max_epochs=1, **QUIET).fit(module_class(pl)())
         pl.Trainer(val_check_interval=5, limit_val_batches=0, max_epochs=1, **QUIET).fit(module_class(pl)())
+
+
+def test_evaluation_hooks_run_without_grad_and_reloads_follow_lightning(quiet_lightning):
+    """validate/test/predict run their start hooks under inference mode (no_grad with `inference_mode=False`); with
+    `reload_dataloaders_every_n_epochs`, the sanity check's validation loaders count as reloaded only when the first
+    epoch validates."""
+    for pl in (volt, quiet_lightning):
+        seen, reloads = [], []
+
+        class Probe(module_class(pl)):
+            def on_test_start(self):
+                seen.append((torch.is_grad_enabled(), torch.is_inference_mode_enabled()))
+
+            on_validation_start = on_predict_start = on_test_start
+
+            def val_dataloader(self):
+                reloads.append((self.trainer.sanity_checking, self.current_epoch))
+                return data()
+
+        for inference_mode in (True, False):
+            trainer = pl.Trainer(fast_dev_run=True, inference_mode=inference_mode, **QUIET)
+            trainer.validate(Probe()), trainer.test(Probe()), trainer.predict(Probe())
+        assert seen == [(False, True)] * 3 + [(False, False)] * 3
+        reloads.clear()
+        pl.Trainer(max_epochs=4, limit_train_batches=1, limit_val_batches=1, check_val_every_n_epoch=2,
+                   reload_dataloaders_every_n_epochs=1, **QUIET).fit(Probe())
+        assert reloads == [(True, 0), (False, 1), (False, 3)], pl.__name__

@@ -83,9 +83,28 @@ def test_optimizer_step_override_that_skips_the_closure(tmp_path):
         def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None):
             optimizer.step()
 
-    with pytest.raises(MisconfigurationException, match=r"`optimizer_step` did not run the optimizer closure. Call "
+    with pytest.raises(MisconfigurationException, match=r"The closure hasn't been executed: `optimizer_step` .*did "
+                                                        r"not run the optimizer closure. Call "
                                                         r"`optimizer.step\(closure=optimizer_closure\)`"):
         fit(tmp_path, Model())
+
+
+def test_an_optimizer_stepping_under_no_grad_still_trains(tmp_path):
+    """Some optimizers (Hugging Face's AdamW) run `step` under no_grad: the closure's training_step gets grad."""
+    class NoGradSGD(torch.optim.SGD):
+        @torch.no_grad()
+        def step(self, closure=None):
+            closure()
+            return super().step()
+
+    class Model(BoringModel):
+        def configure_optimizers(self):
+            return NoGradSGD(self.parameters(), lr=0.1)
+
+    model = Model()
+    before = [p.clone() for p in model.parameters()]
+    fit(tmp_path, model)
+    assert not any(torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
 # ------------------------------------------------------------------------------------------ optimizers

@@ -547,6 +547,9 @@ class FitLoop:
         result: List[Any] = []
 
         def closure():
+            if not torch.is_grad_enabled():  # an optimizer whose `step` runs under no_grad (Hugging Face's AdamW)
+                with torch.enable_grad():
+                    return closure()
             output = training_step(batch, batch_idx)
             # the common case, a loss tensor, without a call
             loss = output if isinstance(output, torch.Tensor) and output.requires_grad else _loss_from(output)
@@ -580,9 +583,9 @@ class FitLoop:
                 step_optimizer(optimizer, closure, _NO_KWARGS, True)
             if not result:
                 raise MisconfigurationException(
-                    "`optimizer_step` did not run the optimizer closure. Call "
-                    "`optimizer.step(closure=optimizer_closure)` in your override, so that training_step and "
-                    "backward run."
+                    "The closure hasn't been executed: `optimizer_step` (or the optimizer's `step`) did not run the "
+                    "optimizer closure. Call `optimizer.step(closure=optimizer_closure)` in your override, so that "
+                    "training_step and backward run."
                 )
             stepped = True
         output, loss = result[-1]
