@@ -206,3 +206,16 @@ def test_evaluation_hooks_run_without_grad_and_reloads_follow_lightning(quiet_li
         pl.Trainer(max_epochs=4, limit_train_batches=1, limit_val_batches=1, check_val_every_n_epoch=2,
                    reload_dataloaders_every_n_epochs=1, **QUIET).fit(Probe())
         assert reloads == [(True, 0), (False, 1), (False, 3)], pl.__name__
+
+
+def test_a_step_taking_dataloader_iter_is_not_entered_without_batches(quiet_lightning):
+    for pl in (volt, quiet_lightning):
+        entered = []
+
+        class Iterating(module_class(pl)):
+            def validation_step(self, dataloader_iter):
+                entered.append(next(dataloader_iter))
+
+        pl.Trainer(limit_val_batches=0, **QUIET).validate(Iterating(), data())
+        pl.Trainer(limit_val_batches=1, **QUIET).validate(Iterating(), data())
+        assert len(entered) == 1, pl.__name__

@@ -220,6 +220,7 @@ class EvalLoop:
         outputs: List[List[Any]] = [[] for _ in self.loaders]
         self.predictions_per_dataloader = [[] for _ in self.loaders]
         fetcher = DataLoaderIter(self._all_batches(max_batches))
+        fetcher.done = max_batches == 0 or sum(self.num_batches) == 0  # no batch: the step is not entered
         while not fetcher.done:
             extra = (fetcher.dataloader_idx,) if multiple else ()
             self.batch_idx, self.dataloader_idx = fetcher.batch_idx, fetcher.dataloader_idx
