@@ -219,3 +219,33 @@ def test_a_step_taking_dataloader_iter_is_not_entered_without_batches(quiet_ligh
         pl.Trainer(limit_val_batches=0, **QUIET).validate(Iterating(), data())
         pl.Trainer(limit_val_batches=1, **QUIET).validate(Iterating(), data())
         assert len(entered) == 1, pl.__name__
+
+
+def test_loader_setup_warnings_as_lightning(quiet_lightning):
+    """A shuffling evaluation loader, spawn-started workers without `persistent_workers`, and persistent pinned
+    workers with `reload_dataloaders_every_n_epochs` warn as in Lightning; a float limit under one batch names the
+    smallest fraction that works."""
+    import multiprocessing
+
+    spawned = data(num_workers=1, multiprocessing_context=multiprocessing.get_context("spawn"))
+    pinned = data(num_workers=1, persistent_workers=True, pin_memory=True)
+    for pl in (volt, quiet_lightning):
+        model = module_class(pl)()
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            if pl is volt:  # volt checks the loaders even with no batch to run (spawned workers start slowly)
+                pl.Trainer(max_epochs=1, limit_train_batches=0, **QUIET).fit(model, spawned)
+            pl.Trainer(max_steps=1, reload_dataloaders_every_n_epochs=1, **QUIET).fit(model, pinned)
+            pl.Trainer(**QUIET).test(model, data(shuffle=True))
+        messages = " | ".join(str(w.message) for w in record)
+        phrases = ["The combination of `DataLoader(`pin_memory=True`, `persistent_workers=True`) and `Trainer("
+                   "reload_dataloaders_every_n_epochs > 0)`",
+                   "Your `test_dataloader`'s sampler has shuffling enabled, it is strongly recommended that you "
+                   "turn shuffling off for val/test dataloaders."]
+        if pl is volt:
+            phrases.append("Consider setting `persistent_workers=True` in 'train_dataloader'")
+        for phrase in phrases:
+            assert phrase in messages, (pl.__name__, phrase)
+        with pytest.raises(Exception, match=r"0.1 \* 4 < 1. Please increase the `limit_val_batches` argument. Try "
+                                            r"at least `limit_val_batches=0.25`"):
+            pl.Trainer(limit_val_batches=0.1, **QUIET).validate(model, data())

@@ -505,7 +505,7 @@ def test_removed_1x_arguments_name_their_replacement(name, replacement):
     (dict(log_every_n_steps=-1), r"log_every_n_steps=-1\)` must be an int >= 0"),
     (dict(limit_train_batches=-1), r"limit_train_batches=-1\)` must be a fraction of the batches in \[0.0, 1.0\] or an int"),
     (dict(limit_train_batches=1.5), r"limit_train_batches=1.5\)` must be a fraction of the batches in \[0.0, 1.0\] or an"),
-    (dict(limit_val_batches=0.01), "limit_val_batches=0.01` of 4 batches is less than one batch"),
+    (dict(limit_val_batches=0.01), r"limit_val_batches=0.01` keeps less than one of the 4 batches: 0.01 \* 4 < 1"),
     (dict(plugins=["something"]), "plugins=\\['something'\\] is not a plugin volt accepts"),
     (dict(strategy="horovod"), "strategy='horovod' is not supported"),
 ])

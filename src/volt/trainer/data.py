@@ -29,19 +29,22 @@ device are asynchronous, and `DevicePrefetcher` copies the next batch while the 
 import copy
 import functools
 import math
+import multiprocessing as mp
 import os
 import random
 from typing import Any, Callable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-from torch.utils.data import BatchSampler, DataLoader, IterableDataset, SequentialSampler, get_worker_info
+from torch.utils.data import (BatchSampler, DataLoader, IterableDataset, RandomSampler, SequentialSampler,
+                              get_worker_info)
 
 from volt.utilities.apply_func import apply_to_collection
 from volt.utilities.combined_loader import CombinedLoader
 from volt.utilities.exceptions import MisconfigurationException
 from volt.utilities.rank_zero import rank_zero_only, rank_zero_warn
 from volt.utilities.seed import get_rng_states, pl_worker_init_function, set_rng_states
+from volt.utilities.warnings import PossibleUserWarning
 
 
 class SeededBatch(list):
@@ -295,6 +298,33 @@ def wrap_loader(loader: Any, *, sequential: bool = False, sampler_fn: Optional[C
     return wrapped
 
 
+def check_loaders(loaders: Any, name: str, reloads: bool) -> None:
+    """Lightning's warnings about how the loaders of `name` ("train_dataloader", "val_dataloader", ...) are set up:
+    an evaluation loader that shuffles; worker processes started by "spawn" each epoch (slow: `persistent_workers`
+    keeps them); persistent workers with pinned memory while the loaders are remade every few epochs."""
+    for loader in _flat(loaders):
+        if not isinstance(loader, DataLoader):
+            continue
+        if name != "train_dataloader" and _shuffles(loader):
+            rank_zero_warn(f"Your `{name}`'s sampler has shuffling enabled, it is strongly recommended that you turn "
+                           "shuffling off for val/test dataloaders.", category=PossibleUserWarning)
+        context = loader.multiprocessing_context
+        start_method = context.get_start_method() if context is not None else mp.get_start_method()
+        if loader.num_workers > 0 and start_method == "spawn" and not loader.persistent_workers:
+            rank_zero_warn(f"Consider setting `persistent_workers=True` in '{name}' to speed up the dataloader worker "
+                           "initialization: spawned workers start again, importing everything, at each epoch.")
+        if loader.persistent_workers and loader.pin_memory and reloads:
+            rank_zero_warn("The combination of `DataLoader(`pin_memory=True`, `persistent_workers=True`) and "
+                           "`Trainer(reload_dataloaders_every_n_epochs > 0)` can lead to instability due to limitations "
+                           "in PyTorch (https://github.com/pytorch/pytorch/issues/91252). We recommend setting "
+                           "`pin_memory=False` in this case.", category=PossibleUserWarning)
+
+
+def _shuffles(loader: DataLoader) -> bool:
+    sampler = loader.sampler if loader.batch_sampler is None else getattr(loader.batch_sampler, "sampler", None)
+    return isinstance(sampler, RandomSampler) or bool(getattr(sampler, "shuffle", False))
+
+
 def warn_overfit_shuffling(loaders: Any, prefix: str) -> None:
     """`overfit_batches` runs the first batches in order: warn, as Lightning does, when a loader would have shuffled
     (a map-style one whose sampler is not sequential)."""
@@ -465,7 +495,8 @@ def limit_batches(num_batches: Union[int, float], limit: Union[int, float], name
     limited = int(num_batches * limit)
     if limit > 0 and limited == 0 and num_batches > 0:
         raise MisconfigurationException(
-            f"`{name}={limit}` of {num_batches} batches is less than one batch; raise it or use an int."
+            f"`{name}={limit}` keeps less than one of the {num_batches} batches: {limit} * {num_batches} < 1. Please "
+            f"increase the `{name}` argument. Try at least `{name}={1.0 / num_batches}`, or use an int."
         )
     return limited
 
@@ -486,11 +517,15 @@ def as_loader_list(loaders: Any) -> List[Any]:
 def check_iterable(loaders: Any, found_in: str) -> None:
     """Each loader given (alone, or in a list, dict or CombinedLoader) can be iterated, else Lightning's TypeError
     saying where the bad value came from (`found_in`: "passed to `Trainer.fit(train_dataloaders=...)`", ...)."""
-    flat = loaders.flattened if isinstance(loaders, CombinedLoader) else CombinedLoader(loaders).flattened
-    for loader in flat:
+    for loader in _flat(loaders):
         if not isinstance(loader, DataLoader) and not hasattr(loader, "__iter__"):
             raise TypeError(f"An invalid dataloader was {found_in}. Found {loader}: use a DataLoader or another "
                             "iterable, or a list or dict of them.")
+
+
+def _flat(loaders: Any) -> List[Any]:
+    """The loaders given (alone, or in a list, dict or CombinedLoader), as a flat list."""
+    return loaders.flattened if isinstance(loaders, CombinedLoader) else CombinedLoader(loaders).flattened
 
 
 def training_loader(source: Any) -> Any:

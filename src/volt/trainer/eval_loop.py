@@ -24,9 +24,9 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from volt.trainer.data import (DataLoaderIter, as_given, as_loader_list, check_iterable, distributed_sampler_fn,
-                              limit_batches, loader_length, resumable_sampler, set_data_epoch, warn_overfit_shuffling,
-                              wrap_loader)
+from volt.trainer.data import (DataLoaderIter, as_given, as_loader_list, check_iterable, check_loaders,
+                              distributed_sampler_fn, limit_batches, loader_length, resumable_sampler, set_data_epoch,
+                              warn_overfit_shuffling, wrap_loader)
 from volt.trainer.hooks import step_caller, takes_dataloader_iter
 
 _STEP = {"validate": "validation_step", "test": "test_step", "predict": "predict_step"}
@@ -74,6 +74,7 @@ class EvalLoop:
         loaders = as_loader_list(source)
         sampler_fn = distributed_sampler_fn(trainer, train=False)
         record = self.stage == "predict"  # the batches' sample indices, for prediction writers
+        check_loaders(source, _LOADER[self.stage], bool(trainer.reload_dataloaders_every_n_epochs))
         overfit = trainer.state.fn == "fit" and bool(trainer.overfit_batches)  # as Lightning: fit's validation too
         if overfit:
             warn_overfit_shuffling(loaders, "val")

@@ -42,9 +42,10 @@ from typing import Any, Callable, Deque, Dict, Iterator, List, Mapping, Optional
 
 import torch
 
-from volt.trainer.data import (DataLoaderIter, DevicePrefetcher, as_given, check_iterable, distributed_sampler_fn,
-                              limit_batches, loader_length, loaders_stale, prefetchable, resumable_sampler,
-                              set_data_epoch, stateful_stream, training_loader, warn_overfit_shuffling, wrap_loader)
+from volt.trainer.data import (DataLoaderIter, DevicePrefetcher, as_given, check_iterable, check_loaders,
+                              distributed_sampler_fn, limit_batches, loader_length, loaders_stale, prefetchable,
+                              resumable_sampler, set_data_epoch, stateful_stream, training_loader,
+                              warn_overfit_shuffling, wrap_loader)
 from volt.trainer.eval_loop import EvalLoop
 from volt.trainer.hooks import step_caller, takes_dataloader_iter
 from volt.trainer.progress import LoopState
@@ -360,6 +361,7 @@ class FitLoop:
         given, source = source, training_loader(source)
         self._train_loaded_epoch = trainer.current_epoch
         sampler_fn = distributed_sampler_fn(trainer, train=True)
+        check_loaders(given, "train_dataloader", bool(trainer.reload_dataloaders_every_n_epochs))
         if trainer.overfit_batches:
             warn_overfit_shuffling(source, "train")
         self.train_loader = wrap_loader(source, sequential=bool(trainer.overfit_batches), sampler_fn=sampler_fn,
