@@ -249,3 +249,15 @@ def test_loader_setup_warnings_as_lightning(quiet_lightning):
         with pytest.raises(Exception, match=r"0.1 \* 4 < 1. Please increase the `limit_val_batches` argument. Try "
                                             r"at least `limit_val_batches=0.25`"):
             pl.Trainer(limit_val_batches=0.1, **QUIET).validate(model, data())
+
+
+def test_a_submodule_left_in_eval_mode_stays_there_after_evaluation(quiet_lightning):
+    """Evaluation puts the module in eval mode and then each submodule back in the mode it had (a frozen backbone
+    stays frozen), unless `on_validation_model_train` is overridden; fit warns about such a submodule at start."""
+    for pl in (volt, quiet_lightning):
+        model = module_class(pl)()
+        model.frozen = torch.nn.Linear(1, 1).eval()
+        with pytest.warns(pl.utilities.warnings.PossibleUserWarning, match="Found 1 module"):
+            pl.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=1, **QUIET).fit(model)
+        pl.Trainer(**QUIET).validate(model, data())
+        assert model.training and model.layer.training and not model.frozen.training, pl.__name__

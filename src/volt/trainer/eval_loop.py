@@ -7,7 +7,8 @@
         on_before_batch_transfer -> transfer_batch_to_device -> on_after_batch_transfer
         on_{stage}_batch_start -> {stage}_step -> on_{stage}_batch_end
     on_{stage}_epoch_end -> on_{stage}_end
-    on_{stage}_model_train                     (not after predict)
+    on_{stage}_model_train                     (not after predict; without an override, every submodule gets back
+                                                the mode it had before on_{stage}_model_eval, as in Lightning)
 
 Under DDP the evaluation shards are not padded (no sample is evaluated twice), so ranks may hold different numbers
 of batches. Validation and test still run the same number of steps on every rank, so that collectives inside them
@@ -158,13 +159,15 @@ class EvalLoop:
         results = trainer._results
         if in_fit and not trainer.sanity_checking:
             hooks.call_module("on_validation_model_zero_grad")
+        module = trainer.lightning_module
+        modes = [(submodule, submodule.training) for submodule in module.modules()]
         hooks.call_module(f"on_{stage if stage != 'validate' else 'validation'}_model_eval")
         hooks.call(f"on_{self.hook}_start")
         hooks.call(f"on_{self.hook}_epoch_start")
 
         legacy_end = _LEGACY_EPOCH_END.get(stage)
         collect_outputs = legacy_end is not None and legacy_end in hooks.module_overrides
-        step_name, module = _STEP[stage], trainer.lightning_module
+        step_name = _STEP[stage]
         iterating = takes_dataloader_iter(module, step_name)
         _check_dataloader_idx(module, stage, len(self.loaders) > 1, iterating)
         step_fn = step_caller(module, step_name, getattr(trainer.strategy, step_name))
@@ -184,8 +187,12 @@ class EvalLoop:
         hooks.call(f"on_{self.hook}_end")
         per_dataloader = self._per_dataloader(epoch_values)
         results.eval.reset()  # as in Lightning: a logged torchmetrics object starts the next run with no state
-        if stage != "predict":
-            hooks.call_module(f"on_{'validation' if stage == 'validate' else stage}_model_train")
+        train_hook = f"on_{'validation' if stage == 'validate' else stage}_model_train"
+        if stage != "predict" and train_hook in hooks.module_overrides:
+            hooks.call_module(train_hook)
+        elif stage != "predict":  # as Lightning: each submodule back in the mode it had (a frozen one stays in eval)
+            for submodule, training in modes:
+                submodule.training = training
         results.active = results.train
         return per_dataloader
 
