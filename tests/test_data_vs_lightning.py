@@ -261,3 +261,31 @@ def test_a_submodule_left_in_eval_mode_stays_there_after_evaluation(quiet_lightn
             pl.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=1, **QUIET).fit(model)
         pl.Trainer(**QUIET).validate(model, data())
         assert model.training and model.layer.training and not model.frozen.training, pl.__name__
+
+
+def test_a_none_training_batch_is_skipped_as_in_lightning(quiet_lightning):
+    """A collate_fn that returns None: that batch runs no hook but on_train_batch_end(None, None, i), trains nothing,
+    and is warned about once."""
+    from torch.utils.data import default_collate
+
+    runs = {}
+    for pl in (volt, quiet_lightning):
+        calls = []
+
+        class Dropping(module_class(pl)):
+            def train_dataloader(self):
+                return DataLoader(TensorDataset(torch.randn(4, 2)), collate_fn=lambda b: None if len(calls) % 3 == 0
+                                  else default_collate(b))
+
+            def on_train_batch_start(self, batch, batch_idx):
+                calls.append(("start", batch_idx))
+
+            def on_train_batch_end(self, outputs, batch, batch_idx):
+                calls.append(("end", batch_idx, outputs is None, batch is None))
+
+        trainer = pl.Trainer(max_epochs=1, **QUIET)
+        with pytest.warns(UserWarning, match="train_dataloader yielded None. If this was on purpose") as record:
+            trainer.fit(Dropping())
+        assert sum("yielded None" in str(w.message) for w in record) == 1
+        runs[pl.__name__] = calls, trainer.global_step
+    assert runs["volt"] == runs["pytorch_lightning"] and runs["volt"][1] == 2

@@ -86,6 +86,7 @@ class FitLoop:
         self._training_step: Callable[..., Any] = _no_closure  # the strategy's step, adapted to the signature (`run`)
         self._iterating = False  # `training_step(self, dataloader_iter)`: the step fetches its own batches
         self._warned_no_loss = False  # each warned once per fit
+        self._warned_none_batch = False
         self._warned_non_finite = False
         self._loss_checks: Deque[Tuple[HostCopy, int, int, int]] = deque()  # on their way to the host (`_check_loss`)
         self._collect_outputs = False
@@ -101,7 +102,7 @@ class FitLoop:
         module = trainer.lightning_module
         self._training_step = step_caller(module, "training_step", trainer.strategy.training_step)
         self._iterating = takes_dataloader_iter(module, "training_step")
-        self._warned_no_loss = self._warned_non_finite = False
+        self._warned_no_loss = self._warned_non_finite = self._warned_none_batch = False
         self._loss_checks.clear()
         if self._should_sanity_check():
             self._sanity_check()
@@ -193,19 +194,22 @@ class FitLoop:
                     batch = prepare(batch, 0)
                 step_input, hook_idx = batch, batch_idx
             trainer._results.on_batch_start(batch)
-            if batch_start is not None and batch_start(batch, hook_idx) == -1:
+            if batch is None and not iterating:  # as Lightning: only on_train_batch_end runs for it (warned once)
+                outputs, stepped = self._skip_none_batch(), False
+            elif batch_start is not None and batch_start(batch, hook_idx) == -1:
                 self._step_schedulers("epoch", plateau=False)
                 break
-            try:
-                if automatic:
-                    outputs, stepped = self._automatic_batch(step_input, batch_idx, is_last, training_step,
-                                                             step_optimizer)
-                else:
-                    outputs, stepped = self._manual_batch(step_input, batch_idx, training_step), True
-            except StopIteration:
-                if not iterating:
-                    raise
-                break  # the step found the epoch's batches used up: as in Lightning, the epoch ends here
+            else:
+                try:
+                    if automatic:
+                        outputs, stepped = self._automatic_batch(step_input, batch_idx, is_last, training_step,
+                                                                 step_optimizer)
+                    else:
+                        outputs, stepped = self._manual_batch(step_input, batch_idx, training_step), True
+                except StopIteration:
+                    if not iterating:
+                        raise
+                    break  # the step found the epoch's batches used up: as in Lightning, the epoch ends here
             if iterating:
                 batch, hook_idx, is_last = step_input.batch, step_input.batch_idx, step_input.done
                 self._count_fetched(step_input)
@@ -595,6 +599,14 @@ class FitLoop:
         if self._collect_outputs and outputs is not None:
             self._epoch_outputs.append(outputs)
         return outputs, stepped
+
+    def _skip_none_batch(self) -> None:
+        """A training batch that is None (a collate_fn that drops a batch) trains nothing; warned once per fit."""
+        if not self._warned_none_batch:
+            self._warned_none_batch = True
+            rank_zero_warn("train_dataloader yielded None. If this was on purpose, ignore this warning: the batch is "
+                           "skipped (no training_step), only on_train_batch_end runs for it.")
+        return None
 
     def _warn_no_loss(self, batch_idx: int) -> None:
         """Once per fit, as Lightning warns: a `training_step` that forgot its `return` trains nothing."""
