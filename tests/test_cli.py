@@ -9,9 +9,9 @@ import pytest
 import torch
 import yaml
 
-from volt import Callback
+from volt import Callback, LightningDataModule, LightningModule, Trainer
 from volt.callbacks import ModelCheckpoint
-from volt.cli import LightningCLI, SaveConfigCallback, main
+from volt.cli import LightningCLI, OptimizerCallable, SaveConfigCallback, main
 from volt.examples import DigitsClassifier, DigitsDataModule
 
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
@@ -136,14 +136,17 @@ def test_user_model_by_class_path(user_package, tmp_path):
     cli = LightningCLI(args=["fit", "--model", user_package, "--model.width", "3", "--model.note", "mine",
                              "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(tmp_path), *QUIET])
     assert type(cli.model).__module__ == "user_pkg.models" and cli.datamodule is None
-    assert dict(cli.model.hparams) == {"width": 3, "note": "mine"}
+    # as Lightning's CLI: the config that built the model, with the class it chose and how to build it again
+    assert dict(cli.model.hparams) == {"width": 3, "note": "mine", "_class_path": user_package,
+                                       "_instantiator": "volt.cli.instantiate_module"}
     assert cli.trainer.global_step == 2
     saved = yaml.safe_load((tmp_path / "lightning_logs" / "version_0" / "config.yaml").read_text())
     assert saved["model"] == {"class_path": user_package, "init_args": {"width": 3, "note": "mine"}}
 
 
 def test_optimizer_and_scheduler_from_the_command_line(user_package, tmp_path):
-    with pytest.warns(UserWarning, match="UserModel.configure_optimizers` is replaced by the CLI's `--optimizer`"):
+    with pytest.warns(UserWarning, match="UserModel.configure_optimizers` will be overridden by "
+                                         "`LightningCLI.configure_optimizers`"):
         cli = LightningCLI(args=["fit", "--model", user_package, "--optimizer", "Adam", "--optimizer.lr", "0.5",
                                  "--lr_scheduler", "StepLR", "--lr_scheduler.step_size", "1",
                                  "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(tmp_path), *QUIET])
@@ -155,7 +158,7 @@ def test_optimizer_and_scheduler_from_the_command_line(user_package, tmp_path):
 
 
 def test_plateau_scheduler_from_the_command_line_names_its_metric(user_package, tmp_path):
-    with pytest.warns(UserWarning, match="configure_optimizers` is replaced"):
+    with pytest.warns(UserWarning, match="configure_optimizers` will be overridden"):
         cli = LightningCLI(args=["fit", "--model", user_package, "--optimizer", "SGD", "--optimizer.lr", "0.1",
                                  "--lr_scheduler", "volt.cli.ReduceLROnPlateau", "--lr_scheduler.monitor",
                                  "val_loss", "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(tmp_path),
@@ -199,7 +202,7 @@ def test_existing_config_file_is_not_overwritten(user_package, tmp_path):
             "--trainer.enable_checkpointing", "false", "--trainer.default_root_dir", str(tmp_path), *QUIET]
     LightningCLI(args=args)
     assert (tmp_path / "config.yaml").is_file()  # no logger: the log dir is default_root_dir
-    with pytest.raises(RuntimeError, match=r"will not overwrite .*config.yaml.*save_config_kwargs"):
+    with pytest.raises(RuntimeError, match=r"found .*config.yaml, which a previous run wrote. Aborting to avoid overwriting.*save_config_kwargs"):
         LightningCLI(args=args)
     LightningCLI(args=args, save_config_kwargs={"overwrite": True})
 
@@ -252,7 +255,7 @@ def test_plateau_scheduler_by_its_short_name_in_a_config_file(user_package, tmp_
         "optimizer": {"class_path": "SGD", "init_args": {"lr": 0.1}},
         "lr_scheduler": {"class_path": "ReduceLROnPlateau", "init_args": {"monitor": "val_loss", "factor": 0.5}},
     }))
-    with pytest.warns(UserWarning, match="configure_optimizers` is replaced"):
+    with pytest.warns(UserWarning, match="configure_optimizers` will be overridden"):
         cli = LightningCLI(args=["fit", "--model", user_package, "--config", str(config), "--trainer.max_epochs", "1",
                                  "--trainer.default_root_dir", str(tmp_path), *QUIET])
     (scheduler_config,) = cli.trainer.lr_scheduler_configs
@@ -268,10 +271,10 @@ def test_a_config_saved_by_lightnings_cli_runs_on_volt(quiet_lightning, user_pac
     from volt.loggers import CSVLogger
 
     lightning_root = tmp_path / "lightning"
-    LightningsCLI(args=["fit", "--model", user_package.replace("user_pkg", "user_pkg_lightning"),
-                        "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(lightning_root),
-                        "--trainer.logger", "CSVLogger", "--trainer.logger.save_dir", str(lightning_root),
-                        "--trainer.enable_progress_bar", "false"])
+    lightnings = LightningsCLI(args=["fit", "--model", user_package.replace("user_pkg", "user_pkg_lightning"),
+                                     "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(lightning_root),
+                                     "--trainer.logger", "CSVLogger", "--trainer.logger.save_dir",
+                                     str(lightning_root), "--trainer.enable_progress_bar", "false"])
     saved = (lightning_root / "lightning_logs" / "version_0" / "config.yaml").read_text()
     assert "enable_autolog_hparams: true" in saved and "model_registry: null" in saved
     config = tmp_path / "config.yaml"
@@ -280,7 +283,9 @@ def test_a_config_saved_by_lightnings_cli_runs_on_volt(quiet_lightning, user_pac
 
     cli = LightningCLI(args=["fit", "--config", str(config)])
     assert isinstance(cli.trainer.logger, CSVLogger) and cli.trainer.global_step == 2
-    assert dict(cli.model.hparams) == {"width": 4, "note": "none"}
+    # the same hyperparameters as Lightning's: the config that built the model, its class, the function to rebuild it
+    renamed = {"_class_path": user_package, "_instantiator": "volt.cli.instantiate_module"}
+    assert dict(cli.model.hparams) == {**lightnings.model.hparams, **renamed} == {"width": 4, "note": "none", **renamed}
     assert (tmp_path / "volt" / "lightning_logs" / "version_0" / "config.yaml").is_file()
 
 
@@ -314,8 +319,8 @@ def test_save_config_elsewhere_only(user_package, tmp_path):
         def save_config(self, trainer, pl_module, stage):
             trainer.logger.log_hyperparams({"config": self.parser.dump(self.config)})
 
-    with pytest.raises(ValueError, match=r"save_to_log_dir=False\) saves the config nowhere: subclass "
-                                         "SaveConfigCallback and override `save_config`"):
+    with pytest.raises(ValueError, match=r"`save_to_log_dir=False` only makes sense in a SaveConfigCallback subclass "
+                                         "whose `save_config` saves the config elsewhere"):
         SaveConfigCallback(None, None, save_to_log_dir=False)
     args = ["fit", "--model", user_package, "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(tmp_path),
             "--trainer.logger", "CSVLogger", "--trainer.logger.save_dir", str(tmp_path), *QUIET]
@@ -389,6 +394,113 @@ def test_subcommand_kwargs_and_the_subcommand_itself_can_be_overridden(user_pack
     args = ["--model", user_package, "--trainer.default_root_dir", str(tmp_path), *QUIET]
     cli = Customised(args=["validate", "--ckpt_path", "no/such.ckpt", *args])
     assert calls == [None] and "val_loss" in cli.trainer.callback_metrics
+
+
+class InjectedModel(LightningModule):
+    """Takes objects the CLI builds from class paths: an activation module and an optimizer factory."""
+
+    def __init__(self, activation: torch.nn.Module, optimizer: OptimizerCallable = torch.optim.SGD, width: int = 4):
+        super().__init__()
+        self.save_hyperparameters()
+        self.activation, self.optimizer = activation, optimizer
+        self.layer = torch.nn.Linear(width, 1)
+
+    def training_step(self, batch, batch_idx):
+        return self.activation(self.layer(batch)).pow(2).mean()
+
+    def configure_optimizers(self):
+        return self.optimizer(self.parameters())
+
+
+class WidthData(LightningDataModule):
+    def __init__(self, width: int = 4):
+        super().__init__()
+        self.save_hyperparameters()
+        self.width = width
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(torch.randn(8, self.width), batch_size=4)
+
+
+class WidthLinkedCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser):
+        parser.link_arguments("data.width", "model.init_args.width", apply_on="instantiate")
+
+
+def test_checkpoints_hold_the_config_that_built_the_model_and_load_from_checkpoint_builds_it_again(tmp_path):
+    """As Lightning's CLI: `save_hyperparameters()` records the config (class paths of injected objects, linked
+    values, the chosen class) rather than the objects, and `load_from_checkpoint` rebuilds the model from it."""
+    cli = WidthLinkedCLI(auto_configure_optimizers=False, args=[
+        "fit", "--model", f"{__name__}.InjectedModel", "--model.activation=torch.nn.LeakyReLU",
+        "--model.activation.negative_slope=0.05", "--model.optimizer=Adam", "--data", f"{__name__}.WidthData",
+        "--data.width=3", "--trainer.max_epochs=1", "--trainer.default_root_dir", str(tmp_path), *QUIET])
+    hparams = dict(cli.model.hparams)
+    assert hparams["_class_path"] == f"{__name__}.InjectedModel" and hparams["width"] == 3  # the linked value
+    assert hparams["_instantiator"] == "volt.cli.instantiate_module"
+    assert hparams["activation"] == {"class_path": "torch.nn.LeakyReLU",
+                                     "init_args": {"negative_slope": 0.05, "inplace": False}}
+    assert hparams["optimizer"]["class_path"] == "torch.optim.Adam"
+    assert dict(cli.datamodule.hparams) == {"width": 3, "_class_path": f"{__name__}.WidthData",
+                                            "_instantiator": "volt.cli.instantiate_module"}
+    logged = yaml.safe_load((tmp_path / "lightning_logs" / "version_0" / "hparams.yaml").read_text())
+    assert "_class_path" not in logged and logged["_instantiator"] == "volt.cli.instantiate_module"
+
+    path = cli.trainer.checkpoint_callback.best_model_path
+    assert torch.load(path, weights_only=True)["hyper_parameters"] == hparams
+    model = InjectedModel.load_from_checkpoint(path)
+    assert type(model.activation) is torch.nn.LeakyReLU and model.activation.negative_slope == 0.05
+    assert type(model.configure_optimizers()) is torch.optim.Adam and model.layer.in_features == 3
+    torch.testing.assert_close(model.state_dict(), cli.model.state_dict())
+
+    # the checkpoint's model does not fit another model's arguments: one clear error
+    with pytest.raises(SystemExit):
+        LightningCLI(DigitsClassifier, DigitsDataModule, args=["test", "--ckpt_path", path])
+    # a checkpoint naming code to run is refused
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["hyper_parameters"]["_instantiator"] = "os.system"
+    torch.save(checkpoint, tmp_path / "tampered.ckpt")
+    with pytest.raises(ValueError, match="'os.system' to build InjectedModel, which is not one of the trusted"):
+        InjectedModel.load_from_checkpoint(tmp_path / "tampered.ckpt")
+
+
+def test_cli_arguments_lightning_accepts(monkeypatch, tmp_path, capsys):
+    """Plugins and callbacks by class path, args as a Namespace, and the warnings Lightning gives."""
+    from jsonargparse import Namespace
+
+    from volt.plugins.environments import SLURMEnvironment
+
+    cli = LightningCLI(UserModelForArgs, run=False, trainer_defaults={
+        "callbacks": {"class_path": "volt.callbacks.ModelCheckpoint", "init_args": {"monitor": "val_loss"}}},
+        args=Namespace(trainer=Namespace(plugins=[{"class_path": "SLURMEnvironment"}], logger=False),
+                       model=Namespace(width=3)))
+    assert isinstance(cli.config_init.trainer.plugins[0], SLURMEnvironment) and cli.model.hparams.width == 3
+    assert [c.monitor for c in cli.trainer.callbacks if isinstance(c, ModelCheckpoint)] == ["val_loss"]
+
+    monkeypatch.setattr(sys, "argv", ["train.py", "--model.width=4"])
+    with pytest.warns(UserWarning, match=r"LightningCLI's args parameter is given .* sys.argv\[1:\]="):
+        LightningCLI(UserModelForArgs, run=False, args=["--model.width=5"])
+
+    class NoCallbacksTrainer(Trainer):
+        def __init__(self, max_epochs: int = 1):
+            super().__init__(max_epochs=max_epochs, logger=False)
+
+    with pytest.warns(UserWarning, match="NoCallbacksTrainer` class does not expose the `callbacks` argument"):
+        cli = LightningCLI(UserModelForArgs, run=False, trainer_class=NoCallbacksTrainer, args=[],
+                           trainer_defaults={"callbacks": [Callback()]})
+    assert not any(type(c) is Callback for c in cli.trainer.callbacks)
+
+    # a checkpoint whose hyperparameters the model does not take
+    path = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"depth": 2}}, path)
+    with pytest.raises(SystemExit):
+        LightningCLI(UserModelForArgs, args=["predict", f"--ckpt_path={path}"])
+    assert "Parsing of ckpt_path hyperparameters failed" in capsys.readouterr().err
+
+
+class UserModelForArgs(LightningModule):
+    def __init__(self, width: int = 2):
+        super().__init__()
+        self.save_hyperparameters()
 
 
 def test_importing_volt_and_its_cli_does_not_load_jsonargparse():

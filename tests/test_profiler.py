@@ -3,7 +3,8 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 import volt as pl
-from volt.profilers import AdvancedProfiler, SimpleProfiler
+from volt.profilers import AdvancedProfiler, PassThroughProfiler, SimpleProfiler
+from volt.utilities.exceptions import MisconfigurationException
 
 
 class Tiny(pl.LightningModule):
@@ -38,8 +39,8 @@ def test_simple_profiler_reports_steps_and_hooks(tmp_path, capsys):
     trainer.fit(Tiny(), _loader(), _loader())
     out = capsys.readouterr().out
     assert "FIT Profiler Report" in out
-    for action in ("[Strategy]Strategy.training_step", "[Strategy]Strategy.optimizer_step",
-                   "[Strategy]Strategy.validation_step", "[LightningModule]Tiny.on_train_epoch_end"):
+    for action in ("[Strategy]SingleDeviceStrategy.training_step", "[Strategy]SingleDeviceStrategy.optimizer_step",
+                   "[Strategy]SingleDeviceStrategy.validation_step", "[LightningModule]Tiny.on_train_epoch_end"):
         assert action in out
     assert "|          4 |" in out  # four training steps, each counted
 
@@ -49,19 +50,20 @@ def test_profiler_writes_to_file(tmp_path):
     trainer = _trainer(tmp_path, profiler)
     trainer.fit(Tiny(), _loader())
     report = (tmp_path / "fit-perf.txt").read_text()
-    assert "[Strategy]Strategy.optimizer_step" in report
+    assert "[Strategy]SingleDeviceStrategy.optimizer_step" in report
 
 
 def test_advanced_profiler_gives_cprofile_stats(tmp_path, capsys):
     trainer = _trainer(tmp_path, AdvancedProfiler())
     trainer.fit(Tiny(), _loader())
     out = capsys.readouterr().out
-    assert "Profile stats for: [Strategy]Strategy.training_step" in out
+    assert "Profile stats for: [Strategy]SingleDeviceStrategy.training_step" in out
     assert "function calls" in out
 
 
 def test_unknown_profiler_is_a_clear_error(tmp_path):
-    with pytest.raises(ValueError, match="profiler='fancy' is not supported"):
+    with pytest.raises(MisconfigurationException,
+                       match=r"profiler='fancy'\) is not supported. When passing string value for the `profiler`"):
         _trainer(tmp_path, "fancy")
 
 
@@ -101,5 +103,40 @@ def test_simple_profiler_durations_by_action_as_lightning(tmp_path, quiet_lightn
         calls[name] = {action: len(durations) for action, durations in profiler.recorded_durations.items()}
     assert calls["volt"]["[LightningModule]Tiny.on_train_epoch_end"] == 1
     assert calls["lightning"]["[LightningModule]Tiny.on_train_epoch_end"] == 1
-    assert calls["volt"]["[Strategy]Strategy.training_step"] == 4
+    assert calls["volt"]["[Strategy]SingleDeviceStrategy.training_step"] == 4
     assert calls["lightning"]["[Strategy]SingleDeviceStrategy.training_step"] == 4
+
+
+def test_default_profiler_is_a_passthrough_that_user_code_can_call(tmp_path, capsys):
+    """As Lightning: `trainer.profiler` is a PassThroughProfiler when none is asked for, so a module may profile its
+    own code with `self.trainer.profiler.profile(...)` whether or not the run is profiled."""
+
+    class ProfilesItself(Tiny):
+        def training_step(self, batch, batch_idx):
+            with self.trainer.profiler.profile("my_forward"):
+                return super().training_step(batch, batch_idx)
+
+    for profiler, reported in ((None, False), ("simple", True)):
+        trainer = _trainer(tmp_path, profiler)
+        assert isinstance(trainer.profiler, PassThroughProfiler) is not reported
+        trainer.fit(ProfilesItself(), _loader())
+        assert ("my_forward" in capsys.readouterr().out) is reported
+
+
+def test_advanced_profiler_dumps_raw_stats_per_action(tmp_path):
+    profiler = AdvancedProfiler(dirpath=tmp_path, filename="perf", dump_stats=True)
+    trainer = _trainer(tmp_path, profiler)
+    trainer.fit(Tiny(), _loader())
+    dumped = sorted(path.name for path in tmp_path.glob("*.prof"))
+    # one file per action, named like the report file; characters a file name cannot hold become "_"
+    assert "fit-perf-[Strategy]SingleDeviceStrategy.training_step.prof" in dumped
+    assert not any(set(name) & set('/\\:*?"<>|') for name in dumped)
+    import pstats
+
+    stats = pstats.Stats(str(tmp_path / "fit-perf-[Strategy]SingleDeviceStrategy.training_step.prof"))
+    assert stats.total_calls > 0
+    profiler = AdvancedProfiler(dirpath=tmp_path / "unsafe", dump_stats=True)
+    with profiler.profile("val/loss:a"):
+        pass
+    profiler.describe()
+    assert [path.name for path in (tmp_path / "unsafe").iterdir()] == ["val_loss_a.prof"]

@@ -9,7 +9,7 @@ from helpers import BoringModel, loader, trainer
 from volt.profilers import PyTorchProfiler
 from volt.utilities.exceptions import MisconfigurationException
 
-TRAINING_STEP = "[pl][profile][Strategy]Strategy.training_step"
+TRAINING_STEP = "[pl][profile][Strategy]SingleDeviceStrategy.training_step"
 
 
 class TwoLayers(BoringModel):
@@ -40,7 +40,7 @@ def test_default_records_three_training_steps_into_a_trace_in_the_log_dir(tmp_pa
     assert names.count(TRAINING_STEP) == 3
     assert sorted(n for n in names if n.startswith("ProfilerStep#")) == ["ProfilerStep#3", "ProfilerStep#4",
                                                                            "ProfilerStep#5"]
-    assert names.count("[pl][profile][Strategy]Strategy.optimizer_step") == 3
+    assert names.count("[pl][profile][Strategy]SingleDeviceStrategy.optimizer_step") == 3
     assert "[pl][module]torch.nn.modules.linear.Linear: layer.0" in names
     assert "aten::addmm" in names
     out = capsys.readouterr().out
@@ -62,8 +62,8 @@ def test_schedule_is_honoured_window_by_window(tmp_path):
         assert sorted(n for n in names if n.startswith("ProfilerStep#")) == steps
     report = (tmp_path / "prof" / "fit-perf.txt").read_text()
     assert report.startswith("FIT Profiler Report") and "aten::addmm" in report
-    # the table sums both windows: four training steps
-    row = next(line for line in report.splitlines() if TRAINING_STEP in line)
+    # the table sums both windows: four training steps (torch's table cuts long names short)
+    row = next(line for line in report.splitlines() if "[pl][profile][Strategy]SingleDeviceStrategy.tr" in line)
     assert row.split()[-1] == "4"
 
 
@@ -83,14 +83,14 @@ def test_validation_inside_fit_does_not_move_the_schedule(tmp_path):
                                                                          loader(n=4))
         names = _ranges(tmp_path / str(batches) / "fit.0.pt.trace.json")
         assert names.count(TRAINING_STEP) == 3
-        assert names.count("[pl][profile][Strategy]Strategy.validation_step") == validation_steps
+        assert names.count("[pl][profile][Strategy]SingleDeviceStrategy.validation_step") == validation_steps
 
 
 def test_validate_stage_counts_validation_batches(tmp_path, capsys):
     profiler = PyTorchProfiler(dirpath=tmp_path, schedule=torch.profiler.schedule(wait=0, warmup=1, active=2))
     trainer(tmp_path, profiler=profiler).validate(TwoLayers(), loader(n=10))
     names = _ranges(tmp_path / "validate.0.pt.trace.json")
-    assert names.count("[pl][profile][Strategy]Strategy.validation_step") == 2
+    assert names.count("[pl][profile][Strategy]SingleDeviceStrategy.validation_step") == 2
     assert "VALIDATE Profiler Report" in capsys.readouterr().out
 
 
@@ -161,7 +161,9 @@ def test_used_without_a_trainer(tmp_path):
     ({"sort_by_key": "speed"}, MisconfigurationException, r"sort_by_key='speed'\): use one of \["),
     ({"schedule": 3}, MisconfigurationException, "expected a function from a step number to a torch.profiler"),
     ({"schedule": lambda step: "record"}, MisconfigurationException, "expected a function from a step number"),
-    ({"table_kwargs": {"sort_by": "count"}}, KeyError, "pass `sort_by` through the profiler's own sort_by_key"),
+    ({"table_kwargs": {"sort_by": "count"}}, KeyError,
+     r"invalid table_kwargs key: sort_by. This is already a positional argument of the Profiler: pass it as "
+     r"PyTorchProfiler\(sort_by_key=...\)"),
     ({"table_kwargs": {"colour": True}}, KeyError, "torch's EventList.table takes"),
     ({"with_gpu_magic": True}, MisconfigurationException, r"got \['with_gpu_magic'\], which torch.profiler.profile"),
     ({"group_by_input_shapes": True, "record_shapes": False}, MisconfigurationException, "needs the shapes recorded"),
@@ -180,5 +182,5 @@ def test_emit_nvtx_without_cuda_is_a_clear_error(tmp_path):
 
 def test_profiler_string_lists_pytorch(tmp_path):
     assert isinstance(trainer(tmp_path, profiler="pytorch").profiler, PyTorchProfiler)
-    with pytest.raises(ValueError, match="Use 'simple', 'advanced', 'pytorch', or a volt.profilers.Profiler"):
+    with pytest.raises(MisconfigurationException, match="one of 'simple', 'advanced', 'pytorch' or 'passthrough'"):
         trainer(tmp_path, profiler="torch")

@@ -24,7 +24,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from volt.callbacks.callback import Callback
 from volt.datamodule import LightningDataModule
-from volt.module import LightningModule
+from volt.module import LightningModule, given_hyperparameters, instantiate_module
 from volt.trainer.trainer import Trainer
 from volt.utilities.exceptions import MisconfigurationException
 from volt.utilities.rank_zero import rank_zero_warn
@@ -159,9 +159,9 @@ class SaveConfigCallback(Callback):
                  multifile: bool = False, save_to_log_dir: bool = True) -> None:
         if not save_to_log_dir and type(self).save_config is SaveConfigCallback.save_config:
             raise ValueError(
-                "SaveConfigCallback(save_to_log_dir=False) saves the config nowhere: subclass SaveConfigCallback and"
-                " override `save_config` to save it elsewhere, or pass `save_config_callback=None` to LightningCLI to"
-                " save no config."
+                "`save_to_log_dir=False` only makes sense in a SaveConfigCallback subclass whose `save_config` saves"
+                " the config elsewhere: override it, or pass `save_config_callback=None` to LightningCLI to save no"
+                " config."
             )
         self.parser = parser
         self.config = config
@@ -195,8 +195,8 @@ class SaveConfigCallback(Callback):
         exists = trainer.strategy.broadcast(trainer.is_global_zero and fs.isfile(config_path))
         if exists and not self.overwrite:
             raise RuntimeError(
-                f"{type(self).__name__} will not overwrite {os.path.join(log_dir, self.config_filename)}, which a"
-                " previous run wrote. Delete it, log to another directory, pass"
+                f"{type(self).__name__} found {os.path.join(log_dir, self.config_filename)}, which a previous run"
+                " wrote. Aborting to avoid overwriting its results: delete it, log to another directory, pass"
                 " `LightningCLI(save_config_kwargs={'overwrite': True})`, or `save_config_callback=None` to save no"
                 " config."
             )
@@ -285,6 +285,7 @@ class LightningCLI:
             self._add_arguments(self.parser)
 
         self.parse_arguments(self.parser, args)
+        self._config_dump: Optional[Dict[str, Any]] = None
         self.subcommand = self.config["subcommand"] if run else None
         self._load_hparams_from_ckpt_path()
         self._set_seed()
@@ -384,8 +385,11 @@ class LightningCLI:
         return self.parser if subcommand is None else self._subcommand_parsers[subcommand]
 
     def parse_arguments(self, parser, args) -> None:
-        """Parse `args` (a list of strings, a dict, or None for `sys.argv[1:]`) into `self.config`."""
-        if isinstance(args, dict):
+        """Parse `args` (a list of strings, a dict or Namespace, or None for `sys.argv[1:]`) into `self.config`."""
+        if args is not None and len(sys.argv) > 1:
+            rank_zero_warn(f"LightningCLI's args parameter is given ({args}), so the command line arguments"
+                           f" sys.argv[1:]={sys.argv[1:]} are ignored; pass one or the other.")
+        if isinstance(args, (dict, Namespace)):
             self.config = parser.parse_object(args)
         else:
             self.config = parser.parse_args(args)
@@ -410,14 +414,18 @@ class LightningCLI:
             return  # left to the Trainer
         checkpoint = load(ckpt_path, map_location="cpu", optimizer_states=False)
         hparams = decode_hparams(checkpoint.get("hyper_parameters") or {})
+        hparams.pop("_instantiator", None)  # recorded by this CLI (see `_ConfigRecorder`)
         if not hparams:
             return
-        if self.subclass_mode_model and self.config[self.subcommand].get("model") is None:
+        if "_class_path" in hparams:  # the model was chosen by class path: build that class again
+            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        elif self.subclass_mode_model and self.config[self.subcommand].get("model") is None:
             return  # no model class chosen: nothing to apply the hyperparameters to
         try:
             self.config = self.parser.parse_object({self.subcommand: {"model": hparams}}, self.config)
         except SystemExit:
-            sys.stderr.write(f"The hyperparameters saved in {ckpt_path} do not fit the model's arguments.\n")
+            sys.stderr.write(f"Parsing of ckpt_path hyperparameters failed: the hyperparameters saved in {ckpt_path}"
+                             " do not fit the model's arguments.\n")
             raise
 
     def _set_seed(self) -> None:
@@ -432,9 +440,19 @@ class LightningCLI:
         """Override to act on `self.config` before any class is built."""
 
     def instantiate_classes(self) -> None:
-        """Build the datamodule, the model and the Trainer from the config."""
-        instantiate = getattr(self.parser, "instantiate", None) or self.parser.instantiate_classes  # jsonargparse<4.49
-        self.config_init = instantiate(self.config)
+        """Build the datamodule, the model and the Trainer from the config. The model and datamodule are built
+        inside `given_hyperparameters` with their part of the config, so that `save_hyperparameters()` saves the
+        config (see `_ConfigRecorder`)."""
+        recorders = [(_ConfigRecorder(self, "model"), _built_type(self.model_class, LightningModule),
+                      self.subclass_mode_model),
+                     (_ConfigRecorder(self, "data"), _built_type(self.datamodule_class, LightningDataModule),
+                      self.subclass_mode_data)]
+        if hasattr(self.parser, "instantiate"):
+            self.config_init = self.parser.instantiate(self.config, instantiators=recorders)
+        else:  # jsonargparse < 4.49
+            for recorder, class_type, subclasses in recorders:
+                self.parser.add_instantiator(recorder, class_type, subclasses=subclasses)
+            self.config_init = self.parser.instantiate_classes(self.config)
         self.datamodule = self._get(self.config_init, "data")
         self.model = self._get(self.config_init, "model")
         self._add_configure_optimizers_method_to_model()
@@ -443,15 +461,34 @@ class LightningCLI:
     def after_instantiate_classes(self) -> None:
         """Override to act on the built objects before the subcommand runs."""
 
+    def config_dump(self) -> Dict[str, Any]:
+        """The parsed config of the subcommand as plain data (link targets and None values included)."""
+        if self._config_dump is None:
+            import yaml
+
+            # Positional `False`: `skip_none` before jsonargparse 4.49, `skip_unset` after.
+            dump = yaml.safe_load(self.parser.dump(self.config, "yaml", False, skip_link_targets=False))
+            self._config_dump = dump.get(str(self.subcommand), dump)
+        return self._config_dump
+
     def instantiate_trainer(self, **kwargs: Any):
         """The Trainer from `--trainer.*` and `kwargs`, with the callbacks of `trainer_defaults`, of
-        `add_lightning_class_args(SomeCallback, ...)`, and the config-saving callback appended."""
+        `add_lightning_class_args(SomeCallback, ...)`, and the config-saving callback appended (a Trainer class
+        without a `callbacks` argument gets none of them, with a warning)."""
         config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
+        if "callbacks" not in config:
+            rank_zero_warn(f"The `{getattr(self.trainer_class, '__qualname__', self.trainer_class)}` class does not"
+                           " expose the `callbacks` argument so they will not be included: add `callbacks` to its"
+                           " `__init__` to get the CLI's callbacks.")
+            return self.trainer_class(**config)
         callbacks = config.get("callbacks") or []
         callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
         callbacks += [self._get(self.config_init, key) for key in self._parser(self.subcommand).callback_keys]
         default_callbacks = self.trainer_defaults.get("callbacks") or []
-        callbacks += default_callbacks if isinstance(default_callbacks, list) else [default_callbacks]
+        default_callbacks = default_callbacks if isinstance(default_callbacks, list) else [default_callbacks]
+        # a callback given as a config ({"class_path": ..., "init_args": ...}) is built, as one from the command line
+        callbacks += [instantiate_class((), callback) if isinstance(callback, dict) else callback
+                      for callback in default_callbacks]
         if self.save_config_callback is not None and not config.get("fast_dev_run", False):
             parser, subconfig = self._parser(self.subcommand), self.config.get(str(self.subcommand), self.config)
             callbacks.append(self.save_config_callback(parser, subconfig, **self.save_config_kwargs))
@@ -485,8 +522,9 @@ class LightningCLI:
             return
         scheduler_init = _class_and_args(schedulers, self._get(self.config_init, next(iter(schedulers), "")))
         if type(self.model).configure_optimizers is not LightningModule.configure_optimizers:
-            rank_zero_warn(f"`{type(self.model).__name__}.configure_optimizers` is replaced by the CLI's `--optimizer`"
-                           " and `--lr_scheduler` settings.")
+            rank_zero_warn(f"`{type(self.model).__name__}.configure_optimizers` will be overridden by"
+                           f" `{type(self).__name__}.configure_optimizers`, which returns the optimizer and LR"
+                           " scheduler given by `--optimizer` and `--lr_scheduler`.")
         optimizer = instantiate_class(self.model.parameters(), optimizer_init)
         lr_scheduler = instantiate_class(optimizer, scheduler_init) if scheduler_init else None
         # a partial, not a lambda: the model must pickle (ddp_spawn sends it to the other processes)
@@ -515,28 +553,58 @@ class LightningCLI:
             after()
 
 
+class _ConfigRecorder:
+    """A jsonargparse instantiator for the model (or datamodule): builds it inside `given_hyperparameters` with its
+    part of the CLI's config, so that `save_hyperparameters()` in its `__init__` saves that plain config (with
+    "_class_path" when chosen by class path, and the values of instantiation links) rather than the objects built
+    from it, and `load_from_checkpoint` builds it again with `instantiate_module` (named by "_instantiator")."""
+
+    def __init__(self, cli: "LightningCLI", key: str) -> None:
+        self.cli = cli
+        self.key = key
+
+    def __call__(self, class_type: type, *args: Any, applied_instantiation_links: Optional[dict] = None,
+                 **kwargs: Any) -> Any:
+        hparams = self.cli.config_dump().get(self.key) or {}
+        if "class_path" in hparams:
+            hparams = {"_class_path": hparams["class_path"], **(hparams.get("init_args") or {}),
+                       **(hparams.get("dict_kwargs") or {})}
+        else:
+            hparams = dict(hparams)
+        for target, value in (applied_instantiation_links or {}).items():
+            if target.startswith(f"{self.key}."):
+                target = target[len(self.key) + 1:]
+                _set_nested(hparams, target[len("init_args."):] if target.startswith("init_args.") else target,
+                            value)
+        hparams["_instantiator"] = "volt.cli.instantiate_module"
+        with given_hyperparameters(hparams):
+            return class_type(*args, **kwargs)
+
+
+def _set_nested(config: Dict[str, Any], dotted_key: str, value: Any) -> None:
+    *parents, leaf = dotted_key.split(".")
+    for key in parents:
+        config = config.setdefault(key, {})
+    config[leaf] = value
+
+
+def _built_type(class_or_function, default: type) -> type:
+    """The class a `model_class`/`datamodule_class` argument builds: the class itself, or the return annotation of
+    a function that builds one."""
+    if class_or_function is None:
+        return default
+    if isinstance(class_or_function, type):
+        return class_or_function
+    annotation = inspect.signature(class_or_function).return_annotation
+    return annotation if isinstance(annotation, type) else default
+
+
 def instantiate_class(args: Any, init: Dict[str, Any]) -> Any:
     """Build `init["class_path"]` with positional `args` (one value or a tuple) and `init["init_args"]`."""
     args = args if isinstance(args, tuple) else (args,)
     module_name, class_name = init["class_path"].rsplit(".", 1)
     cls = getattr(importlib.import_module(module_name), class_name)
     return cls(*args, **init.get("init_args", {}))
-
-
-def instantiate_module(class_type: type, config: Dict[str, Any]) -> Any:
-    """Build `class_type` (or, with a "_class_path" key, that subclass of it) from `config` as the CLI would: values
-    are checked against the `__init__` signature and nested class configs are built too."""
-    from jsonargparse import ArgumentParser
-
-    parser = ArgumentParser(exit_on_error=False)
-    if "_class_path" in config:
-        parser.add_subclass_arguments(class_type, "module", fail_untyped=False)
-        config = {"class_path": config["_class_path"],
-                  "dict_kwargs": {key: value for key, value in config.items() if key != "_class_path"}}
-    else:
-        parser.add_class_arguments(class_type, "module", fail_untyped=False)
-    instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes  # jsonargparse<4.49
-    return instantiate(parser.parse_object({"module": config})).module
 
 
 def _automatic(registry: Dict[str, Any]) -> Dict[str, Any]:
@@ -610,7 +678,7 @@ def main(args: Optional[List[str]] = None) -> None:
     folders and files (see `volt.sharded_checkpoint`). With no subcommand, prints the usage and exits with status 2,
     as a command missing a required argument does.
     """
-    args = sys.argv[1:] if args is None else list(args)
+    given, args = args, sys.argv[1:] if args is None else list(args)
     if args and args[0] == "run":  # `volt run script.py ...`: a Lightning program on volt (volt/dropin/run.py)
         from volt.dropin.run import main as run
 
@@ -643,7 +711,7 @@ def main(args: Optional[List[str]] = None) -> None:
         parser_kwargs={"prog": "volt", "description": "Train and evaluate volt's built-in digits example. (`volt plot"
                                                       " --help`: draw the training curves of runs; `volt checkpoint "
                                                       "--help`: convert sharded checkpoints.)"},
-        args=args,
+        args=given,  # None: the command line (a list given as well would warn that it replaces sys.argv)
     )
     if cli.subcommand == "fit" and cli.trainer.is_global_zero:
         _print_fit_summary(cli.trainer)

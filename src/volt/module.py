@@ -10,6 +10,7 @@ import logging
 import os
 from argparse import Namespace
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, BinaryIO, Dict, Mapping, Optional, Sequence, Union
 
 import torch
@@ -21,6 +22,22 @@ from volt.utilities.parsing import AttributeDict
 from volt.utilities.rank_zero import rank_zero_warn
 
 log = logging.getLogger("volt")
+
+# What `save_hyperparameters()` saves instead of the `__init__` arguments, while `given_hyperparameters` is active.
+_given_hparams: ContextVar[Optional[Dict[str, Any]]] = ContextVar("volt_given_hparams", default=None)
+
+
+@contextmanager
+def given_hyperparameters(hparams: Dict[str, Any]):
+    """Objects built inside this block save `hparams` when their `__init__` calls `save_hyperparameters()`, instead
+    of the arguments it received. LightningCLI builds the model and datamodule this way: their checkpoints then hold
+    the config that built them (class paths and arguments of injected objects such as an optimizer factory or an
+    activation module, not the objects), which `load_from_checkpoint` builds again."""
+    token = _given_hparams.set(dict(hparams))
+    try:
+        yield
+    finally:
+        _given_hparams.reset(token)
 
 
 class HyperparametersMixin:
@@ -42,7 +59,9 @@ class HyperparametersMixin:
         self._log_hyperparams = logger
         if not frame:
             frame = inspect.currentframe().f_back
-        init_args = _collect_init_args(frame, type(self))
+        init_args = _given_hparams.get()
+        if init_args is None:
+            init_args = _collect_init_args(frame, type(self))
         ignore = [ignore] if isinstance(ignore, str) else list(ignore or [])
         ignore += [name for name, value in init_args.items() if isinstance(value, nn.Module) and name not in ignore]
         if len(args) == 1 and not isinstance(args[0], str):
@@ -657,6 +676,7 @@ def _instantiate_from_checkpoint(cls, checkpoint: Dict[str, Any], hparams_file, 
     if hparams_file is not None:
         hparams = _read_hparams_file(hparams_file, hparams)
     hparams = {**hparams, **overrides}
+    instantiator = _trusted_instantiator(cls, hparams.pop("_instantiator", None), hparams.get("_class_path"))
     params = inspect.signature(cls.__init__).parameters
     container = params.get(checkpoint.get(cls.CHECKPOINT_HYPER_PARAMS_NAME) or "")
     named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
@@ -666,11 +686,59 @@ def _instantiate_from_checkpoint(cls, checkpoint: Dict[str, Any], hparams_file, 
         init_kwargs = hparams
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         init_kwargs = {k: v for k, v in init_kwargs.items() if k in params}
-    obj = cls(**init_kwargs)
+    obj = instantiator(cls, init_kwargs) if instantiator else cls(**init_kwargs)
     # keep the checkpoint's hparams visible even if __init__ did not call save_hyperparameters
     if not getattr(obj, "_hparams", None):
         obj._set_hparams(hparams)
     return obj
+
+
+# The functions a checkpoint's "_instantiator" may name (LightningCLI's, volt's or Lightning's spelling), each built
+# by volt's: a checkpoint never names code to import and run.
+_TRUSTED_INSTANTIATORS = ("volt.cli.instantiate_module", "lightning.pytorch.cli.instantiate_module",
+                          "pytorch_lightning.cli.instantiate_module")
+
+
+def _trusted_instantiator(cls, name: Any, class_path: Any):
+    """The function that rebuilds `cls` from hyperparameters saved by LightningCLI (None when they were not), after
+    checking that the checkpoint names a trusted function and, with "_class_path", an imported subclass of `cls`."""
+    if name is None:
+        return None
+    if name not in _TRUSTED_INSTANTIATORS:
+        raise ValueError(f"The checkpoint asks for {name!r} to build {cls.__name__}, which is not one of the trusted"
+                         f" instantiators {list(_TRUSTED_INSTANTIATORS)}; it was not run. Remove '_instantiator' from"
+                         " its hyperparameters to build the class directly.")
+    if class_path is not None and not _imported_subclass(class_path, cls):
+        raise ValueError(f"The checkpoint asks for class {class_path!r}, which is not an imported subclass of"
+                         f" {cls.__name__}; it was not loaded. Import the module that defines it first, if you trust"
+                         " the checkpoint.")
+    return instantiate_module
+
+
+def instantiate_module(class_type: type, config: Dict[str, Any]) -> Any:
+    """Build `class_type` (or, with a "_class_path" key, that subclass of it) from `config` as LightningCLI would:
+    values are checked against the `__init__` signature and nested class configs are built too. `load_from_checkpoint`
+    rebuilds a module saved by LightningCLI with it (also `volt.cli.instantiate_module`)."""
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser(exit_on_error=False)
+    if "_class_path" in config:
+        parser.add_subclass_arguments(class_type, "module", fail_untyped=False)
+        config = {"class_path": config["_class_path"],
+                  "dict_kwargs": {key: value for key, value in config.items() if key != "_class_path"}}
+    else:
+        parser.add_class_arguments(class_type, "module", fail_untyped=False)
+    instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes  # jsonargparse<4.49
+    return instantiate(parser.parse_object({"module": config})).module
+
+
+def _imported_subclass(class_path: Any, cls: type) -> bool:
+    """Whether `class_path` ("package.module.Class") names a subclass of `cls` in a module already imported."""
+    import sys
+
+    module_name, _, name = str(class_path).rpartition(".")
+    found = getattr(sys.modules.get(module_name), name, None)
+    return isinstance(found, type) and issubclass(found, cls)
 
 
 def _read_hparams_file(path: Union[str, os.PathLike], saved: Dict[str, Any]) -> Dict[str, Any]:

@@ -10,7 +10,7 @@ from volt.distributed import launcher as _launcher
 from volt.distributed.ddp import DDPStrategy
 from volt.distributed.environments import ClusterEnvironment, LightningEnvironment, detect_environment
 from volt.distributed.parallel import ParallelStrategy
-from volt.distributed.strategy import Strategy
+from volt.distributed.strategy import SingleDeviceStrategy, Strategy
 from volt.utilities.exceptions import MisconfigurationException
 
 
@@ -33,7 +33,7 @@ def select_strategy(strategy: Any, accelerator: Any, devices: Any, num_nodes: in
         )
     index = device_ids[0] if device_type == "cuda" else None
     device = torch.device(device_type, index) if index is not None else torch.device(device_type)
-    return Strategy(device, accelerator=device_type)
+    return SingleDeviceStrategy(device, accelerator=device_type)
 
 
 def parse_accelerator(accelerator: Any) -> str:

@@ -1,9 +1,16 @@
 """`Trainer(plugins=...)`: the plugins sorted by kind, each checked once with a clear error."""
-from typing import Any, Optional
+from typing import Any, List, Optional, Union
 
 from volt.distributed.environments import ClusterEnvironment
+from volt.plugins.io import CheckpointIO
+from volt.plugins.layer_sync import LayerSync
 from volt.trainer.precision import Precision
 from volt.utilities.exceptions import MisconfigurationException
+
+# What `Trainer(plugins=...)` takes, as a type hint: LightningCLI builds them from class paths
+# (`--trainer.plugins=SLURMEnvironment`).
+Plugin = Union[Precision, ClusterEnvironment, CheckpointIO, LayerSync]
+PluginsInput = Optional[Union[Plugin, List[Plugin]]]
 
 _KINDS = "a precision plugin (MixedPrecision, HalfPrecision, DoublePrecision, Precision), a ClusterEnvironment, " \
          "a CheckpointIO or TorchSyncBatchNorm"
@@ -25,8 +32,7 @@ def parse_plugins(plugins: Any, precision_flag: Any) -> TrainerPlugins:
     parsed = TrainerPlugins()
     if plugins is None:
         return parsed
-    from volt.plugins.io import CheckpointIO
-    from volt.plugins.layer_sync import LayerSync, TorchSyncBatchNorm
+    from volt.plugins.layer_sync import TorchSyncBatchNorm
 
     for plugin in plugins if isinstance(plugins, (list, tuple)) else [plugins]:
         if isinstance(plugin, Precision):

@@ -8,8 +8,6 @@ starts (with `lightning_module` set just before), `start(action)`/`stop(action)`
 `describe(stage)` on rank zero when the stage ends, and `teardown(stage)` on every rank once it is over, even after an
 error.
 """
-from typing import Optional
-
 from volt.profilers.advanced import AdvancedProfiler
 from volt.profilers.profiler import PassThroughProfiler, Profiler
 from volt.profilers.pytorch import PyTorchProfiler
@@ -18,17 +16,20 @@ from volt.profilers.simple import SimpleProfiler
 __all__ = ["AdvancedProfiler", "PassThroughProfiler", "Profiler", "PyTorchProfiler", "SimpleProfiler"]
 
 
-def make_profiler(profiler) -> Optional[Profiler]:
-    """Resolve `Trainer(profiler=...)`: None, "simple", "advanced", "pytorch", or a Profiler instance."""
+def make_profiler(profiler) -> Profiler:
+    """Resolve `Trainer(profiler=...)`: None (PassThroughProfiler, which records nothing, as in Lightning),
+    "simple", "advanced", "pytorch", or a Profiler instance."""
     if profiler in (None, False):
-        return None
+        return PassThroughProfiler()
     if isinstance(profiler, Profiler):
         return profiler
     if isinstance(profiler, str) and profiler.lower() in ("simple", "advanced", "pytorch", "passthrough"):
         return {"simple": SimpleProfiler, "advanced": AdvancedProfiler, "pytorch": PyTorchProfiler,
                 "passthrough": PassThroughProfiler}[profiler.lower()]()
-    raise ValueError(
-        f"profiler={profiler!r} is not supported. Use 'simple', 'advanced', 'pytorch', or a volt.profilers.Profiler"
-        " instance."
-    )
+    from volt.utilities.exceptions import MisconfigurationException
 
+    raise MisconfigurationException(
+        f"Trainer(profiler={profiler!r}) is not supported. When passing string value for the `profiler` parameter of"
+        " `Trainer`, it can only be one of 'simple', 'advanced', 'pytorch' or 'passthrough'; or pass a"
+        " volt.profilers.Profiler instance."
+    )

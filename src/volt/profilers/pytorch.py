@@ -270,7 +270,7 @@ class _ModuleRanges:
 
 
 def _function_name(action_name: str) -> str:
-    """`[Strategy]Strategy.training_step` -> `training_step`."""
+    """`[Strategy]SingleDeviceStrategy.training_step` -> `training_step`."""
     return action_name.rsplit("]", 1)[-1].rsplit(".", 1)[-1]
 
 
@@ -290,11 +290,11 @@ def _checked_table_kwargs(table_kwargs: Dict[str, Any]) -> Dict[str, Any]:
     allowed = set(inspect.signature(EventList.table).parameters) - {"self", "sort_by", "row_limit"}
     for key in table_kwargs:
         if key in ("sort_by", "row_limit"):
-            raise KeyError(f"PyTorchProfiler(table_kwargs={{{key!r}: ...}}): pass `{key}` through the profiler's own"
-                           f" {'sort_by_key' if key == 'sort_by' else 'row_limit'} argument instead.")
+            raise KeyError(f"Found invalid table_kwargs key: {key}. This is already a positional argument of the"
+                           f" Profiler: pass it as PyTorchProfiler("
+                           f"{'sort_by_key' if key == 'sort_by' else 'row_limit'}=...) instead.")
         if key not in allowed:
-            raise KeyError(f"PyTorchProfiler(table_kwargs={{{key!r}: ...}}): torch's EventList.table takes"
-                           f" {sorted(allowed)}.")
+            raise KeyError(f"Found invalid table_kwargs key: {key}. torch's EventList.table takes {sorted(allowed)}.")
     return table_kwargs
 
 

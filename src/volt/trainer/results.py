@@ -386,13 +386,14 @@ class Results:
             hparams.update(model.hparams_initial)
         if datamodule is not None and datamodule._log_hyperparams:
             dm_hparams = datamodule.hparams_initial
-            clash = {k for k in dm_hparams if k in hparams and hparams[k] != dm_hparams[k]}
+            clash = {k for k in dm_hparams if k in hparams and hparams[k] != dm_hparams[k] and k != "_class_path"}
             if clash:
                 raise MisconfigurationException(
                     f"Error while merging hparams: the keys {sorted(clash)} are present in both the LightningModule's "
                     "and LightningDataModule's hparams but have different values."
                 )
             hparams.update(dm_hparams)
+        hparams.pop("_class_path", None)  # LightningCLI's record of which class it built, for load_from_checkpoint
         for logger in trainer.loggers:
             if hparams:
                 logger.log_hyperparams(hparams)

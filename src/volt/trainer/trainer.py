@@ -18,8 +18,8 @@ from volt.distributed.selection import select_strategy
 from volt.distributed.strategy import Strategy
 from volt.loggers.logger import Logger
 from volt.module import LightningModule
-from volt.plugins.trainer_plugins import parse_plugins
-from volt.profilers import Profiler, make_profiler
+from volt.plugins.trainer_plugins import PluginsInput, parse_plugins
+from volt.profilers import PassThroughProfiler, Profiler, make_profiler
 from volt.trainer.checkpointing import Checkpoints
 from volt.trainer.data import shutdown_workers
 from volt.trainer.eval_loop import EvalLoop
@@ -145,7 +145,7 @@ class Trainer:
         profiler: Optional[Union[Profiler, str]] = None,
         detect_anomaly: bool = False,
         barebones: bool = False,
-        plugins: Optional[list] = None,
+        plugins: PluginsInput = None,
         sync_batchnorm: bool = False,
         reload_dataloaders_every_n_epochs: int = 0,
         default_root_dir: Optional[Union[str, os.PathLike]] = None,
@@ -239,7 +239,7 @@ class Trainer:
         self._default_root_dir = os.fspath(default_root_dir) if default_root_dir is not None else None
         plugins = parse_plugins(plugins, precision)  # precision, cluster environment, checkpoint I/O, layer sync
         self.sync_batchnorm = sync_batchnorm or plugins.layer_sync is not None
-        self.profiler = make_profiler(profiler)
+        self.profiler = make_profiler(profiler)  # PassThroughProfiler when none is asked for, as in Lightning
         self._compile_options = compile_options(compile)  # volt extension: torch.compile the module's steps
         self._compiler: Optional[Callable] = None
         _configure_determinism(deterministic, benchmark)
@@ -411,8 +411,8 @@ class Trainer:
         failure, the exception hooks, failed loggers and teardown. A KeyboardInterrupt ends in SystemExit(1) after
         them, as in Lightning."""
         callbacks = self._merge_model_callbacks(model)
-        self._hooks = hooks = (ProfiledHooks if self.profiler else Hooks)(self, callbacks, model, datamodule)
-        if self.profiler is not None:
+        self._hooks = hooks = (ProfiledHooks if self._profiling else Hooks)(self, callbacks, model, datamodule)
+        if self._profiling:
             self.profiler.reset()
         anomaly = torch.autograd.detect_anomaly(check_nan=True) if self.detect_anomaly else nullcontext()
         if fn == "fit":
@@ -445,7 +445,7 @@ class Trainer:
                 shutdown_workers(loader)
             if fn == "fit":
                 self._signals.restore()
-            if self.profiler is not None:
+            if self._profiling:
                 self.profiler.teardown(fn)
 
     def _run_stage(self, fn, model, datamodule, ckpt_path, weights_only):
@@ -463,7 +463,7 @@ class Trainer:
             for logger in self.loggers:
                 if isinstance(logger.log_dir, str):
                     check_writable_folder(logger.log_dir, f"The log folder of {type(logger).__name__}")
-        if self.profiler is not None:
+        if self._profiling:
             self.profiler.lightning_module = model
             self.profiler.setup(stage=fn, local_rank=self.local_rank if self.world_size > 1 else None,
                                 log_dir=self.log_dir)
@@ -507,7 +507,7 @@ class Trainer:
         self._results.flush_logger_writes()
         for logger in self.loggers:
             logger.finalize("success")
-        if self.profiler is not None and self.is_global_zero:
+        if self._profiling and self.is_global_zero:
             self.profiler.describe(fn)
         self.strategy.teardown()
         self.state.status = "finished"
@@ -756,6 +756,11 @@ class Trainer:
     @property
     def node_rank(self) -> int:
         return self.strategy.node_rank
+
+    @property
+    def _profiling(self) -> bool:
+        """Whether the profiler records anything: the default PassThroughProfiler does not, so hooks run unwrapped."""
+        return type(self.profiler) is not PassThroughProfiler
 
     @property
     def is_global_zero(self) -> bool:
