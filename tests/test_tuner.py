@@ -266,7 +266,8 @@ def test_lr_find_errors(tmp_path):
     two = Net()
     two.configure_optimizers = lambda: [torch.optim.SGD(two.parameters(), lr=0.1)] * 2
     two.automatic_optimization = False
-    with pytest.raises(MisconfigurationException, match="returned 2 optimizers"):
+    with pytest.raises(MisconfigurationException, match="returned 2 optimizers, but the learning rate finder only "
+                                                        "works with single optimizer"):
         tuner.lr_find(two, update_attr=False)
     assert trainer.callbacks == [] and trainer.global_step == 0  # a failed search leaves the trainer as it was
     configured = make_trainer(tmp_path, logger=False, callbacks=[LearningRateFinder()])
@@ -379,14 +380,21 @@ def test_scale_batch_size_for_evaluation_and_a_datamodule(tmp_path, method):
     assert finder.optimal_batch_size == data.hparams.batch_size == 16
 
 
-def test_batch_size_search_until_the_dataset_or_max_val(tmp_path):
-    """Nothing runs out of memory: the search stops once a batch holds the whole dataset, or at `max_val`."""
+def test_batch_size_search_until_the_dataset_or_max_val(tmp_path, caplog):
+    """Nothing runs out of memory: the search stops once a batch holds the whole dataset, or at `max_val`, or
+    after `max_trials` (0: none, the initial size stays)."""
     trainer = make_trainer(tmp_path, logger=False, enable_checkpointing=False, callbacks=None)
     assert Tuner(trainer).scale_batch_size(MemoryBound(limit=10**6)) == 256  # 200 samples: 256 holds them all
     assert Tuner(trainer).scale_batch_size(MemoryBound(limit=10**6), max_val=48) == 48
     assert Tuner(trainer).scale_batch_size(MemoryBound(limit=10**6), init_val=64, max_val=48) == 48
     model = MemoryBound(limit=10**6)
-    assert Tuner(trainer).scale_batch_size(model, init_val=4, max_trials=3) == 16 and max(model.tried) == 16
+    caplog.clear()
+    with caplog.at_level("INFO", logger="volt.tuner"):
+        assert Tuner(trainer).scale_batch_size(model, init_val=4, max_trials=3) == 16 and max(model.tried) == 16
+    # Lightning's log lines: the next size is named only when it is tried
+    assert caplog.text.count("trying batch size") == 2 and "Batch size 16 succeeded.\n" in caplog.text
+    model = MemoryBound(limit=10**6)
+    assert Tuner(trainer).scale_batch_size(model, init_val=4, max_trials=0) == 4 and model.tried == []
 
 
 def test_batch_size_errors(tmp_path):

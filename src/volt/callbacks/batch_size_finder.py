@@ -17,7 +17,7 @@ class BatchSizeFinder(Callback):
         mode: "power" (double until out of memory, keep the last size that ran) or "binsearch" (then bisect).
         steps_per_trial: training steps (or evaluation batches) run at each size.
         init_val: the first size tried.
-        max_trials: the most sizes tried ("binsearch": the most that run).
+        max_trials: the most sizes tried ("binsearch": the most that run); 0 tries none and keeps `init_val`.
         batch_arg_name: where the batch size is kept: an attribute of the module, `hparams`, or the datamodule,
             read by your `*_dataloader` hooks.
         margin: "binsearch" only: the size found is reduced by this fraction, for headroom.
@@ -33,10 +33,10 @@ class BatchSizeFinder(Callback):
         mode = mode.lower() if isinstance(mode, str) else mode
         if mode not in self.SUPPORTED_MODES:
             raise ValueError(f"`mode` should be either of {self.SUPPORTED_MODES}")
-        for name, value in (("steps_per_trial", steps_per_trial), ("init_val", init_val),
-                            ("max_trials", max_trials), ("max_val", max_val)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be an int >= 1, got {value!r}.")
+        for name, value, least in (("steps_per_trial", steps_per_trial, 1), ("init_val", init_val, 1),
+                                   ("max_trials", max_trials, 0), ("max_val", max_val, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"`{name}` must be an int >= {least}, got {value!r}.")
         if not isinstance(margin, (int, float)) or not 0.0 <= margin < 1.0:
             raise ValueError(f"`margin` should be between 0 and 1. Found margin={margin!r}")
         self.optimal_batch_size: Optional[int] = init_val
@@ -48,7 +48,7 @@ class BatchSizeFinder(Callback):
         self._margin = margin
         self._max_val = max_val
 
-    def setup(self, trainer, pl_module, stage: str) -> None:
+    def setup(self, trainer, pl_module, stage: Optional[str] = None) -> None:
         if trainer.world_size > 1:
             raise MisconfigurationException("The Batch size finder is not supported with distributed strategies.")
         if not lightning_hasattr(pl_module, self._batch_arg_name):

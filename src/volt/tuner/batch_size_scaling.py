@@ -37,7 +37,10 @@ def _scale_batch_size(trainer, mode: str = "power", steps_per_trial: int = 3, in
     with trainer.trial_run() as trial:
         search = _Search(trainer, trial, batch_arg_name, steps_per_trial, max_val)
         start = min(init_val, max_val)
-        size = search.power(start, max_trials) if mode == "power" else search.binsearch(start, max_trials)
+        if max_trials == 0:  # no trial: the initial size, as Lightning
+            size = start
+        else:
+            size = search.power(start, max_trials) if mode == "power" else search.binsearch(start, max_trials)
         reduced = max(1, int(size * (1 - margin))) if mode == "binsearch" else size
         if reduced != size:
             _info(f"Applying margin of {margin:.1%}, reducing batch size from {size} to {reduced}")
@@ -61,16 +64,16 @@ class _Search:
 
     def power(self, size: int, max_trials: int) -> int:
         """Double after each size that runs; halve after failures until one runs. The largest size that ran."""
-        for _ in range(max_trials):
-            if self.run(size):
-                bigger = self._bigger(size)
-                if bigger is None:
-                    break
-                size = bigger
-            elif self.largest_ok is not None:
-                break
+        for remaining in range(max_trials - 1, -1, -1):
+            ran = self.run(size)
+            if ran:
+                following = self._bigger(size) if remaining else None
             else:
-                size = self._smaller(size, low=0)
+                following = None if self.largest_ok is not None or not remaining else self._smaller(size, low=0)
+            self._report(size, ran, following)
+            if following is None:
+                break
+            size = following
         return self._found()
 
     def binsearch(self, size: int, max_trials: int) -> int:
@@ -78,24 +81,24 @@ class _Search:
         `max_trials` counts the sizes that ran."""
         successes = 0
         while True:
-            if self.run(size):
+            ran = self.run(size)
+            if ran:
                 successes += 1
                 if successes >= max_trials:
-                    break
-                if self.smallest_failed is None:
-                    bigger = self._bigger(size)
-                    if bigger is None:
-                        break
-                    size = bigger
+                    following = None
+                elif self.smallest_failed is None:
+                    following = self._bigger(size)
                 elif self.smallest_failed - size <= 1:
-                    break
+                    following = None
                 else:
-                    size = (size + self.smallest_failed) // 2
+                    following = (size + self.smallest_failed) // 2
             else:
                 low = self.largest_ok if self.largest_ok is not None else 1
-                if self.largest_ok is not None and size - low <= 1:
-                    break
-                size = self._smaller(size, low)
+                following = None if self.largest_ok is not None and size - low <= 1 else self._smaller(size, low)
+            self._report(size, ran, following)
+            if following is None:
+                break
+            size = following
         return self._found()
 
     def run(self, size: int) -> bool:
@@ -119,8 +122,13 @@ class _Search:
             if trainer.strategy.root_device.type == "cuda":
                 garbage_collection_cuda()
             self.smallest_failed = min(size, self.smallest_failed or size)
-        _info(f"Batch size {size} {'succeeded' if ran else 'failed (out of memory)'}.")
         return ran
+
+    @staticmethod
+    def _report(size: int, ran: bool, following: Optional[int]) -> None:
+        """Log a trial's outcome and the size tried next (Lightning's wording)."""
+        outcome = "succeeded" if ran else "failed (out of memory)"
+        _info(f"Batch size {size} {outcome}" + (f", trying batch size {following}" if following else "."))
 
     def _bigger(self, size: int) -> Optional[int]:
         """The next size up (double, at most `max_val`), or None when there is none worth a trial: `max_val`

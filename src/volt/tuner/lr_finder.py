@@ -161,7 +161,7 @@ def _lr_find(trainer, model, min_lr: float = 1e-8, max_lr: float = 1, num_traini
     if len(trainer.optimizers) != 1:
         raise MisconfigurationException(
             f"`model.configure_optimizers()` returned {len(trainer.optimizers)} optimizers, but the learning rate "
-            "finder works with a single optimizer.")
+            "finder only works with single optimizer: return one while you search.")
     finder = _LRFinder(mode, min_lr, max_lr, num_training)
     recorder = _LRCallback(finder, early_stop_threshold)
     with trainer.trial_run([recorder]) as trial:
