@@ -1,5 +1,6 @@
 """Lightning's import paths in volt hold the real volt objects, behaving as Lightning's do: trainer states,
 accelerators, utilities, core, demos, DummyLogger. Compared with pytorch-lightning 2.6.6 where it is installed."""
+import importlib
 import copy
 import pickle
 import subprocess
@@ -129,7 +130,7 @@ def test_grad_norm_matches_lightnings(quiet_lightning):
         ours, theirs = grad_norm(model, norm_type), lightning_grad_norm(model, norm_type)
         assert ours.keys() == theirs.keys()
         assert all(torch.allclose(ours[k], theirs[k]) for k in ours)
-    with pytest.raises(ValueError, match="norm_type must be a positive number or 'inf'"):
+    with pytest.raises(ValueError, match="`norm_type` must be a positive number or 'inf'"):
         grad_norm(model, 0)
 
 
@@ -205,7 +206,7 @@ def test_small_utilities_behave_as_lightnings(quiet_lightning):
     assert ours.GradClipAlgorithmType.supported_types() == theirs.GradClipAlgorithmType.supported_types()
 
 
-def test_rank_zero_helpers_and_warning_categories():
+def test_rank_zero_helpers_and_warning_categories(monkeypatch):
     from volt.utilities.rank_zero import LightningDeprecationWarning, WarningCache, rank_prefixed_message
     from volt.utilities.warnings import PossibleUserWarning, disable_possible_user_warnings
 
@@ -220,6 +221,12 @@ def test_rank_zero_helpers_and_warning_categories():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         disable_possible_user_warnings()
+        warnings.warn("maybe", PossibleUserWarning)
+    assert not caught
+    with warnings.catch_warnings(record=True) as caught:  # Lightning's environment switch, read on import
+        warnings.simplefilter("always")
+        monkeypatch.setenv("POSSIBLE_USER_WARNINGS", "off")
+        importlib.reload(volt)
         warnings.warn("maybe", PossibleUserWarning)
     assert not caught
 

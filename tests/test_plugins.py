@@ -51,7 +51,7 @@ def test_bad_plugins_are_one_clear_error(plugins, message):
 def test_a_precision_plugin_and_the_precision_argument_conflict():
     with pytest.raises(MisconfigurationException, match=r"both `precision='bf16-mixed'` and `plugins=\[DoublePrecision"):
         make_trainer(precision="bf16-mixed", plugins=[DoublePrecision()])
-    with pytest.raises(ValueError, match="choose '16-mixed' or 'bf16-mixed'"):
+    with pytest.raises(ValueError, match=r"Passed `MixedPrecision\(precision='16-true'\)`. Precision must be '16-mixed' or"):
         MixedPrecision("16-true", "cpu")
 
 

@@ -88,7 +88,8 @@ class MixedPrecision(Precision):
 
     def __init__(self, precision: str, device: str, scaler: Optional[torch.amp.GradScaler] = None) -> None:
         if precision not in ("16-mixed", "bf16-mixed"):
-            raise ValueError(f"MixedPrecision(precision={precision!r}): choose '16-mixed' or 'bf16-mixed'.")
+            raise ValueError(f"Passed `MixedPrecision(precision={precision!r})`. Precision must be '16-mixed' or"
+                             " 'bf16-mixed'.")
         if scaler is not None and precision == "bf16-mixed":
             raise ValueError("MixedPrecision: a GradScaler is only used with '16-mixed'; bf16 needs none.")
         self.precision = precision

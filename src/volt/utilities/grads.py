@@ -11,7 +11,7 @@ def grad_norm(module: Module, norm_type: Union[float, int, str], group_separator
     `norm_type` is a positive number or "inf"."""
     norm_type = float(norm_type)
     if norm_type <= 0:
-        raise ValueError(f"grad_norm: norm_type must be a positive number or 'inf', got {norm_type}.")
+        raise ValueError(f"grad_norm: `norm_type` must be a positive number or 'inf', got {norm_type}.")
     norms = {f"grad_{norm_type}_norm{group_separator}{name}": p.grad.detach().norm(norm_type)
              for name, p in module.named_parameters() if p.grad is not None}
     if norms:
