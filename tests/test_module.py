@@ -741,3 +741,23 @@ def test_save_hyperparameters_in_parent_and_subclass_keeps_both_as_lightning(tmp
                 self.save_hyperparameters(ignore="batch_size")
 
         assert dict(IgnoringChild().hparams) == {"child_arg": 1200}  # the subclass's ignore drops the parent's
+
+
+def test_configure_sharded_model_still_builds_the_model_with_a_deprecation_warning(tmp_path):
+    """Lightning 2.x's deprecated name for `configure_model`; overriding both is an error, as in Lightning."""
+
+    class OldStyle(BoringModel):
+        def configure_sharded_model(self):
+            self.extra = torch.nn.Linear(2, 2)
+
+    model = OldStyle()
+    with pytest.deprecated_call(match="overridden `OldStyle.configure_sharded_model` which is deprecated"):
+        trainer(tmp_path, fast_dev_run=1).fit(model)
+    assert isinstance(model.extra, torch.nn.Linear)
+
+    class Both(OldStyle):
+        def configure_model(self):
+            pass
+
+    with pytest.raises(RuntimeError, match="Both `Both.configure_model`, and `Both.configure_sharded_model` are"):
+        trainer(tmp_path, fast_dev_run=1).fit(Both())

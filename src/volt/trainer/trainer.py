@@ -34,7 +34,7 @@ from volt.trainer.spawn import apply_results, collect_results
 from volt.utilities.compile import compile_options, compile_steps, resolve_compiled
 from volt.utilities.durations import duration_seconds
 from volt.utilities.exceptions import MisconfigurationException, _TunerExitException
-from volt.utilities.rank_zero import rank_zero_info, rank_zero_warn
+from volt.utilities.rank_zero import rank_zero_deprecation, rank_zero_info, rank_zero_warn
 from volt.utilities.warnings import PossibleUserWarning
 
 if TYPE_CHECKING:
@@ -908,6 +908,7 @@ def _check_model(fn: str, model: Any, trainer: "Trainer") -> None:
             f"`Trainer.{fn}` requires a `LightningModule`, got {type(model).__name__}. Subclass "
             "`volt.LightningModule` (or `import volt as pl; pl.LightningModule`)."
         )
+    _check_configure_model(model)
     if fn != "fit":
         _check_eval_step(fn, model)
         return
@@ -932,6 +933,19 @@ def _check_model(fn: str, model: Any, trainer: "Trainer") -> None:
             f"No `configure_optimizers()` method defined in {type(model).__name__}, so `Trainer.fit` would train "
             "nothing. Return an optimizer from it, e.g. `torch.optim.Adam(self.parameters(), lr=1e-3)`."
         )
+
+
+def _check_configure_model(model: LightningModule) -> None:
+    """`configure_sharded_model` is the deprecated name of `configure_model`: it still runs, with a warning; both
+    overridden is an error, as in Lightning."""
+    if not implements(model, LightningModule, "configure_sharded_model"):
+        return
+    name = type(model).__name__
+    if implements(model, LightningModule, "configure_model"):
+        raise RuntimeError(f"Both `{name}.configure_model`, and `{name}.configure_sharded_model` are overridden. The"
+                           " latter is deprecated: move its code into `configure_model`.")
+    rank_zero_deprecation(f"You have overridden `{name}.configure_sharded_model` which is deprecated. Please override"
+                          " the `configure_model` hook instead.")
 
 
 def _check_eval_step(fn: str, model: LightningModule) -> None:
