@@ -19,7 +19,9 @@ name), which `run.py` counts as a test of Lightning's internals. Processes the t
 module too (see `sitecustomize.py`), with placeholders at every import, since they import test files to unpickle
 test functions.
 
-Nothing here changes what volt does; it only lets Lightning's tests reach volt's public API.
+Nothing here changes what volt does, except one guard: a test that makes volt's strategy='ddp' start its other
+ranks (by running the command line, here pytest, again) fails with a clear error instead (`_refuse_script_launch`).
+Otherwise it only lets Lightning's tests reach volt's public API.
 """
 import builtins
 import contextlib
@@ -270,9 +272,27 @@ else:
     os.environ["VOLT_LIGHTNING_SUITE_CHILD"] = "1"  # for the processes the tests start
 
 
+def _refuse_script_launch(self, watchdog):
+    """volt's strategy='ddp' starts its other ranks by running the command line again: here, the whole pytest run
+    (whose failing copies would stop this process). A test that gets there fails with this error instead; Lightning's
+    tests that do so swap or mock Lightning's launcher."""
+    raise RuntimeError("strategy='ddp' would start its other ranks by running this pytest command again (Lightning's"
+                       " test swaps or mocks the launcher); not done under the suite harness.")
+
+
 def pytest_configure(config):
     """Lightning's CI has pytest-rerunfailures, whose `flaky` marker some test files use (its pytest settings make
-    an unknown marker an error). Registered here; no test is rerun."""
+    an unknown marker an error). Registered here; no test is rerun.
+
+    A pytest process that a test started (volt's DDP launcher runs the command line again for its other ranks, where
+    Lightning's test mocks the launch) stops at once: it would run the whole directory again and overwrite the run's
+    result files. The test that launched it then fails, as it should."""
+    if _CHILD:
+        pytest.exit("this pytest process was started by a test (a DDP launch re-running the command line); it does"
+                    " not run the suite again", returncode=1)
+    import volt.distributed.launcher
+
+    volt.distributed.launcher.ScriptLauncher.start = _refuse_script_launch
     config.addinivalue_line("markers", "flaky(reruns): rerun a flaky test (pytest-rerunfailures; not rerun here)")
 
 

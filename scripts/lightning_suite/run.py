@@ -112,6 +112,8 @@ RULES = [
     (r"DID NOT RAISE", DIFFERENT, "accepts what Lightning refuses"),
     (r"DID NOT WARN", DIFFERENT, "no warning where Lightning warns"),
     (r"RankFailedError|ProcessRaisedException", DIFFERENT, "a multi-process (ddp/ddp_spawn) run fails"),
+    (r"would start its other ranks by running this pytest command again", DIFFERENT,
+     "strategy='ddp' in-process: volt re-runs the command line (pytest) where Lightning's test swaps its launcher"),
     (r"zombie thread: <Thread\(volt-watchdog", DIFFERENT, "volt's DDP watchdog thread outlives the test"),
     (r'"add_stub" not implemented for .UInt32', DIFFERENT,
      "checkpoints hold RNG states as uint32 tensors (volt resumes exactly; the test subtracts every tensor)"),
