@@ -461,7 +461,7 @@ class LightningCLI:
     def after_instantiate_classes(self) -> None:
         """Override to act on the built objects before the subcommand runs."""
 
-    def config_dump(self) -> Dict[str, Any]:
+    def _dumped_config(self) -> Dict[str, Any]:
         """The parsed config of the subcommand as plain data (link targets and None values included)."""
         if self._config_dump is None:
             import yaml
@@ -565,7 +565,7 @@ class _ConfigRecorder:
 
     def __call__(self, class_type: type, *args: Any, applied_instantiation_links: Optional[dict] = None,
                  **kwargs: Any) -> Any:
-        hparams = self.cli.config_dump().get(self.key) or {}
+        hparams = self.cli._dumped_config().get(self.key) or {}
         if "class_path" in hparams:
             hparams = {"_class_path": hparams["class_path"], **(hparams.get("init_args") or {}),
                        **(hparams.get("dict_kwargs") or {})}
