@@ -258,3 +258,22 @@ def test_a_cluster_environment_plugin_is_used_by_the_strategy(monkeypatch):
     trainer = make_trainer(accelerator="cpu", devices=2, plugins=[env])
     assert trainer.strategy.cluster_environment is env and trainer.world_size == 2
     assert make_trainer(plugins=[SLURMEnvironment(auto_requeue=False)]).world_size == 1  # not inside SLURM here
+
+
+def test_precision_plugin_contexts_as_lightning(quiet_lightning):
+    """`module_init_context` creates modules in the plugin's dtype, `autocast_context_manager` is the forward's
+    autocast: the same dtypes as Lightning's plugins give."""
+    from pytorch_lightning.plugins import precision as theirs
+
+    pairs = [(HalfPrecision("bf16-true"), theirs.HalfPrecision("bf16-true")),
+             (DoublePrecision(), theirs.DoublePrecision()), (MixedPrecision("bf16-mixed", "cpu"),
+                                                            theirs.MixedPrecision("bf16-mixed", "cpu"))]
+    for ours, lightnings in pairs:
+        dtypes = []
+        for plugin in (ours, lightnings):
+            with plugin.module_init_context():
+                dtypes.append(torch.nn.Linear(2, 2).weight.dtype)
+        assert dtypes[0] == dtypes[1] and torch.get_default_dtype() == torch.float32
+    ours, lightnings = pairs[2][0].autocast_context_manager(), pairs[2][1].autocast_context_manager()
+    assert isinstance(ours, torch.autocast) and (ours.device, ours.fast_dtype) == ("cpu", torch.bfloat16)
+    assert (ours.device, ours.fast_dtype) == (lightnings.device, lightnings.fast_dtype)

@@ -89,6 +89,8 @@ RULES = [
      "Lightning's loop objects (fit_loop.epoch_loop, progress trackers, loop state_dict)"),
     (r"'\w*Strategy' object has no attribute|'\w*Accelerator' object has no attribute", INTERNAL,
      "Lightning's strategy/accelerator internals"),
+    (r"has no attribute 'launchers' \(volt does not provide it\)", INTERNAL,
+     "patches Lightning's launcher classes (strategies.launchers)"),
     (r"rich_progress'? (has no|.*does not have the) attribute '[A-Z]\w+'", INTERNAL,
      "patches rich's classes where Lightning's rich_progress module imported them"),
     (r"module 'lightning\.\S+' has no attribute '(cuda|mps|xla|cpu)'", INTERNAL,
@@ -99,6 +101,9 @@ RULES = [
     (r"has no attribute '(\w*(HPU|TPU|XLA|hpu|tpu|xla)\w*|transformer_engine|bitsandbytes|migration|upgrade_checkpoint)'"
      r" \(volt does not provide it\)", MISSING,
      "HPU/TPU/XLA, bitsandbytes, TransformerEngine, 1.x checkpoint migration: names of features volt does not have"),
+    (r"module 'lightning\.fabric' has no attribute '\w+' \(volt does not provide it\)", MISSING,
+     "Fabric is not part of volt"),
+    (r"has no attribute 'model_parallel' \(volt does not provide it\)", MISSING, "volt has no tensor-parallel strategy"),
     (r"Should not import standalone package", MISSING,
      "1.x checkpoint migration's legacy-import patching (the test asserts no pytorch_lightning module is loaded)"),
     (r"Expected a BaseException type, but got '_NotProvided'", MISSING,

@@ -62,6 +62,10 @@ class Precision:
         """The dtype of tensors created in `Trainer.init_module`: the default one, except for true precisions."""
         return contextlib.nullcontext()
 
+    def module_init_context(self):
+        """Where modules are created with this precision's dtype (Lightning's name; as `tensor_init_context`)."""
+        return self.tensor_init_context()
+
     def backward(self, loss: torch.Tensor, backward_fn: Callable, *args: Any, **kwargs: Any) -> None:
         backward_fn(loss, *args, **kwargs)
 
@@ -100,6 +104,10 @@ class MixedPrecision(Precision):
         self.scaler = scaler
 
     def forward_context(self):
+        return torch.autocast(self.device, dtype=self.dtype)
+
+    def autocast_context_manager(self) -> torch.autocast:
+        """The autocast `forward_context` enters (Lightning's name for it, for code that autocasts more)."""
         return torch.autocast(self.device, dtype=self.dtype)
 
     def backward(self, loss, backward_fn, *args, **kwargs) -> None:
