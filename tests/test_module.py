@@ -761,3 +761,25 @@ def test_configure_sharded_model_still_builds_the_model_with_a_deprecation_warni
 
     with pytest.raises(RuntimeError, match="Both `Both.configure_model`, and `Both.configure_sharded_model` are"):
         trainer(tmp_path, fast_dev_run=1).fit(Both())
+
+
+def test_given_hyperparameters_apply_to_the_class_being_built_only():
+    """LightningCLI builds a module inside `given_hyperparameters` (its config); modules it builds in turn keep their
+    own arguments."""
+    from volt.module import given_hyperparameters
+
+    class Inner(volt.LightningModule):
+        def __init__(self, depth: int = 1):
+            super().__init__()
+            self.save_hyperparameters()
+
+    class Outer(volt.LightningModule):
+        def __init__(self, width: int = 2):
+            super().__init__()
+            self.save_hyperparameters()
+            self.inner = Inner()
+
+    with given_hyperparameters(Outer, {"width": 5, "_class_path": "pkg.Outer"}):
+        outer = Outer(width=5)
+    assert dict(outer.hparams) == {"width": 5, "_class_path": "pkg.Outer"} and dict(outer.inner.hparams) == {"depth": 1}
+    assert dict(Outer().hparams) == {"width": 2}

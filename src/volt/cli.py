@@ -577,7 +577,7 @@ class _ConfigRecorder:
                 _set_nested(hparams, target[len("init_args."):] if target.startswith("init_args.") else target,
                             value)
         hparams["_instantiator"] = "volt.cli.instantiate_module"
-        with given_hyperparameters(hparams):
+        with given_hyperparameters(class_type, hparams):
             return class_type(*args, **kwargs)
 
 

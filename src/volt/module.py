@@ -23,17 +23,18 @@ from volt.utilities.rank_zero import rank_zero_warn
 
 log = logging.getLogger("volt")
 
-# What `save_hyperparameters()` saves instead of the `__init__` arguments, while `given_hyperparameters` is active.
-_given_hparams: ContextVar[Optional[Dict[str, Any]]] = ContextVar("volt_given_hparams", default=None)
+# (class, hyperparameters) while `given_hyperparameters` is active.
+_given_hparams: ContextVar[Optional[tuple]] = ContextVar("volt_given_hparams", default=None)
 
 
 @contextmanager
-def given_hyperparameters(hparams: Dict[str, Any]):
-    """Objects built inside this block save `hparams` when their `__init__` calls `save_hyperparameters()`, instead
-    of the arguments it received. LightningCLI builds the model and datamodule this way: their checkpoints then hold
-    the config that built them (class paths and arguments of injected objects such as an optimizer factory or an
-    activation module, not the objects), which `load_from_checkpoint` builds again."""
-    token = _given_hparams.set(dict(hparams))
+def given_hyperparameters(cls: type, hparams: Dict[str, Any]):
+    """An object of class `cls` built inside this block saves `hparams` when its `__init__` calls
+    `save_hyperparameters()`, instead of the arguments it received (objects of other classes it builds are not
+    affected). LightningCLI builds the model and datamodule this way: their checkpoints then hold the config that
+    built them (class paths and arguments of injected objects such as an optimizer factory or an activation module,
+    not the objects), which `load_from_checkpoint` builds again."""
+    token = _given_hparams.set((cls, dict(hparams)))
     try:
         yield
     finally:
@@ -59,8 +60,10 @@ class HyperparametersMixin:
         self._log_hyperparams = logger
         if not frame:
             frame = inspect.currentframe().f_back
-        init_args = _given_hparams.get()
-        if init_args is None:
+        given = _given_hparams.get()
+        if given is not None and type(self) is given[0]:
+            init_args = dict(given[1])
+        else:
             init_args = _collect_init_args(frame, type(self))
         ignore = [ignore] if isinstance(ignore, str) else list(ignore or [])
         ignore += [name for name, value in init_args.items() if isinstance(value, nn.Module) and name not in ignore]
