@@ -270,6 +270,9 @@ def test_spike_tolerances_warmup_and_non_finite_losses(tmp_path):
     detection = SpikeDetection(finite_only=False)
     trainer(tmp_path, max_epochs=2, callbacks=[detection]).fit(SpikyData(spike=1, value=math.nan))
     assert all(math.isfinite(v) for v in detection.running)  # a NaN loss stays out of the running mean
+    with pytest.raises(TrainingSpikeException, match="batch 1"):  # +inf is judged like any loss: far above the mean
+        trainer(tmp_path, max_epochs=2, callbacks=[SpikeDetection(finite_only=False)]).fit(
+            SpikyData(spike=1, value=math.inf))
 
 
 def test_spike_state_round_trips_through_a_checkpoint(tmp_path):

@@ -33,7 +33,8 @@ class SpikeDetection(Callback):
         atol, rtol: absolute and relative distance from the running mean that makes a spike.
         exclude_batches_path: where the JSON list goes (a folder gets `skip_batches.json`); default
             `<default_root_dir>/skip_batches.json`.
-        finite_only: treat non-finite losses as spikes; False only leaves them out of the running mean.
+        finite_only: treat every non-finite loss as a spike; with False, a non-finite loss is judged like any other
+            (+inf is a spike, -inf and NaN are not) and left out of the running mean.
 
     Reading the loss synchronises the GPU once per batch, which is the price of watching it.
     """
@@ -79,8 +80,8 @@ class SpikeDetection(Callback):
             self.last_val = value
 
     def _is_spike(self, value: float) -> bool:
-        if not math.isfinite(value):
-            return self.finite_only
+        if self.finite_only and not math.isfinite(value):
+            return True
         change = value - self.last_val
         if (change <= 0) if self.mode == "min" else (change >= 0):  # as good as the last loss, or better
             return False

@@ -59,6 +59,7 @@ FABRIC_PROVIDED: Dict[str, str] = {
     "utilities.imports": "volt.utilities.imports",
     "utilities.rank_zero": "volt.utilities.rank_zero",
     "utilities.seed": "volt.utilities.seed",
+    "utilities.spike": "volt.callbacks.spike",
     "utilities.throughput": "volt.utilities.throughput",
     "utilities.warnings": "volt.utilities.warnings",
 }
