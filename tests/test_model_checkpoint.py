@@ -159,12 +159,12 @@ def test_default_dirpath_from_logger_or_root_dir(tmp_path):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"mode": "mean"}, r"mode='mean'.*'min' or 'max'"),
-        ({"save_top_k": -2}, r"save_top_k=-2"),
+        ({"mode": "mean"}, r"`mode` can be min, max but got mean; use 'min' or 'max'"),
+        ({"save_top_k": -2}, r"save_top_k=-2\)\. Must be >= -1"),
         ({"save_top_k": 3}, r"save_top_k=3, monitor=None.*Pass `monitor=`"),
-        ({"every_n_train_steps": -1}, r"every_n_train_steps=-1"),
+        ({"every_n_train_steps": -1}, r"every_n_train_steps=-1\)\. Must be >= 0"),
         ({"every_n_epochs": -1}, r"every_n_epochs=-1"),
-        ({"every_n_train_steps": 2, "every_n_epochs": 1}, r"mutually exclusive"),
+        ({"every_n_train_steps": 2, "every_n_epochs": 1}, r"Combination of parameters every_n_train_steps=2.*mutually"),
         ({"every_n_train_steps": 2, "train_time_interval": timedelta(seconds=1)}, r"mutually exclusive"),
         ({"train_time_interval": 5}, r"timedelta"),
         ({"save_last": "yes"}, r"save_last='yes'"),
@@ -184,7 +184,7 @@ def test_zero_valued_triggers_are_not_exclusive():
 
 def test_link_mode_rejects_remote_dirpath(tmp_path):
     cb = ModelCheckpoint(dirpath="memory://bucket/ckpts", save_last="link")
-    with pytest.raises(ValueError, match="save_last='link'.*local folder"):
+    with pytest.raises(ValueError, match="save_last='link'.* is only supported for local file paths"):
         cb.setup(StubTrainer(tmp_path, cb), None, "fit")
 
 
@@ -804,6 +804,40 @@ def test_at_most_one_save_per_optimizer_step(tmp_path):
     cb = volt.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpts", every_n_train_steps=1, save_top_k=-1)
     _trainer(volt, tmp_path, [cb], max_epochs=1, accumulate_grad_batches=2).fit(_make_module(volt, None), *_loaders())
     assert _listing(tmp_path / "ckpts") == ["epoch=0-step=1.ckpt", "epoch=0-step=2.ckpt"]
+
+
+def _save_checkpoint_calls(pl, root):
+    """The `trainer.save_checkpoint` calls of a fit with step saves, a `last` copy and weights only, the files they
+    left; then what a fit leaves whose `save_checkpoint` is replaced by a mock that writes nothing."""
+    from unittest import mock
+
+    cb = pl.callbacks.ModelCheckpoint(dirpath=root / "a", every_n_train_steps=3, save_last=True, save_weights_only=True)
+    trainer = _trainer(pl, root, [cb], max_epochs=2)
+    with mock.patch.object(trainer, "save_checkpoint", wraps=trainer.save_checkpoint) as save:
+        trainer.fit(_make_module(pl, None), *_loaders())
+    calls = [(os.path.basename(c.args[0]), *c.args[1:], c.kwargs) for c in save.call_args_list]
+    trainer = _trainer(pl, root, [pl.callbacks.ModelCheckpoint(dirpath=root / "b", save_last=True)], max_epochs=2)
+    with mock.patch.object(trainer, "save_checkpoint") as replaced:
+        trainer.fit(_make_module(pl, None), *_loaders())
+    return calls, _listing(root / "a"), replaced.call_count, _listing(root / "b")
+
+
+SAVE_CHECKPOINT_CALLS = ([("epoch=0-step=3.ckpt", True, {}), ("last.ckpt", True, {}), ("epoch=1-step=6.ckpt", True, {}),
+                          ("last.ckpt", True, {})], ["epoch=1-step=6.ckpt", "last.ckpt"], 4, [])
+
+
+def test_every_save_calls_trainer_save_checkpoint(tmp_path):
+    """As in Lightning, ModelCheckpoint saves by calling `trainer.save_checkpoint(filepath, weights_only)` (volt calls
+    it at the loop's checkpoint point): an override or a patch sees every save, and one that writes nothing leaves
+    nothing written."""
+    import volt
+
+    assert _save_checkpoint_calls(volt, tmp_path) == SAVE_CHECKPOINT_CALLS
+
+
+@pytest.mark.lightning
+def test_lightning_calls_trainer_save_checkpoint_the_same_way(tmp_path, quiet_lightning):
+    assert _save_checkpoint_calls(quiet_lightning, tmp_path) == SAVE_CHECKPOINT_CALLS
 
 
 def test_checkpoints_load_safely_and_hold_the_callback_state(tmp_path):

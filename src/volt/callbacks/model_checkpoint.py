@@ -151,8 +151,8 @@ class ModelCheckpoint(Callback):
         self.dirpath = trainer.strategy.broadcast(self.resolve_dirpath(trainer))
         if self.save_last == "link" and is_remote(self.dirpath):
             raise ValueError(
-                f"ModelCheckpoint(save_last='link') needs a local folder (symlinks), got dirpath={self.dirpath!r}."
-                " Use save_last=True for remote storage."
+                f"`ModelCheckpoint(save_last='link')` is only supported for local file paths (it makes a symlink), got"
+                f" dirpath={self.dirpath!r}. Use save_last=True for remote storage."
             )
         if is_remote(self.dirpath) and trainer.strategy.state_dict_type == "sharded":
             raise ValueError(
@@ -542,14 +542,15 @@ def _check_arguments(mode, save_last, save_top_k, monitor, every_n_train_steps, 
                      train_time_interval) -> None:
     """The argument rules of Lightning's ModelCheckpoint, each with a message that says what to change."""
     if mode not in ("min", "max"):
-        raise MisconfigurationException(f"ModelCheckpoint(mode={mode!r}) is not supported: use 'min' or 'max'.")
+        raise MisconfigurationException(f"ModelCheckpoint: `mode` can be min, max but got {mode}; use 'min' or 'max'.")
     if save_last not in (None, False, True, "link"):
         raise MisconfigurationException(
             f"ModelCheckpoint(save_last={save_last!r}) is not supported: use None, True, False or 'link'."
         )
     if save_top_k < -1:
         raise MisconfigurationException(
-            f"ModelCheckpoint(save_top_k={save_top_k}) is invalid: use -1 (keep all), 0 (keep none) or k >= 1."
+            f"Invalid value for ModelCheckpoint(save_top_k={save_top_k}). Must be >= -1: -1 keeps all, 0 none, k >= 1"
+            " the best k."
         )
     if monitor is None and save_top_k not in (-1, 0, 1):
         raise MisconfigurationException(
@@ -559,14 +560,14 @@ def _check_arguments(mode, save_last, save_top_k, monitor, every_n_train_steps, 
         )
     for name, value in (("every_n_train_steps", every_n_train_steps), ("every_n_epochs", every_n_epochs)):
         if value is not None and value < 0:
-            raise MisconfigurationException(f"ModelCheckpoint({name}={value}) is invalid: use an integer >= 0.")
+            raise MisconfigurationException(f"Invalid value for ModelCheckpoint({name}={value}). Must be >= 0.")
     if train_time_interval is not None and not isinstance(train_time_interval, timedelta):
         raise MisconfigurationException(
             f"ModelCheckpoint(train_time_interval={train_time_interval!r}) must be a datetime.timedelta."
         )
     if bool(every_n_train_steps) + bool(every_n_epochs) + (train_time_interval is not None) > 1:
         raise MisconfigurationException(
-            f"ModelCheckpoint: every_n_train_steps={every_n_train_steps}, every_n_epochs={every_n_epochs} and"
-            f" train_time_interval={train_time_interval} are mutually exclusive; set only one of them (or use"
-            " several ModelCheckpoint callbacks)."
+            f"ModelCheckpoint: Combination of parameters every_n_train_steps={every_n_train_steps}, every_n_epochs="
+            f"{every_n_epochs} and train_time_interval={train_time_interval} should be mutually exclusive; set only one"
+            " of them (or use several ModelCheckpoint callbacks)."
         )

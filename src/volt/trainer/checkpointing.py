@@ -25,7 +25,9 @@ bit-identical to an uninterrupted one. A checkpoint has a user part (weights, ca
 and precision state, logger positions). At a validation end or an epoch end, where Lightning runs the save hooks
 and only the loop part can still change before the point, the checkpoint is assembled at the request and its loop
 part taken again at the point; inside a training batch, where validation may follow and change callback state, it
-is assembled at the point. `Trainer.save_checkpoint` writes at once.
+is assembled at the point. The point writes it by calling the public `trainer.save_checkpoint(filepath, weights_only)`,
+as Lightning's ModelCheckpoint does, so that an override or a patch of it sees every save (and a patch that writes
+nothing leaves nothing written). Called anywhere else, `Trainer.save_checkpoint` writes at once.
 
 A process restarted after a failure (torch's elastic agent, a SLURM requeue) resumes from "last" when `fit` gets no
 `ckpt_path`, and logs what the failure cost (volt/trainer/recovery.py).
@@ -54,7 +56,7 @@ once. On the same number of ranks each rank takes back its own state; on another
 import glob
 import math
 import os
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
 import torch
 
@@ -120,6 +122,15 @@ class ShardedFolder:
                             world_size=strategy.world_size, process_group=group, background=background)
 
 
+class _Scheduled(NamedTuple):
+    """A checkpoint `Checkpoints.schedule` asked for: where, and what the request assembled (None: assemble it at
+    the point)."""
+    path: str
+    weights_only: bool
+    background: bool
+    checkpoint: Optional[Dict[str, Any]]
+
+
 class Checkpoints:
     """The Trainer's checkpoints. One per Trainer; every method runs on every rank."""
 
@@ -130,6 +141,7 @@ class Checkpoints:
         self._wrote_in_background = False  # since the stage began: its end waits for the writes, on every rank
         self._sharded_source = None  # a checkpoint folder being restored: its tensors are read in the restore steps
         self._grads_averaged_at: Optional[tuple] = None
+        self._due: Optional[_Scheduled] = None  # the scheduled checkpoint the checkpoint point is writing now
 
     @property
     def storage(self):
@@ -231,21 +243,33 @@ class Checkpoints:
     # ================================================================== writing
     def save(self, filepath, weights_only: bool = False, background: bool = False,
              storage_options: Any = None) -> None:
-        """Assemble and write a checkpoint now (every rank calls it)."""
-        self._write(self.dump(weights_only), filepath, background, storage_options)
+        """Assemble and write a checkpoint now (every rank calls it). Called by the checkpoint point for a scheduled
+        checkpoint (through `trainer.save_checkpoint`, see `schedule`), it writes that one: what the request
+        assembled, in the background if asked."""
+        due, checkpoint = self._due, None
+        if due is not None and due.path == os.fspath(filepath) and due.weights_only == weights_only:
+            self._due, background, checkpoint = None, background or due.background, due.checkpoint
+            if checkpoint is not None:
+                self._add_loop_part(checkpoint, weights_only)
+        if checkpoint is None:
+            checkpoint = self.dump(weights_only)
+        self._write(checkpoint, filepath, background, storage_options)
 
     def schedule(self, filepath, weights_only: bool = False, background: bool = False) -> None:
-        """Write a checkpoint at the fit loop's next checkpoint point (see the module docstring)."""
+        """Write a checkpoint at the fit loop's next checkpoint point (see the module docstring). The point calls the
+        public `trainer.save_checkpoint(filepath, weights_only)`, as Lightning's ModelCheckpoint does when it saves,
+        so that a Trainer subclass overriding it, or a test patching it, sees every save."""
         trainer = self.trainer
         at_request = trainer.validating or trainer.fit_loop.state.epoch_done
-        checkpoint = self.dump(weights_only) if at_request else None
+        due = _Scheduled(os.fspath(filepath), weights_only, background,
+                         self.dump(weights_only) if at_request else None)
 
         def write() -> None:
-            if checkpoint is None:
-                self.save(filepath, weights_only, background)
-            else:
-                self._add_loop_part(checkpoint, weights_only)
-                self._write(checkpoint, filepath, background)
+            self._due = due
+            try:
+                trainer.save_checkpoint(due.path, weights_only)
+            finally:
+                self._due = None
 
         trainer.fit_loop.at_checkpoint_point(write)
 

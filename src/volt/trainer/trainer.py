@@ -542,8 +542,8 @@ class Trainer:
     def schedule_checkpoint(self, filepath: Union[str, os.PathLike], weights_only: bool = False,
                             background: bool = False) -> None:
         """Write a checkpoint at the fit loop's next checkpoint point, once the running batch or epoch end is
-        complete, so that a run resumed from it continues exactly (at once when none is running). ModelCheckpoint
-        saves this way. `background=True`: copy it there and write the copy in a thread while training goes on
+        complete, so that a run resumed from it continues exactly (at once when none is running), by calling
+        `self.save_checkpoint(filepath, weights_only)` there. ModelCheckpoint saves this way. `background=True`: copy it there and write the copy in a thread while training goes on
         (at most one such write in flight; the next save and the end of fit wait for it)."""
         self._checkpoints.schedule(filepath, weights_only, background)
 
