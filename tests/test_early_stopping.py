@@ -146,7 +146,7 @@ def test_missing_metric_not_strict_skips_the_check():
 
 
 def test_invalid_mode():
-    with pytest.raises(MisconfigurationException, match=r"mode='avg'.*'min' or 'max'"):
+    with pytest.raises(MisconfigurationException, match=r"`mode` can be min, max but got avg; use 'min' or 'max'"):
         EarlyStopping("val_loss", mode="avg")
 
 

@@ -9,6 +9,7 @@ import torch
 import volt
 from volt.callbacks import ModelCheckpoint
 from volt.checkpoint import CheckpointError
+from volt.utilities.exceptions import MisconfigurationException
 
 from . import run_training
 
@@ -71,6 +72,10 @@ def test_best_and_explicit_paths(tmp_path):
     trainer = _trainer(tmp_path, max_epochs=3, callbacks=[callback])
     _fit(trainer)
     best = callback.best_model_path
+    trainer.save_checkpoint(tmp_path / "end.ckpt")  # epoch 3: past what max_epochs=2 allows (Lightning's rule)
+    with pytest.raises(MisconfigurationException, match=r"You restored a checkpoint with current_epoch=3, but you "
+                                                        r"have set Trainer\(max_epochs=2\).*Raise max_epochs"):
+        _fit(_trainer(tmp_path, max_epochs=2), ckpt_path=tmp_path / "end.ckpt")
     _fit(trainer, ckpt_path="best")  # continues from the end of the best epoch
     assert trainer.ckpt_path == best
 

@@ -63,6 +63,7 @@ import torch
 from volt.loggers.utils import VersionedLogDir
 from volt.trainer import recovery
 from volt.trainer.progress import lightning_loops
+from volt.utilities.exceptions import MisconfigurationException
 from volt.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
 VOLT_VERSION = "0.1.0"
@@ -442,8 +443,14 @@ class Checkpoints:
         the loops (with the loggers' positions)."""
         self.restore_optimizers_and_schedulers(checkpoint)
         self.restore_precision(checkpoint)
+        trainer, epoch = self.trainer, checkpoint.get("epoch", 0)
+        if trainer.max_epochs not in (None, -1) and epoch > trainer.max_epochs:  # as Lightning, which compares its epoch
+            raise MisconfigurationException(
+                f"You restored a checkpoint with current_epoch={epoch}, but you have set Trainer(max_epochs="
+                f"{trainer.max_epochs}): the checkpoint is past the last epoch. Raise max_epochs, or resume from an"
+                " earlier checkpoint.")
         self.restore_loops(checkpoint)
-        rank_zero_info(f"Restored all states from the checkpoint at {self.trainer.ckpt_path}")
+        rank_zero_info(f"Restored all states from the checkpoint at {trainer.ckpt_path}")
 
     def restore_module(self, checkpoint: Dict[str, Any]) -> None:
         trainer = self.trainer
