@@ -201,6 +201,34 @@ def test_throughput_logged_per_stage(tmp_path):
     assert [m["test/batches"] for _, m in logger.metrics if "test/batches" in m] == [2, 4]
 
 
+def _throughput_log_calls(pl, root):
+    """ThroughputMonitor's logger calls, in their form (`log_metrics(metrics=..., step=...)`), for a fit that
+    validates after every step and two `validate` runs after it, under a clock that ticks one second per reading."""
+    import importlib
+    import itertools
+    from unittest import mock
+
+    logger = mock.Mock(save_dir=str(root))
+    monitor = pl.callbacks.ThroughputMonitor(batch_size_fn=lambda batch: 2, window_size=2)
+    fit = pl.Trainer(default_root_dir=root, logger=logger, callbacks=[monitor], max_steps=3, val_check_interval=1,
+                     limit_val_batches=2, log_every_n_steps=2, num_sanity_val_steps=0, enable_checkpointing=False,
+                     enable_model_summary=False, enable_progress_bar=False)
+    model = importlib.import_module(f"{pl.__name__}.demos.boring_classes").BoringModel()
+    model.flops_per_batch = 10
+    clock = itertools.count()
+    with mock.patch("time.perf_counter", side_effect=lambda: float(next(clock))):
+        fit.fit(model)
+        fit.validate(model, verbose=False)
+        fit.validate(model, verbose=False)
+    return logger.log_metrics.mock_calls
+
+
+def test_throughput_logs_as_lightning_does(tmp_path, quiet_lightning):
+    """Lightning's call form, x axis (evaluation steps go on across runs) and training clock (which skips from its
+    last measured batch to the validation's last), compared with Lightning's own monitor."""
+    assert _throughput_log_calls(volt, tmp_path / "volt") == _throughput_log_calls(quiet_lightning, tmp_path / "pl")
+
+
 def test_throughput_warns_without_flops_and_checks_arguments(tmp_path):
     with pytest.raises(TypeError, match=r"unexpected argument\(s\) \['available_flops'\]"):
         ThroughputMonitor(batch_size_fn=len, available_flops=1)

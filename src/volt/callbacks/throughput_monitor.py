@@ -52,10 +52,11 @@ class ThroughputMonitor(Callback):
         self._samples: Dict[str, int] = {}
         self._batches: Dict[str, int] = {}
         self._lengths: Dict[str, int] = {}
-        self._iterations: Dict[str, int] = {}  # batches measured in this evaluation run: its logs' x axis
+        self._elapsed: Dict[str, float] = {}  # the time of the last measured batch since the stage's start
+        self._run_batches: Dict[str, int] = {}  # batches measured in this run of the stage: when to log
+        self._eval_steps: Dict[tuple, int] = {}  # (fn, stage) -> evaluation batches measured in every run: the x axis
         self._module_has_flops: Optional[bool] = None
         self._last_step = 0
-        self._validation_start = 0.0
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         dtype = _COMPUTE_DTYPES.get(str(trainer.precision), torch.float32)
@@ -72,14 +73,15 @@ class ThroughputMonitor(Callback):
             self._throughputs[stage].reset()
             self._samples[stage] = self._batches[stage] = self._lengths[stage] = 0
         self._t0s[stage] = time.perf_counter()
-        self._iterations[stage] = 0
+        self._elapsed[stage] = 0.0
+        self._run_batches[stage] = 0
 
     @torch.no_grad()
     def _update(self, trainer, pl_module, batch: Any) -> None:
         stage = trainer.state.stage
         if trainer.strategy.root_device.type == "cuda":
             torch.cuda.synchronize(trainer.strategy.root_device)  # the time of work the GPU has really done
-        elapsed = time.perf_counter() - self._t0s[stage]
+        elapsed = self._elapsed[stage] = time.perf_counter() - self._t0s[stage]
         if self._module_has_flops is None:
             self._module_has_flops = hasattr(pl_module, "flops_per_batch")
             if not self._module_has_flops:
@@ -101,7 +103,7 @@ class ThroughputMonitor(Callback):
         if training:
             metrics["epoch"] = trainer.current_epoch
         for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=step)
+            logger.log_metrics(metrics=metrics, step=step)
 
     @staticmethod
     def _logs_at(trainer, count: int) -> bool:
@@ -126,13 +128,13 @@ class ThroughputMonitor(Callback):
     # ------------------------------------------------------------------ evaluation
     def on_validation_start(self, trainer, pl_module) -> None:
         if trainer.is_global_zero and not trainer.sanity_checking:
-            self._validation_start = time.perf_counter()
             self._start(trainer)
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.is_global_zero and not trainer.sanity_checking and trainer.state.fn == "fit":
-            # the training clock does not count the validation
-            self._t0s["train"] += time.perf_counter() - self._validation_start
+            # the training clock skips from its last measured batch to the validation's last (as Lightning)
+            training_done = self._t0s["train"] + self._elapsed["train"]
+            self._t0s["train"] += self._t0s["validate"] - training_done + self._elapsed["validate"]
 
     def on_validation_batch_end(self, trainer, pl_module, outputs: Any, batch: Any, batch_idx: int,
                                 dataloader_idx: int = 0) -> None:
@@ -160,6 +162,8 @@ class ThroughputMonitor(Callback):
             return
         stage = trainer.state.stage
         self._update(trainer, pl_module, batch)
-        self._iterations[stage] += 1
-        if self._logs_at(trainer, batch_idx + 1):
-            self._log(trainer, step=self._iterations[stage], training=False)
+        self._run_batches[stage] += 1
+        key = (trainer.state.fn, stage)  # validation inside fit counts apart from `trainer.validate` runs
+        self._eval_steps[key] = self._eval_steps.get(key, 0) + 1
+        if self._logs_at(trainer, self._run_batches[stage]):
+            self._log(trainer, step=self._eval_steps[key], training=False)
