@@ -415,3 +415,59 @@ def test_mid_epoch_validation_shows_where_training_paused(tmp_path, capsys):
     fit_tiny(tmp_path, logger=False, val_check_interval=0.5)
     lines = capsys.readouterr().out.replace("\r", "\n").splitlines()
     assert any(line.startswith("Epoch 0:  50%|█████     | 4/8") and "val_loss=" in line for line in lines)
+
+
+def _tqdm_counts_and_metric_reads(pl, root):
+    """The counts each bar showed and the stages at which the bar read the metrics, for refresh_rate=3 over 7
+    training batches with validation after the 4th (volt's time limit on redraws off), and the two progress bar
+    configurations the Trainer refuses."""
+    import importlib
+    from unittest import mock
+
+    module = importlib.import_module(f"{pl.__name__}.callbacks.progress.tqdm_progress")
+
+    class Tracking(module.Tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.shown = []
+
+        def __setattr__(self, name, value):
+            if name == "n" and "shown" in vars(self) and (not self.shown or self.shown[-1] != value):
+                self.shown.append(value)
+            super().__setattr__(name, value)
+
+    class Bar(pl.callbacks.TQDMProgressBar):
+        min_refresh_interval = 0.0
+        reads = []
+
+        def get_metrics(self, trainer, pl_module):
+            Bar.reads.append(trainer.state.stage.value if hasattr(trainer.state.stage, "value") else trainer.state.stage)
+            return super().get_metrics(trainer, pl_module)
+
+    trainer = pl.Trainer(default_root_dir=root, max_epochs=1, limit_train_batches=7, limit_val_batches=7,
+                         val_check_interval=4, num_sanity_val_steps=1, callbacks=[Bar(refresh_rate=3)], logger=False,
+                         enable_checkpointing=False, enable_model_summary=False)
+    with mock.patch.object(module, "Tqdm", Tracking):
+        trainer.fit(importlib.import_module(f"{pl.__name__}.demos.boring_classes").BoringModel())
+    bar = trainer.progress_bar_callback
+    counts = {"train": bar.train_progress_bar.shown, "validation": bar.val_progress_bar.shown}
+    refused = []
+    for kwargs in ({"callbacks": [Bar(), Bar()]}, {"callbacks": [Bar()], "enable_progress_bar": False}):
+        with pytest.raises(Exception) as error:
+            pl.Trainer(**kwargs)
+        refused.append(type(error.value).__name__)
+        refused.append(re.match(r"You added multiple progress bar callbacks|Trainer was configured with "
+                                r"`enable_progress_bar=False` but found `Bar`", str(error.value)) is not None)
+    return counts, Bar.reads, refused
+
+
+def test_tqdm_counts_and_metric_reads_as_lightning(tmp_path, quiet_lightning):
+    """As Lightning: the training bar moves every `refresh_rate` batches only (also across a validation), and reads
+    the metrics after each drawn batch, at each validation end (the sanity check's too) and at the epoch end."""
+    import volt
+
+    ours = _tqdm_counts_and_metric_reads(volt, tmp_path / "volt")
+    assert ours == ({"train": [0, 3, 6, 7], "validation": [0, 3, 6, 7]},
+                    ["sanity_check", "train", "validate", "train", "train", "train"],
+                    ["MisconfigurationException", True, "MisconfigurationException", True])
+    assert ours == _tqdm_counts_and_metric_reads(quiet_lightning, tmp_path / "pl")

@@ -1011,10 +1011,17 @@ def _build_callbacks(callbacks, enable_checkpointing, enable_progress_bar, enabl
             rank_zero_info("Ignoring `Trainer(max_time=...)`, callbacks list already contains a Timer.")
         else:
             callbacks.append(Timer(duration=max_time, interval="step"))
-    has_bar = any(isinstance(cb, ProgressBar) for cb in callbacks)
+    bars = [cb for cb in callbacks if isinstance(cb, ProgressBar)]
+    has_bar = bool(bars)
+    if len(bars) > 1:
+        raise MisconfigurationException(
+            f"You added multiple progress bar callbacks to the Trainer ({', '.join(type(b).__name__ for b in bars)}),"
+            " but only one progress bar is supported: keep one of them."
+        )
     if has_bar and not enable_progress_bar:
         raise MisconfigurationException(
-            "Trainer was configured with `enable_progress_bar=False` but found a progress bar in the callbacks list."
+            f"Trainer was configured with `enable_progress_bar=False` but found `{type(bars[0]).__name__}` in callbacks"
+            " list: remove it, or leave enable_progress_bar on."
         )
     rich = importlib.util.find_spec("rich") is not None  # as Lightning: the rich bar and summary when installed
     if enable_progress_bar and not has_bar:

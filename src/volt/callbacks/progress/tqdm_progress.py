@@ -201,12 +201,20 @@ class TQDMProgressBar(SwitchableBar):
         bar.refresh()
         self._train_next_draw = _monotonic() + self.min_refresh_interval
 
+    def _show_train_count(self) -> None:
+        """Draw the training bar at the count Lightning shows there: the last multiple of `refresh_rate` (or the
+        last batch), which the time limit on redraws may have skipped."""
+        bar, n = self._train_progress_bar, self._train_n
+        if bar is not None and not bar.disable and self.is_enabled:
+            bar.n = n if n == self._train_total else n - n % self._every
+            bar.refresh()
+
     # -- validation, test, predict -------------------------------------------------------------------------------
 
     def on_validation_start(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking:
             if trainer.state.fn == "fit":  # the training bar shows where validation interrupts it
-                self._redraw_train(trainer, pl_module)
+                self._show_train_count()
             self.val_progress_bar = self.init_validation_tqdm()
 
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -222,8 +230,9 @@ class TQDMProgressBar(SwitchableBar):
     def on_validation_end(self, trainer, pl_module) -> None:
         self._finish_eval_bar(self.val_progress_bar)
         self.reset_dataloader_idx_tracker()
-        if trainer.state.fn == "fit" and not trainer.sanity_checking:
-            self._redraw_train(trainer, pl_module)  # with the fresh validation metrics
+        if trainer.state.fn == "fit" and self._train_progress_bar is not None:
+            self._show_train_count()
+            self._train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))  # the fresh validation metrics
 
     def on_test_start(self, trainer, pl_module) -> None:
         self.test_progress_bar = self.init_test_tqdm()
