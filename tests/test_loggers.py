@@ -99,16 +99,25 @@ def test_csv_flushes_every_n_steps(tmp_path):
     assert [row["x"] for row in read_csv(metrics_file)[1]] == ["1.0", "2.0"]
 
 
-def test_csv_hparams_written_on_save(tmp_path):
+def test_csv_hparams_written_when_logged_and_rows_flushed_through_save(tmp_path):
+    """As Lightning: hparams.yaml is written by each `log_hyperparams` (all so far), and a flush every
+    `flush_logs_every_n_steps` goes through the logger's own `save()`."""
+    from unittest import mock
+
     import yaml
 
-    logger = CSVLogger(tmp_path, name="exp", version="run_a")
+    logger = CSVLogger(tmp_path, name="exp", version="run_a", flush_logs_every_n_steps=2)
     logger.log_hyperparams({"lr": 0.1, "opt": {"name": "sgd"}})
-    logger.log_hyperparams(Namespace(batch_size=32))
     hparams_file = tmp_path / "exp" / "run_a" / "hparams.yaml"
-    assert not hparams_file.exists()
-    logger.save()
+    assert yaml.safe_load(hparams_file.read_text()) == {"lr": 0.1, "opt": {"name": "sgd"}}
+    logger.log_hyperparams(Namespace(batch_size=32))
     assert yaml.safe_load(hparams_file.read_text()) == {"lr": 0.1, "opt": {"name": "sgd"}, "batch_size": 32}
+    with mock.patch.object(logger, "save", wraps=logger.save) as save:
+        logger.log_metrics({"a": 1.0}, step=0)
+        assert save.call_count == 0
+        logger.log_metrics({"a": 2.0}, step=1)
+        assert save.call_count == 1
+    assert (tmp_path / "exp" / "run_a" / "metrics.csv").read_text().splitlines() == ["a,step", "1.0,0", "2.0,1"]
 
 
 def test_csv_warns_before_overwriting_a_used_version(tmp_path):
@@ -323,9 +332,8 @@ def test_other_ranks_write_nothing(tmp_path, logger_cls, monkeypatch):
 
 def test_hparams_yaml_skips_values_yaml_cannot_hold(tmp_path):
     logger = CSVLogger(tmp_path)
-    logger.log_hyperparams({"lr": 0.1, "lock": threading.Lock()})
     with pytest.warns(UserWarning, match="Skipping 'lock' parameter"):
-        logger.save()
+        logger.log_hyperparams({"lr": 0.1, "lock": threading.Lock()})
     assert open(os.path.join(logger.log_dir, "hparams.yaml")).read() == "lr: 0.1\n"
 
 

@@ -39,14 +39,13 @@ class ExperimentWriter:
         self.metrics: List[Dict[str, Any]] = []  # rows not yet on disk
         self.metrics_keys: List[str] = []  # header of the file this writer started; empty until it starts one
         self._rows_logged = 0
-        self._hparams_written = True
         self._files = LogFiles(log_dir)
         self._files.makedirs(log_dir)
 
     def log_hparams(self, params: Mapping[str, Any]) -> None:
-        """Record hyperparameters; `save()` writes them."""
+        """Record hyperparameters and write hparams.yaml (all of them so far), as Lightning does."""
         self.hparams.update(params)
-        self._hparams_written = False
+        _save_hparams_to_yaml(os.path.join(self.log_dir, self.NAME_HPARAMS_FILE), self.hparams)
 
     def log_metrics(self, metrics_dict: Mapping[str, Any], step: Optional[int] = None) -> None:
         """Record one row; without a step, rows are numbered in the order they were logged."""
@@ -56,10 +55,7 @@ class ExperimentWriter:
         self._rows_logged += 1
 
     def save(self) -> None:
-        """Write recorded hyperparameters and rows. The file is rewritten only when a new column appears."""
-        if not self._hparams_written:
-            _save_hparams_to_yaml(os.path.join(self.log_dir, self.NAME_HPARAMS_FILE), self.hparams)
-            self._hparams_written = True
+        """Write the recorded rows. The file is rewritten only when a new column appears."""
         if not self.metrics:
             return
         rows = [{key: _to_number(value) for key, value in row.items()} for row in self.metrics]
@@ -166,7 +162,7 @@ class CSVLogger(RewritableLog, VersionedLogDir, Logger):
         self.remember_logged(metrics, step)
         experiment.log_metrics(_add_prefix(metrics, self._prefix, self.LOGGER_JOIN_CHAR), step)
         if (experiment.metrics[-1]["step"] + 1) % self._flush_logs_every_n_steps == 0:
-            experiment.save()
+            self.save()
 
     @rank_zero_only
     def save(self) -> None:
