@@ -277,6 +277,8 @@ def test_dummy_logger_accepts_anything_and_copies():
     logger.experiment.add_image("x", 1)
     logger.log_table(key="t")
     logger[0].experiment.anything()
+    logger.experiment["run/param"] = 1  # item assignment is accepted and forgotten
+    assert logger.experiment["run/param"] is logger.experiment
     assert (logger.name, logger.version) == ("", "")
     assert isinstance(copy.deepcopy(logger), DummyLogger) and isinstance(pickle.loads(pickle.dumps(logger)), DummyLogger)
 

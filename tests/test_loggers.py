@@ -535,3 +535,34 @@ def test_fit_then_test_with_tensorboard(tmp_path):
     assert [step for step, _ in scalars["train_loss"]] == [2, 5, 8, 11, 14]
     assert [step for step, _ in scalars["val_loss"]] == [7, 15]
     assert len(scalars["test_loss"]) == 1 and scalars["hp_metric"][0] == (0, -1.0)
+
+
+def test_module_and_datamodule_hparams_merge_unless_they_differ(tmp_path):
+    """As Lightning: a name both save is logged once when the values are equal; a different value, a tensor or an
+    object (compared by identity, and each side holds its own copy) raises a RuntimeError naming the keys, which may
+    be of any type."""
+    import volt
+    from helpers import BoringModel, MemoryLogger, loader, trainer
+
+    class Model(BoringModel):
+        def __init__(self, hparams):
+            super().__init__()
+            self.save_hyperparameters(hparams)
+
+    class Data(volt.LightningDataModule):
+        def __init__(self, hparams):
+            super().__init__()
+            self.save_hyperparameters(hparams)
+
+        def train_dataloader(self):
+            return loader()
+
+    shared = {1: 1, "lr": 0.1, "name": "x"}
+    logger = MemoryLogger()
+    trainer(tmp_path, logger=logger, max_steps=1, limit_val_batches=0).fit(Model(shared), Data(dict(shared)))
+    assert logger.hparams == shared
+    for clash in ({1: 0}, {"t": torch.tensor([4, 5])}, {"obj": object()}):
+        with pytest.raises(RuntimeError, match=rf"Error while merging hparams: the keys \[{list(clash)[0]!r}\] are "
+                                               r"present in both.*different values"):
+            trainer(tmp_path, logger=MemoryLogger(), max_steps=1).fit(Model({**shared, **clash, 1: 1}),
+                                                                      Data({**shared, **clash}))

@@ -28,6 +28,9 @@ class _DummyExperiment:
     def __getitem__(self, idx):
         return self
 
+    def __setitem__(self, key, value):  # `experiment["key"] = value` (a Neptune-style call) does nothing either
+        pass
+
 
 class Logger(ABC):
     """Base class for experiment loggers."""

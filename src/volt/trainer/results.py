@@ -386,11 +386,13 @@ class Results:
             hparams.update(model.hparams_initial)
         if datamodule is not None and datamodule._log_hyperparams:
             dm_hparams = datamodule.hparams_initial
-            clash = {k for k in dm_hparams if k in hparams and hparams[k] != dm_hparams[k] and k != "_class_path"}
+            clash = [k for k in dm_hparams
+                     if k in hparams and k != "_class_path" and _differ(hparams[k], dm_hparams[k])]
             if clash:
-                raise MisconfigurationException(
-                    f"Error while merging hparams: the keys {sorted(clash)} are present in both the LightningModule's "
-                    "and LightningDataModule's hparams but have different values."
+                raise RuntimeError(
+                    f"Error while merging hparams: the keys {clash} are present in both the LightningModule's "
+                    "and LightningDataModule's hparams but have different values. Rename one of them, or give both "
+                    "the same value."
                 )
             hparams.update(dm_hparams)
         hparams.pop("_class_path", None)  # LightningCLI's record of which class it built, for load_from_checkpoint
@@ -488,3 +490,16 @@ def _number_to_tensor(name: str, value: Any) -> torch.Tensor:
 def _is_torchmetric(value: Any) -> bool:
     return hasattr(value, "compute") and hasattr(value, "reset") and hasattr(value, "update") and not isinstance(
         value, torch.Tensor)
+
+
+def _differ(a: Any, b: Any) -> bool:
+    """Whether two hyperparameters of one name differ, as Lightning judges it: another type, another tensor object,
+    or unequal."""
+    if type(a) is not type(b):
+        return True
+    if isinstance(a, torch.Tensor):
+        return a is not b
+    try:
+        return bool(a != b)
+    except (TypeError, ValueError, RuntimeError):  # no single truth value (an array): the same object or not
+        return a is not b
