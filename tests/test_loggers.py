@@ -284,8 +284,11 @@ def test_tensorboard_log_graph(tmp_path):
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU())
     model.example_input_array = torch.randn(2, 3)
     logger = TensorBoardLogger(tmp_path, log_graph=True)
-    with pytest.warns(UserWarning, match="example_input_array"):
+    with pytest.warns(UserWarning, match=r"Could not log computational graph to TensorBoard: The "
+                                         r"`model.example_input_array` .* was not given"):
         logger.log_graph(torch.nn.Linear(3, 4))
+    with pytest.warns(UserWarning, match="Could not log computational graph to TensorBoard: .* can't be traced"):
+        logger.log_graph(model, {"x": 1})
     logger.log_graph(model)
     logger.finalize("success")
 

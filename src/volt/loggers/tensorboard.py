@@ -203,13 +203,13 @@ class TensorBoardLogger(RewritableLog, VersionedLogDir, Logger):
             input_array = getattr(model, "example_input_array", None)
         if input_array is None:
             rank_zero_warn(
-                "Could not log the computational graph to TensorBoard: set `model.example_input_array` or pass"
-                " `input_array`."
+                "Could not log computational graph to TensorBoard: The `model.example_input_array` attribute is not"
+                " set or `input_array` was not given. Set one of them."
             )
         elif not isinstance(input_array, (torch.Tensor, tuple)):
             rank_zero_warn(
-                f"Could not log the computational graph to TensorBoard: the input has type {type(input_array)},"
-                " which cannot be traced. Use a tensor, or a tuple of the positional arguments of `forward()`."
+                f"Could not log computational graph to TensorBoard: the input has type {type(input_array)}, which"
+                " can't be traced by TensorBoard. Use a tensor, or a tuple of the positional arguments of `forward()`."
             )
         else:
             device = getattr(model, "device", None)
