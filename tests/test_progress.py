@@ -441,7 +441,8 @@ def _tqdm_counts_and_metric_reads(pl, root):
         reads = []
 
         def get_metrics(self, trainer, pl_module):
-            Bar.reads.append(trainer.state.stage.value if hasattr(trainer.state.stage, "value") else trainer.state.stage)
+            stage = trainer.state.stage
+            Bar.reads.append(stage.value if hasattr(stage, "value") else stage)
             return super().get_metrics(trainer, pl_module)
 
     trainer = pl.Trainer(default_root_dir=root, max_epochs=1, limit_train_batches=7, limit_val_batches=7,

@@ -62,7 +62,8 @@ class EarlyStopping(Callback):
         log_rank_zero_only: bool = False,
     ):
         if mode not in self.mode_dict:
-            raise MisconfigurationException(f"EarlyStopping: `mode` can be min, max but got {mode}; use 'min' or 'max'.")
+            raise MisconfigurationException(
+                f"EarlyStopping: `mode` can be min, max but got {mode}; use 'min' or 'max'.")
         self.monitor = monitor
         self.min_delta = min_delta
         self.patience = patience

@@ -51,12 +51,12 @@ class LearningRateMonitor(Callback):
     def on_train_start(self, trainer, pl_module) -> None:
         if not trainer.loggers and not trainer.fast_dev_run:
             raise MisconfigurationException(
-                "LearningRateMonitor needs a logger, but the Trainer has none: pass `logger=True` (or a logger) to "
-                "the Trainer, or remove the LearningRateMonitor callback."
+                "Cannot use `LearningRateMonitor` callback with `Trainer` that has no logger: pass `logger=True` (or a"
+                " logger) to the Trainer, or remove the LearningRateMonitor callback."
             )
         if self.log_momentum and not self._all_have_momentum(trainer):
-            rank_zero_warn("LearningRateMonitor(log_momentum=True): some optimizers have neither `momentum` nor "
-                           "`betas`; their momentum is logged as 0.", category=RuntimeWarning)
+            rank_zero_warn("LearningRateMonitor(log_momentum=True): some optimizers do not have momentum (neither "
+                           "`momentum` nor `betas`); their momentum is logged as 0.", category=RuntimeWarning)
         names = [name for group_names, _, _ in self._named_optimizers(trainer) for name in group_names]
         self.lrs = {name: [] for name in names}
         self.last_momentum_values = {f"{name}-momentum": None for name in names}
@@ -141,8 +141,9 @@ class LearningRateMonitor(Callback):
         duplicates = sorted({n for n in group_names if group_names.count(n) > 1})
         if duplicates:
             raise MisconfigurationException(
-                f"LearningRateMonitor: the optimizer logged as '{base}' has several parameter groups named "
-                f"{duplicates}; give each parameter group a distinct 'name'."
+                "A single `Optimizer` cannot have multiple parameter groups with identical `name` values: the"
+                f" optimizer logged as '{base}' has several named {duplicates}; give each parameter group a distinct"
+                " 'name'."
             )
         if len(groups) > 1:
             return [f"{base}/{name}" for name in group_names]

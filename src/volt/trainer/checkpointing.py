@@ -444,7 +444,7 @@ class Checkpoints:
         self.restore_optimizers_and_schedulers(checkpoint)
         self.restore_precision(checkpoint)
         trainer, epoch = self.trainer, checkpoint.get("epoch", 0)
-        if trainer.max_epochs not in (None, -1) and epoch > trainer.max_epochs:  # as Lightning, which compares its epoch
+        if trainer.max_epochs not in (None, -1) and epoch > trainer.max_epochs:  # Lightning's rule, on the saved epoch
             raise MisconfigurationException(
                 f"You restored a checkpoint with current_epoch={epoch}, but you have set Trainer(max_epochs="
                 f"{trainer.max_epochs}): the checkpoint is past the last epoch. Raise max_epochs, or resume from an"
