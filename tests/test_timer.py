@@ -60,7 +60,7 @@ def test_bad_duration(duration, match):
 
 
 def test_bad_interval_and_stage():
-    with pytest.raises(MisconfigurationException, match=r"interval='batch'.*'step' or 'epoch'"):
+    with pytest.raises(MisconfigurationException, match=r"Unsupported parameter value `Timer\(interval='batch'\)`: use 'step' or 'epoch'"):
         Timer(interval="batch")
     with pytest.raises(ValueError, match="unknown stage 'training'.*train, sanity_check, validate"):
         Timer().time_elapsed("training")
@@ -92,6 +92,10 @@ def test_epoch_interval_checks_only_at_epoch_end(clock):
 def test_stage_times(clock):
     timer, trainer = Timer(), stub_trainer()
     assert timer.start_time("validate") is None and timer.time_elapsed("validate") == 0
+    timer.on_validation_start(stub_trainer(sanity_checking=True), None)
+    clock.now += 1
+    timer.on_validation_end(stub_trainer(sanity_checking=True), None)
+    assert timer.time_elapsed("validate") == pytest.approx(1)  # as Lightning: a sanity check is timed as "validate"
     timer.on_train_start(trainer, None)
     clock.now += 2
     timer.on_validation_start(trainer, None)
@@ -102,6 +106,7 @@ def test_stage_times(clock):
     timer.on_train_end(trainer, None)
     clock.now += 50
     assert timer.time_elapsed("validate") == pytest.approx(3)
+    assert timer.time_elapsed("sanity_check") == 0
     assert timer.time_elapsed() == pytest.approx(6)
     assert timer.end_time("train") - timer.start_time("train") == pytest.approx(6)
     timer.on_test_start(trainer, None)

@@ -80,7 +80,10 @@ def test_best_and_explicit_paths(tmp_path):
     assert trainer.ckpt_path == best
 
     trainer = _trainer(tmp_path, max_epochs=3)
-    _fit(trainer, ckpt_path=pathlib.Path(best))  # os.PathLike works
+    with pytest.warns(UserWarning, match=r"callbacks used to create the checkpoint need to be provided during `Trainer`"
+                                         r" instantiation.*Please add the following callbacks: \[\"ModelCheckpoint"
+                                         r"\{'monitor': 'val_loss'"):  # this Trainer has the default ModelCheckpoint
+        _fit(trainer, ckpt_path=pathlib.Path(best))  # os.PathLike works
     assert trainer.ckpt_path == best and trainer.current_epoch == 3
 
     with pytest.raises(ValueError, match=r'ckpt_path="best"\)` is set but `ModelCheckpoint` is not configured'):

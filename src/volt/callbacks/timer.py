@@ -39,7 +39,8 @@ class Timer(Callback):
     def __init__(self, duration: Optional[Union[str, timedelta, Dict[str, int]]] = None, interval: str = "step",
                  verbose: bool = True) -> None:
         if interval not in ("step", "epoch"):
-            raise MisconfigurationException(f"Timer(interval={interval!r}): use 'step' or 'epoch'.")
+            raise MisconfigurationException(
+                f"Unsupported parameter value `Timer(interval={interval!r})`: use 'step' or 'epoch'.")
         self._duration = None if duration is None else duration_seconds(duration, f"Timer(duration={duration!r})")
         self._interval = interval
         self._verbose = verbose
@@ -80,10 +81,10 @@ class Timer(Callback):
         self._end_time["train"] = time.monotonic()
 
     def on_validation_start(self, trainer, pl_module) -> None:
-        self._start("sanity_check" if trainer.sanity_checking else "validate")
+        self._start("validate")  # the sanity check too, as in Lightning ("sanity_check" stays unmeasured there)
 
     def on_validation_end(self, trainer, pl_module) -> None:
-        self._end_time["sanity_check" if trainer.sanity_checking else "validate"] = time.monotonic()
+        self._end_time["validate"] = time.monotonic()
 
     def on_test_start(self, trainer, pl_module) -> None:
         self._start("test")

@@ -478,6 +478,13 @@ class Checkpoints:
         trainer = self.trainer
         trainer._hooks.call_callbacks("on_load_checkpoint", checkpoint)
         states = checkpoint.get("callbacks") or {}
+        present = {key for callback in trainer.callbacks for key in (callback.state_key, type(callback).__qualname__)}
+        missing = [key for key in states if key not in present]
+        if missing:
+            rank_zero_warn(
+                "Be aware that when using `ckpt_path`, callbacks used to create the checkpoint need to be provided"
+                f" during `Trainer` instantiation: their state is not restored. Please add the following callbacks:"
+                f" {missing}.")
         for callback in trainer.callbacks:
             state = states.get(callback.state_key, states.get(type(callback).__qualname__))
             if state is not None:
