@@ -146,6 +146,22 @@ def test_device_stats_logged_at_the_logging_interval(tmp_path):
     assert all(0 <= v <= 100 for v in values)
 
 
+def test_device_stats_come_from_the_accelerator(tmp_path, monkeypatch):
+    """As Lightning: on the CPU the statistics are the accelerator's (`CPUAccelerator.get_device_stats`, which reads
+    `volt.accelerators.get_cpu_stats`), once per logged hook."""
+    from unittest import mock
+
+    import volt.accelerators
+
+    logger = MemoryLogger()
+    with mock.patch.object(volt.accelerators, "get_cpu_stats", return_value={"cpu_percent": 42.0}) as stats:
+        trainer(tmp_path, logger=logger, max_steps=2, log_every_n_steps=1, limit_val_batches=0,
+                callbacks=[DeviceStatsMonitor()]).fit(BoringModel())
+    assert stats.call_count == 4  # before and after each of the 2 batches
+    assert [m for _, m in logger.metrics if "DeviceStatsMonitor.on_train_batch_end/cpu_percent" in m][-1] == {
+        "DeviceStatsMonitor.on_train_batch_end/cpu_percent": 42.0}
+
+
 def test_device_stats_need_a_logger_and_psutil(tmp_path, monkeypatch):
     with pytest.raises(MisconfigurationException, match="Cannot use `DeviceStatsMonitor` callback with "
                                                         r"`Trainer\(logger=False\)`"):

@@ -12,18 +12,9 @@ from typing import Any, Dict, Optional
 
 import torch
 
+from volt import accelerators
 from volt.callbacks.callback import Callback
 from volt.utilities.exceptions import MisconfigurationException
-
-
-def get_cpu_stats() -> Dict[str, float]:
-    """System-wide CPU, memory and swap use, in percent."""
-    if importlib.util.find_spec("psutil") is None:
-        raise ModuleNotFoundError("Fetching CPU device stats requires `psutil`: install it with `pip install psutil`.")
-    import psutil
-
-    return {"cpu_vm_percent": psutil.virtual_memory().percent, "cpu_percent": psutil.cpu_percent(),
-            "cpu_swap_percent": psutil.swap_memory().percent}
 
 
 def get_cuda_stats(device: torch.device) -> Dict[str, float]:
@@ -60,12 +51,12 @@ class DeviceStatsMonitor(Callback):
                 "`DeviceStatsMonitor` cannot log CPU stats as `psutil` is not installed: install it with `pip "
                 "install psutil`, or pass `DeviceStatsMonitor(cpu_stats=False)`.")
 
-    def _device_stats(self, device: torch.device) -> Dict[str, float]:
-        if device.type == "cpu":
-            return get_cpu_stats() if self._cpu_stats is not False else {}
+    def _device_stats(self, trainer, device: torch.device) -> Dict[str, float]:
+        if device.type == "cpu":  # the accelerator's statistics (the CPUAccelerator's: psutil's)
+            return trainer.accelerator.get_device_stats(device) if self._cpu_stats is not False else {}
         stats = get_cuda_stats(device) if device.type == "cuda" else {}
         if self._cpu_stats:
-            stats.update(get_cpu_stats())
+            stats.update(accelerators.get_cpu_stats())
         return stats
 
     def _log(self, trainer, hook: str, position: int) -> None:
@@ -73,7 +64,7 @@ class DeviceStatsMonitor(Callback):
         every = trainer.log_every_n_steps
         if not every or (position % every and not trainer.should_stop):
             return
-        stats = self._device_stats(trainer.strategy.root_device)
+        stats = self._device_stats(trainer, trainer.strategy.root_device)
         if not stats:
             return
         prefix = f"{type(self).__qualname__}.{hook}"
