@@ -50,7 +50,7 @@ def test_duration_formats(duration, seconds):
 
 
 @pytest.mark.parametrize("duration, match", [
-    ("1:30", r"Timer\(duration='1:30'\) is not a duration: use 'DD:HH:MM:SS'"),
+    ("1:30", r"Timer\(duration='1:30'\) is not a duration: use 'DD:HH:MM:SS' \(a string in the format DD:HH:MM:SS"),
     ({"fortnights": 1}, r"is not a duration \(.*fortnights.*\): use 'DD:HH:MM:SS'"),
     (90, r"Timer\(duration=90\) is not a duration: use 'DD:HH:MM:SS' .*, a datetime.timedelta, or a dict"),
 ])

@@ -6,7 +6,8 @@ from typing import Any
 
 from volt.utilities.exceptions import MisconfigurationException
 
-_FORMS = "use 'DD:HH:MM:SS' (e.g. '00:12:00:00' for 12 hours), a datetime.timedelta, or a dict like {'hours': 12}"
+_FORMS = ("use 'DD:HH:MM:SS' (a string in the format DD:HH:MM:SS, e.g. '00:12:00:00' for 12 hours), a "
+          "datetime.timedelta, or a dict like {'hours': 12}")
 
 
 def duration_seconds(value: Any, argument: str) -> float:
