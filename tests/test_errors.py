@@ -157,8 +157,8 @@ def test_the_1x_optimizer_idx_argument_needs_manual_optimization(tmp_path):
 
 @pytest.mark.parametrize("entry", ["fit", "validate", "test", "predict"])
 def test_model_that_is_not_a_lightning_module(tmp_path, entry):
-    with pytest.raises(TypeError, match=rf"`Trainer.{entry}` requires a `LightningModule`, got Linear. Subclass "
-                                        "`volt.LightningModule`"):
+    with pytest.raises(TypeError, match=rf"`Trainer.{entry}`: `model` must be a `LightningModule` .*got `Linear`. "
+                                        "Subclass `volt.LightningModule`"):
         getattr(trainer(tmp_path), entry)(torch.nn.Linear(1, 1), loader())
 
 
@@ -177,7 +177,7 @@ def test_datamodule_that_is_not_a_datamodule(tmp_path):
 
 
 def test_eval_without_a_model(tmp_path):
-    with pytest.raises(MisconfigurationException, match=r"`trainer.test\(\)` needs a model"):
+    with pytest.raises(TypeError, match=r"`Trainer.test\(\)` requires a `LightningModule` when none is attached"):
         trainer(tmp_path).test()
 
 

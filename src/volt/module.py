@@ -502,19 +502,22 @@ class LightningModule(HyperparametersMixin, nn.Module):
         self.zero_grad(set_to_none=True)
 
     def on_validation_model_eval(self) -> None:
-        self.eval()
+        """Eval mode for validation (the strategy's wrapper too, e.g. DDP's)."""
+        self.trainer.model.eval()
 
     def on_validation_model_train(self) -> None:
-        self.train()
+        """Called after validation only when overridden; without it, every submodule gets back the mode it had."""
+        self.trainer.model.train()
 
     def on_test_model_eval(self) -> None:
-        self.eval()
+        self.trainer.model.eval()
 
     def on_test_model_train(self) -> None:
-        self.train()
+        """Called after testing only when overridden (see `on_validation_model_train`)."""
+        self.trainer.model.train()
 
     def on_predict_model_eval(self) -> None:
-        self.eval()
+        self.trainer.model.eval()
 
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         """Add or change entries of the checkpoint dict before it is written."""
@@ -530,17 +533,17 @@ class LightningModule(HyperparametersMixin, nn.Module):
         state["_trainer"] = None
         return state
 
-    def freeze(self) -> None:
-        """Turn off gradients for all parameters and switch to eval mode."""
+    def freeze(self) -> "LightningModule":
+        """Turn off gradients for all parameters and switch to eval mode; returns the module, as Lightning."""
         for param in self.parameters():
             param.requires_grad = False
-        self.eval()
+        return self.eval()
 
-    def unfreeze(self) -> None:
-        """Turn gradients back on and switch to train mode."""
+    def unfreeze(self) -> "LightningModule":
+        """Turn gradients back on and switch to train mode; returns the module, as Lightning."""
         for param in self.parameters():
             param.requires_grad = True
-        self.train()
+        return self.train()
 
     def all_gather(self, data, group=None, sync_grads: bool = False):
         """Gather tensors (or collections of them) from every process: a new leading dimension of world size."""

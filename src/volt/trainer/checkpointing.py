@@ -331,7 +331,9 @@ class Checkpoints:
         if ckpt_path == "last":
             last = self._find_last()
             if last is None and self.restart is None:  # a restart says so itself
-                rank_zero_warn(f'`.{fn}(ckpt_path="last")` found no last checkpoint; starting from scratch.')
+                rank_zero_warn(f'`.{fn}(ckpt_path="last")` is set, but there is no last checkpoint available. No '
+                               "checkpoint will be loaded: the run starts from scratch. Set "
+                               "`ModelCheckpoint(save_last=True)` to have one.")
             return last
         if ckpt_path == "hpc":
             hpc = self._hpc_checkpoint()
@@ -345,14 +347,18 @@ class Checkpoints:
         trainer = self.trainer
         if trainer.checkpoint_callback is None:
             raise ValueError(f'`.{fn}(ckpt_path="best")` is set but `ModelCheckpoint` is not configured.')
+        if len(trainer.checkpoint_callbacks) > 1:
+            rank_zero_warn(f'`.{fn}(ckpt_path="best")` with several `ModelCheckpoint` callbacks: it uses the best '
+                           "checkpoint path from first checkpoint callback.")
         best = trainer.checkpoint_callback.best_model_path
         if best:
             return best
         if trainer.fast_dev_run:
             raise ValueError(f'You cannot execute `.{fn}(ckpt_path="best")` with `fast_dev_run=True`. Please pass an '
                              f"exact checkpoint path to `.{fn}(ckpt_path=...)`")
-        raise ValueError(f'`.{fn}(ckpt_path="best")` is set but `ModelCheckpoint` has not saved a best model yet: run '
-                         "`fit` first, or pass an exact checkpoint path.")
+        raise ValueError(f'`.{fn}(ckpt_path="best")` is set but `ModelCheckpoint` is not configured to save the best '
+                         "model (save_top_k=0), or has not saved one yet: run `fit` first, or pass an exact checkpoint "
+                         "path.")
 
     def _hpc_checkpoint(self) -> Optional[str]:
         """The highest-numbered `hpc_ckpt_<N>.ckpt` in `default_root_dir` (what Lightning writes on SLURM)."""
@@ -489,6 +495,12 @@ class Checkpoints:
             state = states.get(callback.state_key, states.get(type(callback).__qualname__))
             if state is not None:
                 callback.load_state_dict(state)
+        missing = set(states) - {key for callback in trainer.callbacks
+                                 for key in (callback.state_key, type(callback).__qualname__)}
+        if missing:
+            rank_zero_warn("The checkpoint holds the state of callbacks this Trainer does not have, so it is not "
+                           "restored: when using `ckpt_path`, callbacks used to create the checkpoint need to be "
+                           f"provided during `Trainer` instantiation. Please add the following callbacks: {sorted(missing)}.")
 
     def restore_optimizers_and_schedulers(self, checkpoint: Dict[str, Any]) -> None:
         """Optimizer states by parameter name (a folder's) go through torch.distributed.checkpoint's API, numbered

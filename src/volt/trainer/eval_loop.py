@@ -29,6 +29,7 @@ from volt.trainer.data import (DataLoaderIter, as_given, as_loader_list, check_i
                               distributed_sampler_fn, limit_batches, loader_length, resumable_sampler, set_data_epoch,
                               warn_overfit_shuffling, wrap_loader)
 from volt.trainer.hooks import step_caller, takes_dataloader_iter
+from volt.utilities.rank_zero import rank_zero_warn
 
 _STEP = {"validate": "validation_step", "test": "test_step", "predict": "predict_step"}
 _HOOK = {"validate": "validation", "test": "test", "predict": "predict"}
@@ -159,9 +160,9 @@ class EvalLoop:
         results = trainer._results
         if in_fit and not trainer.sanity_checking:
             hooks.call_module("on_validation_model_zero_grad")
-        module = trainer.lightning_module
+        module = trainer.model  # the strategy's wrapper (e.g. DDP's) too
         modes = [(submodule, submodule.training) for submodule in module.modules()]
-        hooks.call_module(f"on_{stage if stage != 'validate' else 'validation'}_model_eval")
+        hooks.call_module(f"on_{_HOOK[stage]}_model_eval")
         hooks.call(f"on_{self.hook}_start")
         hooks.call(f"on_{self.hook}_epoch_start")
 
@@ -187,10 +188,10 @@ class EvalLoop:
         hooks.call(f"on_{self.hook}_end")
         per_dataloader = self._per_dataloader(epoch_values)
         results.eval.reset()  # as in Lightning: a logged torchmetrics object starts the next run with no state
-        train_hook = f"on_{'validation' if stage == 'validate' else stage}_model_train"
-        if stage != "predict" and train_hook in hooks.module_overrides:
+        train_hook = f"on_{_HOOK[stage]}_model_train"
+        if train_hook in hooks.module_overrides:
             hooks.call_module(train_hook)
-        elif stage != "predict":  # as Lightning: each submodule back in the mode it had (a frozen one stays in eval)
+        else:  # as Lightning: each submodule back in the mode it had (a frozen one stays in eval), after predict too
             for submodule, training in modes:
                 submodule.training = training
         results.active = results.train
@@ -242,8 +243,10 @@ class EvalLoop:
             extra = (fetcher.dataloader_idx,) if multiple else ()
             if collect_outputs and output is not None:
                 outputs[fetcher.dataloader_idx].append(output)
-            if self.stage == "predict" and self.return_predictions:
-                self.predictions_per_dataloader[fetcher.dataloader_idx].append(output)
+            if self.stage == "predict":
+                _check_prediction(output)
+                if self.return_predictions:
+                    self.predictions_per_dataloader[fetcher.dataloader_idx].append(output)
             hooks.call(f"on_{self.hook}_batch_end", output, fetcher.batch, fetcher.batch_idx, *extra)
             if self.stage != "predict":
                 self._log_eval_step(fetcher.dataloader_idx)
@@ -294,8 +297,10 @@ class EvalLoop:
                     output = hooks.call_step(step_name, step_fn, batch, batch_idx, *extra)
                 if collect_outputs and output is not None and not results.filler:
                     outputs.append(output)
-                if keep_predictions:
-                    predictions.append(output)
+                if self.stage == "predict":
+                    _check_prediction(output)
+                    if keep_predictions:
+                        predictions.append(output)
                 hooks.call(f"on_{self.hook}_batch_end", output, batch, batch_idx, *extra)
                 batch_idx += 1
                 if self.stage != "predict":
@@ -348,3 +353,15 @@ def _first_sample_batch(loader) -> Any:
     """A filler batch for a rank whose shard is empty: the dataset's first sample, collated as the loader would."""
     sample = loader.dataset[0]
     return loader.collate_fn([sample]) if loader.batch_sampler is not None else loader.collate_fn(sample)
+
+
+def _check_prediction(output: Any) -> None:
+    if output is None:  # Python's warning filter shows it once
+        rank_zero_warn("`predict_step` returned None: predict returned None if it was on purpose, ignore this "
+                       "warning; otherwise return the batch's predictions.")
+
+
+def _restore_modes(module: torch.nn.Module, modes: Dict[str, bool]) -> None:
+    for name, sub in module.named_modules():
+        if name in modes:
+            sub.training = modes[name]

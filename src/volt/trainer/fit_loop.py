@@ -700,7 +700,7 @@ class FitLoop:
         trainer.state.stage = "sanity_check"
         hooks.call("on_sanity_check_start")
         steps = trainer.num_sanity_val_steps
-        self.val_loop.run(max_batches=None if steps == -1 else steps)
+        self.val_loop.run(max_batches=None if steps == math.inf else steps)
         hooks.call("on_sanity_check_end")
         trainer.state.stage = "train"
         trainer._results.reset_metric_dicts()

@@ -41,5 +41,5 @@ class LoggerWrites:
                 scalars.setdefault("epoch", epoch)
             step = max(int(step), 0)
             for logger in loggers:
-                logger.log_metrics(scalars, step=step)
+                logger.log_metrics(metrics=scalars, step=step)
                 logger.save()

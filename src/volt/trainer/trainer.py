@@ -211,7 +211,8 @@ class Trainer:
                 f"an epoch ({val_check_interval}) needs epochs to count in."
             )
         self.check_val_every_n_epoch = check_val_every_n_epoch
-        self.num_sanity_val_steps = 2 if num_sanity_val_steps is None else num_sanity_val_steps
+        # -1 (every batch) is stored as inf, as Lightning does
+        self.num_sanity_val_steps = {None: 2, -1: math.inf}.get(num_sanity_val_steps, num_sanity_val_steps)
         if self.fast_dev_run:
             self._set_fast_dev_run_limits(int(self.fast_dev_run))
         self.overfit_batches = _batch_limit("overfit_batches", overfit_batches)
@@ -222,14 +223,15 @@ class Trainer:
         self.accumulate_grad_batches = accumulate_grad_batches
         if gradient_clip_val is not None and (isinstance(gradient_clip_val, bool)
                                               or not isinstance(gradient_clip_val, (int, float))):
-            raise TypeError(f"`Trainer(gradient_clip_val={gradient_clip_val!r})` must be an int or a float (the norm "
-                            "or value to clip gradients at), or None.")
+            raise TypeError(f"`Trainer(gradient_clip_val={gradient_clip_val!r})` is invalid: `gradient_clip_val` should be"
+                            " an int or a float (the norm or value to clip gradients at), or None.")
         self.gradient_clip_val = gradient_clip_val
-        if gradient_clip_algorithm not in (None, "norm", "value"):
+        if gradient_clip_algorithm is not None and str(gradient_clip_algorithm).lower() not in ("norm", "value"):
             raise MisconfigurationException(
-                f"`gradient_clip_algorithm={gradient_clip_algorithm!r}` is invalid. Allowed algorithms: 'norm', 'value'."
+                f"`gradient_clip_algorithm` {gradient_clip_algorithm} is invalid "
+                f"(`Trainer(gradient_clip_algorithm={gradient_clip_algorithm!r})`). Allowed algorithms: 'norm', 'value'."
             )
-        self.gradient_clip_algorithm = gradient_clip_algorithm or "norm"
+        self.gradient_clip_algorithm = str(gradient_clip_algorithm or "norm").lower()
         self.inference_mode = inference_mode
         self.detect_anomaly = detect_anomaly
         self.reload_dataloaders_every_n_epochs = reload_dataloaders_every_n_epochs
@@ -354,9 +356,8 @@ class Trainer:
             )
         if model is None:
             if self.lightning_module is None:
-                raise MisconfigurationException(
-                    f"`trainer.{stage}()` needs a model: pass `trainer.{stage}(model, ...)`."
-                )
+                raise TypeError(f"`Trainer.{stage}()` requires a `LightningModule` when none is attached from an "
+                                f"earlier call: pass `trainer.{stage}(model, ...)`.")
             model = self.lightning_module
             if ckpt_path is None:  # as Lightning: without a model, use the best checkpoint of the last fit
                 rank_zero_warn(
@@ -533,7 +534,7 @@ class Trainer:
         `strategy.checkpoint_io`, which receives `storage_options`). Written from inside a batch, it records the loop
         mid-batch: a run resumed from it continues with the next batch."""
         if self.lightning_module is None:
-            raise RuntimeError(
+            raise AttributeError(
                 "Saving a checkpoint is only possible if a model is attached to the Trainer. Did you call "
                 "`Trainer.save_checkpoint()` before calling `Trainer.{fit,validate,test,predict}`?"
             )
@@ -592,7 +593,11 @@ class Trainer:
 
     @property
     def default_root_dir(self) -> str:
-        return self._default_root_dir if self._default_root_dir is not None else os.getcwd()
+        if self._default_root_dir is None:
+            return os.getcwd()
+        if "://" in self._default_root_dir:  # a remote (fsspec) folder, as given
+            return self._default_root_dir
+        return os.path.normpath(os.path.expanduser(self._default_root_dir))
 
     @property
     def callback_metrics(self) -> Dict[str, torch.Tensor]:
@@ -707,7 +712,7 @@ class Trainer:
     @property
     def num_sanity_val_batches(self) -> list:
         steps = self.num_sanity_val_steps  # fit's validation loaders alone, as in Lightning
-        return [b if steps == -1 else min(steps, b) for b in self.fit_loop.val_loop.num_batches]
+        return [min(steps, b) for b in self.fit_loop.val_loop.num_batches]
 
     @property
     def num_test_batches(self) -> list:
@@ -814,10 +819,19 @@ _MINUS_ONE_MEANS = {"max_epochs": " (-1: no limit)", "max_steps": " (-1: no limi
                     "num_sanity_val_steps": " (-1: all batches)"}
 
 
+_INT_KINDS = {-1: "a non-negative integer or -1", 0: "a non-negative integer", 1: "a positive integer"}
+
+
 def _check_int(name: str, value: Any, minimum: int, optional: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise MisconfigurationException(f"`Trainer({name}={value!r})` must be an int >= {minimum}"
-                                        f"{_MINUS_ONE_MEANS.get(name, '')}{' or None' if optional else ''}.")
+    """An integer argument at or above `minimum` (Lightning's wording inside, which users' tests match)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        wrong = "should be an integer"
+    elif value < minimum:
+        wrong = f"must be {_INT_KINDS[minimum]}"
+    else:
+        return
+    raise MisconfigurationException(f"`Trainer({name}={value!r})` is invalid: `{name}` {wrong}"
+                                    f"{_MINUS_ONE_MEANS.get(name, '')}{', or None' if optional else ''}.")
 
 
 _BAREBONES_OFF = {"enable_checkpointing": "Checkpointing", "enable_progress_bar": "The progress bar",
@@ -905,8 +919,8 @@ def _check_fast_dev_run(value: Union[int, bool]) -> int:
 def _check_model(fn: str, model: Any, trainer: "Trainer") -> None:
     if not isinstance(model, LightningModule):
         raise TypeError(
-            f"`Trainer.{fn}` requires a `LightningModule`, got {type(model).__name__}. Subclass "
-            "`volt.LightningModule` (or `import volt as pl; pl.LightningModule`)."
+            f"`Trainer.{fn}`: `model` must be a `LightningModule` (or a `torch.compile` of one), got "
+            f"`{type(model).__qualname__}`. Subclass `volt.LightningModule` (or `import volt as pl; pl.LightningModule`)."
         )
     _check_configure_model(model)
     if fn != "fit":
