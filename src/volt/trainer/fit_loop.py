@@ -88,6 +88,7 @@ class FitLoop:
         self._warned_no_loss = False  # each warned once per fit
         self._warned_none_batch = False
         self._warned_non_finite = False
+        self._told_minimum = False  # "min_epochs not met" said
         self._loss_checks: Deque[Tuple[HostCopy, int, int, int]] = deque()  # on their way to the host (`_check_loss`)
         self._collect_outputs = False
         self._train_loaded_epoch = 0
@@ -102,7 +103,7 @@ class FitLoop:
         module = trainer.lightning_module
         self._training_step = step_caller(module, "training_step", trainer.strategy.training_step)
         self._iterating = takes_dataloader_iter(module, "training_step")
-        self._warned_no_loss = self._warned_non_finite = self._warned_none_batch = False
+        self._warned_no_loss = self._warned_non_finite = self._warned_none_batch = self._told_minimum = False
         self._loss_checks.clear()
         if self._should_sanity_check():
             self._sanity_check()
@@ -157,6 +158,10 @@ class FitLoop:
         trainer, s = self.trainer, self.state
         met_epochs = s.epoch >= trainer.min_epochs if trainer.min_epochs else True
         met_steps = s.global_step >= trainer.min_steps if trainer.min_steps else True
+        if not (met_epochs and met_steps) and trainer.should_stop and not self._told_minimum:
+            self._told_minimum = True  # once a fit, as Lightning
+            rank_zero_info(f"Trainer was signaled to stop but the required `min_epochs={trainer.min_epochs!r}` or "
+                           f"`min_steps={trainer.min_steps!r}` has not been met. Training will continue...")
         return met_epochs and met_steps
 
     def run_epoch(self) -> None:

@@ -400,7 +400,13 @@ class Trainer:
         self.strategy.position_source = self._position
         self._results = Results(self)
         if self.strategy.launches_in_child_processes:
-            payload = self.strategy.launch(self._run_in_spawned_rank, fn, model, datamodule, ckpt_path, weights_only)
+            try:
+                payload = self.strategy.launch(self._run_in_spawned_rank, fn, model, datamodule, ckpt_path,
+                                               weights_only)
+            except BaseException as exception:  # as Lightning: the launching process's callbacks hear of it too
+                self.state.status = "interrupted"
+                Hooks(self, self.callbacks, model, datamodule).call("on_exception", exception)
+                raise
             return apply_results(self, payload)
         return self.strategy.launch(self._run_in_process, fn, model, datamodule, ckpt_path, weights_only)
 
