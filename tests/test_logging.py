@@ -340,10 +340,11 @@ class _LogsInTrainingStep(volt.LightningModule):
 
 
 @pytest.mark.parametrize("log, message", [
-    (lambda m: m.log("v", torch.ones(3)), r"got a tensor of shape \(3,\); log one number"),
-    (lambda m: m.log("v", "text"), "got a str; log a number, a one-element tensor or a torchmetrics Metric"),
+    (lambda m: m.log("v", torch.ones(3)), r"tensor must have a single element \(its shape is \(3,\)\): log one number"),
+    (lambda m: m.log("v", "text"), "`self.log\\(v, text\\)` was called, but `str` values cannot be logged: log a number"),
     (lambda m: m.log("v", 1.0, reduce_fx="median"), "reduce_fx must be 'mean', 'sum', 'max' or 'min'"),
-    (lambda m: m.log("v", 1.0, on_step=False, on_epoch=False), "logs nothing; set one of them to True"),
+    (lambda m: m.log("v", 1.0, on_step=False, on_epoch=False), "is not useful: it logs nothing; set one of them"),
+    (lambda m: m.log("v/dataloader_idx_0", 1.0), "key `v/dataloader_idx_0`, but it should not contain information"),
 ])
 def test_bad_log_calls_name_the_problem(log, message, tmp_path):
     with pytest.raises((ValueError, MisconfigurationException), match=message):

@@ -227,7 +227,7 @@ def test_one_name_logged_with_different_options_in_a_step_raises(second_call, me
 
     trainer = volt.Trainer(max_epochs=1, logger=False, **QUIET)
     with pytest.raises(volt.utilities.exceptions.MisconfigurationException,
-                       match=r"You called `self.log\('x', ...\)` twice in `training_step` with different arguments: "
+                       match=r"You called `self.log\(x, ...\)` twice in `training_step` with different arguments: "
                              + message.replace("(", r"\(")):
         trainer.fit(Twice(), loader(n=4))
 

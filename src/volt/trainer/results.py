@@ -196,6 +196,11 @@ class Results:
             key = name + suffix
         metric = active.metrics.get(key)
         if metric is None or metric.fx != fx:
+            if add_dataloader_idx and "/dataloader_idx_" in name:
+                raise MisconfigurationException(
+                    f"You called `self.log` with the key `{name}`, but it should not contain information about "
+                    "`dataloader_idx` when `add_dataloader_idx=True`: the suffix is added for you when several "
+                    "dataloaders run (pass `add_dataloader_idx=False` to name it yourself).")
             metric = self._new_metric(fx, name, suffix, value, prog_bar, logger, on_step, on_epoch, reduce_fx,
                                       sync_dist, sync_dist_group)
             if not active.training and fx not in _EPOCH_HOOKS:
@@ -213,8 +218,8 @@ class Results:
         elif isinstance(value, torch.Tensor):
             if value.numel() != 1:
                 raise ValueError(
-                    f"`self.log({name!r}, value)` got a tensor of shape {tuple(value.shape)}; log one number "
-                    "(e.g. `value.mean()`), or log each element under its own name."
+                    f"`self.log({name}, ...)` was called, but the tensor must have a single element (its shape is "
+                    f"{tuple(value.shape)}): log one number (e.g. `value.mean()`), or each element under its own name."
                 )
             if not enable_graph:
                 value = value.detach()
@@ -267,7 +272,7 @@ class Results:
         changed = [name for name in given if given[name] != first[name]]
         if changed:
             raise MisconfigurationException(
-                f"You called `self.log({metric.name!r}, ...)` twice in `{metric.fx}` with different arguments: "
+                f"You called `self.log({metric.name}, ...)` twice in `{metric.fx}` with different arguments: "
                 + ", ".join(f"{name}={first[name]!r} first, then {name}={given[name]!r}" for name in changed)
                 + ". Log each variant under its own name, or pass the same arguments each time."
             )
@@ -298,7 +303,8 @@ class Results:
             raise MisconfigurationException(f"`self.log({key!r}, ...)` in `{fx}` needs on_epoch=True.")
         if not on_step and not on_epoch:
             raise MisconfigurationException(
-                f"`self.log({key!r}, ..., on_step=False, on_epoch=False)` logs nothing; set one of them to True."
+                f"`self.log({key!r}, ..., on_step=False, on_epoch=False)` is not useful: it logs nothing; set one of "
+                "them to True."
             )
         reduce = _parse_reduce_fx(reduce_fx, key)
         metric = _Metric(name, fx, on_step, on_epoch, prog_bar, logger, reduce, sync_dist, sync_group, suffix)
@@ -481,8 +487,8 @@ def _number_to_tensor(name: str, value: Any) -> torch.Tensor:
         except ImportError:  # pragma: no cover
             pass
         raise ValueError(
-            f"`self.log({name!r}, value)` got a {type(value).__name__}; log a number, a one-element tensor or a "
-            "torchmetrics Metric. For a dict of values use `self.log_dict`."
+            f"`self.log({name}, {value})` was called, but `{type(value).__name__}` values cannot be logged: log a "
+            "number, a one-element tensor or a torchmetrics Metric (for a dict of values use `self.log_dict`)."
         )
     return torch.tensor(float(value))
 
