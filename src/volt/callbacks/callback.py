@@ -56,25 +56,6 @@ class Callback:
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None: ...
 
-    #: The LightningModule of the Trainer call this callback takes part in (set when the call starts), which
-    #: `log`/`log_dict` log through.
-    pl_module: Any = None
-
-    def log(self, name: str, value: Any, **kwargs: Any) -> None:
-        """`self.log` inside a callback hook: the same as `pl_module.log(name, value, ...)` (same arguments, same
-        per-hook defaults)."""
-        if self.pl_module is None:
-            from volt.utilities.exceptions import MisconfigurationException
-
-            raise MisconfigurationException(f"`{type(self).__name__}.log({name!r}, ...)` was called outside of a "
-                                            "Trainer hook; log from a hook the Trainer calls.")
-        self.pl_module.log(name, value, **kwargs)
-
-    def log_dict(self, dictionary: Dict[str, Any], **kwargs: Any) -> None:
-        """`self.log` for each item of a dict, from a callback hook."""
-        for name, value in dictionary.items():
-            self.log(name, value, **kwargs)
-
     def state_dict(self) -> Dict[str, Any]:
         """State saved in checkpoints under `checkpoint["callbacks"][self.state_key]`. Plain data only."""
         return {}

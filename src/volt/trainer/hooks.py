@@ -98,8 +98,8 @@ class Hooks:
         self.datamodule = datamodule
         self._fx = module.__dict__  # plain dict writes: nn.Module.__setattr__ is slow on the hot path
         self._callbacks = list(callbacks)
-        for callback in self._callbacks:  # what `Callback.log` logs through
-            callback.pl_module = module
+        for callback in self._callbacks:  # `self.log` inside a callback's hook, as Lightning attaches it
+            callback.log, callback.log_dict = module.log, module.log_dict
         #: The LightningModule hooks the module implements (`name in hooks.module_overrides`: no call, hot-path cheap).
         self.module_overrides = frozenset(
             {name for name in MODULE_HOOKS if implements(module, LightningModule, name)}

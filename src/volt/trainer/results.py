@@ -286,6 +286,12 @@ class Results:
                 f"`self.log({key!r}, ...)` was called outside of a Trainer hook; log from a step or hook."
             )
         options = LOG_OPTIONS.get(fx)
+        if self.trainer.state.fn == "predict":
+            raise MisconfigurationException(
+                f"You are trying to `self.log({key!r}, ...)` in `{fx}`, but the loop's result collection is not "
+                "registered yet: `predict` hooks do not support logging. Return the values from `predict_step`, or "
+                "write them with a prediction writer callback."
+            )
         if options is None:
             raise MisconfigurationException(
                 f"You can't `self.log()` inside `{fx}`. Log from a training/validation/test step or batch/epoch "

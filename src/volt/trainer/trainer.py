@@ -428,7 +428,7 @@ class Trainer:
             with anomaly:
                 return self._run_stage(fn, model, datamodule, ckpt_path, weights_only)
         except _TunerExitException:  # a `Tuner` search is done (volt/tuner): end the call before anything runs
-            hooks.call("teardown", fn)
+            hooks.call("teardown", self.state.fn)
             self.strategy.teardown()
             self.state.status, self.state.stage = "finished", None
             return None
@@ -478,7 +478,7 @@ class Trainer:
         if self.local_rank == 0:
             hooks.call("prepare_data")
         self.strategy.barrier("prepare_data")
-        hooks.call("setup", fn)
+        hooks.call("setup", self.state.fn)  # the TrainerFn member (a str), as Lightning
         hooks.call("configure_model")
         hooks.call("configure_sharded_model")
         model = self.precision_plugin.convert_module(model)
@@ -510,7 +510,7 @@ class Trainer:
             loop = self._eval_loop(fn)
             loop.loaders = None
             result = loop.run()
-        hooks.call("teardown", fn)
+        hooks.call("teardown", self.state.fn)
         self._results.flush_logger_writes()
         for logger in self.loggers:
             logger.finalize("success")
@@ -522,7 +522,13 @@ class Trainer:
 
     def _merge_model_callbacks(self, model) -> List[Callback]:
         """Callbacks from `configure_callbacks` replace Trainer callbacks of the same type; checkpoints go last."""
-        extra = model.configure_callbacks() if implements(model, LightningModule, "configure_callbacks") else []
+        extra = []
+        if implements(model, LightningModule, "configure_callbacks"):
+            model._current_fx_name = "configure_callbacks"  # `self.log` there is refused naming the hook
+            try:
+                extra = model.configure_callbacks()
+            finally:
+                model._current_fx_name = None
         extra = [extra] if isinstance(extra, Callback) else list(extra or [])
         if extra:
             types = {type(cb) for cb in extra}
@@ -628,6 +634,14 @@ class Trainer:
     @logger.setter
     def logger(self, logger) -> None:
         self.loggers = [logger] if logger else []
+
+    @property
+    def loggers(self) -> list:
+        return self._loggers
+
+    @loggers.setter
+    def loggers(self, loggers) -> None:
+        self._loggers = list(loggers) if loggers else []  # None: no loggers, as Lightning
 
     @property
     def log_dir(self) -> Optional[str]:
