@@ -137,7 +137,7 @@ def test_multiple_optimizers_need_manual_optimization(tmp_path):
     def two(model):
         return [torch.optim.SGD(model.parameters(), lr=0.1), torch.optim.Adam(model.parameters())]
 
-    with pytest.raises(MisconfigurationException, match="multiple optimizers is only supported with manual "
+    with pytest.raises(RuntimeError, match="multiple optimizers is only supported with manual "
                                                         r"optimization. Set `self.automatic_optimization = False`"):
         fit(tmp_path, Optimizers(two))
 
@@ -147,7 +147,7 @@ def test_the_1x_optimizer_idx_argument_needs_manual_optimization(tmp_path):
         def training_step(self, batch, batch_idx, optimizer_idx):
             return self.loss(batch)
 
-    with pytest.raises(MisconfigurationException, match="Remove the `optimizer_idx` argument from `training_step`, "
+    with pytest.raises(RuntimeError, match="Remove the `optimizer_idx` argument from `training_step`, "
                                                         "set `self.automatic_optimization = False`"):
         fit(tmp_path, Model())
 

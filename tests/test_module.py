@@ -479,7 +479,7 @@ def test_reduce_lr_on_plateau_needs_a_monitor(tmp_path):
 
 
 def test_bad_scheduler_configs(tmp_path):
-    with pytest.raises(MisconfigurationException, match='"interval" key in the lr scheduler dict must be "step" or '
+    with pytest.raises(MisconfigurationException, match='"interval" key in lr scheduler dict must be "step" or '
                                                         "\"epoch\", not 'batch'"):
         trainer(tmp_path).fit(Configurable(opt_and({"interval": "batch"})))
     with pytest.raises(MisconfigurationException, match="'frequency' must be a positive int, not 0"):

@@ -340,6 +340,8 @@ class FitLoop:
         trainer, hooks, s = self.trainer, self.trainer._hooks, self.state
         results = trainer._results
         self._reach_resume_point()  # resumed after the epoch's last batch: nothing drew from the RNG since
+        # as Lightning, plateau schedulers step only after a whole epoch (not one cut short by max_steps or a stop)
+        complete = s.batch_idx >= self.num_training_batches or not self._stops_in_epoch()
         self._unit_running = True
         s.epoch_done = True
         results.epoch_end(results.train)  # epoch values are visible to the epoch-end hooks
@@ -348,7 +350,8 @@ class FitLoop:
         self._epoch_outputs = []
         hooks.call("on_train_epoch_end")
         self._read_loss_checks(wait=True)  # the epoch's loss checks, landed or not (the loop pauses here anyway)
-        self._step_schedulers("epoch", plateau=True)
+        if complete:
+            self._step_schedulers("epoch", plateau=True)
         _, to_log = results.epoch_end(results.train)
         results.log_to_loggers(to_log, step=s.batches_stepped - 1)
         results.train.reset()

@@ -34,18 +34,36 @@ def configure_optimizers(hooks) -> Tuple[List[Optimizer], List[LRSchedulerConfig
     module = hooks.module
     optimizers, configs = _normalise(hooks.call_module("configure_optimizers"), module)
     if "optimizer_idx" in inspect.signature(module.training_step).parameters:  # the 1.x multi-optimizer form
-        raise MisconfigurationException(
+        raise RuntimeError(
             "Training with multiple optimizers is only supported with manual optimization. Remove the "
             "`optimizer_idx` argument from `training_step`, set `self.automatic_optimization = False` in "
             "`__init__` and step each optimizer yourself: `opt_g, opt_d = self.optimizers()`."
         )
     if module.automatic_optimization and len(optimizers) > 1:
-        raise MisconfigurationException(
+        raise RuntimeError(
             "Training with multiple optimizers is only supported with manual optimization. Set "
             "`self.automatic_optimization = False` in `__init__`, then call `opt.step()` for each optimizer "
             "yourself in `training_step`."
         )
+    for config in configs:
+        owner = getattr(config.scheduler, "optimizer", None)  # a custom scheduler may not say
+        if owner is not None and not any(owner is optimizer for optimizer in optimizers):
+            raise MisconfigurationException(
+                "Some schedulers are attached with an optimizer that wasn't returned from `configure_optimizers`: "
+                f"`{type(config.scheduler).__name__}` steps an optimizer that is not trained. Build each scheduler "
+                "on an optimizer you return."
+            )
+        if module.automatic_optimization and not _is_torch_scheduler(config.scheduler) and (
+                "lr_scheduler_step" not in hooks.module_overrides):
+            raise MisconfigurationException(
+                f"The provided lr scheduler `{type(config.scheduler).__name__}` doesn't follow PyTorch's "
+                "LRScheduler API: override `LightningModule.lr_scheduler_step` with your own logic to step it."
+            )
     return optimizers, configs
+
+
+def _is_torch_scheduler(scheduler: Any) -> bool:
+    return isinstance(scheduler, (torch.optim.lr_scheduler.LRScheduler, ReduceLROnPlateau))
 
 
 def _normalise(conf: Any, module) -> Tuple[List[Optimizer], List[LRSchedulerConfig]]:
@@ -105,7 +123,8 @@ def _scheduler_config(sched: Any, monitor: Optional[str], automatic: bool) -> LR
         allowed = {f.name for f in fields(LRSchedulerConfig)}
         extra = set(sched) - allowed
         if extra:
-            rank_zero_warn(f"Found unsupported keys in the lr scheduler dict: {sorted(extra)}; they are ignored.",
+            keys = "{" + ", ".join(repr(key) for key in sorted(extra)) + "}"
+            rank_zero_warn(f"Found unsupported keys in the lr scheduler dict: {keys}; they are ignored.",
                            category=RuntimeWarning)
             sched = {k: v for k, v in sched.items() if k in allowed}
         if "scheduler" not in sched:
@@ -114,8 +133,14 @@ def _scheduler_config(sched: Any, monitor: Optional[str], automatic: bool) -> LR
             )
         if sched.get("interval", "epoch") not in ("step", "epoch"):
             raise MisconfigurationException(
-                f'The "interval" key in the lr scheduler dict must be "step" or "epoch", not {sched["interval"]!r}.'
+                f'The "interval" key in lr scheduler dict must be "step" or "epoch", not {sched["interval"]!r}.'
             )
+        ignored = [key for key in ("reduce_on_plateau", "monitor", "strict") if key in sched] if not automatic else []
+        if ignored:  # as Lightning: manual optimization steps its schedulers itself
+            rank_zero_warn(f"The lr scheduler dict contains the key(s) {ignored}, but the keys will be ignored. You "
+                           "need to call `lr_scheduler.step()` manually in manual optimization.",
+                           category=RuntimeWarning)
+            sched = {key: value for key, value in sched.items() if key not in ignored}
         config = LRSchedulerConfig(**sched)
         config.reduce_on_plateau = sched.get("reduce_on_plateau", isinstance(config.scheduler, ReduceLROnPlateau))
         if config.monitor is None:
