@@ -417,13 +417,20 @@ class LightningModule(HyperparametersMixin, nn.Module):
             raise MisconfigurationException(
                 f"You have set `Trainer(gradient_clip_val={trainer_val!r})` and have passed "
                 f"`clip_gradients(gradient_clip_val={gradient_clip_val!r})`: set the value in one place only.")
-        if gradient_clip_val is None or gradient_clip_val <= 0:
-            return
-        if gradient_clip_algorithm is None and self._trainer is not None:
-            gradient_clip_algorithm = self._trainer.gradient_clip_algorithm
-        algorithm = gradient_clip_algorithm or "norm"
+        trainer_algorithm = self._trainer.gradient_clip_algorithm if self._trainer is not None else None
+        if gradient_clip_algorithm is None:
+            gradient_clip_algorithm = trainer_algorithm
+        elif trainer_algorithm is not None and trainer_algorithm != str(gradient_clip_algorithm).lower():
+            from volt.utilities.exceptions import MisconfigurationException
+
+            raise MisconfigurationException(
+                f"You have set `Trainer(gradient_clip_algorithm={trainer_algorithm!r})` and have passed "
+                f"`clip_gradients(gradient_clip_algorithm={gradient_clip_algorithm!r})`: set it in one place only.")
+        algorithm = str(gradient_clip_algorithm or "norm").lower()
         if algorithm not in ("norm", "value"):
             raise ValueError(f"gradient_clip_algorithm={algorithm!r} is not supported; use 'norm' or 'value'.")
+        if gradient_clip_val is None or gradient_clip_val <= 0:
+            return
         optimizer = getattr(optimizer, "optimizer", optimizer)
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         if not params:

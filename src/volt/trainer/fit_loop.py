@@ -689,7 +689,7 @@ class FitLoop:
                 before(optimizer)
             if automatic and (trainer.gradient_clip_val or "configure_gradient_clipping" in hooks.module_overrides):
                 hooks.call_module("configure_gradient_clipping", optimizer, trainer.gradient_clip_val,
-                                  trainer.gradient_clip_algorithm if trainer.gradient_clip_val else None)
+                                  trainer.gradient_clip_algorithm)
 
         out = trainer.precision_plugin.optimizer_step(optimizer, closure or _no_closure, after_closure, automatic,
                                                       **kwargs)

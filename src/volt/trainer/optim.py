@@ -166,7 +166,7 @@ class LightningOptimizer:
     Passed to `optimizer_step` and returned by `self.optimizers()`; everything else forwards to the optimizer.
     """
 
-    def __init__(self, optimizer: Optimizer, trainer) -> None:
+    def __init__(self, optimizer: Optimizer, trainer=None) -> None:
         self._optimizer = optimizer
         self._trainer = trainer
         # subclass the optimizer's class too, so `isinstance(opt, torch.optim.SGD)` holds as in Lightning, and
@@ -182,7 +182,10 @@ class LightningOptimizer:
         return self._optimizer
 
     def step(self, closure=None, **kwargs: Any):
-        """Run `closure` (training_step, zero_grad, backward), the before-step hooks and clipping, then step."""
+        """Run `closure` (training_step, zero_grad, backward), the before-step hooks and clipping, then step; a
+        wrapper made outside a Trainer (`LightningOptimizer(optimizer)`) steps the optimizer only."""
+        if self._trainer is None:
+            return self._optimizer.step(closure, **kwargs) if closure is not None else self._optimizer.step(**kwargs)
         return self._trainer.fit_loop.optimizer_step(self._optimizer, closure, **kwargs)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -196,7 +199,7 @@ class LightningOptimizer:
         return _unwrapped, (self._optimizer,)
 
     def __repr__(self) -> str:
-        return f"LightningOptimizer({self._optimizer!r})"
+        return f"Lightning{self._optimizer!r}"  # "LightningSGD (...)", as Lightning
 
 
 def _unwrapped(optimizer: Optimizer) -> Optimizer:

@@ -231,7 +231,8 @@ class Trainer:
                 f"`gradient_clip_algorithm` {gradient_clip_algorithm} is invalid "
                 f"(`Trainer(gradient_clip_algorithm={gradient_clip_algorithm!r})`). Allowed algorithms: 'norm', 'value'."
             )
-        self.gradient_clip_algorithm = str(gradient_clip_algorithm or "norm").lower()
+        # None when not given (clipping then uses "norm"), as Lightning
+        self.gradient_clip_algorithm = None if gradient_clip_algorithm is None else str(gradient_clip_algorithm).lower()
         self.inference_mode = inference_mode
         self.detect_anomaly = detect_anomaly
         self.reload_dataloaders_every_n_epochs = reload_dataloaders_every_n_epochs
