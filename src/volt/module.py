@@ -66,19 +66,30 @@ class HyperparametersMixin:
         else:
             init_args = _collect_init_args(frame, type(self))
         ignore = [ignore] if isinstance(ignore, str) else list(ignore or [])
-        ignore += [name for name, value in init_args.items() if isinstance(value, nn.Module) and name not in ignore]
+        for name, value in init_args.items():
+            if isinstance(value, nn.Module) and name not in ignore and (not args or name in args):
+                rank_zero_warn(f"Attribute {name!r} is an instance of `nn.Module` and is already saved during "
+                               "checkpointing (a checkpoint leaves it out of the hyperparameters). It is recommended "
+                               f"to ignore them using `self.save_hyperparameters(ignore=[{name!r}])`.")
         if len(args) == 1 and not isinstance(args[0], str):
             hp = args[0]
             if isinstance(hp, Namespace):
                 hp = vars(hp)
             if not isinstance(hp, Mapping):
                 raise ValueError(  # ValueError, as Lightning raises
-                    f"save_hyperparameters got {type(hp).__name__}; pass argument names, a dict, a Namespace or nothing."
+                    f"save_hyperparameters got {type(hp).__name__}: {_PRIMITIVES_REFUSED}pass argument names, a dict, "
+                    "a Namespace or nothing."
                 )
             # the __init__ argument that holds the container, so load_from_checkpoint passes it back as one
             self._hparams_name = next((name for name, value in init_args.items() if value is args[0]), None)
+            if _is_omegaconf(hp) and not hasattr(self, "_hparams"):  # kept as the container it is, as Lightning
+                self._hparams, self._hparams_initial = hp, copy.deepcopy(hp)
+                return
             hp = dict(hp)
         elif args:
+            if not all(isinstance(a, str) for a in args):
+                raise ValueError(f"save_hyperparameters{args!r}: {_PRIMITIVES_REFUSED}pass the names of `__init__`'s "
+                                 "arguments, or one dict or Namespace.")
             missing = [a for a in args if a not in init_args]
             if missing:
                 raise ValueError(
@@ -114,6 +125,13 @@ class HyperparametersMixin:
         if not hasattr(self, "_hparams_initial"):
             return AttributeDict()
         return copy.deepcopy(self._hparams_initial)
+
+
+_PRIMITIVES_REFUSED = "Primitives (<class 'bool'>, <class 'int'>, <class 'float'>, <class 'str'>) are not allowed; "
+
+
+def _is_omegaconf(value: Any) -> bool:
+    return type(value).__module__.partition(".")[0] == "omegaconf"
 
 
 def _collect_init_args(frame, cls) -> Dict[str, Any]:
@@ -685,7 +703,15 @@ def _instantiate_from_checkpoint(cls, checkpoint: Dict[str, Any], hparams_file, 
     """
     from volt.checkpoint import decode_hparams
 
-    hparams = decode_hparams(checkpoint.get(cls.CHECKPOINT_HYPER_PARAMS_KEY) or {})
+    # "module_arguments": where Lightning before 1.0 saved them
+    saved = checkpoint.get(cls.CHECKPOINT_HYPER_PARAMS_KEY, checkpoint.get("module_arguments")
+                           if cls.CHECKPOINT_HYPER_PARAMS_KEY == "hyper_parameters" else None)
+    hparams = decode_hparams(saved or {})
+    config = None  # an OmegaConf container saved as plain data (`hparams_type`): passed back as one
+    if checkpoint.get(cls.CHECKPOINT_HYPER_PARAMS_TYPE) in ("DictConfig", "ListConfig"):
+        from omegaconf import OmegaConf
+
+        config = OmegaConf.create(hparams)
     if hparams_file is not None:
         hparams = _read_hparams_file(hparams_file, hparams)
     hparams = {**hparams, **overrides}
@@ -694,7 +720,8 @@ def _instantiate_from_checkpoint(cls, checkpoint: Dict[str, Any], hparams_file, 
     container = params.get(checkpoint.get(cls.CHECKPOINT_HYPER_PARAMS_NAME) or "")
     named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     if container is not None and container.kind in named and container.name != "self":
-        init_kwargs = {container.name: AttributeDict(hparams), **overrides}
+        whole = config if config is not None and not overrides and hparams_file is None else AttributeDict(hparams)
+        init_kwargs = {container.name: whole, **overrides}
     else:
         init_kwargs = hparams
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):

@@ -170,7 +170,9 @@ class Checkpoints:
         for owner, prefix in ((model, ""), (datamodule, "datamodule_")):
             if owner is not None and owner.hparams:
                 checkpoint[f"{prefix}hparams_name"] = owner._hparams_name or "kwargs"
-                checkpoint[f"{prefix}hyper_parameters"] = encode_hparams(dict(owner.hparams))
+                checkpoint[f"{prefix}hyper_parameters"] = encode_hparams(_saved_hparams(owner.hparams))
+                if _is_omegaconf(owner.hparams):  # plain data above; the type name brings the container back
+                    checkpoint[f"{prefix}hparams_type"] = type(owner.hparams).__name__
         if not weights_only:
             hooks.call("on_save_checkpoint", checkpoint)
         elif "on_save_checkpoint" in hooks.module_overrides:
@@ -216,7 +218,7 @@ class Checkpoints:
             "should_stop": trainer.should_stop,
             "results": trainer._results.state_dict() if trainer.state.fn == "fit" else None,
             "eval_log_steps": list(fit_loop.val_loop.log_steps),
-            "loggers": [logger.state_dict() for logger in trainer.loggers],
+            "loggers": [_logger_state(logger) for logger in trainer.loggers],
             # inside an accumulation window: the gradients summed so far
             "grads": self._pending_grads() if fit_loop.grads_pending else None,
             "stream": fit_loop.stream_state(),  # where an iterable training stream stands, if it can say
@@ -561,6 +563,27 @@ class Checkpoints:
 
 
 _SINGLE_FILE, _SHARDED = SingleFile(), ShardedFolder()
+
+
+def _is_omegaconf(value: Any) -> bool:
+    return type(value).__module__.partition(".")[0] == "omegaconf"
+
+
+def _saved_hparams(hparams):
+    """What a checkpoint keeps of the hyperparameters: an OmegaConf container as plain dicts and lists; no
+    `nn.Module` (its weights are in the state dict, and code is never saved)."""
+    if _is_omegaconf(hparams):
+        from volt.checkpoint import _omegaconf_container
+
+        return _omegaconf_container(hparams)
+    return {name: value for name, value in hparams.items() if not isinstance(value, torch.nn.Module)}
+
+
+def _logger_state(logger) -> dict:
+    """A logger's `state_dict()`; nothing for one that gives no dict (a stand-in such as a mock, or a logger written
+    for Lightning, which has no such pair)."""
+    state = logger.state_dict() if callable(getattr(logger, "state_dict", None)) else None
+    return state if isinstance(state, dict) else {}
 
 
 def _average_over_ranks(strategy, grads: Dict[str, torch.Tensor],
