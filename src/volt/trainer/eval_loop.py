@@ -142,6 +142,8 @@ class EvalLoop:
     def run(self, max_batches: Optional[int] = None) -> List[Dict[str, float]]:
         trainer, hooks, stage = self.trainer, self.trainer._hooks, self.stage
         results = trainer._results
+        if trainer.state.fn == stage and getattr(trainer, _LIMIT[stage]) == 0:
+            return []  # as Lightning: `limit_{stage}_batches=0` runs nothing, not even the dataloader hook
         if self.loaders is None:
             self.setup_data()
         results.eval.reset()

@@ -688,8 +688,8 @@ class FitLoop:
             if before is not None:
                 before(optimizer)
             if automatic and (trainer.gradient_clip_val or "configure_gradient_clipping" in hooks.module_overrides):
-                hooks.call_module("configure_gradient_clipping", optimizer, trainer.gradient_clip_val,
-                                  trainer.gradient_clip_algorithm)
+                hooks.call_module("configure_gradient_clipping", optimizer, gradient_clip_val=trainer.gradient_clip_val,
+                                  gradient_clip_algorithm=trainer.gradient_clip_algorithm)
 
         out = trainer.precision_plugin.optimizer_step(optimizer, closure or _no_closure, after_closure, automatic,
                                                       **kwargs)

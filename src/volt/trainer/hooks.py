@@ -52,6 +52,13 @@ def implements(obj: Any, base: type, name: str) -> bool:
     return own is not None and own is not getattr(base, name, None)
 
 
+def wraps_only_the_default(obj: Any, base: type, name: str) -> bool:
+    """Whether `obj`'s hook `name` is a wrapper (functools.wraps) around `base`'s default: Lightning does not count
+    it as overridden where it calls a hook only when overridden (`configure_sharded_model`)."""
+    value = getattr(obj, "__dict__", {}).get(name)
+    return hasattr(value, "__wrapped__") and getattr(inspect.unwrap(value), "__func__", None) is getattr(base, name)
+
+
 def takes_dataloader_iter(module: LightningModule, name: str) -> bool:
     """Whether step `name` takes `dataloader_iter` (Lightning 2.x's flavour: the step fetches its own batches)."""
     return "dataloader_iter" in _positional_parameters(getattr(module, name))
@@ -81,6 +88,17 @@ def _positional_parameters(fn: Callable[..., Any]) -> List[str]:
     kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     return [p.name if p.kind in kinds else "*" for p in signature.parameters.values()
             if p.kind in kinds or p.kind is inspect.Parameter.VAR_POSITIONAL]
+
+
+def _stage_by_keyword(method: Callable[..., Any]) -> Callable[[str], Any]:
+    return lambda stage: method(stage=stage)
+
+
+def _datamodule_overrides(datamodule: Optional[LightningDataModule], name: str) -> bool:
+    """Whether the datamodule's batch-transfer hook `name` replaces the module's (a wrapper of the default does not,
+    as Lightning decides)."""
+    return datamodule is not None and implements(datamodule, LightningDataModule, name) and not (
+        wraps_only_the_default(datamodule, LightningDataModule, name))
 
 
 def _is_monitoring(callback: Callback) -> bool:
@@ -113,7 +131,7 @@ class Hooks:
         self._transfer_plans = [(name, self._transfer_plan(name)) for name in TRANSFER_HOOKS]
         # the default chain is the module's own transfer_batch_to_device: a no-op for CPU tensors on CPU
         self.custom_transfer = any(name in self.module_overrides for name in TRANSFER_HOOKS) or (
-            datamodule is not None and any(implements(datamodule, LightningDataModule, n) for n in TRANSFER_HOOKS))
+            any(_datamodule_overrides(datamodule, n) for n in TRANSFER_HOOKS))
         #: Whether `prepare_batch` does anything (plain CPU training: it returns the batch as it is).
         self.prepares_batches = (self.custom_transfer or trainer.strategy.root_device.type != "cpu"
                                  or trainer.precision_plugin.converts_input)
@@ -133,6 +151,9 @@ class Hooks:
         data = [(f"[LightningDataModule]{type(datamodule).__name__}.{name}", getattr(datamodule, name), False)
                 ] if name in DATAMODULE_HOOKS and datamodule is not None and implements(
                     datamodule, LightningDataModule, name) else []
+        if name in ("setup", "teardown"):  # as Lightning: `setup(stage="fit")`, the stage by keyword
+            callbacks, own, data = ([(label, _stage_by_keyword(method), is_module) for label, method, is_module in calls]
+                                    for calls in (callbacks, own, data))
         if name in _DATAMODULE_FIRST:
             return (*data, *callbacks, *own)
         if name == "on_exception":
@@ -146,7 +167,7 @@ class Hooks:
     def _transfer_plan(self, name: str) -> Tuple[_Call, ...]:
         """The datamodule's transfer hook if it overrides it, else the module's (Lightning warns when both do)."""
         module, datamodule = self.module, self.datamodule
-        if datamodule is not None and implements(datamodule, LightningDataModule, name):
+        if _datamodule_overrides(datamodule, name):
             if name in self.module_overrides:
                 rank_zero_warn(f"You have overridden `{name}` in both `LightningModule` and `LightningDataModule`. "
                                "It will use the implementation from `LightningDataModule` instance.")

@@ -24,7 +24,7 @@ from volt.trainer.checkpointing import Checkpoints
 from volt.trainer.data import shutdown_workers
 from volt.trainer.eval_loop import EvalLoop
 from volt.trainer.fit_loop import FitLoop
-from volt.trainer.hooks import Hooks, ProfiledHooks, implements
+from volt.trainer.hooks import Hooks, ProfiledHooks, implements, wraps_only_the_default
 from volt.trainer.optim import LightningOptimizer, configure_optimizers
 from volt.trainer.precision import make_precision, normalize_precision
 from volt.trainer.progress import LoopPosition
@@ -480,8 +480,9 @@ class Trainer:
             hooks.call("prepare_data")
         self.strategy.barrier("prepare_data")
         hooks.call("setup", self.state.fn)  # the TrainerFn member (a str), as Lightning
+        if not wraps_only_the_default(model, LightningModule, "configure_sharded_model"):  # the 1.x name, first
+            hooks.call("configure_sharded_model")
         hooks.call("configure_model")
-        hooks.call("configure_sharded_model")
         model = self.precision_plugin.convert_module(model)
         self.strategy.setup_module(model)
         if self._compiler is not None:
@@ -498,6 +499,7 @@ class Trainer:
             if self.enable_autolog_hparams:
                 self._results.log_hyperparams(model, datamodule)
             hooks.call("on_fit_start")
+            model.zero_grad()  # as Lightning, at the start of every stage (a resume's pending gradients come next)
             if checkpoint is not None:
                 checkpoints.restore_training_state(checkpoint)
             self.fit_loop.run()
@@ -510,6 +512,7 @@ class Trainer:
                 self._results.log_hyperparams(model, datamodule)
             loop = self._eval_loop(fn)
             loop.loaders = None
+            model.zero_grad()
             result = loop.run()
         hooks.call("teardown", self.state.fn)
         self._results.flush_logger_writes()

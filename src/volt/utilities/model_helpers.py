@@ -20,6 +20,7 @@ def is_overridden(method_name: str, instance: Optional[object] = None, parent: O
             raise ValueError(f"is_overridden: pass `parent=`; {type(instance).__name__} is not a LightningModule, "
                              "LightningDataModule or Callback.")
     method = getattr(instance, method_name, None)
+    method = getattr(method, "__wrapped__", method)  # functools.wraps, contextmanager: what is wrapped counts
     if method is None:
         return False
     base = getattr(parent, method_name, None)
@@ -29,7 +30,6 @@ def is_overridden(method_name: str, instance: Optional[object] = None, parent: O
 
 
 def _code(method: Any) -> Any:
-    method = getattr(method, "__wrapped__", method)  # functools.wraps, contextmanager
     function = getattr(method, "__func__", method)  # bound methods
     return getattr(function, "__code__", function)
 
