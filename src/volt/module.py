@@ -607,7 +607,7 @@ class LightningModule(HyperparametersMixin, nn.Module):
                               "deprecated in v2.7 and will be removed in v2.8: TorchScript is deprecated in PyTorch. "
                               "Export with `to_onnx` or `torch.export.export()` instead.")
         if method not in ("script", "trace"):
-            raise ValueError(f"to_torchscript(method={method!r}): use 'script' or 'trace'.")
+            raise ValueError(f"to_torchscript(method={method!r}): the method only supports 'script' or 'trace'.")
         if method == "trace":
             example_inputs = self._export_sample(example_inputs, "example_inputs", "to_torchscript(method='trace')")
             if kwargs.get("check_inputs") is not None:
@@ -629,8 +629,13 @@ class LightningModule(HyperparametersMixin, nn.Module):
         if sample is None:
             sample = self.example_input_array
         if sample is None:
-            raise ValueError(f"`{type(self).__name__}.{caller}` needs an input to run the model on: pass"
-                             f" `{argument}`, or set `self.example_input_array` in `__init__`.")
+            if argument == "input_sample":  # Lightning's wording for each export
+                missing = ("Could not export to ONNX since neither `input_sample` nor `model.example_input_array` "
+                           "attribute is set.")
+            else:
+                missing = f"It requires either `{argument}` or `model.example_input_array`."
+            raise ValueError(f"`{type(self).__name__}.{caller}` needs an input to run the model on. {missing} Pass "
+                             f"`{argument}`, or set `self.example_input_array` in `__init__`.")
         return self._transfer_sample(sample)
 
     def _transfer_sample(self, sample: Any) -> Any:

@@ -397,6 +397,8 @@ class Trainer:
         model.trainer = self
         if datamodule is not None:
             datamodule.trainer = self
+        if fn == "fit":
+            self._check_validation_parts(model, datamodule)
         self.strategy.connect(model)
         self.strategy.position_source = self._position
         self._results = Results(self)
@@ -523,6 +525,17 @@ class Trainer:
         self.strategy.teardown()
         self.state.status = "finished"
         return result
+
+    def _check_validation_parts(self, model: LightningModule, datamodule) -> None:
+        """Validation during fit needs a `validation_step` and validation data: with one but not the other it is
+        skipped, and Lightning says so."""
+        has_step = implements(model, LightningModule, "validation_step")
+        has_data = self.fit_loop.val_loop.source is not None or implements(model, LightningModule, "val_dataloader") or (
+            datamodule is not None and implements(datamodule, LightningDataModule, "val_dataloader"))
+        if has_data and not has_step:
+            rank_zero_warn("You passed in a `val_dataloader` but have no `validation_step`. Skipping val loop.")
+        if has_step and not has_data:
+            rank_zero_warn("You defined a `validation_step` but have no `val_dataloader`. Skipping val loop.")
 
     def _merge_model_callbacks(self, model) -> List[Callback]:
         """Callbacks from `configure_callbacks` replace Trainer callbacks of the same type; checkpoints go last."""
@@ -991,11 +1004,11 @@ def _check_eval_step(fn: str, model: LightningModule) -> None:
     name = {"validate": "validation_step", "test": "test_step", "predict": "predict_step"}[fn]
     if fn == "predict":
         if model.predict_step is None:
-            raise MisconfigurationException("`predict_step` is None: `Trainer.predict` needs it, or the default one"
-                                            " that calls `forward`.")
+            raise MisconfigurationException("`predict_step` cannot be None: `Trainer.predict` needs it, or the "
+                                            "default one that calls `forward`.")
         if not implements(model, LightningModule, name) and not implements(model, LightningModule, "forward"):
-            raise MisconfigurationException(f"`Trainer.predict` needs {type(model).__name__}.predict_step() or "
-                                            "forward(): define one of them.")
+            raise MisconfigurationException(f"`{type(model).__name__}.predict_step` (the default) requires `forward` "
+                                            "method to run: define `forward` or `predict_step`.")
     elif not implements(model, LightningModule, name):
         raise MisconfigurationException(f"No `{name}()` method defined in {type(model).__name__} to run "
                                         f"`Trainer.{fn}`. Define `{name}(self, batch, batch_idx)`.")
