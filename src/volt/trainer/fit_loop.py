@@ -147,6 +147,39 @@ class FitLoop:
             return True
         return False
 
+    # Lightning's `trainer.fit_loop.max_epochs = 4` (e.g. to fit further): the Trainer's limits, read and set here
+    @property
+    def max_epochs(self) -> Optional[int]:
+        return self.trainer.max_epochs
+
+    @max_epochs.setter
+    def max_epochs(self, value: int) -> None:
+        self.trainer.max_epochs = value
+
+    @property
+    def min_epochs(self) -> Optional[int]:
+        return self.trainer.min_epochs
+
+    @min_epochs.setter
+    def min_epochs(self, value: Optional[int]) -> None:
+        self.trainer.min_epochs = value
+
+    @property
+    def max_steps(self) -> int:
+        return self.trainer.max_steps
+
+    @max_steps.setter
+    def max_steps(self, value: int) -> None:
+        self.trainer.max_steps = value
+
+    @property
+    def min_steps(self) -> Optional[int]:
+        return self.trainer.min_steps
+
+    @min_steps.setter
+    def min_steps(self, value: Optional[int]) -> None:
+        self.trainer.min_steps = value
+
     @property
     def batches_stepped(self) -> int:
         """Training batches that ended with an optimizer step (Lightning's `_batches_that_stepped`): the x axis of

@@ -1084,7 +1084,9 @@ def _build_callbacks(callbacks, enable_checkpointing, enable_progress_bar, enabl
 
         if not any(isinstance(cb, ModelSummary) for cb in callbacks):
             callbacks.append(RichModelSummary() if rich else ModelSummary())
-    return callbacks
+    # as Lightning: checkpoint callbacks last, so they see what every other callback did at each point
+    return [cb for cb in callbacks if not isinstance(cb, ModelCheckpoint)] + [
+        cb for cb in callbacks if isinstance(cb, ModelCheckpoint)]
 
 
 def _build_loggers(logger, default_root_dir: str, fast_dev_run: bool) -> list:
