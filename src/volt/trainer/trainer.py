@@ -1045,6 +1045,7 @@ def _build_callbacks(callbacks, enable_checkpointing, enable_progress_bar, enabl
     for callback in callbacks:
         if not isinstance(callback, Callback):
             raise TypeError(f"`callbacks` must contain Callback instances, got {type(callback).__name__}.")
+    _check_unique_state_keys(callbacks)
     from volt.callbacks.model_checkpoint import ModelCheckpoint
     from volt.callbacks.progress import ProgressBar
 
@@ -1087,6 +1088,22 @@ def _build_callbacks(callbacks, enable_checkpointing, enable_progress_bar, enabl
     # as Lightning: checkpoint callbacks last, so they see what every other callback did at each point
     return [cb for cb in callbacks if not isinstance(cb, ModelCheckpoint)] + [
         cb for cb in callbacks if isinstance(cb, ModelCheckpoint)]
+
+
+def _check_unique_state_keys(callbacks: List[Callback]) -> None:
+    """Stateful callbacks are saved under their `state_key`: two with one key would lose a state in checkpoints."""
+    seen = set()
+    for callback in callbacks:
+        if not implements(callback, Callback, "state_dict"):
+            continue
+        if callback.state_key in seen:
+            name = type(callback).__name__
+            raise RuntimeError(
+                f"Found more than one stateful callback of type `{name}` with the state key {callback.state_key!r}: "
+                "a checkpoint would keep the state of only one. The `callback.state_key` must be unique among all "
+                f"callbacks in the Trainer (see `{name}`'s arguments, or override `state_key`)."
+            )
+        seen.add(callback.state_key)
 
 
 def _build_loggers(logger, default_root_dir: str, fast_dev_run: bool) -> list:
