@@ -85,7 +85,8 @@ def test_save_hyperparameters_bad_input():
 
     with pytest.raises(ValueError, match=r"\['missing'\] are not arguments of Bad.__init__; available: \['form',"):
         Bad()
-    with pytest.raises(ValueError, match="save_hyperparameters got int: Primitives .* are not allowed; pass argument names, a dict, a Namespace"):
+    with pytest.raises(ValueError, match="save_hyperparameters got int: Primitives .* are not allowed; pass argument "
+                                         "names, a dict, a Namespace"):
         Bad(form="int")
 
 

@@ -501,8 +501,8 @@ def test_removed_1x_arguments_name_their_replacement(name, replacement):
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(max_steps=-2), r"max_steps=-2\)` is invalid: `max_steps` must be a non-negative integer or -1"),
-    (dict(accumulate_grad_batches=0), r"accumulate_grad_batches=0\)` is invalid: .* must be a positive integer"),
-    (dict(log_every_n_steps=-1), r"log_every_n_steps=-1\)` is invalid: .* must be a non-negative integer, or None"),
+    (dict(accumulate_grad_batches=0), r"accumulate_grad_batches=0\)` is invalid: .* a positive integer"),
+    (dict(log_every_n_steps=-1), r"log_every_n_steps=-1\)` is invalid: .* a non-negative integer, or None"),
     (dict(limit_train_batches=-1), r"limit_train_batches=-1\)` must be a fraction of the batches in \[0.0, 1.0\] or an int"),
     (dict(limit_train_batches=1.5), r"limit_train_batches=1.5\)` must be a fraction of the batches in \[0.0, 1.0\] or an"),
     (dict(limit_val_batches=0.01), r"limit_val_batches=0.01` keeps less than one of the 4 batches: 0.01 \* 4 < 1"),

@@ -421,7 +421,8 @@ class LightningModule(HyperparametersMixin, nn.Module):
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         """Hook: clip gradients before the optimizer step. Defaults to the Trainer's settings."""
-        self.clip_gradients(optimizer, gradient_clip_val=gradient_clip_val, gradient_clip_algorithm=gradient_clip_algorithm)
+        self.clip_gradients(optimizer, gradient_clip_val=gradient_clip_val,
+                            gradient_clip_algorithm=gradient_clip_algorithm)
 
     def clip_gradients(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         """Clip the gradients of `optimizer`'s parameters by 2-norm ("norm") or by value ("value"). What is left out

@@ -32,7 +32,8 @@ def _fit(trainer, ckpt_path=None):
 
 def test_last_without_any_checkpoint_starts_fresh_with_a_notice(tmp_path):
     trainer = _trainer(tmp_path)
-    with pytest.warns(UserWarning, match=r'ckpt_path="last"\)` is set, but there is no last checkpoint available. No checkpoint will be loaded'):
+    with pytest.warns(UserWarning, match=r'ckpt_path="last"\)` is set, but there is no last checkpoint available. '
+                                         "No checkpoint will be loaded"):
         _fit(trainer, ckpt_path="last")
     assert trainer.ckpt_path is None and trainer.global_step == 6
 

@@ -502,7 +502,8 @@ class Checkpoints:
         if missing:
             rank_zero_warn("The checkpoint holds the state of callbacks this Trainer does not have, so it is not "
                            "restored: when using `ckpt_path`, callbacks used to create the checkpoint need to be "
-                           f"provided during `Trainer` instantiation. Please add the following callbacks: {sorted(missing)}.")
+                           "provided during `Trainer` instantiation. Please add the following callbacks: "
+                           f"{sorted(missing)}.")
 
     def restore_optimizers_and_schedulers(self, checkpoint: Dict[str, Any]) -> None:
         """Optimizer states by parameter name (a folder's) go through torch.distributed.checkpoint's API, numbered

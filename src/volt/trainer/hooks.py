@@ -152,8 +152,8 @@ class Hooks:
                 ] if name in DATAMODULE_HOOKS and datamodule is not None and implements(
                     datamodule, LightningDataModule, name) else []
         if name in ("setup", "teardown"):  # as Lightning: `setup(stage="fit")`, the stage by keyword
-            callbacks, own, data = ([(label, _stage_by_keyword(method), is_module) for label, method, is_module in calls]
-                                    for calls in (callbacks, own, data))
+            callbacks, own, data = ([(label, _stage_by_keyword(method), is_module)
+                                     for label, method, is_module in calls] for calls in (callbacks, own, data))
         if name in _DATAMODULE_FIRST:
             return (*data, *callbacks, *own)
         if name == "on_exception":

@@ -223,13 +223,14 @@ class Trainer:
         self.accumulate_grad_batches = accumulate_grad_batches
         if gradient_clip_val is not None and (isinstance(gradient_clip_val, bool)
                                               or not isinstance(gradient_clip_val, (int, float))):
-            raise TypeError(f"`Trainer(gradient_clip_val={gradient_clip_val!r})` is invalid: `gradient_clip_val` should be"
-                            " an int or a float (the norm or value to clip gradients at), or None.")
+            raise TypeError(f"`Trainer(gradient_clip_val={gradient_clip_val!r})` is invalid: `gradient_clip_val` "
+                            "should be an int or a float (the norm or value to clip gradients at), or None.")
         self.gradient_clip_val = gradient_clip_val
         if gradient_clip_algorithm is not None and str(gradient_clip_algorithm).lower() not in ("norm", "value"):
             raise MisconfigurationException(
                 f"`gradient_clip_algorithm` {gradient_clip_algorithm} is invalid "
-                f"(`Trainer(gradient_clip_algorithm={gradient_clip_algorithm!r})`). Allowed algorithms: 'norm', 'value'."
+                f"(`Trainer(gradient_clip_algorithm={gradient_clip_algorithm!r})`). "
+                "Allowed algorithms: 'norm', 'value'."
             )
         # None when not given (clipping then uses "norm"), as Lightning
         self.gradient_clip_algorithm = None if gradient_clip_algorithm is None else str(gradient_clip_algorithm).lower()
@@ -530,8 +531,9 @@ class Trainer:
         """Validation during fit needs a `validation_step` and validation data: with one but not the other it is
         skipped, and Lightning says so."""
         has_step = implements(model, LightningModule, "validation_step")
-        has_data = self.fit_loop.val_loop.source is not None or implements(model, LightningModule, "val_dataloader") or (
-            datamodule is not None and implements(datamodule, LightningDataModule, "val_dataloader"))
+        has_data = (self.fit_loop.val_loop.source is not None
+                    or implements(model, LightningModule, "val_dataloader")
+                    or (datamodule is not None and implements(datamodule, LightningDataModule, "val_dataloader")))
         if has_data and not has_step:
             rank_zero_warn("You passed in a `val_dataloader` but have no `validation_step`. Skipping val loop.")
         if has_step and not has_data:
