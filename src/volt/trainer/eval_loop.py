@@ -361,9 +361,3 @@ def _check_prediction(output: Any) -> None:
     if output is None:  # Python's warning filter shows it once
         rank_zero_warn("`predict_step` returned None: predict returned None if it was on purpose, ignore this "
                        "warning; otherwise return the batch's predictions.")
-
-
-def _restore_modes(module: torch.nn.Module, modes: Dict[str, bool]) -> None:
-    for name, sub in module.named_modules():
-        if name in modes:
-            sub.training = modes[name]
