@@ -162,8 +162,9 @@ class EvalLoop:
         results = trainer._results
         if in_fit and not trainer.sanity_checking:
             hooks.call_module("on_validation_model_zero_grad")
-        module = trainer.model  # the strategy's wrapper (e.g. DDP's) too
-        modes = [(submodule, submodule.training) for submodule in module.modules()]
+        module = trainer.lightning_module
+        # every submodule's mode, the strategy's wrapper (e.g. DDP's) too, to restore after the run
+        modes = [(submodule, submodule.training) for submodule in trainer.model.modules()]
         hooks.call_module(f"on_{_HOOK[stage]}_model_eval")
         hooks.call(f"on_{self.hook}_start")
         hooks.call(f"on_{self.hook}_epoch_start")

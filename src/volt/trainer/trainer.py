@@ -483,7 +483,7 @@ class Trainer:
             hooks.call("prepare_data")
         self.strategy.barrier("prepare_data")
         hooks.call("setup", self.state.fn)  # the TrainerFn member (a str), as Lightning
-        if not wraps_only_the_default(model, LightningModule, "configure_sharded_model"):  # the 1.x name, first
+        if _overrides_sharded_model(model):  # the 1.x name, first
             hooks.call("configure_sharded_model")
         hooks.call("configure_model")
         model = self.precision_plugin.convert_module(model)
@@ -988,10 +988,16 @@ def _check_model(fn: str, model: Any, trainer: "Trainer") -> None:
         )
 
 
+def _overrides_sharded_model(model: LightningModule) -> bool:
+    """A wrapper (functools.wraps) around the default does not count, as in Lightning."""
+    return implements(model, LightningModule, "configure_sharded_model") and not wraps_only_the_default(
+        model, LightningModule, "configure_sharded_model")
+
+
 def _check_configure_model(model: LightningModule) -> None:
     """`configure_sharded_model` is the deprecated name of `configure_model`: it still runs, with a warning; both
     overridden is an error, as in Lightning."""
-    if not implements(model, LightningModule, "configure_sharded_model"):
+    if not _overrides_sharded_model(model):
         return
     name = type(model).__name__
     if implements(model, LightningModule, "configure_model"):
