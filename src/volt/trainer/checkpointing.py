@@ -497,13 +497,6 @@ class Checkpoints:
             state = states.get(callback.state_key, states.get(type(callback).__qualname__))
             if state is not None:
                 callback.load_state_dict(state)
-        missing = set(states) - {key for callback in trainer.callbacks
-                                 for key in (callback.state_key, type(callback).__qualname__)}
-        if missing:
-            rank_zero_warn("The checkpoint holds the state of callbacks this Trainer does not have, so it is not "
-                           "restored: when using `ckpt_path`, callbacks used to create the checkpoint need to be "
-                           "provided during `Trainer` instantiation. Please add the following callbacks: "
-                           f"{sorted(missing)}.")
 
     def restore_optimizers_and_schedulers(self, checkpoint: Dict[str, Any]) -> None:
         """Optimizer states by parameter name (a folder's) go through torch.distributed.checkpoint's API, numbered
