@@ -1,7 +1,7 @@
 """Strategies: where the model lives and how processes talk. The single-device strategy is the base;
 multi-process ones (parallel.py: DDP, FSDP) override the collective operations."""
 import contextlib
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
@@ -124,6 +124,13 @@ class Strategy:
 
     def predict_step(self, *args: Any, **kwargs: Any) -> Any:
         return self.lightning_module.predict_step(*args, **kwargs)
+
+    def step_function(self, name: str) -> Callable[..., Any]:
+        """What the loops call for step `name` ("training_step", ...): this strategy's method, or the module's own
+        when the method is this base class's pass-through (one call and its argument packing less per batch)."""
+        if name not in vars(self) and getattr(type(self), name) is getattr(Strategy, name):
+            return getattr(self.lightning_module, name)
+        return getattr(self, name)
 
     def stop_coordinator(self, batch_source):
         """What agrees across processes on when a signalled run stops (None: one process, stop at once)."""

@@ -174,7 +174,7 @@ class EvalLoop:
         step_name = _STEP[stage]
         iterating = takes_dataloader_iter(module, step_name)
         _check_dataloader_idx(module, stage, len(self.loaders) > 1, iterating)
-        step_fn = step_caller(module, step_name, getattr(trainer.strategy, step_name))
+        step_fn = step_caller(module, step_name, trainer.strategy.step_function(step_name))
         run = self._run_iterator if iterating else self._run_dataloaders
         all_outputs = run(step_name, step_fn, max_batches, collect_outputs)
 

@@ -83,7 +83,6 @@ class FitLoop:
         self.grads_pending = False  # the last batch accumulated gradients without stepping: a checkpoint keeps them
         self._epoch_outputs: List[Any] = []
         self._user_optimizer_step = False  # what the module overrides, read once per fit in `run`
-        self._training_step: Callable[..., Any] = _no_closure  # the strategy's step, adapted to the signature (`run`)
         self._iterating = False  # `training_step(self, dataloader_iter)`: the step fetches its own batches
         self._warned_no_loss = False  # each warned once per fit
         self._warned_none_batch = False
@@ -100,9 +99,7 @@ class FitLoop:
         trainer, hooks = self.trainer, self.trainer._hooks
         self._user_optimizer_step = "optimizer_step" in hooks.module_overrides
         self._collect_outputs = "training_epoch_end" in hooks.module_overrides  # 1.x: keep every batch's outputs
-        module = trainer.lightning_module
-        self._training_step = step_caller(module, "training_step", trainer.strategy.training_step)
-        self._iterating = takes_dataloader_iter(module, "training_step")
+        self._iterating = takes_dataloader_iter(trainer.lightning_module, "training_step")
         self._warned_no_loss = self._warned_non_finite = self._warned_none_batch = self._told_minimum = False
         self._loss_checks.clear()
         if self._should_sanity_check():
@@ -213,6 +210,7 @@ class FitLoop:
         batch_start, batch_end = hooks.callers["on_train_batch_start"], hooks.callers["on_train_batch_end"]
         training_step = self._training_step_caller()
         step_optimizer = hooks.bind_step("optimizer_step", self._step_optimizer)
+        backward = self._backward_caller()
         # on a GPU, batches may come prefetched, already on the device (`_prefetches`); not to a step that fetches
         # its own (`dataloader_iter`)
         prefetch = not iterating and self._prefetches()
@@ -241,7 +239,7 @@ class FitLoop:
                 try:
                     if automatic:
                         outputs, stepped = self._automatic_batch(step_input, batch_idx, is_last, training_step,
-                                                                 step_optimizer)
+                                                                 step_optimizer, backward)
                     else:
                         outputs, stepped = self._manual_batch(step_input, batch_idx, training_step), True
                 except StopIteration:
@@ -564,9 +562,11 @@ class FitLoop:
     # ------------------------------------------------------------------ one batch
     def _training_step_caller(self) -> Callable[..., Any]:
         """training_step bound for the batches of an epoch: through the strategy (so a DDP/FSDP wrapper sees the
-        call), under the precision plugin's forward context when it has one."""
+        call), adapted to the step's signature, under the precision plugin's forward context when it has one."""
         trainer = self.trainer
-        step = trainer._hooks.bind_step("training_step", self._training_step)
+        module_step = step_caller(trainer.lightning_module, "training_step",
+                                  trainer.strategy.step_function("training_step"))
+        step = trainer._hooks.bind_step("training_step", module_step)
         precision = trainer.precision_plugin
         if not precision.wraps_forward:
             return step
@@ -578,9 +578,10 @@ class FitLoop:
         return in_forward_context
 
     def _automatic_batch(self, batch: Any, batch_idx: int, is_last: bool, training_step: Callable[..., Any],
-                         step_optimizer: Callable[..., Any]) -> Tuple[Any, bool]:
-        """One batch of automatic optimization; `training_step` and `step_optimizer` are the steps bound for the
-        epoch (`Hooks.bind_step`)."""
+                         step_optimizer: Callable[..., Any], backward: Callable[[torch.Tensor], None]
+                         ) -> Tuple[Any, bool]:
+        """One batch of automatic optimization; `training_step`, `step_optimizer` and `backward` are bound for the
+        epoch (`Hooks.bind_step`, `_backward_caller`)."""
         trainer = self.trainer
         accumulate = trainer.accumulate_grad_batches
         window_pos = batch_idx % accumulate
@@ -614,7 +615,7 @@ class FitLoop:
                     _check_finite(loss, trainer)
                 if divisor != 1:
                     loss = loss / divisor
-                self.backward(loss)
+                backward(loss)
             result.append((output, loss))
             return loss
 
@@ -700,6 +701,14 @@ class FitLoop:
         if after is not None:
             after()
 
+    def _backward_caller(self) -> Callable[[torch.Tensor], None]:
+        """The automatic step's backward, bound for an epoch: the loss's own `backward` when no hook runs around it
+        and the precision plugin does not scale the loss (two calls less per batch), else `backward` above."""
+        hooks = self.trainer._hooks
+        plain = (hooks.callers["on_before_backward"] is None and hooks.callers["on_after_backward"] is None
+                 and "backward" not in hooks.module_overrides and self.trainer.precision_plugin.plain_backward)
+        return torch.Tensor.backward if plain else self.backward
+
     def _module_backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
         self.trainer._hooks.call_module("backward", loss, *args, **kwargs)
 
@@ -716,13 +725,17 @@ class FitLoop:
         trainer = self.trainer
         hooks = trainer._hooks
         before = hooks.callers["on_before_optimizer_step"]
+        clips = automatic and (trainer.gradient_clip_val or "configure_gradient_clipping" in hooks.module_overrides)
+        after_closure = None  # nothing runs between the closure and the step: the plugin steps with the closure as is
 
-        def after_closure():
-            if before is not None:
-                before(optimizer)
-            if automatic and (trainer.gradient_clip_val or "configure_gradient_clipping" in hooks.module_overrides):
-                hooks.call_module("configure_gradient_clipping", optimizer, gradient_clip_val=trainer.gradient_clip_val,
-                                  gradient_clip_algorithm=trainer.gradient_clip_algorithm)
+        if before is not None or clips:
+            def after_closure():
+                if before is not None:
+                    before(optimizer)
+                if clips:
+                    hooks.call_module("configure_gradient_clipping", optimizer,
+                                      gradient_clip_val=trainer.gradient_clip_val,
+                                      gradient_clip_algorithm=trainer.gradient_clip_algorithm)
 
         out = trainer.precision_plugin.optimizer_step(optimizer, closure or _no_closure, after_closure, automatic,
                                                       **kwargs)

@@ -69,8 +69,17 @@ class Precision:
     def backward(self, loss: torch.Tensor, backward_fn: Callable, *args: Any, **kwargs: Any) -> None:
         backward_fn(loss, *args, **kwargs)
 
-    def optimizer_step(self, optimizer, closure: Callable, after_closure: Callable, automatic: bool, **kwargs: Any):
-        """Step with the closure inside `optimizer.step` (so LBFGS-style optimizers can re-evaluate it)."""
+    @property
+    def plain_backward(self) -> bool:
+        """Whether `backward` is the loss's own, unscaled; the training step then calls `loss.backward` directly."""
+        return type(self).backward is Precision.backward
+
+    def optimizer_step(self, optimizer, closure: Callable, after_closure: Optional[Callable], automatic: bool,
+                       **kwargs: Any):
+        """Step with the closure inside `optimizer.step` (so LBFGS-style optimizers can re-evaluate it);
+        `after_closure` (on_before_optimizer_step, clipping) runs right after it, or is None when nothing does."""
+        if after_closure is None:
+            return optimizer.step(closure=closure, **kwargs)
 
         def wrapped_closure():
             result = closure()
@@ -122,7 +131,8 @@ class MixedPrecision(Precision):
             raise TypeError("precision='16-mixed' cannot be used with LBFGS; use '32-true' or 'bf16-mixed'.")
         result = closure()
         self.scaler.unscale_(optimizer)  # hooks and clipping see true gradients
-        after_closure()
+        if after_closure is not None:
+            after_closure()
         if result is None and automatic:  # training_step returned None: nothing to step
             return None
         out = self.scaler.step(optimizer, **kwargs)
