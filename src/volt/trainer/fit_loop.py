@@ -482,13 +482,15 @@ class FitLoop:
         if n != math.inf:
             self._reach_resume_point()
             remaining = int(n) - skip
-            for i in range(remaining):
-                batch = next(iterator, _END)
-                if batch is _END:
-                    return
-                if i == 0 and resumable is not None:
-                    s.sampler_rng = resumable.order_rng
-                yield batch, i == remaining - 1
+            batches = itertools.islice(iterator, remaining)  # never fetches past the last batch
+            first = next(batches, _END)
+            if first is _END:
+                return
+            if resumable is not None:  # the sampler drew the epoch's order for the first batch
+                s.sampler_rng = resumable.order_rng
+            yield first, remaining == 1
+            for i, batch in enumerate(batches, 2):
+                yield batch, i == remaining
             return
         # no length: look one batch ahead to know which batch is the last
         stream = self.stream
@@ -637,7 +639,10 @@ class FitLoop:
                 )
             stepped = True
         output, loss = result[-1]
-        outputs = {"loss": loss.detach()} if loss is not None and output is loss else _batch_outputs(output, loss)
+        if loss is not None and output is loss:
+            outputs = {"loss": trainer._results.detach(loss)}
+        else:
+            outputs = _batch_outputs(output, loss)
         if self._collect_outputs and outputs is not None:
             self._epoch_outputs.append(outputs)
         return outputs, stepped
@@ -737,8 +742,11 @@ class FitLoop:
                                       gradient_clip_val=trainer.gradient_clip_val,
                                       gradient_clip_algorithm=trainer.gradient_clip_algorithm)
 
-        out = trainer.precision_plugin.optimizer_step(optimizer, closure or _no_closure, after_closure, automatic,
-                                                      **kwargs)
+        closure = closure or _no_closure
+        if kwargs:
+            out = trainer.precision_plugin.optimizer_step(optimizer, closure, after_closure, automatic, **kwargs)
+        else:  # the automatic step: a plain call is cheaper than unpacking an empty dict
+            out = trainer.precision_plugin.optimizer_step(optimizer, closure, after_closure, automatic)
         self.state.global_step += 1
         return out
 

@@ -168,6 +168,7 @@ class Results:
         self.dataloader_idx: int = 0
         self.num_dataloaders: int = 1
         self.filler = False  # an evaluation batch run only to keep this rank in step with the others (eval_loop)
+        self._detached: Tuple[Any, Any] = (None, None)  # the last scalar tensor `self.log` detached, and its copy
         self._logger_writes = LoggerWrites()  # logged rows whose values are still on their way from the device
 
     # ------------------------------------------------------------------ called by the loops
@@ -175,6 +176,14 @@ class Results:
         self.batch = batch
         self.batch_size = None
         self.dataloader_idx = dataloader_idx
+        self._detached = (None, None)
+
+    def detach(self, tensor: torch.Tensor) -> torch.Tensor:
+        """`tensor.detach()`; when this batch logged this very tensor (a step usually logs the loss it returns),
+        the copy `self.log` detached: one tensor less to make per step."""
+        source, detached = self._detached
+        self._detached = (None, None)  # hold the step's graph no longer than the loop does
+        return detached if source is tensor else tensor.detach()
 
     def _current_batch_size(self) -> int:
         if self.batch_size is None:
@@ -216,14 +225,17 @@ class Results:
                 metric.updated = True
                 return
         elif isinstance(value, torch.Tensor):
-            if value.numel() != 1:
-                raise ValueError(
-                    f"`self.log({name}, ...)` was called, but the tensor must have a single element (its shape is "
-                    f"{tuple(value.shape)}): log one number (e.g. `value.mean()`), or each element under its own name."
-                )
-            if not enable_graph:
-                value = value.detach()
-            value = value.squeeze() if value.dim() else value
+            if value.dim():  # a scalar (the usual loss) needs neither the size check nor the squeeze
+                if value.numel() != 1:
+                    raise ValueError(
+                        f"`self.log({name}, ...)` was called, but the tensor must have a single element (its shape "
+                        f"is {tuple(value.shape)}): log one number (e.g. `value.mean()`), or each element under its "
+                        "own name."
+                    )
+                value = value.squeeze() if enable_graph else value.detach().squeeze()
+            elif not enable_graph:
+                self._detached = (value, value.detach())
+                value = self._detached[1]
         else:
             value = _number_to_tensor(name, value)
 
