@@ -267,7 +267,9 @@ class FitLoop:
             if schedulers and stepped:
                 self._step_schedulers("step", plateau=True)
             self._checkpoint_point()
-            if self._stops_in_epoch() or is_last or s.batch_idx >= n:
+            # `_stops_in_epoch` only when a stop was asked or steps are limited (else it is False: no call)
+            if is_last or s.batch_idx >= n or (
+                    (trainer.should_stop or trainer.max_steps != -1) and self._stops_in_epoch()):
                 break
         self._end_epoch()
 
