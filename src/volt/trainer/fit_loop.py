@@ -91,7 +91,6 @@ class FitLoop:
         self._loss_checks: Deque[Tuple[HostCopy, int, int, int]] = deque()  # on their way to the host (`_check_loss`)
         self._collect_outputs = False
         self._train_loaded_epoch = 0
-        self._log_step = 0
         self._last_validation = 0.0  # time.monotonic() when training started or the last validation ended
 
     # ------------------------------------------------------------------ the run
@@ -222,7 +221,6 @@ class FitLoop:
         for batch, is_last in batches:
             self._unit_running = True
             batch_idx = s.batch_idx
-            self._log_step = s.batches_stepped
             if iterating:  # `dataloader_iter`: the step gets the iterator, the hooks the batch it fetched last
                 step_input, batch, hook_idx = batch, batch.batch, batch.batch_idx
             else:
@@ -839,9 +837,10 @@ class FitLoop:
         trainer = self.trainer
         every = trainer.log_every_n_steps
         results = trainer._results
-        writes = trainer.fast_dev_run or (every > 0 and (self._log_step + 1) % every == 0) or trainer.should_stop
+        stepped = self.state.batches_stepped  # this batch's step metrics go at x = stepped - 1
+        writes = trainer.fast_dev_run or (every > 0 and stepped % every == 0) or trainer.should_stop
         if writes:
-            results.log_to_loggers(results.take_step_logs(), step=self._log_step)
+            results.log_to_loggers(results.take_step_logs(), step=stepped - 1)
         else:  # not written this step (`logged_metrics` already shows the latest values, as in Lightning)
             results.train.pending.clear()
         if (writes or is_last) and not self._warned_non_finite:

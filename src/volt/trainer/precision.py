@@ -79,7 +79,7 @@ class Precision:
         """Step with the closure inside `optimizer.step` (so LBFGS-style optimizers can re-evaluate it);
         `after_closure` (on_before_optimizer_step, clipping) runs right after it, or is None when nothing does."""
         if after_closure is None:
-            return optimizer.step(closure=closure, **kwargs)
+            return optimizer.step(closure=closure, **kwargs) if kwargs else optimizer.step(closure=closure)
 
         def wrapped_closure():
             result = closure()

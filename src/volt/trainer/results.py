@@ -234,8 +234,9 @@ class Results:
                     )
                 value = value.squeeze() if enable_graph else value.detach().squeeze()
             elif not enable_graph:
-                self._detached = (value, value.detach())
-                value = self._detached[1]
+                detached = value.detach()
+                self._detached = (value, detached)
+                value = detached
         else:
             value = _number_to_tensor(name, value)
 
