@@ -34,6 +34,7 @@ state the epoch started with, skips the consumed batches at the sampler level (i
 stream's saved state when it has one, else replays them), and continues from the checkpoint's RNG state at the
 matching point: right before its next batch.
 """
+import functools
 import itertools
 import math
 import time
@@ -638,6 +639,9 @@ class FitLoop:
                     "training_step and backward run."
                 )
             stepped = True
+        # the closure names itself (the grad-mode retry): break that reference cycle, so that the batch's tensors and
+        # graph are freed when the batch ends rather than by the garbage collector (a collection every few steps)
+        closure = None
         output, loss = result[-1]
         if loss is not None and output is loss:
             outputs = {"loss": trainer._results.detach(loss)}
@@ -731,17 +735,8 @@ class FitLoop:
         hooks = trainer._hooks
         before = hooks.callers["on_before_optimizer_step"]
         clips = automatic and (trainer.gradient_clip_val or "configure_gradient_clipping" in hooks.module_overrides)
-        after_closure = None  # nothing runs between the closure and the step: the plugin steps with the closure as is
-
-        if before is not None or clips:
-            def after_closure():
-                if before is not None:
-                    before(optimizer)
-                if clips:
-                    hooks.call_module("configure_gradient_clipping", optimizer,
-                                      gradient_clip_val=trainer.gradient_clip_val,
-                                      gradient_clip_algorithm=trainer.gradient_clip_algorithm)
-
+        # None when nothing runs between the closure and the step: the plugin steps with the closure as it is
+        after_closure = functools.partial(self._after_closure, optimizer, before, clips) if before or clips else None
         closure = closure or _no_closure
         if kwargs:
             out = trainer.precision_plugin.optimizer_step(optimizer, closure, after_closure, automatic, **kwargs)
@@ -749,6 +744,16 @@ class FitLoop:
             out = trainer.precision_plugin.optimizer_step(optimizer, closure, after_closure, automatic)
         self.state.global_step += 1
         return out
+
+    def _after_closure(self, optimizer, before: Optional[Callable[[Any], None]], clips: bool) -> None:
+        """What runs once the closure has: on_before_optimizer_step, then gradient clipping."""
+        if before is not None:
+            before(optimizer)
+        if clips:
+            trainer = self.trainer
+            trainer._hooks.call_module("configure_gradient_clipping", optimizer,
+                                       gradient_clip_val=trainer.gradient_clip_val,
+                                       gradient_clip_algorithm=trainer.gradient_clip_algorithm)
 
     # ------------------------------------------------------------------ validation, schedulers, logging
     def _should_sanity_check(self) -> bool:
