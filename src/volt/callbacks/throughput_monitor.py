@@ -54,7 +54,7 @@ class ThroughputMonitor(Callback):
         self._lengths: Dict[str, int] = {}
         self._elapsed: Dict[str, float] = {}  # the time of the last measured batch since the stage's start
         self._run_batches: Dict[str, int] = {}  # batches measured in this run of the stage: when to log
-        self._eval_steps: Dict[tuple, int] = {}  # (fn, stage) -> evaluation batches measured in every run: the x axis
+        self._eval_steps: Dict[tuple, int] = {}  # (fn, stage) -> evaluation batches measured: the x axis
         self._module_has_flops: Optional[bool] = None
         self._last_step = 0
 
@@ -115,6 +115,9 @@ class ThroughputMonitor(Callback):
         if trainer.is_global_zero:
             self._start(trainer)
             self._last_step = trainer.global_step
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._eval_steps.pop(("fit", "validate"), None)  # as Lightning: fit's validations count per training epoch
 
     def on_train_batch_end(self, trainer, pl_module, outputs: Any, batch: Any, batch_idx: int) -> None:
         if not trainer.is_global_zero:
