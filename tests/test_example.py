@@ -97,7 +97,9 @@ def test_volt_fit_trains_the_example_end_to_end(tmp_path):
     assert float(printed["Final val_acc"]) >= 0.95
 
     checkpoint = load_checkpoint(best_path)
-    assert checkpoint["hyper_parameters"] == {"hidden_size": 256, "lr": 3e-3, "dropout": 0.1}
+    # as LightningCLI: the checkpoint names the function that rebuilds the model from them
+    assert checkpoint["hyper_parameters"] == {"hidden_size": 256, "lr": 3e-3, "dropout": 0.1,
+                                              "_instantiator": "volt.cli.instantiate_module"}
     (state,) = [value for key, value in checkpoint["callbacks"].items() if key.startswith("ModelCheckpoint")]
     assert float(state["best_model_score"]) == pytest.approx(best_score, abs=1e-4)
 
