@@ -60,6 +60,12 @@ _END = object()
 _NO_KWARGS: Dict[str, Any] = {}  # the automatic step's optimizer.step() arguments: none (never written to)
 
 
+
+def _trainer_attribute(name: str) -> property:
+    """A property of the loop that reads and sets the Trainer's attribute `name`."""
+    return property(lambda loop: getattr(loop.trainer, name), lambda loop, value: setattr(loop.trainer, name, value))
+
+
 class FitLoop:
     def __init__(self, trainer) -> None:
         self.trainer = trainer
@@ -145,37 +151,10 @@ class FitLoop:
         return False
 
     # Lightning's `trainer.fit_loop.max_epochs = 4` (e.g. to fit further): the Trainer's limits, read and set here
-    @property
-    def max_epochs(self) -> Optional[int]:
-        return self.trainer.max_epochs
-
-    @max_epochs.setter
-    def max_epochs(self, value: int) -> None:
-        self.trainer.max_epochs = value
-
-    @property
-    def min_epochs(self) -> Optional[int]:
-        return self.trainer.min_epochs
-
-    @min_epochs.setter
-    def min_epochs(self, value: Optional[int]) -> None:
-        self.trainer.min_epochs = value
-
-    @property
-    def max_steps(self) -> int:
-        return self.trainer.max_steps
-
-    @max_steps.setter
-    def max_steps(self, value: int) -> None:
-        self.trainer.max_steps = value
-
-    @property
-    def min_steps(self) -> Optional[int]:
-        return self.trainer.min_steps
-
-    @min_steps.setter
-    def min_steps(self, value: Optional[int]) -> None:
-        self.trainer.min_steps = value
+    max_epochs = _trainer_attribute("max_epochs")
+    min_epochs = _trainer_attribute("min_epochs")
+    max_steps = _trainer_attribute("max_steps")
+    min_steps = _trainer_attribute("min_steps")
 
     @property
     def batches_stepped(self) -> int:
