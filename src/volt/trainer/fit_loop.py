@@ -60,7 +60,6 @@ _END = object()
 _NO_KWARGS: Dict[str, Any] = {}  # the automatic step's optimizer.step() arguments: none (never written to)
 
 
-
 def _trainer_attribute(name: str) -> property:
     """A property of the loop that reads and sets the Trainer's attribute `name`."""
     return property(lambda loop: getattr(loop.trainer, name), lambda loop, value: setattr(loop.trainer, name, value))
