@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 import volt
 from helpers import BoringModel, dataset, loader, trainer
 from volt.utilities.exceptions import MisconfigurationException
+from volt.callbacks import TQDMProgressBar
 
 
 # ------------------------------------------------------------------------------------------ hyperparameters
@@ -234,6 +235,14 @@ def test_a_trained_module_pickles_and_deep_copies_detached_from_its_trainer(tmp_
     assert type(pickle.loads(pickle.dumps(model.optimizers()))) is torch.optim.SGD
     loader_copy = copy.deepcopy(run.train_dataloader)
     assert [x.tolist() for x, _ in loader_copy] == [x.tolist() for x, _ in run.train_dataloader]
+
+
+def test_a_callback_holding_its_trainer_pickles_after_fit(tmp_path):
+    """As in Lightning (whose progress bars keep their trainer): the trainer's hook table pickles with it (its
+    setup/teardown callers were local lambdas)."""
+    bar = TQDMProgressBar()
+    trainer(tmp_path, limit_val_batches=0, callbacks=[bar], enable_progress_bar=True).fit(BoringModel())
+    assert pickle.dumps(bar) and pickle.dumps(bar.trainer)
 
 
 def test_a_module_deep_copied_while_training_is_an_independent_average(tmp_path):

@@ -91,7 +91,13 @@ def _positional_parameters(fn: Callable[..., Any]) -> List[str]:
 
 
 def _stage_by_keyword(method: Callable[..., Any]) -> Callable[[str], Any]:
-    return lambda stage: method(stage=stage)
+    """`method` called as Lightning calls setup/teardown, `stage=` by keyword (a partial: a trainer holding it still
+    pickles, e.g. with a model or callback sent to ddp_spawn ranks)."""
+    return functools.partial(_call_with_stage, method)
+
+
+def _call_with_stage(method: Callable[..., Any], stage: str) -> Any:
+    return method(stage=stage)
 
 
 def _datamodule_overrides(datamodule: Optional[LightningDataModule], name: str) -> bool:
