@@ -469,14 +469,6 @@ def resumable_sampler(loader: Any) -> Optional[ResumableSampler]:
     return None
 
 
-def loader_length(loader: Any) -> Union[int, float]:
-    """Number of batches, or inf for loaders without a length."""
-    try:
-        return len(loader)
-    except (TypeError, NotImplementedError):
-        return math.inf
-
-
 def limit_batches(num_batches: Union[int, float], limit: Union[int, float], name: str) -> Union[int, float]:
     """Apply `limit_{stage}_batches`: an int caps the count, a float keeps that fraction."""
     if isinstance(limit, bool) or not isinstance(limit, (int, float)) or limit < 0:

@@ -26,9 +26,10 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from volt.trainer.data import (DataLoaderIter, as_given, as_loader_list, check_iterable, check_loaders,
-                              distributed_sampler_fn, limit_batches, loader_length, resumable_sampler, set_data_epoch,
+                              distributed_sampler_fn, limit_batches, resumable_sampler, set_data_epoch,
                               warn_overfit_shuffling, wrap_loader)
 from volt.trainer.hooks import step_caller, takes_dataloader_iter
+from volt.utilities.combined_loader import loader_length
 from volt.utilities.rank_zero import rank_zero_warn
 
 _STEP = {"validate": "validation_step", "test": "test_step", "predict": "predict_step"}

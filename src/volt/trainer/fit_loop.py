@@ -44,12 +44,13 @@ from typing import Any, Callable, Deque, Dict, Iterator, List, Mapping, Optional
 import torch
 
 from volt.trainer.data import (DataLoaderIter, DevicePrefetcher, as_given, check_iterable, check_loaders,
-                              distributed_sampler_fn, limit_batches, loader_length, loaders_stale, prefetchable,
+                              distributed_sampler_fn, limit_batches, loaders_stale, prefetchable,
                               resumable_sampler, set_data_epoch, stateful_stream, training_loader,
                               warn_overfit_shuffling, wrap_loader)
 from volt.trainer.eval_loop import EvalLoop
 from volt.trainer.hooks import step_caller, takes_dataloader_iter
 from volt.trainer.progress import LoopState
+from volt.utilities.combined_loader import loader_length
 from volt.utilities.exceptions import MisconfigurationException
 from volt.utilities.host_copy import HostCopy
 from volt.utilities.rank_zero import rank_zero_info, rank_zero_warn

@@ -79,7 +79,7 @@ class CombinedLoader:
         known before `iter()` (volt's own: the Trainer sizes its loops with it without starting any loader)."""
         if not self._flattened:
             return 0
-        return _MODES[self.mode]([_length(loader) for loader in self._limited()])
+        return _MODES[self.mode]([loader_length(loader) for loader in self._limited()])
 
     def __len__(self) -> int:
         if self._iterator is None:
@@ -135,7 +135,7 @@ class _Limited:
         return itertools.islice(self.loader, self.limit)
 
     def __len__(self) -> int:
-        return min(_length(self.loader), self.limit)  # type: ignore[return-value]
+        return min(loader_length(self.loader), self.limit)  # type: ignore[return-value]
 
 
 def _min_size(loaders: List[Any]) -> Iterator[List[Any]]:
@@ -179,7 +179,8 @@ def _max_size(loaders: List[Any]) -> Iterator[List[Any]]:
         yield batches
 
 
-def _length(loader: Any) -> Union[int, float]:
+def loader_length(loader: Any) -> Union[int, float]:
+    """Number of batches, or inf for loaders without a length."""
     try:
         return len(loader)
     except (TypeError, NotImplementedError):
