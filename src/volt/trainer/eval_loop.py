@@ -141,7 +141,7 @@ class EvalLoop:
 
     # ------------------------------------------------------------------ the loop
     def run(self, max_batches: Optional[int] = None) -> List[Dict[str, float]]:
-        trainer, hooks, stage = self.trainer, self.trainer._hooks, self.stage
+        trainer, stage = self.trainer, self.stage
         results = trainer._results
         if trainer.state.fn == stage and getattr(trainer, _LIMIT[stage]) == 0:
             return []  # as Lightning: `limit_{stage}_batches=0` runs nothing, not even the dataloader hook
