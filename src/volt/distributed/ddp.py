@@ -35,6 +35,8 @@ class DDPStrategy(ParallelStrategy):
         state_dict_type: "full" (default, as Lightning): a checkpoint is one file, written by rank 0. "sharded": a
             checkpoint folder that every rank writes its part of in parallel (torch.distributed.checkpoint; each
             rank's own loop state by that rank, the model's tensors spread over the ranks), see parallel.py.
+        checkpoint_io, precision_plugin: the plugins (volt.plugins) for checkpoint files and precision, as
+            `Trainer(plugins=[...])` gives them (one place or the other).
 
     Extra keyword arguments go to `torch.nn.parallel.DistributedDataParallel` (find_unused_parameters,
     static_graph, gradient_as_bucket_view, bucket_cap_mb, ...).
@@ -46,9 +48,11 @@ class DDPStrategy(ParallelStrategy):
                  cluster_environment: Optional[ClusterEnvironment] = None,
                  process_group_backend: Optional[str] = None, timeout: Optional[timedelta] = None,
                  start_method: str = "popen", stall_warning: Optional[float] = None,
-                 max_restarts: Optional[int] = None, state_dict_type: str = "full", **kwargs: Any) -> None:
+                 max_restarts: Optional[int] = None, state_dict_type: str = "full", checkpoint_io: Optional[Any] = None,
+                 precision_plugin: Optional[Any] = None, **kwargs: Any) -> None:
         super().__init__(accelerator, parallel_devices, cluster_environment, process_group_backend, timeout,
-                         start_method, stall_warning, max_restarts, state_dict_type=state_dict_type)
+                         start_method, stall_warning, max_restarts, state_dict_type=state_dict_type,
+                         checkpoint_io=checkpoint_io, precision_plugin=precision_plugin)
         allowed = set(inspect.signature(DistributedDataParallel.__init__).parameters) - {
             "self", "module", "device_ids", "output_device", "process_group"}
         unknown = sorted(set(kwargs) - allowed)

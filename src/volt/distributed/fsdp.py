@@ -56,6 +56,7 @@ class FSDPStrategy(ParallelStrategy):
             file with whole tensors, gathered to and written by rank 0 (the module docstring says why sharded).
         timeout, stall_warning, max_restarts: as for `DDPStrategy` (with `max_restarts` > 0 a failed rank restarts
             the group and `fit` resumes from the newest checkpoint, a sharded folder by default).
+        checkpoint_io, precision_plugin: as for `DDPStrategy`.
     """
 
     strategy_name = "fsdp"
@@ -66,9 +67,11 @@ class FSDPStrategy(ParallelStrategy):
                  auto_wrap_policy: Optional[Policy] = None, sharding_strategy: str = "FULL_SHARD",
                  cpu_offload: bool = False, mixed_precision: Any = None, state_dict_type: str = "sharded",
                  start_method: str = "popen", stall_warning: Optional[float] = None,
-                 max_restarts: Optional[int] = None) -> None:
+                 max_restarts: Optional[int] = None, checkpoint_io: Optional[Any] = None,
+                 precision_plugin: Optional[Any] = None) -> None:
         super().__init__(accelerator, parallel_devices, cluster_environment, process_group_backend, timeout,
-                         start_method, stall_warning, max_restarts, state_dict_type=state_dict_type)
+                         start_method, stall_warning, max_restarts, state_dict_type=state_dict_type,
+                         checkpoint_io=checkpoint_io, precision_plugin=precision_plugin)
         _fully_shard()
         if sharding_strategy not in _SHARDING:
             raise MisconfigurationException(

@@ -14,13 +14,14 @@ class Strategy:
     strategy_name = "single_device"
 
     def __init__(self, device: Optional[torch.device] = None, accelerator: Optional[str] = None,
-                 checkpoint_io: Optional[Any] = None) -> None:
+                 checkpoint_io: Optional[Any] = None, precision_plugin: Optional[Any] = None) -> None:
         self.root_device = torch.device(device) if device is not None else torch.device("cpu")
         self.accelerator = accelerator
         self.model: Optional[torch.nn.Module] = None  # what forward passes go through (a DDP wrapper, say)
         self.lightning_module = None
         self._lightning_optimizers: List[Any] = []
-        self.precision_plugin = None
+        # The precision plugin (volt.plugins): the one given here, else the Trainer sets its own.
+        self.precision_plugin = precision_plugin
         # Set by the Trainer: where its loops are, in words (distributed/stall.py's PositionSource), for the stall
         # reports of multi-process runs.
         self.position_source = None
@@ -77,9 +78,11 @@ class Strategy:
 
     @contextlib.contextmanager
     def tensor_init_context(self, empty_init: Optional[bool] = None):
-        """Tensors created in the block go to `root_device`; with `empty_init=True` they also skip torch's
-        initialisation functions (`Trainer.init_module`)."""
-        with self.root_device, _SkipInit(enabled=bool(empty_init)):
+        """Tensors created in the block go to `root_device`, in the precision plugin's dtype for the true precisions;
+        with `empty_init=True` they also skip torch's initialisation functions (`Trainer.init_module`)."""
+        precision = self.precision_plugin
+        dtype = precision.tensor_init_context() if precision is not None else contextlib.nullcontext()
+        with self.root_device, _SkipInit(enabled=bool(empty_init)), dtype:
             yield
 
     def teardown(self) -> None:
