@@ -169,9 +169,9 @@ class MemoryIO(CheckpointIO):
         torch.save(checkpoint, buffer)
         self.files[os.path.basename(path)] = buffer.getvalue()
 
-    def load_checkpoint(self, path, map_location=None, weights_only=None):
-        self.calls.append(("load", os.path.basename(path)))
-        return torch.load(BytesIO(self.files[os.path.basename(path)]), map_location=map_location, weights_only=True)
+    def load_checkpoint(self, path, storage_options=None, weights_only=True):  # no map_location: the Trainer calls
+        self.calls.append(("load", os.path.basename(path)))       # it as Lightning's does, without one
+        return torch.load(BytesIO(self.files[os.path.basename(path)]), weights_only=True)
 
     def remove_checkpoint(self, path):
         self.calls.append(("remove", os.path.basename(path)))

@@ -5,6 +5,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
+from volt.utilities.apply_func import move_data_to_device
 from volt.utilities.compile import plain_name, plain_state_dict, state_dict_for
 
 
@@ -99,9 +100,10 @@ class Strategy:
         return None
 
     def load_checkpoint(self, checkpoint_path, weights_only: Optional[bool] = None) -> Dict[str, Any]:
-        """Read a checkpoint file through `checkpoint_io`, its tensors onto this process's device."""
-        return self.checkpoint_io.load_checkpoint(checkpoint_path, map_location=self.root_device,
-                                                  weights_only=weights_only)
+        """Read a checkpoint file through `checkpoint_io`, its tensors onto this process's device. The plugin is
+        called as Lightning calls it, without `map_location` (a user's CheckpointIO need not take one)."""
+        checkpoint = self.checkpoint_io.load_checkpoint(checkpoint_path, weights_only=weights_only)
+        return move_data_to_device(checkpoint, self.root_device) if self.root_device.type != "cpu" else checkpoint
 
     def remove_checkpoint(self, filepath) -> None:
         """Delete a checkpoint (rank 0 does): a file through `checkpoint_io`; a sharded checkpoint folder, which
