@@ -217,3 +217,32 @@ def test_fsdp_window_gradients_degrade_with_a_warning_when_torch_internals_diffe
         assert strategy.accumulated_grads() == {}
     with pytest.warns(UserWarning, match="could not be restored; the resumed window restarts its sums"):
         strategy.load_accumulated_grads({"w": torch.zeros(1)})
+
+
+def test_a_strategy_hears_of_a_failed_run_after_the_callbacks():
+    """`Strategy.on_exception(exception)` runs when a run fails, after the callbacks' `on_exception`, as in
+    Lightning; DDP adds the fix to torch's error for parameters unused in the loss."""
+    from helpers import BoringModel, loader
+
+    heard = []
+
+    class Listening(SingleDeviceStrategy):
+        def on_exception(self, exception):
+            heard.append(("strategy", exception))
+
+    class Failing(BoringModel):
+        def on_train_start(self):
+            raise ValueError("broken")
+
+    callback = volt.Callback()
+    callback.on_exception = lambda trainer, module, exception: heard.append(("callback", exception))
+    with pytest.raises(ValueError, match="broken"):
+        make(strategy=Listening(), callbacks=[callback], max_steps=1).fit(Failing(), loader())
+    assert [who for who, _ in heard] == ["callback", "strategy"] and heard[0][1] is heard[1][1]
+
+    error = RuntimeError("Expected to have finished reduction in the prior iteration before starting a new one.")
+    DDPStrategy().on_exception(error)
+    assert "strategy='ddp_find_unused_parameters_true'" in str(error) and str(error).startswith("Expected to")
+    other = RuntimeError("something else")
+    DDPStrategy().on_exception(other)
+    assert str(other) == "something else"

@@ -63,6 +63,15 @@ class DDPStrategy(ParallelStrategy):
             )
         self._ddp_kwargs = kwargs
 
+    def on_exception(self, exception: BaseException) -> None:
+        """DDP's error for parameters that took no part in the loss gets the fix added to its message."""
+        if isinstance(exception, RuntimeError) and "Expected to have finished reduction in the prior iteration" in str(
+                exception) and not self._ddp_kwargs.get("find_unused_parameters"):
+            exception.args = (f"{exception.args[0] if exception.args else ''}\nSome parameters of your LightningModule "
+                              "took no part in the loss that training_step returned. If that is intended, let DDP find "
+                              "them: strategy='ddp_find_unused_parameters_true' or "
+                              "DDPStrategy(find_unused_parameters=True).", *exception.args[1:])
+
     def setup_module(self, module: torch.nn.Module) -> torch.nn.Module:
         module.to(self.root_device)
         trainer = module.trainer

@@ -86,6 +86,10 @@ class Strategy:
         with self.root_device, _SkipInit(enabled=bool(empty_init)), dtype:
             yield
 
+    def on_exception(self, exception: BaseException) -> None:
+        """Called when a run fails, after the callbacks' and datamodule's `on_exception` (as in Lightning): a
+        strategy may clean up or explain the error here."""
+
     def teardown(self) -> None:
         """The end of a stage: the checkpoint I/O plugin finishes its work (AsyncCheckpointIO: the write in flight)."""
         if self._checkpoint_io is not None:

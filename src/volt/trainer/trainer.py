@@ -409,6 +409,7 @@ class Trainer:
             except BaseException as exception:  # as Lightning: the launching process's callbacks hear of it too
                 self.state.status = "interrupted"
                 Hooks(self, self.callbacks, model, datamodule).call("on_exception", exception)
+                self.strategy.on_exception(exception)
                 raise
             return apply_results(self, payload)
         return self.strategy.launch(self._run_in_process, fn, model, datamodule, ckpt_path, weights_only)
@@ -441,6 +442,7 @@ class Trainer:
                 rank_zero_info("Detected KeyboardInterrupt, attempting graceful shutdown ...")
             self._checkpoints.finish_writes(failure=exception)  # a background write completes (or is noted)
             hooks.call("on_exception", exception)
+            self.strategy.on_exception(exception)
             with suppress(Exception):  # rows whose values can no longer be read (a failed device) are dropped
                 self._results.flush_logger_writes()
             for logger in self.loggers:
