@@ -246,3 +246,39 @@ def test_a_strategy_hears_of_a_failed_run_after_the_callbacks():
     other = RuntimeError("something else")
     DDPStrategy().on_exception(other)
     assert str(other) == "something else"
+
+
+def test_a_custom_strategy_restores_with_lightnings_signatures(tmp_path):
+    """A strategy subclass written for Lightning: `load_model_state_dict(checkpoint, strict)` and
+    `load_optimizer_state_dict(checkpoint)` get the whole checkpoint, `optimizers` are the Trainer's, and
+    `lightning_restore_optimizer = False` leaves the optimizers and schedulers to the strategy."""
+    from helpers import BoringModel, loader
+
+    trainer = make(max_steps=2)
+    trainer.fit(BoringModel(), loader())
+    path = tmp_path / "two.ckpt"
+    trainer.save_checkpoint(path)
+    saved = torch.load(path, weights_only=True)
+
+    for restores in (True, False):
+        seen = {}
+
+        class Custom(SingleDeviceStrategy):
+            lightning_restore_optimizer = restores
+
+            def load_model_state_dict(self, checkpoint, strict=True):
+                seen["model"] = sorted(checkpoint["state_dict"])
+                super().load_model_state_dict(checkpoint, strict=strict)
+
+            def load_optimizer_state_dict(self, checkpoint):
+                seen["optimizers"] = (len(checkpoint["optimizer_states"]), self.optimizers)
+                super().load_optimizer_state_dict(checkpoint)
+
+        trainer = make(strategy=Custom(), max_steps=3)
+        model = BoringModel()
+        trainer.fit(model, loader(), ckpt_path=path)
+        assert seen["model"] == sorted(saved["state_dict"]) and trainer.global_step == 3
+        if restores:
+            assert seen["optimizers"][0] == 1 and seen["optimizers"][1] is trainer.optimizers
+        else:
+            assert "optimizers" not in seen

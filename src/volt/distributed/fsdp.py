@@ -179,9 +179,10 @@ class FSDPStrategy(ParallelStrategy):
             return self.lightning_module.state_dict()
         return get_model_state_dict(self.lightning_module, options=self._options(cpu_offload=True))
 
-    def load_model_state_dict(self, state_dict: Dict[str, Any], strict: bool = True) -> None:
+    def load_model_state_dict(self, checkpoint: Dict[str, Any], strict: bool = True) -> None:
         from torch.distributed.checkpoint.state_dict import set_model_state_dict
 
+        state_dict = checkpoint["state_dict"]
         if self._sharded is None:
             self.lightning_module.load_state_dict(state_dict, strict=strict)
             return
@@ -200,7 +201,7 @@ class FSDPStrategy(ParallelStrategy):
         state = get_optimizer_state_dict(self.lightning_module, optimizer, options=self._options(cpu_offload=True))
         return optimizer_state_by_index(state) if state else state  # ranks other than 0 get nothing
 
-    def load_optimizer_state_dict(self, optimizer, state: Dict[str, Any]) -> None:
+    def load_optimizer_state(self, optimizer, state: Dict[str, Any]) -> None:
         from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
 
         if self._sharded is None:

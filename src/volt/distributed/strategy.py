@@ -20,6 +20,7 @@ class Strategy:
         self.accelerator = accelerator
         self.model: Optional[torch.nn.Module] = None  # what forward passes go through (a DDP wrapper, say)
         self.lightning_module = None
+        self.optimizers: List[torch.optim.Optimizer] = []  # the Trainer's, once `configure_optimizers` ran
         self._lightning_optimizers: List[Any] = []
         # The precision plugin (volt.plugins): the one given here, else the Trainer sets its own.
         self.precision_plugin = precision_plugin
@@ -158,15 +159,32 @@ class Strategy:
         name compiled submodules as uncompiled ones (volt/utilities/compile.py)."""
         return plain_state_dict(self.lightning_module.state_dict())
 
-    def load_model_state_dict(self, state_dict: Dict[str, Any], strict: bool = True) -> None:
+    def load_model_state_dict(self, checkpoint: Dict[str, Any], strict: bool = True) -> None:
+        """The model's weights from `checkpoint["state_dict"]` (Lightning's signature: the whole checkpoint)."""
         module = self.lightning_module
-        module.load_state_dict(state_dict_for(module, state_dict), strict=strict)
+        module.load_state_dict(state_dict_for(module, checkpoint["state_dict"]), strict=strict)
+
+    # Whether the Trainer restores the optimizers and schedulers from a checkpoint (through
+    # `load_optimizer_state_dict`); False: the strategy does it itself (Lightning's property).
+    lightning_restore_optimizer = True
+
+    def load_optimizer_state_dict(self, checkpoint: Dict[str, Any]) -> None:
+        """Every optimizer's state from `checkpoint["optimizer_states"]`, in the order of `self.optimizers`
+        (Lightning's signature: the whole checkpoint)."""
+        from volt.sharded_checkpoint import optimizer_state_by_name
+
+        for optimizer, state in zip(self.optimizers, checkpoint.get("optimizer_states", [])):
+            if optimizer_state_by_name(state):  # a checkpoint folder's
+                self.load_sharded_optimizer_state(optimizer, state)
+            else:
+                self.load_optimizer_state(optimizer, state)
 
     def optimizer_state(self, optimizer) -> Dict[str, Any]:
         """The optimizer's full state dict, in torch's usual layout (parameters numbered in order)."""
         return optimizer.state_dict()
 
-    def load_optimizer_state_dict(self, optimizer, state: Dict[str, Any]) -> None:
+    def load_optimizer_state(self, optimizer, state: Dict[str, Any]) -> None:
+        """One optimizer's state, as `optimizer_state` gave it."""
         optimizer.load_state_dict(state)
 
     # The state as this rank holds it, through torch.distributed.checkpoint's state-dict API (FSDP: DTensors, this

@@ -273,7 +273,6 @@ class Trainer:
         self._position = LoopPosition(self)  # where the loops are, for multi-process stall reports
         self.lightning_module: Optional[LightningModule] = None
         self.datamodule: Optional[LightningDataModule] = None
-        self.optimizers: List[torch.optim.Optimizer] = []
         self.lr_scheduler_configs: list = []
         self.ckpt_path: Optional[str] = None
         # SIGTERM / Ctrl-C / requeue during fit: a graceful stop (trainer/signals.py)
@@ -833,6 +832,15 @@ class Trainer:
     @property
     def scaler(self):
         return self.precision_plugin.scaler
+
+    @property
+    def optimizers(self) -> List[torch.optim.Optimizer]:
+        """The optimizers `configure_optimizers` returned (the strategy holds them, as in Lightning)."""
+        return self.strategy.optimizers
+
+    @optimizers.setter
+    def optimizers(self, optimizers: List[torch.optim.Optimizer]) -> None:
+        self.strategy.optimizers = list(optimizers)
 
     @property
     def lr_schedulers(self) -> list:
