@@ -89,6 +89,10 @@ def test_bad_strategy_options_are_named():
                                                             r"\(one checkpoint file, written by rank 0\) or 'sharded'"):
             strategy(state_dict_type="local")
     assert (DDPStrategy().state_dict_type, FSDPStrategy().state_dict_type) == ("full", "sharded")
+    from torch.distributed.fsdp import CPUOffload  # what Lightning programs pass: its flag decides, not its truth
+
+    assert [FSDPStrategy(cpu_offload=flag).cpu_offload for flag in (CPUOffload(), CPUOffload(offload_params=True),
+                                                                    True, False)] == [False, True, True, False]
 
 
 def test_fsdp_without_fully_shard_is_a_clear_error(monkeypatch):

@@ -50,7 +50,8 @@ class FSDPStrategy(ParallelStrategy):
             module -> bool. Default: every direct child of the LightningModule that has parameters.
         sharding_strategy: "FULL_SHARD" (free gathered parameters after forward) or "SHARD_GRAD_OP" (keep them
             until backward: more memory, less communication).
-        cpu_offload: keep sharded parameters, gradients and optimizer state in CPU memory.
+        cpu_offload: keep sharded parameters, gradients and optimizer state in CPU memory (True, or torch's
+            `CPUOffload(offload_params=True)` as Lightning takes it).
         mixed_precision: a `torch.distributed.fsdp.MixedPrecisionPolicy` (or use the Trainer's `precision`).
         state_dict_type: "sharded" (default): a checkpoint is a folder every rank writes its shards into; "full": one
             file with whole tensors, gathered to and written by rank 0 (the module docstring says why sharded).
@@ -65,7 +66,7 @@ class FSDPStrategy(ParallelStrategy):
                  cluster_environment: Optional[ClusterEnvironment] = None,
                  process_group_backend: Optional[str] = None, timeout: Optional[timedelta] = None,
                  auto_wrap_policy: Optional[Policy] = None, sharding_strategy: str = "FULL_SHARD",
-                 cpu_offload: bool = False, mixed_precision: Any = None, state_dict_type: str = "sharded",
+                 cpu_offload: Any = False, mixed_precision: Any = None, state_dict_type: str = "sharded",
                  start_method: str = "popen", stall_warning: Optional[float] = None,
                  max_restarts: Optional[int] = None, checkpoint_io: Optional[Any] = None,
                  precision_plugin: Optional[Any] = None) -> None:
@@ -80,7 +81,9 @@ class FSDPStrategy(ParallelStrategy):
             )
         self.auto_wrap_policy = auto_wrap_policy
         self.reshard_after_forward = _SHARDING[sharding_strategy]
-        self.cpu_offload = bool(cpu_offload)
+        # True/False, or torch's FSDP1 `CPUOffload(offload_params=...)` that Lightning programs pass (an object is
+        # always truthy: its flag decides)
+        self.cpu_offload = bool(getattr(cpu_offload, "offload_params", cpu_offload))
         self.mixed_precision = mixed_precision
         self._sharded: Optional[torch.nn.Module] = None  # the module sharded by this strategy, and its root
         self._root: Optional[torch.nn.Module] = None
