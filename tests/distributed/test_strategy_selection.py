@@ -93,6 +93,8 @@ def test_bad_strategy_options_are_named():
 
     assert [FSDPStrategy(cpu_offload=flag).cpu_offload for flag in (CPUOffload(), CPUOffload(offload_params=True),
                                                                     True, False)] == [False, True, True, False]
+    with pytest.deprecated_call(match="`DDPStrategy.is_distributed` is deprecated"):
+        assert DDPStrategy().is_distributed
 
 
 def test_fsdp_without_fully_shard_is_a_clear_error(monkeypatch):

@@ -14,6 +14,7 @@ from torch.nn.parallel import DistributedDataParallel
 from volt.distributed.environments import ClusterEnvironment
 from volt.distributed.parallel import ParallelStrategy, StepForward
 from volt.utilities.exceptions import MisconfigurationException
+from volt.utilities.rank_zero import rank_zero_deprecation
 
 
 class DDPStrategy(ParallelStrategy):
@@ -62,6 +63,13 @@ class DDPStrategy(ParallelStrategy):
                 f"DistributedDataParallel, which accepts: {', '.join(sorted(allowed))}."
             )
         self._ddp_kwargs = kwargs
+
+    @property
+    def is_distributed(self) -> bool:
+        """Deprecated in Lightning (always True); kept so that old programs run."""
+        rank_zero_deprecation(f"`{type(self).__name__}.is_distributed` is deprecated: it is always True. Check "
+                              "`trainer.world_size > 1` instead.")
+        return True
 
     def on_exception(self, exception: BaseException) -> None:
         """DDP's error for parameters that took no part in the loss gets the fix added to its message."""
