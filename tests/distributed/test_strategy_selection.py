@@ -288,3 +288,35 @@ def test_a_custom_strategy_restores_with_lightnings_signatures(tmp_path):
             assert seen["optimizers"][0] == 1 and seen["optimizers"][1] is trainer.optimizers
         else:
             assert "optimizers" not in seen
+
+
+def test_fsdp_activation_checkpointing_recomputes_the_chosen_layers_in_backward():
+    """`FSDPStrategy(activation_checkpointing_policy={Block})`, as in Lightning: each Block's forward runs again in
+    backward (its activations are not kept) and training gives the same weights; the deprecated
+    `activation_checkpointing=` with it is Lightning's error."""
+    from helpers import BoringModel, loader
+
+    class Block(torch.nn.Linear):
+        calls = 0
+
+        def forward(self, x):
+            type(self).calls += 1
+            return super().forward(x)
+
+    class Model(BoringModel):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Sequential(Block(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 1))
+
+    runs = []
+    for policy in (None, {Block}):
+        volt.seed_everything(0)
+        Block.calls, model = 0, Model()
+        make(strategy=FSDPStrategy(activation_checkpointing_policy=policy), devices=1, max_steps=3,
+             limit_val_batches=0).fit(model, loader())
+        runs.append((Block.calls, model.layer[0].weight.detach().full_tensor()))
+    assert (runs[0][0], runs[1][0]) == (3, 6) and torch.equal(runs[0][1], runs[1][1])
+    with pytest.raises(ValueError, match="cannot set both `activation_checkpointing` and"):
+        FSDPStrategy(activation_checkpointing=torch.nn.Linear, activation_checkpointing_policy={torch.nn.Linear})
+    with pytest.deprecated_call(match="activation_checkpointing=...\\)` is deprecated"):
+        assert FSDPStrategy(activation_checkpointing=Block).activation_checkpointing_policy == {Block}
