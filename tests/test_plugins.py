@@ -169,9 +169,9 @@ class MemoryIO(CheckpointIO):
         torch.save(checkpoint, buffer)
         self.files[os.path.basename(path)] = buffer.getvalue()
 
-    def load_checkpoint(self, path, map_location=None, weights_only=None):
-        self.calls.append(("load", os.path.basename(path)))
-        return torch.load(BytesIO(self.files[os.path.basename(path)]), map_location=map_location, weights_only=True)
+    def load_checkpoint(self, path, storage_options=None, weights_only=True):  # no map_location: the Trainer calls
+        self.calls.append(("load", os.path.basename(path)))       # it as Lightning's does, without one
+        return torch.load(BytesIO(self.files[os.path.basename(path)]), weights_only=True)
 
     def remove_checkpoint(self, path):
         self.calls.append(("remove", os.path.basename(path)))
@@ -277,3 +277,77 @@ def test_precision_plugin_contexts_as_lightning(quiet_lightning):
     ours, lightnings = pairs[2][0].autocast_context_manager(), pairs[2][1].autocast_context_manager()
     assert isinstance(ours, torch.autocast) and (ours.device, ours.fast_dtype) == ("cpu", torch.bfloat16)
     assert (ours.device, ours.fast_dtype) == (lightnings.device, lightnings.fast_dtype)
+
+
+def test_a_strategy_takes_the_precision_plugin_and_creates_modules_in_its_dtype():
+    """`SingleDeviceStrategy(precision_plugin=...)` (also DDP/FSDP) is the Trainer's precision plugin, as in
+    Lightning; its `tensor_init_context` and `configure_model` create tensors in the plugin's dtype; a second
+    precision elsewhere that disagrees is one clear error."""
+    from volt.strategies import DDPStrategy, SingleDeviceStrategy
+
+    for plugin, dtype in [(Precision(), torch.float32), (DoublePrecision(), torch.float64),
+                          (HalfPrecision("16-true"), torch.float16)]:
+        strategy = SingleDeviceStrategy(device=torch.device("cpu"), precision_plugin=plugin)
+        with strategy.tensor_init_context(empty_init=True):
+            assert torch.nn.Linear(2, 2).weight.dtype == dtype
+    assert DDPStrategy(precision_plugin=Precision()).precision_plugin is not None
+
+    class ConfiguredLater(BoringModel):
+        def configure_model(self):
+            self.late = torch.nn.Linear(2, 2)
+            self.dtype_in_hook = self.late.weight.dtype
+            self.register_buffer("phases", torch.complex(torch.ones(2), torch.ones(2)), persistent=False)
+
+    plugin = DoublePrecision()
+    trainer = make_trainer(strategy=SingleDeviceStrategy(precision_plugin=plugin), max_steps=1)
+    model = ConfiguredLater()
+    model.register_buffer("early_phases", torch.complex(torch.ones(2), torch.ones(2)), persistent=False)
+    trainer.fit(model, loader())
+    assert trainer.precision_plugin is plugin and trainer.precision == "64-true"
+    assert model.dtype_in_hook == torch.float64 and model.layer.weight.dtype == torch.float64
+    # complex buffers stay complex: created in configure_model they take the precision's complex dtype
+    assert model.phases.dtype == torch.complex128 and model.early_phases.dtype == torch.complex64
+    assert model.early_phases.imag.abs().sum() > 0
+    with pytest.raises(MisconfigurationException, match="disagrees with the strategy's precision plugin"):
+        make_trainer(strategy=SingleDeviceStrategy(precision_plugin=DoublePrecision()), precision="16-mixed")
+    with pytest.raises(MisconfigurationException, match="pass it in one place only"):
+        make_trainer(strategy=SingleDeviceStrategy(precision_plugin=DoublePrecision()), plugins=[Precision()])
+
+
+def test_precision_plugins_clip_gradients_and_keep_lightnings_old_names(quiet_lightning):
+    """`clip_gradients` clips as Lightning's plugins do (0: off) and is what `LightningModule.clip_gradients` calls;
+    `connect` hands back what it is given; Lightning's pre-2.2 names still work, with its deprecation warning."""
+    from pytorch_lightning.plugins import precision as theirs
+
+    from volt.plugins import DoublePrecisionPlugin, HalfPrecisionPlugin, MixedPrecisionPlugin, PrecisionPlugin
+
+    grads = []
+    for plugin, algorithm in [(Precision(), "norm"), (theirs.Precision(), "norm"), (Precision(), "value"),
+                              (theirs.Precision(), "value")]:
+        torch.manual_seed(0)
+        layer = torch.nn.Linear(4, 4)
+        layer(torch.randn(3, 4)).sum().backward()
+        optimizer = torch.optim.SGD(layer.parameters(), lr=0.1)
+        plugin.clip_gradients(optimizer, 0.0, algorithm)
+        assert layer.weight.grad.abs().max() > 0.05  # 0 turns clipping off
+        plugin.clip_gradients(optimizer, clip_val=0.05, gradient_clip_algorithm=algorithm)
+        grads.append(layer.weight.grad)
+    assert torch.equal(grads[0], grads[1]) and torch.equal(grads[2], grads[3]) and grads[2].abs().max() <= 0.05
+
+    calls = []
+
+    class Recording(Precision):
+        def clip_gradients(self, optimizer, clip_val=0.0, gradient_clip_algorithm="norm"):
+            calls.append((clip_val, gradient_clip_algorithm))
+
+    make_trainer(plugins=[Recording()], max_steps=1, gradient_clip_val=0.5).fit(BoringModel(), loader())
+    assert calls == [(0.5, "norm")]
+    model = BoringModel()
+    assert DoublePrecision().connect(model, [1], [2]) == (model, [1], [2])
+
+    for old, new, args in [(PrecisionPlugin, Precision, ()), (DoublePrecisionPlugin, DoublePrecision, ()),
+                           (HalfPrecisionPlugin, HalfPrecision, ()),
+                           (MixedPrecisionPlugin, MixedPrecision, ("bf16-mixed", "cpu"))]:
+        with pytest.deprecated_call(match=f"The `{old.__name__}` is deprecated"):
+            plugin = old(*args)
+        assert isinstance(plugin, new) and make_trainer(plugins=[plugin]).precision_plugin is plugin

@@ -85,6 +85,8 @@ RULES = [
      r"|Lightning's hook mixin)", INTERNAL, "imports a private Lightning module or helper"),
     (r"(has no|does not have the) attribute '_\w+'|cannot import name '_\w+'|no attribute 'connectors'", INTERNAL,
      "reads or patches a private attribute (trainer._data_connector, ...)"),
+    (r"<module 'lightning\.[\w.]+' .*> does not have the attribute '(os|sys|shutil|subprocess|time|torch)'", INTERNAL,
+     "patches a module that Lightning's code imported, as its namespace holds it (mock.patch('...fsdp.shutil'))"),
     (r"'(FitLoop|EvalLoop|EvaluationLoop|PredictionLoop|_\w+Loop)' object has no attribute", INTERNAL,
      "Lightning's loop objects (fit_loop.epoch_loop, progress trackers, loop state_dict)"),
     (r"'\w*Strategy' object has no attribute|'\w*Accelerator' object has no attribute", INTERNAL,

@@ -18,6 +18,7 @@ from torch import nn
 
 from volt.utilities.apply_func import move_data_to_device
 from volt.utilities.exceptions import dataloader_not_implemented
+from volt.utilities.grads import clip_grads
 from volt.utilities.parsing import AttributeDict
 from volt.utilities.rank_zero import rank_zero_warn
 
@@ -451,13 +452,10 @@ class LightningModule(HyperparametersMixin, nn.Module):
         if gradient_clip_val is None or gradient_clip_val <= 0:
             return
         optimizer = getattr(optimizer, "optimizer", optimizer)
-        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        if not params:
-            return
-        if algorithm == "value":
-            torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
+        if self._trainer is not None:  # the precision plugin clips (mixed precision checks the optimizer first)
+            self._trainer.precision_plugin.clip_gradients(optimizer, gradient_clip_val, algorithm)
         else:
-            torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+            clip_grads((p for group in optimizer.param_groups for p in group["params"]), gradient_clip_val, algorithm)
 
     # ------------------------------------------------------------------ data hooks
     def prepare_data(self) -> None:

@@ -89,6 +89,12 @@ def test_bad_strategy_options_are_named():
                                                             r"\(one checkpoint file, written by rank 0\) or 'sharded'"):
             strategy(state_dict_type="local")
     assert (DDPStrategy().state_dict_type, FSDPStrategy().state_dict_type) == ("full", "sharded")
+    from torch.distributed.fsdp import CPUOffload  # what Lightning programs pass: its flag decides, not its truth
+
+    assert [FSDPStrategy(cpu_offload=flag).cpu_offload for flag in (CPUOffload(), CPUOffload(offload_params=True),
+                                                                    True, False)] == [False, True, True, False]
+    with pytest.deprecated_call(match="`DDPStrategy.is_distributed` is deprecated"):
+        assert DDPStrategy().is_distributed
 
 
 def test_fsdp_without_fully_shard_is_a_clear_error(monkeypatch):
@@ -217,3 +223,100 @@ def test_fsdp_window_gradients_degrade_with_a_warning_when_torch_internals_diffe
         assert strategy.accumulated_grads() == {}
     with pytest.warns(UserWarning, match="could not be restored; the resumed window restarts its sums"):
         strategy.load_accumulated_grads({"w": torch.zeros(1)})
+
+
+def test_a_strategy_hears_of_a_failed_run_after_the_callbacks():
+    """`Strategy.on_exception(exception)` runs when a run fails, after the callbacks' `on_exception`, as in
+    Lightning; DDP adds the fix to torch's error for parameters unused in the loss."""
+    from helpers import BoringModel, loader
+
+    heard = []
+
+    class Listening(SingleDeviceStrategy):
+        def on_exception(self, exception):
+            heard.append(("strategy", exception))
+
+    class Failing(BoringModel):
+        def on_train_start(self):
+            raise ValueError("broken")
+
+    callback = volt.Callback()
+    callback.on_exception = lambda trainer, module, exception: heard.append(("callback", exception))
+    with pytest.raises(ValueError, match="broken"):
+        make(strategy=Listening(), callbacks=[callback], max_steps=1).fit(Failing(), loader())
+    assert [who for who, _ in heard] == ["callback", "strategy"] and heard[0][1] is heard[1][1]
+
+    error = RuntimeError("Expected to have finished reduction in the prior iteration before starting a new one.")
+    DDPStrategy().on_exception(error)
+    assert "strategy='ddp_find_unused_parameters_true'" in str(error) and str(error).startswith("Expected to")
+    other = RuntimeError("something else")
+    DDPStrategy().on_exception(other)
+    assert str(other) == "something else"
+
+
+def test_a_custom_strategy_restores_with_lightnings_signatures(tmp_path):
+    """A strategy subclass written for Lightning: `load_model_state_dict(checkpoint, strict)` and
+    `load_optimizer_state_dict(checkpoint)` get the whole checkpoint, `optimizers` are the Trainer's, and
+    `lightning_restore_optimizer = False` leaves the optimizers and schedulers to the strategy."""
+    from helpers import BoringModel, loader
+
+    trainer = make(max_steps=2)
+    trainer.fit(BoringModel(), loader())
+    path = tmp_path / "two.ckpt"
+    trainer.save_checkpoint(path)
+    saved = torch.load(path, weights_only=True)
+
+    for restores in (True, False):
+        seen = {}
+
+        class Custom(SingleDeviceStrategy):
+            lightning_restore_optimizer = restores
+
+            def load_model_state_dict(self, checkpoint, strict=True):
+                seen["model"] = sorted(checkpoint["state_dict"])
+                super().load_model_state_dict(checkpoint, strict=strict)
+
+            def load_optimizer_state_dict(self, checkpoint):
+                seen["optimizers"] = (len(checkpoint["optimizer_states"]), self.optimizers)
+                super().load_optimizer_state_dict(checkpoint)
+
+        trainer = make(strategy=Custom(), max_steps=3)
+        model = BoringModel()
+        trainer.fit(model, loader(), ckpt_path=path)
+        assert seen["model"] == sorted(saved["state_dict"]) and trainer.global_step == 3
+        if restores:
+            assert seen["optimizers"][0] == 1 and seen["optimizers"][1] is trainer.optimizers
+        else:
+            assert "optimizers" not in seen
+
+
+def test_fsdp_activation_checkpointing_recomputes_the_chosen_layers_in_backward():
+    """`FSDPStrategy(activation_checkpointing_policy={Block})`, as in Lightning: each Block's forward runs again in
+    backward (its activations are not kept) and training gives the same weights; the deprecated
+    `activation_checkpointing=` with it is Lightning's error."""
+    from helpers import BoringModel, loader
+
+    class Block(torch.nn.Linear):
+        calls = 0
+
+        def forward(self, x):
+            type(self).calls += 1
+            return super().forward(x)
+
+    class Model(BoringModel):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Sequential(Block(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 1))
+
+    runs = []
+    for policy in (None, {Block}):
+        volt.seed_everything(0)
+        Block.calls, model = 0, Model()
+        make(strategy=FSDPStrategy(activation_checkpointing_policy=policy), devices=1, max_steps=3,
+             limit_val_batches=0).fit(model, loader())
+        runs.append((Block.calls, model.layer[0].weight.detach().full_tensor()))
+    assert (runs[0][0], runs[1][0]) == (3, 6) and torch.equal(runs[0][1], runs[1][1])
+    with pytest.raises(ValueError, match="cannot set both `activation_checkpointing` and"):
+        FSDPStrategy(activation_checkpointing=torch.nn.Linear, activation_checkpointing_policy={torch.nn.Linear})
+    with pytest.deprecated_call(match="activation_checkpointing=...\\)` is deprecated"):
+        assert FSDPStrategy(activation_checkpointing=Block).activation_checkpointing_policy == {Block}

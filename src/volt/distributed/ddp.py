@@ -14,6 +14,7 @@ from torch.nn.parallel import DistributedDataParallel
 from volt.distributed.environments import ClusterEnvironment
 from volt.distributed.parallel import ParallelStrategy, StepForward
 from volt.utilities.exceptions import MisconfigurationException
+from volt.utilities.rank_zero import rank_zero_deprecation
 
 
 class DDPStrategy(ParallelStrategy):
@@ -35,6 +36,8 @@ class DDPStrategy(ParallelStrategy):
         state_dict_type: "full" (default, as Lightning): a checkpoint is one file, written by rank 0. "sharded": a
             checkpoint folder that every rank writes its part of in parallel (torch.distributed.checkpoint; each
             rank's own loop state by that rank, the model's tensors spread over the ranks), see parallel.py.
+        checkpoint_io, precision_plugin: the plugins (volt.plugins) for checkpoint files and precision, as
+            `Trainer(plugins=[...])` gives them (one place or the other).
 
     Extra keyword arguments go to `torch.nn.parallel.DistributedDataParallel` (find_unused_parameters,
     static_graph, gradient_as_bucket_view, bucket_cap_mb, ...).
@@ -46,9 +49,11 @@ class DDPStrategy(ParallelStrategy):
                  cluster_environment: Optional[ClusterEnvironment] = None,
                  process_group_backend: Optional[str] = None, timeout: Optional[timedelta] = None,
                  start_method: str = "popen", stall_warning: Optional[float] = None,
-                 max_restarts: Optional[int] = None, state_dict_type: str = "full", **kwargs: Any) -> None:
+                 max_restarts: Optional[int] = None, state_dict_type: str = "full", checkpoint_io: Optional[Any] = None,
+                 precision_plugin: Optional[Any] = None, **kwargs: Any) -> None:
         super().__init__(accelerator, parallel_devices, cluster_environment, process_group_backend, timeout,
-                         start_method, stall_warning, max_restarts, state_dict_type=state_dict_type)
+                         start_method, stall_warning, max_restarts, state_dict_type=state_dict_type,
+                         checkpoint_io=checkpoint_io, precision_plugin=precision_plugin)
         allowed = set(inspect.signature(DistributedDataParallel.__init__).parameters) - {
             "self", "module", "device_ids", "output_device", "process_group"}
         unknown = sorted(set(kwargs) - allowed)
@@ -58,6 +63,22 @@ class DDPStrategy(ParallelStrategy):
                 f"DistributedDataParallel, which accepts: {', '.join(sorted(allowed))}."
             )
         self._ddp_kwargs = kwargs
+
+    @property
+    def is_distributed(self) -> bool:
+        """Deprecated in Lightning (always True); kept so that old programs run."""
+        rank_zero_deprecation(f"`{type(self).__name__}.is_distributed` is deprecated: it is always True. Check "
+                              "`trainer.world_size > 1` instead.")
+        return True
+
+    def on_exception(self, exception: BaseException) -> None:
+        """DDP's error for parameters that took no part in the loss gets the fix added to its message."""
+        if isinstance(exception, RuntimeError) and "Expected to have finished reduction in the prior iteration" in str(
+                exception) and not self._ddp_kwargs.get("find_unused_parameters"):
+            exception.args = (f"{exception.args[0] if exception.args else ''}\nSome parameters of your LightningModule "
+                              "took no part in the loss that training_step returned. If that is intended, let DDP find "
+                              "them: strategy='ddp_find_unused_parameters_true' or "
+                              "DDPStrategy(find_unused_parameters=True).", *exception.args[1:])
 
     def setup_module(self, module: torch.nn.Module) -> torch.nn.Module:
         module.to(self.root_device)

@@ -18,6 +18,7 @@ per-parameter records rather than in `.grad`; checkpoints read them from there (
 parallel.py) and resume puts them back, so resume is as exact as under DDP.
 """
 import contextlib
+import functools
 from datetime import timedelta
 from typing import Any, Callable, Dict, List, Optional, Set, Type, Union
 
@@ -26,6 +27,7 @@ import torch
 from volt.distributed.environments import ClusterEnvironment
 from volt.distributed.parallel import ParallelStrategy, StepForward
 from volt.utilities.exceptions import MisconfigurationException
+from volt.utilities.rank_zero import rank_zero_deprecation
 
 _SHARDING = {"FULL_SHARD": True, "SHARD_GRAD_OP": False}
 Policy = Union[Set[Type[torch.nn.Module]], List[Type[torch.nn.Module]], Callable[[torch.nn.Module], bool]]
@@ -42,6 +44,25 @@ def _fully_shard():
     return fully_shard
 
 
+def _module_filter(policy: Policy, argument: str) -> Callable[[torch.nn.Module], bool]:
+    """Which submodules a policy picks: a set (or list) of module classes, or a function module -> bool."""
+    if isinstance(policy, (set, list, tuple, frozenset)):
+        classes = tuple(policy)
+        return lambda m: isinstance(m, classes)
+    if callable(policy):
+        return policy
+    raise MisconfigurationException(f"{argument}={policy!r} must be a set of module classes or a function module -> "
+                                    "bool.")
+
+
+def _recompute_in_backward(module: torch.nn.Module) -> None:
+    """Activation checkpointing: `module`'s forward keeps only its inputs, and backward runs it again for the rest
+    (less memory, about one more forward of compute), through torch.utils.checkpoint."""
+    from torch.utils.checkpoint import checkpoint
+
+    module.forward = functools.partial(checkpoint, module.forward, use_reentrant=False)
+
+
 class FSDPStrategy(ParallelStrategy):
     """Shard the model across ranks with FSDP2.
 
@@ -50,12 +71,17 @@ class FSDPStrategy(ParallelStrategy):
             module -> bool. Default: every direct child of the LightningModule that has parameters.
         sharding_strategy: "FULL_SHARD" (free gathered parameters after forward) or "SHARD_GRAD_OP" (keep them
             until backward: more memory, less communication).
-        cpu_offload: keep sharded parameters, gradients and optimizer state in CPU memory.
+        cpu_offload: keep sharded parameters, gradients and optimizer state in CPU memory (True, or torch's
+            `CPUOffload(offload_params=True)` as Lightning takes it).
         mixed_precision: a `torch.distributed.fsdp.MixedPrecisionPolicy` (or use the Trainer's `precision`).
         state_dict_type: "sharded" (default): a checkpoint is a folder every rank writes its shards into; "full": one
             file with whole tensors, gathered to and written by rank 0 (the module docstring says why sharded).
         timeout, stall_warning, max_restarts: as for `DDPStrategy` (with `max_restarts` > 0 a failed rank restarts
             the group and `fit` resumes from the newest checkpoint, a sharded folder by default).
+        activation_checkpointing_policy: which submodules recompute their activations in backward instead of
+            keeping them (less memory, about one more forward of compute): a set of module classes, or a function
+            module -> bool. Default: none.
+        checkpoint_io, precision_plugin: as for `DDPStrategy`.
     """
 
     strategy_name = "fsdp"
@@ -64,11 +90,14 @@ class FSDPStrategy(ParallelStrategy):
                  cluster_environment: Optional[ClusterEnvironment] = None,
                  process_group_backend: Optional[str] = None, timeout: Optional[timedelta] = None,
                  auto_wrap_policy: Optional[Policy] = None, sharding_strategy: str = "FULL_SHARD",
-                 cpu_offload: bool = False, mixed_precision: Any = None, state_dict_type: str = "sharded",
+                 cpu_offload: Any = False, mixed_precision: Any = None, state_dict_type: str = "sharded",
                  start_method: str = "popen", stall_warning: Optional[float] = None,
-                 max_restarts: Optional[int] = None) -> None:
+                 max_restarts: Optional[int] = None, checkpoint_io: Optional[Any] = None,
+                 precision_plugin: Optional[Any] = None, activation_checkpointing_policy: Optional[Policy] = None,
+                 activation_checkpointing: Optional[Any] = None) -> None:
         super().__init__(accelerator, parallel_devices, cluster_environment, process_group_backend, timeout,
-                         start_method, stall_warning, max_restarts, state_dict_type=state_dict_type)
+                         start_method, stall_warning, max_restarts, state_dict_type=state_dict_type,
+                         checkpoint_io=checkpoint_io, precision_plugin=precision_plugin)
         _fully_shard()
         if sharding_strategy not in _SHARDING:
             raise MisconfigurationException(
@@ -77,8 +106,19 @@ class FSDPStrategy(ParallelStrategy):
             )
         self.auto_wrap_policy = auto_wrap_policy
         self.reshard_after_forward = _SHARDING[sharding_strategy]
-        self.cpu_offload = bool(cpu_offload)
+        # True/False, or torch's FSDP1 `CPUOffload(offload_params=...)` that Lightning programs pass (an object is
+        # always truthy: its flag decides)
+        self.cpu_offload = bool(getattr(cpu_offload, "offload_params", cpu_offload))
         self.mixed_precision = mixed_precision
+        if activation_checkpointing is not None:  # Lightning's deprecated name: module classes
+            if activation_checkpointing_policy is not None:
+                raise ValueError("You cannot set both `activation_checkpointing` and "
+                                 "`activation_checkpointing_policy`: pass `activation_checkpointing_policy` only.")
+            rank_zero_deprecation("`FSDPStrategy(activation_checkpointing=...)` is deprecated: pass the module classes "
+                                  "as `activation_checkpointing_policy={...}`.")
+            classes = activation_checkpointing
+            activation_checkpointing_policy = set(classes if isinstance(classes, (list, tuple, set)) else [classes])
+        self.activation_checkpointing_policy = activation_checkpointing_policy
         self._sharded: Optional[torch.nn.Module] = None  # the module sharded by this strategy, and its root
         self._root: Optional[torch.nn.Module] = None
 
@@ -102,6 +142,11 @@ class FSDPStrategy(ParallelStrategy):
             options["offload_policy"] = CPUOffloadPolicy()
         if self.mixed_precision is not None:
             options["mp_policy"] = self.mixed_precision
+        if self.activation_checkpointing_policy is not None:  # inside the shard groups: FSDP gathers first
+            checkpointed = _module_filter(self.activation_checkpointing_policy, "activation_checkpointing_policy")
+            for submodule in module.modules():
+                if submodule is not module and checkpointed(submodule):
+                    _recompute_in_backward(submodule)
         wrap = self._policy(module)
         for submodule in reversed(list(module.modules())):  # innermost first, as FSDP2 requires
             if submodule is not module and wrap(submodule):
@@ -116,14 +161,7 @@ class FSDPStrategy(ParallelStrategy):
         if policy is None:
             children = {id(child) for child in module.children() if any(True for _ in child.parameters())}
             return lambda m: id(m) in children
-        if isinstance(policy, (set, list, tuple, frozenset)):
-            classes = tuple(policy)
-            return lambda m: isinstance(m, classes)
-        if callable(policy):
-            return policy
-        raise MisconfigurationException(
-            f"auto_wrap_policy={policy!r} must be a set of module classes or a function module -> bool."
-        )
+        return _module_filter(policy, "auto_wrap_policy")
 
     def _broadcast_from_rank0(self, module: torch.nn.Module) -> None:
         """Start every rank from rank 0's initial weights, as DDP does (skipped for meta-device weights)."""
@@ -176,9 +214,10 @@ class FSDPStrategy(ParallelStrategy):
             return self.lightning_module.state_dict()
         return get_model_state_dict(self.lightning_module, options=self._options(cpu_offload=True))
 
-    def load_model_state_dict(self, state_dict: Dict[str, Any], strict: bool = True) -> None:
+    def load_model_state_dict(self, checkpoint: Dict[str, Any], strict: bool = True) -> None:
         from torch.distributed.checkpoint.state_dict import set_model_state_dict
 
+        state_dict = checkpoint["state_dict"]
         if self._sharded is None:
             self.lightning_module.load_state_dict(state_dict, strict=strict)
             return
@@ -197,7 +236,7 @@ class FSDPStrategy(ParallelStrategy):
         state = get_optimizer_state_dict(self.lightning_module, optimizer, options=self._options(cpu_offload=True))
         return optimizer_state_by_index(state) if state else state  # ranks other than 0 get nothing
 
-    def load_optimizer_state_dict(self, optimizer, state: Dict[str, Any]) -> None:
+    def load_optimizer_state(self, optimizer, state: Dict[str, Any]) -> None:
         from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
 
         if self._sharded is None:

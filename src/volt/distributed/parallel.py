@@ -83,8 +83,10 @@ class ParallelStrategy(Strategy):
                  cluster_environment: Optional[ClusterEnvironment] = None,
                  process_group_backend: Optional[str] = None, timeout: Optional[timedelta] = None,
                  start_method: str = "popen", stall_warning: Optional[float] = None,
-                 max_restarts: Optional[int] = None, state_dict_type: str = "full") -> None:
-        super().__init__(accelerator=accelerator if isinstance(accelerator, str) else None)
+                 max_restarts: Optional[int] = None, state_dict_type: str = "full", checkpoint_io: Optional[Any] = None,
+                 precision_plugin: Optional[Any] = None) -> None:
+        super().__init__(accelerator=accelerator if isinstance(accelerator, str) else None,
+                         checkpoint_io=checkpoint_io, precision_plugin=precision_plugin)
         if state_dict_type not in ("full", "sharded"):
             raise MisconfigurationException(
                 f"state_dict_type={state_dict_type!r} is not supported: use 'full' (one checkpoint file, written by "

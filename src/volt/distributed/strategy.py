@@ -5,6 +5,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
+from volt.utilities.apply_func import move_data_to_device
 from volt.utilities.compile import plain_name, plain_state_dict, state_dict_for
 
 
@@ -14,13 +15,15 @@ class Strategy:
     strategy_name = "single_device"
 
     def __init__(self, device: Optional[torch.device] = None, accelerator: Optional[str] = None,
-                 checkpoint_io: Optional[Any] = None) -> None:
+                 checkpoint_io: Optional[Any] = None, precision_plugin: Optional[Any] = None) -> None:
         self.root_device = torch.device(device) if device is not None else torch.device("cpu")
         self.accelerator = accelerator
         self.model: Optional[torch.nn.Module] = None  # what forward passes go through (a DDP wrapper, say)
         self.lightning_module = None
+        self.optimizers: List[torch.optim.Optimizer] = []  # the Trainer's, once `configure_optimizers` ran
         self._lightning_optimizers: List[Any] = []
-        self.precision_plugin = None
+        # The precision plugin (volt.plugins): the one given here, else the Trainer sets its own.
+        self.precision_plugin = precision_plugin
         # Set by the Trainer: where its loops are, in words (distributed/stall.py's PositionSource), for the stall
         # reports of multi-process runs.
         self.position_source = None
@@ -77,10 +80,16 @@ class Strategy:
 
     @contextlib.contextmanager
     def tensor_init_context(self, empty_init: Optional[bool] = None):
-        """Tensors created in the block go to `root_device`; with `empty_init=True` they also skip torch's
-        initialisation functions (`Trainer.init_module`)."""
-        with self.root_device, _SkipInit(enabled=bool(empty_init)):
+        """Tensors created in the block go to `root_device`, in the precision plugin's dtype for the true precisions;
+        with `empty_init=True` they also skip torch's initialisation functions (`Trainer.init_module`)."""
+        precision = self.precision_plugin
+        dtype = precision.tensor_init_context() if precision is not None else contextlib.nullcontext()
+        with self.root_device, _SkipInit(enabled=bool(empty_init)), dtype:
             yield
+
+    def on_exception(self, exception: BaseException) -> None:
+        """Called when a run fails, after the callbacks' and datamodule's `on_exception` (as in Lightning): a
+        strategy may clean up or explain the error here."""
 
     def teardown(self) -> None:
         """The end of a stage: the checkpoint I/O plugin finishes its work (AsyncCheckpointIO: the write in flight)."""
@@ -96,9 +105,10 @@ class Strategy:
         return None
 
     def load_checkpoint(self, checkpoint_path, weights_only: Optional[bool] = None) -> Dict[str, Any]:
-        """Read a checkpoint file through `checkpoint_io`, its tensors onto this process's device."""
-        return self.checkpoint_io.load_checkpoint(checkpoint_path, map_location=self.root_device,
-                                                  weights_only=weights_only)
+        """Read a checkpoint file through `checkpoint_io`, its tensors onto this process's device. The plugin is
+        called as Lightning calls it, without `map_location` (a user's CheckpointIO need not take one)."""
+        checkpoint = self.checkpoint_io.load_checkpoint(checkpoint_path, weights_only=weights_only)
+        return move_data_to_device(checkpoint, self.root_device) if self.root_device.type != "cpu" else checkpoint
 
     def remove_checkpoint(self, filepath) -> None:
         """Delete a checkpoint (rank 0 does): a file through `checkpoint_io`; a sharded checkpoint folder, which
@@ -149,15 +159,32 @@ class Strategy:
         name compiled submodules as uncompiled ones (volt/utilities/compile.py)."""
         return plain_state_dict(self.lightning_module.state_dict())
 
-    def load_model_state_dict(self, state_dict: Dict[str, Any], strict: bool = True) -> None:
+    def load_model_state_dict(self, checkpoint: Dict[str, Any], strict: bool = True) -> None:
+        """The model's weights from `checkpoint["state_dict"]` (Lightning's signature: the whole checkpoint)."""
         module = self.lightning_module
-        module.load_state_dict(state_dict_for(module, state_dict), strict=strict)
+        module.load_state_dict(state_dict_for(module, checkpoint["state_dict"]), strict=strict)
+
+    # Whether the Trainer restores the optimizers and schedulers from a checkpoint (through
+    # `load_optimizer_state_dict`); False: the strategy does it itself (Lightning's property).
+    lightning_restore_optimizer = True
+
+    def load_optimizer_state_dict(self, checkpoint: Dict[str, Any]) -> None:
+        """Every optimizer's state from `checkpoint["optimizer_states"]`, in the order of `self.optimizers`
+        (Lightning's signature: the whole checkpoint)."""
+        from volt.sharded_checkpoint import optimizer_state_by_name
+
+        for optimizer, state in zip(self.optimizers, checkpoint.get("optimizer_states", [])):
+            if optimizer_state_by_name(state):  # a checkpoint folder's
+                self.load_sharded_optimizer_state(optimizer, state)
+            else:
+                self.load_optimizer_state(optimizer, state)
 
     def optimizer_state(self, optimizer) -> Dict[str, Any]:
         """The optimizer's full state dict, in torch's usual layout (parameters numbered in order)."""
         return optimizer.state_dict()
 
-    def load_optimizer_state_dict(self, optimizer, state: Dict[str, Any]) -> None:
+    def load_optimizer_state(self, optimizer, state: Dict[str, Any]) -> None:
+        """One optimizer's state, as `optimizer_state` gave it."""
         optimizer.load_state_dict(state)
 
     # The state as this rank holds it, through torch.distributed.checkpoint's state-dict API (FSDP: DTensors, this

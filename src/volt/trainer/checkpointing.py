@@ -473,7 +473,7 @@ class Checkpoints:
         if self._sharded_source is not None:
             trainer.strategy.load_sharded_model_state(checkpoint["state_dict"], strict=strict)
         else:
-            trainer.strategy.load_model_state_dict(checkpoint["state_dict"], strict=strict)
+            trainer.strategy.load_model_state_dict(checkpoint, strict=strict)
 
     def restore_datamodule(self, checkpoint: Dict[str, Any]) -> None:
         datamodule = self.trainer.datamodule
@@ -500,20 +500,16 @@ class Checkpoints:
 
     def restore_optimizers_and_schedulers(self, checkpoint: Dict[str, Any]) -> None:
         """Optimizer states by parameter name (a folder's) go through torch.distributed.checkpoint's API, numbered
-        ones (a file's) through the strategy's own loading."""
-        from volt.sharded_checkpoint import optimizer_state_by_name
-
+        ones (a file's) through the strategy's own loading. Not at all when the strategy restores them itself."""
         trainer, strategy = self.trainer, self.trainer.strategy
+        if not strategy.lightning_restore_optimizer:
+            return
         optimizers = trainer.optimizers
         if self._sharded_source is not None:  # a folder's: read into the optimizers' own shapes
             self._sharded_source.read_optimizer_states(
                 checkpoint, lambda i: strategy.sharded_optimizer_state(optimizers[i], initialize=True)
                 if i < len(optimizers) else None, map_location=strategy.root_device)
-        for optimizer, state in zip(optimizers, checkpoint.get("optimizer_states", [])):
-            if optimizer_state_by_name(state):
-                strategy.load_sharded_optimizer_state(optimizer, state)
-            else:
-                strategy.load_optimizer_state_dict(optimizer, state)
+        strategy.load_optimizer_state_dict(checkpoint)
         for config, state in zip(trainer.lr_scheduler_configs, checkpoint.get("lr_schedulers", [])):
             config.scheduler.load_state_dict(state)
 

@@ -569,7 +569,8 @@ class FitLoop:
         window_pos = batch_idx % accumulate
         accumulating = accumulate > 1 and not (window_pos == accumulate - 1 or is_last)
         divisor = 1 if accumulate == 1 else self._accumulation_divisor(batch_idx)
-        optimizer = trainer.optimizers[0] if trainer.optimizers else None
+        optimizers = trainer.strategy.optimizers  # the Trainer's (its property is a call more per batch)
+        optimizer = optimizers[0] if optimizers else None
         zero_grad = optimizer is not None and window_pos == 0
         hooks = trainer._hooks
         before_zero_grad = hooks.callers["on_before_zero_grad"]

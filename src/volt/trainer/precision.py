@@ -1,11 +1,12 @@
 """Precision modes: what the forward runs under, how the loss is scaled, how the optimizer steps."""
 import contextlib
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional, Tuple, Union
 
 import torch
 
 from volt.utilities.apply_func import apply_to_collection
-from volt.utilities.rank_zero import rank_zero_warn
+from volt.utilities.grads import clip_grads
+from volt.utilities.rank_zero import rank_zero_deprecation, rank_zero_warn
 
 _ALIASES = {
     "64": "64-true", 64: "64-true", "64-true": "64-true", "double": "64-true",
@@ -88,6 +89,32 @@ class Precision:
 
         return optimizer.step(closure=wrapped_closure, **kwargs)
 
+    def connect(self, model: torch.nn.Module, optimizers: Any, lr_schedulers: Any) -> Tuple[Any, Any, Any]:
+        """Lightning's hook to wrap the model, optimizers and schedulers at setup; volt's plugins need none."""
+        return model, optimizers, lr_schedulers
+
+    def main_params(self, optimizer) -> Iterator[torch.nn.Parameter]:
+        """The parameters `optimizer` updates (what clipping sees)."""
+        for group in optimizer.param_groups:
+            yield from group["params"]
+
+    def clip_gradients(self, optimizer, clip_val: Union[int, float] = 0.0,
+                       gradient_clip_algorithm: str = "norm") -> None:
+        """Clip the gradients of `optimizer`'s parameters (`LightningModule.clip_gradients` calls this); a
+        `clip_val` of 0 turns clipping off."""
+        if clip_val <= 0:
+            return
+        if str(gradient_clip_algorithm).lower() == "value":
+            self.clip_grad_by_value(optimizer, clip_val)
+        else:
+            self.clip_grad_by_norm(optimizer, clip_val)
+
+    def clip_grad_by_value(self, optimizer, clip_val: Union[int, float]) -> None:
+        clip_grads(self.main_params(optimizer), clip_val, "value")
+
+    def clip_grad_by_norm(self, optimizer, clip_val: Union[int, float]) -> None:
+        clip_grads(self.main_params(optimizer), clip_val, "norm")
+
     def state_dict(self) -> dict:
         return {}
 
@@ -151,6 +178,7 @@ class TruePrecision(Precision):
     """Weights, inputs and compute all in one dtype (64-true, 16-true, bf16-true)."""
 
     _DTYPES = {"64-true": torch.float64, "16-true": torch.float16, "bf16-true": torch.bfloat16}
+    _MODULE_CASTS = {torch.float64: "double", torch.float16: "half", torch.bfloat16: "bfloat16"}
 
     def __init__(self, precision: str) -> None:
         if precision not in self._DTYPES:
@@ -159,7 +187,9 @@ class TruePrecision(Precision):
         self.dtype = self._DTYPES[precision]
 
     def convert_module(self, module):
-        return module.to(dtype=self.dtype)
+        """Floating-point parameters and buffers to the dtype; complex ones stay complex (`module.to(dtype)` would
+        drop their imaginary parts)."""
+        return getattr(module, self._MODULE_CASTS[self.dtype])()
 
     def convert_input(self, batch):
         return apply_to_collection(batch, torch.Tensor, _cast_floating, self.dtype)
@@ -195,6 +225,23 @@ class DoublePrecision(TruePrecision):
 
     def __init__(self) -> None:
         super().__init__("64-true")
+
+
+def _renamed(old: str, new: type) -> type:
+    """Lightning's pre-2.2 name of the plugin `new`: it still works, with a deprecation warning."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        rank_zero_deprecation(f"The `{old}` is deprecated: it is the old name of `{new.__name__}`. Use "
+                              f"`{new.__name__}` from `volt.plugins` (Lightning: `lightning.pytorch.plugins`) instead.")
+        new.__init__(self, *args, **kwargs)
+
+    return type(old, (new,), {"__init__": __init__, "__doc__": f"Deprecated: the old name of `{new.__name__}`."})
+
+
+PrecisionPlugin = _renamed("PrecisionPlugin", Precision)
+MixedPrecisionPlugin = _renamed("MixedPrecisionPlugin", MixedPrecision)
+HalfPrecisionPlugin = _renamed("HalfPrecisionPlugin", HalfPrecision)
+DoublePrecisionPlugin = _renamed("DoublePrecisionPlugin", DoublePrecision)
 
 
 def make_precision(precision: str, device: torch.device) -> Precision:

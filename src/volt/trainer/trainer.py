@@ -26,7 +26,7 @@ from volt.trainer.eval_loop import EvalLoop
 from volt.trainer.fit_loop import FitLoop
 from volt.trainer.hooks import Hooks, ProfiledHooks, implements, wraps_only_the_default
 from volt.trainer.optim import LightningOptimizer, configure_optimizers
-from volt.trainer.precision import make_precision, normalize_precision
+from volt.trainer.precision import Precision, make_precision, normalize_precision
 from volt.trainer.progress import LoopPosition
 from volt.trainer.results import Results
 from volt.trainer.signals import StopSignals
@@ -252,8 +252,7 @@ class Trainer:
         self._accelerator_flag = accelerator
         self.strategy = select_strategy(strategy, accelerator, devices, num_nodes, plugins.cluster_environment)
         # a plain attribute, not a property: the training step reads it
-        self.precision_plugin = plugins.precision or make_precision(normalize_precision(precision),
-                                                                    self.strategy.root_device)
+        self.precision_plugin = _choose_precision(precision, plugins.precision, self.strategy)
         self.precision = self.precision_plugin.precision
         self.strategy.precision_plugin = self.precision_plugin
         if plugins.checkpoint_io is not None:
@@ -274,7 +273,6 @@ class Trainer:
         self._position = LoopPosition(self)  # where the loops are, for multi-process stall reports
         self.lightning_module: Optional[LightningModule] = None
         self.datamodule: Optional[LightningDataModule] = None
-        self.optimizers: List[torch.optim.Optimizer] = []
         self.lr_scheduler_configs: list = []
         self.ckpt_path: Optional[str] = None
         # SIGTERM / Ctrl-C / requeue during fit: a graceful stop (trainer/signals.py)
@@ -410,6 +408,7 @@ class Trainer:
             except BaseException as exception:  # as Lightning: the launching process's callbacks hear of it too
                 self.state.status = "interrupted"
                 Hooks(self, self.callbacks, model, datamodule).call("on_exception", exception)
+                self.strategy.on_exception(exception)
                 raise
             return apply_results(self, payload)
         return self.strategy.launch(self._run_in_process, fn, model, datamodule, ckpt_path, weights_only)
@@ -442,6 +441,7 @@ class Trainer:
                 rank_zero_info("Detected KeyboardInterrupt, attempting graceful shutdown ...")
             self._checkpoints.finish_writes(failure=exception)  # a background write completes (or is noted)
             hooks.call("on_exception", exception)
+            self.strategy.on_exception(exception)
             with suppress(Exception):  # rows whose values can no longer be read (a failed device) are dropped
                 self._results.flush_logger_writes()
             for logger in self.loggers:
@@ -485,7 +485,9 @@ class Trainer:
         hooks.call("setup", self.state.fn)  # the TrainerFn member (a str), as Lightning
         if _overrides_sharded_model(model):  # the 1.x name, first
             hooks.call("configure_sharded_model")
-        hooks.call("configure_model")
+        if implements(model, LightningModule, "configure_model"):  # on the device, in the precision's dtype
+            with self.strategy.tensor_init_context():
+                hooks.call("configure_model")
         model = self.precision_plugin.convert_module(model)
         self.strategy.setup_module(model)
         if self._compiler is not None:
@@ -588,7 +590,7 @@ class Trainer:
             with trainer.init_module():
                 model = MyModel()
         """
-        with self.strategy.tensor_init_context(empty_init), self.precision_plugin.tensor_init_context():
+        with self.strategy.tensor_init_context(empty_init):  # with the precision plugin's dtype
             yield
 
     def trial_run(self, callbacks: Iterable[Callback] = ()) -> "TrialRun":
@@ -832,6 +834,15 @@ class Trainer:
         return self.precision_plugin.scaler
 
     @property
+    def optimizers(self) -> List[torch.optim.Optimizer]:
+        """The optimizers `configure_optimizers` returned (the strategy holds them, as in Lightning)."""
+        return self.strategy.optimizers
+
+    @optimizers.setter
+    def optimizers(self, optimizers: List[torch.optim.Optimizer]) -> None:
+        self.strategy.optimizers = list(optimizers)
+
+    @property
     def lr_schedulers(self) -> list:
         return [config.scheduler for config in self.lr_scheduler_configs]
 
@@ -992,6 +1003,25 @@ def _overrides_sharded_model(model: LightningModule) -> bool:
     """A wrapper (functools.wraps) around the default does not count, as in Lightning."""
     return implements(model, LightningModule, "configure_sharded_model") and not wraps_only_the_default(
         model, LightningModule, "configure_sharded_model")
+
+
+def _choose_precision(flag: Any, plugin: Optional[Precision], strategy: Strategy) -> Precision:
+    """The precision plugin from `precision=`, `plugins=[...]` or the strategy's `precision_plugin=`, whichever was
+    given (two that disagree are an error)."""
+    own = strategy.precision_plugin
+    if own is None or own is plugin:
+        return plugin or make_precision(normalize_precision(flag), strategy.root_device)
+    if plugin is not None:
+        raise MisconfigurationException(
+            f"Precision set through both the strategy ({type(strategy).__name__}(precision_plugin="
+            f"{type(own).__name__}(...))) and `plugins=[{type(plugin).__name__}(...)]`: pass it in one place only."
+        )
+    if flag is not None and normalize_precision(flag) != own.precision:
+        raise MisconfigurationException(
+            f"`Trainer(precision={flag!r})` disagrees with the strategy's precision plugin ({type(own).__name__}, "
+            f"precision {own.precision!r}): pass one of them only."
+        )
+    return own
 
 
 def _check_configure_model(model: LightningModule) -> None:

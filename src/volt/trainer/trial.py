@@ -166,12 +166,12 @@ class TrialRun:
     def _restore(self, saved: Dict[str, Any]) -> None:
         trainer = self.trainer
         strategy, model = trainer.strategy, trainer.lightning_module
-        strategy.load_model_state_dict(saved["module"], strict=True)
+        strategy.load_model_state_dict({"state_dict": saved["module"]}, strict=True)
         for name, parameter in model.named_parameters():
             grad = saved["grads"].get(name)
             parameter.grad = None if grad is None else grad.to(parameter.device)
         for optimizer, state in zip(trainer.optimizers, saved["optimizers"]):
-            strategy.load_optimizer_state_dict(optimizer, state)
+            strategy.load_optimizer_state(optimizer, state)
         if saved["precision"]:
             trainer.precision_plugin.load_state_dict(saved["precision"])
         trainer.fit_loop.state.load_state_dict(self._loop_state)  # in place: a loop that called the hook holds it

@@ -1,5 +1,6 @@
-"""Gradient norms to log, e.g. `self.log_dict(grad_norm(self, norm_type=2))` in `on_before_optimizer_step`."""
-from typing import Dict, Union
+"""Gradient norms to log, e.g. `self.log_dict(grad_norm(self, norm_type=2))` in `on_before_optimizer_step`, and
+gradient clipping."""
+from typing import Dict, Iterable, Union
 
 import torch
 from torch.nn import Module
@@ -17,3 +18,15 @@ def grad_norm(module: Module, norm_type: Union[float, int, str], group_separator
     if norms:
         norms[f"grad_{norm_type}_norm_total"] = torch.stack(list(norms.values())).norm(norm_type)
     return norms
+
+
+def clip_grads(parameters: Iterable[torch.Tensor], clip_val: Union[int, float], algorithm: str = "norm") -> None:
+    """Clip the gradients of `parameters` in place: their total 2-norm to `clip_val` ("norm") or each value to
+    [-clip_val, clip_val] ("value"). Parameters without a gradient are skipped."""
+    grads = [p for p in parameters if p.grad is not None]
+    if not grads:
+        return
+    if str(algorithm).lower() == "value":
+        torch.nn.utils.clip_grad_value_(grads, clip_val)
+    else:
+        torch.nn.utils.clip_grad_norm_(grads, clip_val)

@@ -49,6 +49,8 @@ class TorchCheckpointIO(CheckpointIO):
                         weights_only: Optional[bool] = None) -> Dict[str, Any]:
         from volt.checkpoint import load_checkpoint
 
+        # no map_location: onto the CPU, as Lightning's (the Trainer's strategy moves what it restores to its device)
+        map_location = "cpu" if map_location is None else map_location
         return load_checkpoint(path, map_location=map_location, weights_only=weights_only is not False)
 
     def remove_checkpoint(self, path: PathLike) -> None:
@@ -85,7 +87,8 @@ class AsyncCheckpointIO(CheckpointIO):
     def load_checkpoint(self, path: PathLike, map_location: Optional[Any] = None,
                         weights_only: Optional[bool] = None) -> Dict[str, Any]:
         self._wait_for(path)
-        return self.checkpoint_io.load_checkpoint(path, map_location=map_location, weights_only=weights_only)
+        where = {} if map_location is None else {"map_location": map_location}  # the wrapped plugin may take none
+        return self.checkpoint_io.load_checkpoint(path, weights_only=weights_only, **where)
 
     def remove_checkpoint(self, path: PathLike) -> None:
         self._wait_for(path)

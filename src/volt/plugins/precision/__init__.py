@@ -2,6 +2,9 @@
 
     Trainer(plugins=[MixedPrecision("16-mixed", "cuda", scaler=torch.amp.GradScaler("cuda", init_scale=1024))])
 """
-from volt.trainer.precision import DoublePrecision, HalfPrecision, MixedPrecision, Precision
+from volt.trainer.precision import (DoublePrecision, DoublePrecisionPlugin, HalfPrecision, HalfPrecisionPlugin,
+                                   MixedPrecision, MixedPrecisionPlugin, Precision, PrecisionPlugin)
 
-__all__ = ["DoublePrecision", "HalfPrecision", "MixedPrecision", "Precision"]
+__all__ = ["DoublePrecision", "HalfPrecision", "MixedPrecision", "Precision",
+           # Lightning's deprecated old names (they warn)
+           "DoublePrecisionPlugin", "HalfPrecisionPlugin", "MixedPrecisionPlugin", "PrecisionPlugin"]
