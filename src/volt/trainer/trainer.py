@@ -746,20 +746,20 @@ class Trainer:
     @property
     def num_val_batches(self) -> list:
         loop = self.fit_loop.val_loop if self.state.fn == "fit" else self.validate_loop
-        return list(loop.num_batches)
+        return list(loop.shown_num_batches)
 
     @property
     def num_sanity_val_batches(self) -> list:
         steps = self.num_sanity_val_steps  # fit's validation loaders alone, as in Lightning
-        return [min(steps, b) for b in self.fit_loop.val_loop.num_batches]
+        return [min(steps, b) for b in self.fit_loop.val_loop.shown_num_batches]
 
     @property
     def num_test_batches(self) -> list:
-        return list(self.test_loop.num_batches)
+        return list(self.test_loop.shown_num_batches)
 
     @property
     def num_predict_batches(self) -> list:
-        return list(self.predict_loop.num_batches)
+        return list(self.predict_loop.shown_num_batches)
 
     @property
     def val_check_batch(self) -> float:

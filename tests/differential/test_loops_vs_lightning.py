@@ -1,0 +1,103 @@
+"""Loop, data and progress-bar behaviour that Lightning's own test suite showed volt doing differently, run by
+pytorch-lightning 2.6.6 and by volt with the same module code: batch counts of a CombinedLoader in evaluation, the
+validation loaders the batch-size search leaves behind, the counts the TQDM bar shows."""
+import importlib
+
+import pytest
+from torch.utils.data import DataLoader
+
+import volt
+
+pytestmark = [pytest.mark.lightning, pytest.mark.filterwarnings("ignore::UserWarning")]
+
+
+def frameworks(request):
+    return {"volt": volt, "lightning": request.getfixturevalue("quiet_lightning")}
+
+
+def part(pl, name: str):
+    return importlib.import_module(f"{pl.__name__}.{name}")
+
+
+def run_each(request, program):
+    """`program(pl)` for volt and for Lightning; both results."""
+    results = {name: program(pl) for name, pl in frameworks(request).items()}
+    return results["volt"], results["lightning"]
+
+
+def test_combined_loader_counts_in_evaluation(request, tmp_path):
+    """Non-sequential CombinedLoader modes in validate/test: `num_*_batches` counts each loader apart."""
+
+    def program(pl):
+        found = {}
+        for mode in ("max_size_cycle", "min_size", "max_size"):
+            seen = []
+
+            class Model(part(pl, "demos.boring_classes").BoringModel):
+                def validation_step(self, batch, batch_idx):
+                    seen.append(batch)
+
+                test_step = validation_step
+
+            run = pl.Trainer(default_root_dir=tmp_path, barebones=True)
+            run.validate(Model(), part(pl, "utilities").CombinedLoader({"a": [0, 1, 2], "b": [3, 4]}, mode))
+            found[mode] = [run.num_val_batches, run.num_sanity_val_batches]
+            run.test(Model(), part(pl, "utilities").CombinedLoader({"a": [0, 1, 2], "b": [3, 4]}, mode))
+            found[mode] += [run.num_test_batches, seen]
+        return found
+
+    ours, theirs = run_each(request, program)
+    assert ours == theirs
+    assert ours["min_size"][0] == [3, 2] and len(ours["min_size"][-1]) == 4  # two batches each in validate and test
+
+
+def test_batch_size_search_leaves_validation_loaders_at_the_size_found(request, tmp_path):
+    def program(pl):
+        class Model(part(pl, "demos.boring_classes").BoringModel):
+            def __init__(self):
+                super().__init__()
+                self.batch_size = 2
+
+            def train_dataloader(self):
+                return DataLoader(part(pl, "demos.boring_classes").RandomDataset(32, 64), batch_size=self.batch_size)
+
+            def val_dataloader(self):
+                return DataLoader(part(pl, "demos.boring_classes").RandomDataset(32, 64), batch_size=self.batch_size)
+
+        run = pl.Trainer(default_root_dir=tmp_path, max_epochs=1, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False)
+        size = part(pl, "tuner").Tuner(run).scale_batch_size(Model(), init_val=4, max_trials=3, steps_per_trial=1)
+        return size, run.train_dataloader.batch_size, run.val_dataloaders.batch_size
+
+    ours, theirs = run_each(request, program)
+    assert ours == theirs == (16, 16, 16)
+
+
+def test_tqdm_bar_counts(request, tmp_path):
+    """The bars' `n` at each batch end: every `refresh_rate` batches and the last, whatever the redraw time limit."""
+
+    def program(pl):
+        counts = {"train": [], "val": [], "test": []}
+
+        class Reader(pl.Callback):  # after the bar in the callback list: reads what the bar just set
+            def on_train_batch_end(self, trainer, *args):
+                counts["train"].append(trainer.progress_bar_callback.train_progress_bar.n)
+
+            def on_validation_batch_end(self, trainer, *args):
+                counts["val"].append(trainer.progress_bar_callback.val_progress_bar.n)
+
+            def on_test_batch_end(self, trainer, *args):
+                counts["test"].append(trainer.progress_bar_callback.test_progress_bar.n)
+
+        run = pl.Trainer(default_root_dir=tmp_path, max_epochs=1, limit_train_batches=7, limit_val_batches=5,
+                         limit_test_batches=4, val_check_interval=4, num_sanity_val_steps=0, logger=False,
+                         enable_checkpointing=False, enable_model_summary=False,
+                         callbacks=[pl.callbacks.TQDMProgressBar(refresh_rate=3), Reader()])
+        model = part(pl, "demos.boring_classes").BoringModel()
+        run.fit(model)
+        run.test(model, verbose=False)
+        return counts
+
+    ours, theirs = run_each(request, program)
+    assert ours == theirs
+    assert ours["train"] == [0, 0, 3, 3, 3, 6, 7]
