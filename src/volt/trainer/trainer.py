@@ -859,6 +859,7 @@ _MINUS_ONE_MEANS = {"max_epochs": " (-1: no limit)", "max_steps": " (-1: no limi
 
 
 _INT_KINDS = {-1: "a non-negative integer or -1", 0: "a non-negative integer", 1: "a positive integer"}
+_INT_WORDING = {"reload_dataloaders_every_n_epochs": "should be an int >= 0"}  # Lightning's, which tests match
 
 
 def _check_int(name: str, value: Any, minimum: int, optional: bool = False) -> None:
@@ -869,6 +870,7 @@ def _check_int(name: str, value: Any, minimum: int, optional: bool = False) -> N
         wrong = f"must be {_INT_KINDS[minimum]}"
     else:
         return
+    wrong = _INT_WORDING.get(name, wrong)
     raise MisconfigurationException(f"`Trainer({name}={value!r})` is invalid: `{name}` {wrong}"
                                     f"{_MINUS_ONE_MEANS.get(name, '')}{', or None' if optional else ''}.")
 
