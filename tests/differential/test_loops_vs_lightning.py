@@ -4,6 +4,7 @@ validation loaders the batch-size search leaves behind, the counts the TQDM bar 
 import importlib
 
 import pytest
+import torch
 from torch.utils.data import DataLoader
 
 import volt
@@ -101,3 +102,55 @@ def test_tqdm_bar_counts(request, tmp_path):
     ours, theirs = run_each(request, program)
     assert ours == theirs
     assert ours["train"] == [0, 0, 3, 3, 3, 6, 7]
+
+
+class CountingStream:
+    """An iterable training stream with Lightning's state pair: it continues from the position its state says."""
+
+    def __init__(self):
+        self.index = 0
+
+    def __iter__(self):
+        while self.index < len(self):
+            self.index += 1
+            yield torch.full((2, 32), float(self.index - 1))
+
+    def __len__(self):
+        return 4
+
+    def state_dict(self):
+        return {"index": self.index}
+
+    def load_state_dict(self, state):
+        self.index = state["index"]
+
+
+def test_lightning_resumes_a_volt_checkpoint_inside_a_stateful_stream(request, tmp_path):
+    """The stream's position goes where Lightning reads it (`loops.fit_loop.state_dict.combined_loader`)."""
+
+    def stream_model(pl):
+        class Model(part(pl, "demos.boring_classes").BoringModel):
+            def __init__(self):
+                super().__init__()
+                self.seen = []
+
+            def training_step(self, batch, batch_idx):
+                self.seen.append(int(batch[0, 0]))
+                return super().training_step(batch, batch_idx)
+
+            def train_dataloader(self):
+                return CountingStream()
+
+        return Model()
+
+    quiet = dict(default_root_dir=tmp_path, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                 num_sanity_val_steps=0, limit_val_batches=0)
+    every_two = volt.callbacks.ModelCheckpoint(dirpath=tmp_path, filename="step2", every_n_train_steps=2)
+    volt.Trainer(max_steps=3, callbacks=[every_two], **quiet).fit(stream_model(volt))
+    checkpoint = torch.load(tmp_path / "step2.ckpt", weights_only=True)
+    assert checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"index": 2}]
+
+    pl = request.getfixturevalue("quiet_lightning")
+    model = stream_model(pl)
+    pl.Trainer(max_steps=4, enable_checkpointing=False, **quiet).fit(model, ckpt_path=tmp_path / "step2.ckpt")
+    assert model.seen == [2, 3]
