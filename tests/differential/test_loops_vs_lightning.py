@@ -154,3 +154,34 @@ def test_lightning_resumes_a_volt_checkpoint_inside_a_stateful_stream(request, t
     model = stream_model(pl)
     pl.Trainer(max_steps=4, enable_checkpointing=False, **quiet).fit(model, ckpt_path=tmp_path / "step2.ckpt")
     assert model.seen == [2, 3]
+
+
+def test_prediction_writer_batch_indices(request, tmp_path):
+    """A batch-interval writer gets each batch's sample indices; the loop keeps the epoch's only for an
+    epoch-interval writer."""
+
+    def program(pl):
+        written, at_epoch_end = [], []
+
+        class Writer(pl.callbacks.BasePredictionWriter):
+            def write_on_batch_end(self, trainer, module, prediction, batch_indices, batch, batch_idx, dl_idx):
+                written.append(list(batch_indices))
+
+            def write_on_epoch_end(self, trainer, module, predictions, batch_indices):
+                written.append(batch_indices)
+
+            def on_predict_epoch_end(self, trainer, module):
+                at_epoch_end.append(trainer.predict_loop.epoch_batch_indices)
+                super().on_predict_epoch_end(trainer, module)
+
+        boring = part(pl, "demos.boring_classes")
+        data = DataLoader(boring.RandomDataset(32, 12), batch_size=4)
+        for interval in ("batch", "epoch"):
+            run = pl.Trainer(default_root_dir=tmp_path, logger=False, enable_progress_bar=False,
+                             limit_predict_batches=2, callbacks=Writer(interval))
+            run.predict(boring.BoringModel(), dataloaders=data, return_predictions=False)
+        return written, at_epoch_end
+
+    ours, theirs = run_each(request, program)
+    assert ours == theirs
+    assert ours[1][0] == [[]] and ours[1][1] == [[[0, 1, 2, 3], [4, 5, 6, 7]]]

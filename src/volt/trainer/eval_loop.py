@@ -25,6 +25,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
+from volt.callbacks.prediction_writer import BasePredictionWriter
 from volt.trainer.data import (CombinedBatches, DataLoaderIter, as_given, as_loader_list, check_iterable,
                               check_loaders, distributed_sampler_fn, limit_batches, resumable_sampler, set_data_epoch,
                               warn_overfit_shuffling, wrap_loader)
@@ -78,7 +79,8 @@ class EvalLoop:
             check_iterable(source, f"passed to `Trainer.{trainer.state.fn}({argument}=...)`")
         loaders = as_loader_list(source)
         sampler_fn = distributed_sampler_fn(trainer, train=False)
-        record = self.stage == "predict"  # the batches' sample indices, for prediction writers
+        # the batches' sample indices, kept (as Lightning) only for prediction writers: a long run's would pile up
+        record = self.stage == "predict" and bool(self._writer_intervals())
         check_loaders(source, _LOADER[self.stage], bool(trainer.reload_dataloaders_every_n_epochs))
         overfit = trainer.state.fn == "fit" and bool(trainer.overfit_batches)  # as Lightning: fit's validation too
         if overfit:
@@ -124,9 +126,16 @@ class EvalLoop:
 
     @property
     def epoch_batch_indices(self) -> List[List[List[int]]]:
-        """For each predict dataloader, the dataset indices of each batch run (Lightning's name and layout)."""
+        """For each predict dataloader, the dataset indices of each batch run (Lightning's name and layout); as in
+        Lightning, empty lists unless a prediction writer writes at the epoch end."""
+        if not any(interval.on_epoch for interval in self._writer_intervals()):
+            return [[] for _ in self.num_batches]
         indices = [self._seen_batches(i) for i in range(len(self.num_batches))]
         return [seen if n == math.inf else seen[:int(n)] for seen, n in zip(indices, self.num_batches)]
+
+    def _writer_intervals(self) -> list:
+        """The `interval` of each prediction writer among the Trainer's callbacks."""
+        return [callback.interval for callback in self.trainer.callbacks if isinstance(callback, BasePredictionWriter)]
 
     def _seen_batches(self, dataloader_idx: int) -> List[List[int]]:
         sampler = resumable_sampler(self.loaders[dataloader_idx]) if self.loaders else None
