@@ -185,3 +185,25 @@ def test_prediction_writer_batch_indices(request, tmp_path):
     ours, theirs = run_each(request, program)
     assert ours == theirs
     assert ours[1][0] == [[]] and ours[1][1] == [[[0, 1, 2, 3], [4, 5, 6, 7]]]
+
+
+def test_data_argument_errors_match_lightnings_wording(request, tmp_path):
+    """Lightning's tests (and users') match these messages."""
+
+    def program(pl):
+        errors = part(pl, "utilities.exceptions")
+        for bad in (-1, "test"):
+            with pytest.raises(errors.MisconfigurationException, match="should be an int >= 0"):
+                pl.Trainer(default_root_dir=tmp_path, reload_dataloaders_every_n_epochs=bad)
+
+        class TwoValidationLoaders(part(pl, "demos.boring_classes").BoringModel):  # and no `batch_size` field
+            def val_dataloader(self):
+                return [super().val_dataloader(), super().val_dataloader()]
+
+        run = pl.Trainer(default_root_dir=tmp_path, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False)
+        with pytest.raises(errors.MisconfigurationException,
+                           match="Batch size finder cannot be used with multiple val dataloaders"):
+            part(pl, "tuner").Tuner(run).scale_batch_size(TwoValidationLoaders(), method="validate")
+
+    run_each(request, program)
