@@ -97,11 +97,22 @@ def test_tqdm_bar_counts(request, tmp_path):
         model = part(pl, "demos.boring_classes").BoringModel()
         run.fit(model)
         run.test(model, verbose=False)
+
+        class Hide(pl.Callback):  # hidden after the second batch, shown again after the fourth
+            def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+                bar = trainer.progress_bar_callback
+                bar.disable() if batch_idx == 1 else bar.enable() if batch_idx == 3 else None
+                counts["hidden"].append(bar.train_progress_bar.n)
+
+        counts["hidden"] = []
+        pl.Trainer(default_root_dir=tmp_path, max_epochs=1, limit_train_batches=6, limit_val_batches=0, logger=False,
+                   enable_checkpointing=False, enable_model_summary=False,
+                   callbacks=[pl.callbacks.TQDMProgressBar(), Hide()]).fit(model)
         return counts
 
     ours, theirs = run_each(request, program)
     assert ours == theirs
-    assert ours["train"] == [0, 0, 3, 3, 3, 6, 7]
+    assert ours["train"] == [0, 0, 3, 3, 3, 6, 7] and ours["hidden"] == [1, 2, 2, 2, 5, 6]
 
 
 class CountingStream:

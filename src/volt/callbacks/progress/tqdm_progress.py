@@ -122,9 +122,16 @@ class TQDMProgressBar(SwitchableBar):
     def process_position(self) -> int:
         return self._process_position
 
+    def disable(self) -> None:
+        super().disable()
+        self._train_counter = SimpleNamespace(n=0)  # the hidden bar's count stays where it was
+
     def enable(self) -> None:
         super().enable()
         self._train_next_draw = self._eval_next_draw = 0.0
+        bar = self._train_progress_bar
+        if bar is not None and not bar.disable:  # enabled inside an epoch: the count goes to the bar again
+            self._train_counter = bar
 
     def _new_bar(self, desc: str, position: int, leave: bool, **kwargs: Any) -> Tqdm:
         return Tqdm(desc=desc, position=position, disable=self.is_disabled, leave=leave, dynamic_ncols=True,
