@@ -108,11 +108,20 @@ def test_tqdm_bar_counts(request, tmp_path):
         pl.Trainer(default_root_dir=tmp_path, max_epochs=1, limit_train_batches=6, limit_val_batches=0, logger=False,
                    enable_checkpointing=False, enable_model_summary=False,
                    callbacks=[pl.callbacks.TQDMProgressBar(), Hide()]).fit(model)
+
+        class Leaving(pl.callbacks.TQDMProgressBar):  # with `leave`: counts the bars made
+            def init_train_tqdm(self):
+                counts["leave"] = counts.get("leave", 0) + 1
+                return super().init_train_tqdm()
+
+        pl.Trainer(default_root_dir=tmp_path, max_epochs=2, limit_train_batches=1, limit_val_batches=0, logger=False,
+                   enable_checkpointing=False, enable_model_summary=False, callbacks=[Leaving(leave=True)]).fit(model)
         return counts
 
     ours, theirs = run_each(request, program)
     assert ours == theirs
     assert ours["train"] == [0, 0, 3, 3, 3, 6, 7] and ours["hidden"] == [1, 2, 2, 2, 5, 6]
+    assert ours["leave"] == 3  # one at the start of training, one per epoch
 
 
 class CountingStream:

@@ -170,11 +170,14 @@ class TQDMProgressBar(SwitchableBar):
         self.train_progress_bar.close()
 
     def on_train_start(self, trainer, pl_module) -> None:
-        if not self._leave:  # one bar, reset each epoch; with `leave` each epoch gets its own
-            self.train_progress_bar = self.init_train_tqdm()
+        self.train_progress_bar = self.init_train_tqdm()  # one bar, reset each epoch (as Lightning, also with `leave`)
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        if self._leave:
+        if self._leave:  # each epoch gets its own bar; the one made at train start goes without a trace
+            previous = self.train_progress_bar
+            if not previous.disable:
+                previous.leave = False
+                previous.close()
             self.train_progress_bar = self.init_train_tqdm()
         bar = self.train_progress_bar
         total = _finite_or_none(self.total_train_batches)
