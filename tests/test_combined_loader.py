@@ -128,6 +128,18 @@ def test_reset_starts_over(quiet_lightning):
         assert plain(next(iter(combined))) == ([0, 1], 0, 0)
 
 
+def test_pickles_while_iterating_and_starts_over(quiet_lightning):
+    """As Lightning's, a CombinedLoader pickles mid-iteration (e.g. held by a module sent to ddp_spawn processes);
+    the copy has the same structure and starts from the beginning."""
+    import pickle
+
+    for cls in (CombinedLoader, oracle_class(quiet_lightning)):
+        combined = iter(cls({"a": loader(n=4), "b": [5, 6, 7]}, "max_size_cycle"))
+        next(combined)
+        copy = pickle.loads(pickle.dumps(combined))
+        assert [plain(step) for step in iter(copy)] == [plain(step) for step in iter(combined)]
+        assert list(copy.sampler) == ["a", "b"] and copy.sampler["b"] is None
+
 # ----------------------------------------------------------------------------------------------- with the Trainer
 def two_loader_module(pl):
     class TwoLoaders(pl.LightningModule):

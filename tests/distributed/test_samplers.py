@@ -45,6 +45,14 @@ def test_eval_shards_have_no_padding_and_no_duplicates():
     assert [len(DistributedEvalSampler(range(7), 3, r)) for r in range(3)] == [3, 2, 2]
 
 
+def test_samplers_are_distributed_samplers_with_their_own_counts():
+    """As Lightning's inserted samplers: user code tests `isinstance(sampler, DistributedSampler)`."""
+    for kind, counts in ((DistributedTrainSampler, [3, 3, 3]), (DistributedEvalSampler, [3, 2, 2])):
+        samplers = [kind(range(7), 3, rank) for rank in range(3)]
+        assert all(isinstance(sampler, torch.utils.data.DistributedSampler) for sampler in samplers)
+        assert [sampler.num_samples for sampler in samplers] == counts
+
+
 def test_custom_sampler_output_is_split_under_a_shared_seed():
     weights = torch.rand(20)
     parts = [list(DistributedTrainSampler(range(20), 2, rank, seed=11, inner=WeightedRandomSampler(weights, 20)))

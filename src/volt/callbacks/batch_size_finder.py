@@ -6,7 +6,6 @@ from typing import Optional
 from volt.callbacks.callback import Callback
 from volt.tuner.batch_size_scaling import _scale_batch_size
 from volt.utilities.exceptions import MisconfigurationException
-from volt.utilities.parsing import lightning_hasattr
 from volt.utilities.rank_zero import rank_zero_warn
 
 
@@ -51,9 +50,6 @@ class BatchSizeFinder(Callback):
     def setup(self, trainer, pl_module, stage: Optional[str] = None) -> None:
         if trainer.world_size > 1:
             raise MisconfigurationException("The Batch size finder is not supported with distributed strategies.")
-        if not lightning_hasattr(pl_module, self._batch_arg_name):
-            raise MisconfigurationException(
-                f"Field {self._batch_arg_name} not found in `model`, `datamodule`, nor their `hparams` attributes.")
         if hasattr(pl_module, self._batch_arg_name) and self._batch_arg_name in pl_module.hparams:
             rank_zero_warn(
                 f"Field `model.{self._batch_arg_name}` and `model.hparams.{self._batch_arg_name}` are mutually "

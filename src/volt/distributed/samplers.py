@@ -13,14 +13,18 @@ import math
 from typing import Iterator, List, Optional, Sized
 
 import torch
-from torch.utils.data import RandomSampler, Sampler, SequentialSampler
+from torch.utils.data import DistributedSampler, RandomSampler, Sampler, SequentialSampler
 
 
-class _ShardedSampler(Sampler):
+class _ShardedSampler(DistributedSampler):
+    """A DistributedSampler (as Lightning's inserted samplers are: user code tests `isinstance`) whose order and
+    length are volt's (below)."""
+
     def __init__(self, data_source: Sized, num_replicas: int, rank: int, shuffle: bool = False, seed: int = 0,
                  inner: Optional[Sampler] = None) -> None:
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank={rank} must be in [0, num_replicas={num_replicas}).")
+        super().__init__(data_source, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
         self.data_source = data_source
         self.num_replicas = num_replicas
         self.rank = rank
@@ -28,6 +32,7 @@ class _ShardedSampler(Sampler):
         self.seed = int(seed) % 2**63
         self.inner = inner  # a custom sampler whose order is split (drawn under a shared seed on every rank)
         self.epoch = 0
+        self.num_samples = len(self)  # DistributedSampler's attribute, with this sampler's count
 
     def set_epoch(self, epoch: int) -> None:
         """Called by the fit loop at every epoch start: a new epoch draws a new order."""

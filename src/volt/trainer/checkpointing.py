@@ -191,6 +191,9 @@ class Checkpoints:
                                 manual=not trainer.lightning_module.automatic_optimization,
                                 val_batches=int(val_batches) if val_batches != math.inf else 0)
         loops["fit_loop"].update(self.loop_state())  # volt's exact cursor, beside Lightning's counters
+        stream = loops["fit_loop"]["stream"]
+        if stream is not None:  # Lightning's place for it: a resume by Lightning continues the stream too
+            loops["fit_loop"]["state_dict"]["combined_loader"] = [stream]
         checkpoint["loops"] = loops
         if not weights_only:
             storage, strategy = self.storage, trainer.strategy

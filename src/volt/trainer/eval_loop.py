@@ -25,8 +25,9 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from volt.trainer.data import (DataLoaderIter, as_given, as_loader_list, check_iterable, check_loaders,
-                              distributed_sampler_fn, limit_batches, resumable_sampler, set_data_epoch,
+from volt.callbacks.prediction_writer import BasePredictionWriter
+from volt.trainer.data import (CombinedBatches, DataLoaderIter, as_given, as_loader_list, check_iterable,
+                              check_loaders, distributed_sampler_fn, limit_batches, resumable_sampler, set_data_epoch,
                               warn_overfit_shuffling, wrap_loader)
 from volt.trainer.hooks import step_caller, takes_dataloader_iter
 from volt.utilities.combined_loader import loader_length
@@ -48,7 +49,9 @@ class EvalLoop:
         self.hook = _HOOK[stage]
         self.loaders: Optional[List[Any]] = None  # resolved on first run (or again when reloading)
         self.shown_loaders: Any = None  # what the Trainer's `*_dataloaders` property shows (`setup_data`)
-        self.num_batches: List[float] = []
+        self.num_batches: List[float] = []  # batches run from each of `loaders`
+        # what the Trainer's `num_*_batches` show: as Lightning, a CombinedLoader's loaders counted apart (in any mode)
+        self.shown_num_batches: List[float] = []
         self.loaded_epoch: float = 0  # the epoch its loaders were last made at (reload_dataloaders_every_n_epochs)
         self.source: Any = None  # the dataloaders passed to the Trainer call, if any
         self.predictions_per_dataloader: List[List[Any]] = []  # predict: each dataloader's step outputs
@@ -76,7 +79,8 @@ class EvalLoop:
             check_iterable(source, f"passed to `Trainer.{trainer.state.fn}({argument}=...)`")
         loaders = as_loader_list(source)
         sampler_fn = distributed_sampler_fn(trainer, train=False)
-        record = self.stage == "predict"  # the batches' sample indices, for prediction writers
+        # the batches' sample indices, kept (as Lightning) only for prediction writers: a long run's would pile up
+        record = self.stage == "predict" and bool(self._writer_intervals())
         check_loaders(source, _LOADER[self.stage], bool(trainer.reload_dataloaders_every_n_epochs))
         overfit = trainer.state.fn == "fit" and bool(trainer.overfit_batches)  # as Lightning: fit's validation too
         if overfit:
@@ -94,6 +98,10 @@ class EvalLoop:
             lengths = self._agreed_lengths(lengths)
         limit = getattr(trainer, _LIMIT[self.stage])  # `overfit_batches` and `fast_dev_run` set it (as Lightning)
         self.num_batches = [limit_batches(length, limit, _LIMIT[self.stage]) for length in lengths]
+        self.shown_num_batches = self.num_batches
+        if len(self.loaders) == 1 and isinstance(self.loaders[0], CombinedBatches):  # one non-sequential combination
+            self.shown_num_batches = [limit_batches(loader_length(part), limit, _LIMIT[self.stage])
+                                      for part in self.loaders[0].combined.flattened]
         resumed, self._resumed_log_steps = self._resumed_log_steps, None
         self.log_steps = resumed if resumed is not None and len(resumed) == len(loaders) else [0] * len(loaders)
 
@@ -118,9 +126,16 @@ class EvalLoop:
 
     @property
     def epoch_batch_indices(self) -> List[List[List[int]]]:
-        """For each predict dataloader, the dataset indices of each batch run (Lightning's name and layout)."""
+        """For each predict dataloader, the dataset indices of each batch run (Lightning's name and layout); as in
+        Lightning, empty lists unless a prediction writer writes at the epoch end."""
+        if not any(interval.on_epoch for interval in self._writer_intervals()):
+            return [[] for _ in self.num_batches]
         indices = [self._seen_batches(i) for i in range(len(self.num_batches))]
         return [seen if n == math.inf else seen[:int(n)] for seen, n in zip(indices, self.num_batches)]
+
+    def _writer_intervals(self) -> list:
+        """The `interval` of each prediction writer among the Trainer's callbacks."""
+        return [callback.interval for callback in self.trainer.callbacks if isinstance(callback, BasePredictionWriter)]
 
     def _seen_batches(self, dataloader_idx: int) -> List[List[int]]:
         sampler = resumable_sampler(self.loaders[dataloader_idx]) if self.loaders else None

@@ -748,20 +748,20 @@ class Trainer:
     @property
     def num_val_batches(self) -> list:
         loop = self.fit_loop.val_loop if self.state.fn == "fit" else self.validate_loop
-        return list(loop.num_batches)
+        return list(loop.shown_num_batches)
 
     @property
     def num_sanity_val_batches(self) -> list:
         steps = self.num_sanity_val_steps  # fit's validation loaders alone, as in Lightning
-        return [min(steps, b) for b in self.fit_loop.val_loop.num_batches]
+        return [min(steps, b) for b in self.fit_loop.val_loop.shown_num_batches]
 
     @property
     def num_test_batches(self) -> list:
-        return list(self.test_loop.num_batches)
+        return list(self.test_loop.shown_num_batches)
 
     @property
     def num_predict_batches(self) -> list:
-        return list(self.predict_loop.num_batches)
+        return list(self.predict_loop.shown_num_batches)
 
     @property
     def val_check_batch(self) -> float:
@@ -870,6 +870,7 @@ _MINUS_ONE_MEANS = {"max_epochs": " (-1: no limit)", "max_steps": " (-1: no limi
 
 
 _INT_KINDS = {-1: "a non-negative integer or -1", 0: "a non-negative integer", 1: "a positive integer"}
+_INT_WORDING = {"reload_dataloaders_every_n_epochs": "should be an int >= 0"}  # Lightning's, which tests match
 
 
 def _check_int(name: str, value: Any, minimum: int, optional: bool = False) -> None:
@@ -880,6 +881,7 @@ def _check_int(name: str, value: Any, minimum: int, optional: bool = False) -> N
         wrong = f"must be {_INT_KINDS[minimum]}"
     else:
         return
+    wrong = _INT_WORDING.get(name, wrong)
     raise MisconfigurationException(f"`Trainer({name}={value!r})` is invalid: `{name}` {wrong}"
                                     f"{_MINUS_ONE_MEANS.get(name, '')}{', or None' if optional else ''}.")
 

@@ -121,7 +121,11 @@ class TrialRun:
             loop = self.trainer.fit_loop
             shutdown_workers(loop.train_loader)
             loop.setup_train_data()
-            loop.val_loop.loaders = None  # validation makes its own again when it next runs
+            for loader in loop.val_loop.loaders or []:
+                shutdown_workers(loader)
+            loop.val_loop.loaders = None
+            if loop.validates_in_epoch(loop.state.epoch):  # as Lightning: `trainer.val_dataloaders` shows the size
+                loop.val_loop.setup_data()
         else:
             loop = self._eval_loop()
             for loader in loop.loaders or []:

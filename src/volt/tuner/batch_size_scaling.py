@@ -18,7 +18,7 @@ from typing import Optional
 
 from volt.utilities.exceptions import MisconfigurationException
 from volt.utilities.memory import garbage_collection_cuda, is_oom_error
-from volt.utilities.parsing import lightning_setattr
+from volt.utilities.parsing import lightning_hasattr, lightning_setattr
 from volt.utilities.rank_zero import rank_zero_only, rank_zero_warn
 
 # The searches log on a logger of their own: inside a trial run only the `volt` logger's own lines are held back.
@@ -60,7 +60,10 @@ class _Search:
         self.max_val = max_val
         self.largest_ok: Optional[int] = None
         self.smallest_failed: Optional[int] = None
-        _check_data(trainer, trial)
+        _check_data(trainer, trial)  # first, as Lightning: a wrong set of loaders is the first error shown
+        if not lightning_hasattr(trainer.lightning_module, batch_arg_name):
+            raise MisconfigurationException(
+                f"Field {batch_arg_name} not found in `model`, `datamodule`, nor their `hparams` attributes.")
 
     def power(self, size: int, max_trials: int) -> int:
         """Double after each size that runs; halve after failures until one runs. The largest size that ran."""

@@ -95,6 +95,17 @@ class CombinedLoader:
             self._iterator = ((self._rebuild(batches), batch_idx, 0) for batch_idx, batches in enumerate(steps))
         return self
 
+    def __getstate__(self) -> dict:
+        # a running iteration (generators, worker processes) stays behind: a pickled copy starts without it; the
+        # structure's rebuild function is a closure, made again from the loaders on unpickling
+        state = dict(vars(self), _iterator=None)
+        del state["_rebuild"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._rebuild = _flatten(self._iterables)[1]
+
     def __next__(self) -> Tuple[Any, int, int]:
         if self._iterator is None:
             raise RuntimeError("Please call `iter(combined_loader)` first.")

@@ -2,13 +2,15 @@
 
 Bars: "Sanity Checking", "Epoch N" (training; validation gets its own bar below it), "Validation", "Testing",
 "Predicting". Speed is the point: a batch end that does not redraw costs a counter, a modulo and a clock read.
-A bar redraws every `refresh_rate` batches but at most once per `min_refresh_interval` seconds (always on the last
-batch), and only a redraw reads the metric values (`get_metrics`; at a batch end without waiting for the device).
+Every `refresh_rate` batches (and on the last) a bar's count `n` moves on, as Lightning's does; the bar redraws then,
+but at most once per `min_refresh_interval` seconds (always on the last batch), and only a redraw reads the metric
+values (`get_metrics`; at a batch end without waiting for the device).
 """
 import math
 import os
 import sys
 import time
+from types import SimpleNamespace
 from typing import Any, Optional, Union
 
 from tqdm import tqdm as _tqdm
@@ -65,11 +67,12 @@ class TQDMProgressBar(SwitchableBar):
         self._val_progress_bar: Optional[_tqdm] = None
         self._test_progress_bar: Optional[_tqdm] = None
         self._predict_progress_bar: Optional[_tqdm] = None
-        # Per-step state of the throttled redraw: batches done, the epoch's total, the earliest next redraw time.
-        self._train_n = 0
+        # Per-step state of the throttled redraw: where the count goes (the bar, or a throwaway while it is hidden),
+        # the epoch's total, the earliest next redraw time.
+        self._train_counter: Any = SimpleNamespace(n=0)
         self._train_total: Optional[Union[int, float]] = None
         self._train_next_draw = 0.0
-        self._eval_n = 0
+        self._eval_undrawn = False  # a count set that the time limit left undrawn
         self._eval_total: Optional[Union[int, float]] = None
         self._eval_next_draw = 0.0
 
@@ -119,9 +122,16 @@ class TQDMProgressBar(SwitchableBar):
     def process_position(self) -> int:
         return self._process_position
 
+    def disable(self) -> None:
+        super().disable()
+        self._train_counter = SimpleNamespace(n=0)  # the hidden bar's count stays where it was
+
     def enable(self) -> None:
         super().enable()
         self._train_next_draw = self._eval_next_draw = 0.0
+        bar = self._train_progress_bar
+        if bar is not None and not bar.disable:  # enabled inside an epoch: the count goes to the bar again
+            self._train_counter = bar
 
     def _new_bar(self, desc: str, position: int, leave: bool, **kwargs: Any) -> Tqdm:
         return Tqdm(desc=desc, position=position, disable=self.is_disabled, leave=leave, dynamic_ncols=True,
@@ -160,11 +170,14 @@ class TQDMProgressBar(SwitchableBar):
         self.train_progress_bar.close()
 
     def on_train_start(self, trainer, pl_module) -> None:
-        if not self._leave:  # one bar, reset each epoch; with `leave` each epoch gets its own
-            self.train_progress_bar = self.init_train_tqdm()
+        self.train_progress_bar = self.init_train_tqdm()  # one bar, reset each epoch (as Lightning, also with `leave`)
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        if self._leave:
+        if self._leave:  # each epoch gets its own bar; the one made at train start goes without a trace
+            previous = self.train_progress_bar
+            if not previous.disable:
+                previous.leave = False
+                previous.close()
             self.train_progress_bar = self.init_train_tqdm()
         bar = self.train_progress_bar
         total = _finite_or_none(self.total_train_batches)
@@ -172,18 +185,21 @@ class TQDMProgressBar(SwitchableBar):
         bar.reset()
         bar.initial = 0
         bar.set_description(f"Epoch {trainer.current_epoch}")
-        self._train_n = 0
+        hidden = bar.disable or not self.is_enabled
+        self._train_counter = SimpleNamespace(n=0) if hidden else bar
         self._train_total = total
-        self._train_next_draw = math.inf if bar.disable else 0.0
+        self._train_next_draw = math.inf if hidden else 0.0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        n = self._train_n = batch_idx + 1
-        if (n % self._every == 0 and _monotonic() >= self._train_next_draw) or n == self._train_total:
-            with self.values_may_lag():  # a training step never waits for the device to show its metrics
-                self._redraw_train(trainer, pl_module)
+        n = batch_idx + 1
+        if n % self._every == 0 or n == self._train_total:
+            self._train_counter.n = n  # a plain attribute: the drawing waits for the time limit
+            if _monotonic() >= self._train_next_draw or n == self._train_total:
+                with self.values_may_lag():  # a training step never waits for the device to show its metrics
+                    self._redraw_train(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self._redraw_train(trainer, pl_module)  # the batches since the last redraw, and the epoch-end metrics
+        self._redraw_train(trainer, pl_module)  # the count since the last redraw, and the epoch-end metrics
         if self._leave and self._train_progress_bar is not None:
             self._train_progress_bar.close()
 
@@ -196,17 +212,14 @@ class TQDMProgressBar(SwitchableBar):
         if bar is None or bar.disable or not self.is_enabled:
             self._train_next_draw = math.inf
             return
-        bar.n = self._train_n
         bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=False)
         bar.refresh()
         self._train_next_draw = _monotonic() + self.min_refresh_interval
 
     def _show_train_count(self) -> None:
-        """Draw the training bar at the count Lightning shows there: the last multiple of `refresh_rate` (or the
-        last batch), which the time limit on redraws may have skipped."""
-        bar, n = self._train_progress_bar, self._train_n
+        """Draw the training bar's count, which the time limit on redraws may have left undrawn."""
+        bar = self._train_progress_bar
         if bar is not None and not bar.disable and self.is_enabled:
-            bar.n = n if n == self._train_total else n - n % self._every
             bar.refresh()
 
     # -- validation, test, predict -------------------------------------------------------------------------------
@@ -272,29 +285,30 @@ class TQDMProgressBar(SwitchableBar):
         bar.reset()
         bar.initial = 0
         bar.set_description(description)
-        self._eval_n = 0
         self._eval_total = total
         self._eval_next_draw = math.inf if bar.disable else 0.0
 
     def _finish_eval_bar(self, bar: _tqdm) -> None:
         self._draw_pending_eval_batches(bar)
         bar.close()
-        self._eval_n = 0
 
     def _draw_pending_eval_batches(self, bar: _tqdm) -> None:
-        if bar.n != self._eval_n and not bar.disable and self.is_enabled:
-            bar.n = self._eval_n
+        """Draw the count that the time limit on redraws left undrawn."""
+        if self._eval_undrawn and not bar.disable and self.is_enabled:
             bar.refresh()
+        self._eval_undrawn = False
 
     def _advance_eval_bar(self, bar: Optional[_tqdm], n: int) -> None:
-        self._eval_n = n
-        if (n % self._every == 0 and _monotonic() >= self._eval_next_draw) or n == self._eval_total:
-            if bar is None or bar.disable or not self.is_enabled:
-                self._eval_next_draw = math.inf
-                return
-            bar.n = n
+        if n % self._every and n != self._eval_total:
+            return
+        if bar is None or bar.disable or not self.is_enabled:
+            return
+        bar.n = n  # the count moves on as Lightning's does; the drawing waits for the time limit
+        drawn = _monotonic() >= self._eval_next_draw or n == self._eval_total
+        if drawn:
             bar.refresh()
             self._eval_next_draw = _monotonic() + self.min_refresh_interval
+        self._eval_undrawn = not drawn
 
     def print(self, *args: Any, sep: str = " ", **kwargs: Any) -> None:
         """Print a line above the active bar (through `tqdm.write`) so the bar is redrawn intact below it."""
