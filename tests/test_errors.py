@@ -124,9 +124,6 @@ class Optimizers(BoringModel):
                        r"one of:\n  \* an optimizer"),
     (lambda m: [1, 2], r"got list of \['int', 'int'\]"),
     (lambda m: {"lr_scheduler": None}, "The dict returned by `configure_optimizers` has no 'optimizer' key"),
-    (lambda m: {"optimizer": torch.optim.SGD(m.parameters(), lr=0.1), "scheduler": None},
-     r"Unknown keys \['scheduler'\] in the dict returned by `configure_optimizers`; allowed: 'optimizer', "
-     "'lr_scheduler', 'monitor'"),
 ])
 def test_wrong_configure_optimizers_forms(tmp_path, make, message):
     with pytest.raises(MisconfigurationException, match=message):

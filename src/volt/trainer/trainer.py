@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List,
 import torch
 
 from volt.callbacks.callback import Callback
+from volt.callbacks.on_exception_checkpoint import OnExceptionCheckpoint
 from volt.datamodule import LightningDataModule
 from volt.distributed.selection import select_strategy
 from volt.distributed.strategy import Strategy
@@ -360,9 +361,12 @@ class Trainer:
                                 f"earlier call: pass `trainer.{stage}(model, ...)`.")
             model = self.lightning_module
             if ckpt_path is None:  # as Lightning: without a model, use the best checkpoint of the last fit
+                on_exception = any(isinstance(c, OnExceptionCheckpoint) for c in self.callbacks)
+                tip = (" There is also an on-exception checkpoint available, however it is used by default only when "
+                       "fitting." if on_exception else "")
                 rank_zero_warn(
                     f"`.{stage}(ckpt_path=None)` was called without a model. The best model of the previous `fit` "
-                    f"call will be used. You can pass `.{stage}(ckpt_path='best')` to use the best model or "
+                    f"call will be used.{tip} You can pass `.{stage}(ckpt_path='best')` to use the best model or "
                     f"`.{stage}(ckpt_path='last')` to use the last model. If you pass a value, this warning will be "
                     "silenced."
                 )

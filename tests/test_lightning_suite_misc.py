@@ -1,0 +1,83 @@
+"""More public behaviour that Lightning's own test suite showed volt doing differently: warnings Lightning gives
+(with the phrases its users' tests match), resuming from an `OnExceptionCheckpoint`, hyperparameters, pickling and
+checkpoint callbacks. Where it is cheap, the same check runs on pytorch-lightning 2.6.6 too (`oracle`)."""
+import importlib
+import warnings
+
+import pytest
+import torch
+
+import volt
+
+
+def _framework(oracle, request):
+    return request.getfixturevalue("quiet_lightning") if oracle else volt
+
+
+def _boring(pl):
+    return importlib.import_module(f"{pl.__name__}.demos.boring_classes").BoringModel
+
+
+def _quiet_trainer(pl, tmp_path, **kwargs):
+    options = dict(default_root_dir=tmp_path, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                   max_epochs=1, limit_train_batches=2, limit_val_batches=1)
+    options.update(kwargs)
+    return pl.Trainer(**options)
+
+
+@pytest.mark.parametrize("oracle", [False, True])
+def test_optimizer_configuration_warnings(oracle, request, tmp_path):
+    """Extra keys in an optimizer dict are ignored with a warning (not refused); OneCycleLR stepped per epoch warns."""
+    pl = _framework(oracle, request)
+
+    class Configured(_boring(pl)):
+        def __init__(self, make):
+            super().__init__()
+            self.make = make
+
+        def configure_optimizers(self):
+            return self.make(torch.optim.SGD(self.parameters(), lr=0.1))
+
+    extra = Configured(lambda opt: {"optimizer": opt, "scheduler": torch.optim.lr_scheduler.StepLR(opt, 1)})
+    with pytest.warns(RuntimeWarning, match=r"Found unsupported keys in the optimizer configuration: \{'scheduler'\}"):
+        _quiet_trainer(pl, tmp_path, max_steps=1, enable_checkpointing=False).fit(extra)
+    one_cycle = Configured(lambda opt: {"optimizer": opt, "lr_scheduler": {
+        "scheduler": torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=10)}})
+    with pytest.warns(RuntimeWarning, match="Are you sure you didn't mean 'interval': 'step'?"):
+        _quiet_trainer(pl, tmp_path, max_steps=1, enable_checkpointing=False).fit(one_cycle)
+
+
+@pytest.mark.parametrize("oracle", [False, True])
+def test_fit_resumes_from_the_on_exception_checkpoint(oracle, request, tmp_path):
+    """As Lightning: with an `OnExceptionCheckpoint` whose file exists, `fit()` and `fit(ckpt_path="last")` resume
+    from it; an evaluation without a model says the file is only used when fitting."""
+    pl = _framework(oracle, request)
+
+    class Fails(_boring(pl)):
+        fail = True
+
+        def training_step(self, batch, batch_idx):
+            if self.fail and batch_idx == 1:
+                raise RuntimeError("boom")
+            return super().training_step(batch, batch_idx)
+
+    def run():
+        return _quiet_trainer(pl, tmp_path, callbacks=[pl.callbacks.OnExceptionCheckpoint(tmp_path)])
+
+    for ckpt_path in (None, "last"):
+        with pytest.raises(RuntimeError, match="boom"):
+            run().fit(Fails())  # writes the file (the successful fit below removes it)
+        resumed, model = run(), Fails()
+        model.fail = False
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            resumed.fit(model, ckpt_path=ckpt_path)
+        told = any("last model of the previous `fit` call will be used" in str(w.message) for w in caught)
+        assert told == (ckpt_path is None)
+        assert resumed.ckpt_path == str(tmp_path / "on_exception.ckpt") and resumed.global_step == 2
+    with pytest.warns(UserWarning, match="also an on-exception checkpoint available, however it is used by default "
+                                         "only when fitting"):
+        try:
+            resumed.validate()
+        except AttributeError:  # Lightning, after the warning, asks its OnExceptionCheckpoint for `best_model_path`
+            assert oracle
