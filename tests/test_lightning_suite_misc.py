@@ -81,3 +81,21 @@ def test_fit_resumes_from_the_on_exception_checkpoint(oracle, request, tmp_path)
             resumed.validate()
         except AttributeError:  # Lightning, after the warning, asks its OnExceptionCheckpoint for `best_model_path`
             assert oracle
+
+
+@pytest.mark.parametrize("oracle", [False, True])
+def test_extract_batch_size_warns_on_an_ambiguous_batch(oracle, request):
+    pl = _framework(oracle, request)
+    extract_batch_size = importlib.import_module(f"{pl.__name__}.utilities.data").extract_batch_size
+    ambiguous = "Trying to infer the `batch_size` from an ambiguous collection. The batch size we found is {}."
+    for batch, size in (({"a": [{"b": [torch.zeros(10, 2), torch.zeros(11, 2)]}]}, 10),
+                        ([torch.zeros(12), torch.tensor(3.0)], 12)):  # (Lightning warns once per message)
+        with pytest.warns(UserWarning, match=ambiguous.format(size)):
+            assert extract_batch_size(batch) == size
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert extract_batch_size({"x": [torch.zeros(7, 3), torch.zeros(7)], "y": "text"}) == 7
+        assert extract_batch_size(torch.tensor(2.0)) == 1
+    for no_tensor in ("text", {"a": ["b"] * 3}):
+        with pytest.raises(Exception, match="We could not infer the batch_size from the batch"):
+            extract_batch_size(no_tensor)
