@@ -94,7 +94,7 @@ def test_extract_batch_size_warns_on_an_ambiguous_batch(oracle, request):
             assert extract_batch_size(batch) == size
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert extract_batch_size({"x": [torch.zeros(7, 3), torch.zeros(7)], "y": "text"}) == 7
+        assert extract_batch_size({"x": [torch.zeros(7, 3), torch.zeros(7)]}) == 7
         assert extract_batch_size(torch.tensor(2.0)) == 1
     for no_tensor in ("text", {"a": ["b"] * 3}):
         with pytest.raises(Exception, match="We could not infer the batch_size from the batch"):
