@@ -99,3 +99,39 @@ def test_extract_batch_size_warns_on_an_ambiguous_batch(oracle, request):
     for no_tensor in ("text", {"a": ["b"] * 3}):
         with pytest.raises(Exception, match="We could not infer the batch_size from the batch"):
             extract_batch_size(no_tensor)
+
+
+@pytest.mark.parametrize("oracle", [False, True])
+def test_hyperparameters_collected_and_cleaned_as_lightning(oracle, request, tmp_path):
+    """A module built inside another's `__init__` collects the enclosing `__init__`'s arguments too, up to the first
+    frame that is not such a constructor; `ignore` applies to both. A hyperparameter that cannot be pickled is removed
+    with a warning when a run starts."""
+    pl = _framework(oracle, request)
+
+    class Head(pl.LightningModule):
+        def __init__(self, dropout, init="xavier", **extra):
+            super().__init__()
+            self.save_hyperparameters(ignore=["dropout", "width"])
+
+    class Body(pl.LightningModule):
+        def __init__(self, width, depth=3):
+            super().__init__()
+            self.head = Head(0.1, tag="x")
+
+    class Plain:  # not a Lightning class: where collecting stops
+        def __init__(self, seed=1):
+            self.body = Body(width=8)
+
+    assert list(Plain().body.head.hparams.items()) == [("init", "xavier"), ("tag", "x"), ("depth", 3)]
+
+    class Unpicklable(_boring(pl)):
+        def __init__(self, fn=lambda x: x, size=2):
+            super().__init__()
+            self.save_hyperparameters()
+
+    model = Unpicklable()
+    with pytest.warns(UserWarning, match="Attribute 'fn' removed from hparams because it cannot be pickled"):
+        _quiet_trainer(pl, tmp_path, max_steps=1, enable_checkpointing=False).fit(model)
+    assert dict(model.hparams) == {"size": 2}
+    is_picklable = importlib.import_module(f"{pl.__name__}.utilities.parsing").is_picklable
+    assert not is_picklable(torch.jit.script(torch.nn.Linear(1, 1))) and is_picklable({"a": torch.zeros(1)})

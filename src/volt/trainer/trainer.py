@@ -35,6 +35,7 @@ from volt.trainer.spawn import apply_results, collect_results
 from volt.utilities.compile import compile_options, compile_steps, resolve_compiled
 from volt.utilities.durations import duration_seconds
 from volt.utilities.exceptions import MisconfigurationException, _TunerExitException
+from volt.utilities.parsing import drop_unpicklable_hparams
 from volt.utilities.rank_zero import rank_zero_deprecation, rank_zero_info, rank_zero_warn
 from volt.utilities.warnings import PossibleUserWarning
 
@@ -390,6 +391,7 @@ class Trainer:
         """Check the model, attach it, and run the stage in every process the strategy starts."""
         model, self._compiler = resolve_compiled(model, self._compile_options)  # torch.compile(model): its module
         _check_model(fn, model, self)
+        drop_unpicklable_hparams(model.hparams)
         if fn == "fit" and self.max_epochs is None:
             self.max_epochs = self._default_max_epochs(warn=True)
         self.state.fn, self.state.status = fn, "running"
