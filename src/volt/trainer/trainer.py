@@ -738,6 +738,11 @@ class Trainer:
         return self.state.status == "interrupted"
 
     @property
+    def received_sigterm(self) -> bool:
+        """Whether this process got SIGTERM during the last `fit` (which then stopped gracefully)."""
+        return self._signals.received_sigterm
+
+    @property
     def enable_validation(self) -> bool:
         """Whether fit validates: a validation dataloader (argument or hook), a `validation_step` and
         `limit_val_batches` above 0."""
