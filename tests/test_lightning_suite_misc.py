@@ -135,3 +135,27 @@ def test_hyperparameters_collected_and_cleaned_as_lightning(oracle, request, tmp
     assert dict(model.hparams) == {"size": 2}
     is_picklable = importlib.import_module(f"{pl.__name__}.utilities.parsing").is_picklable
     assert not is_picklable(torch.jit.script(torch.nn.Linear(1, 1))) and is_picklable({"a": torch.zeros(1)})
+
+
+@pytest.mark.parametrize("oracle", [False, True])
+def test_a_logged_metric_whose_compute_gives_no_tensor_is_refused(oracle, request, tmp_path):
+    torchmetrics = pytest.importorskip("torchmetrics")
+    pl = _framework(oracle, request)
+
+    class Pair(torchmetrics.Metric):
+        def update(self):
+            pass
+
+        def compute(self):
+            return torch.tensor(1.0), torch.tensor(2.0)
+
+    class Logs(_boring(pl)):
+        def __init__(self):
+            super().__init__()
+            self.pair = Pair()
+
+        def on_train_start(self):
+            self.log("pair", self.pair)
+
+    with pytest.raises(ValueError, match=r"compute\(\)` return of the metric logged as 'pair' must be a tensor"):
+        _quiet_trainer(pl, tmp_path, limit_train_batches=1, limit_val_batches=0, enable_checkpointing=False).fit(Logs())
