@@ -159,3 +159,21 @@ def test_a_logged_metric_whose_compute_gives_no_tensor_is_refused(oracle, reques
 
     with pytest.raises(ValueError, match=r"compute\(\)` return of the metric logged as 'pair' must be a tensor"):
         _quiet_trainer(pl, tmp_path, limit_train_batches=1, limit_val_batches=0, enable_checkpointing=False).fit(Logs())
+
+
+def test_a_mock_callback_hears_every_hook(tmp_path):
+    """A `Mock(spec=Callback)` (its class has no hook methods) is called like a callback that overrides them all, as
+    Lightning calls every callback; one from `configure_callbacks` hears the same calls as one given to the Trainer."""
+    from unittest.mock import Mock
+
+    given, configured = Mock(spec=volt.Callback), Mock(spec=volt.Callback)
+
+    class Configures(_boring(volt)):
+        def configure_callbacks(self):
+            return [configured]
+
+    trainer = _quiet_trainer(volt, tmp_path, callbacks=[given], fast_dev_run=True, enable_checkpointing=False)
+    trainer.fit(Configures())
+    names = [call[0] for call in given.method_calls]
+    assert {"setup", "on_fit_start", "on_train_batch_end", "on_fit_end", "teardown"} <= set(names)
+    assert configured.method_calls == given.method_calls and trainer.callbacks[-1] is configured
