@@ -177,3 +177,14 @@ def test_a_mock_callback_hears_every_hook(tmp_path):
     names = [call[0] for call in given.method_calls]
     assert {"setup", "on_fit_start", "on_train_batch_end", "on_fit_end", "teardown"} <= set(names)
     assert configured.method_calls == given.method_calls and trainer.callbacks[-1] is configured
+
+
+def test_several_pruning_callbacks_combine():
+    """Distinct state keys (method and amount), so the Trainer accepts them together, as Lightning does."""
+    from volt.callbacks import ModelPruning
+
+    first, second = ModelPruning("l1_unstructured", amount=0.5), ModelPruning("random_unstructured", amount=0.25)
+    volt.Trainer(callbacks=[first, second], logger=False)
+    assert first.state_key != second.state_key
+    with pytest.raises(RuntimeError, match="more than one stateful callback of type `ModelPruning`"):
+        volt.Trainer(callbacks=[first, ModelPruning("l1_unstructured", amount=0.5)], logger=False)
