@@ -103,6 +103,8 @@ RULES = [
      "patches a module that Lightning's code imported, as its namespace holds it (mock.patch('...fsdp.shutil'))"),
     (r"'(FitLoop|EvalLoop|EvaluationLoop|PredictionLoop|_\w+Loop)' object has no attribute", INTERNAL,
      "Lightning's loop objects (fit_loop.epoch_loop, progress trackers, loop state_dict)"),
+    (r"'str' object has no attribute 'world_size'", INTERNAL,
+     "calls EarlyStopping._log_info, a private static method (volt's takes other arguments)"),
     (r"'\w*Strategy' object has no attribute|'\w*Accelerator' object has no attribute", INTERNAL,
      "Lightning's strategy/accelerator internals"),
     (r"has no attribute 'launchers' \(volt does not provide it\)", INTERNAL,
