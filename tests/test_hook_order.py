@@ -145,13 +145,6 @@ def record(pl, scenario, tmp_path):
         first.save_checkpoint(tmp_path / "resume.ckpt")
         _trainer(pl, tmp_path, calls, Recorder, max_epochs=2).fit(
             model, ckpt_path=tmp_path / "resume.ckpt")
-    elif scenario == "resume_mid_epoch":
-        step_checkpoints = pl.callbacks.ModelCheckpoint(tmp_path, every_n_train_steps=1, save_top_k=-1)
-        pl.Trainer(callbacks=[Recorder([]), step_checkpoints], max_epochs=1, limit_train_batches=3,
-                   limit_val_batches=0, enable_progress_bar=False, enable_model_summary=False, logger=False,
-                   default_root_dir=tmp_path).fit(Model([]))
-        _trainer(pl, tmp_path, calls, Recorder, limit_train_batches=3, limit_val_batches=0).fit(
-            model, ckpt_path=tmp_path / "epoch=0-step=1.ckpt")
     elif scenario == "accumulate":
         _trainer(pl, tmp_path, calls, Recorder, accumulate_grad_batches=2, limit_train_batches=3,
                  limit_val_batches=0, enable_checkpointing=False).fit(model)
@@ -237,9 +230,6 @@ EXPECTED = {
     # the checkpoint was taken at the end of epoch 0: the run continues with epoch 1
     "resume": fit_start(resume=True) + SANITY_CHECK + TRAIN_START + train_batch(0) + train_batch(1, scheduler=True)
     + validation() + TRAIN_EPOCH_END + SAVE_CHECKPOINT + FIT_END,
-    # the checkpoint was taken after batch 0: epoch 0 goes on from batch 1, without a second on_train_epoch_start
-    "resume_mid_epoch": fit_start(resume=True) + ["train_dataloader", *both("on_train_start")] + train_batch(1)
-    + train_batch(2, scheduler=True) + TRAIN_EPOCH_END + SAVE_CHECKPOINT + FIT_END,
     # accumulate_grad_batches=2 over 3 batches: windows [0, 1] and [2]
     "accumulate": fit_start() + TRAIN_START + train_batch(0, step=False) + train_batch(1, zero_grad=False)
     + train_batch(2, scheduler=True) + TRAIN_EPOCH_END + FIT_END,

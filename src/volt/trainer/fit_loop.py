@@ -9,7 +9,7 @@
         sanity check: on_sanity_check_start -> validation on a few batches -> on_sanity_check_end
         train_dataloader -> on_train_start
         for each epoch:
-          on_train_epoch_start                                     (not for an epoch a resume enters mid-way)
+          on_train_epoch_start
           for each batch:
             on_before_batch_transfer -> transfer_batch_to_device -> on_after_batch_transfer
             on_train_batch_start                                   (returning -1 ends the epoch)
@@ -130,8 +130,8 @@ class FitLoop:
             self._reach_resume_point()
         try:
             while mid_epoch or not self.done:
-                self.run_epoch(resumed=mid_epoch)
                 mid_epoch = False
+                self.run_epoch()
         except BaseException:
             self._unit_running, self._at_point = False, []  # a batch that failed half-way writes no checkpoint
             raise
@@ -173,14 +173,11 @@ class FitLoop:
                            f"`min_steps={trainer.min_steps!r}` has not been met. Training will continue...")
         return met_epochs and met_steps
 
-    def run_epoch(self, resumed: bool = False) -> None:
-        """One epoch; `resumed`: a resume entered it mid-way, so its start hooks ran before the checkpoint (as
-        Lightning, `on_train_epoch_start` is not called again)."""
+    def run_epoch(self) -> None:
         trainer, hooks, s = self.trainer, self.trainer._hooks, self.state
         if s.batch_idx == 0 and loaders_stale(trainer, self._train_loaded_epoch):
             self.setup_train_data()
-        if not resumed:
-            hooks.call("on_train_epoch_start")
+        hooks.call("on_train_epoch_start")
         self._epoch_outputs = []
         n = self.num_training_batches
         # fixed for the epoch, so the batch loop below does not ask again at every batch: what runs, and the hooks
