@@ -773,8 +773,8 @@ def test_configure_sharded_model_still_builds_the_model_with_a_deprecation_warni
 
 
 def test_given_hyperparameters_apply_to_the_class_being_built_only():
-    """LightningCLI builds a module inside `given_hyperparameters` (its config); modules it builds in turn keep their
-    own arguments."""
+    """LightningCLI builds a module inside `given_hyperparameters` (its config); modules it builds in turn collect
+    their own arguments from the stack (as Lightning: theirs and the enclosing module's `__init__` arguments)."""
     from volt.module import given_hyperparameters
 
     class Inner(volt.LightningModule):
@@ -790,5 +790,6 @@ def test_given_hyperparameters_apply_to_the_class_being_built_only():
 
     with given_hyperparameters(Outer, {"width": 5, "_class_path": "pkg.Outer"}):
         outer = Outer(width=5)
-    assert dict(outer.hparams) == {"width": 5, "_class_path": "pkg.Outer"} and dict(outer.inner.hparams) == {"depth": 1}
+    assert dict(outer.hparams) == {"width": 5, "_class_path": "pkg.Outer"}
+    assert dict(outer.inner.hparams) == {"depth": 1, "width": 5}
     assert dict(Outer().hparams) == {"width": 2}

@@ -36,7 +36,9 @@ def test_global_l1_pruning_made_permanent(tmp_path):
     assert sorted(saved["state_dict"]) == sorted(model.state_dict())  # permanent in the checkpoint as well
     state = saved["state_dict"]
     assert int((state["layer.0.weight"] == 0).sum() + (state["layer.2.weight"] == 0).sum()) == 20
-    masks = saved["callbacks"]["ModelPruning"]["masks"]
+    # one state key per method and amount, so that several pruning callbacks combine (as in Lightning)
+    assert pruning.state_key == "ModelPruning{'pruning_fn': 'l1_unstructured', 'amount': 0.5}"
+    masks = saved["callbacks"][pruning.state_key]["masks"]
     assert sorted(masks) == ["layer.0.weight", "layer.2.weight"]
     assert int(sum((m == 0).sum() for m in masks.values())) == 20
 

@@ -312,10 +312,14 @@ def test_outside_volt_run_lightning_stays_lightning(tmp_path):
 
 def test_opt_in_for_notebooks_and_test_suites(tmp_path):
     # a notebook: install() before the first Lightning import; after one, it refuses to mix the two
+    # (a reload reads POSSIBLE_USER_WARNINGS again, as a reload of Lightning does)
     code = ("import volt.dropin; volt.dropin.install(); import lightning.pytorch as pl; import volt; "
-            "print('NOTEBOOK', pl.Trainer is volt.Trainer, volt.dropin.installed())")
+            "import importlib, os, warnings; os.environ['POSSIBLE_USER_WARNINGS'] = 'off'; importlib.reload(pl); "
+            "from lightning.pytorch.utilities.warnings import PossibleUserWarning as W; "
+            "print('NOTEBOOK', pl.Trainer is volt.Trainer, volt.dropin.installed(), "
+            "any(f[0] == 'ignore' and f[2] is W for f in warnings.filters))")
     result = run(["-c", code], tmp_path, python=[sys.executable])
-    assert "NOTEBOOK True True" in result.stdout, result.stderr[-4000:]
+    assert "NOTEBOOK True True True" in result.stdout, result.stderr[-4000:]
     pytest.importorskip("pytorch_lightning")
     code = "import pytorch_lightning, volt.dropin; volt.dropin.install()"
     result = run(["-c", code], tmp_path, python=[sys.executable])

@@ -1,7 +1,6 @@
 """volt: PyTorch Lightning's API on a small, fast, crash-safe core. Use it as `import volt as pl`."""
 import importlib
 import logging
-import os
 
 # Like Lightning, show volt's info messages (model summary, "fit stopped: ...") unless the user configured logging.
 _logger = logging.getLogger("volt")
@@ -16,10 +15,9 @@ from volt.module import LightningModule
 from volt.trainer.trainer import Trainer
 from volt.utilities.seed import seed_everything
 
-if os.environ.get("POSSIBLE_USER_WARNINGS", "").lower() in ("0", "off"):  # Lightning's switch for these warnings
-    from volt.utilities.warnings import disable_possible_user_warnings
+from volt.utilities.warnings import read_environment_switch
 
-    disable_possible_user_warnings()
+read_environment_switch()
 
 __version__ = "0.1.0"
 

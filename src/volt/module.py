@@ -65,7 +65,7 @@ class HyperparametersMixin:
         if given is not None and type(self) is given[0]:
             init_args = dict(given[1])
         else:
-            init_args = _collect_init_args(frame, type(self))
+            init_args = _collect_init_args(frame)
         ignore = [ignore] if isinstance(ignore, str) else list(ignore or [])
         for name, value in init_args.items():
             if isinstance(value, nn.Module) and name not in ignore and (not args or name in args):
@@ -135,27 +135,27 @@ def _is_omegaconf(value: Any) -> bool:
     return type(value).__module__.partition(".")[0] == "omegaconf"
 
 
-def _collect_init_args(frame, cls) -> Dict[str, Any]:
-    """Arguments of the `__init__` calls on the stack for `cls` (subclass calls included), outermost last wins."""
+def _collect_init_args(frame) -> Dict[str, Any]:
+    """Arguments of the `__init__` calls on the stack, outermost last wins: as Lightning, the unbroken run of
+    `__init__` frames of hyperparameter-holding objects that starts at `frame` (the subclasses' calls and, where
+    one such object builds another in its `__init__`, the enclosing one's too)."""
     collected: Dict[str, Any] = {}
     frames = []
     while frame is not None:
         code = frame.f_code
-        if code.co_name == "__init__" and isinstance(frame.f_locals.get("self"), cls):
+        if (code.co_name == "__init__" and code.co_argcount
+                and isinstance(frame.f_locals.get(code.co_varnames[0]), HyperparametersMixin)):
             frames.append(frame)
+        elif frames:
+            break
         frame = frame.f_back
-    for f in reversed(frames):  # outermost (most derived) first, so inner calls only fill gaps
-        local_vars = f.f_locals
-        sig = inspect.signature(getattr(type(local_vars["self"]), "__init__"))
-        code = f.f_code
-        names = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount][1:]
-        for name in names:
-            if name in local_vars and name not in collected:
-                collected[name] = local_vars[name]
-        for param in sig.parameters.values():
-            if param.kind is inspect.Parameter.VAR_KEYWORD and isinstance(local_vars.get(param.name), dict):
-                for key, value in local_vars[param.name].items():
-                    collected.setdefault(key, value)
+    for f in frames:  # innermost first; an outer call's value wins, as in Lightning (and keys keep its order)
+        code, local_vars = f.f_code, f.f_locals
+        count = code.co_argcount + code.co_kwonlyargcount
+        collected.update({name: local_vars[name] for name in code.co_varnames[1:count] if name in local_vars})
+        if code.co_flags & inspect.CO_VARKEYWORDS:
+            kwargs = local_vars.get(code.co_varnames[count + bool(code.co_flags & inspect.CO_VARARGS)])
+            collected.update(kwargs if isinstance(kwargs, dict) else {})
     return collected
 
 

@@ -60,8 +60,15 @@ def test_graceful_stop_runs_on_exception_and_finalizes(tmp_path):
                            enable_model_summary=False, callbacks=[recorder, run_training.SendSignal(
                                "on_train_batch_start", 1, "SIGTERM")])
     train, val = run_training.loaders(dict(run_training.DEFAULTS))
-    with pytest.raises(SystemExit, match="Training stopped by SIGTERM"):
-        trainer.fit(run_training.Net(), train, val)
+    received = []  # the program's own SIGTERM handler runs too, as in Lightning
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+    try:
+        assert not trainer.received_sigterm
+        with pytest.raises(SystemExit, match="Training stopped by SIGTERM"):
+            trainer.fit(run_training.Net(), train, val)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert received == [signal.SIGTERM] and trainer.received_sigterm
     assert [type(e).__name__ for e in recorder.exceptions] == ["TrainingStopped"]
     assert trainer.interrupted
     # without a ModelCheckpoint dirpath, the stop checkpoint goes where ModelCheckpoint would write

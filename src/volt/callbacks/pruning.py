@@ -81,6 +81,8 @@ class ModelPruning(Callback):
             if name not in self.PARAMETER_NAMES:
                 raise MisconfigurationException(
                     f"The provided `parameter_names` name: {name} isn't in {self.PARAMETER_NAMES}")
+        self._pruning_fn_name = (pruning_fn.lower() if isinstance(pruning_fn, str)
+                                 else getattr(pruning_fn, "__name__", ""))
         if isinstance(pruning_fn, str):
             pruning_fn = self._resolve_pruning_fn(pruning_fn.lower(), pruning_dim, pruning_norm)
         elif inspect.isclass(pruning_fn) and issubclass(pruning_fn, torch_prune.BasePruningMethod):
@@ -239,6 +241,12 @@ class ModelPruning(Callback):
         """(module, parameter name, "<module path>.<parameter name>") of each parameter pruned now."""
         return [(m, n, f"{self._names[id(m)]}.{n}".lstrip(".")) for m, n in self._parameters_to_prune
                 if hasattr(m, n + "_mask")]
+
+    @property
+    def state_key(self) -> str:
+        """One key per method and amount: several pruning callbacks can be combined, as in Lightning."""
+        amount = self.amount if isinstance(self.amount, (int, float)) else getattr(self.amount, "__name__", "callable")
+        return self._generate_state_key(pruning_fn=self._pruning_fn_name, amount=amount)
 
     def state_dict(self) -> Dict[str, Any]:
         return {"masks": {key: getattr(m, n + "_mask") for m, n, key in self._pruned()}}

@@ -85,14 +85,25 @@ class _AliasLoader:
     def __init__(self, volt_name: str, lightning_name: str) -> None:
         self.volt_name = volt_name
         self.lightning_name = lightning_name
+        self.created = False
 
     def create_module(self, spec):
         module = importlib.import_module(self.volt_name)
         _report_missing_names(module, self.lightning_name)
+        self.created = True
         return module
 
     def exec_module(self, module) -> None:
-        """Nothing to run: the volt module was imported (and run) under its own name."""
+        """After `create_module`, nothing to run: the volt module was imported (and run) under its own name. Called
+        alone, this is `importlib.reload(lightning.pytorch)`: run the volt module's code again, as a reload does (to
+        read environment variables such as POSSIBLE_USER_WARNINGS again)."""
+        if self.created:
+            self.created = False
+            return
+        parent = self.volt_name.rpartition(".")[0]
+        search_path = sys.modules[parent].__path__ if parent else None
+        loader = importlib.machinery.PathFinder.find_spec(self.volt_name, search_path).loader
+        exec(loader.get_code(self.volt_name), module.__dict__)
 
 
 class LightningAliases:

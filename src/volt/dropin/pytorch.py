@@ -6,6 +6,9 @@ import volt
 from volt import Callback, LightningDataModule, LightningModule, Trainer, seed_everything
 from volt.dropin import not_provided_attribute
 from volt.trainer.checkpointing import LIGHTNING_COMPAT_VERSION as __version__
+from volt.utilities.warnings import read_environment_switch
+
+read_environment_switch()  # again on `importlib.reload(lightning.pytorch)`, as Lightning reads it
 
 __path__: list = []  # a package: volt.dropin's finder answers for its submodules
 

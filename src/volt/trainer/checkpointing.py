@@ -329,6 +329,11 @@ class Checkpoints:
         if self.restart is not None:
             ckpt_path = "hpc" if self._hpc_checkpoint() else "last"
             self.restart.announce(ckpt_path)
+        if ckpt_path is None and fn == "fit" and self._on_exception_checkpoints():
+            rank_zero_warn("`.fit(ckpt_path=None)` with an `OnExceptionCheckpoint` whose file exists: the last model "
+                           "of the previous `fit` call will be used (the newest of it and any `last.ckpt`). Pass "
+                           "`fit(ckpt_path=...)` to choose, which silences this warning.")
+            ckpt_path = "last"
         if ckpt_path is None:
             return None
         if ckpt_path == "best":
@@ -373,6 +378,14 @@ class Checkpoints:
                    and name[len("hpc_ckpt_"):-len(".ckpt")].isdigit()]
         return os.path.join(root, f"hpc_ckpt_{max(numbers)}.ckpt") if numbers else None
 
+    def _on_exception_checkpoints(self) -> List[str]:
+        """The files of the `OnExceptionCheckpoint` callbacks that exist: a failed run's last state, which a
+        `fit` resumes from as Lightning does."""
+        from volt.callbacks.on_exception_checkpoint import OnExceptionCheckpoint
+
+        return [callback.ckpt_path for callback in self.trainer.callbacks
+                if isinstance(callback, OnExceptionCheckpoint) and os.path.isfile(callback.ckpt_path)]
+
     def _find_last(self) -> Optional[str]:
         """The newest `last*.ckpt` (a file or a complete checkpoint folder) in the checkpoint callbacks' folders.
 
@@ -397,6 +410,7 @@ class Checkpoints:
         from volt.checkpoint import checkpoint_exists
 
         candidates = [path for path in candidates if checkpoint_exists(path)]  # not a link to a deleted file
+        candidates += self._on_exception_checkpoints()
         if not candidates:
             return None
         newest = max(candidates, key=os.path.getmtime)

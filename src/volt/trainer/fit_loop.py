@@ -594,11 +594,11 @@ class FitLoop:
             if loss is None:
                 self._warn_no_loss(batch_idx)
             else:
-                if trainer.detect_anomaly:
-                    _check_finite(loss, trainer)
                 if divisor != 1:
                     loss = loss / divisor
-                backward(loss)
+                backward(loss)  # under `detect_anomaly`, torch raises first, naming the op that made a NaN
+                if trainer.detect_anomaly:
+                    _check_finite(loss, trainer)
             result.append((output, loss))
             return loss
 

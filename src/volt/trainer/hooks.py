@@ -44,12 +44,15 @@ _Call = Tuple[str, Callable[..., Any], bool]
 
 
 def implements(obj: Any, base: type, name: str) -> bool:
-    """Whether `obj` overrides `base`'s method `name`, in its class or on the instance (None there removes it)."""
+    """Whether `obj` overrides `base`'s method `name`, in its class or on the instance (None there removes it). An
+    object whose class lacks the method but that answers for it (a `Mock(spec=Callback)`) implements every hook."""
     instance = getattr(obj, "__dict__", {})
     if name in instance:
         return instance[name] is not None
     own = getattr(type(obj), name, None)
-    return own is not None and own is not getattr(base, name, None)
+    if own is None:
+        return callable(getattr(obj, name, None))
+    return own is not getattr(base, name, None)
 
 
 def wraps_only_the_default(obj: Any, base: type, name: str) -> bool:

@@ -111,11 +111,10 @@ def _check_optimizer_dict(d: dict) -> None:
     if "optimizer" not in d:
         raise MisconfigurationException(f"The dict returned by `configure_optimizers` has no 'optimizer' key.\n{_FORMS}")
     extra = set(d) - {"optimizer", "lr_scheduler", "monitor"}
-    if extra:
-        raise MisconfigurationException(
-            f"Unknown keys {sorted(extra)} in the dict returned by `configure_optimizers`; "
-            "allowed: 'optimizer', 'lr_scheduler', 'monitor'."
-        )
+    if extra:  # as Lightning: a warning, the keys are ignored
+        rank_zero_warn(f"Found unsupported keys in the optimizer configuration: {extra}; they are ignored (the dict "
+                       "returned by `configure_optimizers` takes 'optimizer', 'lr_scheduler' and 'monitor').",
+                       category=RuntimeWarning)
 
 
 def _scheduler_config(sched: Any, monitor: Optional[str], automatic: bool) -> LRSchedulerConfig:
@@ -155,7 +154,8 @@ def _scheduler_config(sched: Any, monitor: Optional[str], automatic: bool) -> LR
     if not isinstance(config.frequency, int) or config.frequency < 1:
         raise MisconfigurationException(f"The lr scheduler 'frequency' must be a positive int, not {config.frequency!r}.")
     if isinstance(config.scheduler, torch.optim.lr_scheduler.OneCycleLR) and config.interval == "epoch":
-        rank_zero_warn("A `OneCycleLR` scheduler is using 'interval': 'epoch'. Did you mean 'interval': 'step'?",
+        rank_zero_warn("A `OneCycleLR` scheduler is using 'interval': 'epoch'. Are you sure you didn't mean "
+                       "'interval': 'step'?",
                        category=RuntimeWarning)
     return config
 

@@ -105,7 +105,11 @@ class _Metric:
 
     def epoch_value(self, strategy) -> torch.Tensor:
         if self.metric_obj is not None:
-            return self.metric_obj.compute()
+            value = self.metric_obj.compute()
+            if not isinstance(value, torch.Tensor):
+                raise ValueError(f"The `.compute()` return of the metric logged as {self.name!r} must be a tensor, "
+                                 f"got {type(value).__name__}: log the tensor it holds, or make `compute` return one.")
+            return value
         if self.sync_dist and strategy is not None and strategy.world_size > 1:
             return self._reduce_synced(strategy)
         if not self.has_values():  # a rank that ran filler batches only shows their values in its unsynced metrics

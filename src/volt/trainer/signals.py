@@ -81,10 +81,14 @@ class StopSignals:
         self._previous: Dict[int, object] = {}
         self.coordinator = None  # agrees with the other ranks on when to stop (None: a single process)
         self.stopping: Optional[str] = None  # the signal being acted on while its checkpoint is written
+        self.received_sigterm = False  # this fit got SIGTERM (Lightning's `trainer.received_sigterm`)
+        self._passed_on: set = set()  # signals already handed to the user's own handler
 
     def install(self, coordinator=None) -> None:
         """Catch SIGTERM, SIGINT and the requeue signal until `restore` (only possible in the main thread)."""
         self.received = None
+        self.received_sigterm = False
+        self._passed_on = set()
         self.coordinator = coordinator
         self._requeue_signal = _requeue_signal(self.environment)
         wanted = [signal.SIGTERM, signal.SIGINT] + ([self._requeue_signal] if self._requeue_signal else [])
@@ -100,10 +104,16 @@ class StopSignals:
             signal.signal(signum, previous)
         self._previous = {}
         received, self.received = self.received, None
-        if received is not None:
+        if received is not None and received not in self._passed_on:
             signal.raise_signal(received)
 
     def _handle(self, signum: int, frame) -> None:
+        if signum == signal.SIGTERM:
+            self.received_sigterm = True
+            previous = self._previous.get(signum)
+            if callable(previous):  # the program's own SIGTERM handler runs too, as in Lightning
+                self._passed_on.add(signum)
+                previous(signum, frame)
         if signum == signal.SIGINT and self.received == signal.SIGINT:
             self.received = None
             raise KeyboardInterrupt  # the second Ctrl-C: stop now

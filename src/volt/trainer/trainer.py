@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List,
 import torch
 
 from volt.callbacks.callback import Callback
+from volt.callbacks.on_exception_checkpoint import OnExceptionCheckpoint
 from volt.datamodule import LightningDataModule
 from volt.distributed.selection import select_strategy
 from volt.distributed.strategy import Strategy
@@ -34,6 +35,7 @@ from volt.trainer.spawn import apply_results, collect_results
 from volt.utilities.compile import compile_options, compile_steps, resolve_compiled
 from volt.utilities.durations import duration_seconds
 from volt.utilities.exceptions import MisconfigurationException, _TunerExitException
+from volt.utilities.parsing import drop_unpicklable_hparams
 from volt.utilities.rank_zero import rank_zero_deprecation, rank_zero_info, rank_zero_warn
 from volt.utilities.warnings import PossibleUserWarning
 
@@ -360,9 +362,12 @@ class Trainer:
                                 f"earlier call: pass `trainer.{stage}(model, ...)`.")
             model = self.lightning_module
             if ckpt_path is None:  # as Lightning: without a model, use the best checkpoint of the last fit
+                on_exception = any(isinstance(c, OnExceptionCheckpoint) for c in self.callbacks)
+                tip = (" There is also an on-exception checkpoint available, however it is used by default only when "
+                       "fitting." if on_exception else "")
                 rank_zero_warn(
                     f"`.{stage}(ckpt_path=None)` was called without a model. The best model of the previous `fit` "
-                    f"call will be used. You can pass `.{stage}(ckpt_path='best')` to use the best model or "
+                    f"call will be used.{tip} You can pass `.{stage}(ckpt_path='best')` to use the best model or "
                     f"`.{stage}(ckpt_path='last')` to use the last model. If you pass a value, this warning will be "
                     "silenced."
                 )
@@ -386,6 +391,7 @@ class Trainer:
         """Check the model, attach it, and run the stage in every process the strategy starts."""
         model, self._compiler = resolve_compiled(model, self._compile_options)  # torch.compile(model): its module
         _check_model(fn, model, self)
+        drop_unpicklable_hparams(model.hparams)
         if fn == "fit" and self.max_epochs is None:
             self.max_epochs = self._default_max_epochs(warn=True)
         self.state.fn, self.state.status = fn, "running"
@@ -730,6 +736,11 @@ class Trainer:
     @property
     def interrupted(self) -> bool:
         return self.state.status == "interrupted"
+
+    @property
+    def received_sigterm(self) -> bool:
+        """Whether this process got SIGTERM during the last `fit` (which then stopped gracefully)."""
+        return self._signals.received_sigterm
 
     @property
     def enable_validation(self) -> bool:

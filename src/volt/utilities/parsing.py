@@ -4,6 +4,8 @@ its `hparams` (the tuner reads and sets `lr` and `batch_size` this way)."""
 import pickle
 from typing import Any, List
 
+from volt.utilities.rank_zero import rank_zero_warn
+
 
 class AttributeDict(dict):
     """A dict whose keys are also attributes: `self.hparams.lr` and `self.hparams["lr"]`."""
@@ -22,12 +24,24 @@ class AttributeDict(dict):
 
 
 def is_picklable(obj: object) -> bool:
-    """Whether `obj` survives `pickle.dumps`."""
+    """Whether `obj` survives `pickle.dumps` (a lambda, a local class or a TorchScript module does not)."""
     try:
         pickle.dumps(obj)
-    except (pickle.PicklingError, AttributeError, TypeError):
+    except (pickle.PickleError, AttributeError, TypeError, RuntimeError):
         return False
     return True
+
+
+def drop_unpicklable_hparams(hparams) -> None:
+    """Remove, with a warning, the hyperparameters that cannot be pickled (a run could not send them to spawned
+    processes), as Lightning does at the start of each run. Modules and tensors are not pickled to find out."""
+    import torch
+
+    for key in [key for key, value in hparams.items()
+                if not isinstance(value, (torch.nn.Module, torch.Tensor)) and not is_picklable(value)]:
+        rank_zero_warn(f"Attribute '{key}' removed from hparams because it cannot be pickled. You can suppress this "
+                       f"warning by setting `self.save_hyperparameters(ignore=['{key}'])`.")
+        del hparams[key]
 
 
 def _holders(model: Any, attribute: str) -> List[Any]:

@@ -1,4 +1,5 @@
 """Warning categories users filter by name."""
+import os
 import warnings
 
 
@@ -9,3 +10,10 @@ class PossibleUserWarning(UserWarning):
 def disable_possible_user_warnings(module: str = "") -> None:
     """Silence every `PossibleUserWarning` (from modules matching `module`, a regex; all by default)."""
     warnings.filterwarnings("ignore", category=PossibleUserWarning, module=module)
+
+
+def read_environment_switch() -> None:
+    """Lightning's switch, read when the package is imported (or reloaded): POSSIBLE_USER_WARNINGS=0 or off
+    silences every `PossibleUserWarning`."""
+    if os.environ.get("POSSIBLE_USER_WARNINGS", "").lower() in ("0", "off"):
+        disable_possible_user_warnings()
