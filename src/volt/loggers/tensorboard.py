@@ -122,6 +122,7 @@ class TensorBoardLogger(RewritableLog, VersionedLogDir, Logger):
         self._default_hp_metric = default_hp_metric
         self._prefix = prefix
         self._sub_dir = None if sub_dir is None else os.fspath(sub_dir)
+        self._filename_suffix = kwargs.pop("filename_suffix", "")
         self._kwargs = kwargs
         self._experiment = None  # SummaryWriter, created when `experiment` is first used
         self._events: Optional[_EventFile] = None  # the logger's own event file, for scalars and hparams
@@ -148,11 +149,13 @@ class TensorBoardLogger(RewritableLog, VersionedLogDir, Logger):
     def experiment(self):
         """A `tensorboardX.SummaryWriter` on `log_dir`, created on first use, for images, histograms and the like."""
         if self._experiment is None:
-            tensorboardx = import_isolated("tensorboardX")
+            import_isolated("tensorboardX")
+            # imported just above; named here so that LightningCLI (jsonargparse) offers SummaryWriter's arguments
+            from tensorboardX import SummaryWriter
 
             self._open_events()  # first, so that a resume's purge marker sorts before the writer's file
-            kwargs = {**self._kwargs, "filename_suffix": _unique_suffix() + self._kwargs.get("filename_suffix", "")}
-            self._experiment = tensorboardx.SummaryWriter(log_dir=self.log_dir, **kwargs)
+            suffix = _unique_suffix() + self._filename_suffix
+            self._experiment = SummaryWriter(log_dir=self.log_dir, filename_suffix=suffix, **self._kwargs)
         return self._experiment
 
     @rank_zero_only
