@@ -193,3 +193,15 @@ def test_profiler_string_lists_pytorch(tmp_path):
     assert isinstance(trainer(tmp_path, profiler="pytorch").profiler, PyTorchProfiler)
     with pytest.raises(MisconfigurationException, match="one of 'simple', 'advanced', 'pytorch' or 'passthrough'"):
         trainer(tmp_path, profiler="torch")
+
+
+def test_describe_tears_down_so_the_profiler_can_be_deep_copied(tmp_path):
+    """As Lightning: `describe()` ends profiling (open ranges closed, torch's profiler stopped)."""
+    import copy
+
+    profiler = PyTorchProfiler(dirpath=tmp_path, filename="perf", schedule=None)
+    profiler.start("on_train_start")
+    torch.ones(2).sum()
+    profiler.describe()
+    assert "aten::sum" in (tmp_path / "perf.txt").read_text()
+    assert copy.deepcopy(profiler).function_events is not None

@@ -48,7 +48,7 @@ class Profiler:
 
     def describe(self, stage: str = "") -> None:
         """Log the summary (INFO, on the "volt" logger, as Lightning), or write it to `dirpath/filename` when a filename
-        is given."""
+        is given; then `teardown`, as Lightning: a described profiler holds nothing open (it can be deep-copied)."""
         report = self.summary()
         if stage:
             report = f"{stage.upper()} {report}"
@@ -58,6 +58,7 @@ class Profiler:
                 f.write(report)
         else:
             rank_zero_info(report)
+        self.teardown(self._stage)
 
     @property
     def output_dir(self) -> str:
