@@ -171,3 +171,23 @@ def test_simple_profiler_report_columns(monkeypatch, extended):
     else:
         assert cells == [["Action", "Mean duration (s)", "Total time (s)"], ["slow", "0.1", "1"], ["fast", "0.5", "0.5"]]
     assert lines[0] == "Profiler Report" and len({len(line) for line in lines[1:]}) == 1  # aligned columns
+
+
+
+def test_datamodule_state_dict_is_profiled_as_lightning(tmp_path, quiet_lightning):
+    """A checkpoint's datamodule state is profiled under the name Lightning records, once per save."""
+    calls = {}
+    for name, package in (("volt", pl), ("lightning", quiet_lightning)):
+        class Data(package.LightningDataModule):
+            def train_dataloader(self):
+                return _loader()
+
+            def state_dict(self):
+                return {"seen": 1}
+
+        profiler = SimpleProfiler()
+        trainer = package.Trainer(max_epochs=2, default_root_dir=tmp_path / name, profiler=profiler, logger=False,
+                                  enable_progress_bar=False, enable_model_summary=False)
+        trainer.fit(_tiny_module(package), datamodule=Data())
+        calls[name] = len(profiler.recorded_durations["[LightningDataModule]Data.state_dict"])
+    assert calls == {"volt": 2, "lightning": 2}  # a checkpoint at each epoch end
