@@ -290,6 +290,12 @@ def test_tensorboard_log_graph(tmp_path):
     with pytest.warns(UserWarning, match="Could not log computational graph to TensorBoard: .* can't be traced"):
         logger.log_graph(model, {"x": 1})
     logger.log_graph(model)
+    from volt.demos.boring_classes import BoringModel
+
+    unattached = BoringModel()  # no Trainer: its `trainer` raises outside tracing
+    logger.log_graph(unattached, torch.randn(2, 32))
+    with pytest.raises(RuntimeError, match="not attached to a `Trainer`"):
+        unattached.trainer
     logger.finalize("success")
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -22,6 +22,7 @@ from volt.utilities.exceptions import dataloader_not_implemented
 from volt.utilities.grads import clip_grads
 from volt.utilities.parsing import AttributeDict
 from volt.utilities.rank_zero import rank_zero_warn
+from volt.utilities.tracing import is_tracing_module, tracing_module
 
 log = logging.getLogger("volt")
 
@@ -176,7 +177,6 @@ class LightningModule(HyperparametersMixin, nn.Module):
         "trainer", "device", "dtype", "automatic_optimization", "strict_loading", "example_input_array",
         "current_epoch", "global_step", "global_rank", "local_rank", "on_gpu", "logger", "loggers",
     ]
-    _is_exporting = False  # True inside to_torchscript/to_onnx, whose tracers read every attribute
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -191,7 +191,7 @@ class LightningModule(HyperparametersMixin, nn.Module):
     # ------------------------------------------------------------------ properties users read
     @property
     def trainer(self):
-        if self._trainer is None and not self._is_exporting:
+        if self._trainer is None and not is_tracing_module():
             raise RuntimeError(f"{type(self).__name__} is not attached to a `Trainer`.")
         return self._trainer
 
@@ -655,11 +655,10 @@ class LightningModule(HyperparametersMixin, nn.Module):
         """Eval mode, and a `trainer` that reads None instead of raising, restored afterwards even on error."""
         training = self.training
         self.eval()
-        self.__dict__["_is_exporting"] = True
         try:
-            yield
+            with tracing_module():
+                yield
         finally:
-            del self.__dict__["_is_exporting"]
             self.train(training)
 
     @classmethod

@@ -35,6 +35,7 @@ from volt.loggers.utils import (
 from volt.utilities.apply_func import move_data_to_device
 from volt.utilities.imports import import_isolated
 from volt.utilities.rank_zero import rank_zero_only, rank_zero_warn
+from volt.utilities.tracing import tracing_module
 
 _writer_ids = itertools.count()
 
@@ -218,7 +219,8 @@ class TensorBoardLogger(RewritableLog, VersionedLogDir, Logger):
             device = getattr(model, "device", None)
             if device is not None:
                 input_array = move_data_to_device(input_array, device)
-            self.experiment.add_graph(model, input_array)
+            with tracing_module():  # the model may have no Trainer yet: its `trainer` reads None while traced
+                self.experiment.add_graph(model, input_array)
 
     @rank_zero_only
     def save(self) -> None:
