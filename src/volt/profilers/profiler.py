@@ -47,8 +47,9 @@ class Profiler:
         recorded stays readable after it, e.g. `SimpleProfiler.recorded_durations`)."""
 
     def describe(self, stage: str = "") -> None:
-        """Log the summary (INFO, on the "volt" logger, as Lightning), or write it to `dirpath/filename` when a filename
-        is given; then `teardown`, as Lightning: a described profiler holds nothing open (it can be deep-copied)."""
+        """Log the summary (INFO, on the "volt" logger, on global rank 0, as Lightning), or write it to
+        `dirpath/filename` when a filename is given (each rank its own file); then `teardown`, as Lightning: a
+        described profiler holds nothing open (it can be deep-copied)."""
         report = self.summary()
         if stage:
             report = f"{stage.upper()} {report}"
