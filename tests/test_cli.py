@@ -1,4 +1,5 @@
 """LightningCLI and the `volt` command, driven in-process through `args=` as a script's command line would be."""
+import importlib
 import pickle
 import re
 import subprocess
@@ -506,3 +507,27 @@ class UserModelForArgs(LightningModule):
 def test_importing_volt_and_its_cli_does_not_load_jsonargparse():
     code = "import sys, volt, volt.cli; assert 'jsonargparse' not in sys.modules, 'jsonargparse was imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_profiler_and_logger_arguments_from_kwargs_as_lightning(quiet_lightning, tmp_path, monkeypatch):
+    """Arguments a class takes through **kwargs (PyTorchProfiler's `record_shapes`, the SummaryWriter arguments of
+    TensorBoardLogger) are CLI arguments, as with Lightning's; the rest stays in `dict_kwargs`."""
+    from volt.loggers import TensorBoardLogger
+    from volt.profilers import PyTorchProfiler
+
+    monkeypatch.chdir(tmp_path)
+    args = ["--trainer.profiler=PyTorchProfiler", "--trainer.profiler.row_limit=10",
+            "--trainer.profiler.dict_kwargs.record_shapes=true", "--trainer.profiler.dict_kwargs.profile_memory=true",
+            "--trainer.logger=TensorBoardLogger", "--trainer.logger.save_dir=tb", "--trainer.logger.purge_step=3"]
+    configs = {}
+    for package in ("volt", quiet_lightning.__name__):
+        model = importlib.import_module(f"{package}.demos.boring_classes").BoringModel
+        cli = importlib.import_module(f"{package}.cli").LightningCLI(model, run=False, args=args)
+        configs[package] = cli.config.trainer
+    for config in configs.values():
+        assert config.profiler.init_args.record_shapes is True and config.profiler.dict_kwargs == {
+            "profile_memory": True}
+        assert config.logger.init_args.purge_step == 3 and "dict_kwargs" not in config.logger
+    cli = LightningCLI(DigitsClassifier, run=False, args=args)
+    assert isinstance(cli.trainer.profiler, PyTorchProfiler) and isinstance(cli.trainer.logger, TensorBoardLogger)
+    assert cli.trainer.logger.experiment.purge_step == 3  # reached tensorboardX's SummaryWriter

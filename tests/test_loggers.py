@@ -290,6 +290,12 @@ def test_tensorboard_log_graph(tmp_path):
     with pytest.warns(UserWarning, match="Could not log computational graph to TensorBoard: .* can't be traced"):
         logger.log_graph(model, {"x": 1})
     logger.log_graph(model)
+    from volt.demos.boring_classes import BoringModel
+
+    unattached = BoringModel()  # no Trainer: its `trainer` raises outside tracing
+    logger.log_graph(unattached, torch.randn(2, 32))
+    with pytest.raises(RuntimeError, match="not attached to a `Trainer`"):
+        unattached.trainer
     logger.finalize("success")
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -338,6 +344,26 @@ def test_hparams_yaml_skips_values_yaml_cannot_hold(tmp_path):
     with pytest.warns(UserWarning, match="Skipping 'lock' parameter"):
         logger.log_hyperparams({"lr": 0.1, "lock": threading.Lock()})
     assert open(os.path.join(logger.log_dir, "hparams.yaml")).read() == "lr: 0.1\n"
+
+
+def test_hparams_yaml_with_a_class_reads_back_here_and_in_lightning(tmp_path, quiet_lightning):
+    """PyYAML writes a class as `!!python/name:`; volt reads it back (from modules already imported, running no code)
+    as Lightning does, and each reads the other's file."""
+    from volt.core.saving import load_hparams_from_yaml
+
+    hparams = {"lr": 0.1, "layer": torch.nn.BatchNorm1d, "nested": {"a": [1, 2]}}
+    volt_logger = CSVLogger(tmp_path / "volt")
+    volt_logger.log_hyperparams(hparams)
+    lightning_logger = quiet_lightning.loggers.CSVLogger(tmp_path / "pl")
+    lightning_logger.log_hyperparams(hparams)
+    for log_dir in (volt_logger.log_dir, lightning_logger.log_dir):
+        path = os.path.join(log_dir, "hparams.yaml")
+        for load in (load_hparams_from_yaml, quiet_lightning.core.saving.load_hparams_from_yaml):
+            assert dict(load(path)) == hparams
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("layer: !!python/name:not_imported_package.Layer\n")
+    with pytest.raises(Exception, match="'not_imported_package.Layer' names an object in a module that is not"):
+        load_hparams_from_yaml(unknown)
 
 
 # --------------------------------------------------------------------------------- resume: the logger state pair

@@ -257,3 +257,41 @@ def test_different_options_in_different_batches_also_raise(quiet_lightning):
         return type(error.value).__name__
 
     assert both(quiet_lightning, run) == {"pl": "MisconfigurationException", "volt": "MisconfigurationException"}
+
+
+@pytest.mark.parametrize("compute_groups", [True, False])
+def test_metric_collection_and_logger_true_without_a_logger_as_lightning(quiet_lightning, compute_groups):
+    """`log_dict(MetricCollection)` hands a compute group's shared state over by reference, not copied at every log
+    (as Lightning, same values); `self.log(..., logger=True)` with no logger warns and still fills logged_metrics."""
+    torchmetrics = pytest.importorskip("torchmetrics")
+    from torchmetrics.classification import MulticlassAccuracy, MulticlassPrecision
+
+    def run(pl):
+        copied = []
+
+        class Collection(torchmetrics.MetricCollection):
+            def items(self, keep_base=False, copy_state=True):
+                copied.append(copy_state)
+                return super().items(keep_base=keep_base, copy_state=copy_state)
+
+        class Metrics(logging_module(pl)):
+            def __init__(self):
+                super().__init__()
+                self.metrics = Collection([MulticlassAccuracy(num_classes=3), MulticlassPrecision(num_classes=3)],
+                                          compute_groups=compute_groups)
+
+            def training_step(self, batch, batch_idx):
+                self.metrics(torch.tensor([0, 1, 2, batch_idx % 3]), torch.tensor([0, 1, 1, 1]))
+                self.log_dict(self.metrics, on_step=True, on_epoch=True)
+                self.log("epoch", -batch_idx, logger=True)
+                return super().training_step(batch, batch_idx)
+
+        pl.seed_everything(0, verbose=False)
+        trainer = pl.Trainer(max_epochs=1, logger=False, **QUIET)
+        with pytest.warns(UserWarning, match=r"log\('epoch', ..., logger=True\)` but have no logger"):
+            trainer.fit(Metrics(), loader(n=8))
+        return set(copied), {key: float(value) for key, value in trainer.logged_metrics.items()}
+
+    runs = both(quiet_lightning, run)
+    assert runs["volt"] == runs["pl"]
+    assert (True in runs["volt"][0]) is not compute_groups and runs["volt"][1]["epoch"] == -3  # the last batch's

@@ -1,3 +1,4 @@
+import logging
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
@@ -5,6 +6,14 @@ from torch.utils.data import DataLoader, TensorDataset
 import volt as pl
 from volt.profilers import AdvancedProfiler, PassThroughProfiler, SimpleProfiler
 from volt.utilities.exceptions import MisconfigurationException
+
+
+@pytest.fixture
+def volt_logs(caplog, monkeypatch):
+    """caplog for volt's logger, which does not propagate to the root logger by default (reports are logged)."""
+    monkeypatch.setattr(logging.getLogger("volt"), "propagate", True)
+    with caplog.at_level(logging.INFO, logger="volt"):
+        yield caplog
 
 
 class Tiny(pl.LightningModule):
@@ -34,15 +43,16 @@ def _trainer(tmp_path, profiler):
                       enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
 
 
-def test_simple_profiler_reports_steps_and_hooks(tmp_path, capsys):
+def test_simple_profiler_reports_steps_and_hooks(tmp_path, volt_logs):
     trainer = _trainer(tmp_path, "simple")
     trainer.fit(Tiny(), _loader(), _loader())
-    out = capsys.readouterr().out
+    out = volt_logs.text
     assert "FIT Profiler Report" in out
     for action in ("[Strategy]SingleDeviceStrategy.training_step", "[Strategy]SingleDeviceStrategy.optimizer_step",
                    "[Strategy]SingleDeviceStrategy.validation_step", "[LightningModule]Tiny.on_train_epoch_end"):
         assert action in out
-    assert "|          4 |" in out  # four training steps, each counted
+    row = next(line for line in out.splitlines() if "SingleDeviceStrategy.training_step " in line)
+    assert row.split("|")[3].strip() == "4"  # four training steps, each counted
 
 
 def test_profiler_writes_to_file(tmp_path):
@@ -53,10 +63,10 @@ def test_profiler_writes_to_file(tmp_path):
     assert "[Strategy]SingleDeviceStrategy.optimizer_step" in report
 
 
-def test_advanced_profiler_gives_cprofile_stats(tmp_path, capsys):
+def test_advanced_profiler_gives_cprofile_stats(tmp_path, volt_logs):
     trainer = _trainer(tmp_path, AdvancedProfiler())
     trainer.fit(Tiny(), _loader())
-    out = capsys.readouterr().out
+    out = volt_logs.text
     assert "Profile stats for: [Strategy]SingleDeviceStrategy.training_step" in out
     assert "function calls" in out
 
@@ -107,7 +117,7 @@ def test_simple_profiler_durations_by_action_as_lightning(tmp_path, quiet_lightn
     assert calls["lightning"]["[Strategy]SingleDeviceStrategy.training_step"] == 4
 
 
-def test_default_profiler_is_a_passthrough_that_user_code_can_call(tmp_path, capsys):
+def test_default_profiler_is_a_passthrough_that_user_code_can_call(tmp_path, volt_logs):
     """As Lightning: `trainer.profiler` is a PassThroughProfiler when none is asked for, so a module may profile its
     own code with `self.trainer.profiler.profile(...)` whether or not the run is profiled."""
 
@@ -120,7 +130,7 @@ def test_default_profiler_is_a_passthrough_that_user_code_can_call(tmp_path, cap
         trainer = _trainer(tmp_path, profiler)
         assert isinstance(trainer.profiler, PassThroughProfiler) is not reported
         trainer.fit(ProfilesItself(), _loader())
-        assert ("my_forward" in capsys.readouterr().out) is reported
+        assert ("my_forward" in volt_logs.text) is reported
 
 
 def test_advanced_profiler_dumps_raw_stats_per_action(tmp_path):
@@ -140,3 +150,44 @@ def test_advanced_profiler_dumps_raw_stats_per_action(tmp_path):
         pass
     profiler.describe()
     assert [path.name for path in (tmp_path / "unsafe").iterdir()] == ["val_loss_a.prof"]
+
+
+@pytest.mark.parametrize("extended", [True, False])
+def test_simple_profiler_report_columns(monkeypatch, extended):
+    """As Lightning: `extended` adds the calls and the share of the time since `start_time`, with a total row."""
+    import volt.profilers.simple as simple
+
+    profiler = SimpleProfiler(extended=extended)
+    profiler.recorded_durations["slow"] = [0.1] * 10  # math.fsum: exactly 1.0
+    profiler.recorded_durations["fast"] = [0.5]
+    profiler.start_time = 0.0
+    monkeypatch.setattr(simple.time, "perf_counter", lambda: 4.0)
+    lines = profiler.summary().splitlines()
+    cells = [[cell.strip() for cell in line.split("|")[1:-1]] for line in lines if line.startswith("|")]
+    if extended:
+        assert cells == [["Action", "Mean duration (s)", "Num calls", "Total time (s)", "Percentage %"],
+                         ["Total", "-", "11", "4", "100 %"], ["slow", "0.1", "10", "1", "25"],
+                         ["fast", "0.5", "1", "0.5", "12.5"]]
+    else:
+        assert cells == [["Action", "Mean duration (s)", "Total time (s)"], ["slow", "0.1", "1"], ["fast", "0.5", "0.5"]]
+    assert lines[0] == "Profiler Report" and len({len(line) for line in lines[1:]}) == 1  # aligned columns
+
+
+
+def test_datamodule_state_dict_is_profiled_as_lightning(tmp_path, quiet_lightning):
+    """A checkpoint's datamodule state is profiled under the name Lightning records, once per save."""
+    calls = {}
+    for name, package in (("volt", pl), ("lightning", quiet_lightning)):
+        class Data(package.LightningDataModule):
+            def train_dataloader(self):
+                return _loader()
+
+            def state_dict(self):
+                return {"seen": 1}
+
+        profiler = SimpleProfiler()
+        trainer = package.Trainer(max_epochs=2, default_root_dir=tmp_path / name, profiler=profiler, logger=False,
+                                  enable_progress_bar=False, enable_model_summary=False)
+        trainer.fit(_tiny_module(package), datamodule=Data())
+        calls[name] = len(profiler.recorded_durations["[LightningDataModule]Data.state_dict"])
+    assert calls == {"volt": 2, "lightning": 2}  # a checkpoint at each epoch end

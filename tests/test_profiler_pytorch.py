@@ -1,5 +1,6 @@
 """PyTorchProfiler through Trainer.fit/validate: Chrome traces with the steps' ranges, the summary, the schedule."""
 import json
+import logging
 import os
 
 import pytest
@@ -8,6 +9,14 @@ import torch
 from helpers import BoringModel, loader, trainer
 from volt.profilers import PyTorchProfiler
 from volt.utilities.exceptions import MisconfigurationException
+
+
+@pytest.fixture
+def volt_logs(caplog, monkeypatch):
+    """caplog for volt's logger, which does not propagate to the root logger by default (reports are logged)."""
+    monkeypatch.setattr(logging.getLogger("volt"), "propagate", True)
+    with caplog.at_level(logging.INFO, logger="volt"):
+        yield caplog
 
 TRAINING_STEP = "[pl][profile][Strategy]SingleDeviceStrategy.training_step"
 
@@ -31,7 +40,7 @@ def _fit(tmp_path, profiler, batches=10, **kwargs):
     return run
 
 
-def test_default_records_three_training_steps_into_a_trace_in_the_log_dir(tmp_path, capsys):
+def test_default_records_three_training_steps_into_a_trace_in_the_log_dir(tmp_path, volt_logs):
     run = _fit(tmp_path, "pytorch", logger=True)
     assert run.log_dir == str(tmp_path / "lightning_logs" / "version_0")
     trace = os.path.join(run.log_dir, "fit.0.pt.trace.json")
@@ -43,7 +52,7 @@ def test_default_records_three_training_steps_into_a_trace_in_the_log_dir(tmp_pa
     assert names.count("[pl][profile][Strategy]SingleDeviceStrategy.optimizer_step") == 3
     assert "[pl][module]torch.nn.modules.linear.Linear: layer.0" in names
     assert "aten::addmm" in names
-    out = capsys.readouterr().out
+    out = volt_logs.text
     assert "FIT Profiler Report" in out and "Self CPU" in out and "aten::addmm" in out
     assert f"Chrome trace: {trace}" in out
     assert [name for name in os.listdir(run.log_dir) if "trace" in name] == ["fit.0.pt.trace.json"]
@@ -86,12 +95,12 @@ def test_validation_inside_fit_does_not_move_the_schedule(tmp_path):
         assert names.count("[pl][profile][Strategy]SingleDeviceStrategy.validation_step") == validation_steps
 
 
-def test_validate_stage_counts_validation_batches(tmp_path, capsys):
+def test_validate_stage_counts_validation_batches(tmp_path, volt_logs):
     profiler = PyTorchProfiler(dirpath=tmp_path, schedule=torch.profiler.schedule(wait=0, warmup=1, active=2))
     trainer(tmp_path, profiler=profiler).validate(TwoLayers(), loader(n=10))
     names = _ranges(tmp_path / "validate.0.pt.trace.json")
     assert names.count("[pl][profile][Strategy]SingleDeviceStrategy.validation_step") == 2
-    assert "VALIDATE Profiler Report" in capsys.readouterr().out
+    assert "VALIDATE Profiler Report" in volt_logs.text
 
 
 def test_schedule_that_records_nothing_warns(tmp_path):
@@ -184,3 +193,15 @@ def test_profiler_string_lists_pytorch(tmp_path):
     assert isinstance(trainer(tmp_path, profiler="pytorch").profiler, PyTorchProfiler)
     with pytest.raises(MisconfigurationException, match="one of 'simple', 'advanced', 'pytorch' or 'passthrough'"):
         trainer(tmp_path, profiler="torch")
+
+
+def test_describe_tears_down_so_the_profiler_can_be_deep_copied(tmp_path):
+    """As Lightning: `describe()` ends profiling (open ranges closed, torch's profiler stopped)."""
+    import copy
+
+    profiler = PyTorchProfiler(dirpath=tmp_path, filename="perf", schedule=None)
+    profiler.start("on_train_start")
+    torch.ones(2).sum()
+    profiler.describe()
+    assert "aten::sum" in (tmp_path / "perf.txt").read_text()
+    assert copy.deepcopy(profiler).function_events is not None

@@ -113,6 +113,13 @@ RULES = [
      "patches rich's classes where Lightning's rich_progress module imported them"),
     (r"module 'lightning\.\S+' has no attribute '(cuda|mps|xla|cpu)'", INTERNAL,
      "patches Lightning's device-count helpers (conftest's mock_cuda_count)"),
+    (r"'Results' object is not subscriptable", INTERNAL,
+     "reads trainer._results (Lightning's logger connector's result collection) by its internal keys"),
+    (r"import error in lightning\.\S+: No module named '[^']+'; '[^']+' is n", INTERNAL,
+     "patches a module that a Lightning module imported (e.g. profilers.simple.math.fsum)"),
+    (r"filesystem tracking backend .* is in maintenance mode", SETUP,
+     "the installed mlflow (3.17) refuses its file store without MLFLOW_ALLOW_FILE_STORE (Lightning 2.6.6 fails the same"
+     " way; its CI pins an older mlflow)"),
     (r"urlopen error|jsonnet package is required", SETUP,
      "downloads MNIST, or needs jsonnet (no network, jsonnet not installed here)"),
     (r"volt does not provide \S+: (?P<cause>.+?)(;|\. |\.$|$)", MISSING, None),

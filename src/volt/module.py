@@ -8,6 +8,7 @@ import copy
 import inspect
 import logging
 import os
+import sys
 from argparse import Namespace
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -21,6 +22,7 @@ from volt.utilities.exceptions import dataloader_not_implemented
 from volt.utilities.grads import clip_grads
 from volt.utilities.parsing import AttributeDict
 from volt.utilities.rank_zero import rank_zero_warn
+from volt.utilities.tracing import is_tracing_module, tracing_module
 
 log = logging.getLogger("volt")
 
@@ -175,7 +177,6 @@ class LightningModule(HyperparametersMixin, nn.Module):
         "trainer", "device", "dtype", "automatic_optimization", "strict_loading", "example_input_array",
         "current_epoch", "global_step", "global_rank", "local_rank", "on_gpu", "logger", "loggers",
     ]
-    _is_exporting = False  # True inside to_torchscript/to_onnx, whose tracers read every attribute
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -190,7 +191,7 @@ class LightningModule(HyperparametersMixin, nn.Module):
     # ------------------------------------------------------------------ properties users read
     @property
     def trainer(self):
-        if self._trainer is None and not self._is_exporting:
+        if self._trainer is None and not is_tracing_module():
             raise RuntimeError(f"{type(self).__name__} is not attached to a `Trainer`.")
         return self._trainer
 
@@ -326,7 +327,7 @@ class LightningModule(HyperparametersMixin, nn.Module):
                     "yet. This is most likely because the model hasn't been passed to the `Trainer`"
                 )
             return
-        trainer._results.log(self._current_fx_name, name, value, prog_bar, True if logger is None else logger, on_step,
+        trainer._results.log(self._current_fx_name, name, value, prog_bar, logger, on_step,
                              on_epoch, reduce_fx, enable_graph, sync_dist, sync_dist_group, add_dataloader_idx,
                              batch_size, rank_zero_only)
 
@@ -336,7 +337,13 @@ class LightningModule(HyperparametersMixin, nn.Module):
                  add_dataloader_idx: bool = True, batch_size: Optional[int] = None,
                  rank_zero_only: bool = False) -> None:
         """`self.log` for each item of a dict (or a torchmetrics MetricCollection)."""
-        for name, value in dictionary.items():
+        torchmetrics = sys.modules.get("torchmetrics")  # not imported: `dictionary` cannot be a MetricCollection
+        if torchmetrics is not None and isinstance(dictionary, torchmetrics.MetricCollection):
+            # the metrics of a compute group share one state: pass it by reference rather than copy it at every log
+            items = dictionary.items(keep_base=False, copy_state=not dictionary.compute_groups)
+        else:
+            items = dictionary.items()
+        for name, value in items:
             self.log(name, value, prog_bar=prog_bar, logger=logger, on_step=on_step, on_epoch=on_epoch,
                      reduce_fx=reduce_fx, enable_graph=enable_graph, sync_dist=sync_dist,
                      sync_dist_group=sync_dist_group, add_dataloader_idx=add_dataloader_idx,
@@ -648,11 +655,10 @@ class LightningModule(HyperparametersMixin, nn.Module):
         """Eval mode, and a `trainer` that reads None instead of raising, restored afterwards even on error."""
         training = self.training
         self.eval()
-        self.__dict__["_is_exporting"] = True
         try:
-            yield
+            with tracing_module():
+                yield
         finally:
-            del self.__dict__["_is_exporting"]
             self.train(training)
 
     @classmethod
@@ -795,8 +801,10 @@ def _read_hparams_file(path: Union[str, os.PathLike], saved: Dict[str, Any]) -> 
         return saved
     import yaml
 
+    from volt.loggers.utils import hparams_yaml_loader
+
     with open(path) as f:
-        hparams = yaml.safe_load(f)
+        hparams = yaml.load(f, Loader=hparams_yaml_loader())
     if not isinstance(hparams, (dict, type(None))):
         raise ValueError(f"hparams_file {path} holds a {type(hparams).__name__}; expected a mapping of names to"
                          " values.")

@@ -1,4 +1,4 @@
-"""PyTorchProfiler under DDP (2 processes on gloo, volt's launcher): every rank writes its own trace."""
+"""PyTorchProfiler under DDP (2 processes on gloo, volt's launcher): every rank writes its own trace and report."""
 import json
 import subprocess
 import sys
@@ -37,7 +37,7 @@ trainer.fit(Net(), data)
 """
 
 
-def test_each_rank_writes_its_trace_and_rank_zero_the_report(tmp_path):
+def test_each_rank_writes_its_trace_and_report_as_lightning(tmp_path):
     script = tmp_path / "profile_ddp.py"
     script.write_text(SCRIPT)
     proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "prof")], env=script_env(),
@@ -45,9 +45,10 @@ def test_each_rank_writes_its_trace_and_rank_zero_the_report(tmp_path):
     output = finish(proc, timeout=90)
     assert proc.returncode == 0, output[-6000:]
     assert sorted(p.name for p in (tmp_path / "prof").iterdir()) == [
-        "fit-perf-0.0.pt.trace.json", "fit-perf-0.txt", "fit-perf-1.0.pt.trace.json"]
+        "fit-perf-0.0.pt.trace.json", "fit-perf-0.txt", "fit-perf-1.0.pt.trace.json", "fit-perf-1.txt"]
     for rank in (0, 1):
         trace = json.loads((tmp_path / "prof" / f"fit-perf-{rank}.0.pt.trace.json").read_text())
         names = [event["name"] for event in trace["traceEvents"] if event.get("ph") == "X"]
         assert names.count("[pl][profile][Strategy]DDPStrategy.training_step") == 3
-    assert "Profile stats for: records rank: 0" in (tmp_path / "prof" / "fit-perf-0.txt").read_text()
+    for rank in (0, 1):
+        assert f"Profile stats for: records rank: {rank}" in (tmp_path / "prof" / f"fit-perf-{rank}.txt").read_text()

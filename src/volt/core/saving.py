@@ -11,18 +11,25 @@ def load_hparams_from_yaml(config_yaml: Union[str, os.PathLike], use_omegaconf: 
     `use_omegaconf`); an empty dict, with a warning, when the file does not exist."""
     import yaml
 
+    from volt.loggers.utils import hparams_yaml_loader
+
     fs = get_filesystem(config_yaml)
     if not fs.exists(str(config_yaml)):
         rank_zero_warn(f"Missing hyperparameters file: {config_yaml}")
         return {}
     with fs.open(str(config_yaml), "r") as file:
-        hparams = yaml.safe_load(file) or {}
+        hparams = yaml.load(file, Loader=hparams_yaml_loader()) or {}
     if use_omegaconf:
         try:
             from omegaconf import OmegaConf
         except ImportError:
             return hparams
-        return OmegaConf.create(hparams)
+        from omegaconf.errors import UnsupportedValueType, ValidationError
+
+        try:
+            return OmegaConf.create(hparams)
+        except (UnsupportedValueType, ValidationError):  # e.g. a class among them: the plain dict, as Lightning
+            return hparams
     return hparams
 
 

@@ -35,6 +35,7 @@ from volt.loggers.utils import (
 from volt.utilities.apply_func import move_data_to_device
 from volt.utilities.imports import import_isolated
 from volt.utilities.rank_zero import rank_zero_only, rank_zero_warn
+from volt.utilities.tracing import tracing_module
 
 _writer_ids = itertools.count()
 
@@ -122,6 +123,7 @@ class TensorBoardLogger(RewritableLog, VersionedLogDir, Logger):
         self._default_hp_metric = default_hp_metric
         self._prefix = prefix
         self._sub_dir = None if sub_dir is None else os.fspath(sub_dir)
+        self._filename_suffix = kwargs.pop("filename_suffix", "")
         self._kwargs = kwargs
         self._experiment = None  # SummaryWriter, created when `experiment` is first used
         self._events: Optional[_EventFile] = None  # the logger's own event file, for scalars and hparams
@@ -148,11 +150,13 @@ class TensorBoardLogger(RewritableLog, VersionedLogDir, Logger):
     def experiment(self):
         """A `tensorboardX.SummaryWriter` on `log_dir`, created on first use, for images, histograms and the like."""
         if self._experiment is None:
-            tensorboardx = import_isolated("tensorboardX")
+            import_isolated("tensorboardX")
+            # imported just above; named here so that LightningCLI (jsonargparse) offers SummaryWriter's arguments
+            from tensorboardX import SummaryWriter
 
             self._open_events()  # first, so that a resume's purge marker sorts before the writer's file
-            kwargs = {**self._kwargs, "filename_suffix": _unique_suffix() + self._kwargs.get("filename_suffix", "")}
-            self._experiment = tensorboardx.SummaryWriter(log_dir=self.log_dir, **kwargs)
+            suffix = _unique_suffix() + self._filename_suffix
+            self._experiment = SummaryWriter(log_dir=self.log_dir, filename_suffix=suffix, **self._kwargs)
         return self._experiment
 
     @rank_zero_only
@@ -215,7 +219,8 @@ class TensorBoardLogger(RewritableLog, VersionedLogDir, Logger):
             device = getattr(model, "device", None)
             if device is not None:
                 input_array = move_data_to_device(input_array, device)
-            self.experiment.add_graph(model, input_array)
+            with tracing_module():  # the model may have no Trainer yet: its `trainer` reads None while traced
+                self.experiment.add_graph(model, input_array)
 
     @rank_zero_only
     def save(self) -> None:

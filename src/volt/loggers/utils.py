@@ -175,6 +175,28 @@ def _save_hparams_to_yaml(path: str, hparams: Mapping[str, Any], use_omegaconf: 
     files.replace(tmp_path, path)  # a crash mid-write leaves the previous file intact
 
 
+def hparams_yaml_loader():
+    """PyYAML's safe loader plus the `!!python/name:` tag, which PyYAML (and so Lightning and volt) writes for a class
+    or function among the hyperparameters (e.g. `layer: torch.nn.BatchNorm1d`). The name is resolved only in modules
+    already imported, so reading a file imports and runs no code."""
+    import yaml
+
+    class HparamsLoader(yaml.SafeLoader):
+        pass
+
+    def python_name(loader, suffix: str, node) -> Any:
+        module_name, _, attribute = suffix.rpartition(".")
+        module = sys.modules.get(module_name)
+        if module is None or not hasattr(module, attribute):
+            raise yaml.constructor.ConstructorError(
+                None, None, f"the hyperparameter {suffix!r} names an object in a module that is not imported: import"
+                f" {module_name or suffix!r} before loading this file", node.start_mark)
+        return getattr(module, attribute)
+
+    HparamsLoader.add_multi_constructor("tag:yaml.org,2002:python/name:", python_name)
+    return HparamsLoader
+
+
 def _save_with_omegaconf(path: str, hparams: Mapping[str, Any]) -> bool:
     """Write `hparams` with OmegaConf (nested OmegaConf configs resolved); False if it cannot represent them."""
     from omegaconf import DictConfig, ListConfig, OmegaConf

@@ -5,8 +5,8 @@ Profiling wraps hook dispatch only when a profiler is set, so an unprofiled run 
 
 The Trainer drives a profiler through this protocol (Lightning's): `setup(stage, local_rank, log_dir)` when a stage
 starts (with `lightning_module` set just before), `start(action)`/`stop(action)` around every hook and step,
-`describe(stage)` on rank zero when the stage ends, and `teardown(stage)` on every rank once it is over, even after an
-error.
+`describe(stage)` on every rank when the stage ends (a report file per rank; only rank 0 logs it), and
+`teardown(stage)` on every rank once it is over, even after an error.
 """
 from volt.profilers.advanced import AdvancedProfiler
 from volt.profilers.profiler import PassThroughProfiler, Profiler

@@ -3,6 +3,8 @@ import os
 from contextlib import contextmanager
 from typing import Optional
 
+from volt.utilities.rank_zero import rank_zero_info
+
 
 class Profiler:
     """Base class: `profile(action)` is a context manager; `summary()` is the report printed at the end."""
@@ -45,7 +47,9 @@ class Profiler:
         recorded stays readable after it, e.g. `SimpleProfiler.recorded_durations`)."""
 
     def describe(self, stage: str = "") -> None:
-        """Print the summary, or write it to `dirpath/filename` when a filename is given."""
+        """Log the summary (INFO, on the "volt" logger, on global rank 0, as Lightning), or write it to
+        `dirpath/filename` when a filename is given (each rank its own file); then `teardown`, as Lightning: a
+        described profiler holds nothing open (it can be deep-copied)."""
         report = self.summary()
         if stage:
             report = f"{stage.upper()} {report}"
@@ -54,7 +58,8 @@ class Profiler:
             with open(os.path.join(self.output_dir, self.file_stem(stage) + ".txt"), "w") as f:
                 f.write(report)
         else:
-            print(report)
+            rank_zero_info(report)
+        self.teardown(self._stage)
 
     @property
     def output_dir(self) -> str:

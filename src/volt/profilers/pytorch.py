@@ -90,6 +90,10 @@ class PyTorchProfiler(Profiler):
         self._schedule = _checked_schedule(torch.profiler.schedule(**_DEFAULT_SCHEDULE, repeat=1)
                                            if schedule is _DEFAULT else schedule)
         self._user_trace_handler = profiler_kwargs.pop("on_trace_ready", None)
+        # read here (None: not given) so that LightningCLI (jsonargparse) offers it as an argument, as for Lightning's
+        record_shapes = profiler_kwargs.pop("record_shapes", None)
+        if record_shapes is not None:
+            profiler_kwargs["record_shapes"] = record_shapes
         self._profiler_kwargs = _torch_profiler_kwargs(profiler_kwargs, group_by_input_shapes,
                                                        self._export_to_flame_graph)
         recording_cuda = ProfilerActivity.CUDA in self._profiler_kwargs["activities"]

@@ -165,7 +165,7 @@ class Checkpoints:
         self._add_loop_part(checkpoint, weights_only)
         if not weights_only:
             checkpoint["callbacks"] = {cb.state_key: state for cb in trainer.callbacks if (state := cb.state_dict())}
-            if datamodule is not None and (dm_state := datamodule.state_dict()):
+            if datamodule is not None and (dm_state := hooks.call_datamodule("state_dict")):
                 checkpoint[type(datamodule).__qualname__] = dm_state
         for owner, prefix in ((model, ""), (datamodule, "datamodule_")):
             if owner is not None and owner.hparams:
@@ -495,7 +495,7 @@ class Checkpoints:
     def restore_datamodule(self, checkpoint: Dict[str, Any]) -> None:
         datamodule = self.trainer.datamodule
         if datamodule is not None and type(datamodule).__qualname__ in checkpoint:
-            datamodule.load_state_dict(checkpoint[type(datamodule).__qualname__])
+            self.trainer._hooks.call_datamodule("load_state_dict", checkpoint[type(datamodule).__qualname__])
 
     def restore_callbacks(self, checkpoint: Dict[str, Any]) -> None:
         """`on_load_checkpoint`, then `load_state_dict` with the state saved under the callback's `state_key`

@@ -207,6 +207,13 @@ class Hooks:
                 (f"[LightningModule]{type(self.module).__name__}.{name}", getattr(self.module, name), True),)
         return self._run(name, plan, *args)
 
+    def call_datamodule(self, name: str, *args: Any) -> Any:
+        """Run the datamodule's method `name` (its `state_dict`/`load_state_dict` for a checkpoint), profiled as
+        "[LightningDataModule]<class>.<name>", as Lightning does."""
+        datamodule = self.datamodule
+        return self._run(name, ((f"[LightningDataModule]{type(datamodule).__name__}.{name}", getattr(datamodule, name),
+                                 True),), *args)
+
     def call_step(self, name: str, step: Callable[..., Any], *args: Any) -> Any:
         """A training/validation/test/predict step, or the optimizer step: `step` is the strategy's method (so a
         DDP/FSDP wrapper sees the call) or the loop's. Profiled as "[Strategy]<strategy class>.<name>"."""

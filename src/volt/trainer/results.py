@@ -13,6 +13,7 @@ import torch
 from volt.trainer.logger_writes import LoggerWrites
 from volt.utilities.apply_func import first_tensor
 from volt.utilities.exceptions import MisconfigurationException
+from volt.utilities.rank_zero import rank_zero_warn
 
 # Where `self.log` is allowed, with its defaults: (default on_step, default on_epoch, step allowed, epoch allowed).
 _PER_STEP = (True, False, True, True)
@@ -201,7 +202,7 @@ class Results:
             sync_dist: bool, sync_dist_group: Any, add_dataloader_idx: bool, batch_size: Optional[int],
             rank_zero_only: bool) -> None:
         """`LightningModule.log`'s work (its arguments in its order: passed by position, as keyword matching costs
-        more than the rest of a step's logging)."""
+        more than the rest of a step's logging). `logger` is as given: None means True."""
         active = self.active
         key, suffix = name, ""
         if not active.training and add_dataloader_idx and self.num_dataloaders > 1 and fx not in _EPOCH_HOOKS:
@@ -284,6 +285,7 @@ class Results:
         given = dict(on_step=default_step if on_step is None else bool(on_step),
                      on_epoch=default_epoch if on_epoch is None else bool(on_epoch), prog_bar=prog_bar, logger=logger,
                      reduce_fx=_parse_reduce_fx(reduce_fx, metric.name), sync_dist=sync_dist)
+        given["logger"] = True if logger is None else logger
         first = dict(on_step=metric.on_step, on_epoch=metric.on_epoch, prog_bar=metric.prog_bar, logger=metric.logger,
                      reduce_fx=metric.reduce, sync_dist=metric.sync_dist)
         changed = [name for name in given if given[name] != first[name]]
@@ -329,6 +331,12 @@ class Results:
                 f"`self.log({key!r}, ..., on_step=False, on_epoch=False)` is not useful: it logs nothing; set one of "
                 "them to True."
             )
+        if logger and not self.trainer.loggers:
+            rank_zero_warn(
+                f"You called `self.log({name!r}, ..., logger=True)` but have no logger configured, so it is written"
+                " nowhere: pass one, e.g. `Trainer(logger=CSVLogger(...))`, or leave `logger` unset."
+            )
+        logger = True if logger is None else logger
         reduce = _parse_reduce_fx(reduce_fx, key)
         metric = _Metric(name, fx, on_step, on_epoch, prog_bar, logger, reduce, sync_dist, sync_group, suffix)
         if _is_torchmetric(value):

@@ -529,7 +529,7 @@ class Trainer:
         self._results.flush_logger_writes()
         for logger in self.loggers:
             logger.finalize("success")
-        if self._profiling and self.is_global_zero:
+        if self._profiling:  # every rank, as Lightning: a report file per rank (`filename`); only rank 0 logs one
             self.profiler.describe(fn)
         self.strategy.teardown()
         self.state.status = "finished"
