@@ -89,3 +89,13 @@ def test_a_rank_that_raises_under_a_spawning_launch_is_a_process_raised_exceptio
         run.fit(Failing(), loader())
     assert isinstance(raised.value, RankFailedError)  # volt's own message: which rank failed, and its traceback
     assert "Rank 0 of 1" in str(raised.value) and raised.value.error_index == 0
+
+
+def test_a_spawning_strategy_returns_no_predictions_and_refuses_to_keep_them(tmp_path):
+    """As Lightning: only rank 0's predictions could come back, so none are kept by default and asking for them
+    fails in the ranks (a ProcessRaisedException, as Lightning's users catch it)."""
+    run = trainer(tmp_path, strategy="ddp_fork", accelerator="cpu", devices=1)
+    data = torch.utils.data.DataLoader(torch.zeros(2, 4))
+    assert run.predict(BoringModel(), data) is None
+    with pytest.raises(ProcessRaisedException, match="`return_predictions` should be set to `False`"):
+        run.predict(BoringModel(), data, return_predictions=True)

@@ -342,7 +342,10 @@ class Trainer:
                 datamodule: Optional[LightningDataModule] = None, return_predictions: Optional[bool] = None,
                 ckpt_path=None, weights_only: Optional[bool] = None) -> Optional[list]:
         """Run `predict_step` over the predict dataloader(s); returns the outputs (a list per dataloader)."""
-        self.predict_loop.return_predictions = True if return_predictions is None else return_predictions
+        # as Lightning: a spawning strategy keeps none by default (only rank 0's would come back), and refuses to
+        # keep them (in the ranks, so that the error is the ProcessRaisedException of a spawned rank's failure)
+        spawns = self.strategy.launches_in_child_processes
+        self.predict_loop.return_predictions = not spawns if return_predictions is None else return_predictions
         self._evaluate("predict", model, dataloaders, ckpt_path, False, datamodule, weights_only)
         if not self.predict_loop.return_predictions:
             return None
@@ -419,8 +422,13 @@ class Trainer:
             return apply_results(self, payload)
         return self.strategy.launch(self._run_in_process, fn, model, datamodule, ckpt_path, weights_only)
 
-    def _run_in_spawned_rank(self, *args):
-        return collect_results(self, self._run_in_process(*args))
+    def _run_in_spawned_rank(self, fn, *args):
+        if fn == "predict" and self.predict_loop.return_predictions:
+            raise MisconfigurationException(
+                "`return_predictions` should be set to `False` when using the strategies that spawn processes: only "
+                "rank 0's predictions would come back. Pass `return_predictions=False` and write the predictions "
+                "with a `BasePredictionWriter` callback, or use strategy='ddp'.")
+        return collect_results(self, self._run_in_process(fn, *args))
 
     def _run_in_process(self, fn, model, datamodule, ckpt_path, weights_only):
         """This process's run of the stage: hook dispatch, profiler and stop signals around `_run_stage`; on a
