@@ -288,3 +288,26 @@ def test_a_none_training_batch_is_skipped_as_in_lightning(quiet_lightning):
         assert sum("yielded None" in str(w.message) for w in record) == 1
         runs[pl.__name__] = calls, trainer.global_step
     assert runs["volt"] == runs["pytorch_lightning"] and runs["volt"][1] == 2
+
+
+def test_lists_of_plain_values_are_one_iterable_of_batches_as_in_lightning(quiet_lightning):
+    """Loaders given as a list, tuple or dict (nested too) run one after another, as Lightning flattens them; a
+    container holding only numbers or strings (`[0]`, `(4, 5)`) is itself one iterable of batches."""
+    def run(pl, data):
+        class Recording(pl.LightningModule):
+            def __init__(self):
+                super().__init__()
+                self.seen = []
+
+            def test_step(self, batch, batch_idx, dataloader_idx=0):
+                self.seen.append((batch, batch_idx, dataloader_idx))
+
+            def predict_step(self, batch, batch_idx, dataloader_idx=0):
+                return batch
+
+        model = Recording()
+        results = pl.Trainer(barebones=True, **QUIET).test(model, data, verbose=False)
+        return model.seen, results, pl.Trainer(barebones=True, **QUIET).predict(model, data)
+
+    for data in ([0], [1, 2, 3], (4, 5), ["a", "b"], [[1, 2], [3]], {"a": [1, 2], "b": (3,)}):
+        assert run(volt, data) == run(quiet_lightning, data), data

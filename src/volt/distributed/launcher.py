@@ -41,6 +41,7 @@ from datetime import timedelta
 from typing import Any, Callable, Dict, List, Optional
 
 import torch
+from torch.multiprocessing import ProcessRaisedException
 
 from volt.distributed import stall
 from volt.utilities.exceptions import MisconfigurationException, TrainingStopped
@@ -61,6 +62,18 @@ class RankFailedError(RuntimeError):
     def __init__(self, record: Dict[str, Any], full: bool = True) -> None:
         self.record = record
         super().__init__(describe_failure(record, full=full))
+
+
+class SpawnedRankRaisedError(RankFailedError, ProcessRaisedException):
+    """A rank that ddp_spawn/ddp_fork started raised. Also torch.multiprocessing's ProcessRaisedException, which
+    `mp.spawn` (and so Lightning) raises there: users' `except ProcessRaisedException` catches it."""
+
+    def __init__(self, record: Dict[str, Any], local_rank: int) -> None:
+        super().__init__(record)
+        self.msg, self.error_index, self.error_pid = str(self), local_rank, record.get("pid", -1)
+
+    def __reduce__(self):
+        return type(self), (self.record, self.error_index)
 
 
 def failure_record(rank_info: Dict[str, Any], exc: Optional[BaseException] = None, reason: str = "") -> Dict[str, Any]:
@@ -783,7 +796,10 @@ class SpawnLauncher:
         if interrupted and not first_failed:
             raise KeyboardInterrupt
         if first_failed or received["result"] is None:
-            raise RankFailedError(self._root_cause(first_failed, processes, received["error"], strategy))
+            cause = self._root_cause(first_failed, processes, received["error"], strategy)
+            if "traceback" in cause:  # it raised (not killed)
+                raise SpawnedRankRaisedError(cause, cause.get("local_rank", 0))
+            raise RankFailedError(cause)
         return torch.load(io.BytesIO(received["result"]), weights_only=False)
 
     @staticmethod

@@ -210,7 +210,7 @@ class ParallelStrategy(Strategy):
         if isinstance(env, LightningEnvironment):
             env.set_global_rank(self.node_rank * len(self.parallel_devices) + local_rank)
         self.global_rank = env.global_rank()
-        self.root_device = self.parallel_devices[local_rank]
+        self._set_root_device(self.parallel_devices[local_rank])
         rank_zero.set_rank(self.global_rank)
 
     def rank_info(self) -> Dict[str, Any]:

@@ -16,7 +16,7 @@ class Strategy:
 
     def __init__(self, device: Optional[torch.device] = None, accelerator: Optional[str] = None,
                  checkpoint_io: Optional[Any] = None, precision_plugin: Optional[Any] = None) -> None:
-        self.root_device = torch.device(device) if device is not None else torch.device("cpu")
+        self._set_root_device(torch.device(device) if device is not None else torch.device("cpu"))
         self.accelerator = accelerator
         self.model: Optional[torch.nn.Module] = None  # what forward passes go through (a DDP wrapper, say)
         self.lightning_module = None
@@ -28,6 +28,14 @@ class Strategy:
         # reports of multi-process runs.
         self.position_source = None
         self._checkpoint_io = checkpoint_io
+
+    def _set_root_device(self, device: torch.device) -> None:
+        """Make `device` this process's `root_device`. A subclass may define `root_device` as a read-only property
+        (as Lightning allows): then it decides the device, and this does nothing. (A plain attribute otherwise: the
+        loops read it for every batch.)"""
+        own = getattr(type(self), "root_device", None)
+        if not (isinstance(own, property) and own.fset is None):
+            self.root_device = device
 
     @property
     def checkpoint_io(self):
@@ -65,8 +73,19 @@ class Strategy:
         return function(*args, **kwargs)
 
     def setup_environment(self) -> None:
+        """The first step of every stage, in each process, before any hook runs (CUDA: select this rank's GPU)."""
         if self.root_device.type == "cuda":
             torch.cuda.set_device(self.root_device)
+
+    # Whether the Trainer reads the `ckpt_path` checkpoint after `setup` instead of at the start of the stage (a
+    # strategy that must shape or shard the model before it can load into it; Lightning's property).
+    restore_checkpoint_after_setup = False
+
+    def setup(self, trainer) -> None:
+        """Prepare the model for this stage, after `configure_model` and before the optimizers exist: the precision
+        plugin converts it, then `setup_module` moves (and wraps) it. Called once per stage by the Trainer; a custom
+        strategy overrides it and calls `super().setup(trainer)`."""
+        self.setup_module(self.precision_plugin.convert_module(self.lightning_module))
 
     def connect(self, module) -> None:
         self.lightning_module = module

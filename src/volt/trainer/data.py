@@ -32,7 +32,7 @@ import math
 import multiprocessing as mp
 import os
 import random
-from typing import Any, Callable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -499,11 +499,9 @@ def as_loader_list(loaders: Any) -> List[Any]:
         return []
     if isinstance(loaders, CombinedLoader):  # sequential runs its loaders in turn (as a list); other modes are one
         return list(loaders.flattened) if loaders.mode == "sequential" else [CombinedBatches(loaders)]
-    if isinstance(loaders, Mapping):
-        return list(loaders.values())
-    if isinstance(loaders, Sequence) and not isinstance(loaders, (str, bytes)) and not hasattr(loaders, "dataset"):
-        return list(loaders)
-    return [loaders]
+    # Lists, tuples and dicts of loaders, nested too, as a sequential CombinedLoader flattens them (Lightning's
+    # rule): one holding only numbers or strings (`[0]`, `[1, 2, 3]`) is itself one iterable of batches.
+    return [] if isinstance(loaders, list) and not loaders else _flat(loaders)
 
 
 def check_iterable(loaders: Any, found_in: str) -> None:

@@ -342,7 +342,10 @@ class Trainer:
                 datamodule: Optional[LightningDataModule] = None, return_predictions: Optional[bool] = None,
                 ckpt_path=None, weights_only: Optional[bool] = None) -> Optional[list]:
         """Run `predict_step` over the predict dataloader(s); returns the outputs (a list per dataloader)."""
-        self.predict_loop.return_predictions = True if return_predictions is None else return_predictions
+        # as Lightning: a spawning strategy keeps none by default (only rank 0's would come back), and refuses to
+        # keep them (in the ranks, so that the error is the ProcessRaisedException of a spawned rank's failure)
+        spawns = self.strategy.launches_in_child_processes
+        self.predict_loop.return_predictions = not spawns if return_predictions is None else return_predictions
         self._evaluate("predict", model, dataloaders, ckpt_path, False, datamodule, weights_only)
         if not self.predict_loop.return_predictions:
             return None
@@ -419,8 +422,13 @@ class Trainer:
             return apply_results(self, payload)
         return self.strategy.launch(self._run_in_process, fn, model, datamodule, ckpt_path, weights_only)
 
-    def _run_in_spawned_rank(self, *args):
-        return collect_results(self, self._run_in_process(*args))
+    def _run_in_spawned_rank(self, fn, *args):
+        if fn == "predict" and self.predict_loop.return_predictions:
+            raise MisconfigurationException(
+                "`return_predictions` should be set to `False` when using the strategies that spawn processes: only "
+                "rank 0's predictions would come back. Pass `return_predictions=False` and write the predictions "
+                "with a `BasePredictionWriter` callback, or use strategy='ddp'.")
+        return collect_results(self, self._run_in_process(fn, *args))
 
     def _run_in_process(self, fn, model, datamodule, ckpt_path, weights_only):
         """This process's run of the stage: hook dispatch, profiler and stop signals around `_run_stage`; on a
@@ -469,11 +477,10 @@ class Trainer:
         hooks, checkpoints = self._hooks, self._checkpoints
         self.strategy.setup_environment()
         # the checkpoint first: "last" may pick the logger version to continue, and a resumed fit's loggers continue
-        # their runs, before the callbacks' setup reads their folders
+        # their runs, before the callbacks' setup reads their folders (unless the strategy reads it after its setup)
         ckpt_path = checkpoints.resolve(fn, ckpt_path)
-        checkpoint = checkpoints.load(ckpt_path, weights_only)
-        if checkpoint is not None and fn == "fit":  # before the loggers' folders are read or anything is logged
-            checkpoints.restore_loggers(checkpoint)
+        read_late = self.strategy.restore_checkpoint_after_setup
+        checkpoint = None if read_late else self._read_checkpoint(fn, ckpt_path, weights_only)
         if fn == "fit" and self.is_global_zero:  # a folder no log can be written to: say so now, not after an epoch
             from volt.checkpoint import check_writable_folder  # volt.checkpoint is not loaded by `import volt`
 
@@ -494,8 +501,9 @@ class Trainer:
         if implements(model, LightningModule, "configure_model"):  # on the device, in the precision's dtype
             with self.strategy.tensor_init_context():
                 hooks.call("configure_model")
-        model = self.precision_plugin.convert_module(model)
-        self.strategy.setup_module(model)
+        self.strategy.setup(self)  # the precision's conversion, then the device (and the DDP/FSDP wrapper)
+        if read_late:
+            checkpoint = self._read_checkpoint(fn, ckpt_path, weights_only)
         if self._compiler is not None:
             compile_steps(model, self._compiler)
 
@@ -534,6 +542,14 @@ class Trainer:
         self.strategy.teardown()
         self.state.status = "finished"
         return result
+
+    def _read_checkpoint(self, fn: str, ckpt_path: Optional[str], weights_only: Optional[bool]):
+        """The checkpoint at `ckpt_path` (None without one); a resumed fit's loggers continue from it at once,
+        before anything is logged."""
+        checkpoint = self._checkpoints.load(ckpt_path, weights_only)
+        if checkpoint is not None and fn == "fit":
+            self._checkpoints.restore_loggers(checkpoint)
+        return checkpoint
 
     def _check_validation_parts(self, model: LightningModule, datamodule) -> None:
         """Validation during fit needs a `validation_step` and validation data: with one but not the other it is
