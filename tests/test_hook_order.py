@@ -125,7 +125,7 @@ def _trainer(pl, tmp_path, calls, Recorder, **kwargs):
                    limit_predict_batches=1, enable_progress_bar=False, enable_model_summary=False, logger=False,
                    default_root_dir=tmp_path)
     options.update(kwargs)
-    return pl.Trainer(callbacks=[Recorder(calls)], **options)
+    return pl.Trainer(callbacks=[Recorder(calls), *options.pop("callbacks", [])], **options)
 
 
 def record(pl, scenario, tmp_path):
@@ -145,6 +145,11 @@ def record(pl, scenario, tmp_path):
         first.save_checkpoint(tmp_path / "resume.ckpt")
         _trainer(pl, tmp_path, calls, Recorder, max_epochs=2).fit(
             model, ckpt_path=tmp_path / "resume.ckpt")
+    elif scenario == "resume_mid_epoch":  # a checkpoint written after the first of the epoch's two batches
+        first = _trainer(pl, tmp_path, [], Recorder, limit_val_batches=0, callbacks=[pl.callbacks.ModelCheckpoint(
+            tmp_path, filename="{step}", every_n_train_steps=1, save_top_k=-1)])
+        first.fit(Model([]))
+        _trainer(pl, tmp_path, calls, Recorder, limit_val_batches=0).fit(model, ckpt_path=tmp_path / "step=1.ckpt")
     elif scenario == "accumulate":
         _trainer(pl, tmp_path, calls, Recorder, accumulate_grad_batches=2, limit_train_batches=3,
                  limit_val_batches=0, enable_checkpointing=False).fit(model)
@@ -230,6 +235,9 @@ EXPECTED = {
     # the checkpoint was taken at the end of epoch 0: the run continues with epoch 1
     "resume": fit_start(resume=True) + SANITY_CHECK + TRAIN_START + train_batch(0) + train_batch(1, scheduler=True)
     + validation() + TRAIN_EPOCH_END + SAVE_CHECKPOINT + FIT_END,
+    # resumed inside epoch 0: no on_train_epoch_start for it, the run goes on with batch 1
+    "resume_mid_epoch": fit_start(resume=True) + ["train_dataloader", *both("on_train_start")]
+    + train_batch(1, scheduler=True) + TRAIN_EPOCH_END + SAVE_CHECKPOINT + FIT_END,
     # accumulate_grad_batches=2 over 3 batches: windows [0, 1] and [2]
     "accumulate": fit_start() + TRAIN_START + train_batch(0, step=False) + train_batch(1, zero_grad=False)
     + train_batch(2, scheduler=True) + TRAIN_EPOCH_END + FIT_END,

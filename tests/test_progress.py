@@ -43,6 +43,7 @@ class StubTrainer:
         self.check_val_every_n_epoch = 1
         self.loggers = [SimpleNamespace(version=3)]
         self.progress_bar_metrics = {"loss": torch.tensor(0.5)}
+        self.fit_loop = SimpleNamespace(batches_into_epoch=0)  # > 0: resumed inside an epoch
         self.__dict__.update(overrides)
 
 

@@ -14,8 +14,10 @@ class GradientAccumulationScheduler(Callback):
         scheduling: `{epoch: factor}`, zero-based epochs; a factor holds until the next epoch listed. Epochs before
             the first one listed use 1. `{0: 1, 4: 2}` accumulates 2 batches from the fifth epoch on.
 
-    The factor is set on `trainer.accumulate_grad_batches` at each epoch start (the loop reads it at every batch).
-    A resumed run sets it again for the epoch it resumes in, so resuming inside an epoch is exact.
+    The factor is set on `trainer.accumulate_grad_batches` at train start and at each epoch start (the loop reads
+    it at every batch). A run resumed inside an epoch gets no `on_train_epoch_start` for it (as in Lightning), so
+    the factor set at train start is the one for the epoch it resumes in, and resuming there is exact. (Lightning's
+    scheduler sets it only at epoch starts: its resumed run keeps the Trainer's factor, 1, until the next epoch.)
     """
 
     def __init__(self, scheduling: Dict[int, int]) -> None:
@@ -55,6 +57,7 @@ class GradientAccumulationScheduler(Callback):
             raise ValueError(
                 "You have set `accumulate_grad_batches` and are using the `GradientAccumulationScheduler` callback. "
                 "Either remove `accumulate_grad_batches` from the Trainer or remove the callback.")
+        trainer.accumulate_grad_batches = self.get_accumulate_grad_batches(trainer.current_epoch)
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         trainer.accumulate_grad_batches = self.get_accumulate_grad_batches(trainer.current_epoch)

@@ -9,7 +9,7 @@
         sanity check: on_sanity_check_start -> validation on a few batches -> on_sanity_check_end
         train_dataloader -> on_train_start
         for each epoch:
-          on_train_epoch_start
+          on_train_epoch_start                                      (not for an epoch resumed inside, as Lightning)
           for each batch:
             on_before_batch_transfer -> transfer_batch_to_device -> on_after_batch_transfer
             on_train_batch_start                                   (returning -1 ends the epoch)
@@ -163,6 +163,13 @@ class FitLoop:
         return self.state.batches_stepped
 
     @property
+    def batches_into_epoch(self) -> int:
+        """Batches of the current epoch already run. Above 0 at train start when the run resumes inside an epoch:
+        it gets no `on_train_epoch_start` for it (as Lightning), so callbacks that set per-epoch state there set it
+        in `on_train_start` too."""
+        return self.state.batch_idx
+
+    @property
     def can_stop_early(self) -> bool:
         trainer, s = self.trainer, self.state
         met_epochs = s.epoch >= trainer.min_epochs if trainer.min_epochs else True
@@ -175,9 +182,10 @@ class FitLoop:
 
     def run_epoch(self) -> None:
         trainer, hooks, s = self.trainer, self.trainer._hooks, self.state
-        if s.batch_idx == 0 and loaders_stale(trainer, self._train_loaded_epoch):
-            self.setup_train_data()
-        hooks.call("on_train_epoch_start")
+        if s.batch_idx == 0:  # as Lightning, an epoch a checkpoint resumes inside does not start again
+            if loaders_stale(trainer, self._train_loaded_epoch):
+                self.setup_train_data()
+            hooks.call("on_train_epoch_start")
         self._epoch_outputs = []
         n = self.num_training_batches
         # fixed for the epoch, so the batch loop below does not ask again at every batch: what runs, and the hooks

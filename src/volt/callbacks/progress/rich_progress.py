@@ -174,6 +174,8 @@ class RichProgressBar(SwitchableBar):
 
     def on_train_start(self, trainer, pl_module) -> None:
         self._init_progress(trainer)
+        if trainer.fit_loop.batches_into_epoch:  # resumed inside an epoch, which has no epoch start: its bar now
+            self.on_train_epoch_start(trainer, pl_module)
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         if self.is_disabled:

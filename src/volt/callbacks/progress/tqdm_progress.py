@@ -171,8 +171,13 @@ class TQDMProgressBar(SwitchableBar):
 
     def on_train_start(self, trainer, pl_module) -> None:
         self.train_progress_bar = self.init_train_tqdm()  # one bar, reset each epoch (as Lightning, also with `leave`)
+        if trainer.fit_loop.batches_into_epoch:  # resumed inside an epoch, which has no epoch start: its bar now
+            self._start_epoch_bar(trainer, done=trainer.fit_loop.batches_into_epoch)
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._start_epoch_bar(trainer, done=0)
+
+    def _start_epoch_bar(self, trainer, done: int) -> None:
         if self._leave:  # each epoch gets its own bar; the one made at train start goes without a trace
             previous = self.train_progress_bar
             if not previous.disable:
@@ -183,7 +188,7 @@ class TQDMProgressBar(SwitchableBar):
         total = _finite_or_none(self.total_train_batches)
         bar.total = total  # before reset(), which ignores a total of None
         bar.reset()
-        bar.initial = 0
+        bar.initial = bar.n = done
         bar.set_description(f"Epoch {trainer.current_epoch}")
         hidden = bar.disable or not self.is_enabled
         self._train_counter = SimpleNamespace(n=0) if hidden else bar
