@@ -86,7 +86,7 @@ def test_time_based_val_check_interval_errors(value, message):
     (dict(num_sanity_val_steps=-2), MisconfigurationException,
      r"num_sanity_val_steps=-2\)` is invalid: .* must be a non-negative integer or -1"),
     (dict(reload_dataloaders_every_n_epochs=-1), MisconfigurationException,
-     r"reload_dataloaders_every_n_epochs=-1\)` is invalid: .* a non-negative integer"),
+     r"reload_dataloaders_every_n_epochs=-1\)` is invalid: `reload_dataloaders_every_n_epochs` should be an int >= 0"),
     (dict(barebones=True, num_sanity_val_steps=2), ValueError,
      r"barebones=True, num_sanity_val_steps=2\)` was passed. Sanity checking can impact raw speed .*: remove"),
     (dict(barebones=True, profiler="simple"), ValueError, r"profiler='simple'\)` was passed. Profiling"),
