@@ -329,7 +329,7 @@ class LightningModule(HyperparametersMixin, nn.Module):
             return
         trainer._results.log(self._current_fx_name, name, value, prog_bar, logger, on_step,
                              on_epoch, reduce_fx, enable_graph, sync_dist, sync_dist_group, add_dataloader_idx,
-                             batch_size, rank_zero_only)
+                             batch_size, rank_zero_only, metric_attribute)
 
     def log_dict(self, dictionary: Mapping[str, Any], prog_bar: bool = False, logger: Optional[bool] = None,
                  on_step: Optional[bool] = None, on_epoch: Optional[bool] = None, reduce_fx: Any = "mean",
