@@ -203,6 +203,12 @@ class LightningModule(HyperparametersMixin, nn.Module):
         self._trainer = trainer
 
     @property
+    def fabric(self) -> None:
+        """The Lightning Fabric the module was set up with: always None, as volt has no Fabric (module code that checks
+        `self.fabric is not None` takes its Trainer branch, as under Lightning's Trainer)."""
+        return None
+
+    @property
     def device(self) -> torch.device:
         for p in self.parameters():
             return p.device
