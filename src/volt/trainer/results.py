@@ -522,8 +522,9 @@ def _parse_reduce_fx(reduce_fx, name: str) -> str:
     if reduce_fx in _TORCH_REDUCE_FX:
         return _TORCH_REDUCE_FX[reduce_fx]
     raise MisconfigurationException(
-        f"`self.log({name!r}, ..., reduce_fx={reduce_fx!r})`: reduce_fx must be 'mean', 'sum', 'max' or 'min' "
-        "(or torch.mean/sum/max/min)."
+        f"`self.log({name!r}, ..., reduce_fx={reduce_fx!r})` cannot reduce: only `self.log(..., "
+        "reduce_fx={min,max,mean,sum})` are supported (as strings or torch.min/max/mean/sum); for another reduction, "
+        "log a `torchmetrics.Metric` instead."
     )
 
 
