@@ -740,7 +740,10 @@ def _instantiate_from_checkpoint(cls, checkpoint: Dict[str, Any], hparams_file, 
         init_kwargs = {container.name: whole, **overrides}
     else:
         init_kwargs = hparams
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+    # names `__init__` does not take are dropped; not for a subclass named by "_class_path" (LightningCLI's subclass
+    # mode), whose own `__init__` the instantiator checks them against
+    chosen_subclass = instantiator is not None and "_class_path" in init_kwargs
+    if not chosen_subclass and not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         init_kwargs = {k: v for k, v in init_kwargs.items() if k in params}
     obj = instantiator(cls, init_kwargs) if instantiator else cls(**init_kwargs)
     # keep the checkpoint's hparams visible even if __init__ did not call save_hyperparameters
