@@ -452,6 +452,9 @@ def test_checkpoints_hold_the_config_that_built_the_model_and_load_from_checkpoi
     assert type(model.activation) is torch.nn.LeakyReLU and model.activation.negative_slope == 0.05
     assert type(model.configure_optimizers()) is torch.optim.Adam and model.layer.in_features == 3
     torch.testing.assert_close(model.state_dict(), cli.model.state_dict())
+    # through the base class, the chosen subclass is built with its own arguments
+    data = LightningDataModule.load_from_checkpoint(path)
+    assert type(data) is WidthData and data.width == 3
 
     # the checkpoint's model does not fit another model's arguments: one clear error
     with pytest.raises(SystemExit):

@@ -260,7 +260,8 @@ logger.log_hyperparams({{"lr": 0.1}})
 logger.log_graph(None)
 logger.save()
 assert "tensorboardX" not in sys.modules, "imported too early"
-assert not any(files for _, _, files in os.walk({str(tmp_path)!r})), "wrote before the first metrics"
+written = [name for _, _, files in os.walk({str(tmp_path)!r}) for name in files]
+assert written == ["hparams.yaml"], "wrote more than the hyperparameters before the first metrics"
 logger.log_metrics({{"loss": 1.0}}, step=0)
 assert "tensorboardX" in sys.modules
 """
@@ -595,3 +596,17 @@ def test_module_and_datamodule_hparams_merge_unless_they_differ(tmp_path):
                                                r"present in both.*different values"):
             trainer(tmp_path, logger=MemoryLogger(), max_steps=1).fit(Model({**shared, **clash, 1: 1}),
                                                                       Data({**shared, **clash}))
+
+
+def test_tensorboard_save_writes_the_hyperparameters_logged_so_far(tmp_path, quiet_lightning):
+    """As Lightning: `save()` before any metrics writes hparams.yaml with every call's hyperparameters merged."""
+    from volt.core.saving import load_hparams_from_yaml
+
+    saved = {}
+    for name, logger_class in (("volt", TensorBoardLogger), ("lightning", quiet_lightning.loggers.TensorBoardLogger)):
+        logger = logger_class(tmp_path / name, name="lightning_logs")
+        logger.log_hyperparams(Namespace(some_str="a_str", an_int=1))
+        logger.log_hyperparams({"batch_size": 32})
+        logger.save()
+        saved[name] = load_hparams_from_yaml(os.path.join(logger.log_dir, "hparams.yaml"))
+    assert saved["volt"] == saved["lightning"] == {"some_str": "a_str", "an_int": 1, "batch_size": 32}

@@ -345,13 +345,40 @@ class _LogsInTrainingStep(volt.LightningModule):
 @pytest.mark.parametrize("log, message", [
     (lambda m: m.log("v", torch.ones(3)), r"tensor must have a single element \(its shape is \(3,\)\): log one number"),
     (lambda m: m.log("v", "text"), r"`self.log\(v, text\)` was called, but `str` values cannot be logged: log a"),
-    (lambda m: m.log("v", 1.0, reduce_fx="median"), "reduce_fx must be 'mean', 'sum', 'max' or 'min'"),
+    (lambda m: m.log("v", 1.0, reduce_fx="median"), r"reduce_fx={min,max,mean,sum}\)` are supported .* log a"),
     (lambda m: m.log("v", 1.0, on_step=False, on_epoch=False), "is not useful: it logs nothing; set one of them"),
     (lambda m: m.log("v/dataloader_idx_0", 1.0), "key `v/dataloader_idx_0`, but it should not contain information"),
 ])
 def test_bad_log_calls_name_the_problem(log, message, tmp_path):
     with pytest.raises((ValueError, MisconfigurationException), match=message):
         trainer(tmp_path).fit(_LogsInTrainingStep(log), loader(n=2))
+
+
+def test_a_logged_metric_object_must_be_a_module_attribute(tmp_path):
+    """As Lightning: a torchmetrics object logged by `self.log` must be an attribute of the module (its state belongs
+    to the module), unless `metric_attribute=` names one; the error lists the module's metric attributes."""
+    torchmetrics = pytest.importorskip("torchmetrics")
+    stray = torchmetrics.SumMetric()
+
+    def log_stray(model):
+        stray(torch.tensor(1.0))
+        model.log("foo", stray)
+
+    with pytest.raises(MisconfigurationException, match="fix this by setting an attribute for the metric in your"):
+        trainer(tmp_path).fit(_LogsInTrainingStep(log_stray), loader(n=2))
+    with_attribute = _LogsInTrainingStep(log_stray)
+    with_attribute.bar = torchmetrics.SumMetric()
+    with pytest.raises(MisconfigurationException,
+                       match=r"`self.log\(foo, ..., metric_attribute=name\)` where `name` is one of \['bar'\]"):
+        trainer(tmp_path).fit(with_attribute, loader(n=2))
+
+    def log_named(model):
+        stray(torch.tensor(1.0))
+        model.log("foo", stray, metric_attribute="bar")
+
+    run = trainer(tmp_path)
+    run.fit(_LogsInTrainingStep(log_named), loader(n=4))
+    assert float(run.callback_metrics["foo"]) == 1.0
 
 
 def test_on_step_logging_in_an_epoch_hook_raises(tmp_path):

@@ -793,3 +793,16 @@ def test_given_hyperparameters_apply_to_the_class_being_built_only():
     assert dict(outer.hparams) == {"width": 5, "_class_path": "pkg.Outer"}
     assert dict(outer.inner.hparams) == {"depth": 1, "width": 5}
     assert dict(Outer().hparams) == {"width": 2}
+
+
+def test_fabric_is_none_as_under_lightnings_trainer(tmp_path, quiet_lightning):
+    """`self.fabric` reads None (volt has no Fabric), so a module written for both Fabric and the Trainer takes its
+    Trainer branch, as under Lightning's Trainer; it is None during a run too."""
+    seen = []
+
+    class Model(BoringModel):
+        def on_train_start(self):
+            seen.append(self.fabric)
+
+    trainer(tmp_path, fast_dev_run=1).fit(Model(), loader(n=2))
+    assert seen == [None] and BoringModel().fabric is None and quiet_lightning.LightningModule().fabric is None

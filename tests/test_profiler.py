@@ -191,3 +191,28 @@ def test_datamodule_state_dict_is_profiled_as_lightning(tmp_path, quiet_lightnin
         trainer.fit(_tiny_module(package), datamodule=Data())
         calls[name] = len(profiler.recorded_durations["[LightningDataModule]Data.state_dict"])
     assert calls == {"volt": 2, "lightning": 2}  # a checkpoint at each epoch end
+
+
+def test_data_fetching_is_profiled_as_lightning(tmp_path, quiet_lightning):
+    """With a profiler, the fetch of each batch is timed under Lightning's action names (train, each validation
+    dataloader, predict); the counts match Lightning's, and a SimpleProfiler keeps them across stages."""
+    counts = {}
+    for name, package in (("volt", pl), ("lightning", quiet_lightning)):
+        class TwoValLoaders(type(_tiny_module(package))):
+            def validation_step(self, batch, batch_idx, dataloader_idx=0):
+                self.log("v", self.layer(batch[0]).mean())
+
+            def predict_step(self, batch, batch_idx):
+                return self.layer(batch[0])
+
+        profiler = SimpleProfiler()
+        trainer = package.Trainer(fast_dev_run=2, profiler=profiler, default_root_dir=tmp_path / name,
+                                  enable_progress_bar=False, enable_model_summary=False)
+        trainer.fit(TwoValLoaders(), _loader(), [_loader(), _loader()])
+        trainer.predict(TwoValLoaders(), _loader())  # as Lightning, the fit's durations stay
+        durations = profiler.recorded_durations
+        counts[name] = {action: len(durations[action]) for action in durations if action.endswith("_next")}
+        assert all(d > 0 for action in counts[name] for d in durations[action])
+    assert counts["volt"] == counts["lightning"] == {"[_TrainingEpochLoop].train_dataloader_next": 2,
+                                                    "[_EvaluationLoop].val_next": 4,
+                                                    "[_PredictionLoop].predict_next": 2}

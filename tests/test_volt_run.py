@@ -284,15 +284,27 @@ def test_hydra_target_and_jsonargparse_class_path_resolve_to_volt(tmp_path):
                 filename: from-config
     """)
     write(tmp_path / "cli_app.py", """
+        import torch
         from lightning.pytorch.cli import LightningCLI
         from lightning.pytorch.demos.boring_classes import BoringModel
 
-        cli = LightningCLI(BoringModel)
+
+        class Model(BoringModel):
+            def __init__(self, width: int = 32):
+                super().__init__()
+                self.save_hyperparameters()
+
+
+        cli = LightningCLI(Model)
         print("CLI", type(cli.trainer).__module__, [type(c).__name__ for c in cli.trainer.callbacks])
+        saved = torch.load("cli_ckpts/from-config.ckpt", weights_only=True)["hyper_parameters"]
+        print("INSTANTIATOR", saved["_instantiator"], Model.load_from_checkpoint("cli_ckpts/from-config.ckpt").hparams)
     """)
     result = run(["cli_app.py", "fit", "--config", "cli.yaml"], tmp_path)
     assert result.returncode == 0, result.stderr[-4000:]
     assert "CLI volt.trainer.trainer" in result.stdout and "'ModelCheckpoint'" in result.stdout
+    # the checkpoint names LightningCLI's instantiator as Lightning does, so that Lightning and volt both load it
+    assert "INSTANTIATOR lightning.pytorch.cli.instantiate_module {'width': 32}" in result.stdout
     assert (tmp_path / "cli_ckpts" / "from-config.ckpt").exists()
 
 

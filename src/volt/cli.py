@@ -576,9 +576,17 @@ class _ConfigRecorder:
                 target = target[len(self.key) + 1:]
                 _set_nested(hparams, target[len("init_args."):] if target.startswith("init_args.") else target,
                             value)
-        hparams["_instantiator"] = "volt.cli.instantiate_module"
+        hparams["_instantiator"] = _instantiator_name()
         with given_hyperparameters(class_type, hparams):
             return class_type(*args, **kwargs)
+
+
+def _instantiator_name() -> str:
+    """How a checkpoint names `instantiate_module`: under Lightning's name when the program runs through the drop-in
+    (`volt run`), where that name is volt's function, so that Lightning loads the checkpoint too; volt trusts both."""
+    import volt.dropin
+
+    return "lightning.pytorch.cli.instantiate_module" if volt.dropin.installed() else "volt.cli.instantiate_module"
 
 
 def _set_nested(config: Dict[str, Any], dotted_key: str, value: Any) -> None:

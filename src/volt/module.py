@@ -203,6 +203,12 @@ class LightningModule(HyperparametersMixin, nn.Module):
         self._trainer = trainer
 
     @property
+    def fabric(self) -> None:
+        """The Lightning Fabric the module was set up with: always None, as volt has no Fabric (module code that checks
+        `self.fabric is not None` takes its Trainer branch, as under Lightning's Trainer)."""
+        return None
+
+    @property
     def device(self) -> torch.device:
         for p in self.parameters():
             return p.device
@@ -329,7 +335,7 @@ class LightningModule(HyperparametersMixin, nn.Module):
             return
         trainer._results.log(self._current_fx_name, name, value, prog_bar, logger, on_step,
                              on_epoch, reduce_fx, enable_graph, sync_dist, sync_dist_group, add_dataloader_idx,
-                             batch_size, rank_zero_only)
+                             batch_size, rank_zero_only, metric_attribute)
 
     def log_dict(self, dictionary: Mapping[str, Any], prog_bar: bool = False, logger: Optional[bool] = None,
                  on_step: Optional[bool] = None, on_epoch: Optional[bool] = None, reduce_fx: Any = "mean",
@@ -734,7 +740,10 @@ def _instantiate_from_checkpoint(cls, checkpoint: Dict[str, Any], hparams_file, 
         init_kwargs = {container.name: whole, **overrides}
     else:
         init_kwargs = hparams
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+    # names `__init__` does not take are dropped; not for a subclass named by "_class_path" (LightningCLI's subclass
+    # mode), whose own `__init__` the instantiator checks them against
+    chosen_subclass = instantiator is not None and "_class_path" in init_kwargs
+    if not chosen_subclass and not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         init_kwargs = {k: v for k, v in init_kwargs.items() if k in params}
     obj = instantiator(cls, init_kwargs) if instantiator else cls(**init_kwargs)
     # keep the checkpoint's hparams visible even if __init__ did not call save_hyperparameters

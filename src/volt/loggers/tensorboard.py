@@ -224,13 +224,14 @@ class TensorBoardLogger(RewritableLog, VersionedLogDir, Logger):
 
     @rank_zero_only
     def save(self) -> None:
-        """Flush event files and write hparams.yaml; before the first write there is nothing to save yet."""
-        if self._events is None:
-            return
-        self._events.flush()
+        """Flush event files and write hparams.yaml. Before the first metrics there are no event files yet (nor is
+        tensorboardX imported), but recorded hyperparameters are saved, as Lightning does."""
+        if self._events is not None:
+            self._events.flush()
         if self._experiment is not None:
             self._experiment.flush()
-        if not self._hparams_saved:
+        if not self._hparams_saved and (self.hparams or self._events is not None):
+            os.makedirs(self.log_dir, exist_ok=True)
             _save_hparams_to_yaml(os.path.join(self.log_dir, self.NAME_HPARAMS_FILE), self.hparams)
             self._hparams_saved = True
 

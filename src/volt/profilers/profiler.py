@@ -43,8 +43,8 @@ class Profiler:
         """The stage is over (also after an error): release whatever `start` acquired."""
 
     def reset(self) -> None:
-        """Forget what was recorded (called when a stage starts: each stage reports its own actions, and what a stage
-        recorded stays readable after it, e.g. `SimpleProfiler.recorded_durations`)."""
+        """Forget what was recorded, when a stage starts, for a profiler that reports each stage apart (what a stage
+        recorded stays readable after it). SimpleProfiler keeps recording across stages, as Lightning's."""
 
     def describe(self, stage: str = "") -> None:
         """Log the summary (INFO, on the "volt" logger, on global rank 0, as Lightning), or write it to

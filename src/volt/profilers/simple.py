@@ -11,7 +11,8 @@ class SimpleProfiler(Profiler):
     """Wall time per action: mean and total, sorted by total.
 
     `extended=True` (the default, as Lightning) also gives each action's number of calls and share of the time since
-    the profiler started (or was last reset), with a total row.
+    the profiler was made, with a total row. As Lightning's, it keeps recording across the Trainer's stages (fit,
+    then test, ...): each stage's report covers the stages before it too.
     """
 
     def __init__(self, dirpath: Optional[str] = None, filename: Optional[str] = None, extended: bool = True) -> None:
@@ -32,10 +33,6 @@ class SimpleProfiler(Profiler):
         if start is None:
             raise ValueError(f"Attempting to stop recording an action ({action_name}) which was never started.")
         self.recorded_durations[action_name].append(time.perf_counter() - start)
-
-    def reset(self) -> None:
-        self.recorded_durations.clear()
-        self.start_time = time.perf_counter()
 
     def summary(self) -> str:
         # math.fsum: thousands of short durations summed with plain float addition lose their last digits

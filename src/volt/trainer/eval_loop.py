@@ -27,8 +27,8 @@ import torch
 
 from volt.callbacks.prediction_writer import BasePredictionWriter
 from volt.trainer.data import (CombinedBatches, DataLoaderIter, as_given, as_loader_list, check_iterable,
-                              check_loaders, distributed_sampler_fn, limit_batches, resumable_sampler, set_data_epoch,
-                              warn_overfit_shuffling, wrap_loader)
+                              check_loaders, distributed_sampler_fn, limit_batches, profiled_fetches, resumable_sampler,
+                              set_data_epoch, warn_overfit_shuffling, wrap_loader)
 from volt.trainer.hooks import step_caller, takes_dataloader_iter
 from volt.utilities.combined_loader import loader_length
 from volt.utilities.rank_zero import rank_zero_warn
@@ -278,7 +278,7 @@ class EvalLoop:
                 limit = self.num_batches[dataloader_idx]
                 limit = limit if max_batches is None else min(limit, max_batches)
                 count = None if limit == math.inf else int(limit)
-                for batch_idx, batch in itertools.islice(enumerate(loader), count):
+                for batch_idx, batch in itertools.islice(enumerate(self._fetches(loader)), count):
                     yield batch, batch_idx, dataloader_idx
 
         items = batches()
@@ -295,7 +295,7 @@ class EvalLoop:
         precision = trainer.precision_plugin
         keep_predictions = self.stage == "predict" and self.return_predictions
         pad = self.keeps_ranks_in_step and math.isfinite(limit)
-        iterator = iter(loader)
+        iterator = self._fetches(loader)
         batch_idx = 0
         raw = None
         try:
@@ -326,6 +326,15 @@ class EvalLoop:
                     self._log_eval_step(dataloader_idx)
         finally:
             results.filler = False
+
+    def _fetches(self, loader) -> Any:
+        """An iterator over `loader`; while a profiler records, each fetch is timed under Lightning's action name."""
+        iterator = iter(loader)
+        if not self.trainer._profiling:
+            return iterator
+        action = ("[_PredictionLoop].predict_next" if self.stage == "predict"
+                  else f"[_EvaluationLoop].{'val' if self.stage == 'validate' else self.stage}_next")
+        return profiled_fetches(iterator, self.trainer.profiler, action)
 
     def _log_eval_step(self, dataloader_idx: int) -> None:
         self.trainer._results.log_eval_step(self.log_steps[dataloader_idx])

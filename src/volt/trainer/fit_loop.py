@@ -44,7 +44,7 @@ from typing import Any, Callable, Deque, Dict, Iterator, List, Mapping, Optional
 import torch
 
 from volt.trainer.data import (DataLoaderIter, DevicePrefetcher, as_given, check_iterable, check_loaders,
-                              distributed_sampler_fn, limit_batches, loaders_stale, prefetchable,
+                              distributed_sampler_fn, limit_batches, loaders_stale, prefetchable, profiled_fetches,
                               resumable_sampler, set_data_epoch, stateful_stream, training_loader,
                               warn_overfit_shuffling, wrap_loader)
 from volt.trainer.eval_loop import EvalLoop
@@ -463,6 +463,8 @@ class FitLoop:
         else:
             s.epoch_rng = get_rng_states()
             iterator = iter(loader)
+        if self.trainer._profiling:
+            iterator = profiled_fetches(iterator, self.trainer.profiler, "[_TrainingEpochLoop].train_dataloader_next")
         if prefetch:  # fetches the first batch now, before the RNG restore below (the interrupted run had fetched it)
             hooks = self.trainer._hooks
             iterator = DevicePrefetcher(iterator, lambda batch: hooks.prepare_batch(batch, 0),

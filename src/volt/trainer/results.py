@@ -200,7 +200,7 @@ class Results:
     def log(self, fx: Optional[str], name: str, value: Any, prog_bar: bool, logger: bool,
             on_step: Optional[bool], on_epoch: Optional[bool], reduce_fx: Any, enable_graph: bool,
             sync_dist: bool, sync_dist_group: Any, add_dataloader_idx: bool, batch_size: Optional[int],
-            rank_zero_only: bool) -> None:
+            rank_zero_only: bool, metric_attribute: Optional[str]) -> None:
         """`LightningModule.log`'s work (its arguments in its order: passed by position, as keyword matching costs
         more than the rest of a step's logging). `logger` is as given: None means True."""
         active = self.active
@@ -216,7 +216,7 @@ class Results:
                     "`dataloader_idx` when `add_dataloader_idx=True`: the suffix is added for you when several "
                     "dataloaders run (pass `add_dataloader_idx=False` to name it yourself).")
             metric = self._new_metric(fx, name, suffix, value, prog_bar, logger, on_step, on_epoch, reduce_fx,
-                                      sync_dist, sync_dist_group)
+                                      sync_dist, sync_dist_group, metric_attribute)
             if not active.training and fx not in _EPOCH_HOOKS:
                 metric.dataloader_idx = self.dataloader_idx
             metric.arguments = (on_step, on_epoch, prog_bar, logger, reduce_fx, sync_dist)
@@ -298,7 +298,7 @@ class Results:
         metric.arguments = (on_step, on_epoch, prog_bar, logger, reduce_fx, sync_dist)
 
     def _new_metric(self, fx, name, suffix, value, prog_bar, logger, on_step, on_epoch, reduce_fx, sync_dist,
-                    sync_group):
+                    sync_group, metric_attribute):
         key = name + suffix
         if fx is None:
             raise MisconfigurationException(
@@ -340,12 +340,31 @@ class Results:
         reduce = _parse_reduce_fx(reduce_fx, key)
         metric = _Metric(name, fx, on_step, on_epoch, prog_bar, logger, reduce, sync_dist, sync_group, suffix)
         if _is_torchmetric(value):
+            if metric_attribute is None:
+                self._check_metric_is_attribute(name, value)
             metric.metric_obj = value
         # a name forked into _step/_epoch must not collide with another logged name
         for other in self.active.metrics.values():
             if other.name != key and (other.step_key == metric.epoch_key or other.epoch_key == metric.step_key):
                 raise MisconfigurationException(f"`self.log({key!r})` clashes with the logged name {other.name!r}.")
         return metric
+
+    def _check_metric_is_attribute(self, name: str, value: Any) -> None:
+        """A logged torchmetrics object must belong to the LightningModule (as Lightning requires, to find its state
+        again); checked when the name is first logged in a loop run, never per step."""
+        attributes = {id(module): module_name for module_name, module in self.trainer.lightning_module.named_modules()
+                      if _is_torchmetric(module)}
+        if id(value) in attributes:
+            return
+        if not attributes:
+            raise MisconfigurationException(
+                f"`self.log({name}, ...)` was given a `torchmetrics.Metric` that is not an attribute of the "
+                "`LightningModule`: fix this by setting an attribute for the metric in your `LightningModule` (e.g. "
+                "`self.accuracy = Accuracy(...)` in `__init__`) and logging that object.")
+        raise MisconfigurationException(
+            f"`self.log({name}, ...)` was given a `torchmetrics.Metric` that is not an attribute of the "
+            f"`LightningModule`: log one of its metric attributes, or fix this by calling "
+            f"`self.log({name}, ..., metric_attribute=name)` where `name` is one of {list(attributes.values())}.")
 
     # ------------------------------------------------------------------ epoch ends
     def epoch_end(self, loop: _LoopResults) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
@@ -503,8 +522,9 @@ def _parse_reduce_fx(reduce_fx, name: str) -> str:
     if reduce_fx in _TORCH_REDUCE_FX:
         return _TORCH_REDUCE_FX[reduce_fx]
     raise MisconfigurationException(
-        f"`self.log({name!r}, ..., reduce_fx={reduce_fx!r})`: reduce_fx must be 'mean', 'sum', 'max' or 'min' "
-        "(or torch.mean/sum/max/min)."
+        f"`self.log({name!r}, ..., reduce_fx={reduce_fx!r})` cannot reduce: only `self.log(..., "
+        "reduce_fx={min,max,mean,sum})` are supported (as strings or torch.min/max/mean/sum); for another reduction, "
+        "log a `torchmetrics.Metric` instead."
     )
 
 
