@@ -434,13 +434,10 @@ def profiled_fetches(iterator: Iterator[Any], profiler, action: str) -> Iterator
     their iterators only while a profiler records, so an unprofiled step pays nothing."""
     while True:
         with profiler.profile(action):
-            item = next(iterator, _NO_ITEM)
-        if item is _NO_ITEM:
+            item = next(iterator, _NO_BATCH)
+        if item is _NO_BATCH:
             return
         yield item
-
-
-_NO_ITEM = object()
 
 
 def shutdown_workers(loader: Any) -> None:
