@@ -79,14 +79,17 @@ def test_a_strategy_subclass_may_define_root_device_as_a_read_only_property(tmp_
     assert model.layer.weight.device == torch.device("cpu") and model.trainer.global_step == 1
 
 
-def test_a_rank_that_raises_under_a_spawning_launch_is_a_process_raised_exception(tmp_path):
-    class Failing(BoringModel):
-        def training_step(self, batch, batch_idx):
-            raise ValueError("planned failure in training_step")
+class FailingModel(BoringModel):  # at module level: ddp_spawn pickles it into the new process
+    def training_step(self, batch, batch_idx):
+        raise ValueError("planned failure in training_step")
 
-    run = trainer(tmp_path, strategy="ddp_fork", accelerator="cpu", devices=1, max_steps=1, limit_val_batches=0)
+
+# ddp_spawn, not ddp_fork: forking a test process whose other threads (compile workers, loggers) may hold locks can
+# hang the child.
+def test_a_rank_that_raises_under_a_spawning_launch_is_a_process_raised_exception(tmp_path):
+    run = trainer(tmp_path, strategy="ddp_spawn", accelerator="cpu", devices=1, max_steps=1, limit_val_batches=0)
     with pytest.raises(ProcessRaisedException, match="planned failure in training_step") as raised:
-        run.fit(Failing(), loader())
+        run.fit(FailingModel(), loader())
     assert isinstance(raised.value, RankFailedError)  # volt's own message: which rank failed, and its traceback
     assert "Rank 0 of 1" in str(raised.value) and raised.value.error_index == 0
 
@@ -94,7 +97,7 @@ def test_a_rank_that_raises_under_a_spawning_launch_is_a_process_raised_exceptio
 def test_a_spawning_strategy_returns_no_predictions_and_refuses_to_keep_them(tmp_path):
     """As Lightning: only rank 0's predictions could come back, so none are kept by default and asking for them
     fails in the ranks (a ProcessRaisedException, as Lightning's users catch it)."""
-    run = trainer(tmp_path, strategy="ddp_fork", accelerator="cpu", devices=1)
+    run = trainer(tmp_path, strategy="ddp_spawn", accelerator="cpu", devices=1)
     data = torch.utils.data.DataLoader(torch.zeros(2, 4))
     assert run.predict(BoringModel(), data) is None
     with pytest.raises(ProcessRaisedException, match="`return_predictions` should be set to `False`"):
