@@ -29,3 +29,30 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+_LAUNCH_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK", "LOCAL_WORLD_SIZE")
+
+
+@pytest.fixture(autouse=True)
+def no_process_group_left_behind(request):
+    """A test that leaves torch.distributed initialized in the pytest process, or its launch variables in the
+    environment, changes what later tests see (DCP then assumes a multi-process save, Lightning evaluates without
+    inference mode under gloo, a later Trainer joins a "world"): undo it here, and say which test left it."""
+    import os
+
+    before = {name: os.environ.get(name) for name in _LAUNCH_VARIABLES}
+    yield
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+        warnings.warn(f"{request.node.nodeid} left a torch.distributed process group initialized", stacklevel=1)
+    for name, value in before.items():
+        if os.environ.get(name) != value:
+            warnings.warn(f"{request.node.nodeid} left {name}={os.environ.get(name)!r} in the environment",
+                          stacklevel=1)
+            if value is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = value
