@@ -290,11 +290,17 @@ def test_a_custom_strategy_restores_with_lightnings_signatures(tmp_path):
             assert "optimizers" not in seen
 
 
-def test_fsdp_activation_checkpointing_recomputes_the_chosen_layers_in_backward():
+def test_fsdp_activation_checkpointing_recomputes_the_chosen_layers_in_backward(monkeypatch):
     """`FSDPStrategy(activation_checkpointing_policy={Block})`, as in Lightning: each Block's forward runs again in
     backward (its activations are not kept) and training gives the same weights; the deprecated
     `activation_checkpointing=` with it is Lightning's error."""
     from helpers import BoringModel, loader
+
+    # the one-process group FSDP needs stays for the process, as in Lightning: this test ends it, and the rendezvous
+    # variables the launch sets are undone with the test (setenv records them as unset, delenv starts without them)
+    for name in ("MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
 
     class Block(torch.nn.Linear):
         calls = 0
@@ -315,6 +321,7 @@ def test_fsdp_activation_checkpointing_recomputes_the_chosen_layers_in_backward(
         make(strategy=FSDPStrategy(activation_checkpointing_policy=policy), devices=1, max_steps=3,
              limit_val_batches=0).fit(model, loader())
         runs.append((Block.calls, model.layer[0].weight.detach().full_tensor()))
+    torch.distributed.destroy_process_group()
     assert (runs[0][0], runs[1][0]) == (3, 6) and torch.equal(runs[0][1], runs[1][1])
     with pytest.raises(ValueError, match="cannot set both `activation_checkpointing` and"):
         FSDPStrategy(activation_checkpointing=torch.nn.Linear, activation_checkpointing_policy={torch.nn.Linear})
