@@ -229,6 +229,8 @@ def test_a_trained_module_pickles_and_deep_copies_detached_from_its_trainer(tmp_
             copied.trainer
         trainer(tmp_path, limit_val_batches=0).fit(copied)  # and it trains again
     assert model.trainer is run
+    copied_trainer = pickle.loads(pickle.dumps(run))  # its loop state holds RNG states: none in a dtype pickle refuses
+    assert copied_trainer.global_step == run.global_step
 
     optimizer = copy.deepcopy(model.optimizers())  # the optimizer wrapper copies as the optimizer it wraps
     assert type(optimizer) is torch.optim.SGD and optimizer.param_groups[0]["lr"] == 0.1

@@ -84,11 +84,12 @@ def isolate_rng(include_cuda: bool = True) -> Iterator[None]:
 
 
 def get_rng_states() -> dict:
-    """The global RNG states (torch, CUDA, numpy, random) as checkpoint-safe plain data."""
+    """The global RNG states (torch, CUDA, numpy, random) as checkpoint-safe plain data (numpy's uint32 keys as int64:
+    plain pickle cannot load a uint32 tensor back, so a Trainer holding one would not pickle)."""
     np_state = np.random.get_state()
     states = {
         "torch": torch.get_rng_state(),
-        "numpy": {"kind": np_state[0], "keys": torch.from_numpy(np_state[1].copy()), "pos": int(np_state[2]),
+        "numpy": {"kind": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
                   "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
         "python": _python_state_to_plain(random.getstate()),
     }
