@@ -313,8 +313,11 @@ class ParallelStrategy(Strategy):
             return
         os.environ["MASTER_ADDR"] = env.main_address
         os.environ["MASTER_PORT"] = str(env.main_port)
+        # on a GPU, the process group is bound to this rank's device (as in Lightning): NCCL connects at once,
+        # instead of at the first collective, on a device it would otherwise guess
+        device = {"device_id": self.root_device} if self.root_device.type == "cuda" else {}
         dist.init_process_group(self.process_group_backend, rank=self.global_rank, world_size=self.world_size,
-                                timeout=self.timeout, store=_attempt_store(self.timeout))
+                                timeout=self.timeout, store=_attempt_store(self.timeout), **device)
         atexit.register(self._destroy_process_group)
 
     def _destroy_process_group(self) -> None:
