@@ -122,6 +122,8 @@ def test_fsdp_options_as_lightning_takes_them(tmp_path):
         FSDPStrategy(device_mesh=(1, 2))
     with pytest.raises(MisconfigurationException, match="must be \\(replicas, shards\\): two whole numbers"):
         FSDPStrategy(sharding_strategy="HYBRID_SHARD", device_mesh=(0, 2))
+    with pytest.raises(MisconfigurationException, match="device_mesh='2x4' must be"):
+        FSDPStrategy(sharding_strategy="HYBRID_SHARD", device_mesh="2x4")
 
     # storage_options are for the CheckpointIO plugin, which writes full checkpoints, not sharded folders
     with pytest.raises(TypeError, match=r"`FSDPStrategy.save_checkpoint\(..., storage_options=...\)` is not supported "

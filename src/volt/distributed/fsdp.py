@@ -352,11 +352,14 @@ def _sharding_strategy(value: Any):
 
 def _device_mesh(value: Any, sharding_strategy) -> Any:
     """`(replicas, shards)` as a tuple of two ints above 0 (a list, as a config file gives it, too), or a DeviceMesh."""
-    if value is None or not isinstance(value, (tuple, list)):
+    from torch.distributed.device_mesh import DeviceMesh
+
+    if value is None or isinstance(value, DeviceMesh):
         return value
-    if len(value) != 2 or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in value):
+    if not isinstance(value, (tuple, list)) or len(value) != 2 or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in value):
         raise MisconfigurationException(f"device_mesh={value!r} must be (replicas, shards): two whole numbers above "
-                                        "0, e.g. (2, 4) for 2 copies of the model, each sharded over 4 ranks.")
+                                        "0, e.g. (2, 4) for 2 copies of the model, each sharded over 4 ranks; or "
+                                        "a torch DeviceMesh.")
     if "HYBRID" not in sharding_strategy.name:
         raise MisconfigurationException(
             f"device_mesh={tuple(value)} (replicas, shards) is for sharding_strategy='HYBRID_SHARD' or "
