@@ -133,6 +133,35 @@ def test_fsdp_options_as_lightning_takes_them(tmp_path):
         FSDPStrategy(state_dict_type="full").save_checkpoint({}, tmp_path / "x.ckpt", storage_options={"bucket": 1})
 
 
+def test_fsdp_takes_fsdp1s_mixed_precision_as_lightning_programs_pass_it(monkeypatch):
+    """`FSDPStrategy(mixed_precision=MixedPrecision(...))` (FSDP1's config, from Lightning's docs) computes in its
+    param_dtype with float32 weights kept, casts the inputs and floating-point buffers; was a dtype mismatch."""
+    from torch.distributed.fsdp import MixedPrecision
+
+    from helpers import BoringModel, loader
+
+    for name in ("MASTER_ADDR", "MASTER_PORT"):  # as in the activation checkpointing test below
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+
+    class Model(BoringModel):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("scale", torch.ones(1))
+
+        def training_step(self, batch, batch_idx):
+            self.computed_in = self(batch[0]).dtype
+            return super().training_step(batch, batch_idx)
+
+    config = MixedPrecision(param_dtype=torch.bfloat16, reduce_dtype=torch.float32, buffer_dtype=torch.bfloat16)
+    strategy, model = FSDPStrategy(mixed_precision=config), Model()
+    assert strategy.mixed_precision_config is config
+    make(strategy=strategy, devices=1, max_steps=2, limit_val_batches=0).fit(model, loader())
+    torch.distributed.destroy_process_group()
+    assert (model.computed_in, model.scale.dtype) == (torch.bfloat16, torch.bfloat16)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
 def test_a_started_rank_never_starts_the_ranks_again(monkeypatch):
     """LOCAL_RANK=1 (set by hand) with an environment that says it starts no processes: volt would start the ranks
     from a rank, each copy would do the same; Lightning's error, before anything is started."""

@@ -85,7 +85,9 @@ class FSDPStrategy(ParallelStrategy):
             each 4 ranks hold one copy of the model, sharded), or a 2-D torch `DeviceMesh` with dimension names.
         cpu_offload: keep sharded parameters, gradients and optimizer state in CPU memory: True, or torch's
             `CPUOffload(offload_params=True)`; `strategy.cpu_offload` is the `CPUOffload`, as in Lightning.
-        mixed_precision: a `torch.distributed.fsdp.MixedPrecisionPolicy` (or use the Trainer's `precision`).
+        mixed_precision: a `torch.distributed.fsdp.MixedPrecisionPolicy`, or FSDP1's `MixedPrecision` as Lightning
+            programs pass it (read as FSDP2 reads a policy; its `buffer_dtype` casts the floating-point buffers). Or
+            use the Trainer's `precision`.
         state_dict_type: "sharded" (default): a checkpoint is a folder every rank writes its shards into; "full": one
             file with whole tensors, gathered to and written by rank 0 (the module docstring says why sharded).
         timeout, stall_warning, max_restarts: as for `DDPStrategy` (with `max_restarts` > 0 a failed rank restarts
@@ -148,7 +150,7 @@ class FSDPStrategy(ParallelStrategy):
 
             options["offload_policy"] = CPUOffloadPolicy()
         if self.mixed_precision is not None:
-            options["mp_policy"] = self.mixed_precision
+            options["mp_policy"] = _mixed_precision_policy(self.mixed_precision, module)
         if self.activation_checkpointing_policy is not None:  # inside the shard groups: FSDP gathers first
             checkpointed = _module_filter(self.activation_checkpointing_policy, "activation_checkpointing_policy")
             for submodule in module.modules():
@@ -162,6 +164,11 @@ class FSDPStrategy(ParallelStrategy):
         fully_shard(root, **options)
         self._sharded, self._root, self.model = module, root, root
         return module
+
+    @property
+    def mixed_precision_config(self) -> Any:
+        """The `mixed_precision` given (Lightning's name for it); None: the Trainer's `precision` decides."""
+        return self.mixed_precision
 
     def configure(self, device_type: str, device_ids: List[int], num_nodes: int) -> None:
         super().configure(device_type, device_ids, num_nodes)
@@ -366,6 +373,21 @@ def _device_mesh(value: Any, sharding_strategy) -> Any:
             f"'_HYBRID_SHARD_ZERO2', not {sharding_strategy.name!r}: pass one of those, or leave device_mesh out."
         )
     return tuple(value)
+
+
+def _mixed_precision_policy(config: Any, module: torch.nn.Module) -> Any:
+    """FSDP2's policy for `config`. FSDP1's `MixedPrecision` becomes the policy with its dtypes; inputs are cast as
+    FSDP1 casts the root's (FSDP2 has no buffer dtype: the module's floating-point buffers are cast to it here)."""
+    from torch.distributed.fsdp import MixedPrecision, MixedPrecisionPolicy
+
+    if not isinstance(config, MixedPrecision):
+        return config
+    if config.buffer_dtype is not None:
+        for buffer in module.buffers():
+            if buffer.is_floating_point():
+                buffer.data = buffer.data.to(config.buffer_dtype)
+    return MixedPrecisionPolicy(param_dtype=config.param_dtype, reduce_dtype=config.reduce_dtype,
+                                cast_forward_inputs=config.cast_forward_inputs or config.cast_root_forward_inputs)
 
 
 def _warn_private_api(error: AttributeError, consequence: str) -> None:
