@@ -397,6 +397,8 @@ def test_missing_file(tmp_path):
         load_checkpoint(tmp_path / "nope.ckpt")
     with pytest.raises(IsADirectoryError, match="is a folder"):
         load_checkpoint(tmp_path)
+    with pytest.raises(ValueError, match="does not point to a valid checkpoint"):  # Lightning's error for a folder
+        load_checkpoint(tmp_path)
 
 
 def _damage(data: bytes, how: str) -> bytes:

@@ -351,6 +351,10 @@ def test_manual_optimization_with_two_optimizers(tmp_path):
     assert [type(o.optimizer) for o in optimizers] == [torch.optim.SGD, torch.optim.Adam]
     assert model.optimizers(use_pl_optimizer=False) == run.optimizers
     assert model.lr_schedulers() is None
+    # replaced by a callback or the user (as in Lightning): `self.optimizers()` wraps the new ones
+    run.optimizers = [torch.optim.Adam(model.parameters()), optimizers[1]]
+    assert [type(o.optimizer) for o in model.optimizers()] == [torch.optim.Adam, torch.optim.Adam]
+    assert model.optimizers()[1].optimizer is run.optimizers[1] is optimizers[1].optimizer
 
 
 def test_manual_optimization_rejects_automatic_features(tmp_path):

@@ -61,6 +61,11 @@ class CheckpointError(RuntimeError):
     """A checkpoint file cannot be loaded: it is damaged, or it references code that a safe load refuses."""
 
 
+class NotACheckpointFolder(IsADirectoryError, ValueError):
+    """A folder was given as a checkpoint, but it is not a complete checkpoint folder. Also a ValueError, which is
+    what Lightning raises for a path that is no checkpoint."""
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # paths
 
@@ -698,9 +703,10 @@ def load_checkpoint(path: PathLike, map_location=None, weights_only: Optional[bo
                                     "volt.sharded_checkpoint.load, or make it one file with `volt checkpoint "
                                     "consolidate`.")
         if not is_remote(path) and os.path.isdir(_local(path)):
-            raise IsADirectoryError(
-                f"{os.fspath(path)} is a folder but not a complete checkpoint (it has no {SHARDED_MARKER}, which a "
-                "sharded save writes last): pass the path of a checkpoint file or of a complete checkpoint folder."
+            raise NotACheckpointFolder(
+                f"{os.fspath(path)} does not point to a valid checkpoint: it is a folder but not a complete checkpoint "
+                f"(it has no {SHARDED_MARKER}, which a sharded save writes last). Pass the path of a checkpoint file "
+                "or of a complete checkpoint folder."
             )
         raise FileNotFoundError(f"Checkpoint file not found: {os.fspath(path)}")
     allow = torch.serialization.safe_globals(_compatible_globals()) if weights_only else nullcontext()

@@ -102,6 +102,24 @@ def test_written_by_4_ranks_resumes_on_4_2_and_1(written_by_4_ranks, tmp_path):
             torch.testing.assert_close(end["weights"][name], value, rtol=1e-5, atol=1e-6, msg=name)
 
 
+@pytest.mark.timeout(120)
+def test_hybrid_sharding_replicates_over_the_mesh_and_resumes_on_one_process(tmp_path):
+    """FSDPStrategy(sharding_strategy="HYBRID_SHARD", device_mesh=(2, 1)): 2 copies of the model, each sharded over 1
+    rank (a config file's list is taken as the tuple). Its checkpoint folder resumes on one process exactly, and the
+    resumed run ends where the hybrid one did (to float rounding): the replicas averaged their gradients."""
+    hybrid = {"sharding_strategy": "HYBRID_SHARD", "device_mesh": [2, 1]}
+    reports, _ = launch(tmp_path / "hybrid", strategy="fsdp", fsdp_kwargs=hybrid,
+                        checkpoints=[{"every_n_epochs": 1, "save_top_k": -1}])
+    assert set(reports[0]["placements"].values()) == {"(Replicate(), Shard(dim=0))"}
+    folder = tmp_path / "hybrid" / "ckpt" / "epoch=0-step=8.ckpt"
+    resumed, _ = launch(tmp_path / "resumed", strategy="auto", devices=1, resume_from=str(folder))
+    start, end, expected = resumed[0]["start"], resumed[0]["end"], reports[0]["end"]
+    assert_equal(start["weights"], load(folder)["state_dict"], "restored weights")
+    assert end["global_step"] == expected["global_step"] == 16
+    for name, value in expected["weights"].items():
+        torch.testing.assert_close(end["weights"][name], value, rtol=1e-5, atol=1e-6, msg=name)
+
+
 @pytest.mark.parametrize("written_by_4_ranks", ["fsdp"], indirect=True)  # shards to merge
 def test_consolidate_and_shard_round_trip_and_load_from_checkpoint(written_by_4_ranks, tmp_path):
     _, out, _ = written_by_4_ranks

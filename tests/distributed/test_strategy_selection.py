@@ -1,5 +1,6 @@
 """Choosing and configuring multi-process strategies from Trainer arguments and the environment (one process,
 no process group: construction only)."""
+import inspect
 import json
 import os
 import signal
@@ -82,19 +83,100 @@ def test_bad_strategy_options_are_named():
         DDPStrategy(start_method="thread")
     with pytest.raises(MisconfigurationException, match="must be a datetime.timedelta"):
         DDPStrategy(timeout=30)
-    with pytest.raises(MisconfigurationException, match="sharding_strategy='HYBRID_SHARD' is not supported"):
-        FSDPStrategy(sharding_strategy="HYBRID_SHARD")
     for strategy in (DDPStrategy, FSDPStrategy):
         with pytest.raises(MisconfigurationException, match="state_dict_type='local' is not supported: use 'full' "
                                                             r"\(one checkpoint file, written by rank 0\) or 'sharded'"):
             strategy(state_dict_type="local")
     assert (DDPStrategy().state_dict_type, FSDPStrategy().state_dict_type) == ("full", "sharded")
-    from torch.distributed.fsdp import CPUOffload  # what Lightning programs pass: its flag decides, not its truth
-
-    assert [FSDPStrategy(cpu_offload=flag).cpu_offload for flag in (CPUOffload(), CPUOffload(offload_params=True),
-                                                                    True, False)] == [False, True, True, False]
     with pytest.deprecated_call(match="`DDPStrategy.is_distributed` is deprecated"):
         assert DDPStrategy().is_distributed
+
+
+def test_fsdp_options_as_lightning_takes_them(tmp_path):
+    """sharding_strategy (torch's enum or its name in any case), device_mesh (a tuple, e.g. from a config file),
+    cpu_offload (a bool or torch's CPUOffload) are read as Lightning reads them; wrong ones are named at once."""
+    from jsonargparse import ArgumentParser
+    from torch.distributed.fsdp import CPUOffload, ShardingStrategy
+
+    assert [FSDPStrategy(sharding_strategy=name).sharding_strategy for name in (
+        "full_shard", ShardingStrategy.SHARD_GRAD_OP, "NO_SHARD", "HYBRID_SHARD", "_hybrid_shard_zero2")] == list(
+        ShardingStrategy)
+    assert [FSDPStrategy(sharding_strategy=s).reshard_after_forward for s in ShardingStrategy] == [
+        True, False, False, True, False]
+    with pytest.raises(MisconfigurationException, match="sharding_strategy='ZERO3' is not one of torch's"):
+        FSDPStrategy(sharding_strategy="ZERO3")
+    assert [FSDPStrategy(cpu_offload=flag).cpu_offload for flag in (CPUOffload(), CPUOffload(offload_params=True),
+                                                                    True, False, None)] == [
+        CPUOffload(False), CPUOffload(True), CPUOffload(True), CPUOffload(False), CPUOffload(False)]
+
+    parser = ArgumentParser()  # the annotation takes a config's list as the tuple
+    parser.add_argument("--device_mesh", type=inspect.signature(FSDPStrategy).parameters["device_mesh"].annotation)
+    assert parser.parse_args(["--device_mesh=[1, 2]"]).device_mesh == (1, 2)
+    hybrid = FSDPStrategy(sharding_strategy="HYBRID_SHARD", device_mesh=[1, 2])
+    assert hybrid.device_mesh == (1, 2) and make(devices=2, strategy=hybrid).world_size == 2
+    with pytest.raises(MisconfigurationException, match=r"device_mesh=\(2, 2\) makes 2 x 2 = 4 ranks, but this run "
+                                                        r"has 2 .* whose product is 2"):
+        make(devices=2, strategy=FSDPStrategy(sharding_strategy="HYBRID_SHARD", device_mesh=(2, 2)))
+    with pytest.raises(MisconfigurationException, match=r"device_mesh=\(1, 2\) \(replicas, shards\) is for "
+                                                        "sharding_strategy='HYBRID_SHARD'"):
+        FSDPStrategy(device_mesh=(1, 2))
+    with pytest.raises(MisconfigurationException, match="must be \\(replicas, shards\\): two whole numbers"):
+        FSDPStrategy(sharding_strategy="HYBRID_SHARD", device_mesh=(0, 2))
+    with pytest.raises(MisconfigurationException, match="device_mesh='2x4' must be"):
+        FSDPStrategy(sharding_strategy="HYBRID_SHARD", device_mesh="2x4")
+
+    # storage_options are for the CheckpointIO plugin, which writes full checkpoints, not sharded folders
+    with pytest.raises(TypeError, match=r"`FSDPStrategy.save_checkpoint\(..., storage_options=...\)` is not supported "
+                                        "with state_dict_type='sharded'"):
+        FSDPStrategy().save_checkpoint({}, tmp_path / "x.ckpt", storage_options={"bucket": "runs"})
+    with pytest.raises(TypeError, match="TorchCheckpointIO.save_checkpoint takes no storage_options"):
+        FSDPStrategy(state_dict_type="full").save_checkpoint({}, tmp_path / "x.ckpt", storage_options={"bucket": 1})
+
+
+def test_fsdp_takes_fsdp1s_mixed_precision_as_lightning_programs_pass_it(monkeypatch):
+    """`FSDPStrategy(mixed_precision=MixedPrecision(...))` (FSDP1's config, from Lightning's docs) computes in its
+    param_dtype with float32 weights kept, casts the inputs and floating-point buffers; was a dtype mismatch."""
+    from torch.distributed.fsdp import MixedPrecision
+
+    from helpers import BoringModel, loader
+
+    for name in ("MASTER_ADDR", "MASTER_PORT"):  # as in the activation checkpointing test below
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+
+    class Model(BoringModel):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("scale", torch.ones(1))
+
+        def training_step(self, batch, batch_idx):
+            self.computed_in = self(batch[0]).dtype
+            return super().training_step(batch, batch_idx)
+
+    config = MixedPrecision(param_dtype=torch.bfloat16, reduce_dtype=torch.float32, buffer_dtype=torch.bfloat16)
+    strategy, model = FSDPStrategy(mixed_precision=config), Model()
+    assert strategy.mixed_precision_config is config
+    make(strategy=strategy, devices=1, max_steps=2, limit_val_batches=0).fit(model, loader())
+    torch.distributed.destroy_process_group()
+    assert (model.computed_in, model.scale.dtype) == (torch.bfloat16, torch.bfloat16)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_a_started_rank_never_starts_the_ranks_again(monkeypatch):
+    """LOCAL_RANK=1 (set by hand) with an environment that says it starts no processes: volt would start the ranks
+    from a rank, each copy would do the same; Lightning's error, before anything is started."""
+    from helpers import BoringModel
+
+    class StartsNothing(LightningEnvironment):
+        @property
+        def creates_processes_externally(self) -> bool:
+            return False
+
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    trainer = make(devices=2, strategy="ddp", plugins=[StartsNothing()], max_steps=1)
+    with pytest.raises(RuntimeError, match=r"Lightning attempted to launch new distributed processes with `local_rank "
+                                           r"> 0` \(LOCAL_RANK=1\).*StartsNothing's is False"):
+        trainer.fit(BoringModel())
 
 
 def test_fsdp_without_fully_shard_is_a_clear_error(monkeypatch):

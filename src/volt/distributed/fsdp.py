@@ -20,7 +20,7 @@ parallel.py) and resume puts them back, so resume is as exact as under DDP.
 import contextlib
 import functools
 from datetime import timedelta
-from typing import Any, Callable, Dict, List, Optional, Set, Type, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Set, Tuple, Type, Union
 
 import torch
 
@@ -29,7 +29,14 @@ from volt.distributed.parallel import ParallelStrategy, StepForward
 from volt.utilities.exceptions import MisconfigurationException
 from volt.utilities.rank_zero import rank_zero_deprecation
 
-_SHARDING = {"FULL_SHARD": True, "SHARD_GRAD_OP": False}
+if TYPE_CHECKING:
+    from torch.distributed.device_mesh import DeviceMesh
+
+# torch's ShardingStrategy names (FSDP1's, which Lightning takes) -> FSDP2: (free the gathered parameters after
+# forward, the mesh replicates over its first dimension)
+_SHARDING = {"FULL_SHARD": (True, False), "SHARD_GRAD_OP": (False, False), "NO_SHARD": (False, True),
+             "HYBRID_SHARD": (True, True), "_HYBRID_SHARD_ZERO2": (False, True)}
+_MESH_DIMS = ("replicate", "shard")  # FSDP2 replicates over the first dimension of a 2-D mesh, shards over the second
 Policy = Union[Set[Type[torch.nn.Module]], List[Type[torch.nn.Module]], Callable[[torch.nn.Module], bool]]
 
 
@@ -69,11 +76,18 @@ class FSDPStrategy(ParallelStrategy):
     Args:
         auto_wrap_policy: which submodules get their own shard group: a set of module classes, or a function
             module -> bool. Default: every direct child of the LightningModule that has parameters.
-        sharding_strategy: "FULL_SHARD" (free gathered parameters after forward) or "SHARD_GRAD_OP" (keep them
-            until backward: more memory, less communication).
-        cpu_offload: keep sharded parameters, gradients and optimizer state in CPU memory (True, or torch's
-            `CPUOffload(offload_params=True)` as Lightning takes it).
-        mixed_precision: a `torch.distributed.fsdp.MixedPrecisionPolicy` (or use the Trainer's `precision`).
+        sharding_strategy: torch's `ShardingStrategy` or its name (any case): "FULL_SHARD" (free gathered
+            parameters after forward), "SHARD_GRAD_OP" (keep them until backward: more memory, less communication),
+            "NO_SHARD" (every rank holds everything, as DDP), "HYBRID_SHARD" (shard within a group of ranks, replicate
+            across the groups: by default the groups are the nodes) or "_HYBRID_SHARD_ZERO2" (hybrid, parameters
+            kept until backward).
+        device_mesh: for the hybrid strategies, `(replicas, shards)` with replicas x shards = world size (e.g. (2, 4):
+            each 4 ranks hold one copy of the model, sharded), or a 2-D torch `DeviceMesh` with dimension names.
+        cpu_offload: keep sharded parameters, gradients and optimizer state in CPU memory: True, or torch's
+            `CPUOffload(offload_params=True)`; `strategy.cpu_offload` is the `CPUOffload`, as in Lightning.
+        mixed_precision: a `torch.distributed.fsdp.MixedPrecisionPolicy`, or FSDP1's `MixedPrecision` as Lightning
+            programs pass it (read as FSDP2 reads a policy; its `buffer_dtype` casts the floating-point buffers). Or
+            use the Trainer's `precision`.
         state_dict_type: "sharded" (default): a checkpoint is a folder every rank writes its shards into; "full": one
             file with whole tensors, gathered to and written by rank 0 (the module docstring says why sharded).
         timeout, stall_warning, max_restarts: as for `DDPStrategy` (with `max_restarts` > 0 a failed rank restarts
@@ -90,25 +104,23 @@ class FSDPStrategy(ParallelStrategy):
                  cluster_environment: Optional[ClusterEnvironment] = None,
                  process_group_backend: Optional[str] = None, timeout: Optional[timedelta] = None,
                  auto_wrap_policy: Optional[Policy] = None, sharding_strategy: str = "FULL_SHARD",
-                 cpu_offload: Any = False, mixed_precision: Any = None, state_dict_type: str = "sharded",
+                 cpu_offload: Any = None, mixed_precision: Any = None, state_dict_type: str = "sharded",
                  start_method: str = "popen", stall_warning: Optional[float] = None,
                  max_restarts: Optional[int] = None, checkpoint_io: Optional[Any] = None,
                  precision_plugin: Optional[Any] = None, activation_checkpointing_policy: Optional[Policy] = None,
-                 activation_checkpointing: Optional[Any] = None) -> None:
+                 activation_checkpointing: Optional[Any] = None,
+                 device_mesh: Optional[Union[Tuple[int, int], "DeviceMesh"]] = None) -> None:
         super().__init__(accelerator, parallel_devices, cluster_environment, process_group_backend, timeout,
                          start_method, stall_warning, max_restarts, state_dict_type=state_dict_type,
                          checkpoint_io=checkpoint_io, precision_plugin=precision_plugin)
         _fully_shard()
-        if sharding_strategy not in _SHARDING:
-            raise MisconfigurationException(
-                f"sharding_strategy={sharding_strategy!r} is not supported with FSDP2; use 'FULL_SHARD' or "
-                "'SHARD_GRAD_OP'."
-            )
+        from torch.distributed.fsdp import CPUOffload
+
+        self.sharding_strategy = _sharding_strategy(sharding_strategy)
+        self.reshard_after_forward, self._replicates = _SHARDING[self.sharding_strategy.name]
+        self.device_mesh = _device_mesh(device_mesh, self.sharding_strategy)
         self.auto_wrap_policy = auto_wrap_policy
-        self.reshard_after_forward = _SHARDING[sharding_strategy]
-        # True/False, or torch's FSDP1 `CPUOffload(offload_params=...)` that Lightning programs pass (an object is
-        # always truthy: its flag decides)
-        self.cpu_offload = bool(getattr(cpu_offload, "offload_params", cpu_offload))
+        self.cpu_offload = cpu_offload if isinstance(cpu_offload, CPUOffload) else CPUOffload(bool(cpu_offload))
         self.mixed_precision = mixed_precision
         if activation_checkpointing is not None:  # Lightning's deprecated name: module classes
             if activation_checkpointing_policy is not None:
@@ -130,18 +142,15 @@ class FSDPStrategy(ParallelStrategy):
             self.model = self._root
             return module
         fully_shard = _fully_shard()
-        from torch.distributed.device_mesh import init_device_mesh
-
         module.to(self.root_device)
         self._broadcast_from_rank0(module)
-        mesh = init_device_mesh(self.root_device.type, (self.world_size,))
-        options: Dict[str, Any] = {"mesh": mesh, "reshard_after_forward": self.reshard_after_forward}
-        if self.cpu_offload:
+        options: Dict[str, Any] = {"mesh": self._mesh(), "reshard_after_forward": self.reshard_after_forward}
+        if self.cpu_offload.offload_params:
             from torch.distributed.fsdp import CPUOffloadPolicy
 
             options["offload_policy"] = CPUOffloadPolicy()
         if self.mixed_precision is not None:
-            options["mp_policy"] = self.mixed_precision
+            options["mp_policy"] = _mixed_precision_policy(self.mixed_precision, module)
         if self.activation_checkpointing_policy is not None:  # inside the shard groups: FSDP gathers first
             checkpointed = _module_filter(self.activation_checkpointing_policy, "activation_checkpointing_policy")
             for submodule in module.modules():
@@ -155,6 +164,38 @@ class FSDPStrategy(ParallelStrategy):
         fully_shard(root, **options)
         self._sharded, self._root, self.model = module, root, root
         return module
+
+    @property
+    def mixed_precision_config(self) -> Any:
+        """The `mixed_precision` given (Lightning's name for it); None: the Trainer's `precision` decides."""
+        return self.mixed_precision
+
+    def configure(self, device_type: str, device_ids: List[int], num_nodes: int) -> None:
+        super().configure(device_type, device_ids, num_nodes)
+        if isinstance(self.device_mesh, tuple) and self.device_mesh[0] * self.device_mesh[1] != self.world_size:
+            replicas, shards = self.device_mesh
+            raise MisconfigurationException(
+                f"device_mesh={self.device_mesh} makes {replicas} x {shards} = {replicas * shards} ranks, but this run "
+                f"has {self.world_size} (devices x num_nodes): choose (replicas, shards) whose product is "
+                f"{self.world_size}."
+            )
+
+    def _mesh(self) -> "DeviceMesh":
+        """The ranks FSDP2 shards over: 1-D for FULL_SHARD and SHARD_GRAD_OP; 2-D (replicate, shard) otherwise,
+        `device_mesh` or, by default, NO_SHARD (world size, 1) and the hybrid strategies (nodes, ranks per node)."""
+        from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
+
+        if isinstance(self.device_mesh, DeviceMesh):
+            return self.device_mesh
+        if not self._replicates:
+            return init_device_mesh(self.root_device.type, (self.world_size,))
+        if self.device_mesh is not None:
+            shape = self.device_mesh
+        elif self.sharding_strategy.name == "NO_SHARD":
+            shape = (self.world_size, 1)
+        else:
+            shape = (self.num_nodes, self.world_size // self.num_nodes)
+        return init_device_mesh(self.root_device.type, shape, mesh_dim_names=_MESH_DIMS)
 
     def _policy(self, module: torch.nn.Module) -> Callable[[torch.nn.Module], bool]:
         policy = self.auto_wrap_policy
@@ -302,6 +343,51 @@ class FSDPStrategy(ParallelStrategy):
         """The parameter names in the optimizer's order: position i is parameter id i of torch's layout."""
         names = {id(p): name for name, p in self.lightning_module.named_parameters()}
         return [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
+
+
+def _sharding_strategy(value: Any):
+    """torch's `ShardingStrategy` from the enum or its name, in any case (as Lightning takes it)."""
+    from torch.distributed.fsdp import ShardingStrategy
+
+    if isinstance(value, ShardingStrategy):
+        return value
+    if isinstance(value, str) and value.upper() in ShardingStrategy.__members__:
+        return ShardingStrategy[value.upper()]
+    raise MisconfigurationException(f"sharding_strategy={value!r} is not one of torch's ShardingStrategy names: use "
+                                    f"{', '.join(repr(name) for name in _SHARDING)}.")
+
+
+def _device_mesh(value: Any, sharding_strategy) -> Any:
+    """`(replicas, shards)` as a tuple of two ints above 0 (a list, as a config file gives it, too), or a DeviceMesh."""
+    from torch.distributed.device_mesh import DeviceMesh
+
+    if value is None or isinstance(value, DeviceMesh):
+        return value
+    if not isinstance(value, (tuple, list)) or len(value) != 2 or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in value):
+        raise MisconfigurationException(f"device_mesh={value!r} must be (replicas, shards): two whole numbers above "
+                                        "0, e.g. (2, 4) for 2 copies of the model, each sharded over 4 ranks; or "
+                                        "a torch DeviceMesh.")
+    if "HYBRID" not in sharding_strategy.name:
+        raise MisconfigurationException(
+            f"device_mesh={tuple(value)} (replicas, shards) is for sharding_strategy='HYBRID_SHARD' or "
+            f"'_HYBRID_SHARD_ZERO2', not {sharding_strategy.name!r}: pass one of those, or leave device_mesh out."
+        )
+    return tuple(value)
+
+
+def _mixed_precision_policy(config: Any, module: torch.nn.Module) -> Any:
+    """FSDP2's policy for `config`. FSDP1's `MixedPrecision` becomes the policy with its dtypes; inputs are cast as
+    FSDP1 casts the root's (FSDP2 has no buffer dtype: the module's floating-point buffers are cast to it here)."""
+    from torch.distributed.fsdp import MixedPrecision, MixedPrecisionPolicy
+
+    if not isinstance(config, MixedPrecision):
+        return config
+    if config.buffer_dtype is not None:
+        for buffer in module.buffers():
+            if buffer.is_floating_point():
+                buffer.data = buffer.data.to(config.buffer_dtype)
+    return MixedPrecisionPolicy(param_dtype=config.param_dtype, reduce_dtype=config.reduce_dtype,
+                                cast_forward_inputs=config.cast_forward_inputs or config.cast_root_forward_inputs)
 
 
 def _warn_private_api(error: AttributeError, consequence: str) -> None:

@@ -231,13 +231,28 @@ class ParallelStrategy(Strategy):
         if self.launches_in_child_processes:
             return self._launch_spawn(function, args)
         env = self.cluster_environment
+        starts_ranks = not env.creates_processes_externally and self.num_processes > 1
+        if starts_ranks:
+            self._check_not_a_started_rank(env)
         if self.max_restarts and not env.creates_processes_externally:  # this process supervises; it never returns
             _launcher.ElasticLauncher(self.num_processes, self.max_restarts, env.main_address, env.main_port).run()
         watchdog = self._get_watchdog()
-        if not env.creates_processes_externally and self.num_processes > 1:
+        if starts_ranks:
             _launcher.ScriptLauncher(self.num_processes, self.node_rank, self.world_size, env.main_address,
                                      env.main_port).start(watchdog)
         return self.run_guarded(function, *args, **kwargs)
+
+    @staticmethod
+    def _check_not_a_started_rank(env: ClusterEnvironment) -> None:
+        """A process that is already a node's rank 1, 2, ... must not start the ranks again: each copy would."""
+        if env.local_rank() > 0:
+            raise RuntimeError(
+                f"Lightning attempted to launch new distributed processes with `local_rank > 0` (LOCAL_RANK="
+                f"{env.local_rank()}): this process is already one of the ranks, and starting them again from here "
+                f"would multiply them. Unset LOCAL_RANK if you set it yourself; in a ClusterEnvironment of your own, "
+                f"`creates_processes_externally` must be True when a launcher started the processes "
+                f"({type(env).__name__}'s is False)."
+            )
 
     def run_guarded(self, function: Callable, *args: Any, **kwargs: Any) -> Any:
         """Run one Trainer stage on this rank; if it fails, tell every other rank (and if another rank failed,
@@ -298,8 +313,11 @@ class ParallelStrategy(Strategy):
             return
         os.environ["MASTER_ADDR"] = env.main_address
         os.environ["MASTER_PORT"] = str(env.main_port)
+        # on a GPU, the process group is bound to this rank's device (as in Lightning): NCCL connects at once,
+        # instead of at the first collective, on a device it would otherwise guess
+        device = {"device_id": self.root_device} if self.root_device.type == "cuda" else {}
         dist.init_process_group(self.process_group_backend, rank=self.global_rank, world_size=self.world_size,
-                                timeout=self.timeout, store=_attempt_store(self.timeout))
+                                timeout=self.timeout, store=_attempt_store(self.timeout), **device)
         atexit.register(self._destroy_process_group)
 
     def _destroy_process_group(self) -> None:
@@ -441,10 +459,22 @@ class ParallelStrategy(Strategy):
                             inner=inner)
 
     # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self, checkpoint: Dict[str, Any], filepath, storage_options: Optional[Any] = None) -> Any:
+        if storage_options is not None and self.state_dict_type == "sharded":
+            raise TypeError(sharded_storage_options_error(self))
+        return super().save_checkpoint(checkpoint, filepath, storage_options)
+
     def teardown(self) -> None:
         if self.model is not self.lightning_module:
             self.model = self.lightning_module
         super().teardown()
+
+
+def sharded_storage_options_error(strategy: Strategy) -> str:
+    return (f"`{type(strategy).__name__}.save_checkpoint(..., storage_options=...)` is not supported with "
+            "state_dict_type='sharded': torch.distributed.checkpoint writes the checkpoint folder, not the CheckpointIO "
+            "plugin that storage_options are for. Drop storage_options, or use state_dict_type='full' to write one "
+            "file through the plugin.")
 
 
 def collective_timeout(timeout: Optional[timedelta]) -> timedelta:

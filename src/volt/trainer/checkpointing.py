@@ -60,6 +60,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
 import torch
 
+from volt.distributed.parallel import sharded_storage_options_error
 from volt.loggers.utils import VersionedLogDir
 from volt.trainer import recovery
 from volt.trainer.progress import lightning_loops
@@ -111,11 +112,9 @@ class ShardedFolder:
     def write(self, trainer, checkpoint: Dict[str, Any], filepath, background: bool, storage_options: Any = None):
         from volt.sharded_checkpoint import save_sharded
 
-        if storage_options is not None:
-            raise TypeError(f"storage_options={storage_options!r}: they are for the CheckpointIO plugin that writes "
-                            "checkpoint files; sharded checkpoint folders are written by torch.distributed.checkpoint. "
-                            "Use state_dict_type='full' to write files through the plugin.")
         strategy = trainer.strategy
+        if storage_options is not None:
+            raise TypeError(sharded_storage_options_error(strategy))
         fit_loop = (checkpoint.get("loops") or {}).get("fit_loop")
         own = {key: fit_loop[key] for key in _PER_RANK_STATE} if fit_loop else None
         group = strategy.background_process_group() if background else None

@@ -514,7 +514,6 @@ class Trainer:
         # 3. optimizers, fit start, then the rest of the checkpoint, then the loop
         if fn == "fit":
             self.optimizers, self.lr_scheduler_configs = configure_optimizers(hooks)
-            self.strategy._lightning_optimizers = [LightningOptimizer(opt, self) for opt in self.optimizers]
             if self.enable_autolog_hparams:
                 self._results.log_hyperparams(model, datamodule)
             hooks.call("on_fit_start")
@@ -867,7 +866,9 @@ class Trainer:
 
     @optimizers.setter
     def optimizers(self, optimizers: List[torch.optim.Optimizer]) -> None:
-        self.strategy.optimizers = list(optimizers)
+        """Replace the optimizers (also from a callback, as in Lightning): `self.optimizers()` gives the new ones."""
+        self.strategy.optimizers = [opt.optimizer if isinstance(opt, LightningOptimizer) else opt for opt in optimizers]
+        self.strategy._lightning_optimizers = [LightningOptimizer(opt, self) for opt in self.strategy.optimizers]
 
     @property
     def lr_schedulers(self) -> list:

@@ -3,14 +3,15 @@
 Trains a small regression net (two Linear layers: under FSDP, two shard groups) with Adam on 64 samples, split over
 the ranks without shuffling, so that the k-th global batch holds the same samples on any number of ranks. Options:
   strategy         "ddp" | "fsdp" | "auto" (one process); devices (default 2); state_dict_type (default "sharded")
-  ddp_kwargs       more DDPStrategy arguments (e.g. find_unused_parameters)
+  ddp_kwargs       more DDPStrategy arguments (e.g. find_unused_parameters); fsdp_kwargs: more FSDPStrategy ones
   batch_size       per rank (default 8 // devices: the global batch stays 8); max_epochs (default 2)
   checkpoints      a list of ModelCheckpoint arguments (dirpath relative to OUT)
   resume_from      a checkpoint path, or "last"
   stall_after      a checkpoint path: once it is complete, file writes block (fsync sleeps, as on a hung storage
                    server) and each rank marks OUT/stalled{rank}; the test then kills the job
 Each rank writes OUT/rank{rank}.pt: the full weights and optimizer state when training starts (after a restore)
-and when it ends, the global step and the world size; every training step writes OUT/step{rank}.
+and when it ends, the global step, the world size and how its parameters are placed on the ranks (DTensor
+placements, under FSDP); every training step writes OUT/step{rank}.
 """
 import json
 import os
@@ -52,6 +53,7 @@ class Net(volt.LightningModule):
 
     def on_train_start(self):
         self.report["start"] = state(self.trainer)
+        self.report["placements"] = {name: str(getattr(p, "placements", None)) for name, p in self.named_parameters()}
 
     def on_train_end(self):
         self.report["end"] = state(self.trainer)
@@ -89,7 +91,7 @@ def make_strategy():
     if name == "ddp":
         return DDPStrategy(state_dict_type=state_dict_type, **OPTIONS.get("ddp_kwargs", {}))
     if name == "fsdp":
-        return FSDPStrategy(state_dict_type=state_dict_type)
+        return FSDPStrategy(state_dict_type=state_dict_type, **OPTIONS.get("fsdp_kwargs", {}))
     return name
 
 
