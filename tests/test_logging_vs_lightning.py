@@ -295,3 +295,34 @@ def test_metric_collection_and_logger_true_without_a_logger_as_lightning(quiet_l
     runs = both(quiet_lightning, run)
     assert runs["volt"] == runs["pl"]
     assert (True in runs["volt"][0]) is not compute_groups and runs["volt"][1]["epoch"] == -3  # the last batch's
+
+
+def test_metric_dicts_hold_what_lightning_holds(quiet_lightning):
+    """`progress_bar_metrics` holds Python floats (made when read; the bar reads the tensors), the other two dicts
+    float tensors, also for an integer tensor logged; a one-element tensor is squeezed; and a value written into
+    `callback_metrics` before any run stays there (what a test of a callback relies on)."""
+    def run(pl):
+        class Logging(logging_module(pl)):
+            def training_step(self, batch, batch_idx):
+                loss = super().training_step(batch, batch_idx)
+                self.log("count", torch.tensor(3), prog_bar=True)
+                self.log("one", loss.detach().view(1), on_epoch=True, prog_bar=True)
+                return loss
+
+            def on_train_epoch_end(self):
+                self.log("steps", torch.tensor(self.global_step), prog_bar=True)
+
+        trainer = pl.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1, num_sanity_val_steps=0,
+                             logger=False, **QUIET)
+        trainer.callback_metrics["before"] = torch.tensor([[1.0]])
+        before = sorted(trainer.callback_metrics)
+        trainer.fit(Logging(), loader(n=4), loader(n=2))
+        return before, {what: {key: (type(value).__name__, str(getattr(value, "dtype", "")), getattr(value, "ndim", 0))
+                               for key, value in sorted(getattr(trainer, what).items())}
+                        for what in ("callback_metrics", "logged_metrics", "progress_bar_metrics")}
+
+    runs = both(quiet_lightning, run)
+    assert runs["volt"] == runs["pl"]
+    assert runs["volt"][0] == ["before"]
+    assert runs["volt"][1]["progress_bar_metrics"]["count"] == ("float", "", 0)
+    assert runs["volt"][1]["callback_metrics"]["count"] == ("Tensor", "torch.float32", 0)

@@ -42,7 +42,7 @@ class StubTrainer:
         self.num_sanity_val_steps = 2
         self.check_val_every_n_epoch = 1
         self.loggers = [SimpleNamespace(version=3)]
-        self.progress_bar_metrics = {"loss": torch.tensor(0.5)}
+        self.progress_bar_tensors = {"loss": torch.tensor(0.5)}
         self.fit_loop = SimpleNamespace(batches_into_epoch=0)  # > 0: resumed inside an epoch
         self.__dict__.update(overrides)
 
@@ -67,7 +67,7 @@ def run_fit(bar, trainer, val_loss=0.25):
     for i in range(trainer.num_val_batches[0]):
         bar.on_validation_batch_start(trainer, None, None, i)
         bar.on_validation_batch_end(trainer, None, None, None, i)
-    trainer.progress_bar_metrics = {**trainer.progress_bar_metrics, "val_loss": torch.tensor(val_loss)}
+    trainer.progress_bar_tensors = {**trainer.progress_bar_tensors, "val_loss": torch.tensor(val_loss)}
     bar.on_validation_end(trainer, None)
     bar.on_train_epoch_end(trainer, None)
     bar.on_train_end(trainer, None)
@@ -101,7 +101,7 @@ def test_tqdm_redraws_rarely_and_reads_metrics_only_when_it_redraws(capsys, monk
     # 200 steps of 10 ms each (a fake clock): 2 s at one redraw per 0.1 s is about 20 redraws, not 200
     monkeypatch.setattr(tqdm_progress, "_monotonic", FakeClock(step=0.01))
     CountingTensor.reads = 0
-    trainer = StubTrainer(num_training_batches=200, progress_bar_metrics={
+    trainer = StubTrainer(num_training_batches=200, progress_bar_tensors={
         "loss": torch.tensor(0.5).as_subclass(CountingTensor)})
     bar = TQDMProgressBar()
     bar.setup(trainer, None, "fit")
@@ -117,7 +117,7 @@ def test_tqdm_redraws_rarely_and_reads_metrics_only_when_it_redraws(capsys, monk
 def test_tqdm_refresh_rate_counts_batches_between_redraws(capsys, monkeypatch):
     monkeypatch.setattr(tqdm_progress, "_monotonic", FakeClock(step=10.0))  # time never holds a redraw back
     CountingTensor.reads = 0
-    trainer = StubTrainer(num_training_batches=100, progress_bar_metrics={
+    trainer = StubTrainer(num_training_batches=100, progress_bar_tensors={
         "loss": torch.tensor(0.5).as_subclass(CountingTensor)})
     bar = TQDMProgressBar(refresh_rate=10)
     bar.setup(trainer, None, "fit")
@@ -227,7 +227,7 @@ def test_tqdm_pads_numbers_so_the_line_does_not_jitter():
 
 def test_get_metrics_converts_tensors_and_adds_the_logger_version():
     bar = TQDMProgressBar()
-    trainer = StubTrainer(progress_bar_metrics={"loss": torch.tensor(0.25), "acc": torch.tensor(1.0)})
+    trainer = StubTrainer(progress_bar_tensors={"loss": torch.tensor(0.25), "acc": torch.tensor(1.0)})
     assert bar.get_metrics(trainer, None) == {"v_num": 3, "loss": 0.25, "acc": 1.0}
     trainer.loggers = [SimpleNamespace(version="version_12345")]
     assert bar.get_metrics(trainer, None)["v_num"] == "2345"
@@ -239,7 +239,7 @@ def test_get_metrics_converts_tensors_and_adds_the_logger_version():
 
 def test_get_metrics_warns_once_when_a_logged_name_shadows_v_num():
     bar = TQDMProgressBar()
-    trainer = StubTrainer(progress_bar_metrics={"v_num": torch.tensor(7.0)})
+    trainer = StubTrainer(progress_bar_tensors={"v_num": torch.tensor(7.0)})
     with pytest.warns(UserWarning, match="already shows 'v_num'"):
         assert bar.get_metrics(trainer, None)["v_num"] == 7.0
     bar.get_metrics(trainer, None)  # no second warning (pytest's filterwarnings=error setups would catch it)
@@ -285,7 +285,7 @@ def test_rich_prints_epoch_and_metrics():
 def test_rich_redraws_rarely(monkeypatch):
     monkeypatch.setattr(rich_progress, "_monotonic", FakeClock(step=0.01))
     CountingTensor.reads = 0
-    trainer = StubTrainer(num_training_batches=200, progress_bar_metrics={
+    trainer = StubTrainer(num_training_batches=200, progress_bar_tensors={
         "loss": torch.tensor(0.5).as_subclass(CountingTensor)})
     bar = RichProgressBar(console_kwargs={"file": io.StringIO(), "force_terminal": True})
     bar.setup(trainer, None, "fit")

@@ -321,7 +321,7 @@ class LightningModule(HyperparametersMixin, nn.Module):
             rank_zero_only: bool = False) -> None:
         """Record a metric. Defaults depend on the hook (training: per step; validation/test: per epoch mean)."""
         trainer = self._trainer
-        if trainer is None or trainer._results is None or trainer.barebones:
+        if trainer is None or trainer.barebones:
             if trainer is not None and trainer.barebones:
                 rank_zero_warn(
                     "You are trying to `self.log()` but `Trainer(barebones=True)` is configured. Logging can impact "

@@ -37,6 +37,7 @@ _REDUCE_FX = {"mean": "mean", "avg": "mean", "sum": "sum", "max": "max", "min": 
 # torch's reductions, and Python's builtins as Lightning accepts them
 _TORCH_REDUCE_FX = {torch.mean: "mean", torch.sum: "sum", torch.max: "max", torch.min: "min", sum: "sum", max: "max",
                     min: "min"}
+_KEPT_DTYPES = (torch.float32, torch.float64)  # logged values of other dtypes are converted to `_float_dtype()`
 _COMPACT_EVERY = 1024  # fold pending epoch values into one tensor after this many, so memory stays flat
 
 
@@ -242,6 +243,8 @@ class Results:
                 detached = value.detach()
                 self._detached = (value, detached)
                 value = detached
+            if value.dtype not in _KEPT_DTYPES:  # as Lightning: integer and half values are kept as float32/64
+                value = value.to(_float_dtype())
         else:
             value = _number_to_tensor(name, value)
 
@@ -526,6 +529,12 @@ def _parse_reduce_fx(reduce_fx, name: str) -> str:
         "reduce_fx={min,max,mean,sum})` are supported (as strings or torch.min/max/mean/sum); for another reduction, "
         "log a `torchmetrics.Metric` instead."
     )
+
+
+def _float_dtype() -> torch.dtype:
+    """The dtype logged values are kept in: torch's default, but at least float32 (as Lightning)."""
+    dtype = torch.get_default_dtype()
+    return dtype if dtype in _KEPT_DTYPES else torch.float32
 
 
 def _number_to_tensor(name: str, value: Any) -> torch.Tensor:

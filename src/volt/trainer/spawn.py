@@ -24,7 +24,7 @@ def collect_results(trainer, output: Any) -> Optional[Dict[str, Any]]:
         "weights": _to_cpu(weights),
         "callback_metrics": _to_cpu(dict(trainer.callback_metrics)),
         "logged_metrics": _to_cpu(dict(trainer.logged_metrics)),
-        "progress_bar_metrics": _to_cpu(dict(trainer.progress_bar_metrics)),
+        "progress_bar_metrics": _to_cpu(dict(trainer.progress_bar_tensors)),
         "loop_state": trainer.fit_loop.state.state_dict(),
         "callbacks": _to_cpu(callbacks),
         "status": trainer.state.status,

@@ -269,7 +269,9 @@ class Trainer:
         self.validate_loop = EvalLoop(self, "validate")
         self.test_loop = EvalLoop(self, "test")
         self.predict_loop = EvalLoop(self, "predict")
-        self._results: Optional[Results] = None  # self.log storage of the running call (trainer/results.py)
+        # self.log storage of the running call (trainer/results.py); a new one per call. This first one holds the
+        # metric dicts before any call, so that what is written into `trainer.callback_metrics` stays there
+        self._results = Results(self)
         self._hooks: Optional[Hooks] = None  # hook dispatch of the running call (trainer/hooks.py)
         self._checkpoints = Checkpoints(self)  # what checkpoints hold and how they come back (checkpointing.py)
         self._position = LoopPosition(self)  # where the loops are, for multi-process stall reports
@@ -655,15 +657,24 @@ class Trainer:
 
     @property
     def callback_metrics(self) -> Dict[str, torch.Tensor]:
-        return self._results.callback_metrics if self._results is not None else {}
+        return self._results.callback_metrics
 
     @property
     def logged_metrics(self) -> Dict[str, torch.Tensor]:
-        return self._results.logged_metrics if self._results is not None else {}
+        return self._results.logged_metrics
 
     @property
-    def progress_bar_metrics(self) -> Dict[str, torch.Tensor]:
-        return self._results.progress_bar_metrics if self._results is not None else {}
+    def progress_bar_metrics(self) -> Dict[str, float]:
+        """The `prog_bar=True` values as Python numbers, as in Lightning: made when read, so reading them waits for
+        the device (a progress bar reads `progress_bar_tensors` instead)."""
+        return {name: value.item() if isinstance(value, torch.Tensor) else value
+                for name, value in self._results.progress_bar_metrics.items()}
+
+    @property
+    def progress_bar_tensors(self) -> Dict[str, torch.Tensor]:
+        """volt's: the values of `progress_bar_metrics` as they are logged, detached tensors on their device, for a
+        bar that copies them to the host without waiting for the device."""
+        return self._results.progress_bar_metrics
 
     @property
     def model(self):

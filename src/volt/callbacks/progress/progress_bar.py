@@ -128,7 +128,7 @@ class ProgressBar(Callback):
         module docstring). Override it to change what is shown (e.g. `items.pop("v_num", None)`).
         """
         standard = get_standard_metrics(trainer)
-        logged = trainer.progress_bar_metrics
+        logged = trainer.progress_bar_tensors
         if standard and not self._warned_duplicates:
             duplicates = standard.keys() & logged.keys()
             if duplicates:
