@@ -326,3 +326,36 @@ def test_metric_dicts_hold_what_lightning_holds(quiet_lightning):
     assert runs["volt"][0] == ["before"]
     assert runs["volt"][1]["progress_bar_metrics"]["count"] == ("float", "", 0)
     assert runs["volt"][1]["callback_metrics"]["count"] == ("Tensor", "torch.float32", 0)
+
+
+def test_tensorboard_writes_hyperparameters_at_once_as_lightning(tmp_path, quiet_lightning):
+    """`log_hyperparams` writes the hp_metric placeholder at once (volt wrote it with the first metrics): the
+    version folder holds an event file right away, and a subclass's `log_metrics` sees hp_metric first in a fit."""
+    import os
+
+    def run(pl):
+        root = tmp_path / pl.__name__
+        calls = []
+
+        class Recording(pl.loggers.TensorBoardLogger):
+            def log_metrics(self, metrics, step=None):
+                calls.append((sorted(metrics), step))
+                super().log_metrics(metrics, step)
+
+        direct = pl.loggers.TensorBoardLogger(str(root), name="direct", version="2020-02-05")
+        direct.log_hyperparams({"a": 1})
+        folder = os.listdir(root / "direct" / "2020-02-05")
+
+        class WithHparams(logging_module(pl)):
+            def __init__(self, lr=0.1):
+                super().__init__()
+                self.save_hyperparameters()
+
+        trainer = pl.Trainer(max_steps=1, logger=Recording(str(root)), default_root_dir=root, log_every_n_steps=1,
+                             **QUIET)
+        trainer.fit(WithHparams(), loader(n=2))
+        return [name.split(".")[0] for name in folder], calls
+
+    runs = both(quiet_lightning, run)
+    assert runs["volt"] == runs["pl"]
+    assert runs["volt"][1][0] == (["hp_metric"], None)

@@ -1,8 +1,9 @@
 """TensorBoardLogger: TensorBoard event files (written with tensorboardX) in `<save_dir>/<name>/version_N/`.
 
-tensorboardX takes about a quarter of a second to import, so nothing here imports it until the first real write:
-hyperparameters are buffered until then, and `fit()` reaches its first training step without waiting for it. That
-import happens mid-run, so it goes through `import_isolated`: it must not move the seeded run's random numbers.
+tensorboardX takes about a quarter of a second to import, so nothing here imports it until the first real write (the
+first metrics, or hyperparameters with their `hp_metric`, written at once as in Lightning): `fit()` of a module
+without hyperparameters reaches its first training step without waiting for it. That import may happen mid-run, so
+it goes through `import_isolated`: it must not move the seeded run's random numbers.
 
 Scalars and hyperparameters go to an event file the logger writes itself, synchronously, and hands to the OS after
 every write (no fsync: these are logs, not checkpoints). tensorboardX's SummaryWriter instead queues events for a
@@ -16,7 +17,7 @@ import socket
 import struct
 import time
 from argparse import Namespace
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Union
 
 import torch
 
@@ -129,7 +130,6 @@ class TensorBoardLogger(RewritableLog, VersionedLogDir, Logger):
         self._events: Optional[_EventFile] = None  # the logger's own event file, for scalars and hparams
         self.hparams: Dict[str, Any] = {}
         self._hparams_saved = False  # hparams.yaml matches self.hparams
-        self._pending_hparams: List[Tuple[Dict[str, Any], Dict[str, Any], Optional[int]]] = []
         self._purge_step: Optional[int] = None
         self._continues_at = 0  # the step a resumed fit continues this log at (`drop_from`)
 
@@ -182,10 +182,8 @@ class TensorBoardLogger(RewritableLog, VersionedLogDir, Logger):
         metrics: Optional[Union[Dict[str, Any], float]] = None,
         step: Optional[int] = None,
     ) -> None:
-        """Record hyperparameters for hparams.yaml and TensorBoard's HPARAMS tab, with `metrics` to compare runs by.
-
-        They are written with the first metrics, or by `finalize`; nothing is written before.
-        """
+        """Record hyperparameters for hparams.yaml (written by `save`) and write them, with `metrics` to compare runs
+        by, to TensorBoard's HPARAMS tab now; without metrics, hparams.yaml only."""
         params = _convert_params(params)
         self.hparams.update(params)
         self._hparams_saved = False
@@ -194,9 +192,10 @@ class TensorBoardLogger(RewritableLog, VersionedLogDir, Logger):
         elif not isinstance(metrics, dict):
             metrics = {"hp_metric": metrics}
         if metrics:
-            self._pending_hparams.append((dict(params), metrics, step))
-            if self._events is not None:
-                self._write_pending_hparams()
+            self.log_metrics(metrics, step)
+            hparams = import_isolated("tensorboardX.summary").hparams
+            for summary in hparams(_sanitize_params(_flatten_dict(params)), metrics):
+                self._write(step, summary=summary)
 
     @rank_zero_only
     def log_graph(self, model: torch.nn.Module, input_array: Any = None) -> None:
@@ -238,7 +237,7 @@ class TensorBoardLogger(RewritableLog, VersionedLogDir, Logger):
     @rank_zero_only
     def finalize(self, status: str) -> None:
         """Write what is buffered and close the event files; a later write starts new ones."""
-        if self._events is None and not self._pending_hparams and status != "success":
+        if self._events is None and status != "success":
             return  # nothing was logged: leave no empty event file behind
         self._open_events()
         self.save()
@@ -257,19 +256,16 @@ class TensorBoardLogger(RewritableLog, VersionedLogDir, Logger):
         into the open one.
         """
         self._purge_step = self._continues_at = step
-        if step > 0:  # continuing a run whose log already has the hp_metric placeholder at step 0: not again
-            self._pending_hparams = [entry for entry in self._pending_hparams if entry[1] != {"hp_metric": -1}]
         if self._events is not None:
             self._write_purge_marker()
 
     def _open_events(self) -> None:
-        """Open the logger's event file if needed, then write a pending purge marker and hyperparameters."""
+        """Open the logger's event file if needed, then write a pending purge marker."""
         if self._events is not None:
             return
         self._events = _EventFile(self.log_dir)
         if self._purge_step is not None:
             self._write_purge_marker()
-        self._write_pending_hparams()
 
     def _write(self, step: Optional[int], **fields: Any) -> None:
         event_pb2 = import_isolated("tensorboardX.proto.event_pb2")
@@ -286,15 +282,6 @@ class TensorBoardLogger(RewritableLog, VersionedLogDir, Logger):
         step, self._purge_step = self._purge_step, None
         self._write(step, session_log=session_log(status=session_log.START))
         self._events.flush()
-
-    def _write_pending_hparams(self) -> None:
-        hparams = import_isolated("tensorboardX.summary").hparams
-
-        pending, self._pending_hparams = self._pending_hparams, []
-        for params, metrics, step in pending:
-            self.log_metrics(metrics, step)
-            for summary in hparams(_sanitize_params(_flatten_dict(params)), metrics):
-                self._write(step, summary=summary)
 
     def __getstate__(self) -> Dict[str, Any]:
         """Pickle without open writers (e.g. to start worker processes); they are reopened on first use."""
