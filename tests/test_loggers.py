@@ -121,12 +121,16 @@ def test_csv_hparams_written_when_logged_and_rows_flushed_through_save(tmp_path)
 
 
 def test_csv_warns_before_overwriting_a_used_version(tmp_path):
+    """The old metrics.csv goes as soon as the experiment starts (as in Lightning), so a run that logs nothing
+    leaves no metrics of another run beside its own hparams.yaml."""
     first = CSVLogger(tmp_path, version=0)
     first.log_metrics({"old": 1.0}, step=0)
     first.finalize("success")
     second = CSVLogger(tmp_path, version=0)
-    with pytest.warns(UserWarning, match="exists and is not empty"):
-        second.log_metrics({"new": 2.0}, step=0)
+    with pytest.warns(UserWarning, match="exists and is not empty. Its metrics.csv is deleted now"):
+        second.log_hyperparams({"lr": 0.1})
+    assert sorted(os.listdir(second.log_dir)) == ["hparams.yaml"]
+    second.log_metrics({"new": 2.0}, step=0)
     second.finalize("success")
     assert read_csv(os.path.join(second.log_dir, "metrics.csv")) == (["new", "step"], [{"new": "2.0", "step": "0"}])
 

@@ -144,11 +144,16 @@ class CSVLogger(RewritableLog, VersionedLogDir, Logger):
         """The ExperimentWriter, created (with its folder) on first use."""
         if self._experiment is None:
             log_dir = self.log_dir
-            if LogFiles(log_dir).has_files(log_dir):
+            files = LogFiles(log_dir)
+            if files.has_files(log_dir):
                 rank_zero_warn(
-                    f"Experiment logs directory {log_dir} exists and is not empty. Its metrics.csv and hparams.yaml"
-                    " will be overwritten when new ones are saved."
+                    f"Experiment logs directory {log_dir} exists and is not empty. Its metrics.csv is deleted now, as"
+                    " in Lightning, and hparams.yaml is overwritten when new hyperparameters are saved: pass another"
+                    " `version` (or none, for the next free one) to keep them."
                 )
+                metrics_file = os.path.join(log_dir, ExperimentWriter.NAME_METRICS_FILE)
+                if files.isfile(metrics_file):
+                    files.remove(metrics_file)
             self._experiment = ExperimentWriter(log_dir)
         return self._experiment
 
