@@ -62,7 +62,7 @@ import torch
 
 from volt.distributed.environments import SLURMEnvironment
 from volt.distributed.parallel import sharded_storage_options_error
-from volt.loggers.utils import VersionedLogDir
+from volt.loggers.utils import LogFiles, VersionedLogDir
 from volt.trainer import recovery
 from volt.trainer.progress import lightning_loops
 from volt.utilities.exceptions import MisconfigurationException
@@ -374,9 +374,9 @@ class Checkpoints:
 
     def _hpc_checkpoint(self) -> Optional[str]:
         """The highest-numbered `hpc_ckpt_<N>.ckpt` in `default_root_dir` (what Lightning writes on SLURM)."""
-        root = self.trainer.default_root_dir
-        numbers = [int(name[len("hpc_ckpt_"):-len(".ckpt")]) for name in (os.listdir(root) if os.path.isdir(root)
-                   else []) if name.startswith("hpc_ckpt_") and name.endswith(".ckpt")
+        root = self.trainer.default_root_dir  # a local folder or an fsspec URL
+        numbers = [int(name[len("hpc_ckpt_"):-len(".ckpt")]) for name in LogFiles(root).files(root)
+                   if name.startswith("hpc_ckpt_") and name.endswith(".ckpt")
                    and name[len("hpc_ckpt_"):-len(".ckpt")].isdigit()]
         return os.path.join(root, f"hpc_ckpt_{max(numbers)}.ckpt") if numbers else None
 
