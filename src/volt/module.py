@@ -20,6 +20,7 @@ from torch import nn
 from volt.utilities.apply_func import move_data_to_device
 from volt.utilities.exceptions import dataloader_not_implemented
 from volt.utilities.grads import clip_grads
+from volt.utilities.model_helpers import class_only_method
 from volt.utilities.parsing import AttributeDict
 from volt.utilities.rank_zero import rank_zero_warn
 from volt.utilities.tracing import is_tracing_module, tracing_module
@@ -667,7 +668,7 @@ class LightningModule(HyperparametersMixin, nn.Module):
         finally:
             self.train(training)
 
-    @classmethod
+    @class_only_method
     def load_from_checkpoint(cls, checkpoint_path: Union[str, os.PathLike], map_location=None,
                              hparams_file: Optional[Union[str, os.PathLike]] = None, strict: Optional[bool] = None,
                              weights_only: bool = True, **kwargs: Any):

@@ -17,8 +17,8 @@ def is_overridden(method_name: str, instance: Optional[object] = None, parent: O
         parent = next((base for base in (LightningModule, LightningDataModule, Callback) if isinstance(instance, base)),
                       None)
         if parent is None:
-            raise ValueError(f"is_overridden: pass `parent=`; {type(instance).__name__} is not a LightningModule, "
-                             "LightningDataModule or Callback.")
+            raise ValueError(f"is_overridden: Expected a parent class to compare with; {type(instance).__name__} is "
+                             "not a LightningModule, LightningDataModule or Callback, so pass `parent=`.")
     method = getattr(instance, method_name, None)
     method = getattr(method, "__wrapped__", method)  # functools.wraps, contextmanager: what is wrapped counts
     if method is None:
@@ -27,6 +27,22 @@ def is_overridden(method_name: str, instance: Optional[object] = None, parent: O
     if base is None:
         raise ValueError(f"is_overridden: {parent.__name__} has no method {method_name!r} to compare with.")
     return _code(method) is not _code(base)
+
+
+class class_only_method(classmethod):
+    """A classmethod that refuses to run on an instance: `model.load_from_checkpoint(path)` builds a new object and
+    leaves `model` as it was, a mistake that would otherwise pass silently."""
+
+    def __get__(self, instance: Any, owner: Optional[type] = None) -> Any:
+        if instance is None:
+            return super().__get__(None, owner)
+        where = f"{type(instance).__name__}.{self.__func__.__name__}"
+
+        def refuse(*args: Any, **kwargs: Any) -> None:
+            raise TypeError(f"The classmethod `{where}` cannot be called on an instance: it returns a new object. "
+                            f"Call it on the class and use what it returns: `obj = {where}(...)`.")
+
+        return refuse
 
 
 def _code(method: Any) -> Any:
