@@ -29,22 +29,6 @@ def is_overridden(method_name: str, instance: Optional[object] = None, parent: O
     return _code(method) is not _code(base)
 
 
-class class_only_method(classmethod):
-    """A classmethod that refuses to run on an instance: `model.load_from_checkpoint(path)` builds a new object and
-    leaves `model` as it was, a mistake that would otherwise pass silently."""
-
-    def __get__(self, instance: Any, owner: Optional[type] = None) -> Any:
-        if instance is None:
-            return super().__get__(None, owner)
-        where = f"{type(instance).__name__}.{self.__func__.__name__}"
-
-        def refuse(*args: Any, **kwargs: Any) -> None:
-            raise TypeError(f"The classmethod `{where}` cannot be called on an instance: it returns a new object. "
-                            f"Call it on the class and use what it returns: `obj = {where}(...)`.")
-
-        return refuse
-
-
 def _code(method: Any) -> Any:
     function = getattr(method, "__func__", method)  # bound methods
     return getattr(function, "__code__", function)
