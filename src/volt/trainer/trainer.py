@@ -253,6 +253,7 @@ class Trainer:
         # ---- hardware, precision
         self._accelerator_flag = accelerator
         self.strategy = select_strategy(strategy, accelerator, devices, num_nodes, plugins.cluster_environment)
+        _warn_unused_gpu(self.strategy.root_device.type)
         # a plain attribute, not a property: the training step reads it
         self.precision_plugin = _choose_precision(precision, plugins.precision, self.strategy)
         self.precision = self.precision_plugin.precision
@@ -1098,6 +1099,16 @@ def _check_data_args(train, val, datamodule, fn) -> None:
         )
     if datamodule is not None and not isinstance(datamodule, LightningDataModule):
         raise TypeError(f"`datamodule` must be a LightningDataModule, got {type(datamodule).__name__}.")
+
+
+def _warn_unused_gpu(device_type: str) -> None:
+    """As Lightning: a run on the CPU of a machine with a GPU is more often a forgotten `accelerator=` than a choice."""
+    from volt.accelerators import CUDAAccelerator, MPSAccelerator
+
+    if ((device_type != "cuda" and CUDAAccelerator.is_available())
+            or (device_type != "mps" and MPSAccelerator.is_available())):
+        rank_zero_warn("GPU available but not used: this Trainer runs on the CPU. Pass `Trainer(accelerator='gpu')` "
+                       "to train on the GPU.", category=PossibleUserWarning)
 
 
 def _configure_determinism(deterministic, benchmark) -> None:
