@@ -205,9 +205,8 @@ MISSING_TESTS = [
 # by its message alone (an IndexError, a None), named here one by one.
 INTERNAL_TESTS = [
     (r"strategies/test_ddp\.py::test_(set_timeout|device_id_passed_for_cuda_devices_pytorch)$",
-     "wires the module in by hand (trainer.strategy.connect(model), which Lightning's Trainer calls when a stage "
-     "starts; volt's Trainer sets trainer.lightning_module then), expects setup_environment() to create the process "
-     "group, and reads _get_process_group_backend() and _timeout (volt passes the timeout, and a GPU's device_id, "
+     "wires the module in by hand (trainer.strategy.connect(model)), expects setup_environment() to create the "
+     "process group, and reads _get_process_group_backend() and _timeout (volt passes the timeout, and a GPU's device_id, "
      "to init_process_group when the ranks rendezvous)"),
     (r"strategies/test_single_device\.py::test_strategy_pickle$",
      "reads strategy._lightning_optimizers, the private list Lightning's Strategy.optimizers setter fills (in volt "
