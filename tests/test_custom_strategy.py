@@ -102,3 +102,13 @@ def test_a_spawning_strategy_returns_no_predictions_and_refuses_to_keep_them(tmp
     assert run.predict(BoringModel(), data) is None
     with pytest.raises(ProcessRaisedException, match="`return_predictions` should be set to `False`"):
         run.predict(BoringModel(), data, return_predictions=True)
+
+
+def test_the_trainers_module_is_the_strategys(quiet_lightning):
+    """`trainer.lightning_module` is what the strategy holds, as in Lightning: `trainer.strategy.connect(model)`
+    attaches a model without a run (tests of `configure_optimizers` do that)."""
+    for pl in (volt, quiet_lightning):
+        trainer, model = pl.Trainer(logger=False), pl.LightningModule()
+        assert trainer.lightning_module is None
+        trainer.strategy.connect(model)
+        assert trainer.lightning_module is model and trainer.strategy.model is model

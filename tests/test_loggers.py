@@ -618,3 +618,33 @@ def test_tensorboard_save_writes_the_hyperparameters_logged_so_far(tmp_path, qui
         logger.save()
         saved[name] = load_hparams_from_yaml(os.path.join(logger.log_dir, "hparams.yaml"))
     assert saved["volt"] == saved["lightning"] == {"some_str": "a_str", "an_int": 1, "batch_size": 32}
+
+
+def test_tensorboard_logger_on_an_fsspec_url_as_lightning(tmp_path, monkeypatch):
+    """The default logger under `default_root_dir="memory://..."` writes its event file there, as Lightning's does
+    (it wrote to a local `./memory:/...` folder), TensorBoard reads the same scalars from both, and `ckpt_path="hpc"`
+    finds the newest `hpc_ckpt_<N>.ckpt` there."""
+    fsspec = pytest.importorskip("fsspec")
+    pl = pytest.importorskip("pytorch_lightning")
+    import volt
+
+    monkeypatch.chdir(tmp_path)
+    memory = fsspec.filesystem("memory")
+    scalars = {}
+    for name, framework in (("volt", volt), ("pl", pl)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trainer, _ = fit_tiny(framework, None, f"memory://tb-{name}")
+        files = [path.rsplit("/", 1)[1] for path in memory.find(f"/tb-{name}/lightning_logs/version_0")]
+        assert sorted(file.split(".")[0] for file in files) == ["events", "hparams"]
+        scalars[name] = read_scalars(trainer.logger.log_dir)
+    assert scalars["volt"].keys() == scalars["pl"].keys() and scalars["volt"]["train_loss"]
+    assert os.listdir(tmp_path) == []  # no local "memory:" folder
+
+    for number in (0, 33, 3):
+        trainer.save_checkpoint(f"memory://tb-volt/hpc_ckpt_{number}.ckpt")
+    resumed = volt.Trainer(default_root_dir="memory://tb-volt", max_epochs=3, logger=False, enable_progress_bar=False,
+                           enable_model_summary=False, enable_checkpointing=False)
+    resumed.fit(make_module_class(volt)(), trainer.train_dataloader, ckpt_path="hpc")
+    assert resumed.ckpt_path == "memory://tb-volt/hpc_ckpt_33.ckpt"
+    memory.rm(["/tb-volt", "/tb-pl"], recursive=True)

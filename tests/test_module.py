@@ -812,3 +812,21 @@ def test_fabric_is_none_as_under_lightnings_trainer(tmp_path, quiet_lightning):
 
     trainer(tmp_path, fast_dev_run=1).fit(Model(), loader(n=2))
     assert seen == [None] and BoringModel().fabric is None and quiet_lightning.LightningModule().fabric is None
+
+
+def test_load_from_checkpoint_on_an_instance_is_refused_as_in_lightning(quiet_lightning):
+    """`model.load_from_checkpoint(path)` returns a new object and leaves `model` untouched: Lightning refuses the
+    call on an instance, and so does volt (on a datamodule too); `is_overridden` without a parent says so."""
+    from pytorch_lightning.demos.boring_classes import BoringModel as LightningBoringModel
+
+    from volt.demos.boring_classes import BoringDataModule, BoringModel
+    from volt.utilities.model_helpers import is_overridden
+
+    for instance in (BoringModel(), BoringDataModule(), LightningBoringModel()):
+        with pytest.raises(TypeError, match=rf"`{type(instance).__name__}.load_from_checkpoint` cannot be called on "
+                                            "an instance"):
+            instance.load_from_checkpoint("model.ckpt")
+    with pytest.raises(FileNotFoundError):
+        BoringModel.load_from_checkpoint("missing.ckpt")
+    with pytest.raises(ValueError, match="Expected a parent"):
+        is_overridden("whatever", object())

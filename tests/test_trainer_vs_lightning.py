@@ -240,3 +240,24 @@ def test_restoring_messages_as_lightning(tmp_path, caplog, quiet_lightning):
         messages[name] = [r.getMessage().replace(path, "<path>") for r in caplog.records if "estor" in r.getMessage()]
     assert messages["volt"] == messages["pl"] == ["Restoring states from the checkpoint path at <path>",
                                                   "Restored all states from the checkpoint at <path>"]
+
+
+def test_a_cpu_trainer_on_a_machine_with_a_gpu_warns_as_lightning(monkeypatch, quiet_lightning):
+    """`Trainer(accelerator="cpu")` where a GPU is available: Lightning's "GPU available but not used" warning."""
+    import warnings
+
+    from pytorch_lightning.accelerators import CUDAAccelerator as LightningCUDA
+
+    from volt.accelerators import CUDAAccelerator
+
+    for accelerator_class, pl in ((CUDAAccelerator, volt), (LightningCUDA, quiet_lightning)):
+        monkeypatch.setattr(accelerator_class, "is_available", staticmethod(lambda: True))
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            with pytest.warns(UserWarning, match="GPU available but not used"):
+                pl.Trainer(accelerator="cpu", logger=False)
+    monkeypatch.undo()
+    if not (torch.cuda.is_available() or torch.backends.mps.is_available()):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            volt.Trainer(accelerator="cpu", logger=False)  # no GPU: no warning

@@ -5,7 +5,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from volt.module import HyperparametersMixin, _instantiate_from_checkpoint
+from volt.module import HyperparametersMixin, _class_only_method, _instantiate_from_checkpoint
 from volt.utilities.exceptions import dataloader_not_implemented
 
 
@@ -114,7 +114,7 @@ class LightningDataModule(HyperparametersMixin):
             datamodule.predict_dataloader = lambda: loaders(predict_dataset)
         return datamodule
 
-    @classmethod
+    @_class_only_method
     def load_from_checkpoint(cls, checkpoint_path: Union[str, os.PathLike], map_location=None,
                              hparams_file=None, weights_only: bool = True, **kwargs: Any):
         """Rebuild the datamodule from the hyperparameters saved in a checkpoint file or folder (or `hparams_file`'s,

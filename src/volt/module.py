@@ -161,6 +161,22 @@ def _collect_init_args(frame) -> Dict[str, Any]:
     return collected
 
 
+class _class_only_method(classmethod):
+    """A classmethod that refuses to run on an instance: `model.load_from_checkpoint(path)` builds a new object and
+    leaves `model` as it was, a mistake that would otherwise pass silently."""
+
+    def __get__(self, instance: Any, owner: Optional[type] = None) -> Any:
+        if instance is None:
+            return super().__get__(None, owner)
+        where = f"{type(instance).__name__}.{self.__func__.__name__}"
+
+        def refuse(*args: Any, **kwargs: Any) -> None:
+            raise TypeError(f"The classmethod `{where}` cannot be called on an instance: it returns a new object. "
+                            f"Call it on the class and use what it returns: `obj = {where}(...)`.")
+
+        return refuse
+
+
 class LightningModule(HyperparametersMixin, nn.Module):
     """Your model, its training/validation/test/predict steps, and its optimizers.
 
@@ -667,7 +683,7 @@ class LightningModule(HyperparametersMixin, nn.Module):
         finally:
             self.train(training)
 
-    @classmethod
+    @_class_only_method
     def load_from_checkpoint(cls, checkpoint_path: Union[str, os.PathLike], map_location=None,
                              hparams_file: Optional[Union[str, os.PathLike]] = None, strict: Optional[bool] = None,
                              weights_only: bool = True, **kwargs: Any):

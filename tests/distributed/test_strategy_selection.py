@@ -187,11 +187,6 @@ def test_fsdp_without_fully_shard_is_a_clear_error(monkeypatch):
         FSDPStrategy()
 
 
-def test_several_nodes_need_the_rendezvous_address():
-    with pytest.raises(MisconfigurationException, match="Set MASTER_ADDR .* and MASTER_PORT"):
-        make(devices=1, num_nodes=2)
-
-
 def test_volts_launcher_children_read_their_rank_from_the_environment(monkeypatch):
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
     monkeypatch.setenv("MASTER_PORT", "29999")
@@ -409,3 +404,66 @@ def test_fsdp_activation_checkpointing_recomputes_the_chosen_layers_in_backward(
         FSDPStrategy(activation_checkpointing=torch.nn.Linear, activation_checkpointing_policy={torch.nn.Linear})
     with pytest.deprecated_call(match="activation_checkpointing=...\\)` is deprecated"):
         assert FSDPStrategy(activation_checkpointing=Block).activation_checkpointing_policy == {Block}
+
+
+def test_one_process_ddp_shards_the_data_as_lightning_and_keeps_no_watchdog_thread(monkeypatch, quiet_lightning):
+    """strategy="ddp" on one device: the loaders get distributed samplers as in Lightning (the same shuffled order
+    for the same seed), a custom BatchSampler subclass is made again over one, and no watchdog thread outlives the
+    Trainer's calls (it has nothing to watch between them)."""
+    import threading
+
+    from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, SequentialSampler
+
+    for name in ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", "RANK"):  # undone after
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+
+    class Custom(BatchSampler):
+        pass
+
+    def run(pl):
+        seen = []
+
+        class Model(pl.LightningModule):
+            def __init__(self):
+                super().__init__()
+                self.layer = torch.nn.Linear(1, 1)
+
+            def training_step(self, batch, batch_idx):
+                seen.append(batch.flatten().tolist())
+                return self.layer(batch).sum()
+
+            def test_step(self, batch, batch_idx):
+                seen.append(batch.flatten().tolist())
+
+            def configure_optimizers(self):
+                return torch.optim.SGD(self.parameters(), lr=0.1)
+
+        pl.seed_everything(3)
+        data = torch.arange(10.0).unsqueeze(1)
+        trainer = pl.Trainer(accelerator="cpu", devices=1, strategy="ddp", max_epochs=2, logger=False,
+                             enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
+        trainer.fit(Model(), DataLoader(data, batch_size=4, shuffle=True))
+        assert isinstance(trainer.train_dataloader.sampler, DistributedSampler)
+        trainer.test(trainer.lightning_module, DataLoader(data, batch_sampler=Custom(SequentialSampler(data), 3, True)))
+        batch_sampler = trainer.test_dataloaders.batch_sampler
+        assert isinstance(batch_sampler.sampler, DistributedSampler) and batch_sampler.batch_size == 3
+        return seen
+
+    ours = run(volt)
+    assert not [thread for thread in threading.enumerate() if thread.name == "volt-watchdog"]
+    assert ours == run(quiet_lightning)
+    assert ours[-3:] == [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0], [6.0, 7.0, 8.0]]
+    torch.distributed.destroy_process_group()
+
+
+def test_num_nodes_without_a_rendezvous_address_builds_but_fit_says_what_is_missing():
+    """As Lightning, `Trainer(num_nodes=2)` can be built anywhere; started by hand without MASTER_ADDR/MASTER_PORT,
+    `fit` refuses before any node waits for the others."""
+    from helpers import BoringModel, loader
+
+    trainer = make(strategy="ddp", num_nodes=2)
+    assert (trainer.num_nodes, trainer.num_devices, trainer.world_size) == (2, 1, 2)
+    with pytest.raises(MisconfigurationException, match="num_nodes=2: every node must find rank 0 at the same "
+                                                        "address. Set MASTER_ADDR"):
+        trainer.fit(BoringModel(), loader())

@@ -135,3 +135,26 @@ def test_every_checkpoint_volt_writes_loads_with_weights_only(tmp_path):
     for path in paths:
         checkpoint = torch.load(path, weights_only=True)
         assert checkpoint["hyper_parameters"] == {"lr": 0.05}
+
+
+def test_under_slurm_a_call_without_ckpt_path_restores_the_hpc_checkpoint(tmp_path, monkeypatch):
+    """As Lightning: in a SLURM job step, `fit`/`validate` without ckpt_path restore the newest hpc_ckpt_<N>.ckpt of
+    default_root_dir; a SLURM detection without SLURM_NTASKS (a wrapper's) is one task, not an error."""
+    from volt.demos.boring_classes import BoringModel
+    from volt.distributed.environments import SLURMEnvironment
+
+    monkeypatch.setattr(SLURMEnvironment, "detect", staticmethod(lambda: True))
+    monkeypatch.delenv("SLURM_NTASKS", raising=False)
+    trainer = _trainer(tmp_path, max_steps=1, enable_checkpointing=False)
+    trainer.fit(BoringModel())
+    assert trainer.ckpt_path is None and trainer.world_size == 1
+    trainer.save_checkpoint(tmp_path / "hpc_ckpt_3.ckpt")
+    trainer.save_checkpoint(tmp_path / "hpc_ckpt_12.ckpt")
+    trainer = _trainer(tmp_path, max_steps=2, enable_checkpointing=False)
+    trainer.fit(BoringModel())
+    assert trainer.ckpt_path == str(tmp_path / "hpc_ckpt_12.ckpt")
+    trainer.validate(BoringModel())
+    assert trainer.ckpt_path == str(tmp_path / "hpc_ckpt_12.ckpt")
+    monkeypatch.setattr(SLURMEnvironment, "detect", staticmethod(lambda: False))
+    trainer.validate(BoringModel())
+    assert trainer.ckpt_path is None

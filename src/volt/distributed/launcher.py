@@ -166,9 +166,8 @@ class Watchdog:
         self._store_lost = False
         self._key = failure_key()
         self._lock = threading.Lock()
-        self._started = False
         self._thread: Optional[threading.Thread] = None
-        self._closing = False  # set at interpreter exit: the thread ends (`close`)
+        self._stop = threading.Event()  # the thread ends: at interpreter exit (`close`), or after a stage (`end_stage`)
         # graceful stop agreement (see `request_stop`)
         self.stage_runs = 0
         self.stop_wanted = False  # some rank received a stop signal
@@ -193,8 +192,8 @@ class Watchdog:
         self._reported: Optional[Dict[int, str]] = None  # rank 0: the stalled ranks of the last report, and where
 
     def start(self) -> None:
-        if not self._started:
-            self._started = True
+        if self._thread is None or not self._thread.is_alive():
+            self._stop.clear()
             self._thread = threading.Thread(target=self._run, name="volt-watchdog", daemon=True)
             self._thread.start()
 
@@ -202,7 +201,7 @@ class Watchdog:
         """At interpreter exit: end the thread first. A daemon thread still running while Python finalizes is torn
         down wherever it is; inside torch's C++ code that aborts the process ("terminate called without an active
         exception") after a run that succeeded."""
-        self._closing = True
+        self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5.0)
 
@@ -267,9 +266,13 @@ class Watchdog:
     def end_stage(self) -> None:
         """The Trainer stage is over: from now on this thread leaves the store alone. Waits for a store call in
         flight, so that the process never exits while the thread is inside one: torn down in C++ code at
-        interpreter exit, the thread would abort the process ("terminate called without an active exception")."""
+        interpreter exit, the thread would abort the process ("terminate called without an active exception").
+        Between stages the thread only watches the ranks this process launched and its own launcher; with neither
+        (torchrun's ranks, one process) it ends here, and the next stage starts it again."""
         with self._store_lock:
             self.in_stage = False
+        if not self.children and self.parent_pid is None:  # nothing to watch until the next stage: no thread left
+            self.close()
 
     def request_stop(self) -> None:
         """This rank received a stop signal. Every rank must stop after the same batch, and volt adds no per-step
@@ -422,8 +425,7 @@ class Watchdog:
 
     # ------------------------------------------------------------------ the thread
     def _run(self) -> None:
-        while not self._closing:
-            time.sleep(POLL_S)
+        while not self._stop.wait(POLL_S):
             record = self._look()
             if record is not None:
                 self._handle(record)

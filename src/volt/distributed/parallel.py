@@ -163,12 +163,6 @@ class ParallelStrategy(Strategy):
                 f"WORLD_SIZE={declared} in the environment, but devices={len(devices)} x num_nodes={num_nodes} "
                 f"= {world}. Set WORLD_SIZE to {world}, or change devices/num_nodes."
             )
-        if num_nodes > 1 and not ("MASTER_ADDR" in os.environ and "MASTER_PORT" in os.environ):
-            raise MisconfigurationException(
-                f"num_nodes={num_nodes}: every node must find rank 0 at the same address. Set MASTER_ADDR (the "
-                "address of node 0) and MASTER_PORT (a free port there), and NODE_RANK (0..num_nodes-1), on "
-                "every node; or launch with torchrun or SLURM."
-            )
         env.set_world_size(world)
         return world
 
@@ -228,6 +222,7 @@ class ParallelStrategy(Strategy):
         return self.start_method != "popen"
 
     def launch(self, function: Callable, *args: Any, **kwargs: Any) -> Any:
+        self._check_rendezvous_address()
         if self.launches_in_child_processes:
             return self._launch_spawn(function, args)
         env = self.cluster_environment
@@ -252,6 +247,19 @@ class ParallelStrategy(Strategy):
                 f"would multiply them. Unset LOCAL_RANK if you set it yourself; in a ClusterEnvironment of your own, "
                 f"`creates_processes_externally` must be True when a launcher started the processes "
                 f"({type(env).__name__}'s is False)."
+            )
+
+    def _check_rendezvous_address(self) -> None:
+        """Nodes started by hand must be told where rank 0 is: without it each would wait for the others at its
+        own address until the timeout. Checked at launch, so that such a Trainer can still be built (as in
+        Lightning) and the variables set before `fit`."""
+        env = self.cluster_environment
+        if (self.num_nodes > 1 and isinstance(env, LightningEnvironment)
+                and not ("MASTER_ADDR" in os.environ and "MASTER_PORT" in os.environ)):
+            raise MisconfigurationException(
+                f"num_nodes={self.num_nodes}: every node must find rank 0 at the same address. Set MASTER_ADDR (the "
+                "address of node 0) and MASTER_PORT (a free port there), and NODE_RANK (0..num_nodes-1), on "
+                "every node; or launch with torchrun or SLURM."
             )
 
     def run_guarded(self, function: Callable, *args: Any, **kwargs: Any) -> Any:

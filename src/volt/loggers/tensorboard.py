@@ -24,6 +24,7 @@ import torch
 from volt.loggers.logger import Logger, rank_zero_experiment
 from volt.loggers.utils import (
     NAME_HPARAMS_FILE,
+    LogFiles,
     RewritableLog,
     VersionedLogDir,
     _add_prefix,
@@ -57,9 +58,10 @@ class _EventFile:
     def __init__(self, log_dir: str) -> None:
         event_pb2 = import_isolated("tensorboardX.proto.event_pb2")
 
-        os.makedirs(log_dir, exist_ok=True)
+        files = LogFiles(log_dir)  # a local folder or an fsspec URL (memory://, s3://), as Lightning's
+        files.makedirs(log_dir)
         name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}{_unique_suffix()}"
-        self._file = open(os.path.join(log_dir, name), "wb")
+        self._file = files.open(os.path.join(log_dir, name), "wb")
         self.write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
 
     def write(self, event) -> None:
@@ -230,7 +232,7 @@ class TensorBoardLogger(RewritableLog, VersionedLogDir, Logger):
         if self._experiment is not None:
             self._experiment.flush()
         if not self._hparams_saved and (self.hparams or self._events is not None):
-            os.makedirs(self.log_dir, exist_ok=True)
+            LogFiles(self.log_dir).makedirs(self.log_dir)
             _save_hparams_to_yaml(os.path.join(self.log_dir, self.NAME_HPARAMS_FILE), self.hparams)
             self._hparams_saved = True
 

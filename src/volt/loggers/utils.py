@@ -29,8 +29,10 @@ class LogFiles:
             self.fs = fsspec.core.url_to_fs(path)[0]
 
     def open(self, path: str, mode: str = "r"):
-        """A text file, UTF-8, newlines as written (csv needs that)."""
+        """A file: a binary one as is, a text one in UTF-8 with newlines as written (csv needs that)."""
         opener = open if self.fs is None else self.fs.open
+        if "b" in mode:
+            return opener(path, mode)
         return opener(path, mode, encoding="utf-8", newline="")
 
     def remove(self, path: str) -> None:
@@ -66,6 +68,18 @@ class LogFiles:
             return []
         return [entry["name"].rstrip("/").rsplit("/", 1)[-1] for entry in self.fs.listdir(path, detail=True)
                 if entry["type"] == "directory"]
+
+    def files(self, path: str) -> List[str]:
+        """The names of the files in `path` (none if it is missing or not a folder)."""
+        if self.fs is None:
+            try:
+                return [entry.name for entry in os.scandir(path) if entry.is_file()]
+            except OSError:
+                return []
+        if not self.fs.isdir(path):
+            return []
+        return [entry["name"].rsplit("/", 1)[-1] for entry in self.fs.listdir(path, detail=True)
+                if entry["type"] == "file"]
 
     def has_files(self, path: str) -> bool:
         """Whether `path` is a folder with anything in it."""

@@ -60,8 +60,9 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
 import torch
 
+from volt.distributed.environments import SLURMEnvironment
 from volt.distributed.parallel import sharded_storage_options_error
-from volt.loggers.utils import VersionedLogDir
+from volt.loggers.utils import LogFiles, VersionedLogDir
 from volt.trainer import recovery
 from volt.trainer.progress import lightning_loops
 from volt.utilities.exceptions import MisconfigurationException
@@ -323,11 +324,13 @@ class Checkpoints:
     def resolve(self, fn: str, ckpt_path) -> Optional[str]:
         """`ckpt_path` as a file path: "last" (newest `last*.ckpt`, continuing that run's log version), "best",
         "hpc" (Lightning's SLURM checkpoints), a path, or None (a restarted job resumes from "hpc" or "last":
-        volt/trainer/recovery.py)."""
+        volt/trainer/recovery.py; under SLURM, an existing "hpc" checkpoint is used)."""
         self.restart = recovery.detect() if ckpt_path is None and fn == "fit" else None
         if self.restart is not None:
             ckpt_path = "hpc" if self._hpc_checkpoint() else "last"
             self.restart.announce(ckpt_path)
+        elif ckpt_path is None and SLURMEnvironment.detect() and self._hpc_checkpoint():
+            ckpt_path = "hpc"  # as Lightning: under SLURM every call without ckpt_path restores its HPC checkpoint
         if ckpt_path is None and fn == "fit" and self._on_exception_checkpoints():
             rank_zero_warn("`.fit(ckpt_path=None)` with an `OnExceptionCheckpoint` whose file exists: the last model "
                            "of the previous `fit` call will be used (the newest of it and any `last.ckpt`). Pass "
@@ -371,9 +374,9 @@ class Checkpoints:
 
     def _hpc_checkpoint(self) -> Optional[str]:
         """The highest-numbered `hpc_ckpt_<N>.ckpt` in `default_root_dir` (what Lightning writes on SLURM)."""
-        root = self.trainer.default_root_dir
-        numbers = [int(name[len("hpc_ckpt_"):-len(".ckpt")]) for name in (os.listdir(root) if os.path.isdir(root)
-                   else []) if name.startswith("hpc_ckpt_") and name.endswith(".ckpt")
+        root = self.trainer.default_root_dir  # a local folder or an fsspec URL
+        numbers = [int(name[len("hpc_ckpt_"):-len(".ckpt")]) for name in LogFiles(root).files(root)
+                   if name.startswith("hpc_ckpt_") and name.endswith(".ckpt")
                    and name[len("hpc_ckpt_"):-len(".ckpt")].isdigit()]
         return os.path.join(root, f"hpc_ckpt_{max(numbers)}.ckpt") if numbers else None
 

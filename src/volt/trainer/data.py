@@ -39,6 +39,7 @@ import torch
 from torch.utils.data import (BatchSampler, DataLoader, IterableDataset, RandomSampler, SequentialSampler,
                               get_worker_info)
 
+from volt.distributed.parallel import ParallelStrategy
 from volt.utilities.apply_func import apply_to_collection
 from volt.utilities.combined_loader import CombinedLoader
 from volt.utilities.exceptions import MisconfigurationException
@@ -240,6 +241,25 @@ def is_map_style(loader: Any) -> bool:
     return isinstance(loader, DataLoader) and not isinstance(loader.dataset, IterableDataset)
 
 
+def _batch_sampler_over(batch_sampler: Any, sampler: Any) -> Any:
+    """A batch sampler of the same class and settings drawing from `sampler` (a distributed or sequential one): a
+    custom class is made again as `cls(sampler, batch_size=..., drop_last=...)`, BatchSampler's signature, as
+    Lightning does."""
+    cls = type(batch_sampler)
+    if hasattr(batch_sampler, "batch_size") and hasattr(batch_sampler, "drop_last"):
+        try:
+            return cls(sampler, batch_size=batch_sampler.batch_size, drop_last=batch_sampler.drop_last)
+        except TypeError as error:
+            problem = f"`{cls.__name__}(sampler, batch_size=..., drop_last=...)` failed ({error})"
+    else:
+        problem = "it has no `batch_size` and `drop_last` attributes"
+    raise MisconfigurationException(
+        f"The DataLoader uses a custom batch sampler ({cls.__name__}) that volt cannot make again over a distributed "
+        f"or sequential sampler: {problem}. Give it BatchSampler's signature `(sampler, batch_size, drop_last)`, or "
+        "pass `Trainer(use_distributed_sampler=False)` and shard the data in your batch sampler."
+    )
+
+
 def wrap_loader(loader: Any, *, sequential: bool = False, sampler_fn: Optional[Callable] = None,
                 record_batches: bool = False, pin_memory: bool = False) -> Any:
     """Return a resumable shallow copy of `loader` (non-DataLoader iterables are returned as they are; the loaders
@@ -271,13 +291,7 @@ def wrap_loader(loader: Any, *, sequential: bool = False, sampler_fn: Optional[C
     if loader.batch_sampler is not None:
         batch_sampler = loader.batch_sampler
         if sampler is not loader.sampler:
-            if type(batch_sampler) is not BatchSampler:
-                raise MisconfigurationException(
-                    f"The DataLoader uses a custom batch sampler ({type(batch_sampler).__name__}); volt cannot put a "
-                    "distributed or sequential sampler under it. Pass `use_distributed_sampler=False` and shard "
-                    "the data in your batch sampler."
-                )
-            batch_sampler = BatchSampler(sampler, loader.batch_size, loader.drop_last)
+            batch_sampler = _batch_sampler_over(batch_sampler, sampler)
         object.__setattr__(wrapped, "sampler", sampler)
         workers, persistent = loader.num_workers, loader.num_workers > 0 and loader.persistent_workers
         object.__setattr__(wrapped, "batch_sampler", ResumableSampler(
@@ -566,9 +580,10 @@ def as_given(loaders: Any) -> Any:
 
 
 def distributed_sampler_fn(trainer, train: bool) -> Optional[Callable]:
-    """The strategy's sampler factory for this loader kind, when several processes share the data and the Trainer
+    """The strategy's sampler factory for this loader kind, when the strategy is a distributed one (DDP, FSDP: with
+    one process too, as Lightning, so that the order does not change with the number of processes) and the Trainer
     inserts distributed samplers (`use_distributed_sampler`); else None."""
-    if not (trainer.use_distributed_sampler and trainer.world_size > 1):
+    if not (trainer.use_distributed_sampler and isinstance(trainer.strategy, ParallelStrategy)):
         return None
     return trainer.strategy.train_sampler_fn() if train else trainer.strategy.eval_sampler_fn()
 

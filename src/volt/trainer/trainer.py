@@ -253,6 +253,7 @@ class Trainer:
         # ---- hardware, precision
         self._accelerator_flag = accelerator
         self.strategy = select_strategy(strategy, accelerator, devices, num_nodes, plugins.cluster_environment)
+        _warn_unused_gpu(self.strategy.root_device.type)
         # a plain attribute, not a property: the training step reads it
         self.precision_plugin = _choose_precision(precision, plugins.precision, self.strategy)
         self.precision = self.precision_plugin.precision
@@ -275,7 +276,6 @@ class Trainer:
         self._hooks: Optional[Hooks] = None  # hook dispatch of the running call (trainer/hooks.py)
         self._checkpoints = Checkpoints(self)  # what checkpoints hold and how they come back (checkpointing.py)
         self._position = LoopPosition(self)  # where the loops are, for multi-process stall reports
-        self.lightning_module: Optional[LightningModule] = None
         self.datamodule: Optional[LightningDataModule] = None
         self.lr_scheduler_configs: list = []
         self.ckpt_path: Optional[str] = None
@@ -402,14 +402,13 @@ class Trainer:
         self.state.fn, self.state.status = fn, "running"
         self.state.stage = {"fit": "train"}.get(fn, fn)
         self.should_stop = False
-        self.lightning_module = model
+        self.strategy.connect(model)  # `trainer.lightning_module` from now on
         self.datamodule = datamodule
         model.trainer = self
         if datamodule is not None:
             datamodule.trainer = self
         if fn == "fit":
             self._check_validation_parts(model, datamodule)
-        self.strategy.connect(model)
         self.strategy.position_source = self._position
         self._results = Results(self)
         if self.strategy.launches_in_child_processes:
@@ -631,14 +630,25 @@ class Trainer:
         runs in the writer's thread when the write is done, so it must not call collectives."""
         self.fit_loop.at_checkpoint_point(lambda: self._checkpoints.after_writes(fn))
 
+    def __getstate__(self) -> Dict[str, Any]:
+        # the module goes along by name: when this Trainer is restored, its strategy may not be yet
+        return {**self.__dict__, "_module": self.lightning_module}
+
     def __setstate__(self, state: Dict[str, Any]) -> None:
         # A module pickles without its Trainer link (as in Lightning); a Trainer sent to another process with its
         # module (ddp_spawn) links them again there.
+        state = dict(state)
+        module = state.pop("_module", None)
         self.__dict__.update(state)
-        if self.lightning_module is not None:
-            self.lightning_module.trainer = self
+        if module is not None:
+            module.trainer = self
 
     # ================================================================== properties users read
+    @property
+    def lightning_module(self) -> Optional[LightningModule]:
+        """The module of the current (or last) call: the strategy's, as in Lightning (`strategy.connect(model)`)."""
+        return self.strategy.lightning_module
+
     @property
     def current_epoch(self) -> int:
         return self.fit_loop.state.epoch
@@ -1100,6 +1110,16 @@ def _check_data_args(train, val, datamodule, fn) -> None:
         )
     if datamodule is not None and not isinstance(datamodule, LightningDataModule):
         raise TypeError(f"`datamodule` must be a LightningDataModule, got {type(datamodule).__name__}.")
+
+
+def _warn_unused_gpu(device_type: str) -> None:
+    """As Lightning: a run on the CPU of a machine with a GPU is more often a forgotten `accelerator=` than a choice."""
+    from volt.accelerators import CUDAAccelerator, MPSAccelerator
+
+    if ((device_type != "cuda" and CUDAAccelerator.is_available())
+            or (device_type != "mps" and MPSAccelerator.is_available())):
+        rank_zero_warn("GPU available but not used: this Trainer runs on the CPU. Pass `Trainer(accelerator='gpu')` "
+                       "to train on the GPU.", category=PossibleUserWarning)
 
 
 def _configure_determinism(deterministic, benchmark) -> None:

@@ -17,8 +17,8 @@ def is_overridden(method_name: str, instance: Optional[object] = None, parent: O
         parent = next((base for base in (LightningModule, LightningDataModule, Callback) if isinstance(instance, base)),
                       None)
         if parent is None:
-            raise ValueError(f"is_overridden: pass `parent=`; {type(instance).__name__} is not a LightningModule, "
-                             "LightningDataModule or Callback.")
+            raise ValueError(f"is_overridden: Expected a parent class to compare with; {type(instance).__name__} is "
+                             "not a LightningModule, LightningDataModule or Callback, so pass `parent=`.")
     method = getattr(instance, method_name, None)
     method = getattr(method, "__wrapped__", method)  # functools.wraps, contextmanager: what is wrapped counts
     if method is None:
