@@ -64,6 +64,7 @@ from volt.distributed.environments import SLURMEnvironment
 from volt.distributed.parallel import sharded_storage_options_error
 from volt.loggers.utils import LogFiles, VersionedLogDir
 from volt.trainer import recovery
+from volt.trainer.data import CombinedStream
 from volt.trainer.progress import lightning_loops
 from volt.utilities.exceptions import MisconfigurationException
 from volt.utilities.rank_zero import rank_zero_info, rank_zero_warn
@@ -193,7 +194,8 @@ class Checkpoints:
         loops["fit_loop"].update(self.loop_state())  # volt's exact cursor, beside Lightning's counters
         stream = loops["fit_loop"]["stream"]
         if stream is not None:  # Lightning's place for it: a resume by Lightning continues the stream too
-            loops["fit_loop"]["state_dict"]["combined_loader"] = [stream]
+            combined = isinstance(fit_loop.stream, CombinedStream)  # its position: already one state per loader
+            loops["fit_loop"]["state_dict"]["combined_loader"] = stream if combined else [stream]
         checkpoint["loops"] = loops
         if not weights_only:
             storage, strategy = self.storage, trainer.strategy
@@ -218,7 +220,8 @@ class Checkpoints:
         state = {
             **fit_loop.state.state_dict(),
             "rng": fit_loop.rng_state(),
-            "should_stop": trainer.should_stop,
+            # a stop not acted on yet (the fit still runs): a fit resumed from here stops as this one does
+            "should_stop": trainer.should_stop and trainer.state.fn == "fit" and trainer.state.stage is not None,
             "results": trainer._results.state_dict() if trainer.state.fn == "fit" else None,
             "eval_log_steps": list(fit_loop.val_loop.log_steps),
             "loggers": [_logger_state(logger) for logger in trainer.loggers],
@@ -553,7 +556,8 @@ class Checkpoints:
             _note_world_size_change(saved_world, trainer.world_size, mid_epoch=not state.get("epoch_done"))
             state["stream"] = None  # rank 0's position in its own shard of a stream: no use to another rank
         state.pop("stopped_by", None)  # read by recovery.Restart.loaded
-        trainer.should_stop = bool(state.pop("should_stop", False))
+        # a stop asked already in this fit (`on_fit_start`: a Timer whose budget the checkpoint spent) stays
+        trainer.should_stop = trainer.should_stop or bool(state.pop("should_stop", False))
         trainer.fit_loop.val_loop.resume_log_steps(state.pop("eval_log_steps", None))
         grads = state.pop("grads", None)
         if grads:

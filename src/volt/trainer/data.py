@@ -366,7 +366,11 @@ def stateful_stream(loader: Any) -> Tuple[Optional[Any], str]:
     if _has_state_pair(loader):
         return loader, ""
     if isinstance(loader, CombinedBatches):
-        return None, "the training data is a CombinedLoader, whose position a checkpoint does not hold"
+        parts = loader.combined.flattened
+        if parts and all(_has_state_pair(part) for part in parts):
+            return CombinedStream(parts), ""
+        return None, ("the training data is a CombinedLoader whose loaders do not all have "
+                      "state_dict()/load_state_dict()")
     dataset = loader.dataset if isinstance(loader, DataLoader) else loader
     name = type(dataset).__name__
     if not _has_state_pair(dataset):
@@ -376,6 +380,24 @@ def stateful_stream(loader: Any) -> Tuple[Optional[Any], str]:
                       "DataLoader worker processes whose progress this process cannot see (torchdata's "
                       "StatefulDataLoader can)")
     return dataset, ""
+
+
+class CombinedStream:
+    """Where a CombinedLoader stands when each of its loaders can say: their states, in the loaders' order (the list
+    Lightning keeps under `loops.fit_loop.state_dict.combined_loader`)."""
+
+    def __init__(self, loaders: List[Any]) -> None:
+        self.loaders = loaders
+
+    def state_dict(self) -> List[Any]:
+        return [loader.state_dict() for loader in self.loaders]
+
+    def load_state_dict(self, states: List[Any]) -> None:
+        if len(states) != len(self.loaders):
+            raise ValueError(f"The checkpoint holds the positions of {len(states)} training loaders, but the "
+                             f"CombinedLoader has {len(self.loaders)}: resume with the loaders it was saved with.")
+        for loader, state in zip(self.loaders, states):
+            loader.load_state_dict(state)
 
 
 def _has_state_pair(obj: Any) -> bool:
@@ -565,10 +587,20 @@ class CombinedBatches:
         self.combined = combined
 
     def __iter__(self) -> Iterator[Any]:
-        return (batch for batch, _, _ in iter(self.combined))
+        return _first_items(iter(self.combined))
 
     def __len__(self) -> int:
         return self.combined.num_batches  # type: ignore[return-value]
+
+
+def _first_items(started: CombinedLoader) -> Iterator[Any]:
+    """The batches of a CombinedLoader already started, by `next` alone (`iter()` on it would start it again)."""
+    while True:
+        try:
+            batch, _, _ = next(started)
+        except StopIteration:
+            return
+        yield batch
 
 
 def as_given(loaders: Any) -> Any:

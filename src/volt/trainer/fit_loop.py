@@ -50,7 +50,7 @@ from volt.trainer.data import (DataLoaderIter, DevicePrefetcher, as_given, check
 from volt.trainer.eval_loop import EvalLoop
 from volt.trainer.hooks import step_caller, takes_dataloader_iter
 from volt.trainer.progress import LoopState
-from volt.utilities.combined_loader import loader_length
+from volt.utilities.combined_loader import CombinedLoader, loader_length
 from volt.utilities.exceptions import MisconfigurationException
 from volt.utilities.host_copy import HostCopy
 from volt.utilities.rank_zero import rank_zero_info, rank_zero_warn
@@ -79,6 +79,13 @@ class FitLoop:
         self._resumed_rng: Optional[dict] = None  # RNG state at the moment the checkpoint was taken
         self._resumed_results: Optional[dict] = None  # self.log state from the checkpoint
         self._resumed_stream: Optional[dict] = None  # the iterable training stream's state from the checkpoint
+        # where the last epoch stopped, when the fit's stop cut it short (`LoopState.cut_short_after`): the RNG
+        # state and the stream's position, which a fit that goes on continues from (`_reopen_cut_epoch`)
+        self._cut_rng: Optional[dict] = None
+        self._cut_stream: Optional[dict] = None
+        # Lightning's `fit_loop.restarting`: True from a checkpoint's restore while the fit finishes the epoch the
+        # checkpoint was taken inside (until that epoch's end is done); user callbacks read it
+        self.restarting = False
         # Called once when a run reaches the point where it is ready to train (a resumed one: the checkpoint's
         # point, its data repositioned): checkpointing.py times recoveries with it.
         self.on_resume_point: Optional[Callable[[], None]] = None
@@ -113,6 +120,8 @@ class FitLoop:
         if self._resumed_results is not None:  # after the sanity check, which clears the metric dicts
             trainer._results.load_state_dict(self._resumed_results)
             self._resumed_results = None
+        if self.state.cut_short_after and not self._stops_in_epoch():
+            self._reopen_cut_epoch()
         self.setup_train_data()
         if self.num_training_batches == 0:
             rank_zero_info("`Trainer.fit` stopped: No training batches.")
@@ -135,6 +144,7 @@ class FitLoop:
         except BaseException:
             self._unit_running, self._at_point = False, []  # a batch that failed half-way writes no checkpoint
             raise
+        self.restarting = False
         hooks.call("on_train_end")
 
     @property
@@ -206,6 +216,7 @@ class FitLoop:
         batches = () if s.batch_idx and self._stops_in_epoch() else self._epoch_batches(prefetch)
         if iterating:
             batches = self._iterator_steps(batches)
+        is_last = False
         for batch, is_last in batches:
             self._unit_running = True
             batch_idx = s.batch_idx
@@ -257,7 +268,7 @@ class FitLoop:
             if is_last or s.batch_idx >= n or (
                     (trainer.should_stop or trainer.max_steps != -1) and self._stops_in_epoch()):
                 break
-        self._end_epoch()
+        self._end_epoch(ran_out=is_last or s.batch_idx >= n)
 
     def _iterator_steps(self, batches: Iterator[Tuple[Any, bool]]) -> Iterator[Tuple[DataLoaderIter, bool]]:
         """For `training_step(self, dataloader_iter)`: the epoch's batches in one iterator, handed to each step
@@ -314,11 +325,25 @@ class FitLoop:
         self._resumed_rng = state.pop("rng", None)
         self._resumed_results = state.pop("results", None)
         self._resumed_stream = state.pop("stream", None)
-        s.load_state_dict(state)
+        s.load_state_dict({"cut_short_after": 0, **state})  # (checkpoints written before the field had none)
+        self.restarting = bool(s.cut_short_after or (s.batch_idx and not s.epoch_done))
         if s.epoch_done:
             s.epoch += 1
             s.batch_idx, s.epoch_done, s.val_done_at_batch = 0, False, -1
-            s.epoch_rng = s.sampler_rng = None
+            if not s.cut_short_after:
+                s.epoch_rng = s.sampler_rng = None
+        if s.cut_short_after:  # the checkpoint's RNG and stream position are those where the epoch stopped
+            self._cut_rng, self._cut_stream = self._resumed_rng, self._resumed_stream
+
+    def _reopen_cut_epoch(self) -> None:
+        """The last epoch was cut short by the fit's stop, and this fit goes on: continue that epoch at its next
+        batch, in its data order and from the RNG state at the stop, as a run that never stopped would. (Its
+        epoch-end hooks ran at the stop and run again at its real end; its epoch means cover the batches after the
+        stop.)"""
+        s = self.state
+        s.epoch -= 1
+        s.batch_idx, s.cut_short_after = s.cut_short_after, 0
+        self._resumed_rng, self._resumed_stream = self._cut_rng, self._cut_stream
 
     def resume_from_lightning(self, checkpoint: Dict[str, Any]) -> None:
         """Continue from a checkpoint another writer (Lightning) made: its batch progress says whether it stopped
@@ -335,7 +360,10 @@ class FitLoop:
         s.batches_stepped = s.global_step
 
     def rng_state(self) -> dict:
-        """The global RNG states, and the state of the training sampler's own generator if it has one."""
+        """The global RNG states, and the state of the training sampler's own generator if it has one (after an
+        epoch cut short by the fit's stop: as they were at the stop, where a fit that goes on continues)."""
+        if self.state.cut_short_after and self._cut_rng is not None:
+            return self._cut_rng
         states = get_rng_states()
         generator = _sampler_generator(self.train_loader)
         if generator is not None:
@@ -355,12 +383,17 @@ class FitLoop:
             notify, self.on_resume_point = self.on_resume_point, None
             notify()
 
-    def _end_epoch(self) -> None:
+    def _end_epoch(self, ran_out: bool) -> None:
+        """The epoch's end; `ran_out`: its data ended (else a batch hook ended it, or the fit's stop cut it short)."""
         trainer, hooks, s = self.trainer, self.trainer._hooks, self.state
         results = trainer._results
         self._reach_resume_point()  # resumed after the epoch's last batch: nothing drew from the RNG since
         # as Lightning, plateau schedulers step only after a whole epoch (not one cut short by max_steps or a stop)
-        complete = s.batch_idx >= self.num_training_batches or not self._stops_in_epoch()
+        complete = ran_out or not self._stops_in_epoch()
+        s.cut_short_after = 0
+        if not complete:  # where a fit that goes on continues this epoch (a checkpoint from here on holds it)
+            self._cut_rng, self._cut_stream = self.rng_state(), self.stream_state()
+            s.cut_short_after = s.batch_idx
         self._unit_running = True
         s.epoch_done = True
         results.epoch_end(results.train)  # epoch values are visible to the epoch-end hooks
@@ -379,7 +412,9 @@ class FitLoop:
         s.batch_idx = 0
         s.epoch_done = False
         s.val_done_at_batch = -1
-        s.epoch_rng = s.sampler_rng = None
+        if not s.cut_short_after:  # (a cut-short epoch keeps its data order's RNG states)
+            s.epoch_rng = s.sampler_rng = None
+        self.restarting = False
 
     # ------------------------------------------------------------------ data
     def setup_train_data(self) -> None:
@@ -389,6 +424,9 @@ class FitLoop:
             source = trainer._hooks.call_dataloader_hook("train_dataloader")
         else:
             check_iterable(source, "passed to `Trainer.fit(train_dataloaders=...)`")
+        if isinstance(source, CombinedLoader) and source.mode == "sequential":  # refused below, once sized (as
+            self.num_training_batches = limit_batches(  # Lightning: `trainer.num_training_batches` shows the size)
+                source.num_batches, trainer.limit_train_batches, "limit_train_batches")
         given, source = source, training_loader(source)
         self._train_loaded_epoch = trainer.current_epoch
         sampler_fn = distributed_sampler_fn(trainer, train=True)
@@ -518,7 +556,11 @@ class FitLoop:
         """Where the iterable training stream stands at this checkpoint point (None at an epoch boundary, or when
         the stream cannot say): after the batches consumed so far, not counting one fetched ahead."""
         s = self.state
-        if self.stream is None or s.batch_idx == 0 or s.epoch_done:
+        if self.stream is None:
+            return None
+        if s.cut_short_after:  # where the epoch cut short by the fit's stop continues
+            return self._cut_stream
+        if s.batch_idx == 0 or s.epoch_done:
             return None
         return self._stream_state if self.num_training_batches == math.inf else self.stream.state_dict()
 

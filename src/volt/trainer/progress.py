@@ -10,10 +10,14 @@ class LoopState:
     """Everything the fit loop needs to continue exactly where it stopped.
 
     `batch_idx` counts the batches of the current epoch already consumed; `epoch_done` is set while the epoch end
-    runs, so a checkpoint taken there resumes at the next epoch. ModelCheckpoint and a graceful stop write only once
-    a batch or an epoch end is complete, so their checkpoints resume with the next batch (or epoch) and nothing to
-    redo. A checkpoint that `trainer.save_checkpoint` writes from inside a batch hook resumes the same way: the rest
-    of that batch (its step logging, a validation after it) is not run again.
+    runs, so a checkpoint taken there resumes at the next epoch. An epoch that ended early because the fit stopped
+    (`max_steps`, `should_stop`) is cut short: `cut_short_after` keeps how many of its batches ran, and
+    `epoch_rng`/`sampler_rng` stay its own, so that a fit that goes on (a larger `max_steps`, from the checkpoint or
+    on the same Trainer) continues that epoch at its next batch, in its data order, as a run that never stopped.
+    ModelCheckpoint and a graceful stop write only once a batch or an epoch end is complete, so their checkpoints
+    resume with the next batch (or epoch) and nothing to redo. A checkpoint that `trainer.save_checkpoint` writes
+    from inside a batch hook resumes the same way: the rest of that batch (its step logging, a validation after it)
+    is not run again.
     """
 
     epoch: int = 0
@@ -25,6 +29,7 @@ class LoopState:
     val_done_at_batch: int = -1  # the batch_idx whose in-epoch validation already ran
     epoch_rng: Optional[Dict[str, Any]] = None  # global RNG at the start of this epoch's data iteration
     sampler_rng: Optional[Dict[str, Any]] = None  # global RNG when the sampler drew this epoch's order
+    cut_short_after: int = 0  # the last epoch stopped after this many batches (0: it ran to its end)
 
     def state_dict(self) -> Dict[str, Any]:
         return asdict(self)

@@ -87,11 +87,17 @@ class CombinedLoader:
         return self.num_batches  # type: ignore[return-value]
 
     def __iter__(self) -> "CombinedLoader":
+        """Start the loaders' iterators (and worker processes) now, as Lightning does: every loader's, or in
+        `sequential` mode the first one's (the others start when their turn comes)."""
+        loaders = self._limited()
         if self.mode == "sequential":
-            self._iterator = self._sequential()
+            self._iterator = self._sequential(loaders, iter(loaders[0]) if loaders else None)
         else:
-            combine = {"min_size": _min_size, "max_size_cycle": _max_size_cycle, "max_size": _max_size}[self.mode]
-            steps = combine(self._limited())
+            iterators = [iter(loader) for loader in loaders]
+            if self.mode == "max_size_cycle":
+                steps = _max_size_cycle(loaders, iterators)
+            else:
+                steps = (_min_size if self.mode == "min_size" else _max_size)(iterators)
             self._iterator = ((self._rebuild(batches), batch_idx, 0) for batch_idx, batches in enumerate(steps))
         return self
 
@@ -121,10 +127,13 @@ class CombinedLoader:
                     running._shutdown_workers()
                 loader.__dict__["_iterator"] = None
 
-    def _sequential(self) -> Iterator[Tuple[Any, int, int]]:
-        """Start each loader only when its turn comes, so that only one has worker processes at a time."""
-        for dataloader_idx, loader in enumerate(self._limited()):
-            for batch_idx, batch in enumerate(loader):
+    @staticmethod
+    def _sequential(loaders: List[Any], first: Optional[Iterator[Any]]) -> Iterator[Tuple[Any, int, int]]:
+        """Start each loader only when its turn comes (the first one's iterator is `first`), so that only one has
+        worker processes at a time."""
+        for dataloader_idx, loader in enumerate(loaders):
+            iterator = first if dataloader_idx == 0 else iter(loader)
+            for batch_idx, batch in enumerate(iterator):
                 yield batch, batch_idx, dataloader_idx
 
 
@@ -149,8 +158,7 @@ class _Limited:
         return min(loader_length(self.loader), self.limit)  # type: ignore[return-value]
 
 
-def _min_size(loaders: List[Any]) -> Iterator[List[Any]]:
-    iterators = [iter(loader) for loader in loaders]
+def _min_size(iterators: List[Iterator[Any]]) -> Iterator[List[Any]]:
     while iterators:
         batches = []
         for iterator in iterators:
@@ -161,9 +169,8 @@ def _min_size(loaders: List[Any]) -> Iterator[List[Any]]:
         yield batches
 
 
-def _max_size_cycle(loaders: List[Any]) -> Iterator[List[Any]]:
+def _max_size_cycle(loaders: List[Any], iterators: List[Iterator[Any]]) -> Iterator[List[Any]]:
     """Ends when the last loader that had not yet run out does; the others restart each time they run out."""
-    iterators = [iter(loader) for loader in loaders]
     ran_out = [False] * len(loaders)
     while iterators:
         batches = []
@@ -181,8 +188,7 @@ def _max_size_cycle(loaders: List[Any]) -> Iterator[List[Any]]:
         yield batches
 
 
-def _max_size(loaders: List[Any]) -> Iterator[List[Any]]:
-    iterators = [iter(loader) for loader in loaders]
+def _max_size(iterators: List[Iterator[Any]]) -> Iterator[List[Any]]:
     while True:
         batches = [next(iterator, None) for iterator in iterators]
         if all(batch is None for batch in batches):
