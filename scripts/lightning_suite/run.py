@@ -156,6 +156,8 @@ RULES = [
      "SIGTERMException (volt stops on SIGTERM with TrainingStopped after saving last.ckpt)"),
     (r"mode='sequential' is not supported", MISSING, "CombinedLoader(mode='sequential')"),
     (r"Timeout \(>", TIMEOUT, "mostly ddp_spawn runs, each rank importing torch, volt and the test file"),
+    (r"'ExtendedBoringModel' object has no attribute 'results'", INTERNAL,
+     "reads trainer.fit_loop._results (Lightning's result collection) through a property of the test's model"),
     (r"'generator' object has no attribute '(iterators|_consumed)'", INTERNAL,
      "reads CombinedLoader._iterator, Lightning's private mode iterator (its iterators, _consumed, __getstate__)"),
     (r"^AssertionError: assert \{'state_dict'\.\.\..*\} == \{'state_dict'", INTERNAL,
