@@ -175,6 +175,9 @@ DELIBERATE_TESTS = [
      "RichProgressBar reads the progress-bar metrics (a device-to-host copy) and calls rich's Progress.update (a few "
      "microseconds) only when it redraws, at most 5 times a second and at each epoch's and validation's end, not "
      "after every batch; the values shown and the bars' counts are Lightning's (the tests count calls per batch)"),
+    (r"test_throughput_monitor\.py::test_throughput_monitor_fit_with_validation$",
+     "a StopIteration raised in a hook is an error in volt, where Lightning's training loop takes it for the end of "
+     "the data and ends the epoch silently (the test's mocked clock runs out of values in the last validation)"),
 ]
 
 
