@@ -240,3 +240,26 @@ def test_restoring_messages_as_lightning(tmp_path, caplog, quiet_lightning):
         messages[name] = [r.getMessage().replace(path, "<path>") for r in caplog.records if "estor" in r.getMessage()]
     assert messages["volt"] == messages["pl"] == ["Restoring states from the checkpoint path at <path>",
                                                   "Restored all states from the checkpoint at <path>"]
+
+
+def test_save_checkpoint_of_a_module_attached_with_strategy_connect(tmp_path, quiet_lightning):
+    """`trainer.strategy.connect(model)` then `trainer.save_checkpoint(path)`: the way programs save a module they
+    never fitted. The module is the Trainer's `lightning_module`, the callbacks' `on_save_checkpoint` runs, and the
+    file loads back with the module's weights, as in Lightning."""
+    saved = {}
+    for pl in (volt, quiet_lightning):
+        class Noting(pl.Callback):
+            def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+                checkpoint["noted"] = pl_module is trainer.lightning_module
+
+        model = module_class(pl)()
+        trainer = pl.Trainer(default_root_dir=tmp_path, logger=False, callbacks=[Noting()],
+                             enable_progress_bar=False, enable_model_summary=False)
+        trainer.strategy.connect(model)
+        path = tmp_path / f"{pl.__name__}.ckpt"
+        trainer.save_checkpoint(path)
+        checkpoint = torch.load(path, weights_only=True)
+        restored = type(model).load_from_checkpoint(path)
+        saved[pl.__name__] = (trainer.lightning_module is model, checkpoint["noted"], checkpoint["epoch"],
+                              checkpoint["global_step"], torch.equal(restored.layer.weight, model.layer.weight))
+    assert saved["volt"] == saved["pytorch_lightning"] == (True, True, 0, 0, True)

@@ -63,6 +63,7 @@ import torch
 from volt.distributed.parallel import sharded_storage_options_error
 from volt.loggers.utils import VersionedLogDir
 from volt.trainer import recovery
+from volt.trainer.hooks import Hooks
 from volt.trainer.progress import lightning_loops
 from volt.utilities.exceptions import MisconfigurationException
 from volt.utilities.rank_zero import rank_zero_info, rank_zero_warn
@@ -156,6 +157,8 @@ class Checkpoints:
 
         trainer = self.trainer
         model, datamodule, hooks = trainer.lightning_module, trainer.datamodule, trainer._hooks
+        if hooks is None:  # a module attached with `trainer.strategy.connect(model)`, outside any call
+            hooks = Hooks(trainer, trainer.callbacks, model, datamodule)
         checkpoint: Dict[str, Any] = {
             "pytorch-lightning_version": LIGHTNING_COMPAT_VERSION,
             "volt_version": VOLT_VERSION,
@@ -211,14 +214,16 @@ class Checkpoints:
         """
         trainer = self.trainer
         fit_loop = trainer.fit_loop
-        trainer._results.flush_logger_writes()  # rows logged before this checkpoint are on disk before it is
+        results = trainer._results  # None for a module attached with `strategy.connect` and never run
+        if results is not None:
+            results.flush_logger_writes()  # rows logged before this checkpoint are on disk before it is
         for logger in trainer.loggers:
             logger.save()
         state = {
             **fit_loop.state.state_dict(),
             "rng": fit_loop.rng_state(),
             "should_stop": trainer.should_stop,
-            "results": trainer._results.state_dict() if trainer.state.fn == "fit" else None,
+            "results": results.state_dict() if trainer.state.fn == "fit" and results is not None else None,
             "eval_log_steps": list(fit_loop.val_loop.log_steps),
             "loggers": [_logger_state(logger) for logger in trainer.loggers],
             # inside an accumulation window: the gradients summed so far

@@ -273,7 +273,6 @@ class Trainer:
         self._hooks: Optional[Hooks] = None  # hook dispatch of the running call (trainer/hooks.py)
         self._checkpoints = Checkpoints(self)  # what checkpoints hold and how they come back (checkpointing.py)
         self._position = LoopPosition(self)  # where the loops are, for multi-process stall reports
-        self.lightning_module: Optional[LightningModule] = None
         self.datamodule: Optional[LightningDataModule] = None
         self.lr_scheduler_configs: list = []
         self.ckpt_path: Optional[str] = None
@@ -400,14 +399,13 @@ class Trainer:
         self.state.fn, self.state.status = fn, "running"
         self.state.stage = {"fit": "train"}.get(fn, fn)
         self.should_stop = False
-        self.lightning_module = model
+        self.strategy.connect(model)
         self.datamodule = datamodule
         model.trainer = self
         if datamodule is not None:
             datamodule.trainer = self
         if fn == "fit":
             self._check_validation_parts(model, datamodule)
-        self.strategy.connect(model)
         self.strategy.position_source = self._position
         self._results = Results(self)
         if self.strategy.launches_in_child_processes:
@@ -664,6 +662,12 @@ class Trainer:
     @property
     def progress_bar_metrics(self) -> Dict[str, torch.Tensor]:
         return self._results.progress_bar_metrics if self._results is not None else {}
+
+    @property
+    def lightning_module(self) -> Optional[LightningModule]:
+        """The module of the running (or last) call: the strategy's, so that `trainer.strategy.connect(model)`
+        attaches one (e.g. to `save_checkpoint` a model that was never fitted), as in Lightning."""
+        return self.strategy.lightning_module
 
     @property
     def model(self):
