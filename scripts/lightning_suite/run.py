@@ -108,6 +108,10 @@ RULES = [
     (r"'other' is not a valid TrainerFn", INTERNAL,
      "sets trainer.state.fn to a value that is no TrainerFn (volt refuses it) to drive Lightning's private launcher "
      "(strategy._launcher._collect_rank_zero_results)"),
+    (r"ModelCheckpoint\._link_checkpoint\(\) got an unexpected keyword argument", INTERNAL,
+     "calls ModelCheckpoint._link_checkpoint(trainer, filepath=, linkpath=), Lightning's private static method (volt "
+     "links at the checkpoint point with volt.checkpoint.atomic_symlink: relative links, replacing a file or link, a "
+     "copy where links fail)"),
     (r"'str' object has no attribute 'world_size'", INTERNAL,
      "calls EarlyStopping._log_info, a private static method (volt's takes other arguments)"),
     (r"'\w*Strategy' object has no attribute|'\w*Accelerator' object has no attribute", INTERNAL,
@@ -175,6 +179,10 @@ DELIBERATE_TESTS = [
      "RichProgressBar reads the progress-bar metrics (a device-to-host copy) and calls rich's Progress.update (a few "
      "microseconds) only when it redraws, at most 5 times a second and at each epoch's and validation's end, not "
      "after every batch; the values shown and the bars' counts are Lightning's (the tests count calls per batch)"),
+    (r"test_model_checkpoint\.py::test_model_checkpoint_no_extraneous_invocations$",
+     "under DDP each checkpoint holds every rank's RNG and loop state, gathered to rank 0 (serialized with torch.save) "
+     "so that a resumed run continues exactly; the test counts torch.save calls per rank (the files are written once "
+     "per save, by rank 0, and state_dict runs once per save, as in Lightning)"),
     (r"test_throughput_monitor\.py::test_throughput_monitor_fit_with_validation$",
      "a StopIteration raised in a hook is an error in volt, where Lightning's training loop takes it for the end of "
      "the data and ends the epoch silently (the test's mocked clock runs out of values in the last validation)"),

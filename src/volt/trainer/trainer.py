@@ -627,12 +627,17 @@ class Trainer:
         runs in the writer's thread when the write is done, so it must not call collectives."""
         self.fit_loop.at_checkpoint_point(lambda: self._checkpoints.after_writes(fn))
 
+    # A module pickles without its Trainer link (as in Lightning); a Trainer sent to another process with its module
+    # (ddp_spawn) links them again there. The module travels beside the Trainer's own state: the strategy that holds
+    # it may not be unpickled yet when the Trainer is (they refer to each other).
+    def __getstate__(self) -> Dict[str, Any]:
+        return {**self.__dict__, "_module_to_link": self.lightning_module}
+
     def __setstate__(self, state: Dict[str, Any]) -> None:
-        # A module pickles without its Trainer link (as in Lightning); a Trainer sent to another process with its
-        # module (ddp_spawn) links them again there.
+        module = state.pop("_module_to_link", None)
         self.__dict__.update(state)
-        if self.lightning_module is not None:
-            self.lightning_module.trainer = self
+        if module is not None:
+            module.trainer = self
 
     # ================================================================== properties users read
     @property
