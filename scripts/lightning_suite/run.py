@@ -186,6 +186,9 @@ DELIBERATE_TESTS = [
     (r"(test_profiler\.py::test_profile_callbacks|test_datamodules\.py::test_datamodule_hooks_are_profiled)$",
      "volt calls, and so profiles, a callback's or datamodule's hook only where it overrides the base class's empty "
      "one (hooks nobody implements cost no call); Lightning's profile also lists the empty hooks it calls"),
+    (r"test_lr_finder\.py::test_lr_candidates_between_min_and_max$",
+     "lr_find(min_lr=1.0, max_lr=1e-8) (a swapped range) is an error naming both values in volt; Lightning sweeps the "
+     "learning rate downwards, where the range test's suggestion (the steepest fall of the loss) means nothing"),
     (r"test_model_checkpoint\.py::test_model_checkpoint_no_extraneous_invocations$",
      "under DDP each checkpoint holds every rank's RNG and loop state, gathered to rank 0 (serialized with torch.save) "
      "so that a resumed run continues exactly; the test counts torch.save calls per rank (the files are written once "
