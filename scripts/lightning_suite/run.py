@@ -154,7 +154,9 @@ RULES = [
     (r"would start its other ranks by running this pytest command again", INTERNAL,
      "swaps Lightning's launcher (DDPStrategy._configure_launcher, a _MultiProcessingLauncher subclass) to run "
      "strategy='ddp' in-process; volt's 'ddp' starts its ranks by running the command line (pytest) again"),
-    (r"zombie thread: <Thread\(volt-watchdog", DIFFERENT, "volt's DDP watchdog thread outlives the test"),
+    (r"zombie thread: <Thread\(volt-watchdog", INTERNAL,
+     "Lightning's conftest fails a test that leaves a new thread without a stop() method: volt's DDP watchdog, one "
+     "daemon thread per process shared by every Trainer in it and closed at exit (the test's own checks passed)"),
 ]
 
 
@@ -193,6 +195,12 @@ DELIBERATE_TESTS = [
      "checkpoints hold no code, so an nn.Module hyperparameter (here a loss) is not saved in them (save_hyperparameters "
      "warns, as Lightning, to ignore it; its weights are in the state dict) and load_from_checkpoint builds it from "
      "the class default or a keyword argument; Lightning pickles the module, which needs weights_only=False"),
+    (r"test_cli\.py::test_lightning_cli_help$",
+     "Trainer(compile=...) is a volt extension of the Python API, kept out of LightningCLI's options and configs so "
+     "that a config.yaml volt writes loads under Lightning (the test expects an option for every Trainer argument)"),
+    (r"test_cli\.py::test_lightning_cli_print_config$",
+     "the header comment of a config volt writes names the framework that wrote it (`# volt==0.1.0`); the settings "
+     "and the class paths as the user wrote them are Lightning's"),
     (r"test_model_checkpoint\.py::test_model_checkpoint_no_extraneous_invocations$",
      "under DDP each checkpoint holds every rank's RNG and loop state, gathered to rank 0 (serialized with torch.save) "
      "so that a resumed run continues exactly; the test counts torch.save calls per rank (the files are written once "
