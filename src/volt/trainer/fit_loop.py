@@ -315,7 +315,11 @@ class FitLoop:
         self._resumed_results = state.pop("results", None)
         self._resumed_stream = state.pop("stream", None)
         s.load_state_dict(state)
-        if s.epoch_done:
+        if s.epoch_done and s.epoch_cut_short and self.trainer.max_steps != -1:
+            # as Lightning: a step-based run resumed from an epoch that max_steps (or a stop) cut short continues
+            # that epoch with its next batch, without a new epoch start
+            s.epoch_done = s.epoch_cut_short = False
+        elif s.epoch_done:
             s.epoch += 1
             s.batch_idx, s.epoch_done, s.val_done_at_batch = 0, False, -1
             s.epoch_rng = s.sampler_rng = None
@@ -362,7 +366,7 @@ class FitLoop:
         # as Lightning, plateau schedulers step only after a whole epoch (not one cut short by max_steps or a stop)
         complete = s.batch_idx >= self.num_training_batches or not self._stops_in_epoch()
         self._unit_running = True
-        s.epoch_done = True
+        s.epoch_done, s.epoch_cut_short = True, not complete
         results.epoch_end(results.train)  # epoch values are visible to the epoch-end hooks
         if self._collect_outputs:
             hooks.call_module("training_epoch_end", self._epoch_outputs)
@@ -377,7 +381,7 @@ class FitLoop:
         self._checkpoint_point()  # with `epoch_done` set, a checkpoint written here resumes at the next epoch
         s.epoch += 1
         s.batch_idx = 0
-        s.epoch_done = False
+        s.epoch_done = s.epoch_cut_short = False
         s.val_done_at_batch = -1
         s.epoch_rng = s.sampler_rng = None
 

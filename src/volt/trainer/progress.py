@@ -22,6 +22,7 @@ class LoopState:
     batch_idx: int = 0
     total_batch_idx: int = 0  # batches consumed over the whole run
     epoch_done: bool = False
+    epoch_cut_short: bool = False  # with `epoch_done`: max_steps or a stop ended the epoch before its data ran out
     val_done_at_batch: int = -1  # the batch_idx whose in-epoch validation already ran
     epoch_rng: Optional[Dict[str, Any]] = None  # global RNG at the start of this epoch's data iteration
     sampler_rng: Optional[Dict[str, Any]] = None  # global RNG when the sampler drew this epoch's order
