@@ -58,6 +58,7 @@ FABRIC_PROVIDED: Dict[str, str] = {
     "utilities.exceptions": "volt.utilities.exceptions",
     "utilities.imports": "volt.utilities.imports",
     "utilities.rank_zero": "volt.utilities.rank_zero",
+    "utilities.registry": "volt.utilities.registry",
     "utilities.seed": "volt.utilities.seed",
     "utilities.spike": "volt.callbacks.spike",
     "utilities.throughput": "volt.utilities.throughput",
