@@ -344,3 +344,30 @@ def test_rich_bar_and_summary_by_default_when_rich_is_installed(monkeypatch, qui
     monkeypatch.setattr(trainer_module.importlib.util, "find_spec", lambda name, *a: None)
     plain = volt.Trainer(logger=False, enable_checkpointing=False)
     assert [type(cb) for cb in plain.callbacks] == [TQDMProgressBar, ModelSummary]
+
+
+def test_installed_packages_add_callbacks_through_entry_points(tmp_path, monkeypatch):
+    """As Lightning: a package registers callback factories under the entry-point group
+    `lightning.pytorch.callbacks_factory` (or `pytorch_lightning.callbacks_factory`), and every Trainer gets what
+    they make, after its default callbacks; a factory that makes something else is an error naming it."""
+    (tmp_path / "volt_test_plugin.py").write_text(
+        "import volt\n\n"
+        "class Registered(volt.Callback):\n    pass\n\n"
+        "def two():\n    return [Registered(), Registered()]\n\n"
+        "def nothing():\n    return None\n\n"
+        "def wrong():\n    return 'not a callback'\n")
+    info = tmp_path / "volt_test_plugin-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: volt-test-plugin\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[lightning.pytorch.callbacks_factory]\ntwo = volt_test_plugin:two\n"
+                                           "nothing = volt_test_plugin:nothing\n\n"
+                                           "[pytorch_lightning.callbacks_factory]\ntwo = volt_test_plugin:two\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    added = volt.Trainer(logger=False, enable_progress_bar=False).callbacks
+    assert [type(cb).__name__ for cb in added][1:] == ["Registered", "Registered", "ModelCheckpoint"]
+    assert volt.Trainer(logger=False).callbacks[-2] is not added[1]  # new instances for each Trainer
+
+    (info / "entry_points.txt").write_text("[lightning.pytorch.callbacks_factory]\nwrong = volt_test_plugin:wrong\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "elsewhere"))  # sys.path changed: the packages are read again
+    with pytest.raises(TypeError, match="entry point made a str, not a Callback"):
+        volt.Trainer(logger=False)

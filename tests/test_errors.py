@@ -304,6 +304,21 @@ def test_keyboard_interrupt_in_a_callback_ends_with_exit_status_1_after_cleanup(
     assert outcomes["volt"] == outcomes["lightning"] == (1, ["KeyboardInterrupt"], ["failed"])
 
 
+def test_stop_iteration_raised_in_a_hook_is_an_error(tmp_path):
+    """Lightning's training loop takes a StopIteration from a callback for the end of the data and ends the epoch
+    silently; in volt it is the error it is (a mocked clock or iterator that ran dry, a bug in a hook)."""
+
+    class RunsDry(volt.Callback):
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.global_step == 2:
+                next(iter([]))
+
+    run = trainer(tmp_path, callbacks=[RunsDry()], limit_val_batches=0)
+    with pytest.raises(StopIteration):
+        run.fit(BoringModel(), loader())
+    assert run.global_step == 2
+
+
 
 # ------------------------------------------------------------------------------------------ folders that cannot be written
 

@@ -502,7 +502,10 @@ def test_state_dict_round_trip(tmp_path):
     # volt adds what decides the next saves, so that a resumed run saves where an uninterrupted one does
     assert set(state) == lightning_keys | {"last_global_step_saved", "last_checkpoint_saved",
                                            "defer_save_until_validation"}
-    assert state["last_global_step_saved"] == 12 and state["last_checkpoint_saved"] == str(tmp_path / "last.ckpt")
+    # last.ckpt is a copy of the top-k file saved at the same step, with that file's callback state (as Lightning)
+    newest = str(tmp_path / "epoch=2-step=12.ckpt")
+    assert state["last_global_step_saved"] == 12 and state["last_checkpoint_saved"] == newest
+    assert torch.load(newest, weights_only=True)["callbacks"][cb.state_key] == state
 
     restored = ModelCheckpoint(dirpath=tmp_path, monitor="val_loss", save_top_k=2, save_last=True)
     restored.load_state_dict(state)

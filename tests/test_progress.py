@@ -49,6 +49,7 @@ class StubTrainer:
 
 def run_fit(bar, trainer, val_loss=0.25):
     """Drive the hooks in the order the Trainer calls them for one epoch with a sanity check and validation."""
+    trainer.progress_bar_callback = bar
     bar.setup(trainer, None, "fit")
     trainer.sanity_checking = True
     bar.on_sanity_check_start(trainer, None)
@@ -273,6 +274,12 @@ def test_base_class_requires_disable_and_trainer():
 # ------------------------------------------------------------------------------------------------ Rich
 
 
+def rich_console(file):
+    from rich.console import Console
+
+    return Console(file=file, width=200)
+
+
 def test_rich_prints_epoch_and_metrics():
     file = io.StringIO()
     bar = RichProgressBar(console_kwargs={"file": file, "force_terminal": True, "width": 200})
@@ -287,7 +294,8 @@ def test_rich_redraws_rarely(monkeypatch):
     CountingTensor.reads = 0
     trainer = StubTrainer(num_training_batches=200, progress_bar_tensors={
         "loss": torch.tensor(0.5).as_subclass(CountingTensor)})
-    bar = RichProgressBar(console_kwargs={"file": io.StringIO(), "force_terminal": True})
+    bar = trainer.progress_bar_callback = RichProgressBar(console_kwargs={"file": io.StringIO(),
+                                                                          "force_terminal": True})
     bar.setup(trainer, None, "fit")
     bar.on_train_start(trainer, None)
     bar.on_train_epoch_start(trainer, None)
@@ -295,7 +303,60 @@ def test_rich_redraws_rarely(monkeypatch):
         bar.on_train_batch_end(trainer, None, None, None, i)
     assert 5 <= CountingTensor.reads <= 15  # 2 s at up to 5 redraws a second
     assert bar.train_progress_bar.completed == 200
+    bar.on_train_batch_end(trainer, None, None, None, 0)  # between redraws, the bar still reads the last count
+    assert bar.train_progress_bar.completed == 1 and CountingTensor.reads <= 15
     bar.teardown(trainer, None, "fit")
+
+
+def test_rich_display_parts_under_lightnings_names(quiet_lightning):
+    """The columns a `configure_columns` override builds from (Lightning's names), styled by the theme as in
+    Lightning; the bar pulses and shows `--` for a loader without a length."""
+    import pytorch_lightning.callbacks.progress.rich_progress as lightning_rich
+    from rich.progress import Progress
+
+    def described(module):
+        theme = module.RichProgressBarTheme(progress_bar="red", progress_bar_finished="green", batch_progress="blue",
+                                            time="yellow", processing_speed="cyan")
+        return [(type(column).__name__, [getattr(column, name, None) for name in
+                                         ("complete_style", "finished_style", "pulse_style", "style")])
+                for column in module.RichProgressBar(theme=theme).configure_columns(None)]
+
+    assert described(rich_progress) == described(lightning_rich)
+    progress = rich_progress.CustomProgress(rich_progress.CustomBarColumn(), rich_progress.BatchesProcessedColumn(),
+                                            rich_progress.CustomTimeColumn(), rich_progress.ProcessingSpeedColumn(),
+                                            console=rich_console(io.StringIO()), auto_refresh=False)
+    assert isinstance(progress, Progress)
+    task_id = progress.add_task("stream", total=float("inf"))
+    progress.update(task_id, completed=7)
+    assert progress.tasks[task_id].total is None and progress.tasks[task_id].time_remaining is None
+    assert str(progress.columns[1].render(progress.tasks[task_id])) == "7/--"
+    progress.reset(task_id, total=4)
+    progress.reset(task_id, total=float("nan"))
+    assert progress.tasks[task_id].total is None
+
+
+def test_rich_configure_columns_from_the_parts(tmp_path, monkeypatch):
+    """A bar laid out from the importable parts draws in a real fit; a disabled bar creates no Progress at all."""
+    from rich.progress import TextColumn
+
+    class Compact(RichProgressBar):
+        def configure_columns(self, trainer):
+            return [TextColumn("{task.description}"), rich_progress.BatchesProcessedColumn(style="bold")]
+
+    file = io.StringIO()
+    trainer = fit_tiny(tmp_path, logger=False, callbacks=[Compact(console_kwargs={"file": file, "width": 200})])
+    assert "Epoch 0/0  8/8 train_loss:" in file.getvalue()
+    assert trainer.progress_bar_callback.train_progress_bar.completed == 8
+
+    class NoProgress:
+        def __init__(self, *args, **kwargs):
+            raise AssertionError("a disabled bar built its display")
+
+    disabled = RichProgressBar()
+    disabled.disable()
+    monkeypatch.setattr(rich_progress, "CustomProgress", NoProgress)
+    fit_tiny(tmp_path, logger=False, callbacks=[disabled])
+    assert disabled.train_progress_bar_id is None and disabled.val_progress_bar_id is None
 
 
 def test_rich_disabled_prints_nothing():

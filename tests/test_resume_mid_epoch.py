@@ -174,3 +174,39 @@ def test_a_combined_loader_of_stateful_loaders_resumes_from_their_states(tmp_pat
     resumed = Model()
     trainer(tmp_path, max_steps=4, max_epochs=None).fit(resumed, ckpt_path=tmp_path / "c.ckpt")
     assert first.seen + resumed.seen == [[3, 1], [4, 2], [5, 3], [6, 4]]
+
+
+def test_step_based_resume_continues_the_epoch_max_steps_cut_short(tmp_path, quiet_lightning):
+    """A run stopped by max_steps inside an epoch saves its checkpoint at that epoch's (early) end; a run resumed
+    from it with a larger max_steps continues the same epoch with the next batch, without a new epoch start, as in
+    Lightning, and ends with the weights of a run never stopped."""
+    from helpers import boring_model_class, loader
+
+    seen = {}
+    for pl in (volt, quiet_lightning):
+        calls = []
+
+        class Calls(pl.Callback):
+            def on_train_epoch_start(self, trainer, pl_module):
+                calls.append(("epoch_start", trainer.current_epoch))
+
+            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+                calls.append(("batch", trainer.current_epoch, batch_idx))
+
+        options = dict(limit_val_batches=0, logger=False, enable_progress_bar=False, enable_model_summary=False)
+        model_class = BoringModel if pl is volt else boring_model_class(pl)
+        torch.manual_seed(0)
+        first = pl.Trainer(default_root_dir=tmp_path / pl.__name__, max_steps=1, **options)
+        first.fit(model_class(), loader())
+        torch.manual_seed(0)
+        resumed_model = model_class()
+        resumed = pl.Trainer(default_root_dir=tmp_path / pl.__name__, max_steps=3, callbacks=[Calls()], **options)
+        resumed.fit(resumed_model, loader(), ckpt_path=first.checkpoint_callback.best_model_path)
+        seen[pl.__name__] = calls
+        if pl is volt:
+            torch.manual_seed(0)
+            straight = model_class()
+            pl.Trainer(default_root_dir=tmp_path / "straight", max_steps=3, enable_checkpointing=False,
+                       **options).fit(straight, loader())
+            assert all(torch.equal(a, b) for a, b in zip(straight.parameters(), resumed_model.parameters()))
+    assert seen["volt"] == seen["pytorch_lightning"] == [("batch", 0, 1), ("batch", 0, 2)]

@@ -261,3 +261,26 @@ def test_a_cpu_trainer_on_a_machine_with_a_gpu_warns_as_lightning(monkeypatch, q
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             volt.Trainer(accelerator="cpu", logger=False)  # no GPU: no warning
+
+
+def test_save_checkpoint_of_a_module_attached_with_strategy_connect(tmp_path, quiet_lightning):
+    """`trainer.strategy.connect(model)` then `trainer.save_checkpoint(path)`: the way programs save a module they
+    never fitted. The module is the Trainer's `lightning_module`, the callbacks' `on_save_checkpoint` runs, and the
+    file loads back with the module's weights, as in Lightning."""
+    saved = {}
+    for pl in (volt, quiet_lightning):
+        class Noting(pl.Callback):
+            def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+                checkpoint["noted"] = pl_module is trainer.lightning_module
+
+        model = module_class(pl)()
+        trainer = pl.Trainer(default_root_dir=tmp_path, logger=False, callbacks=[Noting()],
+                             enable_progress_bar=False, enable_model_summary=False)
+        trainer.strategy.connect(model)
+        path = tmp_path / f"{pl.__name__}.ckpt"
+        trainer.save_checkpoint(path)
+        checkpoint = torch.load(path, weights_only=True)
+        restored = type(model).load_from_checkpoint(path)
+        saved[pl.__name__] = (trainer.lightning_module is model, checkpoint["noted"], checkpoint["epoch"],
+                              checkpoint["global_step"], torch.equal(restored.layer.weight, model.layer.weight))
+    assert saved["volt"] == saved["pytorch_lightning"] == (True, True, 0, 0, True)

@@ -460,6 +460,9 @@ class ModelCheckpoint(Callback):
         previous, self.last_model_path = self.last_model_path, filepath
         if self.save_last == "link" and self._last_checkpoint_saved and self.save_top_k != 0:
             self._link_checkpoint(trainer, self._last_checkpoint_saved, filepath)
+        elif self._last_global_step_saved == trainer.global_step and self._last_checkpoint_saved:
+            # a copy of the file saved at this step: its callback state is that file's, which it names (as Lightning)
+            self._save_checkpoint(trainer, filepath, newest=self._last_checkpoint_saved)
         else:
             self._save_checkpoint(trainer, filepath)
         if previous and self._should_remove_checkpoint(trainer, previous, filepath):
@@ -477,9 +480,10 @@ class ModelCheckpoint(Callback):
                 version += 1
         return filepath
 
-    def _save_checkpoint(self, trainer, filepath: str) -> None:
+    def _save_checkpoint(self, trainer, filepath: str, newest: Optional[str] = None) -> None:
+        """Save to `filepath`; `newest` is the file a `last` link would point to (default: this one)."""
         self._last_global_step_saved = trainer.global_step  # first, so that the checkpoint records this save
-        self._last_checkpoint_saved = filepath
+        self._last_checkpoint_saved = newest or filepath
         trainer.schedule_checkpoint(filepath, self.save_weights_only, background=self.async_save)
         self._being_written.add(filepath)  # until it is durable: at the checkpoint point, or after a background write
 

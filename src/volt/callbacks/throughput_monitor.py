@@ -18,7 +18,6 @@ from volt.utilities.throughput import Throughput, get_available_flops
 
 _COMPUTE_DTYPES = {"64-true": torch.float64, "16-mixed": torch.float16, "16-true": torch.float16,
                    "bf16-mixed": torch.bfloat16, "bf16-true": torch.bfloat16}
-_STAGE_OF_FN = {"fit": "train", "validate": "validate", "test": "test", "predict": "predict"}
 
 
 class ThroughputMonitor(Callback):
@@ -61,14 +60,15 @@ class ThroughputMonitor(Callback):
     def setup(self, trainer, pl_module, stage: str) -> None:
         dtype = _COMPUTE_DTYPES.get(str(trainer.precision), torch.float32)
         self.available_flops = get_available_flops(trainer.strategy.root_device, dtype)
-        stages = ("train", "validate") if stage == "fit" else (_STAGE_OF_FN[stage],)
-        for name in stages:
-            self._throughputs[name] = Throughput(available_flops=self.available_flops, world_size=trainer.world_size,
-                                                 **self.kwargs)
+        self._throughputs.clear()  # each run measures with new windows; its stages make theirs as they start
 
     # ------------------------------------------------------------------ measuring
     def _start(self, trainer) -> None:
+        """A stage starts: its Throughput is made when the stage first runs (a fit without validation has none)."""
         stage = trainer.state.stage
+        if stage not in self._throughputs:
+            self._throughputs[stage] = Throughput(available_flops=self.available_flops, world_size=trainer.world_size,
+                                                  **self.kwargs)
         if trainer.state.fn == "fit" or stage not in self._samples:
             self._throughputs[stage].reset()
             self._samples[stage] = self._batches[stage] = self._lengths[stage] = 0

@@ -58,6 +58,7 @@ FABRIC_PROVIDED: Dict[str, str] = {
     "utilities.exceptions": "volt.utilities.exceptions",
     "utilities.imports": "volt.utilities.imports",
     "utilities.rank_zero": "volt.utilities.rank_zero",
+    "utilities.registry": "volt.utilities.registry",
     "utilities.seed": "volt.utilities.seed",
     "utilities.spike": "volt.callbacks.spike",
     "utilities.throughput": "volt.utilities.throughput",
@@ -111,9 +112,8 @@ _OMITTED_NAMES: Dict[str, List[str]] = {
               "merge_dicts",
               "parse_batch_shape", "parse_class_init_keys", "rank_zero_module", "recursive_detach", "save_hyperparameters",
               "update_hparams", "warning_cache"],
-    "parts of RichProgressBar's display; restyle it with RichProgressBarTheme": [
-        "BatchesProcessedColumn", "CustomBarColumn", "CustomInfiniteTask", "CustomProgress", "CustomTimeColumn",
-        "MetricsTextColumn", "ProcessingSpeedColumn"],
+    "volt's CustomProgress takes an infinite total as rich's unknown one (None), so it needs no task class": [
+        "CustomInfiniteTask"],
     "Lightning 1.x's tags.csv format; use load_hparams_from_yaml/save_hparams_to_yaml": [
         "load_hparams_from_tags_csv", "save_hparams_to_tags_csv"],
     "queries nvidia-smi; CUDAAccelerator().get_device_stats(device) gives torch's CUDA memory statistics": [

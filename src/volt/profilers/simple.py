@@ -1,8 +1,9 @@
 """SimpleProfiler: wall time of every hook and step (`Trainer(profiler="simple")`)."""
 import math
+import os
 import time
 from collections import defaultdict
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional
 
 from volt.profilers.profiler import Profiler
 
@@ -35,28 +36,28 @@ class SimpleProfiler(Profiler):
         self.recorded_durations[action_name].append(time.perf_counter() - start)
 
     def summary(self) -> str:
+        """Lightning's text table, cell for cell (programs and tests compare it): the action column as wide as the
+        longest name, the others 15 characters, each cell followed by a tab; rows by share of the time (extended) or
+        by mean duration, numbers to 5 significant digits."""
+        sep = os.linesep
         # math.fsum: thousands of short durations summed with plain float addition lose their last digits
-        rows = sorted(((name, len(d), math.fsum(d)) for name, d in self.recorded_durations.items() if d),
-                      key=lambda row: -row[2])
-        if not self.extended:
-            return _table(["Action", "Mean duration (s)", "Total time (s)"],
-                          [[name, f"{total / calls:.5g}", f"{total:.5g}"] for name, calls, total in rows])
-        total_run = time.perf_counter() - self.start_time
-        table = [[name, f"{total / calls:.5g}", str(calls), f"{total:.5g}", f"{100 * total / total_run:.5g}"]
-                 for name, calls, total in rows]
-        total_row = ["Total", "-", str(sum(calls for _, calls, _ in rows)), f"{total_run:.5g}", "100 %"]
-        return _table(["Action", "Mean duration (s)", "Num calls", "Total time (s)", "Percentage %"], table, total_row)
+        stats = [(name, math.fsum(d) / len(d), len(d), math.fsum(d)) for name, d in self.recorded_durations.items() if d]
+        width = max((len(name) for name, *_ in stats), default=0)
 
+        def row(*cells: str) -> str:
+            return sep + "|" + "".join(f"  {cell:<{width if i == 0 else 15}}\t|" for i, cell in enumerate(cells))
 
-def _table(header: Sequence[str], rows: List[List[str]], total: Optional[Sequence[str]] = None) -> str:
-    """A text table: left-aligned columns as wide as their widest cell, the total row (if any) under the header."""
-    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, *([total] if total else []))]
-
-    def line(cells: Sequence[str]) -> str:
-        return "|  " + "  |  ".join(cell.ljust(width) for cell, width in zip(cells, widths)) + "  |"
-
-    rule = "-" * len(line(header))
-    lines = ["Profiler Report", rule, line(header), rule]
-    if total:
-        lines += [line(total), rule]
-    return "\n".join(lines + [line(row) for row in rows] + [rule])
+        if self.extended:
+            header = row("Action", "Mean duration (s)", "Num calls", "Total time (s)", "Percentage %")
+            total_run = time.perf_counter() - self.start_time
+            stats.sort(key=lambda stat: -stat[3])
+            first = row("Total", "-", str(sum(calls for _, _, calls, _ in stats)), f"{total_run:.5}", "100 %")
+            rows = [row(name, f"{mean:.5}", str(calls), f"{total:.5}", f"{100 * total / total_run:.5}")
+                    for name, mean, calls, total in stats]
+        else:
+            header = row("Action", "Mean duration (s)", "Total time (s)")
+            stats.sort(key=lambda stat: -stat[1])
+            first, rows = "", [row(name, f"{mean:.5}", f"{total:.5}") for name, mean, _, total in stats]
+        rule = sep + "-" * len(header.expandtabs())
+        return "".join(["Profiler Report", sep, rule, header, rule] + ([first, rule] if first else []) + rows
+                       + [rule, sep])

@@ -65,6 +65,7 @@ from volt.distributed.parallel import sharded_storage_options_error
 from volt.loggers.utils import LogFiles, VersionedLogDir
 from volt.trainer import recovery
 from volt.trainer.data import CombinedStream
+from volt.trainer.hooks import Hooks
 from volt.trainer.progress import lightning_loops
 from volt.utilities.exceptions import MisconfigurationException
 from volt.utilities.rank_zero import rank_zero_info, rank_zero_warn
@@ -158,6 +159,8 @@ class Checkpoints:
 
         trainer = self.trainer
         model, datamodule, hooks = trainer.lightning_module, trainer.datamodule, trainer._hooks
+        if hooks is None:  # a module attached with `trainer.strategy.connect(model)`, outside any call
+            hooks = Hooks(trainer, trainer.callbacks, model, datamodule)
         checkpoint: Dict[str, Any] = {
             "pytorch-lightning_version": LIGHTNING_COMPAT_VERSION,
             "volt_version": VOLT_VERSION,

@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
-from torch.utils.data import (BatchSampler, DataLoader, IterableDataset, RandomSampler, SequentialSampler,
+from torch.utils.data import (DataLoader, IterableDataset, RandomSampler, SequentialSampler,
                               get_worker_info)
 
 from volt.distributed.parallel import ParallelStrategy

@@ -1144,9 +1144,9 @@ def _build_callbacks(callbacks, enable_checkpointing, enable_progress_bar, enabl
     for callback in callbacks:
         if not isinstance(callback, Callback):
             raise TypeError(f"`callbacks` must contain Callback instances, got {type(callback).__name__}.")
-    _check_unique_state_keys(callbacks)
     from volt.callbacks.model_checkpoint import ModelCheckpoint
     from volt.callbacks.progress import ProgressBar
+    from volt.utilities.registry import load_external_callbacks
 
     has_checkpoint = any(isinstance(cb, ModelCheckpoint) for cb in callbacks)
     if has_checkpoint and not enable_checkpointing:
@@ -1184,6 +1184,12 @@ def _build_callbacks(callbacks, enable_checkpointing, enable_progress_bar, enabl
 
         if not any(isinstance(cb, ModelSummary) for cb in callbacks):
             callbacks.append(RichModelSummary() if rich else ModelSummary())
+    for callback in load_external_callbacks():  # as Lightning: those installed packages register, after the defaults
+        if not isinstance(callback, Callback):
+            raise TypeError(f"A callback factory registered through an entry point made a {type(callback).__name__},"
+                            " not a Callback: fix or uninstall the package that registers it.")
+        callbacks.append(callback)
+    _check_unique_state_keys(callbacks)
     # as Lightning: checkpoint callbacks last, so they see what every other callback did at each point
     return [cb for cb in callbacks if not isinstance(cb, ModelCheckpoint)] + [
         cb for cb in callbacks if isinstance(cb, ModelCheckpoint)]

@@ -2,17 +2,40 @@
 
 Unlike Lightning, no background thread redraws the display: the bar redraws itself from the batch hooks at most
 `refresh_rate` times a second (and on the last batch), and reads metric values only then. One rich redraw takes
-milliseconds, so volt draws at most `max_redraws_per_second` (5) times a second whatever `refresh_rate` says.
+milliseconds, so volt draws at most `max_redraws_per_second` (5) times a second whatever `refresh_rate` says. The
+bars' counts reach rich (whose `Progress.update` costs a few microseconds) at each redraw, and whenever a program
+reads a bar (`train_progress_bar.completed` is the count after the last batch, as in Lightning).
+
+The display's parts (CustomProgress, CustomBarColumn, BatchesProcessedColumn, CustomTimeColumn,
+ProcessingSpeedColumn, MetricsTextColumn) are importable from here, for `configure_columns` overrides; they live in
+`rich_columns`, which imports rich on first use.
 """
 import importlib.util
 import math
+import sys
 import time
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any, Dict, Optional, Union
 
 from volt.callbacks.progress.progress_bar import SwitchableBar
 from volt.utilities.imports import import_isolated
+
+_RICH_PARTS = ("CustomProgress", "CustomBarColumn", "BatchesProcessedColumn", "CustomTimeColumn",
+               "ProcessingSpeedColumn", "MetricsTextColumn")
+
+
+def __getattr__(name: str):
+    if name in _RICH_PARTS:
+        value = getattr(import_isolated("volt.callbacks.progress.rich_columns"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _rich_part(name: str):
+    """One of the display's parts, looked up on this module (where a test or a program may have replaced it)."""
+    return getattr(sys.modules[__name__], name)
+
 
 _monotonic = time.monotonic
 
@@ -62,16 +85,17 @@ class RichProgressBar(SwitchableBar):
         self._console_kwargs = dict(console_kwargs or {})
         self._enabled = True
         self.progress = None  # the last run's bars: readable after it ends (e.g. `train_progress_bar.total`)
+        self._metric_component = None  # the MetricsTextColumn that shows the metrics beside the training bar
         self._live = False  # whether `progress` is drawing now
+        self._counts: Dict[Any, int] = {}  # task id -> batches done, not yet handed to rich
         self._reset_progress_bar_ids()
-        self._train_n = 0
         self._train_total: Optional[float] = None
         self._eval_total: Optional[float] = None
         self._next_draw = 0.0
 
     def __getstate__(self) -> dict:
         # the live display holds a console and locks; a pickled callback starts without them
-        return {**vars(self), "progress": None, "_live": False}
+        return {**vars(self), "progress": None, "_metric_component": None, "_live": False}
 
     @property
     def train_progress_bar(self):
@@ -92,7 +116,14 @@ class RichProgressBar(SwitchableBar):
     def _task(self, task_id):
         if self.progress is None or task_id is None:
             raise TypeError(f"This `{type(self).__name__}` bar has not been started yet.")
+        self._send_counts()
         return self.progress.tasks[task_id]
+
+    def _send_counts(self) -> None:
+        """Hand rich the batch counts since the last redraw, through `update` (its speed estimate samples them)."""
+        for task_id, n in self._counts.items():
+            self.progress.update(task_id, completed=n)
+        self._counts.clear()
 
     def _reset_progress_bar_ids(self) -> None:
         self.train_progress_bar_id = None
@@ -102,19 +133,31 @@ class RichProgressBar(SwitchableBar):
         self.predict_progress_bar_id = None
 
     def configure_columns(self, trainer) -> list:
-        """The columns left of the metrics; override to change the layout."""
-        return _default_columns(self.theme)
+        """The columns left of the metrics; override to change the layout (with rich's columns or this module's)."""
+        theme = self.theme
+        return [
+            import_isolated("rich.progress").TextColumn("[progress.description]{task.description}"),
+            _rich_part("CustomBarColumn")(complete_style=theme.progress_bar, finished_style=theme.progress_bar_finished,
+                                          pulse_style=theme.progress_bar_pulse),
+            _rich_part("BatchesProcessedColumn")(style=theme.batch_progress),
+            _rich_part("CustomTimeColumn")(style=theme.time),
+            _rich_part("ProcessingSpeedColumn")(style=theme.processing_speed),
+        ]
 
     def _init_progress(self, trainer) -> None:
         if self.is_disabled or self._live:
             return
         rich_console = import_isolated("rich.console")  # the run's first rich import: keep its RNGs as they are
-        rich_progress = import_isolated("rich.progress")
+        import_isolated("volt.callbacks.progress.rich_columns")
 
         self._reset_progress_bar_ids()
-        self.progress = rich_progress.Progress(
+        self._counts.clear()  # a new Progress numbers its tasks from 0 again
+        theme = self.theme
+        self._metric_component = _rich_part("MetricsTextColumn")(trainer, theme.metrics, theme.metrics_text_delimiter,
+                                                                 theme.metrics_format)
+        self.progress = _rich_part("CustomProgress")(
             *self.configure_columns(trainer),
-            rich_progress.TextColumn("{task.fields[metrics]}", style=self.theme.metrics),
+            self._metric_component,
             console=rich_console.Console(**self._console_kwargs),
             auto_refresh=False,
         )
@@ -123,16 +166,17 @@ class RichProgressBar(SwitchableBar):
 
     def _stop_progress(self) -> None:
         if self._live:
+            self._send_counts()
             self.progress.stop()
             self._live = False
 
     def _add_task(self, total: Union[int, float], description: str):
         if self.theme.description:
             description = f"[{self.theme.description}]{description}"
-        return self.progress.add_task(description, total=_finite_or_none(total), metrics="")
+        return self.progress.add_task(description, total=total)
 
     def _add_eval_task(self, total: Union[int, float], description: str):
-        self._eval_total = _finite_or_none(total)
+        self._eval_total = total
         task_id = self._add_task(total, description)
         self._draw()
         return task_id
@@ -142,20 +186,9 @@ class RichProgressBar(SwitchableBar):
             self.progress.update(task_id, visible=False)
 
     def _draw(self) -> None:
+        self._send_counts()
         self.progress.refresh()
         self._next_draw = _monotonic() + 1.0 / min(self._refresh_rate, self.max_redraws_per_second)
-
-    def _metrics_text(self, trainer, pl_module) -> str:
-        theme = self.theme
-        parts = []
-        for name, value in self.get_metrics(trainer, pl_module).items():
-            if not isinstance(value, str):
-                try:
-                    value = f"{value:{theme.metrics_format}}"
-                except (TypeError, ValueError):
-                    value = str(value)
-            parts.append(f"{name}: {value}")
-        return theme.metrics_text_delimiter.join(parts)
 
     def _train_description(self, current_epoch: int) -> str:
         description = f"Epoch {current_epoch}"
@@ -190,14 +223,14 @@ class RichProgressBar(SwitchableBar):
         if self.train_progress_bar_id is None:
             self.train_progress_bar_id = self._add_task(total, description)
         else:
-            self.progress.reset(self.train_progress_bar_id, total=_finite_or_none(total), description=description,
-                                visible=True)
-        self._train_n = 0
-        self._train_total = _finite_or_none(total)
+            self.progress.reset(self.train_progress_bar_id, total=total, description=description, visible=True)
+        self._train_total = total
         self._draw()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        n = self._train_n = batch_idx + 1
+        n = batch_idx + 1
+        if self.train_progress_bar_id is not None:
+            self._counts[self.train_progress_bar_id] = n
         if _monotonic() >= self._next_draw or n == self._train_total:
             with self.values_may_lag():  # a training step never waits for the device to show its metrics
                 self._redraw_train(trainer, pl_module)
@@ -209,8 +242,7 @@ class RichProgressBar(SwitchableBar):
         if not self._live or self.train_progress_bar_id is None or self.is_disabled:
             self._next_draw = math.inf
             return
-        self.progress.update(self.train_progress_bar_id, completed=self._train_n,
-                             metrics=self._metrics_text(trainer, pl_module))
+        self._metric_component.update(self.get_metrics(trainer, pl_module))
         self._draw()
 
     def on_validation_start(self, trainer, pl_module) -> None:
@@ -284,11 +316,11 @@ class RichProgressBar(SwitchableBar):
     def _advance(self, task_id, n: int) -> None:
         if not self._live or task_id is None or self.is_disabled:
             return
+        self._counts[task_id] = n
         if _monotonic() >= self._next_draw or n == self._eval_total:
-            self.progress.update(task_id, completed=n)
             self._draw()
         elif n == 1:  # a first sample, so rich can tell the speed of a short run
-            self.progress.update(task_id, completed=n)
+            self._send_counts()
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
         self._stop_progress()
@@ -302,48 +334,3 @@ class RichProgressBar(SwitchableBar):
             self.progress.console.print(*args, **kwargs)
         else:
             print(*args, **kwargs)
-
-
-def _finite_or_none(total: Optional[Union[int, float]]) -> Optional[float]:
-    """rich draws a pulsing bar for an unknown (None) total."""
-    if total is None or math.isinf(total) or math.isnan(total):
-        return None
-    return total
-
-
-def _default_columns(theme: RichProgressBarTheme) -> list:
-    from rich.progress import BarColumn, ProgressColumn, TextColumn
-    from rich.text import Text
-
-    class BatchesColumn(ProgressColumn):
-        """`done/total` batches; `--` when the loader has no length."""
-
-        def render(self, task) -> Text:
-            total = "--" if task.total is None else int(task.total)
-            return Text(f"{int(task.completed)}/{total}", style=theme.batch_progress)
-
-    class TimeColumn(ProgressColumn):
-        """`elapsed • remaining`, at most twice a second so it does not flicker."""
-
-        max_refresh = 0.5
-
-        def render(self, task) -> Text:
-            elapsed = task.finished_time if task.finished else task.elapsed
-            remaining = task.time_remaining
-            elapsed = "-:--:--" if elapsed is None else str(timedelta(seconds=int(elapsed)))
-            remaining = "-:--:--" if remaining is None else str(timedelta(seconds=int(remaining)))
-            return Text(f"{elapsed} • {remaining}", style=theme.time)
-
-    class SpeedColumn(ProgressColumn):
-        def render(self, task) -> Text:
-            speed = task.speed
-            return Text(f"{0.0 if speed is None else speed:.2f}it/s", style=theme.processing_speed)
-
-    return [
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(complete_style=theme.progress_bar, finished_style=theme.progress_bar_finished,
-                  pulse_style=theme.progress_bar_pulse),
-        BatchesColumn(),
-        TimeColumn(),
-        SpeedColumn(),
-    ]
