@@ -59,27 +59,23 @@ class LogFiles:
 
     def folders(self, path: str) -> List[str]:
         """The names of the folders in `path` (none if it is missing or not a folder)."""
+        return self._entries(path, "directory")
+
+    def files(self, path: str) -> List[str]:
+        """The names of the files in `path` (none if it is missing or not a folder)."""
+        return self._entries(path, "file")
+
+    def _entries(self, path: str, kind: str) -> List[str]:
         if self.fs is None:
             try:
-                return [entry.name for entry in os.scandir(path) if entry.is_dir()]
+                return [entry.name for entry in os.scandir(path)
+                        if (entry.is_dir() if kind == "directory" else entry.is_file())]
             except OSError:
                 return []
         if not self.fs.isdir(path):
             return []
         return [entry["name"].rstrip("/").rsplit("/", 1)[-1] for entry in self.fs.listdir(path, detail=True)
-                if entry["type"] == "directory"]
-
-    def files(self, path: str) -> List[str]:
-        """The names of the files in `path` (none if it is missing or not a folder)."""
-        if self.fs is None:
-            try:
-                return [entry.name for entry in os.scandir(path) if entry.is_file()]
-            except OSError:
-                return []
-        if not self.fs.isdir(path):
-            return []
-        return [entry["name"].rsplit("/", 1)[-1] for entry in self.fs.listdir(path, detail=True)
-                if entry["type"] == "file"]
+                if entry["type"] == kind]
 
     def has_files(self, path: str) -> bool:
         """Whether `path` is a folder with anything in it."""
