@@ -78,6 +78,16 @@ def test_training_step_without_return_warns_once(tmp_path, quiet_lightning):
                                 enable_progress_bar=False, enable_model_summary=False).fit(PlNone(), loader())
 
 
+def test_training_step_without_return_on_several_ranks_is_an_error(tmp_path):
+    """With several ranks a skipped step would leave the others waiting for its gradients: an error, as Lightning
+    (a real two-rank run ends on it at once; here the world size is set as Lightning's own test sets it)."""
+    run = trainer(tmp_path, max_steps=1)
+    run.strategy.world_size = 2
+    with pytest.raises(RuntimeError, match=r"returned None on rank 0 \(epoch 0, batch 0\). Skipping the "
+                                           r"`training_step` .* is not supported: the other ranks would wait"):
+        run.fit(Returns(lambda loss: None))
+
+
 def test_optimizer_step_override_that_skips_the_closure(tmp_path):
     class Model(BoringModel):
         def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None):

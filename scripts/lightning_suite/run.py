@@ -104,9 +104,9 @@ RULES = [
     (r"'SummaryWriter' object has no attribute 'assert_\w+'", INTERNAL,
      "patches torch.utils.tensorboard.SummaryWriter, the writer Lightning's TensorBoardLogger picks when tensorboard "
      "is installed (volt's logger writes with tensorboardX)"),
-    (r"zombie thread: <Thread\((wandb-|OtelPeriodicExportingMetricReader)", SETUP,
-     "the installed wandb (0.31) keeps its own threads running after wandb.init; Lightning 2.6.6 leaves the same"
-     " ones"),
+    (r"zombie thread: <Thread\((wandb-|Otel\w+)", SETUP,
+     "the installed wandb (0.31) keeps its own threads running after wandb.init (and OpenTelemetry's exporter threads "
+     "that the tracking libraries start); Lightning 2.6.6 leaves the same ones"),
     (r"volt does not provide \S+: (Lightning's internal machinery|an internal helper|Lightning's test-suite helpers"
      r"|Lightning's hook mixin)", INTERNAL, "imports a private Lightning module or helper"),
     (r"(has no|does not have the) attribute '_\w+'|cannot import name '_\w+'|no attribute 'connectors'", INTERNAL,

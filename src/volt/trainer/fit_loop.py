@@ -644,7 +644,7 @@ class FitLoop:
                 else:
                     optimizer.zero_grad()
             if loss is None:
-                self._warn_no_loss(batch_idx)
+                self._no_loss(batch_idx)
             else:
                 if divisor != 1:
                     loss = loss / divisor
@@ -691,8 +691,16 @@ class FitLoop:
                            "skipped (no training_step), only on_train_batch_end runs for it.")
         return None
 
-    def _warn_no_loss(self, batch_idx: int) -> None:
-        """Once per fit, as Lightning warns: a `training_step` that forgot its `return` trains nothing."""
+    def _no_loss(self, batch_idx: int) -> None:
+        """A `training_step` that returned None: with several ranks an error (the other ranks would wait in their
+        gradient all-reduce for this one's), otherwise a warning once per fit, as Lightning."""
+        if self.trainer.world_size > 1:
+            raise RuntimeError(
+                f"`training_step` returned None on rank {self.trainer.global_rank} (epoch {self.trainer.current_epoch}, "
+                f"batch {batch_idx}). Skipping the `training_step` by returning None in distributed training is not "
+                "supported: the other ranks would wait for this rank's gradients. Return a loss on every rank (e.g. "
+                "`loss * 0` for a batch to ignore), or filter such batches out of the data."
+            )
         if self._warned_no_loss:
             return
         self._warned_no_loss = True
