@@ -284,3 +284,25 @@ def test_save_checkpoint_of_a_module_attached_with_strategy_connect(tmp_path, qu
         saved[pl.__name__] = (trainer.lightning_module is model, checkpoint["noted"], checkpoint["epoch"],
                               checkpoint["global_step"], torch.equal(restored.layer.weight, model.layer.weight))
     assert saved["volt"] == saved["pytorch_lightning"] == (True, True, 0, 0, True)
+
+
+def test_dataloader_properties_show_the_last_calls_loaders_as_lightning(tmp_path, quiet_lightning):
+    """`trainer.*_dataloaders` show the loaders of the last call's loops only (after `test`, no training loader)."""
+    seen = {}
+    for pl in (quiet_lightning, volt):
+        class Module(module_class(pl)):
+            def test_step(self, batch, batch_idx):
+                pass
+
+        train, val, test = data(), data(), data()
+        names = {id(train): "train", id(val): "val", id(test): "test"}
+        trainer = quiet_trainer(pl, tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=1,
+                                limit_test_batches=1)
+        model, shown = Module(), []
+        for call, args in (("fit", (train, val)), ("test", (test,)), ("validate", (test,))):
+            getattr(trainer, call)(model, *args)
+            shown.append([names.get(id(loader), repr(loader)) for loader in (
+                trainer.train_dataloader, trainer.val_dataloaders, trainer.test_dataloaders)])
+        seen[pl] = shown
+    assert seen[volt] == seen[quiet_lightning] == [["train", "val", "None"], ["None", "None", "test"],
+                                                   ["None", "test", "None"]]

@@ -273,6 +273,7 @@ class Trainer:
         # self.log storage of the running call (trainer/results.py); a new one per call. This first one holds the
         # metric dicts before any call, so that what is written into `trainer.callback_metrics` stays there
         self._results = Results(self)
+        self._call_loops: Tuple[Any, ...] = ()  # the loops of the running (or last) call
         self._hooks: Optional[Hooks] = None  # hook dispatch of the running call (trainer/hooks.py)
         self._checkpoints = Checkpoints(self)  # what checkpoints hold and how they come back (checkpointing.py)
         self._position = LoopPosition(self)  # where the loops are, for multi-process stall reports
@@ -402,6 +403,8 @@ class Trainer:
         self.state.fn, self.state.status = fn, "running"
         self.state.stage = {"fit": "train"}.get(fn, fn)
         self.should_stop = False
+        # as Lightning, the `*_dataloaders` properties show only the loaders of this call's loops
+        self._call_loops = (self.fit_loop, self.fit_loop.val_loop) if fn == "fit" else (self._eval_loop(fn),)
         self.strategy.connect(model)  # `trainer.lightning_module` from now on
         self.datamodule = datamodule
         model.trainer = self
@@ -897,20 +900,26 @@ class Trainer:
 
     @property
     def train_dataloader(self):
-        return self.fit_loop.shown_loaders
+        return self._shown_loaders(self.fit_loop)
 
     @property
     def val_dataloaders(self):
-        loop = self.fit_loop.val_loop if self.fit_loop.val_loop.loaders else self.validate_loop
-        return loop.shown_loaders if loop.loaders else loop.loaders
+        fit_validates = self.fit_loop.val_loop in self._call_loops
+        return self._shown_loaders(self.fit_loop.val_loop if fit_validates else self.validate_loop)
 
     @property
     def test_dataloaders(self):
-        return self.test_loop.shown_loaders if self.test_loop.loaders else self.test_loop.loaders
+        return self._shown_loaders(self.test_loop)
 
     @property
     def predict_dataloaders(self):
-        return self.predict_loop.shown_loaders if self.predict_loop.loaders else self.predict_loop.loaders
+        return self._shown_loaders(self.predict_loop)
+
+    def _shown_loaders(self, loop):
+        """A loop's loaders as its `*_dataloaders` property shows them: None unless the last call ran that loop."""
+        if loop not in self._call_loops:
+            return None
+        return loop.shown_loaders if loop is self.fit_loop or loop.loaders else loop.loaders
 
 
 # ====================================================================== construction helpers
