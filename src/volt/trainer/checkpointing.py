@@ -56,6 +56,7 @@ once. On the same number of ranks each rank takes back its own state; on another
 import glob
 import math
 import os
+import re
 from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
 import torch
@@ -73,6 +74,7 @@ from volt.utilities.rank_zero import rank_zero_info, rank_zero_warn
 VOLT_VERSION = "0.1.0"
 LIGHTNING_COMPAT_VERSION = "2.6.6"  # written as `pytorch-lightning_version`, so Lightning loads volt checkpoints
 # The loop state that differs between processes: a multi-process checkpoint keeps every rank's.
+_HPC_NAME = re.compile(r"hpc_ckpt_(\d+)\.ckpt")  # Lightning's SLURM checkpoints, numbered
 _PER_RANK_STATE = ("rng", "results", "epoch_rng", "sampler_rng", "stream")
 
 
@@ -381,9 +383,7 @@ class Checkpoints:
     def _hpc_checkpoint(self) -> Optional[str]:
         """The highest-numbered `hpc_ckpt_<N>.ckpt` in `default_root_dir` (what Lightning writes on SLURM)."""
         root = self.trainer.default_root_dir  # a local folder or an fsspec URL
-        numbers = [int(name[len("hpc_ckpt_"):-len(".ckpt")]) for name in LogFiles(root).files(root)
-                   if name.startswith("hpc_ckpt_") and name.endswith(".ckpt")
-                   and name[len("hpc_ckpt_"):-len(".ckpt")].isdigit()]
+        numbers = [int(match.group(1)) for match in map(_HPC_NAME.fullmatch, LogFiles(root).files(root)) if match]
         return os.path.join(root, f"hpc_ckpt_{max(numbers)}.ckpt") if numbers else None
 
     def _on_exception_checkpoints(self) -> List[str]:
