@@ -38,6 +38,7 @@ import atexit
 import io
 import math
 import os
+import time
 from datetime import timedelta
 from typing import Any, Callable, Dict, List, Optional, Union
 
@@ -329,8 +330,16 @@ class ParallelStrategy(Strategy):
         atexit.register(self._destroy_process_group)
 
     def _destroy_process_group(self) -> None:
-        if dist.is_initialized() and (self._watchdog is None or self._watchdog.failure is None):
+        """At interpreter exit, while Python is still whole. A collective's caller sees it done a moment before
+        gloo's worker thread drops the tensors it held; dropping one that Python also knew takes the GIL, and a
+        thread that gets the GIL while Python finalizes aborts the process ("terminate called without an active
+        exception") after a run that succeeded. So the GIL is handed over here, once, for those threads."""
+        if not dist.is_initialized():
+            return
+        self._background_group = None
+        if self._watchdog is None or self._watchdog.failure is None:
             dist.destroy_process_group()
+        time.sleep(0.05)
 
     def _launch_spawn(self, function: Callable, args: tuple) -> Any:
         fresh_port = self.num_nodes == 1 and "MASTER_PORT" not in os.environ  # the last launch's may linger
