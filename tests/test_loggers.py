@@ -622,23 +622,32 @@ def test_tensorboard_save_writes_the_hyperparameters_logged_so_far(tmp_path, qui
 
 def test_tensorboard_logger_on_an_fsspec_url_as_lightning(tmp_path, monkeypatch):
     """The default logger under `default_root_dir="memory://..."` writes its event file there, as Lightning's does
-    (it wrote to a local `./memory:/...` folder), TensorBoard reads the same scalars from both, and `ckpt_path="hpc"`
-    finds the newest `hpc_ckpt_<N>.ckpt` there."""
+    (it wrote to a local `./memory:/...` folder), so does its tensorboardX writer (`logger.experiment`), TensorBoard
+    reads the same scalars from both, and `ckpt_path="hpc"` finds the newest `hpc_ckpt_<N>.ckpt` there."""
     fsspec = pytest.importorskip("fsspec")
     pl = pytest.importorskip("pytorch_lightning")
     import volt
 
     monkeypatch.chdir(tmp_path)
     memory = fsspec.filesystem("memory")
-    scalars = {}
+    scalars, loggers = {}, {}
     for name, framework in (("volt", volt), ("pl", pl)):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             trainer, _ = fit_tiny(framework, None, f"memory://tb-{name}")
+        loggers[name] = trainer.logger
         files = [path.rsplit("/", 1)[1] for path in memory.find(f"/tb-{name}/lightning_logs/version_0")]
         assert sorted(file.split(".")[0] for file in files) == ["events", "hparams"]
         scalars[name] = read_scalars(trainer.logger.log_dir)
     assert scalars["volt"].keys() == scalars["pl"].keys() and scalars["volt"]["train_loss"]
+    writer = loggers["volt"].experiment  # tensorboardX's writer, for images and histograms: there too
+    writer.add_histogram("weights", torch.arange(10.0), 0)
+    writer.close()  # fsspec shows a memory:// or object-store file once it is closed
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(loggers["volt"].log_dir)
+    accumulator.Reload()
+    assert accumulator.Tags()["histograms"] == ["weights"]
     assert os.listdir(tmp_path) == []  # no local "memory:" folder
 
     for number in (0, 33, 3):

@@ -79,6 +79,33 @@ class _EventFile:
         self._file.close()
 
 
+class _FsspecRecordWriters:
+    """tensorboardX's writer factory for a URL scheme it does not know (memory://, ...): its files go through fsspec,
+    where tensorboardX alone would make a local folder named after the scheme."""
+
+    def directory_check(self, path: str) -> None:
+        LogFiles(path).makedirs(path)
+
+    def open(self, path: str) -> "_FsspecRecordFile":
+        return _FsspecRecordFile(LogFiles(path).open(path, "wb"))
+
+
+class _FsspecRecordFile:
+    """An fsspec file as tensorboardX's writer uses it: without `fileno`, which tensorboardX would fsync."""
+
+    def __init__(self, file) -> None:
+        self._file = file
+
+    def write(self, data: bytes) -> None:
+        self._file.write(data)
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
 def _tensorboardx_available() -> bool:
     """Whether tensorboardX is installed, found without importing it."""
     return importlib.util.find_spec("tensorboardX") is not None
@@ -157,6 +184,7 @@ class TensorBoardLogger(RewritableLog, VersionedLogDir, Logger):
             from tensorboardX import SummaryWriter
 
             self._open_events()  # first, so that a resume's purge marker sorts before the writer's file
+            self._route_url_scheme_through_fsspec()
             suffix = _unique_suffix() + self._filename_suffix
             self._experiment = SummaryWriter(log_dir=self.log_dir, filename_suffix=suffix, **self._kwargs)
         return self._experiment
@@ -260,6 +288,18 @@ class TensorBoardLogger(RewritableLog, VersionedLogDir, Logger):
         self._purge_step = self._continues_at = step
         if self._events is not None:
             self._write_purge_marker()
+
+    def _route_url_scheme_through_fsspec(self) -> None:
+        """Before tensorboardX's writer opens `log_dir`: register fsspec for its URL scheme, unless tensorboardX has
+        a writer of its own for it (s3, gs) or `log_dir` is local."""
+        from volt.checkpoint import is_remote
+
+        if not is_remote(self.log_dir):
+            return
+        record_writer = import_isolated("tensorboardX.record_writer")
+        scheme = self.log_dir.split(":", 1)[0]
+        if scheme not in record_writer.REGISTERED_FACTORIES:
+            record_writer.register_writer_factory(scheme, _FsspecRecordWriters())
 
     def _open_events(self) -> None:
         """Open the logger's event file if needed, then write a pending purge marker."""
