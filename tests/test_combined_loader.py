@@ -105,7 +105,8 @@ def test_limits_cap_each_loader(quiet_lightning):
             combined.limits = 4 if mode == "min_size" else [2, float("inf")]
             assert combined.limits == ([4, 4] if mode == "min_size" else [2, float("inf")])
             iterated = [batch for batch, _, _ in iter(combined)]
-            batches = iterated if cls is CombinedLoader else batches
+            if cls is CombinedLoader:
+                batches = iterated
             assert len(combined) == expected
             with pytest.raises(ValueError, match=r"Mismatch in number of limits \(1\) and number of iterables \(2\)"):
                 combined.limits = [1]

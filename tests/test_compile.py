@@ -6,8 +6,6 @@ backend users get); the others use "aot_eager", which goes through the same dyna
 without generating C++ code: what they check (what is compiled, how often, checkpoint keys) does not depend on the
 backend.
 """
-import os
-
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset

@@ -146,8 +146,6 @@ def test_argument_info_and_warnings_as_lightning(caplog, tmp_path, quiet_lightni
     """Explicit 1 / 1.0 limits say what they mean; barebones says what it turned off; a training epoch shorter than
     `log_every_n_steps`, submodules left in eval mode and an unset `max_epochs` warn (PossibleUserWarning); a
     `val_check_interval` beyond the epoch is a ValueError unless validation is off."""
-    from volt.utilities.warnings import PossibleUserWarning
-
     with caplog.at_level(logging.INFO):
         volt.Trainer(limit_train_batches=1, limit_test_batches=1.0, val_check_interval=1, logger=False)
         volt.Trainer(barebones=True)

@@ -183,7 +183,7 @@ def test_volt_plot_command(tmp_path, capsys, monkeypatch):
     first, second = (_fit(tmp_path, CSVLogger(tmp_path)).log_dir for _ in range(2))
     monkeypatch.chdir(tmp_path)
     volt_main(["plot"])  # the newest run, into its own folder
-    assert capsys.readouterr().out == f"Training curves of 1 run: lightning_logs/version_1/curves.png\n"
+    assert capsys.readouterr().out == "Training curves of 1 run: lightning_logs/version_1/curves.png\n"
     assert _is_png(os.path.join(second, "curves.png"))
     volt_main(["plot", first, second, "-o", "both.png"])
     assert capsys.readouterr().out == "Training curves of 2 runs: both.png\n"

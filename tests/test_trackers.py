@@ -361,7 +361,6 @@ def test_wandb_checkpoint_folder_matches_lightning(tmp_path, wandb_dir, quiet_li
     from pytorch_lightning.loggers import WandbLogger as LightningWandbLogger
     from volt.loggers import WandbLogger
 
-    folders = []
     for logger_class, framework in ((WandbLogger, volt), (LightningWandbLogger, quiet_lightning)):
         logger = logger_class(project="proj", save_dir=tmp_path / framework.__name__)
         trainer = framework.Trainer(default_root_dir=tmp_path, logger=logger, max_steps=1, limit_val_batches=0,
