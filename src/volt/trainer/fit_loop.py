@@ -620,12 +620,9 @@ class FitLoop:
         epoch (`Hooks.bind_step`, `_backward_caller`)."""
         trainer = self.trainer
         accumulate = trainer.accumulate_grad_batches
-        if accumulate == 1:  # the usual case: each batch is a window of its own
-            window_pos, accumulating, divisor = 0, False, 1
-        else:
-            window_pos = batch_idx % accumulate
-            accumulating = accumulate > 1 and not (window_pos == accumulate - 1 or is_last)
-            divisor = self._accumulation_divisor(batch_idx)
+        window_pos = batch_idx % accumulate
+        accumulating = accumulate > 1 and not (window_pos == accumulate - 1 or is_last)
+        divisor = 1 if accumulate == 1 else self._accumulation_divisor(batch_idx)
         optimizers = trainer.strategy.optimizers  # the Trainer's (its property is a call more per batch)
         optimizer = optimizers[0] if optimizers else None
         zero_grad = optimizer is not None and window_pos == 0
