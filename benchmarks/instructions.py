@@ -15,6 +15,12 @@ the set-up. The contenders (set up as in `overhead.py`: tiny MLP, batch 32, Adam
     volt-bare    the same with logger=False, enable_checkpointing=False
     lightning    pytorch-lightning with its defaults, as `volt` (when installed)
 
+The allocator is pinned too: glibc's malloc serves most allocations from small per-size caches (tcache, 7 chunks
+each) and sends the rest down a slower path whose cost depends on the heap's layout, which differs between
+contenders (and between builds) for reasons unrelated to their code: about 0.01x on a row, enough to put the
+`logger=False` row above the defaults. The callgrind runs get larger caches (MALLOC_TUNABLES), so that every
+contender's allocations are cheap alike and the counts compare the code (`--native-malloc` counts without them).
+
 Time-based behaviour is pinned so that it matches a native run: the progress bars redraw every 100 batches (volt's
 0.1 s limit gives about that at ~1 ms a step; under valgrind every step would take longer than that). Python calls
 per step are counted with sys.setprofile over the same steps of a plain run. Instructions are not time: the
@@ -22,6 +28,7 @@ interpreter runs fewer instructions per cycle than torch's kernels, so a framewo
 somewhat larger than its share of instructions.
 
     python benchmarks/instructions.py [--first 200] [--steps 200] [--contenders raw volt volt-bare lightning]
+                                      [--native-malloc]
     (needs valgrind; a few minutes: each contender's callgrind run starts Python and torch under valgrind)
 """
 import argparse
@@ -38,6 +45,7 @@ from typing import Optional
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.join(os.path.dirname(HERE), "src")
 CONTENDERS = ("raw", "volt", "volt-bare", "lightning")
+MALLOC_TUNABLES = "glibc.malloc.tcache_count=1000"  # glibc's per-size caches: 1000 chunks each instead of 7
 
 _RUN = r"""
 import os, subprocess, sys, tempfile, warnings, torch
@@ -91,15 +99,19 @@ def _script(contender: str, first: int, steps: int, count_calls: bool) -> str:
     return _RUN.format(here=HERE, src=SRC, contender=contender, first=first, steps=steps, count_calls=count_calls)
 
 
-def instructions(contender: str, first: int, steps: int, keep: Optional[str] = None) -> float:
+def instructions(contender: str, first: int, steps: int, keep: Optional[str] = None,
+                 native_malloc: bool = False) -> float:
     """Instructions per step of steps first .. first + steps - 1 (their callgrind dump copied into `keep`)."""
+    env = dict(os.environ)
+    if not native_malloc:
+        env["GLIBC_TUNABLES"] = ":".join(filter(None, (env.get("GLIBC_TUNABLES"), MALLOC_TUNABLES)))
     with tempfile.TemporaryDirectory() as tmp:
         out_file = os.path.join(tmp, "cg")
         out = subprocess.run(
             ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--dump-before=getppid",
              f"--callgrind-out-file={out_file}",
              sys.executable, "-c", _script(contender, first, steps, False)],
-            capture_output=True, text=True)
+            capture_output=True, text=True, env=env)
         dumps = sorted(glob.glob(out_file + ".*"))
         if out.returncode != 0 or len(dumps) != 2:
             raise SystemExit(f"callgrind run of {contender} failed ({len(dumps)} dumps, expected 2):\n"
@@ -126,6 +138,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200, help="steps counted (a multiple of 100)")
     parser.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS))
     parser.add_argument("--jobs", type=int, default=2, help="callgrind runs at a time")
+    parser.add_argument("--native-malloc", action="store_true", help="count with glibc's default malloc caches "
+                        "(the heap's layout then moves each row by about 0.01x)")
     parser.add_argument("--keep", metavar="DIR", help="keep each contender's callgrind dump of the counted steps "
                         "there, as callgrind.<contender> (read them with callgrind_annotate)")
     args = parser.parse_args()
@@ -146,9 +160,10 @@ def main() -> None:
         print("valgrind is not installed (apt install valgrind): skipping the instruction count.")
         return
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # instruction counts do not mind sharing the machine
-        per_step = dict(zip(contenders, pool.map(lambda c: instructions(c, args.first, args.steps, args.keep),
-                                                 contenders)))
-    print(f"Instructions per training step (callgrind, {window})")
+        per_step = dict(zip(contenders, pool.map(
+            lambda c: instructions(c, args.first, args.steps, args.keep, args.native_malloc), contenders)))
+    malloc = "glibc's default malloc" if args.native_malloc else MALLOC_TUNABLES
+    print(f"Instructions per training step (callgrind, {window}, {malloc})")
     for contender, count in per_step.items():
         print(f"  {contender:<11}{count / 1e6:8.3f} M   {count / per_step['raw']:.3f}x")
 

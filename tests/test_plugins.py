@@ -37,6 +37,37 @@ def test_precision_plugins_set_the_precision_and_run_it():
     assert trainer.scaler is scaler and trainer.precision_plugin.precision == "16-mixed"
 
 
+class _ManualModel(BoringModel):
+    def __init__(self):
+        super().__init__()
+        self.automatic_optimization = False
+
+    def training_step(self, batch, batch_idx):
+        optimizer = self.optimizers()
+        optimizer.zero_grad()
+        self.manual_backward(self.loss(batch))
+        optimizer.step()
+
+
+@pytest.mark.parametrize("model_class", [BoringModel, _ManualModel])
+def test_a_precision_plugin_that_overrides_optimizer_step_runs_every_step(model_class):
+    """The fit loop calls `optimizer.step` itself only when the plugin's `optimizer_step` is Precision's own."""
+
+    class CountingPrecision(Precision):
+        steps = 0
+
+        def optimizer_step(self, optimizer, closure, after_closure, automatic, **kwargs):
+            CountingPrecision.steps += 1
+            return super().optimizer_step(optimizer, closure, after_closure, automatic, **kwargs)
+
+    trainer = make_trainer(plugins=[CountingPrecision()])
+    model = model_class()
+    before = model.layer.weight.detach().clone()
+    trainer.fit(model, loader())
+    assert CountingPrecision.steps == trainer.global_step == 4
+    assert not torch.equal(model.layer.weight, before)
+
+
 @pytest.mark.parametrize("plugins, message", [
     ([DoublePrecision(), Precision()], "two precision plugins"),
     (["64-true"], r"plugins=\['64-true'\] is not a plugin volt accepts"),

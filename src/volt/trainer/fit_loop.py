@@ -97,6 +97,7 @@ class FitLoop:
         self.grads_pending = False  # the last batch accumulated gradients without stepping: a checkpoint keeps them
         self._epoch_outputs: List[Any] = []
         self._user_optimizer_step = False  # what the module overrides, read once per fit in `run`
+        self._plain_optimizer_step = False  # the precision plugin adds nothing to optimizer.step (set in `run`)
         self._iterating = False  # `training_step(self, dataloader_iter)`: the step fetches its own batches
         self._warned_no_loss = False  # each warned once per fit
         self._warned_none_batch = False
@@ -111,6 +112,7 @@ class FitLoop:
     def run(self) -> None:
         trainer, hooks = self.trainer, self.trainer._hooks
         self._user_optimizer_step = "optimizer_step" in hooks.module_overrides
+        self._plain_optimizer_step = trainer.precision_plugin.plain_optimizer_step
         self._collect_outputs = "training_epoch_end" in hooks.module_overrides  # 1.x: keep every batch's outputs
         self._iterating = takes_dataloader_iter(trainer.lightning_module, "training_step")
         self._warned_no_loss = self._warned_non_finite = self._warned_none_batch = self._told_minimum = False
@@ -778,7 +780,9 @@ class FitLoop:
         # None when nothing runs between the closure and the step: the plugin steps with the closure as it is
         after_closure = functools.partial(self._after_closure, optimizer, before, clips) if before or clips else None
         closure = closure or _no_closure
-        if kwargs:
+        if after_closure is None and self._plain_optimizer_step:  # what the plugin would do, one call shorter
+            out = optimizer.step(closure=closure, **kwargs) if kwargs else optimizer.step(closure=closure)
+        elif kwargs:
             out = trainer.precision_plugin.optimizer_step(optimizer, closure, after_closure, automatic, **kwargs)
         else:  # the automatic step: a plain call is cheaper than unpacking an empty dict
             out = trainer.precision_plugin.optimizer_step(optimizer, closure, after_closure, automatic)

@@ -75,6 +75,12 @@ class Precision:
         """Whether `backward` is the loss's own, unscaled; the training step then calls `loss.backward` directly."""
         return type(self).backward is Precision.backward
 
+    @property
+    def plain_optimizer_step(self) -> bool:
+        """Whether `optimizer_step` is this one, which adds nothing around `optimizer.step(closure=...)` when nothing
+        runs after the closure; the fit loop then calls the optimizer directly."""
+        return type(self).optimizer_step is Precision.optimizer_step
+
     def optimizer_step(self, optimizer, closure: Callable, after_closure: Optional[Callable], automatic: bool,
                        **kwargs: Any):
         """Step with the closure inside `optimizer.step` (so LBFGS-style optimizers can re-evaluate it);
