@@ -333,7 +333,9 @@ class ParallelStrategy(Strategy):
         """At interpreter exit, while Python is still whole. A collective's caller sees it done a moment before
         gloo's worker thread drops the tensors it held; dropping one that Python also knew takes the GIL, and a
         thread that gets the GIL while Python finalizes aborts the process ("terminate called without an active
-        exception") after a run that succeeded. So the GIL is handed over here, once, for those threads."""
+        exception") after a run that succeeded. destroy_process_group joins a group's threads only if nothing else
+        holds the group; an FSDP2 model's DTensor parameters hold their DeviceMesh and so the default group, and the
+        model lives until Python finalizes. So the GIL is handed over here, once, for the threads that live on."""
         if not dist.is_initialized():
             return
         self._background_group = None
