@@ -41,7 +41,11 @@ class SimpleProfiler(Profiler):
         by mean duration, numbers to 5 significant digits."""
         sep = os.linesep
         # math.fsum: thousands of short durations summed with plain float addition lose their last digits
-        stats = [(name, math.fsum(d) / len(d), len(d), math.fsum(d)) for name, d in self.recorded_durations.items() if d]
+        stats = []  # (name, mean, calls, total)
+        for name, durations in self.recorded_durations.items():
+            if durations:
+                total = math.fsum(durations)
+                stats.append((name, total / len(durations), len(durations), total))
         width = max((len(name) for name, *_ in stats), default=0)
 
         def row(*cells: str) -> str:

@@ -426,9 +426,10 @@ class FitLoop:
             source = trainer._hooks.call_dataloader_hook("train_dataloader")
         else:
             check_iterable(source, "passed to `Trainer.fit(train_dataloaders=...)`")
-        if isinstance(source, CombinedLoader) and source.mode == "sequential":  # refused below, once sized (as
-            self.num_training_batches = limit_batches(  # Lightning: `trainer.num_training_batches` shows the size)
-                source.num_batches, trainer.limit_train_batches, "limit_train_batches")
+        if isinstance(source, CombinedLoader) and source.mode == "sequential":
+            # refused below, once sized: as in Lightning, `trainer.num_training_batches` shows the size
+            self.num_training_batches = limit_batches(source.num_batches, trainer.limit_train_batches,
+                                                      "limit_train_batches")
         given, source = source, training_loader(source)
         self._train_loaded_epoch = trainer.current_epoch
         sampler_fn = distributed_sampler_fn(trainer, train=True)
